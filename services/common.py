@@ -1,0 +1,162 @@
+"""The few pieces the task server and the balancer truly share.
+
+Both answer errors as JSON, both expose the course's ``/errors/stats`` shape, both guard
+write routes with a bearer token and both are served by uvicorn the same way.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections import Counter, deque
+from datetime import UTC, datetime
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+RECENT_ERRORS = 10
+# The course's scripts read these three keys; they are always present, even at zero.
+COURSE_ERROR_TYPES = ("400_BAD_REQUEST", "404_NOT_FOUND", "500_INTERNAL_ERROR")
+
+
+def json_error(status: int, message: str, **extra: Any) -> JSONResponse:
+    """A JSON error body a student can read: ``{"error": "..."}`` plus optional fields."""
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def error_type(status: int) -> str:
+    """The course's key for a status, e.g. ``400_BAD_REQUEST`` or ``500_INTERNAL_ERROR``."""
+    if status == 500:
+        return "500_INTERNAL_ERROR"
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "ERROR"
+    return f"{status}_{phrase.upper().replace(' ', '_').replace('-', '_')}"
+
+
+def utc_now_iso() -> str:
+    """Current time as ISO 8601 UTC with milliseconds, the format every timestamp here uses."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ErrorLog:
+    """Counts every 4xx/5xx answered and keeps the most recent ones (the course's shape)."""
+
+    def __init__(self, recent: int = RECENT_ERRORS) -> None:
+        self._by_type: Counter[str] = Counter()
+        self._by_status: Counter[int] = Counter()
+        self._recent: deque[dict[str, Any]] = deque(maxlen=recent)
+
+    def record(
+        self,
+        status: int,
+        message: str,
+        endpoint: str,
+        *,
+        kind: str | None = None,
+        server: str | None = None,
+    ) -> None:
+        """Record one error answer; ``kind`` overrides the type derived from ``status``."""
+        kind = kind or error_type(status)
+        self._by_type[kind] += 1
+        self._by_status[status] += 1
+        entry: dict[str, Any] = {
+            "timestamp": utc_now_iso(),
+            "type": kind,
+            "status": status,
+            "message": message,
+            "endpoint": endpoint,
+        }
+        if server is not None:
+            entry["server"] = server
+        self._recent.append(entry)
+
+    @property
+    def total(self) -> int:
+        return sum(self._by_type.values())
+
+    def stats(self) -> dict[str, Any]:
+        """``total_errors``, ``error_types``, ``recent_errors`` (newest first) and ``by_status``."""
+        types = dict.fromkeys(COURSE_ERROR_TYPES, 0) | dict(self._by_type)
+        return {
+            "total_errors": self.total,
+            "error_types": types,
+            "recent_errors": list(reversed(self._recent)),
+            "by_status": {str(code): n for code, n in sorted(self._by_status.items())},
+        }
+
+    def reset(self) -> None:
+        self._by_type.clear()
+        self._by_status.clear()
+        self._recent.clear()
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if any."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison, so the token cannot be guessed byte by byte from timings."""
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def default_token_file() -> Path:
+    """Where the balancer writes a generated token and the launcher and dashboard read it."""
+    override = os.environ.get("TICSLAB_TOKEN_FILE")
+    if override:
+        return Path(override)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "ticslab" / "token"
+
+
+def read_token_file(path: Path | None = None) -> str | None:
+    """The token stored by the balancer, or None when there is no readable token file."""
+    try:
+        token = (path or default_token_file()).read_text().strip()
+    except OSError:
+        return None
+    return token or None
+
+
+def write_token_file(token: str, path: Path | None = None) -> Path:
+    """Store ``token`` in a file only its owner can read (mode 0600), creating parent folders."""
+    path = path or default_token_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def serve(app: Any, host: str, port: int, *, log_level: str = "info") -> None:
+    """Run an ASGI app with uvicorn the way every ticslab service does: no access log."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=3,
+    )
+
+
+class Uptime:
+    """Seconds since construction, on the monotonic clock."""
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return round(time.monotonic() - self._start, 3)

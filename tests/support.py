@@ -1,0 +1,101 @@
+"""Helpers the tests share: free ports, real server processes, polling with a deadline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(
+    check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except Exception as error:  # the thing polled may not be up yet
+            last_error = error
+        else:
+            if result:
+                return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: {last_error}")
+
+
+class ServiceProcess:
+    """A ``ticslab <command>`` running as a real child process, stopped on ``close``."""
+
+    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, health_path: str = "/health", timeout: float = 15.0) -> ServiceProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *self.args],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wait_until(
+            lambda: self._answers(health_path), timeout=timeout, what=f"{self.args} to listen"
+        )
+        return self
+
+    def _answers(self, path: str) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            stderr = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            raise RuntimeError(f"{self.args} exited with {self.proc.returncode}: {stderr}")
+        httpx.get(self.url + path, timeout=1.0)
+        return True
+
+    def signal(self, signum: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        """SIGKILL and reap: a crash, as far as clients can tell."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def close(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def taskserver(
+    name: str, tasks_file: Path, port: int | None = None, env: dict[str, str] | None = None
+) -> ServiceProcess:
+    """A task server process (not yet started) on ``port`` or a free one."""
+    port = port or free_port()
+    args = ["taskserver", "--name", name, "--host", "127.0.0.1", "--port", str(port)]
+    return ServiceProcess([*args, "--tasks-file", str(tasks_file)], port, env)
