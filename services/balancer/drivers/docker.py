@@ -1,0 +1,220 @@
+"""The Docker driver: the Engine API over the unix socket, behind a strict allow-list.
+
+Whoever reaches the socket is root on the host, so this module sends only list, inspect,
+stop, start, kill, restart, pause, unpause (and reads the events stream), and only on
+containers of the balancer's own Compose project that carry ``ticslab.role=taskserver``,
+checked again by inspecting the container right before every action.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.balancer.drivers import DRIVER_ACTIONS, DriverFailure, DriverUnsupported
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+NUMBER_LABEL = "com.docker.compose.container-number"
+ROLE_LABEL = "ticslab.role"
+ROLE = "taskserver"
+PORT_LABEL = "ticslab.port"
+STOP_SECONDS = "5"
+
+# action -> (path suffix, query): the only writes this module can send.
+ACTION_REQUESTS: dict[str, tuple[str, dict[str, str]]] = {
+    "stop": ("stop", {"t": STOP_SECONDS}),
+    "start": ("start", {}),
+    "kill": ("kill", {"signal": "SIGKILL"}),
+    "restart": ("restart", {"t": STOP_SECONDS}),
+    "pause": ("pause", {}),
+    "unpause": ("unpause", {}),
+}
+RESULTS = {
+    "stop": "stopped",
+    "start": "started",
+    "kill": "killed",
+    "restart": "restarted",
+    "pause": "paused",
+    "unpause": "unpaused",
+}
+
+
+def backend_name(labels: dict[str, str]) -> str:
+    """``server1`` for the first container of service server1, ``server1-2`` for the second."""
+    service = labels.get(SERVICE_LABEL, "")
+    number = labels.get(NUMBER_LABEL, "1")
+    return service if number == "1" else f"{service}-{number}"
+
+
+def labels_of(container: dict[str, Any]) -> dict[str, str]:
+    """Labels of a list entry (``Labels``) or of an inspect answer (``Config.Labels``)."""
+    labels = container.get("Labels") or container.get("Config", {}).get("Labels")
+    return labels or {}
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message", response.text))
+    except ValueError:
+        return response.text.strip() or response.reason_phrase
+
+
+class DockerEngine:
+    """A tiny client of the Docker Engine API: only the calls the allow-list names."""
+
+    def __init__(self, socket_path: Path, timeout: float = 15.0) -> None:
+        self.socket_path = socket_path
+        transport = httpx.AsyncHTTPTransport(uds=str(socket_path))
+        self._client = httpx.AsyncClient(
+            transport=transport, base_url="http://docker", timeout=timeout
+        )
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            reason = str(error) or type(error).__name__
+            raise DriverFailure(
+                f"Docker engine at {self.socket_path} did not answer: {reason}"
+            ) from error
+
+    async def list_containers(self, labels: list[str]) -> list[dict[str, Any]]:
+        """Every container (running or not) carrying all ``labels`` (``key=value``)."""
+        filters = json.dumps({"label": labels})
+        response = await self._request(
+            "GET", "/containers/json", params={"all": "1", "filters": filters}
+        )
+        if response.status_code != 200:
+            raise DriverFailure(f"Docker could not list containers: {_message(response)}")
+        return response.json()
+
+    async def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """The container's details, or None when there is no such container."""
+        response = await self._request("GET", f"/containers/{container_id}/json")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise DriverFailure(f"Docker could not inspect {container_id}: {_message(response)}")
+        return response.json()
+
+    async def act(self, container_id: str, action: str) -> bool:
+        """Send ``action``; True when it changed something, False when Docker says 304."""
+        suffix, params = ACTION_REQUESTS[action]
+        response = await self._request(
+            "POST", f"/containers/{container_id}/{suffix}", params=params
+        )
+        if response.status_code in (200, 204):
+            return True
+        if response.status_code == 304:
+            return False
+        if response.status_code == 409:
+            raise DriverUnsupported(f"Docker refused to {action}: {_message(response)}")
+        raise DriverFailure(f"Docker failed to {action}: {_message(response)}")
+
+    async def events(self, labels: list[str]) -> AsyncIterator[dict[str, Any]]:
+        """Container events carrying ``labels``, as they happen (the stream never ends)."""
+        filters = json.dumps({"type": ["container"], "label": labels})
+        try:
+            async with self._client.stream(
+                "GET", "/events", params={"filters": filters}, timeout=httpx.Timeout(5, read=None)
+            ) as response:
+                if response.status_code != 200:
+                    raise DriverFailure(f"Docker refused the events stream: {response.status_code}")
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.HTTPError as error:
+            raise DriverFailure(f"Docker events stream broke: {error}") from error
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+async def own_project(engine: DockerEngine, own_id: str) -> str | None:
+    """The Compose project of the container ``own_id`` (ourselves), else COMPOSE_PROJECT_NAME."""
+    details = await engine.inspect(own_id) if own_id else None
+    project = labels_of(details).get(PROJECT_LABEL) if details else None
+    return project or os.environ.get("COMPOSE_PROJECT_NAME") or None
+
+
+class DockerDriver:
+    """Acts on the task-server containers of one Compose project, and on nothing else."""
+
+    name = "docker"
+    actions = DRIVER_ACTIONS
+
+    def __init__(self, engine: DockerEngine, project: str) -> None:
+        self.engine = engine
+        self.project = project
+
+    @classmethod
+    async def connect(cls, socket_path: Path, own_id: str | None = None) -> DockerDriver:
+        """Find our own project (``own_id`` defaults to the hostname, i.e. our container id)."""
+        engine = DockerEngine(socket_path)
+        try:
+            project = await own_project(engine, own_id or socket.gethostname())
+        except DriverFailure:
+            await engine.aclose()
+            raise
+        if project is None:
+            await engine.aclose()
+            raise DriverFailure(
+                "not running in a Compose container and COMPOSE_PROJECT_NAME is not set"
+            )
+        return cls(engine, project)
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels every container we may touch carries."""
+        return [f"{PROJECT_LABEL}={self.project}", f"{ROLE_LABEL}={ROLE}"]
+
+    def allowed(self, details: dict[str, Any]) -> bool:
+        """Our project and the task-server role: the only containers we act on."""
+        labels = labels_of(details)
+        return labels.get(PROJECT_LABEL) == self.project and labels.get(ROLE_LABEL) == ROLE
+
+    async def containers(self) -> dict[str, dict[str, Any]]:
+        """Backend name -> list entry, for the task-server containers of our project."""
+        listed = await self.engine.list_containers(self.labels)
+        return {backend_name(labels_of(c)): c for c in listed if self.allowed(c)}
+
+    async def processes(self) -> dict[str, str]:
+        """Backend name -> container state (running, paused, exited, ...)."""
+        return {name: c.get("State", "unknown") for name, c in (await self.containers()).items()}
+
+    async def perform(self, server: str, action: str) -> dict[str, Any]:
+        container = (await self.containers()).get(server)
+        if container is None:
+            raise DriverUnsupported(
+                f"no task-server container for '{server}' in Compose project '{self.project}'"
+            )
+        return await self.act_on(container["Id"], action)
+
+    async def act_on(self, container_id: str, action: str) -> dict[str, Any]:
+        """Inspect ``container_id``, refuse it unless allowed, then act and report its state."""
+        if action not in ACTION_REQUESTS:
+            raise DriverUnsupported(f"the Docker driver cannot '{action}'")
+        details = await self.engine.inspect(container_id)
+        if details is None:
+            raise DriverFailure(f"container {container_id[:12]} no longer exists")
+        name = details.get("Name", "").lstrip("/")
+        if not self.allowed(details):
+            raise DriverUnsupported(
+                f"refused: container {name} is not a task server of Compose project "
+                f"'{self.project}' (needs labels {', '.join(self.labels)})"
+            )
+        changed = await self.engine.act(container_id, action)
+        after = await self.engine.inspect(container_id)
+        state = after["State"]["Status"] if after else "removed"
+        result = RESULTS[action] if changed else f"already {state}"
+        return {"result": result, "process": state, "container": name}
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()

@@ -1,0 +1,197 @@
+"""The Docker driver against a real engine, with busybox containers labelled as Compose would.
+
+Each test acts through the driver and checks the container with ``docker inspect`` itself.
+Everything created here (containers, the image) is removed at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.balancer.drivers import DriverUnsupported, docker_socket_path
+from services.balancer.drivers.docker import DockerDriver, DockerEngine
+
+pytestmark = pytest.mark.docker
+
+BUSYBOX = Path("/usr/bin/busybox")
+RUN_ID = uuid.uuid4().hex[:8]
+IMAGE = f"ticslab-test-busybox:{RUN_ID}"
+OWN = f"tlown{RUN_ID}"
+OTHER = f"tlother{RUN_ID}"
+# PID 1 ignores SIGTERM unless it traps it; this one stops at once, like a task server.
+COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
+
+
+def docker(*args: str) -> str:
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def engine_answers() -> str | None:
+    """None when a Docker engine answers here, else why the tests are skipped."""
+    if shutil.which("docker") is None:
+        return "no docker client on PATH"
+    if not docker_socket_path().exists():
+        return f"no Docker socket at {docker_socket_path()}"
+    if not BUSYBOX.exists():
+        return "no /usr/bin/busybox (Debian package busybox-static) to build a test image"
+    try:
+        docker("info", "--format", "{{.ServerVersion}}")
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        return f"no Docker engine answers: {error}"
+    return None
+
+
+def build_image(tmp: Path) -> None:
+    archive = tmp / "rootfs.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(BUSYBOX, arcname="bin/busybox")
+        for applet in ("sh", "sleep"):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+    subprocess.run(
+        ["docker", "import", str(archive), IMAGE], check=True, capture_output=True, timeout=60
+    )
+
+
+def run_container(project: str, service: str, *, role: bool = True, number: int = 1) -> str:
+    labels = {
+        "com.docker.compose.project": project,
+        "com.docker.compose.service": service,
+        "com.docker.compose.container-number": str(number),
+        "com.docker.compose.oneoff": "False",
+    }
+    if role:
+        labels["ticslab.role"] = "taskserver"
+    flags = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    name = f"{project}-{service}-{number}"
+    return docker("run", "-d", "--name", name, *flags, IMAGE, *COMMAND)
+
+
+def status(container_id: str) -> str:
+    return json.loads(docker("inspect", container_id))[0]["State"]["Status"]
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    reason = engine_answers()
+    if reason:
+        pytest.skip(reason)
+    build_image(tmp_path_factory.mktemp("image"))
+    made: dict[str, str] = {}
+    try:
+        made["balancer"] = run_container(OWN, "balancer", role=False)
+        made["server1"] = run_container(OWN, "server1")
+        made["server2"] = run_container(OWN, "server2")
+        made["scaled2"] = run_container(OWN, "server2", number=2)
+        made["norole"] = run_container(OWN, "server3", role=False)
+        made["foreign"] = run_container(OTHER, "server1")
+        yield made
+    finally:
+        if made:
+            subprocess.run(["docker", "rm", "-f", *made.values()], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", IMAGE], capture_output=True)
+
+
+def with_driver(containers: dict[str, str], body):  # type: ignore[no-untyped-def]
+    """Run ``body(driver)`` with a driver that believes it runs in the balancer container."""
+
+    async def main():  # type: ignore[no-untyped-def]
+        driver = await DockerDriver.connect(docker_socket_path(), own_id=containers["balancer"])
+        try:
+            return await body(driver)
+        finally:
+            await driver.aclose()
+
+    return asyncio.run(main())
+
+
+def test_self_discovery_finds_own_project_and_task_servers(containers: dict[str, str]) -> None:
+    async def body(driver: DockerDriver) -> tuple[str, dict[str, str]]:
+        return driver.project, await driver.processes()
+
+    project, processes = with_driver(containers, body)
+    assert project == OWN
+    # Only our project's containers with the role label; the replica gets its number.
+    assert processes == {"server1": "running", "server2": "running", "server2-2": "running"}
+
+
+def test_fallback_to_compose_project_name(monkeypatch: pytest.MonkeyPatch, containers) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", OWN)
+
+    async def main() -> str:
+        driver = await DockerDriver.connect(docker_socket_path(), own_id="not-a-container")
+        await driver.aclose()
+        return driver.project
+
+    assert asyncio.run(main()) == OWN
+
+
+def test_actions_change_the_right_container(containers: dict[str, str]) -> None:
+    seen: list[tuple[str, str, str, str]] = []
+
+    async def body(driver: DockerDriver) -> None:
+        for action in ("pause", "unpause", "stop", "start", "kill", "restart"):
+            answer = await driver.perform("server1", action)
+            states = status(containers["server1"]), status(containers["foreign"])
+            seen.append((action, answer["result"], *states))
+
+    with_driver(containers, body)
+    assert seen == [
+        ("pause", "paused", "paused", "running"),
+        ("unpause", "unpaused", "running", "running"),
+        ("stop", "stopped", "exited", "running"),
+        ("start", "started", "running", "running"),
+        ("kill", "killed", "exited", "running"),
+        ("restart", "restarted", "running", "running"),
+    ]
+    assert status(containers["server2"]) == "running"
+
+
+def test_other_project_and_unlabelled_containers_are_refused(containers: dict[str, str]) -> None:
+    async def body(driver: DockerDriver) -> list[str]:
+        errors = []
+        for target in ("foreign", "norole", "balancer"):
+            with pytest.raises(DriverUnsupported) as caught:
+                await driver.act_on(containers[target], "kill")
+            errors.append(str(caught.value))
+        with pytest.raises(DriverUnsupported):
+            await driver.perform("server3", "kill")  # exists, but has no role label
+        return errors
+
+    errors = with_driver(containers, body)
+    assert all(error.startswith("refused") for error in errors)
+    for target in ("foreign", "norole", "balancer"):
+        assert status(containers[target]) == "running"
+
+
+def test_engine_conflict_is_a_409_not_a_crash(containers: dict[str, str]) -> None:
+    async def body(driver: DockerDriver) -> str:
+        await driver.perform("server2-2", "stop")
+        with pytest.raises(DriverUnsupported) as caught:
+            await driver.perform("server2-2", "kill")  # Docker: container is not running
+        again = await driver.perform("server2-2", "stop")
+        await driver.perform("server2-2", "start")
+        return f"{caught.value} | {again['result']}"
+
+    text = with_driver(containers, body)
+    assert "not running" in text and "already exited" in text
+
+
+def test_engine_client_sends_only_allow_listed_actions() -> None:
+    engine = DockerEngine(docker_socket_path())
+    with pytest.raises(KeyError):
+        asyncio.run(engine.act("whatever", "exec"))
+    asyncio.run(engine.aclose())
