@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Prepare a Docker engine for the `docker`-marked tests, or say why it cannot be done.
+#
+#   bash .ci/docker-setup.sh          install, start and prepare what is missing (idempotent)
+#   bash .ci/docker-setup.sh stop     stop the dockerd this script started, if any
+#
+# Steps, each skipped when already done: Debian's docker.io, docker-compose, debootstrap and
+# busybox-static; a dockerd; a local stand-in for `python:3.12-slim` (no image registry is
+# reachable here, so `FROM python:3.12-slim` is satisfied by a Debian bookworm image shaped
+# like the official one: python and pip on PATH, pip allowed to install, the host's CA bundle
+# so pip inside `docker build` reaches the package index); a tiny busybox image for tests of
+# code that only needs containers that exist and run. The Dockerfile users build is unchanged.
+#
+# It never fails: where no engine can run it explains why and exits 0, and the docker tests
+# skip with a clear reason.
+set -uo pipefail
+
+CACHE_DIR=${TICSLAB_DOCKER_CACHE:-/var/cache/ticslab}
+# Outside the repository, so a fresh clone reuses it; a user's cache when not root.
+mkdir -p "$CACHE_DIR" 2>/dev/null || CACHE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/ticslab
+mkdir -p "$CACHE_DIR"
+PIDFILE=$CACHE_DIR/dockerd.pid
+DOCKERD_LOG=$CACHE_DIR/dockerd.log
+BASE_IMAGE=python:3.12-slim
+# Bump the version when the rootfs recipe changes, so a stale cached tarball is not reused.
+ROOTFS_IMAGE=ticslab/bookworm-rootfs:1
+ROOTFS_TAR=$CACHE_DIR/bookworm-python-rootfs-1.tar
+BUSYBOX_IMAGE=ticslab/busybox:latest
+HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+
+say() { echo "docker-setup: $*"; }
+give_up() {
+    say "$* -> the docker tests will be skipped."
+    exit 0
+}
+
+stop_dockerd() {
+    if [ -f "$PIDFILE" ]; then
+        local pid
+        pid=$(cat "$PIDFILE")
+        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]; then
+            say "stopping the dockerd this script started (pid $pid)"
+            kill "$pid"
+            for _ in $(seq 1 60); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.5
+            done
+        fi
+        rm -f "$PIDFILE"
+    else
+        say "no dockerd started by this script; nothing to stop"
+    fi
+}
+
+install_packages() {
+    local missing=()
+    command -v dockerd >/dev/null || missing+=(docker.io)
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    [ -x /bin/busybox ] || missing+=(busybox-static)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -eq 0 ] || give_up "missing ${missing[*]} and not root, cannot install"
+    command -v apt-get >/dev/null || give_up "missing ${missing[*]} and no apt-get"
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=300 update -qq \
+        && apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null \
+        || give_up "apt-get could not install ${missing[*]}"
+}
+
+start_dockerd() {
+    docker info >/dev/null 2>&1 && return 0
+    [ "$(id -u)" -eq 0 ] || give_up "no Docker engine answers and not root, cannot start dockerd"
+    say "starting dockerd (log $DOCKERD_LOG; stop it with: bash .ci/docker-setup.sh stop)"
+    nohup dockerd >"$DOCKERD_LOG" 2>&1 &
+    echo $! >"$PIDFILE"
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && return 0
+        kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break
+        sleep 0.5
+    done
+    say "dockerd did not become ready; last lines of its log:"
+    tail -n 5 "$DOCKERD_LOG"
+    stop_dockerd
+    give_up "no Docker engine can run on this machine"
+}
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# Debian bookworm with python3, pip and venv, made once with debootstrap and cached as a tarball.
+make_rootfs_tar() {
+    [ -s "$ROOTFS_TAR" ] && return 0
+    local dir
+    dir=$(mktemp -d /tmp/ticslab-rootfs.XXXXXX)
+    say "debootstrap bookworm into $dir (about a minute)"
+    if ! debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates \
+        bookworm "$dir" http://deb.debian.org/debian >"$CACHE_DIR/debootstrap.log" 2>&1; then
+        tail -n 5 "$CACHE_DIR/debootstrap.log"
+        rm -rf "$dir"
+        return 1
+    fi
+    rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+    tar -C "$dir" -cf "$ROOTFS_TAR.part" . && mv "$ROOTFS_TAR.part" "$ROOTFS_TAR"
+    rm -rf "$dir"
+}
+
+# The local stand-in for python:3.12-slim. Its shape is the test's business; what it must do
+# like the official image: `python` and `pip` on PATH, `pip install` allowed system-wide,
+# `useradd` and `apt-get` present, and pip trusting the same CAs as this host.
+build_base_image() {
+    have_image "$BASE_IMAGE" && return 0
+    if ! have_image "$ROOTFS_IMAGE"; then
+        make_rootfs_tar || give_up "debootstrap failed (log $CACHE_DIR/debootstrap.log)"
+        docker import "$ROOTFS_TAR" "$ROOTFS_IMAGE" >/dev/null || give_up "docker import failed"
+    fi
+    local context
+    context=$(mktemp -d /tmp/ticslab-base.XXXXXX)
+    cp "$HOST_CA_BUNDLE" "$context/ca-certificates.crt"
+    cat >"$context/Dockerfile" <<EOF
+FROM $ROOTFS_IMAGE
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+RUN rm -f /usr/lib/python3*/EXTERNALLY-MANAGED \\
+ && ln -sf /usr/bin/python3 /usr/local/bin/python \\
+ && ln -sf /usr/bin/pip3 /usr/local/bin/pip \\
+ && python --version && pip --version
+ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
+LABEL org.ticslab.note="local stand-in for python:3.12-slim built by .ci/docker-setup.sh (Debian bookworm, Python 3.11)"
+CMD ["python3"]
+EOF
+    say "building the local $BASE_IMAGE"
+    docker build -q -t "$BASE_IMAGE" "$context" >/dev/null || give_up "building $BASE_IMAGE failed"
+    rm -rf "$context"
+}
+
+# A few-kilobyte image with a static busybox (sh, sleep, ...): containers that only need to run.
+build_busybox_image() {
+    have_image "$BUSYBOX_IMAGE" && return 0
+    [ -x /bin/busybox ] || return 0
+    local dir
+    dir=$(mktemp -d /tmp/ticslab-busybox.XXXXXX)
+    mkdir -p "$dir/bin"
+    cp /bin/busybox "$dir/bin/busybox"
+    for tool in sh sleep echo cat ls true; do
+        ln -s busybox "$dir/bin/$tool"
+    done
+    tar -C "$dir" -c . | docker import --change 'CMD ["sh"]' - "$BUSYBOX_IMAGE" >/dev/null \
+        || say "could not make $BUSYBOX_IMAGE"
+    rm -rf "$dir"
+}
+
+if [ "${1:-}" = stop ]; then
+    stop_dockerd
+    exit 0
+fi
+started=$SECONDS
+install_packages
+start_dockerd
+build_base_image
+build_busybox_image
+say "ready in $((SECONDS - started))s: $(docker version --format 'engine {{.Server.Version}}'), \
+$(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /'), images $BASE_IMAGE and $BUSYBOX_IMAGE"
