@@ -1,0 +1,105 @@
+"""Fault modes: break a running server on purpose, where containers cannot be stopped.
+
+``error`` answers 500 to a fraction of requests, ``latency`` delays them, ``hang`` holds them
+until the mode changes or its bound passes (then the mode clears itself), ``unhealthy`` makes
+``/health`` answer 503 while the API keeps working. The admin, metrics, statistics and info
+routes are never touched, so a broken server can still be watched and repaired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.common import json_error
+from services.taskserver.validation import InputError
+
+MODES = ("none", "error", "latency", "hang", "unhealthy")
+EXEMPT_PATHS = ("/admin/", "/metrics", "/errors/stats", "/info")
+MAX_LATENCY_MS = 60_000
+MAX_HANG_SECONDS = 600.0
+DEFAULTS = {"rate": 0.5, "ms": 500, "max_seconds": 30.0}
+
+
+class FaultState:
+    """The current mode of one server and its parameters."""
+
+    def __init__(self) -> None:
+        self.mode = "none"
+        self.params: dict[str, Any] = {}
+        self._until = 0.0  # monotonic deadline of a hang
+        self._changed = asyncio.Event()
+
+    def describe(self) -> dict[str, Any]:
+        """``{"mode": ...}`` plus the parameters; a hang also says how long it has left."""
+        self._expire_hang()
+        description = {"mode": self.mode, **self.params}
+        if self.mode == "hang":
+            description["remaining_seconds"] = round(self._until - time.monotonic(), 3)
+        return description
+
+    def set(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Switch to the mode described by ``body`` (validated); releases held requests."""
+        mode = body.get("mode")
+        if mode not in MODES:
+            raise InputError(f"'mode' must be one of {', '.join(MODES)}")
+        params = {
+            "error": lambda: {"rate": _number(body, "rate", 0.0, 1.0)},
+            "latency": lambda: {"ms": int(_number(body, "ms", 0, MAX_LATENCY_MS))},
+            "hang": lambda: {"max_seconds": _number(body, "max_seconds", 0.0, MAX_HANG_SECONDS)},
+        }.get(mode, dict)()
+        self.mode, self.params = mode, params
+        self._until = time.monotonic() + params.get("max_seconds", 0.0)
+        self._changed.set()
+        self._changed = asyncio.Event()
+        return self.describe()
+
+    async def delay(self) -> None:
+        """Wait as the mode says: a fixed latency, or a hang until it changes or expires."""
+        if self.mode == "latency":
+            await asyncio.sleep(self.params["ms"] / 1000)
+        elif self.mode == "hang":
+            remaining = self._until - time.monotonic()
+            if remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+            self._expire_hang()
+
+    def should_fail(self) -> bool:
+        return self.mode == "error" and random.random() < self.params["rate"]
+
+    def _expire_hang(self) -> None:
+        if self.mode == "hang" and time.monotonic() >= self._until:
+            self.mode, self.params = "none", {}
+
+
+def _number(body: dict[str, Any], name: str, low: float, high: float) -> float:
+    value = body.get(name, DEFAULTS[name])
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InputError(f"'{name}' must be a number from {low:g} to {high:g}")
+    return value
+
+
+class FaultMiddleware:
+    """Applies the current fault mode before a request reaches its route."""
+
+    def __init__(self, app: ASGIApp, faults: FaultState) -> None:
+        self.app = app
+        self.faults = faults
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(EXEMPT_PATHS):
+            await self.app(scope, receive, send)
+            return
+        await self.faults.delay()
+        if self.faults.should_fail():
+            rate = self.faults.params["rate"]
+            response = json_error(500, f"fault injected: mode 'error' fails {rate:.0%} of requests")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,125 @@
+"""Turning request bodies and headers into checked values, or a clear 4xx for the student."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_TITLE_CHARS = 200
+MAX_KEY_CHARS = 200
+EXAMPLE = 'send JSON like {"title": "comprar pan"}'
+
+
+class InputError(Exception):
+    """Bad input: answered as ``{"error": message}`` with ``status`` (400 unless said)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refusing with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> InputError:
+    return InputError(f"the body is larger than {limit // 1024} KiB; send a smaller task", 413)
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or an error saying exactly what is wrong with it."""
+    if not body.strip():
+        raise InputError(f"the body is empty; {EXAMPLE}")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("the body is not valid UTF-8 text") from None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InputError(f"the body is not valid JSON ({error}); {EXAMPLE}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"the body must be a JSON object, not {_kind(data)}; {EXAMPLE}")
+    return data
+
+
+def new_task_fields(data: dict[str, Any]) -> tuple[str, bool]:
+    """``title`` (required) and ``completed`` (default false) of a POST; other fields ignored."""
+    if "title" not in data:
+        raise InputError(f"the field 'title' is missing; {EXAMPLE}")
+    return check_title(data["title"]), check_completed(data.get("completed", False))
+
+
+def task_changes(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``title`` and/or ``completed`` a PUT changes; at least one must be there."""
+    changes: dict[str, Any] = {}
+    if "title" in data:
+        changes["title"] = check_title(data["title"])
+    if "completed" in data:
+        changes["completed"] = check_completed(data["completed"])
+    if not changes:
+        raise InputError('nothing to change; send {"title": "..."} and/or {"completed": true}')
+    return changes
+
+
+def check_title(title: Any) -> str:
+    if not isinstance(title, str):
+        raise InputError(f"'title' must be text, not {_kind(title)}")
+    title = title.strip()
+    if not title:
+        raise InputError("'title' must not be empty")
+    if len(title) > MAX_TITLE_CHARS:
+        raise InputError(f"'title' has {len(title)} characters; the maximum is {MAX_TITLE_CHARS}")
+    return title
+
+
+def check_completed(completed: Any) -> bool:
+    if not isinstance(completed, bool):
+        raise InputError(f"'completed' must be true or false, not {_kind(completed)}")
+    return completed
+
+
+def task_id(raw: str) -> int | None:
+    """The integer id in a path, or None when it is not a whole number (so no task has it)."""
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header: 1-200 visible ASCII characters, or absent."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_KEY_CHARS or not all(" " < char < "\x7f" for char in key):
+        raise InputError(
+            f"the Idempotency-Key header must be 1 to {MAX_KEY_CHARS} visible ASCII characters"
+        )
+    return key
+
+
+def _kind(value: Any) -> str:
+    """How a student would name a JSON value's type."""
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "text",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)
