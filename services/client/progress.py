@@ -1,0 +1,88 @@
+"""Progress while the load runs: a live bar on a terminal, one line now and then in logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from services.client.config import ClientConfig
+from services.client.stats import Recorder, Snapshot
+
+LIVE_REFRESH = 0.25  # seconds between two redraws of the live bar
+
+
+def summary_line(config: ClientConfig, snap: Snapshot) -> str:
+    """One line for Compose logs, e.g. ``client1 | tasks/tareas 42/100 | 63 req (31.5/s) | ...``."""
+    if config.tasks is not None:
+        done = f"tasks/tareas {snap.created}/{config.tasks}"
+    else:
+        done = f"tasks/tareas {snap.created}, {snap.elapsed:.0f}/{config.duration:g}s"
+    shares = " ".join(
+        f"{name} {100.0 * count / snap.requests:.0f}%"
+        for name, count in sorted(snap.servers.items())
+    )
+    return (
+        f"{config.name} | {done} | {snap.requests} req ({snap.rps:.1f}/s)"
+        f" | errors expected/esperados {snap.expected_errors}"
+        f" unexpected/inesperados {snap.unexpected_errors}" + (f" | {shares}" if shares else "")
+    )
+
+
+def _live_stats(snap: Snapshot) -> str:
+    return (
+        f"{snap.requests} req {snap.rps:.0f}/s · expected/esperados {snap.expected_errors}"
+        f" · unexpected/inesperados {snap.unexpected_errors}"
+    )
+
+
+async def _print_lines(config: ClientConfig, recorder: Recorder, console: Console) -> None:
+    while True:
+        await asyncio.sleep(config.progress_every)
+        console.print(summary_line(config, recorder.snapshot()), markup=False, highlight=False)
+
+
+async def _live_bar(config: ClientConfig, recorder: Recorder, progress: Progress) -> None:
+    total = float(config.tasks) if config.tasks is not None else config.duration
+    bar = progress.add_task(f"{config.name}", total=total, stats="")
+    while True:
+        snap = recorder.snapshot()
+        done = snap.created if config.tasks is not None else min(snap.elapsed, total or 0.0)
+        progress.update(bar, completed=done, stats=_live_stats(snap), refresh=True)
+        await asyncio.sleep(LIVE_REFRESH)
+
+
+@contextlib.asynccontextmanager
+async def show_progress(
+    config: ClientConfig, recorder: Recorder, console: Console
+) -> AsyncIterator[None]:
+    """Show progress for as long as the ``async with`` body runs."""
+    if not console.is_terminal:
+        task = asyncio.create_task(_print_lines(config, recorder, console))
+        try:
+            yield
+        finally:
+            task.cancel()
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn() if config.tasks is not None else TextColumn(""),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
+    )
+    with Progress(*columns, console=console, auto_refresh=False) as progress:
+        task = asyncio.create_task(_live_bar(config, recorder, progress))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            for bar in progress.task_ids:  # one last redraw with the final counts
+                snap = recorder.snapshot()
+                done = snap.created if config.tasks is not None else snap.elapsed
+                progress.update(bar, completed=done, stats=_live_stats(snap), refresh=True)
