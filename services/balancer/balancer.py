@@ -1,0 +1,195 @@
+"""The balancer's state: its servers, the algorithm, the health verdicts and the timeline.
+
+Proxying, health checking and the HTTP endpoints all act through this one object, so every
+state change goes through ``_transition`` and becomes an event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from services.balancer import algorithms
+from services.balancer.config import BalancerConfig
+from services.balancer.events import EventLog
+from services.balancer.health import HealthChecker
+from services.balancer.server import DOWN, DRAIN, MAINT, UP, RateWindow, Server
+from services.common import ErrorLog, Uptime, utc_now_iso
+
+ADMIN_STATES = ("DRAIN", "MAINT", "READY")
+
+
+class Balancer:
+    """Servers in configured order, the live algorithm, events and the errors returned."""
+
+    def __init__(self, config: BalancerConfig) -> None:
+        self.config = config
+        self.servers: list[Server] = [Server(name, url) for name, url in config.backends]
+        self.algorithm = config.algorithm
+        self._pick = algorithms.make(config.algorithm)
+        self._up: tuple[Server, ...] = ()
+        self._refresh_up()
+        self.events = EventLog()
+        self.errors = ErrorLog()
+        self.uptime = Uptime()
+        self.requests_total = 0
+        self.no_backend = 0
+        self.rate = RateWindow()
+        self.health = HealthChecker(self, config)
+
+    async def start(self) -> None:
+        await self.health.start(self.servers)
+
+    async def stop(self) -> None:
+        await self.health.stop()
+
+    # Lookup and selection -------------------------------------------------------------------
+
+    def get(self, name: str) -> Server:
+        """The server called ``name``; KeyError if there is none."""
+        for server in self.servers:
+            if server.name == name:
+                return server
+        raise KeyError(name)
+
+    @property
+    def servers_up(self) -> int:
+        return len(self._up)
+
+    def choose(self, tried: Sequence[Server], client: str) -> Server | None:
+        """A server that is UP and not yet tried for this request, by the current algorithm."""
+        candidates = self._up if not tried else [s for s in self._up if s not in tried]
+        if not candidates:
+            return None
+        return self._pick(candidates, client)
+
+    def _refresh_up(self) -> None:
+        self._up = tuple(server for server in self.servers if server.state == UP)
+
+    # State changes ---------------------------------------------------------------------------
+
+    def _transition(self, server: Server, to: str, reason: str, **fields: Any) -> None:
+        previous = server.enter(to)
+        if to == UP:
+            server.live_failures = 0
+        self._refresh_up()
+        self.events.add(
+            "state", server.name, **{"from": previous, "to": to, "reason": reason}, **fields
+        )
+
+    def record_check(
+        self, server: Server, ok: bool, status: int | None, detail: str, duration_ms: float
+    ) -> None:
+        """One active health check's verdict; applies fall/rise (HAProxy's semantics)."""
+        server.last_check = {
+            "time": utc_now_iso(),
+            "ok": ok,
+            "status": status,
+            "detail": detail,
+            "duration_ms": round(duration_ms, 3),
+        }
+        if ok:
+            server.consecutive_successes += 1
+            server.consecutive_failures = 0
+            if not server.healthy and server.consecutive_successes >= self.config.rise:
+                self._set_health(server, True, f"{server.consecutive_successes} checks passed")
+        else:
+            server.consecutive_failures += 1
+            server.consecutive_successes = 0
+            if server.healthy and server.consecutive_failures >= self.config.fall:
+                reason = f"{server.consecutive_failures} checks failed: {detail}"
+                self._set_health(server, False, reason)
+
+    def record_live_failure(self, server: Server, kind: str, detail: str) -> None:
+        """A failure on real traffic: a refused connect is DOWN at once, others count to fall."""
+        server.live_failures += 1
+        if kind == "refused":
+            self._set_health(server, False, "connect refused on live traffic")
+        elif server.live_failures >= self.config.fall:
+            self._set_health(
+                server, False, f"{server.live_failures} failures on live traffic: {detail}"
+            )
+
+    def _set_health(self, server: Server, healthy: bool, reason: str) -> None:
+        """Change the health verdict; the state follows unless DRAIN or MAINT hides it."""
+        if server.healthy == healthy:
+            return
+        server.healthy = healthy
+        if not healthy:
+            server.consecutive_successes = 0
+        target = UP if healthy else DOWN
+        if server.state in (UP, DOWN) and server.state != target:
+            self._transition(server, target, reason)
+
+    def set_admin_state(self, name: str, state: str, who: str | None = None) -> str:
+        """DRAIN, MAINT or READY (back to UP/DOWN by the last check); returns the new state."""
+        if state not in ADMIN_STATES:
+            raise ValueError(f"unknown admin state {state!r}; one of {', '.join(ADMIN_STATES)}")
+        server = self.get(name)
+        if state == "READY":
+            if server.state in (DRAIN, MAINT):
+                last = server.last_check
+                server.healthy = last["ok"] if last is not None else server.healthy
+                target = UP if server.healthy else DOWN
+                self._transition(server, target, "set ready by control", who=who)
+                self.request_check(name)
+        elif server.state != state:
+            self._transition(server, state, f"set {state.lower()} by control", who=who)
+        return server.state
+
+    def request_check(self, name: str) -> None:
+        """Run an active check of ``name`` now rather than at its next interval."""
+        self.health.wake(self.get(name))
+
+    def set_algorithm(self, name: str, who: str | None = None) -> str:
+        """Switch the algorithm live; returns the previous one. ValueError if unknown."""
+        pick = algorithms.make(name)
+        previous, self.algorithm, self._pick = self.algorithm, name, pick
+        self.events.add(
+            "algorithm",
+            None,
+            **{"from": previous, "to": name},
+            who=who,
+            reason="set by control API",
+        )
+        return previous
+
+    def reset_stats(self, who: str | None = None) -> None:
+        """Zero every counter (requests, errors, latencies); states and events stay."""
+        for server in self.servers:
+            server.reset_stats()
+        self.errors.reset()
+        self.requests_total = 0
+        self.no_backend = 0
+        self.rate = RateWindow()
+        self.events.add("stats", None, action="reset", who=who)
+
+    # Discovery -----------------------------------------------------------------------------
+
+    def add_server(self, name: str, url: str, who: str | None = None) -> Server:
+        """Add a backend (Docker discovery); it starts UP and is checked at once."""
+        if any(server.name == name for server in self.servers):
+            raise ValueError(f"a server called {name!r} already exists")
+        server = Server(name, url)
+        self.servers.append(server)
+        self._refresh_up()
+        self.health.watch(server)
+        self.events.add("discovery", name, action="added", url=server.url, who=who)
+        return server
+
+    def remove_server(self, name: str, who: str | None = None) -> Server:
+        """Forget a backend; KeyError if unknown. Requests in flight to it finish."""
+        server = self.get(name)
+        self.servers.remove(server)
+        self._refresh_up()
+        self.health.unwatch(server)
+        self.events.add("discovery", name, action="removed", url=server.url, who=who)
+        return server
+
+    def states(self) -> dict[str, str]:
+        return {server.name: server.state for server in self.servers}
+
+    def count_request(self) -> None:
+        self.requests_total += 1
+        self.rate.add(time.monotonic())

@@ -1,0 +1,80 @@
+"""The balancer's settings: one dataclass, filled from the command line or the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+ALGORITHMS = ("random", "round_robin", "least_connections", "response_time", "ip_hash")
+DEFAULT_BACKENDS = "server1=http://127.0.0.1:5001,server2=http://127.0.0.1:5002"
+
+
+@dataclass
+class BalancerConfig:
+    """Everything the balancer needs to start; times are in seconds."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    backends: list[tuple[str, str]] = field(
+        default_factory=lambda: parse_backends(DEFAULT_BACKENDS)
+    )
+    algorithm: str = "random"
+    connect_timeout: float = 0.5
+    response_timeout: float = 5.0
+    check_interval: float = 1.0
+    # While a server is changing state (one failure seen while UP, one success while DOWN) it
+    # is checked this often, so fall/rise complete quickly (HAProxy's ``fastinter``).
+    fast_check_interval: float = 0.25
+    check_timeout: float = 0.5
+    check_path: str = "/health"
+    fall: int = 2
+    rise: int = 2
+    # How often each server's own /errors/stats is fetched, beside the health check.
+    server_stats_interval: float = 3.0
+    max_retries: int = 2
+    max_body_bytes: int = 10 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}"
+            )
+        names = [name for name, _ in self.backends]
+        if len(set(names)) != len(names):
+            raise ValueError(f"backend names must be unique: {', '.join(names)}")
+        for name, value in {"fall": self.fall, "rise": self.rise}.items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+def parse_backend(text: str) -> tuple[str, str]:
+    """``server1=http://127.0.0.1:5001`` -> ``("server1", "http://127.0.0.1:5001")``."""
+    name, sep, url = text.strip().partition("=")
+    name, url = name.strip(), url.strip().rstrip("/")
+    if not sep or not name or not url:
+        raise ValueError(f"a backend is NAME=URL, e.g. server1=http://127.0.0.1:5001; got {text!r}")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(
+            f"backend {name}: the URL must start with http:// or https://; got {url!r}"
+        )
+    return name, url
+
+
+def parse_backends(text: str) -> list[tuple[str, str]]:
+    """A comma-separated list of ``NAME=URL`` (the form of ``TICSLAB_BACKENDS``)."""
+    return [parse_backend(part) for part in text.split(",") if part.strip()]
+
+
+def env_defaults(environ: dict[str, str] | None = None) -> dict[str, object]:
+    """Settings taken from ``TICSLAB_*`` variables (for Compose); flags override them."""
+    env = os.environ if environ is None else environ
+    found: dict[str, object] = {}
+    if env.get("TICSLAB_BACKENDS"):
+        found["backends"] = parse_backends(env["TICSLAB_BACKENDS"])
+    if env.get("TICSLAB_ALGORITHM"):
+        found["algorithm"] = env["TICSLAB_ALGORITHM"]
+    if env.get("TICSLAB_HOST"):
+        found["host"] = env["TICSLAB_HOST"]
+    if env.get("TICSLAB_PORT"):
+        found["port"] = int(env["TICSLAB_PORT"])
+    return found

@@ -1,0 +1,218 @@
+"""The ``/control`` API: break and mend task servers, switch the algorithm, inject faults.
+
+Reads are open; every write needs ``Authorization: Bearer <token>``. Driver actions (stop,
+start, kill, restart, pause, unpause) go to the active driver; drain, maint and ready are the
+balancer's own states; faults are passed on to the task server's ``/admin/fault``. Every
+action answers what was done and the resulting state, and becomes an event.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from services.balancer.balancer import Balancer
+from services.balancer.config import ALGORITHMS
+from services.balancer.drivers import (
+    DRIVER_ACTIONS,
+    Driver,
+    DriverFailure,
+    DriverUnsupported,
+    NoneDriver,
+    choose_driver,
+)
+from services.common import bearer_token, json_error, token_matches
+
+ADMIN_ACTIONS = {"drain": "DRAIN", "maint": "MAINT", "ready": "READY"}
+FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy")
+FAULT_TIMEOUT = 5.0
+
+
+class Control:
+    """The control routes of one balancer; ``start()`` picks the driver."""
+
+    def __init__(self, balancer: Balancer, token: str, driver_kind: str = "auto") -> None:
+        self.balancer = balancer
+        self.token = token
+        self.driver_kind = driver_kind
+        self.driver: Driver = NoneDriver()
+        self._http = httpx.AsyncClient(timeout=FAULT_TIMEOUT)
+
+    async def start(self) -> None:
+        """Choose the driver (DriverFailure when an explicitly asked one cannot work here)."""
+        self.driver = await choose_driver(self.driver_kind, self.token)
+
+    async def stop(self) -> None:
+        await self.driver.aclose()
+        await self._http.aclose()
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/control", self.overview, methods=["GET"]),
+            Route("/control/servers/{name}/fault", self.fault, methods=["PUT"]),
+            Route("/control/servers/{name}/{action}", self.server_action, methods=["POST"]),
+            Route("/control/algorithm", self.algorithm, methods=["PUT"]),
+            Route("/control/stats/reset", self.reset_stats, methods=["POST"]),
+        ]
+
+    # Helpers --------------------------------------------------------------------------------
+
+    def _refusal(self, request: Request) -> Response | None:
+        """401 unless the request carries the right bearer token (constant-time comparison)."""
+        if token_matches(bearer_token(request), self.token):
+            return None
+        return json_error(
+            401,
+            "missing or wrong token: send 'Authorization: Bearer <token>' "
+            "(the token is in the token file or TICSLAB_TOKEN)",
+        )
+
+    def _event(self, request: Request, server: str | None, action: str, **fields: Any) -> None:
+        self.balancer.events.add("control", server, action=action, who=_who(request), **fields)
+
+    def _unknown_server(self, name: str) -> Response | None:
+        try:
+            self.balancer.get(name)
+        except KeyError:
+            known = ", ".join(s.name for s in self.balancer.servers) or "none"
+            return json_error(404, f"no server named '{name}' (servers: {known})")
+        return None
+
+    # Routes ---------------------------------------------------------------------------------
+
+    async def overview(self, request: Request) -> Response:
+        """Which driver is active and, per server, its state and the actions available."""
+        driver_error = None
+        try:
+            processes = await self.driver.processes()
+        except (DriverFailure, DriverUnsupported) as error:
+            processes, driver_error = {}, str(error)
+        servers = {}
+        for server in self.balancer.servers:
+            driven = list(self.driver.actions) if server.name in processes else []
+            servers[server.name] = {
+                "state": server.state,
+                "process": processes.get(server.name),
+                "actions": [*driven, *ADMIN_ACTIONS, "fault"],
+            }
+        return JSONResponse(
+            {
+                "driver": self.driver.name,
+                "driver_error": driver_error,
+                "servers": servers,
+                "algorithm": self.balancer.algorithm,
+                "algorithms": list(ALGORITHMS),
+                "fault_modes": list(FAULT_MODES),
+            }
+        )
+
+    async def server_action(self, request: Request) -> Response:
+        refusal = self._refusal(request)
+        if refusal:
+            return refusal
+        name, action = request.path_params["name"], request.path_params["action"]
+        if action not in DRIVER_ACTIONS and action not in ADMIN_ACTIONS:
+            actions = ", ".join([*DRIVER_ACTIONS, *ADMIN_ACTIONS])
+            return json_error(400, f"unknown action '{action}'; one of {actions}")
+        unknown = self._unknown_server(name)
+        if unknown:
+            return unknown
+        if action in ADMIN_ACTIONS:
+            state = self.balancer.set_admin_state(name, ADMIN_ACTIONS[action], who=_who(request))
+            self._event(request, name, action, result=state, ok=True)
+            return JSONResponse({"server": name, "action": action, "result": state, "state": state})
+        return await self._drive(request, name, action)
+
+    async def _drive(self, request: Request, name: str, action: str) -> Response:
+        """Hand ``action`` to the driver; 409 when it cannot, 502 when it failed."""
+        try:
+            done = await self.driver.perform(name, action)
+        except DriverUnsupported as error:
+            self._event(request, name, action, result=str(error), ok=False)
+            return json_error(409, str(error), driver=self.driver.name)
+        except DriverFailure as error:
+            self._event(request, name, action, result=str(error), ok=False)
+            return json_error(502, str(error), driver=self.driver.name)
+        self.balancer.request_check(name)  # so /status follows within a moment
+        self._event(request, name, action, result=done["result"], ok=True)
+        state = self.balancer.get(name).state
+        return JSONResponse({"server": name, "action": action, **done, "state": state})
+
+    async def fault(self, request: Request) -> Response:
+        """Pass a fault mode on to the task server's ``/admin/fault``."""
+        refusal = self._refusal(request)
+        if refusal:
+            return refusal
+        name = request.path_params["name"]
+        unknown = self._unknown_server(name)
+        if unknown:
+            return unknown
+        body = await _json_object(request)
+        if body is None or body.get("mode") not in FAULT_MODES:
+            return json_error(
+                400, f'send a JSON object like {{"mode": "error", "rate": 0.5}}; mode one of '
+                f"{', '.join(FAULT_MODES)}",
+            )  # fmt: skip
+        url = self.balancer.get(name).url + "/admin/fault"
+        try:
+            answer = await self._http.put(
+                url, json=body, headers={"Authorization": f"Bearer {self.token}"}
+            )
+        except httpx.HTTPError as error:
+            message = f"{name} did not take the fault: {str(error) or type(error).__name__}"
+            self._event(request, name, "fault", fault=body, result=message, ok=False)
+            return json_error(502, message)
+        if answer.status_code == 200:
+            fault = answer.json()
+            self._event(request, name, "fault", fault=fault, result=fault.get("mode"), ok=True)
+            return JSONResponse({"server": name, "action": "fault", "fault": fault})
+        message = _error_text(answer)
+        self._event(request, name, "fault", fault=body, result=message, ok=False)
+        if answer.status_code == 400:
+            return json_error(400, message)
+        return json_error(502, f"{name} refused the fault ({answer.status_code}): {message}")
+
+    async def algorithm(self, request: Request) -> Response:
+        refusal = self._refusal(request)
+        if refusal:
+            return refusal
+        body = await _json_object(request)
+        name = body.get("algorithm") if body else None
+        if name not in ALGORITHMS:
+            return json_error(
+                400, f'send {{"algorithm": NAME}} with NAME one of {", ".join(ALGORITHMS)}'
+            )
+        previous = self.balancer.set_algorithm(name, who=_who(request))
+        return JSONResponse({"algorithm": name, "previous": previous})
+
+    async def reset_stats(self, request: Request) -> Response:
+        refusal = self._refusal(request)
+        if refusal:
+            return refusal
+        self.balancer.reset_stats(who=_who(request))
+        return JSONResponse({"reset": True})
+
+
+def _who(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _json_object(request: Request) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is not one."""
+    try:
+        body = json.loads(await request.body() or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except (ValueError, AttributeError):
+        return response.text.strip() or response.reason_phrase

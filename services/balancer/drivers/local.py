@@ -1,0 +1,61 @@
+"""The local driver: asks the supervisor of ``ticslab up`` to act on its task-server processes.
+
+The supervisor listens on loopback (its URL comes in ``TICSLAB_SUPERVISOR_URL``) and checks
+the same bearer token as the control API.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from services.balancer.drivers import DRIVER_ACTIONS, DriverFailure, DriverUnsupported
+
+# Restart waits for the process to listen again, so allow the supervisor time.
+TIMEOUT = httpx.Timeout(30.0, connect=2.0)
+
+
+class LocalDriver:
+    """Processes of ``ticslab up``, through its supervisor's HTTP API."""
+
+    name = "local"
+    actions = DRIVER_ACTIONS if os.name != "nt" else ("stop", "start", "kill", "restart")
+
+    def __init__(self, supervisor_url: str, token: str) -> None:
+        self.url = supervisor_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=self.url, timeout=TIMEOUT, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    async def _request(self, method: str, path: str) -> httpx.Response:
+        try:
+            return await self._client.request(method, path)
+        except httpx.HTTPError as error:
+            reason = str(error) or type(error).__name__
+            message = f"the ticslab up supervisor at {self.url} failed: {reason}"
+            raise DriverFailure(message) from error
+
+    async def processes(self) -> dict[str, str]:
+        response = await self._request("GET", "/processes")
+        if response.status_code != 200:
+            raise DriverFailure(f"the supervisor answered {response.status_code}: {response.text}")
+        listed = response.json()["processes"]
+        return {name: p["state"] for name, p in listed.items() if p["role"] == "taskserver"}
+
+    async def perform(self, server: str, action: str) -> dict[str, Any]:
+        response = await self._request("POST", f"/processes/{server}/{action}")
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": response.text}
+        if response.status_code == 200:
+            return {"result": body["result"], "process": body["process"]}
+        message = body.get("error", response.text)
+        if response.status_code in (404, 409):
+            raise DriverUnsupported(message)
+        raise DriverFailure(message)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,33 @@
+"""The timeline the dashboard polls: state changes, control actions, algorithm switches."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from services.common import utc_now_iso
+
+KEPT_EVENTS = 500
+KINDS = ("state", "control", "algorithm", "discovery", "stats")
+
+
+class EventLog:
+    """Numbered events, oldest first; only the last ``KEPT_EVENTS`` are kept."""
+
+    def __init__(self, keep: int = KEPT_EVENTS) -> None:
+        self._events: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.last_id = 0
+
+    def add(self, kind: str, server: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Record one event and return it: ``id``, ``time``, ``kind``, ``server`` + fields."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}; one of {', '.join(KINDS)}")
+        self.last_id += 1
+        event = {"id": self.last_id, "time": utc_now_iso(), "kind": kind, "server": server}
+        event.update(fields)
+        self._events.append(event)
+        return event
+
+    def since(self, event_id: int = 0) -> list[dict[str, Any]]:
+        """Events with ``id > event_id``, oldest first."""
+        return [event for event in self._events if event["id"] > event_id]

@@ -1,0 +1,129 @@
+"""Active health checks: ``GET /health`` on every server, each on its own timer.
+
+A fresh connection per check (as HAProxy does) so a server that stopped accepting is seen at
+once. Beside a passing check, every few seconds, the server's own ``/errors/stats`` is fetched
+for ``/status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from services.balancer.server import MAINT, Server
+
+if TYPE_CHECKING:
+    from services.balancer.balancer import Balancer
+    from services.balancer.config import BalancerConfig
+
+
+def describe_failure(error: BaseException, timeout: float) -> str:
+    """Words for why a connection failed, as they appear in events and ``last_check``."""
+    if isinstance(error, aiohttp.ClientConnectorError):
+        if isinstance(error.os_error, ConnectionRefusedError):
+            return "connection refused"
+        return f"cannot connect: {error.os_error.strerror or error.os_error}"
+    if isinstance(error, TimeoutError):
+        return f"timeout after {timeout:g} s"
+    if isinstance(error, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        return "connection reset"
+    return f"connection error: {error.__class__.__name__}"
+
+
+class HealthChecker:
+    """One asyncio task per server; ``wake`` runs a check now."""
+
+    def __init__(self, balancer: Balancer, config: BalancerConfig) -> None:
+        self.balancer = balancer
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: dict[Server, asyncio.Task[None]] = {}
+        self._wakers: dict[Server, asyncio.Event] = {}
+
+    async def start(self, servers: list[Server]) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True, limit=0),
+            timeout=aiohttp.ClientTimeout(total=self.config.check_timeout),
+        )
+        for server in servers:
+            self.watch(server)
+
+    async def stop(self) -> None:
+        for server in list(self._tasks):
+            self.unwatch(server)
+        if self._session is not None:
+            await self._session.close()
+
+    def watch(self, server: Server) -> None:
+        if self._session is None:  # not started yet: start() will pick it up
+            return
+        self._wakers[server] = asyncio.Event()
+        self._tasks[server] = asyncio.create_task(self._run(server), name=f"check {server.name}")
+
+    def unwatch(self, server: Server) -> None:
+        task = self._tasks.pop(server, None)
+        self._wakers.pop(server, None)
+        if task is not None:
+            task.cancel()
+
+    def wake(self, server: Server) -> None:
+        waker = self._wakers.get(server)
+        if waker is not None:
+            waker.set()
+
+    async def _run(self, server: Server) -> None:
+        waker = self._wakers[server]
+        while True:
+            if server.state != MAINT:
+                ok = await self.check(server)
+                if (
+                    ok
+                    and time.monotonic() - server.server_errors_at
+                    >= self.config.server_stats_interval
+                ):
+                    await self.fetch_server_errors(server)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waker.wait(), self._interval(server))
+            waker.clear()
+
+    def _interval(self, server: Server) -> float:
+        """Faster while the verdict is changing (HAProxy's ``fastinter``)."""
+        changing = server.consecutive_failures if server.healthy else server.consecutive_successes
+        if changing:
+            return min(self.config.fast_check_interval, self.config.check_interval)
+        return self.config.check_interval
+
+    async def check(self, server: Server) -> bool:
+        """One ``GET /health``; 200 passes, anything else (or no answer) fails."""
+        assert self._session is not None
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            async with self._session.get(server.url + self.config.check_path) as response:
+                await response.read()
+                status = response.status
+            ok = status == 200
+            detail = f"{status} {response.reason or ''}".strip()
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            ok = False
+            detail = describe_failure(error, self.config.check_timeout)
+        duration_ms = (time.perf_counter() - started) * 1000
+        if server in self._tasks:  # not removed while we waited
+            self.balancer.record_check(server, ok, status, detail, duration_ms)
+        return ok
+
+    async def fetch_server_errors(self, server: Server) -> None:
+        """Keep the server's own ``/errors/stats`` (errors it saw without us, too)."""
+        assert self._session is not None
+        server.server_errors_at = time.monotonic()
+        try:
+            async with self._session.get(server.url + "/errors/stats") as response:
+                data = await response.json(content_type=None)
+                if response.status == 200 and isinstance(data, dict) and "total_errors" in data:
+                    server.server_errors = data
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            pass  # the next round tries again; /status shows the last good copy

@@ -1,0 +1,63 @@
+"""The balancer's own endpoints: /health, /status, /errors/stats, /events, /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from services.balancer.balancer import Balancer
+from services.balancer.metrics import exposition, registry_for
+from services.balancer.status import errors_stats, status, status_html
+from services.common import json_error
+
+
+def wants_html(request: Request) -> bool:
+    """A browser asks for text/html first; programs (curl, httpx, the dashboard) do not."""
+    chosen = request.query_params.get("format")
+    if chosen in ("html", "json"):
+        return chosen == "html"
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "application/json" not in accept.split(",")[0]
+
+
+def balancer_routes(balancer: Balancer) -> list[BaseRoute]:
+    registry = registry_for(balancer)
+
+    async def health(request: Request) -> JSONResponse:
+        up, total = balancer.servers_up, len(balancer.servers)
+        body = {"status": "ok" if up else "error", "servers_up": up, "servers_total": total}
+        if not up:
+            body["error"] = "no task server is UP"
+        return JSONResponse(body, status_code=200 if up else 503)
+
+    async def status_page(request: Request) -> Response:
+        data = status(balancer)
+        if wants_html(request):
+            return HTMLResponse(status_html(data))
+        return JSONResponse(data)
+
+    async def errors(request: Request) -> JSONResponse:
+        return JSONResponse(errors_stats(balancer))
+
+    async def events(request: Request) -> JSONResponse:
+        text = request.query_params.get("since", "0")
+        try:
+            since = int(text)
+        except ValueError:
+            return json_error(400, f"since must be an event id (an integer), got {text!r}")
+        return JSONResponse(
+            {"last_id": balancer.events.last_id, "events": balancer.events.since(since)}
+        )
+
+    async def metrics(request: Request) -> Response:
+        return Response(exposition(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/status", status_page, methods=["GET"]),
+        Route("/errors/stats", errors, methods=["GET"]),
+        Route("/events", events, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]

@@ -1,0 +1,145 @@
+"""One backend as the balancer sees it: its state and the counters kept on every request.
+
+Everything here runs on the event loop's single thread, so plain integers suffice, and the
+per-request work is a handful of additions: percentiles, rates and shares are computed only
+when someone asks (``/status``, ``/metrics``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from bisect import bisect_left
+from collections import Counter
+from typing import Any
+
+from services.common import utc_now_iso
+
+UP, DOWN, DRAIN, MAINT = "UP", "DOWN", "DRAIN", "MAINT"
+STATES = (UP, DOWN, DRAIN, MAINT)
+
+# Upper bounds (seconds) of the Prometheus latency histogram buckets.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_WINDOW = 1024  # percentiles over the last 1024 answers, as HAProxy's averages
+RATE_WINDOW = 10  # seconds, for requests per second and traffic share
+# Peak EWMA (response_time algorithm): decay time constant, the cost of a server not yet
+# measured, and the latency a 5xx answer counts as, so fast errors do not attract traffic.
+EWMA_TAU = 3.0
+EWMA_UNMEASURED = 0.005
+EWMA_ERROR_PENALTY = 0.25
+
+
+class RateWindow:
+    """Events per whole second over the last ``RATE_WINDOW`` seconds, in fixed slots."""
+
+    def __init__(self) -> None:
+        self._seconds = [0] * RATE_WINDOW
+        self._counts = [0] * RATE_WINDOW
+
+    def add(self, now: float) -> None:
+        second = int(now)
+        slot = second % RATE_WINDOW
+        if self._seconds[slot] != second:
+            self._seconds[slot] = second
+            self._counts[slot] = 0
+        self._counts[slot] += 1
+
+    def total(self, now: float) -> int:
+        """Events in the last ``RATE_WINDOW`` seconds (the current partial one included)."""
+        oldest = int(now) - RATE_WINDOW + 1
+        return sum(c for s, c in zip(self._seconds, self._counts, strict=True) if s >= oldest)
+
+    def clear(self) -> None:
+        self._seconds = [0] * RATE_WINDOW
+        self._counts = [0] * RATE_WINDOW
+
+
+class ServerStats:
+    """Counters for one server since start (or the last reset)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.responses = [0, 0, 0, 0, 0]  # by class: 1xx .. 5xx
+        self.errors: Counter[str] = Counter()  # course error type -> count
+        self.retries = 0  # requests that failed here and were retried on another server
+        self.connect_failures = 0
+        self.timeouts = 0
+        self.resets = 0
+        self.rate = RateWindow()
+        self.latencies = [0.0] * LATENCY_WINDOW
+        self.latency_count = 0
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+
+    def record_latency(self, seconds: float) -> None:
+        self.latencies[self.latency_count % LATENCY_WINDOW] = seconds
+        self.latency_count += 1
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def percentiles_ms(self) -> dict[str, float | None]:
+        window = sorted(self.latencies[: min(self.latency_count, LATENCY_WINDOW)])
+        if not window:
+            return {"p50": None, "p95": None, "p99": None}
+
+        def at(q: float) -> float:
+            return round(window[min(len(window) - 1, int(q * len(window)))] * 1000, 3)
+
+        return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99)}
+
+
+class Server:
+    """A backend: name, URL, state (UP/DOWN/DRAIN/MAINT), health-check memory and stats."""
+
+    def __init__(self, name: str, url: str) -> None:
+        self.name = name
+        self.url = url.rstrip("/")
+        self.state = UP  # optimistic start, as HAProxy: the first checks correct it quickly
+        self.healthy = True  # the health verdict, kept while DRAIN hides it from the state
+        self.since = time.monotonic()
+        self.since_iso = utc_now_iso()
+        self.downtime_before = 0.0  # seconds DOWN before the current DOWN period
+        self.in_flight = 0
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0
+        self.live_failures = 0  # consecutive failures on real traffic (passive check)
+        self.last_check: dict[str, Any] | None = None
+        self.server_errors: dict[str, Any] | None = None
+        self.server_errors_at = 0.0
+        self.ewma = EWMA_UNMEASURED
+        self.ewma_at = time.monotonic()
+        self.stats = ServerStats()
+
+    def __repr__(self) -> str:
+        return f"Server({self.name!r}, {self.url!r}, {self.state})"
+
+    def downtime(self, now: float) -> float:
+        current = now - self.since if self.state == DOWN else 0.0
+        return round(self.downtime_before + current, 3)
+
+    def enter(self, state: str) -> str:
+        """Switch to ``state``; returns the previous one. Keeps ``since`` and downtime true."""
+        now = time.monotonic()
+        previous = self.state
+        if previous == DOWN:
+            self.downtime_before += now - self.since
+        self.state = state
+        self.since = now
+        self.since_iso = utc_now_iso()
+        return previous
+
+    def observe_latency(self, seconds: float, status: int) -> None:
+        """Peak EWMA: jump to a slower sample at once, decay toward faster ones over time."""
+        if status >= 500:
+            seconds = max(seconds, EWMA_ERROR_PENALTY)
+        now = time.monotonic()
+        if seconds > self.ewma:
+            self.ewma = seconds
+        else:
+            weight = math.exp(-(now - self.ewma_at) / EWMA_TAU)
+            self.ewma = self.ewma * weight + seconds * (1.0 - weight)
+        self.ewma_at = now
+
+    def reset_stats(self) -> None:
+        self.stats = ServerStats()
+        self.downtime_before = 0.0

@@ -1,0 +1,157 @@
+"""What ``/status`` and ``/errors/stats`` say: computed from the counters when asked."""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import TYPE_CHECKING, Any
+
+from services.balancer.config import ALGORITHMS
+from services.balancer.server import Server
+
+if TYPE_CHECKING:
+    from services.balancer.balancer import Balancer
+
+RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+STATE_COLOURS = {"UP": "#1a7f37", "DOWN": "#cf222e", "DRAIN": "#9a6700", "MAINT": "#6e7781"}
+STATE_SPANISH = {"UP": "ACTIVO", "DOWN": "CAÍDO", "DRAIN": "DRENANDO", "MAINT": "MANTENCIÓN"}
+
+
+def _percent(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 1) if whole else 0.0
+
+
+def server_status(
+    server: Server, now: float, window_total: int, requests_total: int, seconds: float
+) -> dict[str, Any]:
+    stats = server.stats
+    window = stats.rate.total(now)
+    return {
+        "name": server.name,
+        "url": server.url,
+        "state": server.state,
+        "since": server.since_iso,
+        "since_seconds": round(now - server.since, 3),
+        "downtime": server.downtime(now),
+        "requests_total": stats.requests,
+        "in_flight": server.in_flight,
+        "share_10s": _percent(window, window_total),
+        "share_total": _percent(stats.requests, requests_total),
+        "rps": round(window / seconds, 2),
+        "latency_ms": stats.percentiles_ms(),
+        "responses": dict(zip(RESPONSE_CLASSES, stats.responses, strict=True)),
+        "errors": dict(stats.errors),
+        "retries": stats.retries,
+        "connect_failures": stats.connect_failures,
+        "timeouts": stats.timeouts,
+        "resets": stats.resets,
+        "consecutive_failures": server.consecutive_failures,
+        "consecutive_successes": server.consecutive_successes,
+        "last_check": server.last_check,
+        "server_errors": server.server_errors,
+        "response_time_ewma_ms": round(server.ewma * 1000, 3),
+    }
+
+
+def status(balancer: Balancer) -> dict[str, Any]:
+    """The ``/status`` payload (see docs/api.md)."""
+    now = time.monotonic()
+    seconds = max(1.0, min(10.0, balancer.uptime.seconds))
+    window_total = sum(server.stats.rate.total(now) for server in balancer.servers)
+    tries_total = sum(server.stats.requests for server in balancer.servers)
+    servers = [
+        server_status(server, now, window_total, tries_total, seconds)
+        for server in balancer.servers
+    ]
+    return {
+        "algorithm": balancer.algorithm,
+        "algorithms": list(ALGORITHMS),
+        "uptime": balancer.uptime.seconds,
+        "active_servers": balancer.servers_up,
+        "servers_up": balancer.servers_up,
+        "servers_total": len(balancer.servers),
+        "requests_total": balancer.requests_total,
+        "in_flight": sum(server.in_flight for server in balancer.servers),
+        "rps": round(balancer.rate.total(now) / seconds, 2),
+        "retries": sum(server.stats.retries for server in balancer.servers),
+        "no_backend": balancer.no_backend,
+        "servers": servers,
+    }
+
+
+def errors_stats(balancer: Balancer) -> dict[str, Any]:
+    """The course's ``/errors/stats`` shape over what the balancer answered, plus ``by_server``."""
+    payload = balancer.errors.stats()
+    payload["by_server"] = {
+        server.name: {
+            "total_errors": sum(server.stats.errors.values()),
+            "error_types": dict(server.stats.errors),
+        }
+        for server in balancer.servers
+    }
+    return payload
+
+
+def status_html(data: dict[str, Any], refresh_seconds: int = 2) -> str:
+    """A page a projector can show: one row per server, refreshing itself."""
+    rows = []
+    for server in data["servers"]:
+        colour = STATE_COLOURS.get(server["state"], "#000")
+        latency = server["latency_ms"]
+        p95 = "-" if latency["p95"] is None else f"{latency['p95']:.1f}"
+        last = server["last_check"] or {}
+        rows.append(
+            "<tr>"
+            f"<td><b>{html.escape(server['name'])}</b><br><small>{html.escape(server['url'])}</small></td>"
+            f'<td style="color:{colour}"><b>{server["state"]}</b><br>'
+            f"<small>{STATE_SPANISH.get(server['state'], '')}</small></td>"
+            f"<td>{server['since_seconds']:.0f} s</td>"
+            f"<td>{server['downtime']:.1f} s</td>"
+            f"<td>{server['requests_total']}</td>"
+            f"<td>{server['in_flight']}</td>"
+            f"<td>{server['share_10s']:.0f}%</td>"
+            f"<td>{server['rps']:.1f}</td>"
+            f"<td>{p95}</td>"
+            f"<td>{server['responses']['4xx']} / {server['responses']['5xx']}</td>"
+            f"<td>{server['retries']}</td>"
+            f"<td>{html.escape(str(last.get('detail', '-')))}</td>"
+            "</tr>"
+        )
+    headings = (
+        "Servidor / Server",
+        "Estado / State",
+        "Desde / Since",
+        "Caído / Downtime",
+        "Solicitudes / Requests",
+        "En curso / In flight",
+        "Parte 10 s / Share",
+        "Sol/s / Req/s",
+        "p95 ms",
+        "4xx / 5xx",
+        "Reintentos / Retries",
+        "Último chequeo / Last check",
+    )
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headings)
+    return f"""<!doctype html>
+<html lang="es"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{refresh_seconds}">
+<title>ticslab - Estado del balanceador</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; font-size: 1.1em; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: .4em .7em; text-align: left; }}
+th {{ background: #f3f3f3; font-size: .85em; }}
+</style></head>
+<body>
+<h1>Balanceador de carga / Load balancer</h1>
+<p>Algoritmo / Algorithm: <b>{html.escape(data["algorithm"])}</b> &middot;
+Servidores activos / Active servers: <b>{data["active_servers"]} / {data["servers_total"]}</b>
+&middot; Solicitudes / Requests: <b>{data["requests_total"]}</b>
+&middot; {data["rps"]:.1f} sol/s</p>
+<table><tr>{head}</tr>
+{"".join(rows)}
+</table>
+<p><small>Se actualiza cada {refresh_seconds} s / refreshes every {refresh_seconds} s.
+JSON: <code>curl -H 'Accept: application/json' /status</code></small></p>
+</body></html>
+"""
