@@ -195,3 +195,41 @@ def test_engine_client_sends_only_allow_listed_actions() -> None:
     with pytest.raises(KeyError):
         asyncio.run(engine.act("whatever", "exec"))
     asyncio.run(engine.aclose())
+
+
+def test_discovery_follows_containers_of_the_project(containers: dict[str, str]) -> None:
+    from services.balancer.balancer import Balancer
+    from services.balancer.config import BalancerConfig
+    from services.balancer.discovery import DockerDiscovery
+
+    async def until(check, what: str) -> None:  # type: ignore[no-untyped-def]
+        for _ in range(200):
+            if check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def main() -> tuple[dict[str, str], list[str], list[str]]:
+        balancer = Balancer(BalancerConfig(backends=[]))
+        discovery = DockerDiscovery(balancer, docker_socket_path(), own_id=containers["balancer"])
+        await discovery.start()
+        try:
+            first = {s.name: s.url for s in balancer.servers}
+            extra = await asyncio.to_thread(run_container, OWN, "server4")
+            containers["server4"] = extra  # removed by the fixture if this test fails
+            await until(lambda: "server4" in balancer.states(), "server4 to be added")
+            added = list(balancer.states())
+            await asyncio.to_thread(docker, "rm", "-f", extra)
+            await until(lambda: "server4" not in balancer.states(), "server4 to be removed")
+            return first, added, list(balancer.states())
+        finally:
+            await discovery.stop()
+
+    first, added, after = asyncio.run(main())
+    assert first == {
+        "server1": f"http://{OWN}-server1-1:5001",
+        "server2": f"http://{OWN}-server2-1:5001",
+        "server2-2": f"http://{OWN}-server2-2:5001",
+    }
+    assert sorted(added) == ["server1", "server2", "server2-2", "server4"]
+    assert sorted(after) == ["server1", "server2", "server2-2"]
