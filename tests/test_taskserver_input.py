@@ -1,0 +1,137 @@
+"""Bad input always gets a clear JSON 4xx, is counted, and never becomes a 5xx."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import ServiceProcess, taskserver
+
+from services.taskserver.app import Settings, create_app
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    process = taskserver("server1", tmp_path_factory.mktemp("input") / "tasks.json").start()
+    yield process
+    process.close()
+
+
+def body(value: object) -> bytes:
+    return orjson.dumps(value)
+
+
+BAD_INPUT = [
+    ("POST", "/tareas", b"not json", {}, 400, "not valid JSON"),
+    ("POST", "/tareas", b"", {}, 400, "empty"),
+    ("POST", "/tareas", b"[1, 2]", {}, 400, "must be a JSON object, not a list"),
+    ("POST", "/api/tasks", b'"hola"', {}, 400, "must be a JSON object, not text"),
+    ("POST", "/api/tasks", b"{}", {}, 400, "'title' is missing"),
+    ("POST", "/tareas", body({"title": ""}), {}, 400, "must not be empty"),
+    ("POST", "/tareas", body({"title": "   "}), {}, 400, "must not be empty"),
+    ("POST", "/tareas", body({"title": 5}), {}, 400, "must be text, not a number"),
+    ("POST", "/tareas", body({"title": None}), {}, 400, "must be text, not null"),
+    ("POST", "/tareas", body({"title": "x" * 201}), {}, 400, "the maximum is 200"),
+    ("POST", "/tareas", body({"title": "a", "completed": "yes"}), {}, 400, "'completed'"),
+    ("POST", "/tareas", b'\xff\xfe{"title": "a"}', {}, 400, "UTF-8"),
+    ("POST", "/tareas", b"{" * 100_000, {}, 413, "64 KiB"),
+    ("POST", "/tareas", body({"title": "a"}), {"Idempotency-Key": "k" * 201}, 400, "Idempotency"),
+    ("PUT", "/tareas/1", b"{}", {}, 400, "nothing to change"),
+    ("PUT", "/tareas/1", body({"completed": 1}), {}, 400, "true or false"),
+    ("GET", "/tareas/999999", b"", {}, 404, "no task with id 999999"),
+    ("GET", "/tareas/abc", b"", {}, 404, "no task with id 'abc'"),
+    ("PUT", "/tareas/999999", body({"title": "b"}), {}, 404, "no task"),
+    ("DELETE", "/api/tasks/999999", b"", {}, 404, "no task"),
+    ("PUT", "/api/tasks/999999/complete", b"", {}, 404, "no task"),
+    ("GET", "/nada", b"", {}, 404, "no route"),
+    ("DELETE", "/tareas", b"", {}, 405, "not allowed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content", "headers", "status", "fragment"),
+    BAD_INPUT,
+    ids=[f"{row[0]} {row[1]} {row[4]} {row[5]}" for row in BAD_INPUT],
+)
+def test_bad_input_gets_a_clear_json_error_and_is_counted(
+    server: ServiceProcess,
+    method: str,
+    path: str,
+    content: bytes,
+    headers: dict[str, str],
+    status: int,
+    fragment: str,
+) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        before = http.get("/errors/stats").json()
+        response = http.request(method, path, content=content, headers=headers)
+        after = http.get("/errors/stats").json()
+    assert response.status_code == status
+    assert fragment in response.json()["error"]
+    assert after["total_errors"] == before["total_errors"] + 1
+    assert after["by_status"][str(status)] == before["by_status"].get(str(status), 0) + 1
+    assert after["recent_errors"][0]["message"] == response.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
+    path: Path = tmp_path_factory.mktemp("hypothesis") / "tasks.json"
+    app = create_app(Settings(name="server1", tasks_file=path))
+    with asyncio.Runner() as runner:
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
+        send = InProcess(runner, client)
+        send("POST", "/tareas", orjson.dumps({"title": "existing"}))
+        yield send
+        runner.run(client.aclose())
+
+
+class InProcess:
+    """Requests to an app in this process (fast enough for a property test)."""
+
+    def __init__(self, runner: asyncio.Runner, client: httpx.AsyncClient) -> None:
+        self.runner = runner
+        self.client = client
+
+    def __call__(self, method: str, path: str, content: bytes) -> httpx.Response:
+        return self.runner.run(self.client.request(method, path, content=content))
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()
+    | st.text(max_size=300),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+task_like = st.fixed_dictionaries(
+    {}, optional={"title": json_values, "completed": json_values, "extra": json_values}
+)
+bodies = (
+    st.binary(max_size=300)
+    | json_values.map(orjson.dumps)
+    | task_like.map(orjson.dumps)
+    | st.text(max_size=300).map(str.encode)
+)
+targets = st.sampled_from(
+    [("POST", "/tareas"), ("POST", "/api/tasks"), ("PUT", "/tareas/1"), ("PUT", "/tareas/x")]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(target=targets, content=bodies)
+def test_arbitrary_bodies_never_get_a_5xx(
+    in_process: InProcess, target: tuple[str, str], content: bytes
+) -> None:
+    method, path = target
+    response = in_process(method, path, content)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert isinstance(response.json()["error"], str)
