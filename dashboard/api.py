@@ -1,0 +1,124 @@
+"""The HTTP client the dashboard talks to the balancer with.
+
+Read-only mode is enforced here as well as in the app's ``check_action``: every write goes
+through ``_write``, which refuses before any byte leaves the process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+
+
+class ApiError(Exception):
+    """A request that did not succeed; ``message`` is in words a student understands."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class Unreachable(ApiError):
+    """The balancer did not answer at all (refused, timed out, name not found)."""
+
+
+class ReadOnlyError(ApiError):
+    """A write was attempted by a read-only dashboard."""
+
+    def __init__(self) -> None:
+        super().__init__("read-only dashboard: writes are disabled")
+
+
+def error_message(response: httpx.Response) -> str:
+    """The ``error`` field of a JSON error body, else the status line."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        return str(body["error"])
+    return f"{response.status_code} {response.reason_phrase}"
+
+
+class BalancerClient:
+    """Reads the balancer's monitoring routes and sends control requests."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        read_only: bool = False,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = TIMEOUT,
+    ) -> None:
+        self.read_only = read_only or not token
+        headers = {"Accept": "application/json", "User-Agent": "ticslab-dashboard"}
+        self._token = token
+        self._http = httpx.AsyncClient(
+            base_url=url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, *, json: Any = None, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, json=json, **kwargs)
+        except httpx.TimeoutException as error:
+            raise Unreachable(
+                f"timed out talking to the balancer ({type(error).__name__})"
+            ) from None
+        except httpx.HTTPError as error:
+            raise Unreachable(
+                f"cannot reach the balancer: {error or type(error).__name__}"
+            ) from None
+        if response.is_error:
+            raise ApiError(error_message(response), response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(f"{method} {path} did not answer JSON", response.status_code) from None
+
+    async def _get(self, path: str, **params: Any) -> Any:
+        return await self._request("GET", path, params=params or None)
+
+    async def _write(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """The only way a write leaves the dashboard; refused in read-only mode."""
+        if self.read_only:
+            raise ReadOnlyError()
+        headers = {"Authorization": f"Bearer {self._token}"}
+        return await self._request(method, path, json=body, headers=headers)
+
+    # Reads (open routes).
+    async def status(self) -> dict[str, Any]:
+        return await self._get("/status")
+
+    async def error_stats(self) -> dict[str, Any]:
+        return await self._get("/errors/stats")
+
+    async def events(self, since: int | None = None) -> dict[str, Any]:
+        return await self._get("/events", **({} if since is None else {"since": since}))
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        return await self._get("/tareas")
+
+    async def control_info(self) -> dict[str, Any]:
+        return await self._get("/control")
+
+    # Writes (need the token).
+    async def server_action(self, server: str, action: str) -> dict[str, Any]:
+        return await self._write("POST", f"/control/servers/{server}/{action}")
+
+    async def set_fault(self, server: str, fault: dict[str, Any]) -> dict[str, Any]:
+        return await self._write("PUT", f"/control/servers/{server}/fault", fault)
+
+    async def set_algorithm(self, algorithm: str) -> dict[str, Any]:
+        return await self._write("PUT", "/control/algorithm", {"algorithm": algorithm})
+
+    async def reset_stats(self) -> dict[str, Any]:
+        return await self._write("POST", "/control/stats/reset")

@@ -1,0 +1,40 @@
+"""``ticslab dashboard`` and ``open_dashboard()``, the entry point ``ticslab demo`` calls."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dashboard.options import Options, options_from_args
+from dashboard.options import add_arguments as add_options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_options(options_from_args(args))
+
+
+def run_options(options: Options) -> int:
+    """Run the app in this terminal until the user quits; the exit code of the app."""
+    from dashboard.main import DashboardApp
+
+    app = DashboardApp(options)
+    app.run()
+    return int(app.return_code or 0)
+
+
+def open_dashboard(url: str, token: str | None = None, **options: Any) -> int:
+    """Open the dashboard on ``url``; ``options`` are Options fields (read_only, lang, ...).
+
+    Without ``token`` the token file is tried; with no token at all it opens read-only.
+    """
+    from dashboard.options import locale_language
+    from services.common import read_token_file
+
+    token = token or read_token_file()
+    options.setdefault("lang", locale_language())
+    read_only = bool(options.pop("read_only", False) or not token)
+    return run_options(Options(url=url.rstrip("/"), token=token, read_only=read_only, **options))

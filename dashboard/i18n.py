@@ -1,0 +1,223 @@
+"""Every word the dashboard shows, in Spanish and English (``--lang`` picks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+EN: dict[str, str] = {
+    "title": "ticslab · load balancer",
+    # Server table columns.
+    "col_server": "Server",
+    "col_state": "State",
+    "col_since": "For",
+    "col_share": "Share 10s",
+    "col_rps": "Req/s",
+    "col_busy": "Busy",
+    "col_latency": "p50/p95ms",
+    "col_responses": "2xx/4xx/5xx",
+    "col_errors": "400/404/500",
+    "col_check": "Check",
+    # Totals and status bar.
+    "total_requests": "Requests",
+    "total_errors": "Errors",
+    "total_up": "Servers up",
+    "algorithm": "Algorithm",
+    "connected": "connected",
+    "connecting": "connecting",
+    "disconnected": "DISCONNECTED",
+    "every": "every {seconds}s",
+    "paused": "PAUSED",
+    "read_only_badge": "READ-ONLY",
+    "banner_connecting": "Connecting to {url} ...",
+    "banner_disconnected": (
+        "DISCONNECTED from {url}: {reason}. Showing the last data received; "
+        "retrying in {delay}s (attempt {attempt})."
+    ),
+    # Panels.
+    "errors_title": "Errors by type",
+    "errors_recent": "Most recent",
+    "errors_none": "No errors yet.",
+    "no_backend": "no server",
+    "tasks_title": "Tasks: {count}",
+    "tasks_none": "No tasks yet.",
+    "tasks_unavailable": "Tasks unavailable (no server UP).",
+    "events_title": "Events",
+    "ev_state": "{server} {from} → {to}: {reason}",
+    "ev_control": "{server} {action} → {result} (by {who})",
+    "ev_control_failed": "{server} {action} FAILED: {result} (by {who})",
+    "ev_algorithm": "algorithm {from} → {to} (by {who})",
+    "ev_discovery": "{server}: {reason}",
+    "ev_stats": "statistics reset (by {who})",
+    "ev_other": "{kind}: {server} {reason}",
+    # Keys (Footer and help).
+    "key_toggle_n": "Start/stop server",
+    "key_toggle": "Start/stop selected",
+    "key_kill": "Kill (crash)",
+    "key_pause": "Pause (hang)",
+    "key_unpause": "Unpause",
+    "key_drain": "Drain/ready",
+    "key_maint": "Maintenance",
+    "key_fault": "Fault mode",
+    "key_algorithm": "Next algorithm",
+    "key_reset": "Reset stats",
+    "key_refresh_pause": "Pause refresh",
+    "key_faster": "Faster",
+    "key_slower": "Slower",
+    "key_help": "Help",
+    "key_quit": "Quit",
+    # Buttons.
+    "btn_toggle": "Start/Stop",
+    "btn_kill": "Kill",
+    "btn_pause": "Pause",
+    "btn_unpause": "Unpause",
+    "btn_drain": "Drain/Ready",
+    "btn_maint": "Maint.",
+    "btn_fault": "Fault...",
+    "btn_algorithm": "Algorithm",
+    "btn_reset": "Reset stats",
+    # Notifications.
+    "n_action_ok": "{server}: {action} → {result} (now {state})",
+    "n_algorithm": "Algorithm: {previous} → {algorithm}",
+    "n_reset": "Statistics reset.",
+    "n_fault": "{server}: fault mode is now {mode}.",
+    "n_failed": "{what} failed: {message}",
+    "n_bad_token": "{what} refused: wrong or missing token ({message}).",
+    "n_conflict": "{what} is not possible with this driver: {message}",
+    "n_driver": "{what}: the driver failed: {message}",
+    "n_unreachable": "{what}: the balancer is unreachable ({message}).",
+    "n_read_only": "Read-only dashboard: controls are disabled.",
+    "n_no_server": "There is no server {number}.",
+    "n_no_selection": "Select a server first (arrow keys).",
+    "n_no_data": "No data from the balancer yet.",
+    "n_refresh_paused": "Refresh paused (space resumes).",
+    "n_refresh_resumed": "Refresh resumed.",
+    "n_refresh_rate": "Refreshing every {seconds}s.",
+    # Help screen.
+    "help_title": "Keys",
+    "help_intro": "Control keys act on server N (1-9) or on the selected row (arrow keys).",
+    "help_read_only": "READ-ONLY: control keys and buttons are disabled (start with a token).",
+    "help_close": "Escape or ? closes this help.",
+    "help_states": "States: UP serves traffic; DOWN failed its checks or was stopped; "
+    "DRAIN finishes its requests and takes no new ones; MAINT is out of rotation.",
+    # Fault screen.
+    "fault_title": "Fault mode for {server}",
+    "fault_none": "none: healthy",
+    "fault_error": "error: half of the answers are 500",
+    "fault_latency": "latency: +300 ms per request",
+    "fault_hang": "hang: no answer for 30 s",
+    "fault_unhealthy": "unhealthy: /health answers 503",
+    "cancel": "Cancel",
+}
+
+ES: dict[str, str] = {
+    "title": "ticslab · balanceador de carga",
+    "col_server": "Servidor",
+    "col_state": "Estado",
+    "col_since": "Hace",
+    "col_share": "Cuota 10s",
+    "col_rps": "Sol/s",
+    "col_busy": "Act.",
+    "col_latency": "p50/p95ms",
+    "col_responses": "2xx/4xx/5xx",
+    "col_errors": "400/404/500",
+    "col_check": "Salud",
+    "total_requests": "Solicitudes",
+    "total_errors": "Errores",
+    "total_up": "Servidores UP",
+    "algorithm": "Algoritmo",
+    "connected": "conectado",
+    "connecting": "conectando",
+    "disconnected": "DESCONECTADO",
+    "every": "cada {seconds}s",
+    "paused": "EN PAUSA",
+    "read_only_badge": "SOLO LECTURA",
+    "banner_connecting": "Conectando con {url} ...",
+    "banner_disconnected": (
+        "DESCONECTADO de {url}: {reason}. Se muestran los últimos datos recibidos; "
+        "reintento en {delay}s (intento {attempt})."
+    ),
+    "errors_title": "Errores por tipo",
+    "errors_recent": "Más recientes",
+    "errors_none": "Aún no hay errores.",
+    "no_backend": "sin servidor",
+    "tasks_title": "Tareas: {count}",
+    "tasks_none": "Aún no hay tareas.",
+    "tasks_unavailable": "Tareas no disponibles (ningún servidor UP).",
+    "events_title": "Eventos",
+    "ev_state": "{server} {from} → {to}: {reason}",
+    "ev_control": "{server} {action} → {result} (por {who})",
+    "ev_control_failed": "{server} {action} FALLÓ: {result} (por {who})",
+    "ev_algorithm": "algoritmo {from} → {to} (por {who})",
+    "ev_discovery": "{server}: {reason}",
+    "ev_stats": "estadísticas reiniciadas (por {who})",
+    "ev_other": "{kind}: {server} {reason}",
+    "key_toggle_n": "Iniciar/detener servidor",
+    "key_toggle": "Iniciar/detener seleccionado",
+    "key_kill": "Matar (caída)",
+    "key_pause": "Congelar",
+    "key_unpause": "Descongelar",
+    "key_drain": "Drenar/listo",
+    "key_maint": "Mantención",
+    "key_fault": "Modo de falla",
+    "key_algorithm": "Siguiente algoritmo",
+    "key_reset": "Reiniciar estadísticas",
+    "key_refresh_pause": "Pausar refresco",
+    "key_faster": "Más rápido",
+    "key_slower": "Más lento",
+    "key_help": "Ayuda",
+    "key_quit": "Salir",
+    "btn_toggle": "Iniciar/Detener",
+    "btn_kill": "Matar",
+    "btn_pause": "Congelar",
+    "btn_unpause": "Descongelar",
+    "btn_drain": "Drenar/Listo",
+    "btn_maint": "Mant.",
+    "btn_fault": "Falla...",
+    "btn_algorithm": "Algoritmo",
+    "btn_reset": "Reiniciar est.",
+    "n_action_ok": "{server}: {action} → {result} (ahora {state})",
+    "n_algorithm": "Algoritmo: {previous} → {algorithm}",
+    "n_reset": "Estadísticas reiniciadas.",
+    "n_fault": "{server}: el modo de falla ahora es {mode}.",
+    "n_failed": "{what} falló: {message}",
+    "n_bad_token": "{what} rechazado: token incorrecto o ausente ({message}).",
+    "n_conflict": "{what} no es posible con este driver: {message}",
+    "n_driver": "{what}: falló el driver: {message}",
+    "n_unreachable": "{what}: no se puede contactar al balanceador ({message}).",
+    "n_read_only": "Panel de solo lectura: los controles están desactivados.",
+    "n_no_server": "No existe el servidor {number}.",
+    "n_no_selection": "Primero seleccione un servidor (flechas).",
+    "n_no_data": "Aún no hay datos del balanceador.",
+    "n_refresh_paused": "Refresco en pausa (espacio lo reanuda).",
+    "n_refresh_resumed": "Refresco reanudado.",
+    "n_refresh_rate": "Refresco cada {seconds}s.",
+    "help_title": "Teclas",
+    "help_intro": "Las teclas de control actúan sobre el servidor N (1-9) o sobre la fila "
+    "seleccionada (flechas).",
+    "help_read_only": "SOLO LECTURA: teclas de control y botones desactivados "
+    "(inicie con un token).",
+    "help_close": "Escape o ? cierra esta ayuda.",
+    "help_states": "Estados: UP atiende tráfico; DOWN falló sus chequeos o fue detenido; "
+    "DRAIN termina sus solicitudes y no recibe nuevas; MAINT está fuera de rotación.",
+    "fault_title": "Modo de falla de {server}",
+    "fault_none": "none: sano",
+    "fault_error": "error: la mitad de las respuestas son 500",
+    "fault_latency": "latency: +300 ms por solicitud",
+    "fault_hang": "hang: sin respuesta por 30 s",
+    "fault_unhealthy": "unhealthy: /health responde 503",
+    "cancel": "Cancelar",
+}
+
+CATALOGS: dict[str, dict[str, str]] = {"en": EN, "es": ES}
+
+
+class Translator:
+    """``t("key", name=value)``: the text for ``key`` in the chosen language, formatted."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang if lang in CATALOGS else "en"
+        self._catalog = CATALOGS[self.lang]
+
+    def __call__(self, key: str, **values: Any) -> str:
+        text = self._catalog.get(key) or EN[key]
+        return text.format(**values) if values else text

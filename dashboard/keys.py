@@ -1,0 +1,53 @@
+"""The key table: one place lists every key, its action, its text and whether it writes.
+
+The app builds its bindings, its help screen and its read-only guard from this table, so
+a new control key cannot forget to be disabled in read-only mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Key:
+    keys: str
+    action: str
+    text: str  # i18n key of the description
+    write: bool = False  # sends a control request: refused in read-only mode
+    show: bool = True  # shown in the Footer (all keys are in the help screen)
+    display: str | None = None
+
+    @property
+    def action_name(self) -> str:
+        """The action without its arguments, as ``check_action`` receives it."""
+        return self.action.partition("(")[0]
+
+
+KEYS: tuple[Key, ...] = (
+    Key("question_mark", "help", "key_help", display="?"),
+    *(
+        Key(str(n), f"toggle_server({n})", "key_toggle_n", True, n == 1, "1-9" if n == 1 else None)
+        for n in range(1, 10)
+    ),
+    Key("t", "toggle_selected", "key_toggle", True, False),
+    Key("k", "server_action('kill')", "key_kill", True),
+    Key("p", "server_action('pause')", "key_pause", True),
+    Key("u", "server_action('unpause')", "key_unpause", True, False),
+    Key("d", "drain_toggle", "key_drain", True),
+    Key("m", "server_action('maint')", "key_maint", True, False),
+    Key("f", "fault_menu", "key_fault", True),
+    Key("a", "cycle_algorithm", "key_algorithm", True),
+    Key("r", "reset_stats", "key_reset", True, False),
+    Key("space", "toggle_refresh", "key_refresh_pause"),
+    Key("plus,equals_sign", "refresh_rate(-1)", "key_faster", False, False, "+"),
+    Key("minus", "refresh_rate(1)", "key_slower", False, False, "-"),
+    Key("q", "quit", "key_quit"),
+)
+
+# Actions reachable only from buttons or the fault screen, also writes.
+EXTRA_WRITE_ACTIONS = frozenset({"set_fault"})
+
+WRITE_ACTIONS: frozenset[str] = (
+    frozenset(key.action_name for key in KEYS if key.write) | EXTRA_WRITE_ACTIONS
+)

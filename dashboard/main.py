@@ -1,0 +1,340 @@
+"""The dashboard app: one polling worker, widgets updated in place, guarded controls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from typing import Any
+
+import httpx
+from textual import work
+from textual.app import App, ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Footer, Header
+
+from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
+from dashboard.format import safe_url
+from dashboard.i18n import Translator
+from dashboard.keys import KEYS, WRITE_ACTIONS
+from dashboard.options import CONTRAST_THEME, Options, parse_options
+from dashboard.poll import Poller, Snapshot, backoff_delay
+from dashboard.screens.fault import FaultScreen
+from dashboard.screens.help import HelpScreen
+from dashboard.themes import HIGH_CONTRAST
+from dashboard.widgets.controls import ControlBar
+from dashboard.widgets.panels import ErrorsPanel, EventsPanel, TasksPanel
+from dashboard.widgets.servers import ServerTable
+from dashboard.widgets.statusbar import Banner, StatusBar
+from dashboard.widgets.totals import Totals
+
+REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+DEFAULT_THEME = "textual-dark"
+
+
+class DashboardApp(App[int]):
+    """Shows the balancer's ``/status``, ``/errors/stats``, ``/events`` and ``/tareas``."""
+
+    CSS_PATH = "dashboard.tcss"
+
+    def __init__(
+        self,
+        options: Options | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        # ``textual run dashboard --url ...`` builds the app with no arguments: parse here,
+        # when the app starts, never at import.
+        options = options or parse_options(sys.argv[1:])
+        super().__init__()
+        self.options = options
+        self.t = Translator(options.lang)
+        self.client = BalancerClient(
+            options.url, options.token, read_only=options.read_only, transport=transport
+        )
+        self.read_only = self.client.read_only
+        self.poller = Poller(self.client)
+        self.refresh_seconds = options.refresh
+        self.refresh_paused = False
+        self.status: dict[str, Any] | None = None
+        self.failures = 0
+        self._wake = asyncio.Event()
+        self.register_theme(HIGH_CONTRAST)
+        for key in KEYS:
+            self.bind(
+                key.keys,
+                key.action,
+                description=self.t(key.text),
+                show=key.show,
+                key_display=key.display,
+            )
+        self.status_bar = StatusBar(self.t, safe_url(options.url), self.read_only)
+        self.banner = Banner()
+        self.totals = Totals(self.t)
+        self.servers = ServerTable(self.t)
+        self.errors_panel = ErrorsPanel(self.t)
+        self.tasks_panel = TasksPanel(self.t)
+        self.events_panel = EventsPanel(self.t)
+
+    # ---- layout ----
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="⇄")
+        yield self.status_bar
+        yield self.banner
+        yield self.totals
+        yield self.servers
+        with Horizontal(id="panels"):
+            yield self.errors_panel
+            yield self.tasks_panel
+            yield self.events_panel
+        if not self.read_only:
+            yield ControlBar(self.t)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = self.t("title")
+        self.sub_title = safe_url(self.options.url)
+        self.theme = self._pick_theme()
+        self.screen.set_class(self.read_only, "-read-only")
+        self.banner.show(self.t("banner_connecting", url=safe_url(self.options.url)))
+        self.status_bar.show_refresh(self.refresh_seconds, self.refresh_paused)
+        self.servers.focus()
+        self.poll_loop()
+
+    def _pick_theme(self) -> str:
+        wanted = self.options.theme or (CONTRAST_THEME if self.read_only else DEFAULT_THEME)
+        if wanted in self.available_themes:
+            return wanted
+        names = ", ".join(sorted(self.available_themes))
+        self.notify(f"--theme {wanted!r}: {names}", severity="error", timeout=10)
+        return DEFAULT_THEME
+
+    async def on_unmount(self) -> None:
+        await self.client.aclose()
+
+    # ---- polling ----
+    @work(exclusive=True, group="poll", exit_on_error=False)
+    async def poll_loop(self) -> None:
+        """The only poller: the next poll starts after the previous one has finished."""
+        while True:
+            self._wake.clear()
+            if self.refresh_paused and self.status is not None:
+                await self._wake.wait()
+                continue
+            delay = await self.poll_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    def poll_now(self) -> None:
+        """Poll at once (after a control action, a rate change or resuming)."""
+        self._wake.set()
+
+    async def poll_once(self) -> float:
+        """One poll; returns how long to wait before the next one."""
+        try:
+            snapshot = await self.poller.fetch()
+        except ApiError as error:
+            self.failures += 1
+            delay = backoff_delay(self.failures, self.refresh_seconds)
+            self.show_disconnected(error.message, delay)
+            return delay
+        self.failures = 0
+        self.apply(snapshot)
+        return self.refresh_seconds
+
+    def show_disconnected(self, reason: str, delay: float) -> None:
+        self.screen_main.set_class(True, "-disconnected")
+        self.status_bar.show_connection("disconnected")
+        url = safe_url(self.options.url)
+        self.banner.show(
+            self.t(
+                "banner_disconnected",
+                url=url,
+                reason=reason,
+                delay=f"{delay:g}",
+                attempt=self.failures,
+            )
+        )
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Hand each widget its part; each one redraws only what changed."""
+        status = snapshot.status
+        self.status = status
+        self.screen_main.set_class(False, "-disconnected")
+        self.banner.show(None)
+        self.status_bar.show_connection("connected")
+        self.status_bar.show_algorithm(str(status.get("algorithm", "?")))
+        servers = status.get("servers") or []
+        self.servers.show(servers)
+        errors = snapshot.errors.get("total_errors") if snapshot.errors else None
+        self.totals.show(
+            int(status.get("requests_total") or 0),
+            errors,
+            int(status.get("servers_up") or 0),
+            int(status.get("servers_total") or len(servers)),
+        )
+        if snapshot.errors is not None:
+            self.errors_panel.show(snapshot.errors)
+        self.tasks_panel.show(snapshot.tasks)
+        self.events_panel.add(snapshot.new_events, snapshot.events_restarted)
+
+    @property
+    def screen_main(self) -> Any:
+        """The main screen, even while a modal screen is on top of it."""
+        return self.servers.screen
+
+    # ---- read-only: the one guard for every control key and button ----
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (self.read_only and action in WRITE_ACTIONS)
+
+    # ---- control actions (each runs in a worker, so the UI never waits) ----
+    def _server_list(self) -> list[dict[str, Any]]:
+        return list((self.status or {}).get("servers") or [])
+
+    def _state_of(self, name: str) -> str:
+        return next((s.get("state", "") for s in self._server_list() if s.get("name") == name), "")
+
+    def _selected(self) -> str | None:
+        name = self.servers.selected_server
+        if name is None:
+            self.notify(self.t("n_no_selection"), severity="warning")
+        return name
+
+    def action_toggle_server(self, number: int) -> None:
+        servers = self._server_list()
+        if not servers:
+            self.notify(self.t("n_no_data"), severity="warning")
+        elif number > len(servers):
+            self.notify(self.t("n_no_server", number=number), severity="warning")
+        else:
+            self._toggle(str(servers[number - 1].get("name")))
+
+    def action_toggle_selected(self) -> None:
+        if name := self._selected():
+            self._toggle(name)
+
+    def _toggle(self, name: str) -> None:
+        """Start a DOWN server, stop any other."""
+        self.control_server(name, "start" if self._state_of(name) == "DOWN" else "stop")
+
+    def action_server_action(self, action: str) -> None:
+        if name := self._selected():
+            self.control_server(name, action)
+
+    def action_drain_toggle(self) -> None:
+        if name := self._selected():
+            drained = self._state_of(name) in ("DRAIN", "MAINT")
+            self.control_server(name, "ready" if drained else "drain")
+
+    def action_fault_menu(self) -> None:
+        name = self._selected()
+        if name is None:
+            return
+
+        def chosen(fault: dict[str, Any] | None) -> None:
+            if fault is not None:
+                self.send_fault(name, fault)
+
+        self.push_screen(FaultScreen(self.t, name), chosen)
+
+    def action_cycle_algorithm(self) -> None:
+        if self.status is None:
+            self.notify(self.t("n_no_data"), severity="warning")
+            return
+        names = list(self.status.get("algorithms") or [])
+        current = self.status.get("algorithm")
+        if not names:
+            return
+        following = names[(names.index(current) + 1) % len(names)] if current in names else names[0]
+        self.send_algorithm(following)
+
+    def action_reset_stats(self) -> None:
+        self.send_reset()
+
+    @work(group="control", exit_on_error=False)
+    async def control_server(self, name: str, action: str) -> None:
+        try:
+            result = await self.client.server_action(name, action)
+        except ApiError as error:
+            self.notify_error(f"{name} {action}", error)
+            return
+        self.notify(
+            self.t(
+                "n_action_ok",
+                server=name,
+                action=action,
+                result=result.get("result", "ok"),
+                state=result.get("state", "?"),
+            )
+        )
+        self.poll_now()
+
+    @work(group="control", exit_on_error=False)
+    async def send_fault(self, name: str, fault: dict[str, Any]) -> None:
+        try:
+            await self.client.set_fault(name, fault)
+        except ApiError as error:
+            self.notify_error(f"{name} fault {fault.get('mode')}", error)
+            return
+        self.notify(self.t("n_fault", server=name, mode=fault.get("mode")))
+        self.poll_now()
+
+    @work(group="control", exit_on_error=False)
+    async def send_algorithm(self, algorithm: str) -> None:
+        try:
+            result = await self.client.set_algorithm(algorithm)
+        except ApiError as error:
+            self.notify_error(f"{self.t('algorithm')} {algorithm}", error)
+            return
+        self.notify(
+            self.t(
+                "n_algorithm",
+                previous=result.get("previous", "?"),
+                algorithm=result.get("algorithm", algorithm),
+            )
+        )
+        self.poll_now()
+
+    @work(group="control", exit_on_error=False)
+    async def send_reset(self) -> None:
+        try:
+            await self.client.reset_stats()
+        except ApiError as error:
+            self.notify_error(self.t("key_reset"), error)
+            return
+        self.notify(self.t("n_reset"))
+        self.poll_now()
+
+    def notify_error(self, what: str, error: ApiError) -> None:
+        """The control API's error in words, with a hint for the common causes."""
+        if isinstance(error, ReadOnlyError):
+            key = "n_read_only"
+        elif isinstance(error, Unreachable):
+            key = "n_unreachable"
+        elif error.status in (401, 403):
+            key = "n_bad_token"
+        elif error.status == 409:
+            key = "n_conflict"
+        elif error.status == 502:
+            key = "n_driver"
+        else:
+            key = "n_failed"
+        self.notify(self.t(key, what=what, message=error.message), severity="error", timeout=8)
+
+    # ---- view actions (allowed in read-only mode) ----
+    def action_toggle_refresh(self) -> None:
+        self.refresh_paused = not self.refresh_paused
+        self.status_bar.show_refresh(self.refresh_seconds, self.refresh_paused)
+        self.notify(self.t("n_refresh_paused" if self.refresh_paused else "n_refresh_resumed"))
+        self.poll_now()
+
+    def action_refresh_rate(self, step: int) -> None:
+        steps = REFRESH_STEPS
+        nearest = min(range(len(steps)), key=lambda i: abs(steps[i] - self.refresh_seconds))
+        self.refresh_seconds = steps[min(max(nearest + step, 0), len(steps) - 1)]
+        self.status_bar.show_refresh(self.refresh_seconds, self.refresh_paused)
+        self.notify(self.t("n_refresh_rate", seconds=f"{self.refresh_seconds:g}"))
+        self.poll_now()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.t, self.read_only))

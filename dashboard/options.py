@@ -1,0 +1,103 @@
+"""The dashboard's options, read from flags, environment and the token file at start-up.
+
+Parsing happens when the app starts (never at import) so that ``textual run dashboard
+--url ...``, ``python -m dashboard ...`` and ``ticslab dashboard ...`` share one parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+from services.common import default_token_file, read_token_file
+
+DEFAULT_URL = "http://localhost:8080"
+LANGUAGES = ("es", "en")
+CONTRAST_THEME = "ticslab-contrast"
+MIN_REFRESH = 0.25
+MAX_REFRESH = 30.0
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything the app needs to start; the token never reaches the screen."""
+
+    url: str = DEFAULT_URL
+    token: str | None = None
+    read_only: bool = False
+    refresh: float = 1.0
+    lang: str = "en"
+    theme: str | None = None
+
+
+def locale_language() -> str:
+    """``es`` when the user's locale is Spanish, else ``en``."""
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
+        value = os.environ.get(name, "")
+        if value:
+            return "es" if value.lower().startswith("es") else "en"
+    return "en"
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a refresh period within the bounds the poller accepts."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not MIN_REFRESH <= value <= MAX_REFRESH:
+        raise argparse.ArgumentTypeError(
+            f"refresh must be between {MIN_REFRESH} and {MAX_REFRESH} seconds, got {value}"
+        )
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The dashboard's flags (shared by every way of starting it)."""
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("TICSLAB_URL", DEFAULT_URL),
+        help="balancer URL (env TICSLAB_URL, default %(default)s)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("TICSLAB_TOKEN"),
+        help=f"control token (env TICSLAB_TOKEN, else the file {default_token_file()})",
+    )
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="projector mode: no controls (automatic without a token)",
+    )
+    parser.add_argument(
+        "--refresh",
+        type=positive_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between polls (default %(default)s)",
+    )
+    parser.add_argument(
+        "--lang", choices=LANGUAGES, default=None, help="interface language (default: locale)"
+    )
+    parser.add_argument("--theme", default=None, help="Textual theme name")
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """Fill in the token from the token file and turn read-only on when there is no token."""
+    token = args.token or read_token_file()
+    return Options(
+        url=args.url.rstrip("/"),
+        token=token,
+        read_only=bool(args.read_only or not token),
+        refresh=args.refresh,
+        lang=args.lang or locale_language(),
+        theme=args.theme,
+    )
+
+
+def parse_options(argv: list[str]) -> Options:
+    """Options from command-line words (used by ``textual run dashboard ...``)."""
+    parser = argparse.ArgumentParser(prog="dashboard", description="ticslab dashboard")
+    add_arguments(parser)
+    return options_from_args(parser.parse_args(argv))

@@ -1,0 +1,48 @@
+"""Pick a fault mode for one server; dismisses with the body for ``PUT .../fault``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label
+
+from dashboard.i18n import Translator
+
+# The modes of docs/api.md with the parameters used in class.
+FAULTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("none", {"mode": "none"}),
+    ("error", {"mode": "error", "rate": 0.5}),
+    ("latency", {"mode": "latency", "ms": 300}),
+    ("hang", {"mode": "hang", "max_seconds": 30}),
+    ("unhealthy", {"mode": "unhealthy"}),
+)
+
+
+class FaultScreen(ModalScreen[dict[str, Any] | None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss(None)", "Cancel", show=False),
+        *(Binding(str(n), f"pick({n})", show=False) for n in range(len(FAULTS))),
+    ]
+
+    def __init__(self, t: Translator, server: str) -> None:
+        super().__init__(id="fault")
+        self.t = t
+        self.server = server
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="fault-body") as body:
+            body.border_title = self.t("fault_title", server=self.server)
+            for number, (mode, _) in enumerate(FAULTS):
+                yield Button(f"{number}  {self.t('fault_' + mode)}", id=f"fault-{mode}")
+            yield Label(self.t("cancel") + ": Escape")
+
+    def action_pick(self, number: int) -> None:
+        self.dismiss(FAULTS[number][1])
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        mode = (event.button.id or "").removeprefix("fault-")
+        self.dismiss(dict(FAULTS)[mode])

@@ -1,0 +1,123 @@
+"""The three panels under the server table: errors, tasks and the events timeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import RichLog, Static
+
+from dashboard import format as fmt
+from dashboard.i18n import Translator
+
+RECENT_ERRORS_SHOWN = 5
+TASKS_SHOWN = 8
+EVENTS_KEPT = 300
+
+
+class ErrorsPanel(Static):
+    """Counts by type, then the most recent errors with their server."""
+
+    def __init__(self, t: Translator) -> None:
+        super().__init__(t("errors_none"), id="errors", classes="panel")
+        self.t = t
+        self.border_title = t("errors_title")
+        self._shown: Any = None
+
+    def show(self, stats: dict[str, Any]) -> None:
+        key = (stats.get("error_types"), stats.get("recent_errors"))
+        if key == self._shown:
+            return
+        self._shown = key
+        self.update(self.render_stats(stats))
+
+    def render_stats(self, stats: dict[str, Any]) -> Text:
+        text = Text()
+        types = {k: v for k, v in (stats.get("error_types") or {}).items() if v}
+        if not types:
+            return Text(self.t("errors_none"))
+        for kind, count in sorted(types.items()):
+            code, _, name = kind.partition("_")
+            text.append(f"{code}", style="bold")
+            text.append(f" {count}", style="bold red" if code.startswith("5") else "bold yellow")
+            text.append(f" {name.replace('_', ' ').lower()}\n")
+        text.append(self.t("errors_recent") + "\n", style="underline")
+        for error in (stats.get("recent_errors") or [])[:RECENT_ERRORS_SHOWN]:
+            server = error.get("server") or self.t("no_backend")
+            text.append(f"{fmt.local_time(error.get('timestamp'))} ")
+            text.append(f"{error.get('status', '?')} ", style="bold")
+            text.append(f"{server} {error.get('endpoint', '')}\n")
+        text.rstrip()
+        return text
+
+
+class TasksPanel(Static):
+    """How many tasks there are and the newest ones."""
+
+    def __init__(self, t: Translator) -> None:
+        super().__init__(t("tasks_none"), id="tasks", classes="panel")
+        self.t = t
+        self.border_title = t("tasks_title", count="-")
+        self._shown: Any = None
+
+    def show(self, tasks: list[dict[str, Any]] | None) -> None:
+        if tasks is None:
+            if self._shown is None:
+                self.update(self.t("tasks_unavailable"))
+            return
+        newest = tasks[-TASKS_SHOWN:][::-1]
+        key = (len(tasks), [(t.get("id"), t.get("completed"), t.get("title")) for t in newest])
+        if key == self._shown:
+            return
+        self._shown = key
+        self.border_title = self.t("tasks_title", count=len(tasks))
+        if not tasks:
+            self.update(self.t("tasks_none"))
+            return
+        text = Text()
+        for task in newest:
+            done = task.get("completed")
+            text.append("✓ " if done else "· ", style="bold green" if done else "dim")
+            text.append(f"#{task.get('id')} ", style="bold")
+            text.append(f"{task.get('title', '')} ")
+            text.append(f"{task.get('server') or ''}\n", style="italic")
+        text.rstrip()
+        self.update(text)
+
+
+class EventsPanel(RichLog):
+    """The timeline: only new events are appended, the log is never redrawn whole."""
+
+    def __init__(self, t: Translator) -> None:
+        super().__init__(
+            id="events", classes="panel", max_lines=EVENTS_KEPT, wrap=True, min_width=20
+        )
+        self.t = t
+        self.border_title = t("events_title")
+
+    def add(self, events: list[dict[str, Any]], restarted: bool = False) -> None:
+        if restarted:
+            self.clear()
+        for event in events:
+            self.write(self.render_event(event))
+
+    def render_event(self, event: dict[str, Any]) -> Text:
+        kind = str(event.get("kind", ""))
+        values = {
+            key: event.get(key) if event.get(key) is not None else "-"
+            for key in ("server", "from", "to", "reason", "action", "result", "who", "kind")
+        }
+        if kind == "control" and event.get("ok") is False:
+            key = "ev_control_failed"
+        elif kind in ("state", "control", "algorithm", "discovery", "stats"):
+            key = f"ev_{kind}"
+        else:
+            key = "ev_other"
+        style = {"state": "bold", "control": "cyan", "algorithm": "magenta"}.get(kind, "")
+        if kind == "state" and event.get("to") == "DOWN":
+            style = "bold red"
+        elif kind == "state" and event.get("to") == "UP":
+            style = "bold green"
+        text = Text(f"{fmt.local_time(event.get('time'))} ", style="dim")
+        text.append(self.t(key, **values), style=style)
+        return text

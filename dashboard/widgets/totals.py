@@ -1,0 +1,45 @@
+"""Totals in large numerals (``Digits``), readable from the back of a classroom."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Digits, Label
+
+from dashboard.i18n import Translator
+
+
+class Total(Horizontal):
+    """A label beside a ``Digits``; the digits are redrawn only when the value changes."""
+
+    def __init__(self, label: str, id: str) -> None:
+        super().__init__(id=id, classes="total")
+        self._label = label
+
+    def compose(self) -> ComposeResult:
+        yield Label(self._label, classes="total-label")
+        yield Digits("-")
+
+    def show(self, value: str) -> None:
+        digits = self.query_one(Digits)
+        if digits.value != value:
+            digits.update(value)
+
+
+class Totals(Horizontal):
+    """Requests, errors, and servers up out of the total."""
+
+    def __init__(self, t: Translator) -> None:
+        super().__init__(id="totals")
+        self.t = t
+
+    def compose(self) -> ComposeResult:
+        yield Total(self.t("total_requests"), id="total-requests")
+        yield Total(self.t("total_errors"), id="total-errors")
+        yield Total(self.t("total_up"), id="total-up")
+
+    def show(self, requests: int, errors: int | None, up: int, total: int) -> None:
+        self.query_one("#total-requests", Total).show(str(requests))
+        if errors is not None:
+            self.query_one("#total-errors", Total).show(str(errors))
+        self.query_one("#total-up", Total).show(f"{up}/{total}")
