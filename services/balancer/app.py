@@ -7,6 +7,7 @@ Starlette's routing or middleware (measured: a bare ASGI callable in front of ai
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,15 +20,18 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig
+from services.balancer.control import Control
+from services.balancer.discovery import DockerDiscovery
 from services.balancer.proxy import Proxy
 from services.balancer.routes import balancer_routes
 from services.common import json_error
 
 
-def owned_routes(balancer: Balancer, config: BalancerConfig) -> list[BaseRoute]:
+def owned_routes(balancer: Balancer, config: BalancerConfig, control: Control) -> list[BaseRoute]:
     """Every route the balancer answers itself; any other path is proxied to a server."""
     return [
         *balancer_routes(balancer),
+        *control.routes(),
     ]
 
 
@@ -78,15 +82,24 @@ def create_app(config: BalancerConfig) -> BalancerApp:
     """The balancer app; servers are checked and the upstream session opened at startup."""
     balancer = Balancer(config)
     proxy = Proxy(balancer, config)
-    routes = owned_routes(balancer, config)
+    # Without a configured token nobody can use /control writes (the CLI always sets one).
+    control = Control(balancer, config.token or secrets.token_urlsafe(24), config.driver)
+    discovery = DockerDiscovery(balancer) if config.discover == "docker" else None
+    routes = owned_routes(balancer, config, control)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await proxy.start()
         await balancer.start()
+        await control.start()
+        if discovery is not None:
+            await discovery.start()
         try:
             yield
         finally:
+            if discovery is not None:
+                await discovery.stop()
+            await control.stop()
             await balancer.stop()
             await proxy.stop()
 

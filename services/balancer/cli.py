@@ -36,16 +36,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fall", type=int, default=defaults.fall, help="failed checks to DOWN")
     parser.add_argument("--rise", type=int, default=defaults.rise, help="passed checks to UP")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    parser.add_argument(
+        "--token", help="bearer token for /control writes (env TICSLAB_TOKEN; default: generated)"
+    )
+    parser.add_argument(
+        "--driver",
+        choices=("auto", "docker", "local", "none"),
+        help="what carries out stop/start/kill/pause (env TICSLAB_DRIVER; auto)",
+    )
+    parser.add_argument(
+        "--discover",
+        choices=("docker",),
+        help="follow the task-server containers of our Compose project (env TICSLAB_DISCOVER)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> BalancerConfig:
     """Flags win over ``TICSLAB_*`` variables, which win over the handout's defaults."""
     settings = env_defaults()
-    for name in ("host", "port", "algorithm"):
+    for name in ("host", "port", "algorithm", "token", "driver", "discover"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     if args.backend:
         settings["backends"] = args.backend
+    elif settings.get("discover") == "docker" and "backends" not in settings:
+        settings["backends"] = []  # discovery supplies them
     return BalancerConfig(
         **settings,  # type: ignore[arg-type]
         connect_timeout=args.connect_timeout,
@@ -60,6 +75,7 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
 
 def run(args: argparse.Namespace) -> int:
     from services.balancer.app import create_app
+    from services.balancer.control import ensure_token
     from services.common import serve
 
     try:
@@ -67,5 +83,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"ticslab balancer: {error}", file=sys.stderr)
         return 2
+    config.token = ensure_token(config.token)
     serve(create_app(config), config.host, config.port, log_level=args.log_level)
     return 0

@@ -33,6 +33,11 @@ class BalancerConfig:
     server_stats_interval: float = 3.0
     max_retries: int = 2
     max_body_bytes: int = 10 * 1024 * 1024
+    # Control (docs/design/control.md): bearer token for /control writes, the driver that
+    # acts on servers (auto, docker, local, none) and backend discovery (None or "docker").
+    token: str | None = None
+    driver: str = "auto"
+    discover: str | None = None
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -77,4 +82,7 @@ def env_defaults(environ: dict[str, str] | None = None) -> dict[str, object]:
         found["host"] = env["TICSLAB_HOST"]
     if env.get("TICSLAB_PORT"):
         found["port"] = int(env["TICSLAB_PORT"])
+    for key in ("token", "driver", "discover"):
+        if env.get(f"TICSLAB_{key.upper()}"):
+            found[key] = env[f"TICSLAB_{key.upper()}"]
     return found

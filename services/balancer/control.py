@@ -9,6 +9,8 @@ action answers what was done and the resulting state, and becomes an event.
 from __future__ import annotations
 
 import json
+import secrets
+import sys
 from typing import Any
 
 import httpx
@@ -26,7 +28,7 @@ from services.balancer.drivers import (
     NoneDriver,
     choose_driver,
 )
-from services.common import bearer_token, json_error, token_matches
+from services.common import bearer_token, json_error, token_matches, write_token_file
 
 ADMIN_ACTIONS = {"drain": "DRAIN", "maint": "MAINT", "ready": "READY"}
 FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy")
@@ -216,3 +218,13 @@ def _error_text(response: httpx.Response) -> str:
         return str(response.json().get("error", response.text))
     except (ValueError, AttributeError):
         return response.text.strip() or response.reason_phrase
+
+
+def ensure_token(token: str | None) -> str:
+    """The given token, or a new one, logged once and stored in the owner-only token file."""
+    if token:
+        return token
+    token = secrets.token_urlsafe(24)
+    path = write_token_file(token)
+    print(f"ticslab balancer: control token {token} (stored in {path})", file=sys.stderr)
+    return token

@@ -1,0 +1,47 @@
+"""The supervisor's HTTP API on loopback: how the balancer's local driver reaches the processes.
+
+HTTP on 127.0.0.1 (a port the kernel picks) rather than a unix socket or signals between
+processes, so it works on Windows too; guarded by the stack's bearer token.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from services.common import bearer_token, json_error, token_matches
+from services.launcher.supervisor import ACTIONS, CAN_FREEZE, ActionError, Supervisor
+
+
+def supervisor_app(supervisor: Supervisor, token: str) -> Starlette:
+    """Routes: ``GET /processes``, ``POST /processes/{name}/{action}``."""
+
+    def authorised(request: Request) -> bool:
+        return token_matches(bearer_token(request), token)
+
+    async def processes(request: Request) -> Response:
+        if not authorised(request):
+            return json_error(401, "missing or wrong bearer token")
+        actions = [a for a in ACTIONS if CAN_FREEZE or a not in ("pause", "unpause")]
+        listed = {name: m.describe() for name, m in supervisor.processes.items()}
+        return JSONResponse({"processes": listed, "actions": actions})
+
+    async def act(request: Request) -> Response:
+        if not authorised(request):
+            return json_error(401, "missing or wrong bearer token")
+        name, action = request.path_params["name"], request.path_params["action"]
+        try:
+            return JSONResponse(await supervisor.act(name, action))
+        except ActionError as error:
+            return json_error(error.status, str(error))
+        except OSError as error:
+            return json_error(502, f"{action} {name} failed: {error}")
+
+    return Starlette(
+        routes=[
+            Route("/processes", processes, methods=["GET"]),
+            Route("/processes/{name}/{action}", act, methods=["POST"]),
+        ]
+    )

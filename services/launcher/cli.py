@@ -1,0 +1,97 @@
+"""``ticslab up``: the whole stack as local processes, logs streamed like docker-compose."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+
+from services.common import write_token_file
+from services.launcher.logs import ConsoleLogs
+from services.launcher.stack import HOST, Stack, StackOptions, StartError
+
+ALGORITHMS = ("random", "round_robin", "least_connections", "response_time", "ip_hash")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--servers", type=int, default=2, help="task servers (default 2)")
+    parser.add_argument("--clients", type=int, default=2, help="client emulators (0 for none)")
+    parser.add_argument("--balancer-port", type=int, default=8080)
+    parser.add_argument("--first-server-port", type=int, default=5001, help="server1's port")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="holds tasks.json")
+    parser.add_argument("--token", help="control token (default: TICSLAB_TOKEN or a new one)")
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default="random")
+
+
+def options_from_args(args: argparse.Namespace) -> StackOptions:
+    return StackOptions(
+        servers=args.servers,
+        clients=args.clients,
+        balancer_port=args.balancer_port,
+        first_server_port=args.first_server_port,
+        data_dir=args.data_dir,
+        algorithm=args.algorithm,
+    )
+
+
+def stack_token(args: argparse.Namespace) -> tuple[str, Path]:
+    """The token for this stack (given or new), stored in the token file the dashboard reads."""
+    token = args.token or os.environ.get("TICSLAB_TOKEN") or secrets.token_urlsafe(24)
+    return token, write_token_file(token)
+
+
+def banner(options: StackOptions, token_path: Path) -> str:
+    """What is where, in English and Spanish."""
+    lines = [
+        f"ticslab up: balancer + {options.servers} task servers + {options.clients} clients",
+        f"  balancer   {options.balancer_url}  (/status, /events, /errors/stats, /metrics)",
+    ]
+    for number, port in enumerate(options.server_ports, start=1):
+        lines.append(f"  server{number:<4} http://{HOST}:{port}")
+    lines += [
+        f"  tasks      {options.tasks_file}",
+        f"  token      {token_path}  (Authorization: Bearer $(cat {token_path}))",
+        f"  dashboard  ticslab dashboard --url {options.balancer_url}",
+        "Ctrl+C stops everything / Ctrl+C detiene todo.",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(highlight=False, soft_wrap=True)
+    logs = ConsoleLogs(console)
+    stop = threading.Event()
+    holder: list[Stack] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        if holder:
+            holder[0].request_stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        options = options_from_args(args)
+        token, token_path = stack_token(args)
+        stack = Stack(options, token, logs)
+        holder.append(stack)
+        try:
+            stack.start()
+        except StartError as error:
+            logs.note(f"could not start the stack: {error}")
+            return 130 if stop.is_set() else 1
+        console.print(banner(options, token_path))
+        while not stop.wait(0.5):
+            pass
+        logs.note("stopping everything...")
+        stack.stop()
+        logs.note("stopped: no process left running")
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

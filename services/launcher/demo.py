@@ -1,0 +1,45 @@
+"""``ticslab demo``: ``ticslab up`` plus the dashboard in the same terminal.
+
+The dashboard owns the terminal, so the processes' logs go to files under DATA_DIR/logs.
+Quitting the dashboard stops the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from services.launcher import cli as up
+from services.launcher.logs import FileLogs
+from services.launcher.stack import Stack, StartError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    up.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dashboard.cli import open_dashboard
+
+    console = Console(highlight=False)
+    options = up.options_from_args(args)
+    token, token_path = up.stack_token(args)
+    log_dir = options.data_dir / "logs"
+    logs = FileLogs(log_dir)
+    console.print(f"starting the stack; logs go to {log_dir}/ / registros en {log_dir}/")
+    stack = Stack(options, token, logs)
+    try:
+        stack.start()
+    except StartError as error:
+        console.print(f"could not start the stack: {error} (see {log_dir}/)")
+        logs.close()
+        return 1
+    try:
+        code = open_dashboard(options.balancer_url, token)
+    finally:
+        stack.stop()
+        logs.close()
+    console.print(up.banner(options, token_path))
+    console.print(f"stack stopped; logs are in {log_dir}/ / registros en {log_dir}/")
+    return code

@@ -1,0 +1,71 @@
+"""Where the processes' output goes: the terminal, prefixed and coloured, or one file each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, TextIO
+
+from rich.console import Console
+from rich.text import Text
+
+COLOURS = ("cyan", "green", "magenta", "yellow", "blue", "bright_red", "bright_cyan")
+LAUNCHER = "ticslab"
+
+
+class LogSink(Protocol):
+    """Receives every line a process prints, and the launcher's own notes."""
+
+    def line(self, name: str, text: str) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ConsoleLogs:
+    """docker-compose style: ``server1  | line``, one colour per process name."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self._colours: dict[str, str] = {}
+        self.width = 10
+
+    def colour(self, name: str) -> str:
+        if name not in self._colours:
+            self._colours[name] = COLOURS[len(self._colours) % len(COLOURS)]
+        return self._colours[name]
+
+    def line(self, name: str, text: str) -> None:
+        prefix = Text(f"{name:<{self.width}}| ", style=self.colour(name))
+        self.console.print(prefix + Text(text))
+
+    def note(self, text: str) -> None:
+        self.console.print(Text(f"{LAUNCHER:<{self.width}}| ", style="bold") + Text(text))
+
+    def close(self) -> None:
+        return None
+
+
+class FileLogs:
+    """One file per process under ``folder`` (the launcher's notes in ticslab.log)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._files: dict[str, TextIO] = {}
+
+    def _file(self, name: str) -> TextIO:
+        if name not in self._files:
+            self._files[name] = (self.folder / f"{name}.log").open("a", buffering=1)
+        return self._files[name]
+
+    def line(self, name: str, text: str) -> None:
+        self._file(name).write(text + "\n")
+
+    def note(self, text: str) -> None:
+        self._file(LAUNCHER).write(text + "\n")
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()

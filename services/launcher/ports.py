@@ -1,0 +1,30 @@
+"""Is a port free? Checked before anything starts, so nothing is left half-started."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when ``host:port`` can be bound now (as uvicorn will, with SO_REUSEADDR on POSIX)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if os.name != "nt":  # on Windows SO_REUSEADDR would let us bind a port in use
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def taken_ports(ports: list[int], host: str = "127.0.0.1") -> list[int]:
+    """The ports of ``ports`` that something else already uses."""
+    return [port for port in ports if not port_is_free(port, host)]
+
+
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A socket bound to a port the kernel picks, for a server we run ourselves."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    return sock

@@ -1,0 +1,199 @@
+"""The local stack: N task servers, the balancer and M clients, run on an event loop of its own
+in a background thread, so the main thread stays free for signals (``up``) or the dashboard
+(``demo``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from services.launcher.api import supervisor_app
+from services.launcher.logs import LogSink
+from services.launcher.ports import listening_socket, taken_ports
+from services.launcher.supervisor import ActionError, ProcessSpec, Supervisor
+
+HOST = "127.0.0.1"
+# Clients of the local stack make steady, gentle traffic for as long as the stack runs.
+CLIENT_OPTIONS = ("--duration", "12h", "--rate", "5", "--concurrency", "2")
+
+
+class StartError(Exception):
+    """The stack could not start; everything already started has been stopped again."""
+
+
+@dataclass
+class StackOptions:
+    """What ``ticslab up`` was asked for."""
+
+    servers: int = 2
+    clients: int = 2
+    balancer_port: int = 8080
+    first_server_port: int = 5001
+    data_dir: Path = Path("data")
+    algorithm: str = "random"
+
+    @property
+    def server_ports(self) -> list[int]:
+        return [self.first_server_port + i for i in range(self.servers)]
+
+    @property
+    def balancer_url(self) -> str:
+        return f"http://{HOST}:{self.balancer_port}"
+
+    @property
+    def tasks_file(self) -> Path:
+        return self.data_dir / "tasks.json"
+
+    def problems(self) -> list[str]:
+        """Why these options cannot work, in words (empty when they can)."""
+        found = []
+        if self.servers < 1:
+            found.append("--servers must be at least 1")
+        if self.clients < 0:
+            found.append("--clients cannot be negative")
+        ports = [self.balancer_port, *self.server_ports]
+        if any(not 1 <= port <= 65535 for port in ports):
+            found.append(f"ports must be 1..65535, not {min(ports)}..{max(ports)}")
+        elif self.balancer_port in self.server_ports:
+            found.append(f"the balancer port {self.balancer_port} is also a task server port")
+        else:
+            for port in taken_ports(ports, HOST):
+                found.append(f"port {port} is already in use on {HOST}; free it or pick another")
+        return found
+
+
+def python_command(*args: str) -> list[str]:
+    """``ticslab <args>`` with the same interpreter, so the venv need not be on PATH."""
+    return [sys.executable, "-m", "services.cli", *args]
+
+
+def plan(options: StackOptions, token: str, supervisor_url: str) -> list[ProcessSpec]:
+    """Every process of the stack, task servers first, then the balancer, then clients."""
+    env = {"TICSLAB_TOKEN": token}
+    specs = []
+    for number, port in enumerate(options.server_ports, start=1):
+        name = f"server{number}"
+        argv = python_command(
+            "taskserver", "--name", name, "--host", HOST, "--port", str(port),
+            "--tasks-file", str(options.tasks_file),
+        )  # fmt: skip
+        specs.append(
+            ProcessSpec(name, "taskserver", argv, env, port, f"http://{HOST}:{port}/health")
+        )
+    backends = [f"--backend={s.name}=http://{HOST}:{s.port}" for s in specs]
+    balancer = python_command(
+        "balancer", "--host", HOST, "--port", str(options.balancer_port),
+        "--algorithm", options.algorithm, "--driver", "local", *backends,
+    )  # fmt: skip
+    specs.append(
+        ProcessSpec(
+            "balancer",
+            "balancer",
+            balancer,
+            {**env, "TICSLAB_SUPERVISOR_URL": supervisor_url},
+            options.balancer_port,
+            f"{options.balancer_url}/health",
+        )
+    )
+    for number in range(1, options.clients + 1):
+        name = f"client{number}"
+        argv = python_command(
+            "client", "--url", options.balancer_url, "--name", name, *CLIENT_OPTIONS
+        )
+        specs.append(ProcessSpec(name, "client", argv, env))
+    return specs
+
+
+class Stack:
+    """Start with ``start()`` (returns once everything listens), end with ``stop()``."""
+
+    def __init__(self, options: StackOptions, token: str, logs: LogSink) -> None:
+        self.options = options
+        self.token = token
+        self.logs = logs
+        self.supervisor = Supervisor(logs)
+        self.supervisor_url = ""
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._stop_requested = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ticslab-stack", daemon=True)
+
+    def start(self) -> None:
+        """Check the options, start every process; StartError (nothing left running) if not."""
+        problems = self.options.problems()
+        if problems:
+            raise StartError("; ".join(problems))
+        self.options.data_dir.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise StartError(str(self._error)) from self._error
+
+    def request_stop(self) -> None:
+        """Ask the stack to stop, without waiting (safe from a signal handler)."""
+        self._stop_requested.set()
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def stop(self) -> None:
+        """Stop every process (clients, balancer, task servers) and wait until they are gone."""
+        self.request_stop()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self._stop_requested.is_set():  # asked before the loop existed
+            self._stop.set()
+        sock = listening_socket(HOST)
+        self.supervisor_url = f"http://{HOST}:{sock.getsockname()[1]}"
+        config = uvicorn.Config(
+            supervisor_app(self.supervisor, self.token), log_level="warning", lifespan="off"
+        )
+        api = uvicorn.Server(config)
+        api_task = asyncio.create_task(api.serve(sockets=[sock]))
+        try:
+            starting = asyncio.create_task(self._start_processes())
+            stopping = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                self._error = KeyboardInterrupt("stopped while starting")
+            elif starting.exception() is not None:
+                self._error = starting.exception()
+            else:
+                self._ready.set()
+                await stopping
+        finally:
+            await self.supervisor.stop_all()
+            api.should_exit = True
+            await api_task
+            sock.close()
+            self._ready.set()
+
+    async def _start_processes(self) -> None:
+        """Task servers (all listening), then the balancer (listening), then the clients."""
+        specs = plan(self.options, self.token, self.supervisor_url)
+        for role in ("taskserver", "balancer", "client"):
+            group = [await self.supervisor.spawn(s) for s in specs if s.role == role]
+            try:
+                await asyncio.gather(*(self.supervisor.wait_listening(m) for m in group))
+            except ActionError as error:
+                raise StartError(f"{error}; see its log lines above") from error

@@ -1,0 +1,216 @@
+"""The supervisor owns the stack's processes: it spawns them, streams their output, acts on
+them when the balancer's control API asks, and reports (never hides) unexpected deaths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from dataclasses import dataclass, field
+
+import httpx
+
+from services.launcher.logs import LogSink
+
+STOP_SECONDS = 5.0
+START_SECONDS = 20.0
+CAN_FREEZE = hasattr(signal, "SIGSTOP")  # not on Windows
+ACTIONS = ("stop", "start", "kill", "restart", "pause", "unpause")
+
+
+class ActionError(Exception):
+    """An action that cannot be done (``status`` 409) or that failed (502)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ProcessSpec:
+    """How to (re)start one process: same name, command, port and files every time."""
+
+    name: str
+    role: str  # "taskserver", "balancer" or "client"
+    argv: list[str]
+    env: dict[str, str]
+    port: int | None = None
+    health_url: str | None = None  # answered (any status) once the process is listening
+
+
+@dataclass
+class Managed:
+    """A spec and its current process, if any."""
+
+    spec: ProcessSpec
+    proc: asyncio.subprocess.Process | None = None
+    paused: bool = False
+    expected_exit: bool = False  # set before we stop or kill it ourselves
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def state(self) -> str:
+        if self.proc is None or self.proc.returncode is not None:
+            return "exited"
+        return "paused" if self.paused else "running"
+
+    def describe(self) -> dict[str, object]:
+        proc = self.proc
+        return {
+            "state": self.state,
+            "role": self.spec.role,
+            "pid": proc.pid if proc else None,
+            "port": self.spec.port,
+            "returncode": proc.returncode if proc else None,
+        }
+
+
+class Supervisor:
+    """Every process of one ``ticslab up``, by name."""
+
+    def __init__(self, logs: LogSink) -> None:
+        self.logs = logs
+        self.processes: dict[str, Managed] = {}
+        self.closing = False
+
+    async def spawn(self, spec: ProcessSpec) -> Managed:
+        """Start ``spec``'s process (replacing an exited one of the same name)."""
+        managed = self.processes.get(spec.name) or Managed(spec)
+        self.processes[spec.name] = managed
+        managed.proc = await asyncio.create_subprocess_exec(
+            *spec.argv,
+            env={**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            # Ctrl+C reaches only the launcher, which then stops everyone in order.
+            start_new_session=os.name != "nt",
+        )
+        managed.paused = False
+        managed.expected_exit = False
+        managed.watcher = asyncio.create_task(self._watch(managed, managed.proc))
+        return managed
+
+    async def _watch(self, managed: Managed, proc: asyncio.subprocess.Process) -> None:
+        """Stream the output; when the process ends, say so if nobody asked it to."""
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            self.logs.line(managed.spec.name, raw.decode(errors="replace").rstrip())
+        code = await proc.wait()
+        if managed.expected_exit or self.closing:
+            return
+        if code == 0 and managed.spec.role == "client":
+            self.logs.note(f"{managed.spec.name} finished its run (exit code 0)")
+        else:
+            self.logs.note(
+                f"{managed.spec.name} exited unexpectedly with code {code} (not restarted)"
+            )
+
+    async def wait_listening(self, managed: Managed, timeout: float = START_SECONDS) -> None:
+        """Wait until the process answers its health URL; ActionError if it exits or hangs."""
+        url = managed.spec.health_url
+        if url is None:
+            return
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while True:
+                proc = managed.proc
+                if proc is None or proc.returncode is not None:
+                    code = proc.returncode if proc else None
+                    raise ActionError(502, f"{managed.spec.name} exited with code {code}")
+                try:
+                    await client.get(url)
+                    return
+                except httpx.HTTPError:
+                    pass
+                if asyncio.get_running_loop().time() > deadline:
+                    raise ActionError(502, f"{managed.spec.name} did not listen within {timeout}s")
+                await asyncio.sleep(0.1)
+
+    async def terminate(self, managed: Managed, timeout: float = STOP_SECONDS) -> None:
+        """SIGTERM (waking a frozen process so it can obey), SIGKILL after ``timeout``."""
+        proc = managed.proc
+        if proc is None or proc.returncode is not None:
+            return
+        managed.expected_exit = True
+        proc.terminate()
+        if managed.paused:
+            os.kill(proc.pid, signal.SIGCONT)
+            managed.paused = False
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        await self._drained(managed)
+
+    async def _drained(self, managed: Managed) -> None:
+        """Let the watcher print the last lines before we report."""
+        if managed.watcher is not None:
+            await asyncio.wait({managed.watcher}, timeout=2.0)
+
+    async def stop_all(self) -> None:
+        """Clients first, then the balancer, then the task servers: nothing left behind."""
+        self.closing = True
+        for role in ("client", "balancer", "taskserver"):
+            group = [m for m in self.processes.values() if m.spec.role == role]
+            await asyncio.gather(*(self.terminate(m) for m in group))
+
+    async def act(self, name: str, action: str) -> dict[str, object]:
+        """Carry out a control action on a task server; the answer names result and state."""
+        managed = self.processes.get(name)
+        if managed is None or managed.spec.role != "taskserver":
+            raise ActionError(404, f"no task server named '{name}' in this ticslab up")
+        if action not in ACTIONS:
+            raise ActionError(409, f"unknown action '{action}'")
+        if action in ("pause", "unpause") and not CAN_FREEZE:
+            raise ActionError(409, f"'{action}' needs SIGSTOP/SIGCONT, which Windows lacks")
+        result = await getattr(self, f"_{action}")(managed)
+        self.logs.note(f"{name}: {action} -> {result}")
+        return {"server": name, "action": action, "result": result, "process": managed.state}
+
+    async def _stop(self, managed: Managed) -> str:
+        if managed.state == "exited":
+            return "already exited"
+        await self.terminate(managed)
+        return "stopped"
+
+    async def _kill(self, managed: Managed) -> str:
+        proc = managed.proc
+        if proc is None or managed.state == "exited":
+            raise ActionError(409, f"{managed.spec.name} is not running")
+        managed.expected_exit = True
+        proc.kill()
+        await proc.wait()
+        await self._drained(managed)
+        return "killed"
+
+    async def _start(self, managed: Managed) -> str:
+        if managed.state != "exited":
+            return f"already {managed.state}"
+        await self.spawn(managed.spec)
+        await self.wait_listening(managed)
+        return "started"
+
+    async def _restart(self, managed: Managed) -> str:
+        await self.terminate(managed)
+        await self.spawn(managed.spec)
+        await self.wait_listening(managed)
+        return "restarted"
+
+    async def _pause(self, managed: Managed) -> str:
+        if managed.state != "running":
+            raise ActionError(409, f"{managed.spec.name} is {managed.state}, not running")
+        assert managed.proc is not None
+        os.kill(managed.proc.pid, signal.SIGSTOP)
+        managed.paused = True
+        return "paused"
+
+    async def _unpause(self, managed: Managed) -> str:
+        if managed.state != "paused":
+            raise ActionError(409, f"{managed.spec.name} is {managed.state}, not paused")
+        assert managed.proc is not None
+        os.kill(managed.proc.pid, signal.SIGCONT)
+        managed.paused = False
+        return "unpaused"
