@@ -77,7 +77,11 @@ def may_retry(kind: str, method: str, headers: list[tuple[str, str]]) -> bool:
     """Connect failures always; resets and timeouts only if replaying cannot duplicate."""
     if kind in (CONNECT, REFUSED) or method in IDEMPOTENT:
         return True
-    return method == "POST" and any(name == IDEMPOTENCY_KEY for name, _ in headers)
+    return method == "POST" and has_idempotency_key(headers)
+
+
+def has_idempotency_key(headers: list[tuple[str, str]]) -> bool:
+    return any(name.lower() == "idempotency-key" for name, _ in headers)
 
 
 class Proxy:
@@ -115,7 +119,7 @@ class Proxy:
         method: str = scope["method"]
         client = scope["client"][0] if scope.get("client") else ""
         headers = forward_headers(scope, client)
-        if method == "POST" and not any(name == IDEMPOTENCY_KEY for name, _ in headers):
+        if method == "POST" and not has_idempotency_key(headers):
             headers.append((IDEMPOTENCY_KEY, uuid.uuid4().hex))
         target = scope["raw_path"] or scope["path"].encode()
         if scope["query_string"]:

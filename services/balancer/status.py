@@ -82,6 +82,8 @@ def status(balancer: Balancer) -> dict[str, Any]:
 def errors_stats(balancer: Balancer) -> dict[str, Any]:
     """The course's ``/errors/stats`` shape over what the balancer answered, plus ``by_server``."""
     payload = balancer.errors.stats()
+    for entry in payload["recent_errors"]:
+        entry.setdefault("server", None)  # the balancer's own errors (no server could answer)
     payload["by_server"] = {
         server.name: {
             "total_errors": sum(server.stats.errors.values()),

@@ -1,0 +1,235 @@
+"""The balancer as a real process in front of real echo backends on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from support import ServiceProcess, free_port, wait_until
+from test_balancer_helpers import EchoBackend, balancer_process, state_of, status_of
+
+
+@pytest.fixture(scope="module")
+def echoes() -> Iterator[list[EchoBackend]]:
+    backends = [EchoBackend("server1").start(), EchoBackend("server2").start()]
+    yield backends
+    for backend in backends:
+        backend.close()
+
+
+@pytest.fixture(scope="module")
+def balancer(echoes: list[EchoBackend]) -> Iterator[ServiceProcess]:
+    process = balancer_process([(e.name, e.url) for e in echoes], "round_robin").start()
+    yield process
+    process.close()
+
+
+@pytest.fixture(autouse=True)
+def healthy_echoes(echoes: list[EchoBackend]) -> None:
+    for echo in echoes:
+        echo.healthy, echo.delay = True, 0.0
+
+
+def upstreams(url: str, count: int, concurrency: int = 1, path: str = "/echo") -> Counter[str]:
+    """Which server answered each of ``count`` GETs, sent ``concurrency`` at a time."""
+
+    async def run() -> list[str]:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            queue = iter(range(count))
+            names: list[str] = []
+
+            async def worker() -> None:
+                for _ in queue:
+                    response = await client.get(path)
+                    assert response.status_code == 200, response.text
+                    names.append(response.headers["x-upstream-server"])
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return names
+
+    return Counter(asyncio.run(run()))
+
+
+def test_request_and_answer_pass_through_unchanged(balancer: ServiceProcess) -> None:
+    response = httpx.put(
+        balancer.url + "/api/tasks/7?a=1&b=dos%20tres&b=4",
+        content=b'{"title": "\xc3\xb1and\xc3\xba"}',
+        headers={"X-Custom": "valor", "Connection": "keep-alive, X-Secret", "X-Secret": "hop"},
+    )
+    assert response.status_code == 200
+    echoed = response.json()
+    assert (echoed["method"], echoed["path"]) == ("PUT", "/api/tasks/7")
+    assert echoed["query"] == "a=1&b=dos%20tres&b=4"
+    assert echoed["body"].encode("latin-1") == b'{"title": "\xc3\xb1and\xc3\xba"}'
+    sent = dict(echoed["headers"])
+    assert sent["x-custom"] == "valor"
+    assert "x-secret" not in sent  # named by Connection: hop-by-hop
+    assert sent["x-forwarded-for"] == "127.0.0.1"
+    assert sent["x-forwarded-proto"] == "http"
+    assert "idempotency-key" not in sent  # only POSTs get one
+    assert response.headers["x-echo-custom"] == "kept"
+    assert response.headers["x-upstream-server"] == echoed["server"]
+
+
+def test_posts_get_an_idempotency_key_unless_they_bring_one(balancer: ServiceProcess) -> None:
+    fresh = dict(httpx.post(balancer.url + "/tareas", json={}).json()["headers"])
+    assert len(fresh["idempotency-key"]) >= 32
+    own = httpx.post(balancer.url + "/tareas", json={}, headers={"Idempotency-Key": "mine"})
+    assert dict(own.json()["headers"])["idempotency-key"] == "mine"
+
+
+def test_error_statuses_pass_through_and_do_not_mark_servers_down(
+    balancer: ServiceProcess,
+) -> None:
+    before = httpx.get(balancer.url + "/errors/stats").json()
+    for status in (400, 404, 418, 500, 503):
+        response = httpx.get(balancer.url + f"/echo?status={status}")
+        assert response.status_code == status
+        assert response.json()["error"] == f"echo asked to answer {status}"
+        assert response.headers["x-upstream-server"] in ("server1", "server2")
+    after = httpx.get(balancer.url + "/errors/stats").json()
+    assert after["total_errors"] - before["total_errors"] == 5
+    assert after["recent_errors"][0]["message"] == "echo asked to answer 503"
+    assert after["recent_errors"][0]["server"] in ("server1", "server2")
+    assert after["recent_errors"][0]["endpoint"] == "GET /echo"
+    assert sum(s["total_errors"] for s in after["by_server"].values()) == after["total_errors"]
+    assert [s["state"] for s in status_of(balancer)["servers"]] == ["UP", "UP"]
+
+
+def test_round_robin_alternates_exactly(balancer: ServiceProcess) -> None:
+    names = [httpx.get(balancer.url + "/echo").headers["x-upstream-server"] for _ in range(6)]
+    assert names in (["server1", "server2"] * 3, ["server2", "server1"] * 3)
+
+
+def test_down_by_check_then_back_up_with_events(
+    balancer: ServiceProcess, echoes: list[EchoBackend]
+) -> None:
+    last_id = httpx.get(balancer.url + "/events").json()["last_id"]
+    echoes[0].healthy = False
+    wait_until(lambda: state_of(balancer, "server1") == "DOWN", timeout=5, what="server1 DOWN")
+    assert set(upstreams(balancer.url, 10)) == {"server2"}
+    echoes[0].healthy = True
+    wait_until(lambda: state_of(balancer, "server1") == "UP", timeout=5, what="server1 UP")
+    events = httpx.get(balancer.url + f"/events?since={last_id}").json()["events"]
+    changes = [(e["kind"], e["server"], e["from"], e["to"], e["reason"]) for e in events]
+    assert changes == [
+        ("state", "server1", "UP", "DOWN", "2 checks failed: 503 Service Unavailable"),
+        ("state", "server1", "DOWN", "UP", "2 checks passed"),
+    ]
+    server = status_of(balancer)["servers"][0]
+    assert server["downtime"] > 0 and server["last_check"]["ok"] is True
+
+
+def test_all_down_answers_503_json_naming_every_state(
+    balancer: ServiceProcess, echoes: list[EchoBackend]
+) -> None:
+    for echo in echoes:
+        echo.healthy = False
+    wait_until(lambda: status_of(balancer)["servers_up"] == 0, timeout=5, what="all DOWN")
+    response = httpx.post(balancer.url + "/tareas", json={"title": "x"})
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "no task server available",
+        "servers": {"server1": "DOWN", "server2": "DOWN"},
+    }
+    health = httpx.get(balancer.url + "/health")
+    assert health.status_code == 503 and health.json()["status"] == "error"
+    errors = httpx.get(balancer.url + "/errors/stats").json()
+    assert errors["recent_errors"][0]["type"] == "503_SERVICE_UNAVAILABLE"
+    assert errors["recent_errors"][0]["server"] is None
+    for echo in echoes:
+        echo.healthy = True
+    wait_until(lambda: status_of(balancer)["servers_up"] == 2, timeout=5, what="all UP")
+    assert httpx.get(balancer.url + "/health").json() == {
+        "status": "ok",
+        "servers_up": 2,
+        "servers_total": 2,
+    }
+
+
+def test_status_json_fields(balancer: ServiceProcess) -> None:
+    upstreams(balancer.url, 20)
+    data = status_of(balancer)
+    assert data["algorithm"] == "round_robin" and len(data["algorithms"]) == 5
+    assert data["servers_up"] == data["active_servers"] == 2
+    server = data["servers"][0]
+    assert server["name"] == "server1" and server["state"] == "UP"
+    for field in (
+        "url", "since", "since_seconds", "downtime", "requests_total", "in_flight", "share_10s",
+        "share_total", "rps", "latency_ms", "responses", "errors", "retries",
+        "connect_failures", "timeouts", "consecutive_failures", "last_check", "server_errors",
+    ):  # fmt: skip
+        assert field in server, field
+    assert server["latency_ms"]["p50"] > 0
+    assert server["responses"]["2xx"] >= 10
+    assert 30 <= server["share_10s"] <= 70
+    assert server["rps"] > 0
+
+
+def test_status_page_for_browsers_and_json_errors_on_owned_routes(
+    balancer: ServiceProcess,
+) -> None:
+    page = httpx.get(balancer.url + "/status", headers={"Accept": "text/html,*/*"})
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'http-equiv="refresh"' in page.text and "server1" in page.text and "UP" in page.text
+    wrong = httpx.post(balancer.url + "/status")
+    assert wrong.status_code == 405 and "error" in wrong.json()
+    bad = httpx.get(balancer.url + "/events?since=ayer")
+    assert bad.status_code == 400 and "since" in bad.json()["error"]
+
+
+def test_metrics_exposition(balancer: ServiceProcess) -> None:
+    upstreams(balancer.url, 4)
+    text = httpx.get(balancer.url + "/metrics").text
+    assert 'ticslab_balancer_requests_total{server="server1"}' in text
+    assert 'ticslab_balancer_responses_total{code_class="2xx",server="server2"}' in text
+    assert 'ticslab_balancer_response_seconds_bucket{le="0.005",server="server1"}' in text
+    assert 'ticslab_balancer_server_up{server="server1"} 1.0' in text
+    assert 'ticslab_balancer_in_flight{server="server2"}' in text
+
+
+@pytest.mark.parametrize("algorithm", ["random", "least_connections"])
+def test_random_and_least_connections_share_within_tolerance(
+    echoes: list[EchoBackend], algorithm: str
+) -> None:
+    with_env = balancer_process([(e.name, e.url) for e in echoes], algorithm).start()
+    try:
+        counts = upstreams(with_env.url, 300, concurrency=6)
+    finally:
+        with_env.close()
+    assert 90 <= counts["server1"] <= 210, counts
+
+
+def test_response_time_prefers_the_faster_server(echoes: list[EchoBackend]) -> None:
+    process = balancer_process([(e.name, e.url) for e in echoes], "response_time").start()
+    try:
+        echoes[1].delay = 0.05
+        counts = upstreams(process.url, 120, concurrency=2)
+    finally:
+        process.close()
+    assert counts["server1"] > 3 * counts["server2"], counts
+
+
+def test_ip_hash_keeps_a_client_on_its_server_until_it_leaves(echoes: list[EchoBackend]) -> None:
+    # Backends come from the environment here, as Compose passes them.
+    port = free_port()
+    backends = ",".join(f"{e.name}={e.url}" for e in echoes)
+    env = {"TICSLAB_BACKENDS": backends, "TICSLAB_ALGORITHM": "ip_hash", "TICSLAB_PORT": str(port)}
+    args = ["balancer", "--check-interval", "0.2", "--fast-check-interval", "0.1"]
+    process = ServiceProcess(args, port, env).start()
+    try:
+        counts = upstreams(process.url, 20)
+        assert len(counts) == 1
+        (home,) = counts
+        home_echo = next(e for e in echoes if e.name == home)
+        home_echo.healthy = False
+        wait_until(lambda: state_of(process, home) == "DOWN", timeout=5, what=f"{home} DOWN")
+        assert home not in upstreams(process.url, 10)
+        home_echo.healthy = True
+        wait_until(lambda: state_of(process, home) == "UP", timeout=5, what=f"{home} UP")
+        assert set(upstreams(process.url, 10)) == {home}
+    finally:
+        process.close()

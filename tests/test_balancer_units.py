@@ -1,0 +1,236 @@
+"""The balancer's parts on their own: algorithms, health verdicts, states, events, config."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+from starlette.routing import Mount, Route
+
+from services.balancer import algorithms
+from services.balancer.app import OwnedPaths
+from services.balancer.balancer import Balancer
+from services.balancer.config import BalancerConfig, env_defaults, parse_backends
+from services.balancer.proxy import may_retry
+from services.balancer.server import Server
+
+
+def servers(*names: str) -> list[Server]:
+    return [Server(name, f"http://127.0.0.1:{5001 + i}") for i, name in enumerate(names)]
+
+
+def make_balancer(**overrides: object) -> Balancer:
+    backends = [("server1", "http://127.0.0.1:5001"), ("server2", "http://127.0.0.1:5002")]
+    return Balancer(BalancerConfig(backends=backends, **overrides))  # type: ignore[arg-type]
+
+
+# Algorithms ------------------------------------------------------------------------------------
+
+
+def test_round_robin_alternates_exactly() -> None:
+    pool = servers("a", "b", "c")
+    pick = algorithms.make("round_robin")
+    assert [pick(pool, "x").name for _ in range(7)] == ["a", "b", "c", "a", "b", "c", "a"]
+
+
+def test_random_spreads_evenly_within_tolerance() -> None:
+    random.seed(7)
+    pool = servers("a", "b")
+    counts = Counter(algorithms.make("random")(pool, "x").name for _ in range(4000))
+    assert 1800 < counts["a"] < 2200
+
+
+def test_least_connections_takes_the_idlest_and_breaks_ties_at_random() -> None:
+    a, b, c = servers("a", "b", "c")
+    a.in_flight, b.in_flight, c.in_flight = 3, 1, 1
+    pick = algorithms.make("least_connections")
+    counts = Counter(pick([a, b, c], "x").name for _ in range(1000))
+    assert counts["a"] == 0
+    assert 400 < counts["b"] < 600
+
+
+def test_response_time_prefers_the_faster_server_and_weighs_in_flight() -> None:
+    fast, slow = servers("fast", "slow")
+    for _ in range(3):
+        fast.observe_latency(0.002, 200)
+        slow.observe_latency(0.050, 200)
+    pick = algorithms.make("response_time")
+    assert pick([fast, slow], "x") is fast
+    fast.in_flight = 40  # 0.002 * 41 > 0.050 * 1
+    assert pick([fast, slow], "x") is slow
+
+
+def test_response_time_does_not_reward_fast_errors() -> None:
+    failing, healthy = servers("failing", "healthy")
+    healthy.observe_latency(0.010, 200)
+    failing.observe_latency(0.001, 503)  # a quick error counts as a slow answer
+    assert algorithms.make("response_time")([failing, healthy], "x") is healthy
+
+
+def test_peak_ewma_jumps_up_at_once_and_decays_over_time() -> None:
+    (server,) = servers("a")
+    server.observe_latency(0.100, 200)
+    assert server.ewma == pytest.approx(0.100)
+    server.ewma_at -= 30.0  # thirty seconds later, a fast answer almost resets it
+    server.observe_latency(0.001, 200)
+    assert server.ewma < 0.002
+
+
+def test_ip_hash_is_sticky_and_moves_only_the_departed_servers_clients() -> None:
+    pool = servers("a", "b", "c")
+    pick = algorithms.make("ip_hash")
+    clients = [f"10.0.{i // 250}.{i % 250}" for i in range(3000)]
+    before = {ip: pick(pool, ip).name for ip in clients}
+    assert all(pick(pool, ip).name == before[ip] for ip in clients[:200])  # sticky
+    assert min(Counter(before.values()).values()) > 800  # spread over all three
+    during = {ip: pick([pool[0], pool[2]], ip).name for ip in clients}  # "b" left
+    moved = [ip for ip in clients if during[ip] != before[ip]]
+    assert moved and all(before[ip] == "b" for ip in moved)
+    assert all(pick(pool, ip).name == before[ip] for ip in clients)  # and they come back
+
+
+def test_unknown_algorithm_is_refused() -> None:
+    with pytest.raises(ValueError, match="round_robin"):
+        algorithms.make("fastest")
+
+
+# Health verdicts and states ---------------------------------------------------------------------
+
+
+def test_fall_and_rise_follow_consecutive_checks() -> None:
+    balancer = make_balancer(fall=2, rise=2)
+    server = balancer.get("server1")
+    balancer.record_check(server, False, None, "connection refused", 1.0)
+    assert server.state == "UP"
+    balancer.record_check(server, False, None, "connection refused", 1.0)
+    assert server.state == "DOWN"
+    assert balancer.choose([], "x") is balancer.get("server2")
+    balancer.record_check(server, True, 200, "200 OK", 1.0)
+    assert server.state == "DOWN"
+    balancer.record_check(server, True, 200, "200 OK", 1.0)
+    assert server.state == "UP"
+    reasons = [(e["from"], e["to"], e["reason"]) for e in balancer.events.since(0)]
+    assert reasons == [
+        ("UP", "DOWN", "2 checks failed: connection refused"),
+        ("DOWN", "UP", "2 checks passed"),
+    ]
+
+
+def test_refused_live_traffic_is_down_at_once_timeouts_count_toward_fall() -> None:
+    balancer = make_balancer(fall=2)
+    one, two = balancer.get("server1"), balancer.get("server2")
+    balancer.record_live_failure(one, "refused", "connection refused")
+    assert one.state == "DOWN"
+    assert balancer.events.since(0)[-1]["reason"] == "connect refused on live traffic"
+    balancer.record_live_failure(two, "timeout", "timeout after 5 s")
+    assert two.state == "UP"
+    balancer.record_live_failure(two, "timeout", "timeout after 5 s")
+    assert two.state == "DOWN"
+    assert balancer.choose([], "x") is None
+
+
+def test_drain_and_maint_take_no_new_requests_and_ready_follows_the_last_check() -> None:
+    balancer = make_balancer()
+    one = balancer.get("server1")
+    assert balancer.set_admin_state("server1", "DRAIN", who="teacher") == "DRAIN"
+    assert {balancer.choose([], "x").name for _ in range(20)} == {"server2"}
+    balancer.record_check(one, False, None, "connection refused", 1.0)
+    balancer.record_check(one, False, None, "connection refused", 1.0)
+    assert one.state == "DRAIN"  # health changes stay hidden behind the admin state
+    assert balancer.set_admin_state("server1", "READY") == "DOWN"
+    balancer.set_admin_state("server1", "MAINT")
+    one.last_check = {"ok": True}
+    assert balancer.set_admin_state("server1", "READY") == "UP"
+    event = balancer.events.since(0)[0]
+    assert (event["kind"], event["to"], event["who"]) == ("state", "DRAIN", "teacher")
+    with pytest.raises(ValueError):
+        balancer.set_admin_state("server1", "OFF")
+    with pytest.raises(KeyError):
+        balancer.set_admin_state("server9", "DRAIN")
+
+
+def test_set_algorithm_returns_previous_and_records_an_event() -> None:
+    balancer = make_balancer(algorithm="random")
+    assert balancer.set_algorithm("ip_hash", who="127.0.0.1") == "random"
+    assert balancer.algorithm == "ip_hash"
+    event = balancer.events.since(0)[-1]
+    assert (event["kind"], event["from"], event["to"]) == ("algorithm", "random", "ip_hash")
+    with pytest.raises(ValueError):
+        balancer.set_algorithm("nope")
+    assert balancer.algorithm == "ip_hash"
+
+
+def test_add_and_remove_servers_and_reset_stats() -> None:
+    balancer = make_balancer()
+    balancer.add_server("server3", "http://127.0.0.1:5003/")
+    assert [s.name for s in balancer.servers] == ["server1", "server2", "server3"]
+    assert balancer.get("server3").url == "http://127.0.0.1:5003"
+    with pytest.raises(ValueError):
+        balancer.add_server("server3", "http://127.0.0.1:5003")
+    balancer.remove_server("server1")
+    with pytest.raises(KeyError):
+        balancer.get("server1")
+    balancer.get("server2").stats.requests = 9
+    balancer.reset_stats(who="teacher")
+    assert balancer.get("server2").stats.requests == 0
+    kinds = [(e["kind"], e.get("action")) for e in balancer.events.since(0)]
+    assert kinds == [("discovery", "added"), ("discovery", "removed"), ("stats", "reset")]
+
+
+def test_events_since_and_bounded() -> None:
+    balancer = make_balancer()
+    for i in range(600):
+        balancer.events.add("control", "server1", action="stop", n=i)
+    kept = balancer.events.since(0)
+    assert len(kept) == 500 and kept[0]["id"] == 101
+    assert [e["id"] for e in balancer.events.since(598)] == [599, 600]
+
+
+# Retry policy, routing and configuration ---------------------------------------------------------
+
+
+def test_retry_policy() -> None:
+    keyed = [("Idempotency-Key", "k1")]
+    assert may_retry("refused", "PATCH", [])  # nothing was sent: always safe
+    assert may_retry("connect", "POST", [])
+    assert may_retry("timeout", "GET", [])
+    assert may_retry("reset", "DELETE", [])
+    assert may_retry("reset", "POST", keyed)
+    assert not may_retry("reset", "POST", [])
+    assert not may_retry("timeout", "PATCH", keyed)
+
+
+def test_owned_paths_cover_exact_and_templated_routes_only() -> None:
+    async def endpoint(request: object) -> None: ...
+
+    owned = OwnedPaths(
+        [
+            Route("/status", endpoint),
+            Route("/control/servers/{name}/{action}", endpoint),
+            Mount("/static", routes=[]),
+        ]
+    )
+    assert "/status" in owned and "/control/servers/server1/stop" in owned
+    assert "/static/app.css" in owned
+    assert "/status/" not in owned and "/tareas" not in owned and "/control" not in owned
+
+
+def test_config_from_text_and_environment() -> None:
+    assert parse_backends("server1=http://server1:5001, server2=http://server2:5002/") == [
+        ("server1", "http://server1:5001"),
+        ("server2", "http://server2:5002"),
+    ]
+    env = {"TICSLAB_BACKENDS": "a=http://a:1", "TICSLAB_ALGORITHM": "ip_hash", "TICSLAB_PORT": "9"}
+    assert env_defaults(env) == {
+        "backends": [("a", "http://a:1")],
+        "algorithm": "ip_hash",
+        "port": 9,
+    }
+    for bad in ("server1", "server1=ftp://x", "=http://x"):
+        with pytest.raises(ValueError):
+            parse_backends(bad)
+    with pytest.raises(ValueError, match="unique"):
+        BalancerConfig(backends=[("a", "http://a:1"), ("a", "http://a:2")])
+    with pytest.raises(ValueError, match="algorithm"):
+        BalancerConfig(algorithm="fastest")
