@@ -58,8 +58,8 @@ class LossCheck:
     error: str | None = None
 
 
-async def check_losses(client: httpx.AsyncClient, kept: dict[int, str]) -> LossCheck:
-    """List the tasks once (a few attempts) and look for each kept id with its title."""
+async def check_losses(client: httpx.AsyncClient, kept: list[tuple[int, str]]) -> LossCheck:
+    """List the tasks once (a few attempts) and look for each kept id with its own title."""
     check = LossCheck(checked=len(kept))
     for attempt in range(LIST_ATTEMPTS):
         if attempt:
@@ -72,7 +72,7 @@ async def check_losses(client: httpx.AsyncClient, kept: dict[int, str]) -> LossC
             check.error = f"could not list the tasks / no se pudo listar las tareas: {error}"
             continue
         present = {task.get("id"): task.get("title") for task in tasks}
-        lost = [title for task_id, title in kept.items() if present.get(task_id) != title]
+        lost = [title for task_id, title in kept if present.get(task_id) != title]
         check.listed = len(tasks)
         check.lost_count = len(lost)
         check.lost_titles = sorted(lost)[:LOST_TITLES_SHOWN]

@@ -50,7 +50,8 @@ class Recorder:
     unexpected_samples: deque[dict[str, Any]] = field(
         default_factory=lambda: deque(maxlen=UNEXPECTED_SAMPLES)
     )
-    kept: dict[int, str] = field(default_factory=dict)  # id -> title of each task that stays
+    # (id, title) of each task that stays; a list, since a server may reuse a deleted task's id
+    kept: list[tuple[int, str]] = field(default_factory=list)
     creates_failed: int = 0
     retries: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -83,7 +84,7 @@ class Recorder:
 
     def keep(self, task_id: int, title: str) -> None:
         """Remember a task the server said it created, for the loss check at the end."""
-        self.kept[task_id] = title
+        self.kept.append((task_id, title))
 
     def finish(self) -> None:
         self.finished = time.monotonic()

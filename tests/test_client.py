@@ -1,0 +1,269 @@
+"""The client emulator against a real task server on 127.0.0.1 (no balancer in between)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import ServiceProcess, free_port, taskserver
+
+from services.cli import main
+
+TOKEN = "client-tests-token"
+
+REPORT_KEYS = {
+    "client",
+    "url",
+    "run_id",
+    "settings",
+    "interrupted",
+    "elapsed_s",
+    "requests_total",
+    "throughput_rps",
+    "requests",
+    "errors",
+    "retries",
+    "servers",
+    "latency_ms",
+    "tasks",
+    "lost",
+    "exit_code",
+    "ok",
+}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServiceProcess]:
+    service = taskserver("server1", tmp_path / "tasks.json", env={"TICSLAB_TOKEN": TOKEN})
+    service.start()
+    yield service
+    service.close()
+
+
+def run_client(tmp_path: Path, url: str, *options: str) -> tuple[int, dict[str, Any]]:
+    """Run ``ticslab client`` in this process; its exit code and its JSON report."""
+    report = tmp_path / f"report-{free_port()}.json"
+    code = main(["client", "--url", url, "--json", str(report), *options])
+    return code, json.loads(report.read_text()) if report.exists() else {}
+
+
+def tasks_in_file(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())
+
+
+def titles_of(tasks: list[dict[str, Any]], client: str) -> list[str]:
+    pattern = re.compile(rf"^{re.escape(client)}-\d{{6}}$")
+    return [task["title"] for task in tasks if pattern.match(task["title"])]
+
+
+def test_a_run_creates_exactly_n_tasks_that_stay_and_reports_none_lost(
+    server: ServiceProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = run_client(tmp_path, server.url, "--name", "c1", "--tasks", "30")
+    assert code == 0, capsys.readouterr().out
+    assert report["lost"] == 0 and report["ok"] is True
+    assert report["tasks"]["created"] == 30
+    # Completes and deletes worked on extra tasks, all deleted again: only the 30 stay.
+    tasks = tasks_in_file(tmp_path / "tasks.json")
+    assert sorted(titles_of(tasks, "c1")) == [f"c1-{n:06d}" for n in range(1, 31)]
+    assert len(tasks) == 30
+    assert report["requests"]["complete"] == {"200": report["requests"]["complete"]["200"]}
+    assert report["requests"]["delete"]["200"] == report["requests"]["extra"]["201"]
+    out = capsys.readouterr().out
+    assert "lost / perdidas: 0" in out
+    assert "result / resultado: OK" in out
+
+
+def test_the_json_report_has_the_documented_shape(server: ServiceProcess, tmp_path: Path) -> None:
+    code, report = run_client(tmp_path, server.url, "--tasks", "20", "--errors", "0.3")
+    assert code == 0
+    assert set(report) == REPORT_KEYS
+    assert report["settings"] == {
+        "tasks": 20,
+        "duration_s": None,
+        "concurrency": 10,
+        "rate": 0.0,
+        "errors": 0.3,
+    }
+    assert set(report["errors"]) == {
+        "expected",
+        "unexpected",
+        "expected_by_status",
+        "unexpected_by_status",
+        "unexpected_samples",
+    }
+    assert set(report["tasks"]) == {
+        "target",
+        "created",
+        "failed",
+        "listed",
+        "lost_titles",
+        "check_error",
+    }
+    assert set(report["latency_ms"]) == {"p50", "p95", "p99", "max", "mean"}
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p95"]
+    assert report["latency_ms"]["p95"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
+    total = report["requests_total"]
+    assert total == sum(sum(statuses.values()) for statuses in report["requests"].values())
+    assert sum(row["requests"] for row in report["servers"].values()) == total
+    assert report["throughput_rps"] > 0
+    assert report["errors"]["unexpected"] == 0
+
+
+def test_forced_errors_match_the_servers_error_stats(
+    server: ServiceProcess, tmp_path: Path
+) -> None:
+    code, report = run_client(tmp_path, server.url, "--tasks", "40", "--errors", "0.3")
+    assert code == 0
+    forced = report["errors"]["expected_by_status"]
+    assert set(forced) == {"400", "404", "500"}
+    stats = httpx.get(server.url + "/errors/stats").json()
+    assert stats["by_status"] == forced
+    assert stats["error_types"]["400_BAD_REQUEST"] == forced["400"]
+    assert stats["error_types"]["404_NOT_FOUND"] == forced["404"]
+    assert stats["error_types"]["500_INTERNAL_ERROR"] == forced["500"]
+    assert report["errors"]["expected"] == stats["total_errors"]
+
+
+def test_a_duration_run_stops_on_time(server: ServiceProcess, tmp_path: Path) -> None:
+    code, report = run_client(tmp_path, server.url, "--duration", "1s", "--rate", "100")
+    assert code == 0
+    assert report["tasks"]["target"] is None and report["tasks"]["created"] > 0
+    assert 1.0 <= report["elapsed_s"] < 5.0
+    assert report["lost"] == 0
+
+
+def test_the_rate_limit_spaces_requests(server: ServiceProcess, tmp_path: Path) -> None:
+    code, report = run_client(tmp_path, server.url, "--tasks", "10", "--rate", "40")
+    assert code == 0
+    # n requests at 40/s need at least (n - 1) / 40 seconds, however fast the server is.
+    assert report["elapsed_s"] >= (report["requests_total"] - 1) / 40
+
+
+def test_no_balancer_exits_2_naming_the_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    code, report = run_client(tmp_path, url, "--wait", "0.5s")
+    assert code == 2
+    assert report == {}
+    captured = capsys.readouterr()
+    assert f"{url}/health" in captured.err
+    assert "no balancer answered" in captured.err
+    assert f"waiting for {url}/health" in captured.out
+
+
+def client_command(url: str, *options: str) -> list[str]:
+    return [sys.executable, "-m", "services.cli", "client", "--url", url, *options]
+
+
+def test_the_client_waits_for_a_late_balancer(tmp_path: Path) -> None:
+    port = free_port()
+    client = subprocess.Popen(
+        client_command(f"http://127.0.0.1:{port}", "--tasks", "5", "--wait", "30s"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    late = taskserver("server1", tmp_path / "tasks.json", port=port)
+    try:
+        assert client.stdout is not None
+        assert "waiting for" in client.stdout.readline()
+        late.start()
+        out, _ = client.communicate(timeout=30)
+        assert client.returncode == 0, out
+        assert "lost / perdidas: 0" in out
+    finally:
+        client.kill()
+        late.close()
+
+
+def test_unexpected_errors_fail_the_run_but_retried_creates_are_never_doubled(
+    server: ServiceProcess, tmp_path: Path
+) -> None:
+    fault = {"mode": "error", "rate": 0.5}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    httpx.put(server.url + "/admin/fault", json=fault, headers=headers).raise_for_status()
+    code, report = run_client(
+        tmp_path, server.url, "--name", "c9", "--tasks", "12", "--errors", "0", "--wait", "20s"
+    )
+    assert code == 1
+    assert report["ok"] is False
+    assert report["errors"]["unexpected_by_status"]["500"] > 0
+    assert report["errors"]["unexpected_samples"]
+    assert report["retries"] > 0
+    assert report["lost"] == 0
+    # Each create was retried with the same Idempotency-Key: no title made twice.
+    titles = titles_of(tasks_in_file(tmp_path / "tasks.json"), "c9")
+    assert len(titles) == len(set(titles)) == report["tasks"]["created"]
+
+
+def test_a_task_that_disappears_is_reported_lost(server: ServiceProcess, tmp_path: Path) -> None:
+    """Someone deletes one of the client's tasks mid-run: ``lost: 1`` and exit code 1."""
+    stop = threading.Event()
+
+    def delete_victim() -> None:
+        with httpx.Client(base_url=server.url) as http:
+            while not stop.is_set():
+                for task in http.get("/api/tasks").json():
+                    if task["title"] == "c5-000002":
+                        http.delete(f"/api/tasks/{task['id']}")
+                        return
+                stop.wait(0.01)
+
+    thief = threading.Thread(target=delete_victim)
+    thief.start()
+    try:
+        code, report = run_client(
+            tmp_path, server.url, "--name", "c5", "--tasks", "40", "--rate", "60"
+        )
+    finally:
+        stop.set()
+        thief.join(timeout=10)
+    assert code == 1
+    assert report["lost"] == 1
+    assert report["tasks"]["lost_titles"] == ["c5-000002"]
+    assert report["tasks"]["created"] == 40
+
+
+def test_ctrl_c_stops_cleanly_and_prints_the_report_so_far(
+    server: ServiceProcess, tmp_path: Path
+) -> None:
+    report_path = tmp_path / "interrupted.json"
+    client = subprocess.Popen(
+        client_command(
+            server.url,
+            *("--name", "c7", "--duration", "60s", "--rate", "50"),
+            *("--progress-every", "0.2s", "--json", str(report_path)),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        assert client.stdout is not None
+        # Not a terminal: periodic one-line summaries, as Compose logs show them.
+        line = client.stdout.readline()
+        assert line.startswith("c7 | tasks/tareas"), line
+        client.send_signal(signal.SIGINT)
+        out, _ = client.communicate(timeout=20)
+    finally:
+        client.kill()
+    assert client.returncode == 130, out
+    assert "INTERRUPTED / INTERRUMPIDO" in out
+    report = json.loads(report_path.read_text())
+    assert report["interrupted"] is True
+    assert report["lost"] == 0
+    assert report["tasks"]["created"] > 0
+    assert report["elapsed_s"] < 30

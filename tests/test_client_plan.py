@@ -1,0 +1,126 @@
+"""The client's pure parts: the operation mix, durations, percentiles, settings from env vars."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from services.cli import build_parser
+from services.client.cli import config_from_args
+from services.client.config import parse_duration
+from services.client.plan import FORCED, Kind, Plan, operation_weights, task_title
+from services.client.stats import percentile
+
+
+def hand_out_all(plan: Plan, limit: int = 100_000) -> list[Kind]:
+    kinds = []
+    while (step := plan.next()) is not None and len(kinds) < limit:
+        kinds.append(step.kind)
+    return kinds
+
+
+def test_a_tasks_run_hands_out_exactly_that_many_creates_then_stops() -> None:
+    kinds = Counter(hand_out_all(Plan(errors=0.1, tasks=100)))
+    assert kinds[Kind.CREATE] == 100
+    assert kinds[Kind.LIST] and kinds[Kind.COMPLETE] and kinds[Kind.DELETE]
+    forced = sum(kinds[kind] for kind in FORCED)
+    assert forced == pytest.approx(0.1 * sum(kinds.values()), abs=2)
+    assert max(kinds[kind] for kind in FORCED) - min(kinds[kind] for kind in FORCED) <= 1
+
+
+def test_the_mix_is_interleaved_and_the_same_every_run() -> None:
+    first = hand_out_all(Plan(errors=0.2, tasks=50))
+    assert first == hand_out_all(Plan(errors=0.2, tasks=50))
+    # Forced errors are spread over the run, not bunched at one end.
+    forced_at = [i for i, kind in enumerate(first) if kind in FORCED]
+    assert forced_at[0] < len(first) // 4 and forced_at[-1] > 3 * len(first) // 4
+
+
+def test_no_forced_errors_at_share_zero_and_a_share_too_high_is_refused() -> None:
+    assert not set(hand_out_all(Plan(errors=0.0, tasks=20))) & set(FORCED)
+    with pytest.raises(ValueError, match=r"between 0 and 0\.9"):
+        operation_weights(0.95)
+
+
+def test_a_duration_run_plan_never_runs_out() -> None:
+    plan = Plan(errors=0.1, tasks=None)
+    assert len(hand_out_all(plan, limit=5000)) == 5000
+
+
+def test_titles_are_unique_and_zero_padded() -> None:
+    assert task_title("client1", 42) == "client1-000042"
+    assert len({task_title("c", n) for n in range(1, 1001)}) == 1000
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30.0), ("30", 30.0), ("1.5s", 1.5), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-1s", "10 minutes"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_nearest_rank_percentiles() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 95) == 95.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([], 50) == 0.0
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_settings_come_from_env_vars_so_compose_can_configure_a_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TICSLAB_URL", "http://balancer:8080")
+    monkeypatch.setenv("TICSLAB_CLIENT_NAME", "client2")
+    monkeypatch.setenv("TICSLAB_TASKS", "7")
+    monkeypatch.setenv("TICSLAB_CONCURRENCY", "3")
+    monkeypatch.setenv("TICSLAB_RATE", "25")
+    monkeypatch.setenv("TICSLAB_ERRORS", "0.3")
+    monkeypatch.setenv("TICSLAB_WAIT", "1m")
+    config = config_from_args(build_parser("client").parse_args(["client"]))
+    assert (config.url, config.name, config.tasks, config.duration) == (
+        "http://balancer:8080",
+        "client2",
+        7,
+        None,
+    )
+    assert (config.concurrency, config.rate, config.errors, config.wait) == (3, 25.0, 0.3, 60.0)
+    # The command line wins over the environment; a duration replaces the task count.
+    config = config_from_args(build_parser("client").parse_args(["client", "--duration", "5s"]))
+    assert (config.tasks, config.duration) == (None, 5.0)
+
+
+def test_defaults_are_the_handouts_hundred_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TICSLAB_TASKS", "TICSLAB_DURATION", "TICSLAB_URL", "TICSLAB_CLIENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    config = config_from_args(build_parser("client").parse_args(["client"]))
+    assert (config.url, config.name, config.tasks) == ("http://localhost:8080", "client1", 100)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--tasks", "0"],
+        ["--errors", "1.5"],
+        ["--rate", "-1"],
+        ["--name", "cliente uno"],
+        ["--tasks", "5", "--duration", "5s"],
+        ["--wait", "soon"],
+    ],
+)
+def test_bad_options_are_refused_with_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser("client").parse_args(["client", *argv])
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
