@@ -29,6 +29,9 @@ from services.common import utc_now_iso
 Task = dict[str, Any]
 
 LOCK_TIMEOUT_SECONDS = 10.0
+# flock has no blocking call with a timeout, so waiters poll; filelock's default (50 ms) would
+# add tens of ms to every contended write. One waiter per process, so 1 ms polls are cheap.
+LOCK_POLL_SECONDS = 0.001
 # File mtimes come from a coarse kernel clock (a tick of up to ~10 ms); anything modified more
 # recently than this may share its mtime with a later write, so its bytes are compared.
 RACY_WINDOW_NS = 100_000_000
@@ -221,7 +224,7 @@ class _BothLocks:
     def __enter__(self) -> None:
         self._thread_lock.acquire()
         try:
-            self._file_lock.acquire()
+            self._file_lock.acquire(poll_interval=LOCK_POLL_SECONDS)
         except Timeout:
             self._thread_lock.release()
             raise TasksFileError(

@@ -1,0 +1,196 @@
+"""The shared tasks.json: no task lost under concurrency or crashes, a corrupt file untouched."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from support import ServiceProcess, taskserver, wait_until
+
+from services.taskserver.storage import TaskStore
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """Two servers sharing one file, started in parallel to save a second."""
+    path = tmp_path / "tasks.json"
+    servers = (taskserver("server1", path), taskserver("server2", path))
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(ServiceProcess.start, servers))
+    yield servers
+    for server in servers:
+        server.close()
+
+
+def post_many(urls: list[str], prefix: str, count: int) -> list[dict]:
+    """``count`` tasks, alternating between ``urls``; returns the created tasks."""
+    created = []
+    with httpx.Client(timeout=15) as http:
+        for n in range(count):
+            response = http.post(urls[n % len(urls)] + "/tareas", json={"title": f"{prefix}-{n}"})
+            assert response.status_code == 201, response.text
+            created.append(response.json())
+    return created
+
+
+def check_file(path: Path, expected: int) -> None:
+    tasks = orjson.loads(path.read_bytes())
+    assert len(tasks) == expected
+    assert len({task["id"] for task in tasks}) == expected
+    assert len({task["title"] for task in tasks}) == expected
+
+
+def run_posters(servers: tuple[ServiceProcess, ...], posters: int, each: int) -> list[dict]:
+    urls = [server.url for server in servers]
+    with ThreadPoolExecutor(posters) as pool:
+        batches = pool.map(
+            lambda n: post_many(urls[n % 2 :] + urls[: n % 2], f"c{n}", each), range(posters)
+        )
+        return [task for batch in batches for task in batch]
+
+
+def test_two_clients_post_100_each_through_two_servers(
+    pair: tuple[ServiceProcess, ServiceProcess], tmp_path: Path
+) -> None:
+    created = run_posters(pair, posters=2, each=100)
+    assert len({task["id"] for task in created}) == 200
+    assert {task["server"] for task in created} == {"server1", "server2"}
+    check_file(tmp_path / "tasks.json", 200)
+    assert len(httpx.get(pair[1].url + "/tareas").json()) == 200
+
+
+@pytest.mark.slow
+def test_32_posters_1000_tasks_through_two_servers(
+    pair: tuple[ServiceProcess, ServiceProcess], tmp_path: Path
+) -> None:
+    created = run_posters(pair, posters=32, each=1000 // 32 + 1)
+    total = 32 * (1000 // 32 + 1)
+    assert len({task["id"] for task in created}) == total
+    check_file(tmp_path / "tasks.json", total)
+
+
+def test_reads_follow_changes_made_by_another_server(
+    pair: tuple[ServiceProcess, ServiceProcess], tmp_path: Path
+) -> None:
+    one, two = pair
+    assert httpx.get(one.url + "/tareas").json() == []  # server1 caches the empty file
+    task = httpx.post(two.url + "/tareas", json={"title": "from two"}).json()
+    assert httpx.get(one.url + f"/tareas/{task['id']}").json() == task
+    (tmp_path / "tasks.json").write_text("[]\n")  # the handout's reset
+    assert httpx.get(one.url + "/tareas").json() == []
+    assert httpx.post(one.url + "/tareas", json={"title": "again"}).json()["id"] == 1
+
+
+def test_same_size_rewrite_within_one_mtime_tick_is_not_served_from_cache(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_bytes(orjson.dumps([{"id": 1, "title": "aaaa"}]))
+    mtime = os.stat(path).st_mtime_ns
+    store = TaskStore(path, "server1")
+    assert store.list()[0]["title"] == "aaaa"
+    path.write_bytes(orjson.dumps([{"id": 1, "title": "bbbb"}]))  # same inode and size
+    os.utime(path, ns=(mtime, mtime))  # and the same coarse mtime, as within one tick
+    assert store.list()[0]["title"] == "bbbb"
+
+
+CORRUPT = b'[{"id": 1, "title": "half a task"'
+
+
+def test_corrupt_file_is_left_untouched_and_writes_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_bytes(CORRUPT)
+    server = taskserver("server1", path).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            refused_before = http.get("/errors/stats").json()["by_status"].get("503", 0)
+            writes = [
+                http.post("/tareas", json={"title": "x"}),
+                http.put("/tareas/1", json={"completed": True}),
+                http.delete("/tareas/1"),
+            ]
+            reads = [http.get("/tareas"), http.get("/api/tasks")]
+            health = http.get("/health")
+            stats = http.get("/errors/stats").json()
+            for response in [*writes, *reads]:
+                assert response.status_code == 503
+                assert str(path) in response.json()["error"]
+                assert "not valid JSON" in response.json()["error"]
+            assert health.status_code == 503
+            assert health.json()["tasks_file"]["ok"] is False
+            assert "not valid JSON" in health.json()["error"]
+            assert stats["by_status"]["503"] == refused_before + 6  # health too
+            assert path.read_bytes() == CORRUPT
+
+            path.write_text("[]\n")  # a person fixes it: the server recovers without restart
+            assert http.post("/tareas", json={"title": "x"}).status_code == 201
+            assert http.get("/health").status_code == 200
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b'{"id": 1}', "JSON array"), (b'[{"title": "no id"}]', "integer id")],
+)
+def test_file_of_the_wrong_shape_is_refused_and_kept(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_bytes(content)
+    store = TaskStore(path, "server1")
+    assert problem in (store.problem() or "")
+    with pytest.raises(Exception, match=problem):
+        store.create("x")
+    assert path.read_bytes() == content
+
+
+@pytest.mark.slow
+def test_sigkill_while_posting_never_loses_an_acknowledged_task(
+    pair: tuple[ServiceProcess, ServiceProcess], tmp_path: Path
+) -> None:
+    path = tmp_path / "tasks.json"
+    acknowledged: list[dict] = []
+    stop = threading.Event()
+
+    def poster(n: int) -> None:
+        urls = [pair[n % 2].url, pair[(n + 1) % 2].url]
+        with httpx.Client(timeout=5) as http:
+            for count in range(2000):
+                if stop.is_set():
+                    return
+                try:
+                    url = urls[count % 2] + "/tareas"
+                    response = http.post(url, json={"title": f"p{n}-{count}"})
+                except httpx.HTTPError:
+                    continue  # the server died mid-request: nothing was promised
+                if response.status_code == 201:
+                    acknowledged.append(response.json())
+
+    threads = [threading.Thread(target=poster, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for kill in range(6):
+            victim = pair[kill % 2]
+            seen = len(acknowledged)
+            wait_until(lambda seen=seen: len(acknowledged) > seen + 20, timeout=30, what="posts")
+            victim.kill()
+            promised = list(acknowledged)
+            stored = {task["id"]: task for task in orjson.loads(path.read_bytes())}
+            for task in promised:
+                assert stored.get(task["id"]) == task
+            victim.start()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert len(acknowledged) > 100
+    check_file(path, len(orjson.loads(path.read_bytes())))
+    assert not list(tmp_path.glob(".tasks.json.*.tmp"))  # restarts removed crash leftovers
