@@ -1,0 +1,57 @@
+# One image for every role of the lab (the handout's choice): the compose file picks the role
+# with the command (`taskserver`, `balancer`, `client`, `dashboard`).
+#   docker build -t ticslab .                          (base python:3.12-slim)
+#   docker build --build-arg BASE_IMAGE=python:3.13-slim -t ticslab .
+ARG BASE_IMAGE=python:3.12-slim
+FROM ${BASE_IMAGE}
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+# `ps` for the handout's `docker exec -it server1 ps aux` (slim images lack procps), and the
+# unprivileged user every service runs as.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends procps \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 1000 --shell /bin/bash ticslab
+
+# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
+# Runtime dependencies only (no dev extras), plus the build backend for the step below.
+COPY pyproject.toml /tmp/ticslab/pyproject.toml
+RUN python -c "import tomllib; p = tomllib.load(open('/tmp/ticslab/pyproject.toml', 'rb')); \
+print('\n'.join(p['build-system']['requires'] + p['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+# The code: installed (not editable) so `ticslab` is on PATH; the sources are not kept.
+COPY README.md /tmp/ticslab/README.md
+COPY services /tmp/ticslab/services
+COPY dashboard /tmp/ticslab/dashboard
+RUN pip install --no-deps --no-build-isolation /tmp/ticslab && rm -rf /tmp/ticslab
+
+# The shared tasks live in the folder /app/data (compose mounts one volume there for every task
+# server: the atomic rename of each write needs the folder, not a single-file mount);
+# /app/tasks.json points at the file so the handout's `cat /app/tasks.json` shows the tasks.
+WORKDIR /app
+RUN mkdir data \
+    && echo "[]" > data/tasks.json \
+    && ln -s data/tasks.json tasks.json \
+    && chown -R ticslab:ticslab /app
+ENV TICSLAB_TASKS_FILE=/app/data/tasks.json \
+    TICSLAB_HOST=0.0.0.0
+USER ticslab
+
+# Every serving role listens on TICSLAB_PORT (5001, 5002 for task servers, 8080 for the
+# balancer) and answers /health with 200 only when it can serve. Compose turns this off for the
+# client emulators and the dashboard, which serve nothing.
+ENV TICSLAB_PORT=8080
+HEALTHCHECK --interval=3s --timeout=3s --start-period=30s --retries=3 \
+    CMD python -c "import os, urllib.request; \
+urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ['TICSLAB_PORT'], timeout=2)"
+
+ENTRYPOINT ["ticslab"]
+CMD ["--help"]
