@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from dashboard.api import ApiError, BalancerClient
 
 T = TypeVar("T")
-MAX_BACKOFF = 8.0
+MAX_BACKOFF = 5.0
 
 
 @dataclass

@@ -1,0 +1,146 @@
+"""Dashboard parts that need no running balancer: formatting, options, the client's
+read-only guard, event bookkeeping, and the layout with 1 to 16 servers at 100x30."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import httpx
+import pytest
+from fixtures.dashboard.balancer import FixtureBalancer
+
+from dashboard import format as fmt
+from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
+from dashboard.i18n import EN, ES
+from dashboard.keys import KEYS, WRITE_ACTIONS
+from dashboard.main import DashboardApp
+from dashboard.options import Options, add_arguments, options_from_args, parse_options
+from dashboard.poll import Poller, backoff_delay
+
+
+def test_every_text_exists_in_both_languages() -> None:
+    assert set(EN) == set(ES)
+    assert all(ES[key] for key in ES)
+    assert {key.text for key in KEYS} <= set(EN)
+
+
+def test_every_control_key_is_a_write_action() -> None:
+    controls = {"toggle_server", "toggle_selected", "server_action", "drain_toggle"}
+    assert controls | {"fault_menu", "cycle_algorithm", "reset_stats"} <= WRITE_ACTIONS
+    assert not {"help", "quit", "toggle_refresh", "refresh_rate"} & WRITE_ACTIONS
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "-"), (5.9, "5s"), (61, "1m01s"), (3 * 3600 + 300, "3h05m"), (2 * 86400, "2d00h")],
+)
+def test_duration(seconds: float | None, text: str) -> None:
+    assert fmt.duration(seconds) == text
+
+
+def test_share_bar_and_sparkline_have_fixed_width() -> None:
+    assert fmt.share_bar(50.0, width=4) == "██░░  50%"
+    assert fmt.share_bar(250.0, width=4) == "████ 100%"
+    assert fmt.sparkline([0, 5, 10], width=4) == " ▁▅█"
+    assert fmt.sparkline([], width=4) == "    "
+
+
+def test_safe_url_hides_credentials() -> None:
+    assert fmt.safe_url("http://user:secret@host:8080/x") == "http://host:8080/x"
+    assert fmt.safe_url("http://host:8080") == "http://host:8080"
+
+
+def test_options_from_environment_and_token_file(monkeypatch, tmp_path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    monkeypatch.setenv("TICSLAB_TOKEN_FILE", str(token_file))
+    monkeypatch.delenv("TICSLAB_TOKEN", raising=False)
+    monkeypatch.setenv("TICSLAB_URL", "http://10.0.0.5:8080/")
+    monkeypatch.setenv("LANG", "es_CL.UTF-8")
+    monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
+    options = parse_options([])
+    assert options == Options(url="http://10.0.0.5:8080", token="from-file", lang="es")
+    assert parse_options(["--read-only", "--lang", "en"]).read_only
+
+
+def test_no_token_means_read_only(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TICSLAB_TOKEN_FILE", str(tmp_path / "missing"))
+    monkeypatch.delenv("TICSLAB_TOKEN", raising=False)
+    assert parse_options(["--url", "http://127.0.0.1:9"]).read_only
+
+
+def test_bad_refresh_is_refused_in_words(capsys) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(SystemExit):
+        options_from_args(parser.parse_args(["--refresh", "0"]))
+    assert "refresh must be between" in capsys.readouterr().err
+
+
+async def test_read_only_client_sends_no_write() -> None:
+    balancer = FixtureBalancer()
+    client = BalancerClient("http://b", "token", read_only=True, transport=balancer.transport)
+    for write in (
+        client.server_action("server1", "stop"),
+        client.set_algorithm("round_robin"),
+        client.reset_stats(),
+        client.set_fault("server1", {"mode": "hang"}),
+    ):
+        with pytest.raises(ReadOnlyError):
+            await write
+    assert (await client.status())["algorithm"] == "round_robin"
+    assert balancer.writes == []
+    await client.aclose()
+
+
+async def test_client_errors_are_words() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": "missing or wrong token"})
+
+    client = BalancerClient("http://b", "bad", transport=httpx.MockTransport(refuse))
+    with pytest.raises(ApiError) as caught:
+        await client.server_action("server1", "stop")
+    assert (caught.value.status, caught.value.message) == (401, "missing or wrong token")
+    await client.aclose()
+
+    unreachable = BalancerClient("http://127.0.0.1:9", "t")
+    with pytest.raises(Unreachable):
+        await unreachable.status()
+    await unreachable.aclose()
+
+
+async def test_poller_reloads_events_when_the_balancer_restarts() -> None:
+    balancer = FixtureBalancer()
+    poller = Poller(BalancerClient("http://b", transport=balancer.transport))
+    first = await poller.fetch()
+    assert [e["id"] for e in first.new_events] == [10, 11, 12, 13, 14]
+    assert (await poller.fetch()).new_events == []
+    balancer.answers["/events"] = {"last_id": 2, "events": [{"id": 1}, {"id": 2}]}
+    restarted = await poller.fetch()
+    assert restarted.events_restarted
+    assert [e["id"] for e in restarted.new_events] == [1, 2]
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [backoff_delay(n, 1.0) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+@pytest.mark.parametrize("servers", [1, 16])
+async def test_layout_fits_100x30(servers: int) -> None:
+    balancer = FixtureBalancer(servers)
+    options = Options(url="http://b", token="t", refresh=30.0, lang="es")
+    app = DashboardApp(options, transport=balancer.transport)
+    async with app.run_test(size=(100, 30)) as pilot:
+        deadline = time.monotonic() + 10
+        while app.status is None:
+            assert time.monotonic() < deadline
+            await pilot.pause(0.05)
+        await pilot.pause()
+        table = app.servers
+        assert table.row_count == servers
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+        assert table.scrollable_content_region.height >= 4
+        for panel in (app.errors_panel, app.tasks_panel, app.events_panel):
+            assert panel.region.height >= 8 and panel.region.right <= 100
