@@ -1,0 +1,188 @@
+"""``ticslab up`` as a user runs it: a real launcher process and its real children."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from support import free_port, wait_until
+
+
+def free_run(count: int) -> int:
+    """The first of ``count`` consecutive ports that are free now (for server1..serverN)."""
+    for _ in range(50):
+        first = free_port()
+        if first + count > 65535:
+            continue
+        if all(_free(first + i) for i in range(count)):
+            return first
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class UpStack:
+    """``ticslab up`` on free ports, its output in a file, its token in a file of its own."""
+
+    def __init__(self, tmp: Path, servers: int = 2, clients: int = 0) -> None:
+        self.tmp = tmp
+        self.balancer_port = free_port()
+        self.first_port = free_run(servers)
+        self.server_ports = [self.first_port + i for i in range(servers)]
+        self.url = f"http://127.0.0.1:{self.balancer_port}"
+        self.token_file = tmp / "token"
+        self.log = tmp / "up.log"
+        self.args = [
+            "--servers", str(servers), "--clients", str(clients),
+            "--balancer-port", str(self.balancer_port),
+            "--first-server-port", str(self.first_port), "--data-dir", str(tmp / "data"),
+        ]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "TICSLAB_TOKEN"}
+        return {**env, "TICSLAB_TOKEN_FILE": str(self.token_file)}
+
+    def start(self) -> UpStack:
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "up", *self.args],
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(self._ready, timeout=30, what="ticslab up to start")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"ticslab up exited {self.proc.returncode}: {self.output()}")
+        return "Ctrl+C stops everything" in self.output()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    @property
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    def interrupt(self, timeout: float = 30) -> int:
+        """Ctrl+C, as a terminal sends it; the launcher's exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=timeout)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            kids = children(self.proc.pid)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                for pid in kids:
+                    if alive(pid):
+                        os.kill(pid, signal.SIGKILL)
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+
+
+@needs_proc
+def test_ctrl_c_stops_everything_and_frees_every_port(tmp_path: Path) -> None:
+    stack = UpStack(tmp_path, servers=2, clients=1).start()
+    try:
+        assert stack.proc is not None
+        kids = children(stack.proc.pid)
+        assert len(kids) == 4  # two task servers, the balancer, one client
+        requests = lambda: httpx.get(stack.url + "/status").json()["requests_total"]  # noqa: E731
+        wait_until(lambda: requests() > 0, what="the client's traffic through the balancer")
+        assert httpx.get(stack.url + "/health").status_code == 200
+        assert stack.token_file.stat().st_mode & 0o777 == 0o600
+        ports = [stack.balancer_port, *stack.server_ports]
+        assert all(listening(port) for port in ports)
+
+        assert stack.interrupt() == 0
+        assert [pid for pid in kids if alive(pid)] == []
+        assert [port for port in ports if listening(port)] == []
+        assert "stopped: no process left running" in stack.output()
+        assert "client1   | " in stack.output()  # each process's log, prefixed with its name
+    finally:
+        stack.close()
+
+
+def test_port_taken_is_named_and_nothing_starts(tmp_path: Path) -> None:
+    stack = UpStack(tmp_path, servers=2)
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", stack.server_ports[1]))
+        blocker.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli", "up", *stack.args],
+            env=stack.env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    assert f"port {stack.server_ports[1]} is already in use" in done.stdout
+    assert not listening(stack.balancer_port)
+    assert not listening(stack.server_ports[0])
+    assert not (tmp_path / "data").exists()
+
+
+def test_unexpected_death_is_reported_not_restarted(tmp_path: Path) -> None:
+    stack = UpStack(tmp_path, servers=1).start()
+    try:
+        pid = httpx.get(f"http://127.0.0.1:{stack.first_port}/info").json()["pid"]
+        os.kill(pid, signal.SIGKILL)  # behind the launcher's back
+        wait_until(
+            lambda: "server1 exited unexpectedly with code -9 (not restarted)" in stack.output(),
+            what="the death to be reported",
+        )
+        assert not listening(stack.first_port)
+        assert stack.interrupt() == 0
+    finally:
+        stack.close()
