@@ -1,0 +1,147 @@
+"""The client emulator against a real stack on 127.0.0.1: two task servers sharing one
+tasks.json behind a real balancer, as in the handout (docker-ejemplo-3)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import ServiceProcess, free_port, taskserver, wait_until
+
+
+@dataclass
+class Stack:
+    balancer: ServiceProcess
+    servers: list[ServiceProcess]
+    tasks_file: Path
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    tasks_file = tmp_path / "tasks.json"
+    servers = [taskserver(f"server{i}", tasks_file) for i in (1, 2)]
+    port = free_port()
+    args = ["balancer", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    for server in servers:
+        args += ["--backend", f"{server.args[2]}={server.url}"]
+    args += ["--check-interval", "0.2", "--fast-check-interval", "0.1", "--check-timeout", "0.5"]
+    balancer = ServiceProcess(args, port, env={"TICSLAB_TOKEN": "client-stack-tests"})
+    try:
+        for server in servers:
+            server.start()
+        balancer.start()
+        wait_until(
+            lambda: httpx.get(balancer.url + "/health").json()["servers_up"] == 2,
+            what="both task servers UP behind the balancer",
+        )
+        yield Stack(balancer, servers, tasks_file)
+    finally:
+        balancer.close()
+        for server in servers:
+            server.close()
+
+
+def start_client(url: str, name: str, report: Path, *options: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "services.cli", "client", "--url", url, "--name", name]
+    return subprocess.Popen(
+        [*command, "--json", str(report), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(client: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
+    try:
+        out, _ = client.communicate(timeout=timeout)
+    finally:
+        client.kill()
+    return client.returncode, out
+
+
+def kept_titles(tasks_file: Path, client: str) -> list[str]:
+    pattern = re.compile(rf"^{client}-\d{{6}}$")
+    return [
+        task["title"] for task in json.loads(tasks_file.read_text()) if pattern.match(task["title"])
+    ]
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def test_two_clients_with_100_tasks_each_leave_exactly_200(stack: Stack, tmp_path: Path) -> None:
+    reports = {name: tmp_path / f"{name}.json" for name in ("client1", "client2")}
+    clients = {
+        name: start_client(stack.balancer.url, name, path, "--tasks", "100")
+        for name, path in reports.items()
+    }
+    for name, client in clients.items():
+        code, out = finish(client)
+        assert code == 0, out
+        assert "lost / perdidas: 0" in out
+        report = read_report(reports[name])
+        assert report["lost"] == 0 and report["tasks"]["created"] == 100
+        # Traffic went through the balancer to both servers, named by X-Upstream-Server.
+        assert set(report["servers"]) == {"server1", "server2"}
+        assert sum(row["percent"] for row in report["servers"].values()) == pytest.approx(100, 0.1)
+    tasks = json.loads(stack.tasks_file.read_text())
+    assert len(tasks) == 200
+    for name in clients:
+        assert sorted(kept_titles(stack.tasks_file, name)) == [
+            f"{name}-{n:06d}" for n in range(1, 101)
+        ]
+
+
+def test_forced_errors_appear_in_the_balancers_error_stats(stack: Stack, tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    client = start_client(stack.balancer.url, "c1", report_path, "--tasks", "30", "--errors", "0.3")
+    code, out = finish(client)
+    assert code == 0, out
+    forced = read_report(report_path)["errors"]["expected_by_status"]
+    assert set(forced) == {"400", "404", "500"}
+    stats = httpx.get(stack.balancer.url + "/errors/stats").json()
+    assert stats["error_types"]["400_BAD_REQUEST"] == forced["400"]
+    assert stats["error_types"]["404_NOT_FOUND"] == forced["404"]
+    assert stats["error_types"]["500_INTERNAL_ERROR"] == forced["500"]
+    assert stats["total_errors"] == sum(forced.values())
+
+
+def test_a_balancer_that_is_not_there_exits_2_with_the_url(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    client = start_client(url, "c1", tmp_path / "r.json", "--wait", "1s")
+    code, out = finish(client)
+    assert code == 2
+    assert f"no balancer answered at {url}/health within 1s" in out
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_run_loses_no_task(stack: Stack, tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    client = start_client(stack.balancer.url, "c1", report_path, "--tasks", "300", "--rate", "120")
+    try:
+        wait_until(
+            lambda: len(kept_titles(stack.tasks_file, "c1")) >= 100,
+            timeout=30,
+            what="a third of the tasks",
+        )
+        stack.servers[0].kill()
+    finally:
+        code, out = finish(client)
+    report = read_report(report_path)
+    assert report["lost"] == 0, out
+    assert report["tasks"]["created"] == 300, out
+    titles = kept_titles(stack.tasks_file, "c1")
+    assert len(titles) == len(set(titles)) == 300
+    # The balancer moved the traffic to server2: it answered most of the run.
+    assert report["servers"]["server2"]["percent"] > 50
+    assert code in (0, 1), out  # 1 only if a request in flight on server1 got an error
