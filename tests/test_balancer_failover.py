@@ -1,0 +1,198 @@
+"""Failover on real task servers: a crash and a hang cost the clients nothing.
+
+Two ``ticslab taskserver`` processes share one tasks.json behind a real ``ticslab balancer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from support import ServiceProcess, wait_until
+from test_balancer_helpers import balancer_process, state_of, status_of, task_servers
+
+TOKEN = "test-token"
+RESPONSE_TIMEOUT = 1.5
+
+
+@dataclass
+class Load:
+    """What a bounded GET/POST load saw."""
+
+    outcomes: list[tuple[str, int, float, str]] = field(
+        default_factory=list
+    )  # method, status, s, server
+    failures: list[str] = field(default_factory=list)
+    titles: list[str] = field(default_factory=list)  # of POSTs answered 201
+
+    def by_server(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, _, _, server in self.outcomes:
+            counts[server] = counts.get(server, 0) + 1
+        return counts
+
+
+async def run_load(url: str, load: Load, stop: asyncio.Event, workers: int, limit: int) -> None:
+    """``workers`` clients alternating POST and GET until ``stop`` or ``limit`` requests."""
+    sent = iter(range(limit))
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+        async def worker(number: int) -> None:
+            for i in sent:
+                if stop.is_set():
+                    return
+                method = "POST" if i % 2 == 0 else "GET"
+                title = f"w{number}-{i}"
+                started = time.monotonic()
+                try:
+                    if method == "POST":
+                        response = await client.post("/tareas", json={"title": title})
+                    else:
+                        response = await client.get("/tareas/1")
+                except httpx.HTTPError as error:
+                    load.failures.append(f"{method}: {error!r}")
+                    continue
+                elapsed = time.monotonic() - started
+                server = response.headers.get("x-upstream-server", "-")
+                load.outcomes.append((method, response.status_code, elapsed, server))
+                if response.status_code not in (200, 201):
+                    load.failures.append(f"{method} {response.status_code}: {response.text}")
+                elif method == "POST":
+                    load.titles.append(title)
+
+        await asyncio.gather(*(worker(n) for n in range(workers)))
+
+
+@pytest.fixture()
+def stack(tmp_path: Path) -> Iterator[tuple[ServiceProcess, list[ServiceProcess], Path]]:
+    servers = task_servers(tmp_path, env={"TICSLAB_TOKEN": TOKEN})
+    backends = [(f"server{i}", s.url) for i, s in enumerate(servers, start=1)]
+    timeout = ["--response-timeout", str(RESPONSE_TIMEOUT)]
+    balancer = balancer_process(backends, "round_robin", *timeout).start()
+    httpx.post(balancer.url + "/tareas", json={"title": "first"})  # so GET /tareas/1 exists
+    yield balancer, servers, tmp_path / "tasks.json"
+    balancer.close()
+    for server in servers:
+        server.close()
+
+
+def stored_titles(tasks_file: Path) -> list[str]:
+    return [task["title"] for task in json.loads(tasks_file.read_text())]
+
+
+def set_fault(server: ServiceProcess, fault: dict) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    httpx.put(server.url + "/admin/fault", json=fault, headers=headers).raise_for_status()
+
+
+def test_class_error_script_shows_exactly_three_errors_one_per_type(stack) -> None:
+    balancer, servers, _ = stack
+    assert httpx.post(balancer.url + "/api/tasks", json={}).status_code == 400
+    assert httpx.delete(balancer.url + "/api/tasks/999999").status_code == 404
+    assert httpx.post(balancer.url + "/api/tasks/simulate-error").status_code == 500
+    stats = httpx.get(balancer.url + "/errors/stats").json()
+    assert stats["total_errors"] == 3
+    assert stats["error_types"] == {
+        "400_BAD_REQUEST": 1,
+        "404_NOT_FOUND": 1,
+        "500_INTERNAL_ERROR": 1,
+    }
+    assert {e["endpoint"] for e in stats["recent_errors"]} == {
+        "POST /api/tasks",
+        "DELETE /api/tasks/999999",
+        "POST /api/tasks/simulate-error",
+    }
+    # The servers saw the same three, and /status shows their own counts once fetched.
+    own = [httpx.get(s.url + "/errors/stats").json()["total_errors"] for s in servers]
+    assert sum(own) == 3
+    wait_until(
+        lambda: sum((s["server_errors"] or {}).get("total_errors", 0)
+                    for s in status_of(balancer)["servers"]) == 3,
+        timeout=8, what="server_errors in /status",
+    )  # fmt: skip
+    assert all(s["state"] == "UP" for s in status_of(balancer)["servers"])
+
+
+def kill_under_load(stack, requests: int, workers: int) -> None:
+    balancer, servers, tasks_file = stack
+    victim = servers[0]
+    set_fault(victim, {"mode": "latency", "ms": 150})  # so requests are in flight when it dies
+    load, stop = Load(), asyncio.Event()
+
+    async def scenario() -> None:
+        traffic = asyncio.create_task(run_load(balancer.url, load, stop, workers, requests))
+        while load.by_server().get("server1", 0) < 5:
+            await asyncio.sleep(0.02)
+        in_flight = status_of(balancer)["servers"][0]["in_flight"]
+        victim.kill()
+        killed_at = time.monotonic()
+        while state_of(balancer, "server1") != "DOWN":
+            await asyncio.sleep(0.02)
+        down_after = time.monotonic() - killed_at
+        await asyncio.wait_for(traffic, 60)
+        assert in_flight > 0, "nothing was in flight on the killed server"
+        assert down_after < 2.0
+
+    asyncio.run(scenario())
+    assert load.failures == []
+    titles = stored_titles(tasks_file)
+    assert len(titles) == len(set(titles)), "a task was created twice"
+    assert sorted(set(titles) - {"first"}) == sorted(load.titles)
+    server1 = status_of(balancer)["servers"][0]
+    assert server1["retries"] >= 1  # requests in flight on it were resent elsewhere
+    events = httpx.get(balancer.url + "/events").json()["events"]
+    assert any(e["server"] == "server1" and e["to"] == "DOWN" for e in events)
+
+    victim.start()
+    restarted = time.monotonic()
+    wait_until(lambda: state_of(balancer, "server1") == "UP", timeout=5, what="server1 UP")
+    assert time.monotonic() - restarted < 3.0
+    names = {httpx.get(balancer.url + "/tareas/1").headers["x-upstream-server"] for _ in range(4)}
+    assert names == {"server1", "server2"}
+
+
+def test_kill_under_load_fails_no_request_and_duplicates_no_task(stack) -> None:
+    kill_under_load(stack, requests=160, workers=8)
+
+
+@pytest.mark.slow
+def test_kill_under_heavy_load(stack) -> None:
+    kill_under_load(stack, requests=2000, workers=32)
+
+
+def test_hung_server_is_marked_down_and_no_request_waits_past_one_retry(stack) -> None:
+    balancer, servers, _ = stack
+    victim = servers[0]
+    load, stop = Load(), asyncio.Event()
+
+    async def scenario() -> None:
+        traffic = asyncio.create_task(run_load(balancer.url, load, stop, 4, 100_000))
+        while len(load.outcomes) < 20:
+            await asyncio.sleep(0.02)
+        victim.signal(signal.SIGSTOP)
+        hung_at = time.monotonic()
+        while state_of(balancer, "server1") != "DOWN":
+            await asyncio.sleep(0.02)
+        down_after = time.monotonic() - hung_at
+        await asyncio.sleep(RESPONSE_TIMEOUT + 0.5)  # let every request caught in the hang end
+        stop.set()
+        await asyncio.wait_for(traffic, 30)
+        assert down_after < 2.0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        victim.signal(signal.SIGCONT)
+    assert load.failures == []
+    slowest = max(elapsed for _, _, elapsed, _ in load.outcomes)
+    assert slowest < RESPONSE_TIMEOUT + 1.0, slowest  # one timed-out try, then a quick retry
+    server1 = status_of(balancer)["servers"][0]
+    assert server1["timeouts"] >= 1 and server1["retries"] >= 1
+    wait_until(lambda: state_of(balancer, "server1") == "UP", timeout=5, what="server1 UP again")
