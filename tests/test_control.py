@@ -1,0 +1,195 @@
+"""The control API with the local driver, against a real ``ticslab up`` stack.
+
+Each driver action is checked on the real process (gone, frozen, back) and in ``/status``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support import wait_until
+from test_launcher import UpStack, alive, listening
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="checks processes through Linux /proc"
+)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
+    up = UpStack(tmp_path_factory.mktemp("control"), servers=2).start()
+    try:
+        yield up
+    finally:
+        up.close()
+
+
+def post(stack: UpStack, path: str, token: str | None = "", **kwargs: object) -> httpx.Response:
+    token = stack.token if token == "" else token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.post(stack.url + path, headers=headers, timeout=40, **kwargs)  # type: ignore[arg-type]
+
+
+def put(stack: UpStack, path: str, body: object) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    return httpx.put(stack.url + path, json=body, headers=headers, timeout=10)
+
+
+def state(stack: UpStack, name: str) -> str:
+    servers = httpx.get(stack.url + "/status").json()["servers"]
+    return next(s["state"] for s in servers if s["name"] == name)
+
+
+def pid_of(stack: UpStack, index: int) -> int:
+    return httpx.get(f"http://127.0.0.1:{stack.server_ports[index]}/info").json()["pid"]
+
+
+def process_state(pid: int) -> str:
+    """R, S, T (stopped by SIGSTOP), Z... from /proc."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+class Traffic:
+    """GET /tareas through the balancer in a loop (bounded), recording status and server."""
+
+    def __init__(self, url: str, limit: int = 2000) -> None:
+        self.url, self.limit = url, limit
+        self.answers: list[tuple[int, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set() and len(self.answers) < self.limit:
+                try:
+                    answer = client.get(self.url + "/tareas")
+                    self.answers.append(
+                        (answer.status_code, answer.headers.get("x-upstream-server"))
+                    )
+                except httpx.HTTPError as error:
+                    self.answers.append((0, repr(error)))
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def test_overview_names_the_local_driver_and_actions(stack: UpStack) -> None:
+    overview = httpx.get(stack.url + "/control").json()  # reads stay open
+    assert overview["driver"] == "local"
+    server1 = overview["servers"]["server1"]
+    assert server1["process"] == "running"
+    for action in ("stop", "start", "kill", "restart", "pause", "unpause", "drain", "fault"):
+        assert action in server1["actions"]
+
+
+def test_token_is_enforced(stack: UpStack) -> None:
+    before = httpx.get(stack.url + "/events").json()["last_id"]
+    for token in (None, "wrong-token"):
+        answer = post(stack, "/control/servers/server1/kill", token=token)
+        assert answer.status_code == 401
+        assert "token" in answer.json()["error"]
+    assert put(stack, "/control/algorithm", {"algorithm": "round_robin"}).status_code == 200
+    unauthorised = httpx.put(stack.url + "/control/algorithm", json={"algorithm": "ip_hash"})
+    assert unauthorised.status_code == 401
+    assert httpx.get(stack.url + "/status").json()["algorithm"] == "round_robin"
+    assert alive(pid_of(stack, 0))
+    kinds = [e["kind"] for e in httpx.get(stack.url + f"/events?since={before}").json()["events"]]
+    assert kinds == ["algorithm"]  # refused requests change nothing and record nothing
+
+
+def test_unknown_server_bad_action_and_bad_bodies(stack: UpStack) -> None:
+    answer = post(stack, "/control/servers/server9/stop")
+    assert answer.status_code == 404 and "server9" in answer.json()["error"]
+    assert post(stack, "/control/servers/server1/explode").status_code == 400
+    assert put(stack, "/control/algorithm", {"algorithm": "fastest"}).status_code == 400
+    assert put(stack, "/control/algorithm", ["round_robin"]).status_code == 400
+    assert put(stack, "/control/servers/server1/fault", {"mode": "meltdown"}).status_code == 400
+    assert (
+        put(stack, "/control/servers/server1/fault", {"mode": "error", "rate": 7}).status_code
+        == 400
+    )
+    assert put(stack, "/control/servers/server9/fault", {"mode": "none"}).status_code == 404
+    # The process cannot be unpaused when it is not paused: the driver says why.
+    answer = post(stack, "/control/servers/server1/unpause")
+    assert answer.status_code == 409 and "not paused" in answer.json()["error"]
+
+
+def test_kill_then_start_while_traffic_flows_through_the_other(stack: UpStack) -> None:
+    pid = pid_of(stack, 0)
+    with Traffic(stack.url) as traffic:
+        wait_until(lambda: len(traffic.answers) > 20, what="traffic to flow")
+        answer = post(stack, "/control/servers/server1/kill")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["result"] == "killed" and answer.json()["process"] == "exited"
+        assert not alive(pid) and not listening(stack.server_ports[0])
+        wait_until(lambda: state(stack, "server1") == "DOWN", what="server1 DOWN")
+        mark = len(traffic.answers)
+        wait_until(lambda: len(traffic.answers) > mark + 20, what="traffic while server1 is down")
+        while_down = traffic.answers[mark : mark + 20]
+
+        answer = post(stack, "/control/servers/server1/start")
+        assert answer.status_code == 200 and answer.json()["process"] == "running"
+        assert alive(pid_of(stack, 0)) and pid_of(stack, 0) != pid
+        wait_until(lambda: state(stack, "server1") == "UP", what="server1 UP again")
+    assert {server for _, server in while_down} == {"server2"}
+    assert [status for status, _ in traffic.answers if status != 200] == []
+    event = httpx.get(stack.url + "/events").json()["events"]
+    kills = [e for e in event if e["kind"] == "control" and e["action"] == "kill"]
+    assert kills[-1]["who"] == "127.0.0.1" and kills[-1]["ok"] is True
+
+
+def test_pause_freezes_the_process_and_unpause_thaws_it(stack: UpStack) -> None:
+    pid = pid_of(stack, 1)
+    answer = post(stack, "/control/servers/server2/pause")
+    assert answer.status_code == 200 and answer.json()["process"] == "paused"
+    assert process_state(pid) == "T"
+    with pytest.raises(httpx.TimeoutException):  # accepts the connection, never answers
+        httpx.get(f"http://127.0.0.1:{stack.server_ports[1]}/health", timeout=0.5)
+    wait_until(lambda: state(stack, "server2") == "DOWN", what="server2 DOWN while frozen")
+    assert httpx.get(stack.url + "/tareas", timeout=5).headers["x-upstream-server"] == "server1"
+
+    answer = post(stack, "/control/servers/server2/unpause")
+    assert answer.status_code == 200 and answer.json()["result"] == "unpaused"
+    assert process_state(pid) != "T"
+    wait_until(lambda: state(stack, "server2") == "UP", what="server2 UP after unpause")
+
+
+def test_stop_is_graceful_and_restart_brings_it_back(stack: UpStack) -> None:
+    pid = pid_of(stack, 0)
+    answer = post(stack, "/control/servers/server1/stop")
+    assert answer.json()["result"] == "stopped" and not alive(pid)
+    assert "server1   | INFO:     Shutting down" in stack.output()  # SIGTERM, not SIGKILL
+    wait_until(lambda: state(stack, "server1") == "DOWN", what="server1 DOWN after stop")
+    assert post(stack, "/control/servers/server1/stop").json()["result"] == "already exited"
+
+    answer = post(stack, "/control/servers/server1/restart")
+    assert answer.json()["result"] == "restarted" and listening(stack.server_ports[0])
+    wait_until(lambda: state(stack, "server1") == "UP", what="server1 UP after restart")
+
+
+def test_balancer_states_faults_and_stats_reset(stack: UpStack) -> None:
+    answer = post(stack, "/control/servers/server1/drain").json()
+    assert answer["state"] == "DRAIN" and state(stack, "server1") == "DRAIN"
+    assert post(stack, "/control/servers/server1/maint").json()["state"] == "MAINT"
+    answer = post(stack, "/control/servers/server1/ready").json()
+    assert answer["state"] in ("UP", "DOWN")
+    wait_until(lambda: state(stack, "server1") == "UP", what="server1 ready")
+
+    fault = put(stack, "/control/servers/server2/fault", {"mode": "error", "rate": 1.0})
+    assert fault.status_code == 200 and fault.json()["fault"]["mode"] == "error"
+    direct = f"http://127.0.0.1:{stack.server_ports[1]}"
+    assert httpx.get(direct + "/tareas").status_code == 500
+    assert put(stack, "/control/servers/server2/fault", {"mode": "none"}).status_code == 200
+    assert httpx.get(direct + "/tareas").status_code == 200
+
+    assert post(stack, "/control/stats/reset").json() == {"reset": True}
+    assert httpx.get(stack.url + "/status").json()["requests_total"] <= 1
