@@ -193,3 +193,56 @@ def test_balancer_states_faults_and_stats_reset(stack: UpStack) -> None:
 
     assert post(stack, "/control/stats/reset").json() == {"reset": True}
     assert httpx.get(stack.url + "/status").json()["requests_total"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("driver", "status", "words"),
+    [("none", 409, "needs a driver"), ("local", 502, "supervisor")],
+)
+def test_driver_cannot_is_409_and_driver_failure_is_502(
+    tmp_path: Path, driver: str, status: int, words: str
+) -> None:
+    from support import ServiceProcess, free_port
+
+    port = free_port()
+    nobody = f"http://127.0.0.1:{free_port()}"  # a supervisor that is not there
+    args = ["balancer", "--port", str(port), "--driver", driver, "--token", "t0ken"]
+    backend = ["--backend", f"server1=http://127.0.0.1:{free_port()}"]
+    env = {"TICSLAB_SUPERVISOR_URL": nobody, "TICSLAB_TOKEN_FILE": str(tmp_path / "token")}
+    balancer = ServiceProcess([*args, *backend], port, env).start()
+    try:
+        answer = httpx.post(
+            balancer.url + "/control/servers/server1/stop",
+            headers={"Authorization": "Bearer t0ken"},
+        )
+        assert answer.status_code == status
+        assert words in answer.json()["error"]
+        assert httpx.get(balancer.url + "/control").json()["driver"] == driver
+        drain = httpx.post(
+            balancer.url + "/control/servers/server1/drain",
+            headers={"Authorization": "Bearer t0ken"},
+        )
+        assert drain.json()["state"] == "DRAIN"  # the balancer's own states need no driver
+    finally:
+        balancer.close()
+
+
+def test_balancer_without_token_generates_one_for_its_owner_only(tmp_path: Path) -> None:
+    from support import ServiceProcess, free_port
+
+    port, token_file = free_port(), tmp_path / "state" / "token"
+    env = {"TICSLAB_TOKEN_FILE": str(token_file), "TICSLAB_TOKEN": ""}
+    args = ["balancer", "--port", str(port), "--driver", "none"]
+    backend = ["--backend", f"server1=http://127.0.0.1:{free_port()}"]
+    balancer = ServiceProcess([*args, *backend], port, env).start()
+    try:
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        assert len(token) >= 20
+        url = balancer.url + "/control/servers/server1/maint"
+        assert httpx.post(url, headers={"Authorization": "Bearer nope"}).status_code == 401
+        answer = httpx.post(url, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200
+    finally:
+        balancer.close()
+    assert token in (balancer.proc.stderr.read().decode() if balancer.proc.stderr else "")
