@@ -76,7 +76,7 @@ EN: dict[str, str] = {
     "btn_algorithm": "Algorithm",
     "btn_reset": "Reset stats",
     # Notifications.
-    "n_action_ok": "{server}: {action} → {result} (now {state})",
+    "n_action_ok": "{server}: {action} → {result}",
     "n_algorithm": "Algorithm: {previous} → {algorithm}",
     "n_reset": "Statistics reset.",
     "n_fault": "{server}: fault mode is now {mode}.",
@@ -175,7 +175,7 @@ ES: dict[str, str] = {
     "btn_fault": "Falla...",
     "btn_algorithm": "Algoritmo",
     "btn_reset": "Reiniciar est.",
-    "n_action_ok": "{server}: {action} → {result} (ahora {state})",
+    "n_action_ok": "{server}: {action} → {result}",
     "n_algorithm": "Algoritmo: {previous} → {algorithm}",
     "n_reset": "Estadísticas reiniciadas.",
     "n_fault": "{server}: el modo de falla ahora es {mode}.",

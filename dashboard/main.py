@@ -213,9 +213,22 @@ class DashboardApp(App[int]):
         if name := self._selected():
             self._toggle(name)
 
-    def _toggle(self, name: str) -> None:
-        """Start a DOWN server, stop any other."""
-        self.control_server(name, "start" if self._state_of(name) == "DOWN" else "stop")
+    @work(group="control", exit_on_error=False)
+    async def _toggle(self, name: str) -> None:
+        """Start a stopped server, stop a running one.
+
+        The driver's process state (``GET /control``) decides when it is known; otherwise
+        the balancer's state does: DOWN is started, anything else stopped.
+        """
+        try:
+            process = (await self.client.control_info())["servers"][name].get("process")
+        except (ApiError, KeyError, TypeError):
+            process = None
+        if process is None:
+            stopped = self._state_of(name) == "DOWN"
+        else:
+            stopped = process not in ("running", "paused")
+        await self._send_action(name, "start" if stopped else "stop")
 
     def action_server_action(self, action: str) -> None:
         if name := self._selected():
@@ -253,6 +266,9 @@ class DashboardApp(App[int]):
 
     @work(group="control", exit_on_error=False)
     async def control_server(self, name: str, action: str) -> None:
+        await self._send_action(name, action)
+
+    async def _send_action(self, name: str, action: str) -> None:
         try:
             result = await self.client.server_action(name, action)
         except ApiError as error:
@@ -264,7 +280,6 @@ class DashboardApp(App[int]):
                 server=name,
                 action=action,
                 result=result.get("result", "ok"),
-                state=result.get("state", "?"),
             )
         )
         self.poll_now()

@@ -1,0 +1,189 @@
+"""Pilot tests of the dashboard against a real stack on 127.0.0.1.
+
+``ticslab up`` (balancer + two task servers + the supervisor its local driver uses) runs once
+for the module; the disconnection test starts and kills its own balancer process.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import ServiceProcess, free_port, wait_until
+from textual.pilot import Pilot
+from textual.widgets import Button
+
+from dashboard.main import DashboardApp
+from dashboard.options import Options
+
+TOKEN = "dashboard-test-token"
+SIZE = (100, 30)
+
+
+def two_free_ports() -> int:
+    """A port p with p and p + 1 both free (``ticslab up`` numbers servers consecutively)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    data = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    args = ["up", "--servers", "2", "--clients", "0", "--balancer-port", str(port)]
+    args += ["--first-server-port", str(two_free_ports()), "--data-dir", str(data)]
+    args += ["--token", TOKEN]
+    process = ServiceProcess(args, port, env={"TICSLAB_TOKEN_FILE": str(data / "token")})
+    process.start(timeout=30)
+    try:
+        wait_until(lambda: status(process.url)["servers_up"] == 2, timeout=20, what="2 UP")
+        yield process
+    finally:
+        process.close()
+
+
+def status(url: str) -> dict[str, Any]:
+    return httpx.get(url + "/status", timeout=5).json()
+
+
+def dashboard(url: str, **fields: Any) -> DashboardApp:
+    options = Options(url=url, token=TOKEN, refresh=0.5, lang="en")
+    return DashboardApp(Options(**{**options.__dict__, **fields}))
+
+
+async def until(pilot: Pilot, check: Callable[[], Any], what: str, timeout: float = 15) -> Any:
+    """Let the app run until ``check()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.1)
+    return result
+
+
+def state_on_screen(app: DashboardApp, server: str) -> str:
+    return app.servers.get_cell(server, "state").plain.strip()
+
+
+def digits(app: DashboardApp, id: str) -> str:
+    return app.query_one(f"#{id} Digits").value
+
+
+async def test_screen_matches_status(stack: ServiceProcess) -> None:
+    app = dashboard(stack.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.status, "the first poll")
+        live = status(stack.url)
+        shown = app.status
+        assert shown is not None
+        assert [s["name"] for s in shown["servers"]] == [s["name"] for s in live["servers"]]
+        for server in shown["servers"]:
+            name = server["name"]
+            assert state_on_screen(app, name) == server["state"] == "UP"
+            assert app.servers.get_cell(name, "responses") == "/".join(
+                str(server["responses"][k]) for k in ("2xx", "4xx", "5xx")
+            )
+        assert digits(app, "total-requests") == str(shown["requests_total"])
+        assert digits(app, "total-up") == f"{live['servers_up']}/{live['servers_total']}"
+        assert str(app.query_one("#algorithm").content) == f"Algorithm: {live['algorithm']}"
+        assert app.banner.display is False
+        assert TOKEN not in app.export_screenshot()
+
+
+async def test_key_1_stops_server1_and_the_screen_shows_it_down(stack: ServiceProcess) -> None:
+    app = dashboard(stack.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.status, "the first poll")
+        await pilot.press("1")
+        await until(pilot, lambda: state_on_screen(app, "server1") == "DOWN", "server1 DOWN")
+        assert status(stack.url)["servers"][0]["state"] == "DOWN"
+        assert digits(app, "total-up") == "1/2"
+        # 1 again starts it: the stack is left as it was found.
+        await pilot.press("1")
+        await until(pilot, lambda: state_on_screen(app, "server1") == "UP", "server1 UP")
+
+
+async def test_a_changes_the_algorithm(stack: ServiceProcess) -> None:
+    app = dashboard(stack.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.status, "the first poll")
+        before = status(stack.url)
+        names = before["algorithms"]
+        expected = names[(names.index(before["algorithm"]) + 1) % len(names)]
+        await pilot.press("a")
+        label = app.query_one("#algorithm")
+        await until(pilot, lambda: expected in str(label.content), f"{expected} on screen")
+        assert status(stack.url)["algorithm"] == expected
+
+
+class RecordingTransport(httpx.AsyncHTTPTransport):
+    """The real network transport, remembering the method of every request sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.methods: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.methods.append(request.method)
+        return await super().handle_async_request(request)
+
+
+async def test_read_only_offers_no_control_and_sends_no_write(stack: ServiceProcess) -> None:
+    transport = RecordingTransport()
+    events_before = httpx.get(stack.url + "/events").json()["last_id"]
+    options = Options(url=stack.url, token=None, read_only=True, refresh=0.5, lang="en")
+    app = DashboardApp(options, transport=transport)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.status, "the first poll")
+        assert list(app.query(Button)) == []
+        assert str(app.query_one("#badge").content) == "READ-ONLY"
+        assert app.theme == "ticslab-contrast"
+        for key in ("1", "2", "t", "k", "p", "u", "d", "m", "a", "r", "f"):
+            await pilot.press(key)
+        assert not app.check_action("toggle_server", (1,))
+        # A write reaching the client layer (e.g. from a future handler) is refused there too.
+        assert app.client.read_only
+        polls = len(transport.methods)
+        await until(pilot, lambda: len(transport.methods) > polls + 3, "more polls")
+        assert set(transport.methods) == {"GET"}
+        assert len(app.screen_stack) == 1  # the fault screen never opened
+    after = status(stack.url)
+    assert [s["state"] for s in after["servers"]] == ["UP", "UP"]
+    new_events = httpx.get(stack.url + "/events", params={"since": events_before}).json()
+    assert [e for e in new_events["events"] if e["kind"] in ("control", "algorithm")] == []
+
+
+async def test_disconnected_banner_appears_and_clears(
+    stack: ServiceProcess, tmp_path: Path
+) -> None:
+    backend = status(stack.url)["servers"][1]["url"]
+    port = free_port()
+    args = ["balancer", "--host", "127.0.0.1", "--port", str(port), "--token", "x"]
+    balancer = ServiceProcess([*args, "--backend", f"server2={backend}"], port)
+    app = dashboard(balancer.url)
+    async with app.run_test(size=SIZE) as pilot:
+        # It starts with the balancer down.
+        await until(pilot, lambda: app.failures > 0, "a failed poll")
+        assert app.banner.display and "DISCONNECTED" in str(app.banner.content)
+        try:
+            balancer.start()
+            await until(pilot, lambda: app.status and not app.banner.display, "reconnection")
+            assert state_on_screen(app, "server2") in ("UP", "DOWN")
+            balancer.kill()
+            await until(pilot, lambda: app.banner.display, "the banner after the balancer died")
+            assert app.screen.has_class("-disconnected")
+            assert app.servers.row_count == 1  # the last data is kept, dimmed
+            assert str(app.query_one("#connection").content) == "DISCONNECTED"
+        finally:
+            balancer.close()
