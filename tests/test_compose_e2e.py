@@ -1,0 +1,247 @@
+"""The handout's Docker Compose path, end to end, on a real Docker engine.
+
+What the class does, checked from the outside: `docker-compose up --build`, tasks through
+:8080 reach both servers and land in the shared tasks.json, the client emulators finish with
+nothing lost, `docker-compose stop server1` and the system keeps answering, the control
+endpoint stops and starts a container (and refuses without the token), and the scalable
+variant shows every replica. Traffic goes only to the published port on 127.0.0.1.
+
+`bash .ci/docker-setup.sh` prepares the engine and the base image; without them this module
+is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from support import free_port, wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_IMAGE = "python:3.12-slim"
+HANDOUT_CONTAINERS = ("server1", "server2", "balancer", "client1", "client2")
+COMMAND_SECONDS = 600  # a cold `up --build` installs the dependencies
+
+
+def compose_command() -> list[str] | None:
+    """`docker-compose` (v1, the handout's command) when installed, else `docker compose` v2."""
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker") and run(["docker", "compose", "version"]).returncode == 0:
+        return ["docker", "compose"]
+    return None
+
+
+def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 60):
+    return subprocess.run(
+        args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def docker(*args: str) -> str:
+    done = run(["docker", *args])
+    if done.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def skip_reason() -> str | None:
+    """Why this machine cannot run the stack, or None when it can."""
+    if shutil.which("docker") is None:
+        return "no docker client on PATH (bash .ci/docker-setup.sh installs one)"
+    try:
+        docker("info", "--format", "{{.ServerVersion}}")
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        return f"no Docker engine answers (bash .ci/docker-setup.sh starts one): {error}"
+    if compose_command() is None:
+        return "neither docker-compose nor `docker compose` is installed"
+    try:
+        docker("image", "inspect", BASE_IMAGE)
+    except RuntimeError:
+        return f"no local {BASE_IMAGE} and no registry here (bash .ci/docker-setup.sh builds one)"
+    taken = docker("ps", "-a", "--format", "{{.Names}}").split()
+    if clash := [name for name in HANDOUT_CONTAINERS if name in taken]:
+        return f"containers {clash} already exist (the handout's fixed names allow one stack)"
+    return None
+
+
+@dataclass
+class Stack:
+    """A Compose project started by a test, reached only through its published port."""
+
+    project: str
+    files: list[str]
+    env: dict[str, str]
+    url: str
+    token: str
+
+    def compose(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        files = [arg for name in self.files for arg in ("-f", name)]
+        command = [*(compose_command() or []), "-p", self.project, *files, *args]
+        return run(command, env=self.env, timeout=timeout)
+
+    def up(self, *args: str) -> None:
+        done = self.compose("up", "--build", "-d", *args, timeout=COMMAND_SECONDS)
+        if done.returncode != 0:
+            logs = self.compose("logs", "--no-color", "--tail", "30").stdout
+            raise AssertionError(f"compose up failed:\n{done.stderr}\n{logs}")
+
+    def down(self) -> None:
+        self.compose("down", "-v", "--remove-orphans", timeout=180)
+
+    def status(self) -> dict:
+        return httpx.get(self.url + "/status", timeout=5).json()
+
+    def states(self) -> dict[str, str]:
+        return {server["name"]: server["state"] for server in self.status()["servers"]}
+
+
+def start_stack(name: str, files: list[str], **env: str) -> Stack:
+    port = free_port()
+    token = secrets.token_urlsafe(16)
+    environment = {
+        **os.environ,
+        "TICSLAB_PORT": str(port),
+        "TICSLAB_TOKEN": token,
+        "TICSLAB_CLIENT_TASKS": "50",
+        **env,
+    }
+    project = f"ticslabe2e{name}{os.getpid()}"
+    return Stack(project, files, environment, f"http://127.0.0.1:{port}", token)
+
+
+def health(container: str) -> str:
+    return docker("inspect", "-f", "{{.State.Health.Status}}", container)
+
+
+def exited(container: str) -> int | None:
+    state = json.loads(docker("inspect", "-f", "{{json .State}}", container))
+    return None if state["Running"] else state["ExitCode"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engine() -> None:
+    if reason := skip_reason():
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="class")
+def handout() -> Iterator[Stack]:
+    """docker-compose.yml with its override (the socket), as `docker-compose up` reads them."""
+    stack = start_stack(
+        "h", ["docker-compose.yml", "docker-compose.override.yml"], TICSLAB_ALGORITHM="round_robin"
+    )
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+
+
+class TestHandoutStack:
+    def test_every_server_and_the_balancer_become_healthy(self, handout: Stack) -> None:
+        for container in ("server1", "server2", "balancer"):
+            wait_until(lambda c=container: health(c) == "healthy", 90, 0.5, f"{container} healthy")
+        body = httpx.get(handout.url + "/health", timeout=5).json()
+        assert body == {"status": "ok", "servers_up": 2, "servers_total": 2}
+
+    def test_clients_finish_with_nothing_lost(self, handout: Stack) -> None:
+        for client in ("client1", "client2"):
+            code = wait_until(
+                lambda c=client: (exited(c),) if exited(c) is not None else None,
+                180,
+                0.5,
+                f"{client} to finish",
+            )[0]
+            log = handout.compose("logs", "--no-color", client).stdout
+            assert code == 0, f"{client} exited {code}:\n{log[-2000:]}"
+            assert "perdidas: 0" in log
+
+    def test_tasks_reach_both_servers_and_persist_in_the_shared_file(self, handout: Stack) -> None:
+        titles = [f"e2e-{i}" for i in range(10)]
+        answers = [
+            httpx.post(handout.url + "/tareas", json={"title": title}, timeout=10)
+            for title in titles
+        ]
+        assert [answer.status_code for answer in answers] == [201] * len(titles)
+        assert {answer.headers["x-upstream-server"] for answer in answers} == {"server1", "server2"}
+        assert {answer.json()["server"] for answer in answers} == {"server1", "server2"}
+        ids = {answer.json()["id"] for answer in answers}
+        # The handout's step: `docker exec -it server1 /bin/bash`, then `cat /app/tasks.json`.
+        for server in ("server1", "server2"):
+            stored = json.loads(docker("exec", server, "cat", "/app/tasks.json"))
+            assert ids <= {task["id"] for task in stored}, f"{server} sees every task"
+        assert "ticslab taskserver" in docker("exec", "server1", "ps", "aux")
+
+    def test_stopping_server1_keeps_the_system_working(self, handout: Stack) -> None:
+        assert handout.compose("stop", "server1").returncode == 0
+        try:
+            for i in range(20):
+                answer = httpx.post(handout.url + "/tareas", json={"title": f"s{i}"}, timeout=10)
+                assert answer.status_code == 201, answer.text
+                assert answer.headers["x-upstream-server"] == "server2"
+            wait_until(lambda: handout.states()["server1"] == "DOWN", 30, 0.5, "server1 DOWN")
+            assert httpx.get(handout.url + "/health", timeout=5).json()["servers_up"] == 1
+        finally:
+            handout.compose("start", "server1")
+        wait_until(lambda: handout.states()["server1"] == "UP", 60, 0.5, "server1 UP again")
+
+    def test_control_endpoint_stops_and_starts_server2_through_docker(self, handout: Stack) -> None:
+        control = httpx.get(handout.url + "/control", timeout=5).json()
+        assert control["driver"] == "docker"
+        stop = handout.url + "/control/servers/server2/stop"
+        refused = httpx.post(stop, timeout=30)
+        assert refused.status_code == 401
+        assert httpx.post(stop, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert exited("server2") is None, "a refused request must not stop the container"
+
+        auth = {"Authorization": f"Bearer {handout.token}"}
+        done = httpx.post(stop, headers=auth, timeout=30)
+        assert done.status_code == 200, done.text
+        assert exited("server2") is not None
+        wait_until(lambda: handout.states()["server2"] == "DOWN", 30, 0.5, "server2 DOWN")
+        answer = httpx.get(handout.url + "/tareas", timeout=10)
+        assert answer.status_code == 200
+        assert answer.headers["x-upstream-server"] == "server1"
+
+        start = httpx.post(handout.url + "/control/servers/server2/start", headers=auth, timeout=30)
+        assert start.status_code == 200, start.text
+        assert exited("server2") is None
+        wait_until(lambda: handout.states()["server2"] == "UP", 60, 0.5, "server2 UP again")
+
+    def test_dashboard_service_runs_on_demand(self, handout: Stack) -> None:
+        done = handout.compose("run", "--rm", "-T", "dashboard", "dashboard", "--help")
+        assert done.returncode == 0, done.stderr
+        assert "--url" in done.stdout
+
+
+@pytest.fixture()
+def scaled() -> Iterator[Stack]:
+    stack = start_stack("s", ["docker-compose.scale.yml"], TICSLAB_CLIENT_TASKS="20")
+    try:
+        stack.up("--scale", "server=3")
+        yield stack
+    finally:
+        stack.down()
+
+
+def test_scale_variant_discovers_every_replica(scaled: Stack) -> None:
+    expected = {"server", "server-2", "server-3"}
+    wait_until(
+        lambda: scaled.states() == dict.fromkeys(expected, "UP"), 90, 0.5, "three servers UP"
+    )
+    names = {
+        httpx.post(scaled.url + "/tareas", json={"title": f"n{i}"}, timeout=10).json()["server"]
+        for i in range(12)
+    }
+    assert len(names) >= 2, "tasks are created by more than one replica"
