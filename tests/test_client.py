@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
 import re
@@ -15,9 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 from support import ServiceProcess, free_port, taskserver
 
 from services.cli import main
+from services.client.config import ClientConfig
+from services.client.session import run_session
 
 TOKEN = "client-tests-token"
 
@@ -234,6 +239,17 @@ def test_a_task_that_disappears_is_reported_lost(server: ServiceProcess, tmp_pat
     assert report["lost"] == 1
     assert report["tasks"]["lost_titles"] == ["c5-000002"]
     assert report["tasks"]["created"] == 40
+
+
+def test_on_a_terminal_a_live_progress_bar_is_shown(server: ServiceProcess) -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=160, highlight=False)
+    config = ClientConfig(url=server.url, name="c3", tasks=15)
+    code = asyncio.run(run_session(config, console, console))
+    assert code == 0
+    drawn = screen.getvalue()
+    assert "15/15" in drawn  # the bar's "created of target" column, at its end
+    assert "result / resultado:" in drawn
 
 
 def test_ctrl_c_stops_cleanly_and_prints_the_report_so_far(

@@ -179,5 +179,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, argparse.ArgumentTypeError) as error:
         print(f"error: bad client setting / ajuste inválido: {error}")
         return 2
-    console, errors = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    console = Console(soft_wrap=True, highlight=False)
+    errors = Console(stderr=True, soft_wrap=True, highlight=False)
     return asyncio.run(run_session(config, console, errors))

@@ -55,7 +55,9 @@ async def run_session(config: ClientConfig, console: Console, errors: Console) -
     _stop_on_signals(current)
     async with make_client(config) as client:
         try:
-            reason = await wait_for_health(client, config.wait, lambda text: console.print(text))
+            reason = await wait_for_health(
+                client, config.wait, lambda text: console.print(text, markup=False)
+            )
         except asyncio.CancelledError:
             errors.print("interrupted before the run started / interrumpido antes de empezar")
             return EXIT_INTERRUPTED
