@@ -129,7 +129,11 @@ LABEL org.ticslab.note="local stand-in for python:3.12-slim built by .ci/docker-
 CMD ["python3"]
 EOF
     say "building the local $BASE_IMAGE"
-    docker build -q -t "$BASE_IMAGE" "$context" >/dev/null || give_up "building $BASE_IMAGE failed"
+    local output
+    if ! output=$(docker build -q -t "$BASE_IMAGE" "$context" 2>&1); then
+        echo "$output" | tail -n 5
+        give_up "building $BASE_IMAGE failed"
+    fi
     rm -rf "$context"
 }
 
