@@ -58,9 +58,13 @@ def banner(options: StackOptions, token_path: Path) -> str:
         f"  tasks      {options.tasks_file}",
         f"  token      {token_path}  (Authorization: Bearer $(cat {token_path}))",
         f"  dashboard  ticslab dashboard --url {options.balancer_url}",
-        "Ctrl+C stops everything / Ctrl+C detiene todo.",
     ]
     return "\n".join(lines)
+
+
+def stop_signals() -> list[signal.Signals]:
+    """Ctrl+C, a polite kill, and the terminal closing (no SIGHUP on Windows)."""
+    return [signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         if holder:
             holder[0].request_stop()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals()}
     try:
         options = options_from_args(args)
         token, token_path = stack_token(args)
@@ -86,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             logs.note(f"could not start the stack: {error}")
             return 130 if stop.is_set() else 1
         console.print(banner(options, token_path))
+        console.print("Ctrl+C stops everything / Ctrl+C detiene todo.")
         while not stop.wait(0.5):
             pass
         logs.note("stopping everything...")

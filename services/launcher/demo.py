@@ -7,6 +7,8 @@ Quitting the dashboard stops the stack.
 from __future__ import annotations
 
 import argparse
+import signal
+from types import FrameType
 
 from rich.console import Console
 
@@ -35,11 +37,19 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"could not start the stack: {error} (see {log_dir}/)")
         logs.close()
         return 1
+    previous = {sig: signal.signal(sig, leave) for sig in up.stop_signals()[1:]}
     try:
         code = open_dashboard(options.balancer_url, token)
     finally:
         stack.stop()
         logs.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     console.print(up.banner(options, token_path))
     console.print(f"stack stopped; logs are in {log_dir}/ / registros en {log_dir}/")
     return code
+
+
+def leave(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM or SIGHUP while the dashboard runs: leave it, so the stack is stopped too."""
+    raise SystemExit(128 + signum)
