@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 
 import pytest
@@ -234,3 +235,17 @@ def test_config_from_text_and_environment() -> None:
         BalancerConfig(backends=[("a", "http://a:1"), ("a", "http://a:2")])
     with pytest.raises(ValueError, match="algorithm"):
         BalancerConfig(algorithm="fastest")
+
+
+def test_a_check_timeout_while_live_traffic_is_answered_is_not_counted() -> None:
+    balancer = make_balancer(fall=2)
+    server = balancer.get("server1")
+    for _ in range(3):
+        server.answered_at = time.perf_counter()  # a live answer during the 300 ms check
+        balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
+    assert server.state == "UP" and server.consecutive_failures == 0
+    assert "busy" in server.last_check["detail"]
+    server.answered_at = time.perf_counter() - 1.0  # no live answer since: a hang
+    for _ in range(2):
+        balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
+    assert server.state == "DOWN"

@@ -81,7 +81,15 @@ class Balancer:
     def record_check(
         self, server: Server, ok: bool, status: int | None, detail: str, duration_ms: float
     ) -> None:
-        """One active health check's verdict; applies fall/rise (HAProxy's semantics)."""
+        """One active health check's verdict; applies fall/rise (HAProxy's semantics).
+
+        A check that timed out while the server kept answering real traffic says "busy", not
+        "dead": it is shown but not counted, so a loaded last server is never taken out.
+        """
+        started = time.perf_counter() - duration_ms / 1000
+        busy = not ok and detail.startswith("timeout") and server.answered_at >= started
+        if busy:
+            detail += " (busy: answered live traffic meanwhile, not counted)"
         server.last_check = {
             "time": utc_now_iso(),
             "ok": ok,
@@ -89,6 +97,8 @@ class Balancer:
             "detail": detail,
             "duration_ms": round(duration_ms, 3),
         }
+        if busy:
+            return
         if ok:
             server.consecutive_successes += 1
             server.consecutive_failures = 0

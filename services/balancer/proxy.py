@@ -186,7 +186,8 @@ class Proxy:
             return kind
         finally:
             server.in_flight -= 1
-        elapsed = time.perf_counter() - started
+        server.answered_at = time.perf_counter()
+        elapsed = server.answered_at - started
         stats.responses[min(status // 100, 5) - 1] += 1
         stats.record_latency(elapsed)
         server.observe_latency(elapsed, status)

@@ -103,6 +103,7 @@ class Server:
         self.consecutive_failures = 0
         self.consecutive_successes = 0
         self.live_failures = 0  # consecutive failures on real traffic (passive check)
+        self.answered_at = 0.0  # perf_counter() of the last answer on real traffic
         self.last_check: dict[str, Any] | None = None
         self.server_errors: dict[str, Any] | None = None
         self.server_errors_at = 0.0
