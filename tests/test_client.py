@@ -155,19 +155,6 @@ def test_the_rate_limit_spaces_requests(server: ServiceProcess, tmp_path: Path) 
     assert report["elapsed_s"] >= (report["requests_total"] - 1) / 40
 
 
-def test_no_balancer_exits_2_naming_the_url(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    code, report = run_client(tmp_path, url, "--wait", "0.5s")
-    assert code == 2
-    assert report == {}
-    captured = capsys.readouterr()
-    assert f"{url}/health" in captured.err
-    assert "no balancer answered" in captured.err
-    assert f"waiting for {url}/health" in captured.out
-
-
 def client_command(url: str, *options: str) -> list[str]:
     return [sys.executable, "-m", "services.cli", "client", "--url", url, *options]
 
@@ -196,11 +183,11 @@ def test_the_client_waits_for_a_late_balancer(tmp_path: Path) -> None:
 def test_unexpected_errors_fail_the_run_but_retried_creates_are_never_doubled(
     server: ServiceProcess, tmp_path: Path
 ) -> None:
-    fault = {"mode": "error", "rate": 0.5}
+    fault = {"mode": "error", "rate": 0.3}
     headers = {"Authorization": f"Bearer {TOKEN}"}
     httpx.put(server.url + "/admin/fault", json=fault, headers=headers).raise_for_status()
     code, report = run_client(
-        tmp_path, server.url, "--name", "c9", "--tasks", "12", "--errors", "0", "--wait", "20s"
+        tmp_path, server.url, "--name", "c9", "--tasks", "30", "--errors", "0", "--wait", "20s"
     )
     assert code == 1
     assert report["ok"] is False

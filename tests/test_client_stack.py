@@ -120,6 +120,7 @@ def test_a_balancer_that_is_not_there_exits_2_with_the_url(tmp_path: Path) -> No
     client = start_client(url, "c1", tmp_path / "r.json", "--wait", "1s")
     code, out = finish(client)
     assert code == 2
+    assert f"waiting for {url}/health (up to 1s)" in out
     assert f"no balancer answered at {url}/health within 1s" in out
     assert not (tmp_path / "r.json").exists()
 

@@ -13,7 +13,8 @@ from services.client.runner import TASKS_PATH
 
 HEALTH_PATH = "/health"
 HEALTH_POLL = 0.5  # seconds between two health probes
-LIST_ATTEMPTS = 3
+LIST_ATTEMPTS = 8  # a list is safe to repeat; a flaky server should not hide the answer
+LIST_RETRY_DELAY = 0.25
 LOST_TITLES_SHOWN = 20
 
 
@@ -63,7 +64,7 @@ async def check_losses(client: httpx.AsyncClient, kept: list[tuple[int, str]]) -
     check = LossCheck(checked=len(kept))
     for attempt in range(LIST_ATTEMPTS):
         if attempt:
-            await asyncio.sleep(0.5 * attempt)
+            await asyncio.sleep(LIST_RETRY_DELAY)
         try:
             response = await client.get(TASKS_PATH)
             response.raise_for_status()
