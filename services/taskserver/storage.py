@@ -13,11 +13,11 @@ mtime is also compared byte for byte with the bytes the cache came from.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,29 +50,39 @@ class TaskNotFound(LookupError):
     """No task with that id in the file."""
 
 
-@dataclass
+Signature = tuple[int, int, int]  # st_ino, st_size, st_mtime_ns
+
+
 class Snapshot:
-    """One parsed version of the file, with the indexes the hot paths need."""
+    """One version of the file: its bytes, its tasks and the indexes the hot paths need."""
 
-    signature: tuple[int, int, int]
-    raw: bytes
-    tasks: list[Task]
-    settled: bool  # True when the mtime was old enough to trust the signature alone
-    by_id: dict[int, Task] = field(init=False)
-    by_key: dict[str, Task] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.by_id = {task["id"]: task for task in self.tasks}
+    def __init__(self, signature: Signature, raw: bytes, tasks: list[Task], settled: bool) -> None:
+        self.signature = signature
+        self.raw = raw
+        self.tasks = tasks
+        self.settled = settled  # True when the mtime is old enough to trust the signature alone
+        self.by_id = {task["id"]: task for task in tasks}
         self.by_key = {
-            task["idempotency_key"]: task for task in self.tasks if task.get("idempotency_key")
+            task["idempotency_key"]: task for task in tasks if task.get("idempotency_key")
         }
+        self.next_id = max(self.by_id, default=0) + 1
 
-    @property
-    def next_id(self) -> int:
-        return max(self.by_id, default=0) + 1
+    def appended(self, task: Task, tasks: list[Task], signature: Signature, raw: bytes) -> Snapshot:
+        """The version just written by adding ``task``: takes over these indexes instead of
+        rebuilding them (10,000 tasks take ~5 ms to index). ``self`` must not be used after."""
+        successor = copy.copy(self)
+        successor.signature, successor.raw, successor.tasks = signature, raw, tasks
+        successor.settled = False
+        successor.by_id[task["id"]] = task
+        if task.get("idempotency_key"):
+            successor.by_key[task["idempotency_key"]] = task
+        successor.next_id = max(self.next_id, task["id"] + 1)
+        return successor
 
 
-EMPTY = Snapshot((0, 0, 0), b"", [], settled=False)
+def _nothing_read() -> Snapshot:
+    """The version of a missing file, or before the first read: no tasks."""
+    return Snapshot((0, 0, 0), b"", [], settled=False)
 
 
 class TaskStore:
@@ -88,7 +98,7 @@ class TaskStore:
         self._thread_lock = threading.Lock()
         lock_path = path.with_name(path.name + ".lock")
         self._file_lock = FileLock(lock_path, timeout=LOCK_TIMEOUT_SECONDS)
-        self._snapshot = EMPTY
+        self._snapshot = _nothing_read()
 
     # -- the public operations -------------------------------------------------------------
 
@@ -102,7 +112,7 @@ class TaskStore:
             for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
                 leftover.unlink(missing_ok=True)
             if not self.path.exists():
-                self._write([])
+                self._replace([])
 
     def list(self) -> list[Task]:
         with self._thread_lock:
@@ -134,7 +144,8 @@ class TaskStore:
                 "server": self.server,
                 "idempotency_key": idempotency_key,
             }
-            self._write([*snapshot.tasks, task])
+            tasks = [*snapshot.tasks, task]
+            self._snapshot = snapshot.appended(task, tasks, *self._write(tasks))
             return task, False
 
     def update(self, task_id: int, changes: dict[str, Any]) -> Task:
@@ -143,14 +154,14 @@ class TaskStore:
             snapshot = self._load()
             old = _find(snapshot, task_id)
             new = {**old, **changes, "updated_at": utc_now_iso()}
-            self._write([new if task is old else task for task in snapshot.tasks])
+            self._replace([new if task is old else task for task in snapshot.tasks])
             return new
 
     def delete(self, task_id: int) -> Task:
         with self._locked():
             snapshot = self._load()
             old = _find(snapshot, task_id)
-            self._write([task for task in snapshot.tasks if task is not old])
+            self._replace([task for task in snapshot.tasks if task is not old])
             return old
 
     def problem(self) -> str | None:
@@ -174,8 +185,8 @@ class TaskStore:
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            self._snapshot = EMPTY
-            return EMPTY
+            self._snapshot = _nothing_read()
+            return self._snapshot
         except OSError as error:
             raise TasksFileError(self.path, f"cannot be opened: {error.strerror}") from None
         try:
@@ -188,12 +199,18 @@ class TaskStore:
         finally:
             os.close(fd)
         settled = time.time_ns() - stat.st_mtime_ns > RACY_WINDOW_NS
-        unchanged = cached is not EMPTY and raw == cached.raw
-        tasks = cached.tasks if unchanged else _parse(raw, self.path)
-        self._snapshot = Snapshot(signature, raw, tasks, settled)
+        if raw == cached.raw:
+            cached.signature, cached.settled = signature, settled
+            return cached
+        self._snapshot = Snapshot(signature, raw, _parse(raw, self.path), settled)
         return self._snapshot
 
-    def _write(self, tasks: list[Task]) -> None:
+    def _replace(self, tasks: list[Task]) -> None:
+        """Write ``tasks`` and remember them as the current version."""
+        signature, raw = self._write(tasks)
+        self._snapshot = Snapshot(signature, raw, tasks, settled=False)
+
+    def _write(self, tasks: list[Task]) -> tuple[Signature, bytes]:
         """Replace the file atomically: temporary file, fsync, rename, fsync the folder."""
         raw = orjson.dumps(tasks, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
@@ -207,10 +224,9 @@ class TaskStore:
             _fsync_folder(self.path.parent)
         except OSError as error:
             temporary.unlink(missing_ok=True)
-            self._snapshot = EMPTY
+            self._snapshot = _nothing_read()
             raise TasksFileError(self.path, f"cannot be written: {error.strerror}") from None
-        signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        self._snapshot = Snapshot(signature, raw, tasks, settled=False)
+        return (stat.st_ino, stat.st_size, stat.st_mtime_ns), raw
 
 
 class _BothLocks:

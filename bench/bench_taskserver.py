@@ -1,0 +1,211 @@
+"""Benchmark of the task server's storage path: ``python bench/bench_taskserver.py``.
+
+1. p50/p99 latency of ``POST /tareas`` on one real server with 100, 1,000 and 10,000 tasks
+   already stored, beside two references measured in the same run: ``GET /health`` on the
+   same server (the HTTP floor) and a bare in-process write of the same file (temporary
+   file, fsync, rename, folder fsync: the storage floor).
+2. Throughput of concurrent posts through two servers sharing one file, beside the same
+   posters through one server (the reference), and a check that no acknowledged post is lost.
+
+Every loop is bounded in count and time; traffic goes only to servers started here on
+127.0.0.1. Targets (2-core machine): p50 POST under 5 ms at 1,000 tasks, under 25 ms at 10,000.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import orjson
+
+SIZES = (100, 1_000, 10_000)
+POSTS_PER_SIZE = 200
+PHASE_SECONDS = 30.0
+POSTERS = 8
+CONCURRENT_POSTS = 800
+TARGETS_MS = {1_000: 5.0, 10_000: 25.0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(name: str, path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command = [sys.executable, "-m", "services.cli", "taskserver", "--name", name]
+    command += ["--port", str(port), "--tasks-file", str(path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/health", timeout=1)
+            return process, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit(f"{name} did not start")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def seed_file(path: Path, count: int) -> bytes:
+    """A tasks file of ``count`` tasks shaped like the server's, written as the server would."""
+    stamp = "2026-11-26T21:44:41.123Z"
+    tasks = [
+        {
+            "id": n,
+            "title": f"seed-{n:06d}",
+            "completed": n % 3 == 0,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "server": "server1",
+            "idempotency_key": f"{n:08x}-bench-key-0000-000000000000",
+        }
+        for n in range(1, count + 1)
+    ]
+    raw = orjson.dumps(tasks, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    path.write_bytes(raw)
+    return raw
+
+
+def timed(calls: list[Callable[[], object]], rounds: int) -> list[list[float]]:
+    """Milliseconds of each call, interleaved round by round so that all of them see the same
+    machine load; stops early after ``PHASE_SECONDS``."""
+    samples: list[list[float]] = [[] for _ in calls]
+    deadline = time.monotonic() + PHASE_SECONDS
+    for _ in range(rounds):
+        for call, times in zip(calls, samples, strict=True):
+            started = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - started) * 1000)
+        if time.monotonic() > deadline:
+            break
+    return samples
+
+
+def p(samples: list[float], q: float) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1]
+
+
+def bare_write(folder: Path, raw: bytes) -> None:
+    """The storage floor: what every POST must at least pay for durability."""
+    temporary, target = folder / ".floor.tmp", folder / "floor.json"
+    with open(temporary, "wb") as handle:
+        handle.write(raw)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
+    fd = os.open(folder, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+
+
+def latency(folder: Path, size: int) -> dict[str, float]:
+    path = folder / f"tasks-{size}.json"
+    raw = seed_file(path, size)
+    process, url = start_server("server1", path)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            counter = iter(range(10**9))
+
+            def post() -> None:
+                response = http.post("/tareas", json={"title": f"bench-{next(counter)}"})
+                assert response.status_code == 201, response.text
+
+            def health() -> None:
+                http.get("/health")
+
+            def floor() -> None:
+                bare_write(folder, raw)
+
+            timed([post], 10)  # warm up: first parse, connections
+            posts, healths, floors = timed([post, health, floor], POSTS_PER_SIZE)
+    finally:
+        stop(process)
+    return {
+        "p50": statistics.median(posts),
+        "p99": p(posts, 99),
+        "health_p50": statistics.median(healths),
+        "floor_p50": statistics.median(floors),
+        "n": len(posts),
+    }
+
+
+def throughput(folder: Path, names: tuple[str, ...]) -> tuple[float, int, int]:
+    """Posts per second of ``POSTERS`` concurrent clients spread over servers sharing one file
+    of 1,000 tasks; returns (rate, posts answered 201, tasks added to the file)."""
+    path = folder / f"tasks-{len(names)}-servers.json"
+    seed_file(path, 1_000)
+    servers = [start_server(name, path) for name in names]
+    deadline = time.monotonic() + PHASE_SECONDS
+
+    def poster(n: int) -> int:
+        acknowledged = 0
+        with httpx.Client(timeout=30) as http:
+            for count in range(CONCURRENT_POSTS // POSTERS):
+                if time.monotonic() > deadline:
+                    break
+                url = servers[(n + count) % len(servers)][1] + "/tareas"
+                if http.post(url, json={"title": f"p{n}-{count}"}).status_code == 201:
+                    acknowledged += 1
+        return acknowledged
+
+    try:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(POSTERS) as pool:
+            acknowledged = sum(pool.map(poster, range(POSTERS)))
+        elapsed = time.perf_counter() - started
+    finally:
+        for process, _ in servers:
+            stop(process)
+    stored = len(orjson.loads(path.read_bytes())) - 1_000
+    return acknowledged / elapsed, acknowledged, stored
+
+
+def main() -> int:
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="bench-taskserver-") as tmp:
+        folder = Path(tmp)
+        print("stored | POST p50 | POST p99 | health p50 | write floor | p50/health | p50/floor")
+        for size in SIZES:
+            r = latency(folder, size)
+            target = TARGETS_MS.get(size)
+            verdict = "" if target is None else f"  target {target} ms: "
+            if target is not None:
+                verdict += "met" if r["p50"] < target else "MISSED"
+                failed |= r["p50"] >= target
+            print(
+                f"{size:>6} | {r['p50']:6.2f} ms | {r['p99']:6.2f} ms | {r['health_p50']:6.2f} ms"
+                f" | {r['floor_p50']:8.2f} ms | {r['p50'] / r['health_p50']:6.1f}x"
+                f" | {r['p50'] / r['floor_p50']:5.1f}x{verdict}"
+            )
+        for names in (("server1",), ("server1", "server2")):
+            rate, acknowledged, stored = throughput(folder, names)
+            print(
+                f"{len(names)} server(s), {POSTERS} posters: {rate:.0f} posts/s;"
+                f" {acknowledged} answered 201, {stored} new in the file"
+                f" ({'none lost' if stored == acknowledged else 'MISMATCH'})"
+            )
+            failed |= stored != acknowledged
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
