@@ -219,6 +219,15 @@ class TestHandoutStack:
         assert exited("server2") is None
         wait_until(lambda: handout.states()["server2"] == "UP", 60, 0.5, "server2 UP again")
 
+    def test_faults_reach_the_task_servers_with_the_shared_token(self, handout: Stack) -> None:
+        auth = {"Authorization": f"Bearer {handout.token}"}
+        fault = handout.url + "/control/servers/server1/fault"
+        done = httpx.put(fault, json={"mode": "latency", "ms": 50}, headers=auth, timeout=10)
+        assert done.status_code == 200, done.text
+        assert done.json()["fault"]["mode"] == "latency"
+        reset = httpx.put(fault, json={"mode": "none"}, headers=auth, timeout=10)
+        assert reset.json()["fault"]["mode"] == "none"
+
     def test_dashboard_service_runs_on_demand(self, handout: Stack) -> None:
         done = handout.compose("run", "--rm", "-T", "dashboard", "dashboard", "--help")
         assert done.returncode == 0, done.stderr
@@ -245,3 +254,29 @@ def test_scale_variant_discovers_every_replica(scaled: Stack) -> None:
         for i in range(12)
     }
     assert len(names) >= 2, "tasks are created by more than one replica"
+
+
+@pytest.fixture()
+def without_socket() -> Iterator[Stack]:
+    """docker-compose.yml alone, as `docker-compose -f docker-compose.yml up` reads it."""
+    stack = start_stack("n", ["docker-compose.yml"])
+    try:
+        stack.up("balancer")  # and the servers it depends on; no clients
+        yield stack
+    finally:
+        stack.down()
+
+
+def test_without_the_socket_control_falls_back_and_nothing_runs_as_root(
+    without_socket: Stack,
+) -> None:
+    wait_until(lambda: health("balancer") == "healthy", 90, 0.5, "balancer healthy")
+    control = httpx.get(without_socket.url + "/control", timeout=5).json()
+    assert control["driver"] == "none"
+    auth = {"Authorization": f"Bearer {without_socket.token}"}
+    stop = httpx.post(without_socket.url + "/control/servers/server2/stop", headers=auth)
+    assert stop.status_code == 409
+    drain = httpx.post(without_socket.url + "/control/servers/server2/drain", headers=auth)
+    assert drain.json()["state"] == "DRAIN"
+    for container in ("server1", "server2", "balancer"):
+        assert docker("exec", container, "id", "-u") == "1000", f"{container} runs as ticslab"
