@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from filelock import FileLock
 from support import ServiceProcess, taskserver, wait_until
 
 from services.taskserver.storage import TaskStore
@@ -194,3 +195,27 @@ def test_sigkill_while_posting_never_loses_an_acknowledged_task(
     assert len(acknowledged) > 100
     check_file(path, len(orjson.loads(path.read_bytes())))
     assert not list(tmp_path.glob(".tasks.json.*.tmp"))  # restarts removed crash leftovers
+
+
+def test_reads_and_health_do_not_wait_for_a_held_file_lock(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.json"
+    server = taskserver("server1", path).start()
+    lock = FileLock(tmp_path / "tasks.json.lock")
+    answers: list[int] = []
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            http.get("/tareas")
+            with lock:  # another process is in the middle of a write
+                writer = threading.Thread(
+                    target=lambda: answers.append(
+                        http.post("/tareas", json={"title": "w"}).status_code
+                    )
+                )
+                writer.start()
+                assert http.get("/health").status_code == 200
+                assert http.get("/tareas").json() == []
+                assert answers == []  # the write is still waiting for the lock
+            wait_until(lambda: answers == [201], timeout=5, what="the write after the lock is free")
+            writer.join(timeout=5)
+    finally:
+        server.close()

@@ -18,6 +18,8 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +97,8 @@ class TaskStore:
     def __init__(self, path: Path, server: str) -> None:
         self.path = path
         self.server = server
-        self._thread_lock = threading.Lock()
+        self._writer_lock = threading.Lock()  # writers of this process queue here, cheaply
+        self._cache_lock = threading.Lock()  # guards the snapshot; never held while waiting
         lock_path = path.with_name(path.name + ".lock")
         self._file_lock = FileLock(lock_path, timeout=LOCK_TIMEOUT_SECONDS)
         self._snapshot = _nothing_read()
@@ -108,18 +111,18 @@ class TaskStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise TasksFileError(self.path, f"cannot create its folder: {error.strerror}") from None
-        with self._locked():
+        with self._exclusive():
             for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
                 leftover.unlink(missing_ok=True)
             if not self.path.exists():
                 self._replace([])
 
     def list(self) -> list[Task]:
-        with self._thread_lock:
+        with self._cache_lock:
             return self._load().tasks
 
     def get(self, task_id: int) -> Task:
-        with self._thread_lock:
+        with self._cache_lock:
             return _find(self._load(), task_id)
 
     def count(self) -> int:
@@ -130,7 +133,7 @@ class TaskStore:
         self, title: str, completed: bool = False, idempotency_key: str | None = None
     ) -> tuple[Task, bool]:
         """Add a task; with a key already in the file, return that task and ``True`` instead."""
-        with self._locked():
+        with self._exclusive():
             snapshot = self._load()
             if idempotency_key and idempotency_key in snapshot.by_key:
                 return snapshot.by_key[idempotency_key], True
@@ -150,7 +153,7 @@ class TaskStore:
 
     def update(self, task_id: int, changes: dict[str, Any]) -> Task:
         """Apply ``changes`` (title and/or completed) and stamp ``updated_at``."""
-        with self._locked():
+        with self._exclusive():
             snapshot = self._load()
             old = _find(snapshot, task_id)
             new = {**old, **changes, "updated_at": utc_now_iso()}
@@ -158,7 +161,7 @@ class TaskStore:
             return new
 
     def delete(self, task_id: int) -> Task:
-        with self._locked():
+        with self._exclusive():
             snapshot = self._load()
             old = _find(snapshot, task_id)
             self._replace([task for task in snapshot.tasks if task is not old])
@@ -167,7 +170,7 @@ class TaskStore:
     def problem(self) -> str | None:
         """Why the file is unusable right now, or None when reads and writes can proceed."""
         try:
-            with self._thread_lock:
+            with self._cache_lock:
                 self._load()
         except TasksFileError as error:
             return str(error)
@@ -177,8 +180,24 @@ class TaskStore:
 
     # -- reading and writing the file ------------------------------------------------------
 
-    def _locked(self) -> _BothLocks:
-        return _BothLocks(self._thread_lock, self._file_lock, self.path)
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """The right to change the file: this process's writers queue on a thread lock, then
+        the cross-process file lock, then the cache (so readers wait only for the change)."""
+        with self._writer_lock:
+            try:
+                self._file_lock.acquire(poll_interval=LOCK_POLL_SECONDS)
+            except Timeout:
+                problem = f"is locked by another process for more than {LOCK_TIMEOUT_SECONDS} s"
+                raise TasksFileError(self.path, problem) from None
+            except OSError as error:
+                problem = f"its lock file cannot be created: {error.strerror}"
+                raise TasksFileError(self.path, problem) from None
+            try:
+                with self._cache_lock:
+                    yield
+            finally:
+                self._file_lock.release()
 
     def _load(self) -> Snapshot:
         """The file's current content; the cache when it is provably unchanged. Missing: []."""
@@ -227,34 +246,6 @@ class TaskStore:
             self._snapshot = _nothing_read()
             raise TasksFileError(self.path, f"cannot be written: {error.strerror}") from None
         return (stat.st_ino, stat.st_size, stat.st_mtime_ns), raw
-
-
-class _BothLocks:
-    """The in-process lock first (threads queue cheaply), then the cross-process file lock."""
-
-    def __init__(self, thread_lock: threading.Lock, file_lock: FileLock, path: Path) -> None:
-        self._thread_lock = thread_lock
-        self._file_lock = file_lock
-        self._path = path
-
-    def __enter__(self) -> None:
-        self._thread_lock.acquire()
-        try:
-            self._file_lock.acquire(poll_interval=LOCK_POLL_SECONDS)
-        except Timeout:
-            self._thread_lock.release()
-            raise TasksFileError(
-                self._path, f"is locked by another process for more than {LOCK_TIMEOUT_SECONDS} s"
-            ) from None
-        except OSError as error:
-            self._thread_lock.release()
-            raise TasksFileError(
-                self._path, f"its lock file cannot be created: {error.strerror}"
-            ) from None
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._file_lock.release()
-        self._thread_lock.release()
 
 
 def _find(snapshot: Snapshot, task_id: int) -> Task:
