@@ -70,6 +70,10 @@ install_packages() {
 }
 
 start_dockerd() {
+    # A pid file left by a run that never stopped its dockerd names nothing we own any more.
+    if [ -f "$PIDFILE" ] && [ "$(cat "/proc/$(cat "$PIDFILE")/comm" 2>/dev/null)" != dockerd ]; then
+        rm -f "$PIDFILE"
+    fi
     docker info >/dev/null 2>&1 && return 0
     [ "$(id -u)" -eq 0 ] || give_up "no Docker engine answers and not root, cannot start dockerd"
     say "starting dockerd (log $DOCKERD_LOG; stop it with: bash .ci/docker-setup.sh stop)"
