@@ -74,13 +74,20 @@ def _duration(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "exit codes / códigos de salida: 0 ok, 1 lost tasks or unexpected errors /"
+        " tareas perdidas o errores inesperados, 2 no balancer / sin balanceador,"
+        " 130 interrupted / interrumpido. See docs/client.md."
+    )
     parser.add_argument(
         "--url",
+        metavar="URL",
         default=_env("url", "http://localhost:8080"),
         help="the balancer's URL (env TICSLAB_URL; default %(default)s)",
     )
     parser.add_argument(
         "--name",
+        metavar="NAME",
         type=_client_name,
         default=_env("name", "client1"),
         help="this client's name, the prefix of its task titles, e.g. client1-000042"
@@ -89,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bound = parser.add_mutually_exclusive_group()
     bound.add_argument(
         "--tasks",
+        metavar="N",
         type=_positive_int,
         default=None,
         help=f"create exactly N tasks that stay, then stop (env TICSLAB_TASKS; default"
@@ -96,24 +104,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     bound.add_argument(
         "--duration",
+        metavar="D",
         type=_duration,
         default=None,
         help="run for this long instead, e.g. 30s or 2m (env TICSLAB_DURATION)",
     )
     parser.add_argument(
         "--concurrency",
+        metavar="N",
         type=_positive_int,
         default=_env("concurrency", "10"),
         help="virtual users working at once (env TICSLAB_CONCURRENCY; default %(default)s)",
     )
     parser.add_argument(
         "--rate",
+        metavar="R",
         type=_rate,
         default=_env("rate", "0"),
         help="requests per second in total, 0 for no limit (env TICSLAB_RATE; default %(default)s)",
     )
     parser.add_argument(
         "--errors",
+        metavar="SHARE",
         type=_error_share,
         default=_env("errors", "0.1"),
         help="share of operations that force a 400, 404 or 500 (env TICSLAB_ERRORS;"
@@ -121,24 +133,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--json",
+        metavar="PATH",
         type=Path,
         default=_env("json", None),
         help="also write the report as JSON to this file (env TICSLAB_JSON)",
     )
     parser.add_argument(
         "--wait",
+        metavar="D",
         type=_duration,
         default=_env("wait", "30s"),
         help="how long to wait for the balancer's /health (env TICSLAB_WAIT; default %(default)s)",
     )
     parser.add_argument(
         "--timeout",
+        metavar="D",
         type=_duration,
         default=_env("timeout", "10s"),
         help="timeout of one request (env TICSLAB_TIMEOUT; default %(default)s)",
     )
     parser.add_argument(
         "--progress-every",
+        metavar="D",
         type=_duration,
         default=_env("progress_every", "5s"),
         help="seconds between two progress lines when not on a terminal"
