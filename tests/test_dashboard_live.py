@@ -187,3 +187,17 @@ async def test_disconnected_banner_appears_and_clears(
             assert str(app.query_one("#connection").content) == "DISCONNECTED"
         finally:
             balancer.close()
+
+
+async def test_a_refused_action_is_explained_in_words(stack: ServiceProcess) -> None:
+    app = dashboard(stack.url, token="not-the-token")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.status, "the first poll")
+        await pilot.press("a")
+        messages = await until(
+            pilot,
+            lambda: [n.message for n in app._notifications if "token" in n.message],
+            "a notification about the token",
+        )
+        assert "refused: wrong or missing token" in messages[0]
+    assert status(stack.url)["algorithm"] == app.status["algorithm"]

@@ -4,6 +4,7 @@ read-only guard, event bookkeeping, and the layout with 1 to 16 servers at 100x3
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 
 import httpx
@@ -144,3 +145,32 @@ async def test_layout_fits_100x30(servers: int) -> None:
         assert table.scrollable_content_region.height >= 4
         for panel in (app.errors_panel, app.tasks_panel, app.events_panel):
             assert panel.region.height >= 8 and panel.region.right <= 100
+
+
+async def test_a_slow_balancer_never_gets_overlapping_polls() -> None:
+    """Each /status takes longer than the refresh period: polls still complete, one at a time."""
+    balancer = FixtureBalancer()
+    active, most, done = 0, 0, 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal active, most, done
+        if request.url.path != "/status":
+            return balancer.handle(request)
+        active += 1
+        most = max(most, active)
+        await asyncio.sleep(0.6)
+        active -= 1
+        done += 1
+        return balancer.handle(request)
+
+    options = Options(url="http://b", token="t", refresh=0.25, lang="en")
+    app = DashboardApp(options, transport=httpx.MockTransport(slow))
+    async with app.run_test(size=(100, 30)) as pilot:
+        deadline = time.monotonic() + 10
+        while done < 3:
+            assert time.monotonic() < deadline, "polls did not complete"
+            await pilot.pause(0.05)
+        await pilot.press("space", "space", "plus")  # a resume or rate change wakes, never stacks
+        await pilot.pause(0.7)
+        assert app.status is not None and app.failures == 0
+    assert most == 1

@@ -1,0 +1,158 @@
+"""CPU used by the dashboard at 1 Hz against a running stack, as % of one core.
+
+Starts ``ticslab up`` (balancer, 2 task servers, 1 client emulator) on free loopback ports,
+then runs, one after the other, each in its own 100x30 pseudo-terminal for ``--seconds``:
+  * reference: a bare Textual app (Header, Static, Footer) idling;
+  * dashboard: ``python -m dashboard --refresh 1`` polling the stack.
+CPU is read from /proc/<pid>/stat after a warm-up, so start-up is not counted. Everything is
+bounded in time and stopped at the end. Linux only.
+
+    .venv/bin/python bench/bench_dashboard.py [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import pty
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from support import free_port  # noqa: E402
+
+WARM_UP = 5.0
+TICKS = os.sysconf("SC_CLK_TCK")
+REFERENCE_APP = """
+from textual.app import App
+from textual.widgets import Footer, Header, Static
+class Reference(App):
+    def compose(self):
+        yield Header(); yield Static("reference"); yield Footer()
+Reference().run()
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def in_terminal(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``args`` on a new 100x30 pseudo-terminal whose output is drained and dropped."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT)
+    os.close(slave)
+
+    def drain() -> None:
+        try:
+            while os.read(master, 65536):
+                pass
+        except OSError:
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    return proc, master
+
+
+def measure(args: list[str], seconds: float, env: dict[str, str]) -> float:
+    """% of one core used by ``args`` over ``seconds`` after the warm-up."""
+    proc, master = in_terminal(args, env)
+    try:
+        time.sleep(WARM_UP)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{args} exited with {proc.returncode}")
+        cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(seconds)
+        cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
+    finally:
+        os.write(master, b"q")
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return 100 * (cpu1 - cpu0) / (wall1 - wall0)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_stack(data: Path, token: str) -> tuple[subprocess.Popen[bytes], str]:
+    port, first = free_port(), free_port()
+    while first + 1 == port or not port_is_free(first + 1):
+        first = free_port()
+    args = [sys.executable, "-m", "services.cli", "up", "--servers", "2", "--clients", "1"]
+    args += ["--balancer-port", str(port), "--first-server-port", str(first)]
+    args += ["--data-dir", str(data), "--token", token]
+    env = {**os.environ, "TICSLAB_TOKEN_FILE": str(data / "token")}
+    stack = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/status", timeout=1).json()["servers_up"] == 2:
+                return stack, url
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    stack.terminate()
+    raise RuntimeError("the stack did not come up within 30 s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured window (max 600)")
+    seconds = min(parser.parse_args().seconds, 600.0)
+    token = secrets.token_urlsafe(16)
+    env = {**os.environ, "TERM": "xterm-256color", "LANG": "C.UTF-8"}
+    data = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
+    stack, url = start_stack(data, token)
+    try:
+        reference = measure([sys.executable, "-c", REFERENCE_APP], seconds, env)
+        dashboard_args = [sys.executable, "-m", "dashboard", "--url", url, "--refresh", "1"]
+        dashboard = measure([*dashboard_args, "--token", token], seconds, env)
+        requests = httpx.get(url + "/status", timeout=5).json()["requests_total"]
+    finally:
+        stack.send_signal(signal.SIGINT)
+        try:
+            stack.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            stack.kill()
+        shutil.rmtree(data, ignore_errors=True)
+    load = os.getloadavg()[0]
+    cores = os.cpu_count()
+    print(f"window {seconds:.0f} s per app, 100x30 pty, load average {load:.2f}, {cores} cores")
+    print(f"stack served {requests} requests (1 client emulator) during the run")
+    print(f"reference bare Textual app : {reference:5.2f} % of one core")
+    print(f"dashboard at 1 Hz          : {dashboard:5.2f} % of one core (target < 5 %)")
+    if reference > 0:
+        print(f"ratio dashboard / reference: {dashboard / reference:5.1f}x")
+    return 0 if dashboard < 5.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
