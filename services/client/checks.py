@@ -69,10 +69,10 @@ async def check_losses(client: httpx.AsyncClient, kept: list[tuple[int, str]]) -
             response = await client.get(TASKS_PATH)
             response.raise_for_status()
             tasks = response.json()
-        except (httpx.HTTPError, ValueError) as error:
+            present = {task.get("id"): task.get("title") for task in tasks}
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as error:
             check.error = f"could not list the tasks / no se pudo listar las tareas: {error}"
             continue
-        present = {task.get("id"): task.get("title") for task in tasks}
         lost = [title for task_id, title in kept if present.get(task_id) != title]
         check.listed = len(tasks)
         check.lost_count = len(lost)

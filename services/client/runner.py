@@ -60,6 +60,15 @@ def describe_failure(error: httpx.HTTPError) -> str:
     return "transport_error"
 
 
+def _task_in(response: httpx.Response) -> dict[str, Any] | None:
+    """The task a create answered with, or None when the body is not a task."""
+    try:
+        task = response.json()
+    except ValueError:
+        return None
+    return task if isinstance(task, dict) and isinstance(task.get("id"), int) else None
+
+
 class Load:
     """Runs the plan's operations against the balancer and records every request."""
 
@@ -150,7 +159,7 @@ class Load:
             if response is None or response.status_code >= 500:
                 continue
             if response.status_code in (200, 201):
-                return response.json()
+                return _task_in(response)
             return None  # a 4xx: asking again would get the same answer
         return None
 
