@@ -27,11 +27,12 @@ class Stack:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     tasks_file = tmp_path / "tasks.json"
-    servers = [taskserver(f"server{i}", tasks_file) for i in (1, 2)]
+    names = ("server1", "server2")
+    servers = [taskserver(name, tasks_file) for name in names]
     port = free_port()
     args = ["balancer", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    for server in servers:
-        args += ["--backend", f"{server.args[2]}={server.url}"]
+    for name, server in zip(names, servers, strict=True):
+        args += ["--backend", f"{name}={server.url}"]
     args += ["--check-interval", "0.2", "--fast-check-interval", "0.1", "--check-timeout", "0.5"]
     balancer = ServiceProcess(args, port, env={"TICSLAB_TOKEN": "client-stack-tests"})
     try:
