@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,7 @@ def create_app(settings: Settings) -> Starlette:
     uptime = Uptime()
 
     async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
-        return await to_thread.run_sync(partial(function, *args))
+        return await to_thread.run_sync(function, *args)
 
     async def list_tasks(request: Request) -> Response:
         return OrjsonResponse(await in_thread(store.list))
@@ -128,10 +127,12 @@ def create_app(settings: Settings) -> Starlette:
     async def prometheus(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    async def fault(request: Request) -> Response:
+    async def get_fault(request: Request) -> Response:
         _require_token(request, settings.token)
-        if request.method == "GET":
-            return OrjsonResponse(faults.describe())
+        return OrjsonResponse(faults.describe())
+
+    async def set_fault(request: Request) -> Response:
+        _require_token(request, settings.token)
         return OrjsonResponse(faults.set(parse_object(await read_body(request))))
 
     routes = [
@@ -151,7 +152,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/info", info, methods=["GET"]),
         Route("/errors/stats", error_stats, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
-        Route("/admin/fault", fault, methods=["GET", "PUT"]),
+        Route("/admin/fault", get_fault, methods=["GET"]),
+        Route("/admin/fault", set_fault, methods=["PUT"]),
     ]
     return Starlette(
         routes=routes,
