@@ -34,6 +34,7 @@ LOCK_TIMEOUT_SECONDS = 10.0
 # flock has no blocking call with a timeout, so waiters poll; filelock's default (50 ms) would
 # add tens of ms to every contended write. One waiter per process, so 1 ms polls are cheap.
 LOCK_POLL_SECONDS = 0.001
+WINDOWS_RENAME_ATTEMPTS = 50
 # File mtimes come from a coarse kernel clock (a tick of up to ~10 ms); anything modified more
 # recently than this may share its mtime with a later write, so its bytes are compared.
 RACY_WINDOW_NS = 100_000_000
@@ -239,7 +240,7 @@ class TaskStore:
                 handle.flush()
                 os.fsync(handle.fileno())
                 stat = os.fstat(handle.fileno())
-            os.replace(temporary, self.path)
+            _rename_over(temporary, self.path)
             _fsync_folder(self.path.parent)
         except OSError as error:
             temporary.unlink(missing_ok=True)
@@ -286,8 +287,24 @@ def _parse(raw: bytes, path: Path) -> list[Task]:
     return data
 
 
+def _rename_over(source: Path, target: Path) -> None:
+    """``os.replace``; on Windows it fails while a reader has the target open, so retry briefly
+    there (readers hold it for a few ms)."""
+    for attempt in range(WINDOWS_RENAME_ATTEMPTS):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            if os.name != "nt" or attempt == WINDOWS_RENAME_ATTEMPTS - 1:
+                raise
+            time.sleep(0.01)
+
+
 def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (it lives in the folder's entry list)."""
+    """Make the rename itself durable (it lives in the folder's entry list). Windows cannot
+    open a folder as a file; NTFS journals the rename itself."""
+    if os.name == "nt":
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
