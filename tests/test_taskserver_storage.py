@@ -14,6 +14,7 @@ import pytest
 from filelock import FileLock
 from support import ServiceProcess, taskserver, wait_until
 
+from services.taskserver import storage
 from services.taskserver.storage import TaskStore
 
 
@@ -219,3 +220,42 @@ def test_reads_and_health_do_not_wait_for_a_held_file_lock(tmp_path: Path) -> No
             writer.join(timeout=5)
     finally:
         server.close()
+
+
+def test_tasks_another_server_appended_are_read_without_a_full_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "tasks.json"
+    mine, theirs = TaskStore(path, "server1"), TaskStore(path, "server2")
+    mine.prepare()
+    mine.create("first")
+    theirs.create("second", idempotency_key="k-2")
+    theirs.create("third")
+    full_parses: list[bytes] = []
+    real_parse = storage._parse
+
+    def counting_parse(raw: bytes, where: Path) -> list[dict]:
+        full_parses.append(raw)
+        return real_parse(raw, where)
+
+    monkeypatch.setattr(storage, "_parse", counting_parse)
+
+    assert [task["title"] for task in mine.list()] == ["first", "second", "third"]
+    assert full_parses == []
+    replay, replayed = mine.create("second again", idempotency_key="k-2")  # index extended too
+    assert replayed and replay["server"] == "server2"
+    assert mine.create("fourth")[0]["id"] == 4
+    assert mine.list() == orjson.loads(path.read_bytes())
+
+
+def test_changes_other_than_appends_are_parsed_in_full(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.json"
+    mine, theirs = TaskStore(path, "server1"), TaskStore(path, "server2")
+    mine.prepare()
+    mine.create("first")
+    mine.list()
+    theirs.update(1, {"completed": True})
+    assert mine.get(1)["completed"] is True
+    raw = path.read_bytes()
+    path.write_bytes(raw[: -len(b"\n]\n")] + b',\n  {"id": 1, "title": "twin"}\n]\n')
+    assert "appears twice" in (mine.problem() or "")
