@@ -78,16 +78,16 @@ class HealthChecker:
     async def _run(self, server: Server) -> None:
         waker = self._wakers[server]
         while True:
+            started = time.monotonic()
             if server.state != MAINT:
-                ok = await self.check(server)
-                if (
-                    ok
-                    and time.monotonic() - server.server_errors_at
-                    >= self.config.server_stats_interval
-                ):
+                passed = await self.check(server)
+                stats_age = time.monotonic() - server.server_errors_at
+                if passed and stats_age >= self.config.server_stats_interval:
                     await self.fetch_server_errors(server)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waker.wait(), self._interval(server))
+                # Fixed rate: the interval runs from the start of a check, not from its end.
+                pause = started + self._interval(server) - time.monotonic()
+                await asyncio.wait_for(waker.wait(), max(0.0, pause))
             waker.clear()
 
     def _interval(self, server: Server) -> float:
