@@ -80,6 +80,12 @@ def test_ids_are_increasing_integers(client: httpx.Client) -> None:
     assert len(set(ids)) == 5
 
 
+def test_deleting_the_newest_task_does_not_free_its_id(client: httpx.Client) -> None:
+    newest = client.post("/tareas", json={"title": "borrada"}).json()["id"]
+    assert client.delete(f"/tareas/{newest}").status_code == 200
+    assert client.post("/tareas", json={"title": "nueva"}).json()["id"] == newest + 1
+
+
 def test_simulated_errors_answer_500_json(client: httpx.Client) -> None:
     for response in (client.post("/api/tasks/simulate-error"), client.get("/error500")):
         assert response.status_code == 500

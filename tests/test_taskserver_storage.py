@@ -86,7 +86,9 @@ def test_reads_follow_changes_made_by_another_server(
     assert httpx.get(one.url + f"/tareas/{task['id']}").json() == task
     (tmp_path / "tasks.json").write_text("[]\n")  # the handout's reset
     assert httpx.get(one.url + "/tareas").json() == []
-    assert httpx.post(one.url + "/tareas", json={"title": "again"}).json()["id"] == 1
+    again = httpx.post(one.url + "/tareas", json={"title": "again"}).json()
+    assert httpx.get(two.url + "/tareas").json() == [again]
+    assert again["id"] > task["id"]  # ids are never reused, even across a reset
 
 
 def test_same_size_rewrite_within_one_mtime_tick_is_not_served_from_cache(

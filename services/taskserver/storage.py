@@ -13,6 +13,7 @@ mtime is also compared byte for byte with the bytes the cache came from.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import threading
@@ -123,6 +124,8 @@ class TaskStore:
         self._writer_lock = threading.Lock()  # writers of this process queue here, cheaply
         self._cache_lock = threading.Lock()  # guards the snapshot; never held while waiting
         lock_path = path.with_name(path.name + ".lock")
+        # The highest id ever handed out: deleting the newest task must not free its id.
+        self._last_id_path = path.with_name(path.name + ".lastid")
         self._file_lock = FileLock(lock_path, timeout=LOCK_TIMEOUT_SECONDS)
         self._snapshot = _nothing_read()
 
@@ -162,7 +165,7 @@ class TaskStore:
                 return snapshot.by_key[idempotency_key], True
             now = utc_now_iso()
             task: Task = {
-                "id": snapshot.next_id,
+                "id": max(snapshot.next_id, self._last_id() + 1),
                 "title": title,
                 "completed": completed,
                 "created_at": now,
@@ -172,6 +175,7 @@ class TaskStore:
             }
             signature, raw = self._write([*snapshot.tasks, task])
             self._snapshot = snapshot.plus([task], signature, raw, settled=False)
+            self._remember_last_id(task["id"])
             return task, False
 
     def update(self, task_id: int, changes: dict[str, Any]) -> Task:
@@ -250,6 +254,18 @@ class TaskStore:
         else:
             self._snapshot = Snapshot(signature, raw, _parse(raw, self.path), settled)
         return self._snapshot
+
+    def _last_id(self) -> int:
+        """The id high-water mark; 0 when its file is missing or unreadable."""
+        try:
+            return int(self._last_id_path.read_bytes())
+        except (OSError, ValueError):
+            return 0
+
+    def _remember_last_id(self, task_id: int) -> None:
+        """Best effort: without it, ids stay unique among stored tasks (max id + 1)."""
+        with contextlib.suppress(OSError):
+            self._last_id_path.write_bytes(str(task_id).encode())
 
     def _replace(self, tasks: list[Task]) -> None:
         """Write ``tasks`` and remember them as the current version."""
