@@ -75,7 +75,7 @@ class BalancerApp:
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
-    return json_error(error.status_code, error.detail, **({"path": request.url.path}))
+    return json_error(error.status_code, error.detail, path=request.url.path)
 
 
 def create_app(config: BalancerConfig) -> BalancerApp:
