@@ -6,6 +6,7 @@ Each driver action is checked on the real process (gone, frozen, back) and in ``
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -246,3 +247,57 @@ def test_balancer_without_token_generates_one_for_its_owner_only(tmp_path: Path)
     finally:
         balancer.close()
     assert token in (balancer.proc.stderr.read().decode() if balancer.proc.stderr else "")
+
+
+class Writer:
+    """POST /tareas straight to one task server in a loop (bounded), timing each write."""
+
+    def __init__(self, url: str, limit: int = 3000) -> None:
+        self.url, self.limit = url, limit
+        self.seconds: list[float] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=20) as client:
+            while not self._stop.is_set() and len(self.seconds) < self.limit:
+                started = time.monotonic()
+                try:
+                    answer = client.post(self.url + "/tareas", json={"title": "w"})
+                except httpx.HTTPError as error:
+                    self.failures.append(repr(error))
+                    continue
+                self.seconds.append(time.monotonic() - started)
+                if answer.status_code != 201:
+                    self.failures.append(f"{answer.status_code}: {answer.text}")
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def test_pause_never_freezes_a_server_holding_the_tasks_file_lock(stack: UpStack) -> None:
+    """Pausing server2 while it writes must never stall writes on server1 (shared lock)."""
+    one, two = (f"http://127.0.0.1:{port}" for port in stack.server_ports)
+    busy = [Writer(two) for _ in range(3)]  # server2 holds the lock often
+    with Writer(one) as measured, busy[0], busy[1], busy[2]:
+        for _ in range(12):
+            resumed = len(busy[0].seconds)
+            wait_until(lambda: len(busy[0].seconds) > resumed, what="server2 writing")  # noqa: B023
+            assert post(stack, "/control/servers/server2/pause").status_code == 200
+            try:
+                mark = len(measured.seconds)
+                wait_until(
+                    lambda: len(measured.seconds) >= mark + 3,  # noqa: B023
+                    timeout=3,
+                    what="writes on server1 while server2 is frozen",
+                )
+            finally:
+                assert post(stack, "/control/servers/server2/unpause").status_code == 200
+    assert measured.failures == [] and all(w.failures == [] for w in busy)
+    assert max(measured.seconds) < 1.0, max(measured.seconds)

@@ -50,6 +50,11 @@ class StackOptions:
     def tasks_file(self) -> Path:
         return self.data_dir / "tasks.json"
 
+    @property
+    def lock_file(self) -> Path:
+        """The lock every task server takes to write tasks.json (services/taskserver/storage)."""
+        return self.data_dir / "tasks.json.lock"
+
     def problems(self) -> list[str]:
         """Why these options cannot work, in words (empty when they can)."""
         found = []
@@ -83,9 +88,8 @@ def plan(options: StackOptions, token: str, supervisor_url: str) -> list[Process
             "taskserver", "--name", name, "--host", HOST, "--port", str(port),
             "--tasks-file", str(options.tasks_file),
         )  # fmt: skip
-        specs.append(
-            ProcessSpec(name, "taskserver", argv, env, port, f"http://{HOST}:{port}/health")
-        )
+        health = f"http://{HOST}:{port}/health"
+        specs.append(ProcessSpec(name, "taskserver", argv, env, port, health, options.lock_file))
     backends = [f"--backend={s.name}=http://{HOST}:{s.port}" for s in specs]
     balancer = python_command(
         "balancer", "--host", HOST, "--port", str(options.balancer_port),
