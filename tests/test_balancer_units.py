@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import Counter
@@ -13,6 +14,7 @@ from services.balancer import algorithms
 from services.balancer.app import OwnedPaths
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig, env_defaults, parse_backends
+from services.balancer.drivers import DriverUnsupported, choose_driver
 from services.balancer.proxy import may_retry
 from services.balancer.server import Server
 
@@ -249,3 +251,12 @@ def test_a_check_timeout_while_live_traffic_is_answered_is_not_counted() -> None
     for _ in range(2):
         balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
     assert server.state == "DOWN"
+
+
+def test_driver_none_by_choice_says_so_and_how_to_get_one() -> None:
+    driver = asyncio.run(choose_driver("none", "token"))
+    with pytest.raises(DriverUnsupported) as refused:
+        asyncio.run(driver.perform("server1", "pause"))
+    message = str(refused.value)
+    assert "'pause' needs a driver" in message and "set to none" in message
+    assert "mount /var/run/docker.sock" in message and "`ticslab up`" in message

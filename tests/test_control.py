@@ -198,10 +198,14 @@ def test_balancer_states_faults_and_stats_reset(stack: UpStack) -> None:
 
 @pytest.mark.parametrize(
     ("driver", "status", "words"),
-    [("none", 409, "needs a driver"), ("local", 502, "supervisor")],
+    [
+        # auto, outside `ticslab up` and with no Docker socket: the reason says exactly that
+        ("auto", 409, ["no Docker socket at /nonexistent/docker.sock", "`ticslab up`"]),
+        ("local", 502, ["supervisor"]),
+    ],
 )
 def test_driver_cannot_is_409_and_driver_failure_is_502(
-    tmp_path: Path, driver: str, status: int, words: str
+    tmp_path: Path, driver: str, status: int, words: list[str]
 ) -> None:
     from support import ServiceProcess, free_port
 
@@ -209,7 +213,11 @@ def test_driver_cannot_is_409_and_driver_failure_is_502(
     nobody = f"http://127.0.0.1:{free_port()}"  # a supervisor that is not there
     args = ["balancer", "--port", str(port), "--driver", driver, "--token", "t0ken"]
     backend = ["--backend", f"server1=http://127.0.0.1:{free_port()}"]
-    env = {"TICSLAB_SUPERVISOR_URL": nobody, "TICSLAB_TOKEN_FILE": str(tmp_path / "token")}
+    env = {
+        "TICSLAB_SUPERVISOR_URL": nobody if driver == "local" else "",
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+        "TICSLAB_TOKEN_FILE": str(tmp_path / "token"),
+    }
     balancer = ServiceProcess([*args, *backend], port, env).start()
     try:
         answer = httpx.post(
@@ -217,8 +225,13 @@ def test_driver_cannot_is_409_and_driver_failure_is_502(
             headers={"Authorization": "Bearer t0ken"},
         )
         assert answer.status_code == status
-        assert words in answer.json()["error"]
-        assert httpx.get(balancer.url + "/control").json()["driver"] == driver
+        for word in words:
+            assert word in answer.json()["error"]
+        overview = httpx.get(balancer.url + "/control").json()
+        assert overview["driver"] == ("none" if driver == "auto" else driver)
+        if driver == "auto":
+            assert "no Docker socket" in overview["driver_missing"]
+            assert "mount /var/run/docker.sock" in answer.json()["error"]  # how to enable it
         drain = httpx.post(
             balancer.url + "/control/servers/server1/drain",
             headers={"Authorization": "Bearer t0ken"},

@@ -102,10 +102,12 @@ class Control:
                 "process": processes.get(server.name),
                 "actions": [*driven, *ADMIN_ACTIONS, "fault"],
             }
+        none = self.driver if isinstance(self.driver, NoneDriver) else None
         return JSONResponse(
             {
                 "driver": self.driver.name,
                 "driver_error": driver_error,
+                "driver_missing": none.reason if none else None,
                 "servers": servers,
                 "algorithm": self.balancer.algorithm,
                 "algorithms": list(ALGORITHMS),

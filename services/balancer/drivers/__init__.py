@@ -12,6 +12,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 DRIVER_ACTIONS = ("stop", "start", "kill", "restart", "pause", "unpause")
+ENABLE = (
+    "To get one: with Docker Compose, mount /var/run/docker.sock into the balancer "
+    "(docker-compose.override.yml does; `docker compose up` reads it unless -f names the files); "
+    "without Docker, start the whole stack with `ticslab up`. drain, maint, ready, faults and "
+    "the algorithm work without a driver"
+)
+NOT_UP = "it was not started by `ticslab up` (no TICSLAB_SUPERVISOR_URL)"
 
 
 class DriverUnsupported(Exception):
@@ -42,17 +49,20 @@ class Driver(Protocol):
 
 
 class NoneDriver:
-    """No driver: only the balancer's own actions are available."""
+    """No driver: only the balancer's own actions are available; ``reason`` says why."""
 
     name = "none"
     actions: tuple[str, ...] = ()
+
+    def __init__(self, reason: str = "the driver was set to none (--driver / TICSLAB_DRIVER)"):
+        self.reason = reason
 
     async def processes(self) -> dict[str, str]:
         return {}
 
     async def perform(self, server: str, action: str) -> dict[str, Any]:
         raise DriverUnsupported(
-            f"'{action}' needs a driver: start the stack with `ticslab up` or docker compose"
+            f"'{action}' needs a driver and this balancer has none: {self.reason}. {ENABLE}"
         )
 
     async def aclose(self) -> None:
@@ -84,12 +94,13 @@ async def choose_driver(kind: str, token: str) -> Driver:
     if kind in ("docker", "auto"):
         from services.balancer.drivers.docker import DockerDriver
 
-        if kind == "auto" and not docker_socket_path().exists():
-            return NoneDriver()
+        path = docker_socket_path()
+        if kind == "auto" and not path.exists():
+            return NoneDriver(f"{NOT_UP}, and it sees no Docker socket at {path}")
         try:
-            return await DockerDriver.connect(docker_socket_path())
-        except DriverFailure:
+            return await DockerDriver.connect(path)
+        except DriverFailure as error:
             if kind == "docker":
                 raise
-            return NoneDriver()
+            return NoneDriver(f"{NOT_UP}, and the Docker socket at {path} did not work: {error}")
     raise DriverFailure(f"unknown driver '{kind}': use auto, docker, local or none")
