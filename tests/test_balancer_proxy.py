@@ -99,6 +99,22 @@ def test_error_statuses_pass_through_and_do_not_mark_servers_down(
     assert [s["state"] for s in status_of(balancer)["servers"]] == ["UP", "UP"]
 
 
+def test_timeline_starts_with_the_start_and_each_servers_first_verdict(
+    balancer: ServiceProcess,
+) -> None:
+    wait_until(
+        lambda: len(httpx.get(balancer.url + "/events").json()["events"]) >= 3,
+        what="the first events",
+    )
+    start, *rest = httpx.get(balancer.url + "/events").json()["events"]
+    assert start["id"] == 1 and start["kind"] == "start" and start["algorithm"] == "round_robin"
+    assert list(start["servers"]) == ["server1", "server2"]
+    assert "round_robin" in start["reason"] and "server1, server2" in start["reason"]
+    first = {e["server"]: e for e in rest if e["kind"] == "state" and e["from"] is None}
+    assert {name: e["to"] for name, e in first.items()} == {"server1": "UP", "server2": "UP"}
+    assert first["server1"]["reason"] == "first verdict: check passed (200 OK)"
+
+
 def test_round_robin_alternates_exactly(balancer: ServiceProcess) -> None:
     names = [httpx.get(balancer.url + "/echo").headers["x-upstream-server"] for _ in range(6)]
     assert names in (["server1", "server2"] * 3, ["server2", "server1"] * 3)

@@ -260,3 +260,18 @@ def test_driver_none_by_choice_says_so_and_how_to_get_one() -> None:
     message = str(refused.value)
     assert "'pause' needs a driver" in message and "set to none" in message
     assert "mount /var/run/docker.sock" in message and "`ticslab up`" in message
+
+
+def test_each_servers_first_verdict_is_an_event_and_only_the_first() -> None:
+    balancer = make_balancer(fall=2)
+    one, two = balancer.get("server1"), balancer.get("server2")
+    for _ in range(3):
+        balancer.record_check(one, True, 200, "200 OK", 1.0)
+    balancer.record_check(two, False, None, "connection refused", 1.0)
+    balancer.record_check(two, False, None, "connection refused", 1.0)
+    balancer.record_check(two, True, 200, "200 OK", 1.0)
+    changes = [(e["server"], e["from"], e["to"], e["reason"]) for e in balancer.events.since(0)]
+    assert changes == [
+        ("server1", None, "UP", "first verdict: check passed (200 OK)"),
+        ("server2", "UP", "DOWN", "2 checks failed: connection refused"),  # a change says it
+    ]

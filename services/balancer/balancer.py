@@ -39,6 +39,15 @@ class Balancer:
         self.health = HealthChecker(self, config)
 
     async def start(self) -> None:
+        """Record the start on the timeline, then begin checking every server."""
+        names = ", ".join(server.name for server in self.servers) or "none yet"
+        self.events.add(
+            "start",
+            None,
+            algorithm=self.algorithm,
+            servers={server.name: server.url for server in self.servers},
+            reason=f"balancer started: algorithm {self.algorithm}, servers {names}",
+        )
         await self.health.start(self.servers)
 
     async def stop(self) -> None:
@@ -71,6 +80,7 @@ class Balancer:
 
     def _transition(self, server: Server, to: str, reason: str, **fields: Any) -> None:
         previous = server.enter(to)
+        server.announced = True
         if to == UP:
             server.live_failures = 0
         self._refresh_up()
@@ -102,6 +112,8 @@ class Balancer:
         if ok:
             server.consecutive_successes += 1
             server.consecutive_failures = 0
+            if not server.announced and server.state == UP:
+                self._announce(server, f"first verdict: check passed ({detail})")
             if not server.healthy and server.consecutive_successes >= self.config.rise:
                 self._set_health(server, True, f"{server.consecutive_successes} checks passed")
         else:
@@ -110,6 +122,12 @@ class Balancer:
             if server.healthy and server.consecutive_failures >= self.config.fall:
                 reason = f"{server.consecutive_failures} checks failed: {detail}"
                 self._set_health(server, False, reason)
+
+    def _announce(self, server: Server, reason: str) -> None:
+        """A server's first verdict after start, when it confirms the assumed UP (``from``
+        null): so the timeline shows every server at once, not only later changes."""
+        server.announced = True
+        self.events.add("state", server.name, **{"from": None, "to": server.state}, reason=reason)
 
     def record_live_failure(self, server: Server, kind: str, detail: str) -> None:
         """A failure on real traffic: a refused connect is DOWN at once, others count to fall."""

@@ -1,4 +1,5 @@
-"""The timeline the dashboard polls: state changes, control actions, algorithm switches."""
+"""The timeline the dashboard polls: the start, state changes, control actions, algorithm
+switches."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from services.common import utc_now_iso
 
 KEPT_EVENTS = 500
-KINDS = ("state", "control", "algorithm", "discovery", "stats")
+KINDS = ("start", "state", "control", "algorithm", "discovery", "stats")
 
 
 class EventLog:

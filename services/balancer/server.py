@@ -98,6 +98,7 @@ class Server:
         self.healthy = True  # the health verdict, kept while DRAIN hides it from the state
         self.since = time.monotonic()
         self.since_iso = utc_now_iso()
+        self.announced = False  # its first verdict (or any change) is on the timeline
         self.downtime_before = 0.0  # seconds DOWN before the current DOWN period
         self.in_flight = 0
         self.consecutive_failures = 0
