@@ -16,15 +16,13 @@ import asyncio
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 from rich.console import Console
+from stack import start_taskserver
 
 from services.client.config import ClientConfig
 from services.client.session import run_session
@@ -33,29 +31,6 @@ TASKS = 600
 CONCURRENCY = 10
 RATES = (50.0, 100.0, 200.0)
 RATE_SECONDS = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    command = [sys.executable, "-m", "services.cli", "taskserver", "--name", "server1"]
-    command += ["--port", str(port), "--tasks-file", str(path)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url + "/health", timeout=1)
-            return process, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("the task server did not start")
 
 
 async def bare_posts(url: str, count: int) -> int:
@@ -85,17 +60,18 @@ def client_run(url: str, name: str, **settings: float | int | None) -> dict:
 
 def cpu_per_request() -> None:
     with tempfile.TemporaryDirectory() as folder:
-        server, url = start_server(Path(folder) / "tasks.json")
+        server = start_taskserver("server1", Path(folder) / "tasks.json")
         try:
             started = time.process_time()
-            requests = asyncio.run(bare_posts(url, TASKS))
+            requests = asyncio.run(bare_posts(server.url, TASKS))
             bare = (time.process_time() - started) / requests
             started = time.process_time()
-            report = client_run(url, "bench", tasks=TASKS, concurrency=CONCURRENCY, errors=0.1)
+            report = client_run(
+                server.url, "bench", tasks=TASKS, concurrency=CONCURRENCY, errors=0.1
+            )
             client = (time.process_time() - started) / report["requests_total"]
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            server.close()
     print(f"1. client CPU per request ({TASKS} tasks, concurrency {CONCURRENCY}):")
     print(f"   bare httpx POST loop (reference): {bare * 1e6:8.0f} us/request")
     print(
@@ -108,11 +84,11 @@ def cpu_per_request() -> None:
 def rate_accuracy() -> None:
     print(f"2. rate limiting ({RATE_SECONDS:g}s each, concurrency {CONCURRENCY}):")
     with tempfile.TemporaryDirectory() as folder:
-        server, url = start_server(Path(folder) / "tasks.json")
+        server = start_taskserver("server1", Path(folder) / "tasks.json")
         try:
             for rate in RATES:
                 report = client_run(
-                    url, f"rate{rate:g}", tasks=None, duration=RATE_SECONDS, rate=rate
+                    server.url, f"rate{rate:g}", tasks=None, duration=RATE_SECONDS, rate=rate
                 )
                 achieved = report["throughput_rps"]
                 # Without a limit, users can send at most concurrency / latency per second.
@@ -124,8 +100,7 @@ def rate_accuracy() -> None:
                     f" at most {ceiling:.0f} req/s with {CONCURRENCY} users)"
                 )
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            server.close()
 
 
 def main() -> None:

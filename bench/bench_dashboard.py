@@ -18,8 +18,6 @@ import os
 import pty
 import secrets
 import shutil
-import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -30,10 +28,7 @@ import time
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from support import free_port  # noqa: E402
+from stack import ROOT, ServiceProcess, free_run, wait_until
 
 WARM_UP = 5.0
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -92,35 +87,12 @@ def measure(args: list[str], seconds: float, env: dict[str, str]) -> float:
     return 100 * (cpu1 - cpu0) / (wall1 - wall0)
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def start_stack(data: Path, token: str) -> tuple[subprocess.Popen[bytes], str]:
-    port, first = free_port(), free_port()
-    while first + 1 == port or not port_is_free(first + 1):
-        first = free_port()
-    args = [sys.executable, "-m", "services.cli", "up", "--servers", "2", "--clients", "1"]
-    args += ["--balancer-port", str(port), "--first-server-port", str(first)]
-    args += ["--data-dir", str(data), "--token", token]
-    env = {**os.environ, "TICSLAB_TOKEN_FILE": str(data / "token")}
-    stack = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/status", timeout=1).json()["servers_up"] == 2:
-                return stack, url
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        time.sleep(0.2)
-    stack.terminate()
-    raise RuntimeError("the stack did not come up within 30 s")
+def ticslab_up(data: Path, token: str) -> ServiceProcess:
+    """``ticslab up`` with 2 task servers and 1 client emulator (not started yet)."""
+    first = free_run(3)  # server1, server2, then the balancer
+    args = ["up", "--servers", "2", "--clients", "1", "--balancer-port", str(first + 2)]
+    args += ["--first-server-port", str(first), "--data-dir", str(data), "--token", token]
+    return ServiceProcess(args, first + 2, env={"TICSLAB_TOKEN_FILE": str(data / "token")})
 
 
 def main() -> int:
@@ -130,18 +102,21 @@ def main() -> int:
     token = secrets.token_urlsafe(16)
     env = {**os.environ, "TERM": "xterm-256color", "LANG": "C.UTF-8"}
     data = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
-    stack, url = start_stack(data, token)
+    stack = ticslab_up(data, token)
+    url = stack.url
     try:
+        stack.start(health_path="/status", timeout=30)
+        wait_until(
+            lambda: httpx.get(url + "/status", timeout=1).json()["servers_up"] == 2,
+            timeout=30,
+            what="both task servers UP",
+        )
         reference = measure([sys.executable, "-c", REFERENCE_APP], seconds, env)
         dashboard_args = [sys.executable, "-m", "dashboard", "--url", url, "--refresh", "1"]
         dashboard = measure([*dashboard_args, "--token", token], seconds, env)
         requests = httpx.get(url + "/status", timeout=5).json()["requests_total"]
     finally:
-        stack.send_signal(signal.SIGINT)
-        try:
-            stack.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            stack.kill()
+        stack.close()  # SIGTERM: ``ticslab up`` stops its children as on Ctrl+C
         shutil.rmtree(data, ignore_errors=True)
     load = os.getloadavg()[0]
     cores = os.cpu_count()

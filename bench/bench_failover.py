@@ -29,7 +29,6 @@ import io
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-from bench_proxy import free_port, start_balancer, start_haproxy, start_taskserver, stop
+from stack import ServiceProcess, start_balancer, start_haproxy, start_taskserver
 
 WORKERS = 8
 FAIL_AT, RECOVER_AT = 0.25, 0.70  # fractions of the run
@@ -65,8 +64,8 @@ class Run:
 class Proxy:
     """How to ask one balancer whether server1 is UP."""
 
-    def __init__(self, name: str, port: int, stats_port: int | None = None) -> None:
-        self.name, self.url, self.stats_port = name, f"http://127.0.0.1:{port}", stats_port
+    def __init__(self, name: str, url: str, stats_port: int | None = None) -> None:
+        self.name, self.url, self.stats_port = name, url, stats_port
 
     async def server1_state(self, http: aiohttp.ClientSession) -> str:
         if self.stats_port is None:
@@ -134,9 +133,7 @@ async def watch_state(
             await asyncio.sleep(0.05)
 
 
-async def scenario(
-    proxy: Proxy, fault: str, victim: list[subprocess.Popen[bytes]], restart, seconds: float
-) -> Run:
+async def scenario(proxy: Proxy, fault: str, victim: ServiceProcess, seconds: float) -> Run:
     run = Run()
     start = time.monotonic()
     until = start + seconds
@@ -147,15 +144,15 @@ async def scenario(
         watch_state(proxy, run, failed, restarted, until + RESPONSE_TIMEOUT)
     )
     await asyncio.sleep(seconds * FAIL_AT)
-    victim[0].send_signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
+    victim.signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
     failed.append(time.monotonic())
     await asyncio.sleep(seconds * (RECOVER_AT - FAIL_AT))
     restarted.append(time.monotonic())  # from the launch: the new process's start-up counts
     if fault == "kill":
-        victim[0].wait()
-        victim[0] = await asyncio.to_thread(restart)
+        victim.kill()  # reaps the killed process
+        await asyncio.to_thread(victim.start)  # a fresh process on the same port
     else:
-        victim[0].send_signal(signal.SIGCONT)
+        victim.signal(signal.SIGCONT)
     await traffic
     await watcher
     return run
@@ -165,34 +162,25 @@ def measure(kind: str, fault: str, seconds: float) -> Run:
     with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:
         folder = Path(tmp)
         tasks_file = folder / "tasks.json"
-        ports = [free_port(), free_port()]
-        servers = [
-            start_taskserver(f"server{i}", p, tasks_file, TOKEN) for i, p in enumerate(ports, 1)
-        ]
+        servers = [start_taskserver(f"server{n}", tasks_file, token=TOKEN) for n in (1, 2)]
         httpx.put(
-            f"http://127.0.0.1:{ports[0]}/admin/fault",
+            servers[0].url + "/admin/fault",
             json={"mode": "latency", "ms": IN_FLIGHT_MS},
             headers={"Authorization": f"Bearer {TOKEN}"},
         ).raise_for_status()
-        port = free_port()
+        ports = [server.port for server in servers]
         if kind == "balancer":
-            front = start_balancer(port, ports)
-            proxy = Proxy("balancer", port)
+            front = start_balancer(ports)
+            proxy = Proxy("balancer", front.url)
         else:
-            front, stats_port = start_haproxy(port, ports, folder)
-            proxy = Proxy("haproxy", port, stats_port)
+            front, stats_port = start_haproxy(ports, folder)
+            proxy = Proxy("haproxy", front.url, stats_port)
         time.sleep(2.5)  # both proxies have checked both servers
-        victim = [servers[0]]
-
-        def restart() -> subprocess.Popen[bytes]:
-            return start_taskserver("server1", ports[0], tasks_file, TOKEN)
-
         try:
-            run = asyncio.run(scenario(proxy, fault, victim, restart, seconds))
+            run = asyncio.run(scenario(proxy, fault, servers[0], seconds))
         finally:
-            for process in (front, victim[0], servers[1]):
-                os.kill(process.pid, signal.SIGCONT) if process.poll() is None else None
-                stop(process)
+            for process in (front, *servers):
+                process.close()  # wakes a frozen server first
         titles = [task["title"] for task in json.loads(tasks_file.read_text())]
         run.duplicates = len(titles) - len(set(titles))
         missing = set(run.titles) - set(titles)

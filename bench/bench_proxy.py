@@ -15,91 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from string import Template
 
 import httpx
+from stack import ServiceProcess, start_balancer, start_haproxy, start_taskserver
 
 CONNECTIONS = (1, 8, 32, 64)
-HAPROXY_TEMPLATE = Path(__file__).with_name("haproxy.cfg.template")
 PATH = "/tareas"  # the seed's list of tasks: a small JSON array (a few tasks)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise SystemExit(f"{url} did not answer within {seconds} s")
-
-
-def ticslab(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "services.cli", *args]
-    environment = {**os.environ, **(env or {})}
-    return subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment
-    )
-
-
-def start_taskserver(
-    name: str, port: int, tasks_file: Path, token: str | None = None
-) -> subprocess.Popen[bytes]:
-    """A task server; with ``token`` its fault modes can be set (TICSLAB_TOKEN)."""
-    args = ["--name", name, "--port", str(port), "--tasks-file", str(tasks_file)]
-    process = ticslab("taskserver", *args, env={"TICSLAB_TOKEN": token} if token else None)
-    wait_for(f"http://127.0.0.1:{port}/health")
-    return process
-
-
-def start_balancer(port: int, ports: list[int], *extra: str) -> subprocess.Popen[bytes]:
-    backends = [f"--backend=server{i}=http://127.0.0.1:{p}" for i, p in enumerate(ports, 1)]
-    process = ticslab(
-        "balancer", "--port", str(port), "--algorithm", "round_robin", "--log-level", "warning",
-        *backends, *extra,
-    )  # fmt: skip
-    wait_for(f"http://127.0.0.1:{port}/health")
-    return process
-
-
-def start_haproxy(port: int, ports: list[int], folder: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """HAProxy in the foreground; returns it and the port of its stats page."""
-    stats_port = free_port()
-    config = Template(HAPROXY_TEMPLATE.read_text()).substitute(
-        port=port, port1=ports[0], port2=ports[1], stats_port=stats_port
-    )
-    path = folder / "haproxy.cfg"
-    path.write_text(config)
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    process = subprocess.Popen(
-        [haproxy, "-db", "-f", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    wait_for(f"http://127.0.0.1:{stats_port}/stats")
-    return process, stats_port
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def wrk(url: str, connections: int, seconds: float) -> tuple[float, float]:
@@ -120,34 +45,29 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per wrk run (default 5)")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    processes: list[subprocess.Popen[bytes]] = []
+    processes: list[ServiceProcess] = []
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
         folder = Path(tmp)
         tasks_file = folder / "tasks.json"
         try:
-            ports = [free_port(), free_port()]
-            for i, port in enumerate(ports, 1):
-                processes.append(start_taskserver(f"server{i}", port, tasks_file))
+            for name in ("server1", "server2"):
+                processes.append(start_taskserver(name, tasks_file))
             for n in range(5):
-                httpx.post(f"http://127.0.0.1:{ports[0]}/tareas", json={"title": f"bench-{n}"})
-            haproxy_port, balancer_port = free_port(), free_port()
-            haproxy, _ = start_haproxy(haproxy_port, ports, folder)
+                httpx.post(processes[0].url + "/tareas", json={"title": f"bench-{n}"})
+            ports = [server.port for server in processes]
+            haproxy, _ = start_haproxy(ports, folder)
             processes.append(haproxy)
-            processes.append(start_balancer(balancer_port, ports))
-            targets = {
-                "direct": ports[0],
-                "haproxy": haproxy_port,
-                "balancer": balancer_port,
-            }
+            balancer = start_balancer(ports)
+            processes.append(balancer)
+            targets = {"direct": processes[0].url, "haproxy": haproxy.url, "balancer": balancer.url}
             results: dict[str, dict[int, tuple[float, float]]] = {name: {} for name in targets}
             for connections in CONNECTIONS:
-                for name, port in targets.items():  # interleaved: all see the same load
-                    url = f"http://127.0.0.1:{port}{PATH}"
-                    wrk(url, connections, 1)  # warm up connections and caches
-                    results[name][connections] = wrk(url, connections, args.seconds)
+                for name, base in targets.items():  # interleaved: all see the same load
+                    wrk(base + PATH, connections, 1)  # warm up connections and caches
+                    results[name][connections] = wrk(base + PATH, connections, args.seconds)
         finally:
             for process in processes:
-                stop(process)
+                process.close()
     print(f"\nwrk -t1 -d{args.seconds:g}s GET {PATH}; req/s (mean latency ms)")
     print("conns | " + " | ".join(f"{name:>18}" for name in results) + " | balancer/haproxy")
     for connections in CONNECTIONS:

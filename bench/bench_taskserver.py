@@ -14,9 +14,7 @@ Every loop is bounded in count and time; traffic goes only to servers started he
 from __future__ import annotations
 
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+from stack import start_taskserver
 
 SIZES = (100, 1_000, 10_000)
 POSTS_PER_SIZE = 200
@@ -33,34 +32,6 @@ PHASE_SECONDS = 30.0
 POSTERS = 8
 CONCURRENT_POSTS = 800
 TARGETS_MS = {1_000: 5.0, 10_000: 25.0}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(name: str, path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    command = [sys.executable, "-m", "services.cli", "taskserver", "--name", name]
-    command += ["--port", str(port), "--tasks-file", str(path)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url + "/health", timeout=1)
-            return process, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit(f"{name} did not start")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    process.wait(timeout=10)
 
 
 def seed_file(path: Path, count: int) -> bytes:
@@ -118,9 +89,9 @@ def bare_write(folder: Path, raw: bytes) -> None:
 def latency(folder: Path, size: int) -> dict[str, float]:
     path = folder / f"tasks-{size}.json"
     raw = seed_file(path, size)
-    process, url = start_server("server1", path)
+    server = start_taskserver("server1", path)
     try:
-        with httpx.Client(base_url=url, timeout=30) as http:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
             counter = iter(range(10**9))
 
             def post() -> None:
@@ -136,7 +107,7 @@ def latency(folder: Path, size: int) -> dict[str, float]:
             timed([post], 10)  # warm up: first parse, connections
             posts, healths, floors = timed([post, health, floor], POSTS_PER_SIZE)
     finally:
-        stop(process)
+        server.close()
     return {
         "p50": statistics.median(posts),
         "p99": p(posts, 99),
@@ -151,7 +122,7 @@ def throughput(folder: Path, names: tuple[str, ...]) -> tuple[float, int, int]:
     of 1,000 tasks; returns (rate, posts answered 201, tasks added to the file)."""
     path = folder / f"tasks-{len(names)}-servers.json"
     seed_file(path, 1_000)
-    servers = [start_server(name, path) for name in names]
+    servers = [start_taskserver(name, path) for name in names]
     deadline = time.monotonic() + PHASE_SECONDS
 
     def poster(n: int) -> int:
@@ -160,7 +131,7 @@ def throughput(folder: Path, names: tuple[str, ...]) -> tuple[float, int, int]:
             for count in range(CONCURRENT_POSTS // POSTERS):
                 if time.monotonic() > deadline:
                     break
-                url = servers[(n + count) % len(servers)][1] + "/tareas"
+                url = servers[(n + count) % len(servers)].url + "/tareas"
                 if http.post(url, json={"title": f"p{n}-{count}"}).status_code == 201:
                     acknowledged += 1
         return acknowledged
@@ -171,8 +142,8 @@ def throughput(folder: Path, names: tuple[str, ...]) -> tuple[float, int, int]:
             acknowledged = sum(pool.map(poster, range(POSTERS)))
         elapsed = time.perf_counter() - started
     finally:
-        for process, _ in servers:
-            stop(process)
+        for server in servers:
+            server.close()
     stored = len(orjson.loads(path.read_bytes())) - 1_000
     return acknowledged / elapsed, acknowledged, stored
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_run(count: int) -> int:
+    """The first of ``count`` consecutive ports that are free now (``ticslab up`` numbers its
+    task servers from one port)."""
+    for _ in range(50):
+        first = free_port()
+        if first + count <= 65536 and all(_is_free(first + i) for i in range(1, count)):
+            return first
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_until(
@@ -42,22 +62,33 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: {last_error}")
 
 
-class ServiceProcess:
-    """A ``ticslab <command>`` running as a real child process, stopped on ``close``."""
+TICSLAB = [sys.executable, "-m", "services.cli"]
 
-    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None) -> None:
+
+class ServiceProcess:
+    """A ``ticslab <command>`` (or another ``program``) running as a real child process that
+    answers HTTP on ``port``, stopped on ``close``."""
+
+    def __init__(
+        self,
+        args: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        program: list[str] = TICSLAB,
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.args = args
+        self.command = [*program, *args]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        # A file, not a pipe: nobody reads it while the process runs, and a full pipe would
+        # block a chatty process (long benchmark runs).
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (kept for the process life)
 
     def start(self, health_path: str = "/health", timeout: float = 15.0) -> ServiceProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", *self.args],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=self._stderr
         )
         wait_until(
             lambda: self._answers(health_path), timeout=timeout, what=f"{self.args} to listen"
@@ -66,7 +97,8 @@ class ServiceProcess:
 
     def _answers(self, path: str) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            stderr = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            self._stderr.seek(0)
+            stderr = self._stderr.read().decode(errors="replace")
             raise RuntimeError(f"{self.args} exited with {self.proc.returncode}: {stderr}")
         httpx.get(self.url + path, timeout=1.0)
         return True
@@ -82,6 +114,7 @@ class ServiceProcess:
             self.proc.wait(timeout=10)
 
     def close(self) -> None:
+        """SIGTERM (after SIGCONT, so a frozen process can obey), SIGKILL after 10 s."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGCONT)

@@ -1,0 +1,53 @@
+"""What the benchmarks start: task servers, a balancer and HAProxy on free loopback ports.
+
+They are the tests' ``ServiceProcess`` (tests/support.py), so benchmarks and tests start and
+stop servers one way: ``start()`` waits until the process answers, ``close()`` stops it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from string import Template
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from support import ServiceProcess, free_port, free_run, taskserver, wait_until  # noqa: E402
+
+__all__ = [
+    "ServiceProcess", "free_port", "free_run", "start_balancer", "start_haproxy",
+    "start_taskserver", "wait_until",
+]  # fmt: skip
+
+HAPROXY_TEMPLATE = Path(__file__).with_name("haproxy.cfg.template")
+
+
+def start_taskserver(
+    name: str, tasks_file: Path, port: int | None = None, token: str | None = None
+) -> ServiceProcess:
+    """A running task server; with ``token`` its fault modes can be set (TICSLAB_TOKEN)."""
+    return taskserver(name, tasks_file, port, {"TICSLAB_TOKEN": token} if token else None).start()
+
+
+def start_balancer(ports: list[int], *extra: str) -> ServiceProcess:
+    """A running ``ticslab balancer`` (round_robin) in front of server1, server2, ... on
+    ``ports``."""
+    port = free_port()
+    backends = [f"--backend=server{i}=http://127.0.0.1:{p}" for i, p in enumerate(ports, 1)]
+    args = ["balancer", "--port", str(port), "--algorithm", "round_robin"]
+    return ServiceProcess([*args, "--log-level", "warning", *backends, *extra], port).start()
+
+
+def start_haproxy(ports: list[int], folder: Path) -> tuple[ServiceProcess, int]:
+    """HAProxy in the foreground (bench/haproxy.cfg.template, roundrobin) in front of the
+    two task servers on ``ports``; returns it and the port of its stats page."""
+    port, stats_port = free_port(), free_port()
+    config = Template(HAPROXY_TEMPLATE.read_text()).substitute(
+        port=port, port1=ports[0], port2=ports[1], stats_port=stats_port
+    )
+    path = folder / "haproxy.cfg"
+    path.write_text(config)
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    process = ServiceProcess(["-db", "-f", str(path)], port, program=[haproxy])
+    return process.start(health_path="/health"), stats_port
