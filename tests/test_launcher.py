@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import pty
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -186,3 +188,68 @@ def test_unexpected_death_is_reported_not_restarted(tmp_path: Path) -> None:
         assert stack.interrupt() == 0
     finally:
         stack.close()
+
+
+class Terminal:
+    """A pseudo-terminal for a full-screen child (the dashboard): keys in, everything out."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        self.output = b""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # the child closed its side
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
+    def start(self) -> Terminal:
+        self._reader.start()
+        return self
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def text(self) -> str:
+        return self.output.decode(errors="replace")
+
+    def close(self) -> None:
+        os.close(self.slave)
+        self._reader.join(timeout=5)
+        os.close(self.master)
+
+
+@needs_proc
+def test_demo_quits_with_the_dashboard_and_says_where_the_logs_are(tmp_path: Path) -> None:
+    stack = UpStack(tmp_path, servers=1)
+    terminal = Terminal().start()
+    env = {**stack.env(), "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "demo", *stack.args],
+        env=env,
+        stdin=terminal.slave,
+        stdout=terminal.slave,
+        stderr=terminal.slave,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: "server1" in terminal.text() and listening(stack.balancer_port),
+                   timeout=30, what="the dashboard showing the stack")  # fmt: skip
+        kids = children(demo.pid)
+        terminal.type(b"q")
+        assert demo.wait(timeout=30) == 0
+        assert [pid for pid in kids if alive(pid)] == []
+        log_dir = tmp_path / "data" / "logs"
+        line = f"stack stopped / servicios detenidos. logs / registros: {log_dir}/"
+        wait_until(lambda: terminal.text().rstrip().endswith(line), what="the last line")
+        assert (log_dir / "server1.log").exists()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        terminal.close()

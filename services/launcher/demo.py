@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
@@ -24,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dashboard.cli import open_dashboard
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     options = up.options_from_args(args)
-    token, token_path = up.stack_token(args)
+    token, _ = up.stack_token(args)
     log_dir = options.data_dir / "logs"
     logs = FileLogs(log_dir)
     console.print(f"starting the stack; logs go to {log_dir}/ / registros en {log_dir}/")
@@ -45,9 +46,13 @@ def run(args: argparse.Namespace) -> int:
         logs.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    console.print(up.banner(options, token_path))
-    console.print(f"stack stopped; logs are in {log_dir}/ / registros en {log_dir}/")
+    console.print(stopped_line(log_dir))
     return code
+
+
+def stopped_line(log_dir: Path) -> str:
+    """The last thing ``demo`` prints, once every process is gone."""
+    return f"stack stopped / servicios detenidos. logs / registros: {log_dir}/"
 
 
 def leave(signum: int, frame: FrameType | None) -> None:
