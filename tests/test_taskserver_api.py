@@ -74,6 +74,15 @@ def test_course_api_tasks_routes(client: httpx.Client) -> None:
     assert client.delete(f"/api/tasks/{task_id}").status_code == 404
 
 
+def test_a_task_read_can_be_sent_back_whole_with_a_change(client: httpx.Client) -> None:
+    """The fields the server sets (id, server, created_at, ...) are ignored in a body."""
+    task = client.post("/tareas", json={"title": "ida"}).json()
+    answer = client.put(f"/tareas/{task['id']}", json={**task, "title": "vuelta", "id": 0})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == task["id"]
+    assert answer.json()["title"] == "vuelta"
+
+
 def test_ids_are_increasing_integers(client: httpx.Client) -> None:
     ids = [client.post("/tareas", json={"title": f"t{n}"}).json()["id"] for n in range(5)]
     assert ids == sorted(ids)
@@ -162,15 +171,29 @@ def test_health_and_info(server: ServiceProcess, client: httpx.Client) -> None:
     assert info["version"]
 
 
+def metric(text: str, sample: str) -> float:
+    """The value of one sample line (name with labels) of a Prometheus exposition; 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_metrics_count_requests_by_route_and_status(client: httpx.Client) -> None:
+    created = 'ticslab_taskserver_requests_total{method="POST",route="/tareas",status="201"}'
+    timed = 'ticslab_taskserver_request_duration_seconds_count{method="POST",route="/tareas"}'
+    missing = 'ticslab_taskserver_requests_total{method="GET",route="/tareas/{id}",status="404"}'
+    unmatched = 'ticslab_taskserver_requests_total{method="GET",route="unmatched",status="404"}'
+    before = client.get("/metrics").text
     client.post("/tareas", json={"title": "medido"})
     client.get("/tareas/999999")
-    text = client.get("/metrics").text
-    assert 'ticslab_taskserver_requests_total{method="POST",route="/tareas",status="201"}' in text
-    assert 'route="/tareas/{id}",status="404"' in text
-    assert "ticslab_taskserver_request_duration_seconds_bucket" in text
+    client.get("/no/such/route/for/metrics")
+    after = client.get("/metrics").text
+    for sample in (created, timed, missing, unmatched):
+        assert metric(after, sample) == metric(before, sample) + 1, sample
+    assert "no/such/route" not in after  # unknown paths do not make new labels
     stored = len(client.get("/tareas").json())
-    assert f"ticslab_taskserver_tasks_stored {float(stored)}" in client.get("/metrics").text
+    assert metric(client.get("/metrics").text, "ticslab_taskserver_tasks_stored") == stored
 
 
 def test_options_come_from_environment_variables(tmp_path: Path) -> None:

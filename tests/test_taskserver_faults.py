@@ -46,6 +46,7 @@ def test_admin_refuses_a_missing_or_wrong_token(client: httpx.Client, headers: d
     ):
         assert response.status_code == 401
         assert "token" in response.json()["error"]
+        assert client.get("/errors/stats").json()["recent_errors"][0]["status"] == 401
     assert client.get("/admin/fault", headers=AUTH).json() == {"mode": "none"}
 
 
@@ -55,6 +56,8 @@ def test_admin_is_off_without_a_configured_token(tmp_path: Path) -> None:
         response = httpx.get(process.url + "/admin/fault", headers=AUTH)
         assert response.status_code == 403
         assert "TICSLAB_TOKEN" in response.json()["error"]
+        stats = httpx.get(process.url + "/errors/stats").json()
+        assert stats["by_status"] == {"403": 1}
     finally:
         process.close()
 
@@ -101,6 +104,8 @@ def test_hang_mode_holds_requests_until_cleared(
     held.join(timeout=0.5)
     assert held.is_alive() and not answers  # still held after half a second
     assert client.get("/admin/fault", headers=AUTH).json()["remaining_seconds"] > 25
+    for watched in ("/info", "/metrics", "/errors/stats"):  # a hung server can be watched
+        assert client.get(watched, timeout=2).status_code == 200
     set_fault(client, mode="none")
     wait_until(lambda: answers == [200], timeout=5, what="the held request to be released")
     held.join(timeout=5)

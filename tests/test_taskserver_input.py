@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from support import ServiceProcess, taskserver
 
 from services.taskserver.app import Settings, create_app
+from services.taskserver.storage import TaskStore
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,11 @@ BAD_INPUT = [
     ("POST", "/tareas", body({"title": None}), {}, 400, "must be text, not null"),
     ("POST", "/tareas", body({"title": "x" * 201}), {}, 400, "the maximum is 200"),
     ("POST", "/tareas", body({"title": "a", "completed": "yes"}), {}, 400, "'completed'"),
-    ("POST", "/tareas", b'\xff\xfe{"title": "a"}', {}, 400, "UTF-8"),
+    ("POST", "/tareas", b'\xff\xfe{"title": "a"}', {}, 400, "not valid UTF-8 text"),
+    ("POST", "/tareas", b'{"title": "caf\xe9"}', {}, 400, "not valid UTF-8 text"),
+    ("POST", "/tareas", body({"title": "a", "complete": True}), {}, 400, "field 'complete'"),
+    ("POST", "/api/tasks", body({"title": "a", "tags": [1, {}]}), {}, 400, "field 'tags'"),
+    ("PUT", "/tareas/1", body({"completado": True}), {}, 400, "unknown field 'completado'"),
     ("POST", "/tareas", b"{" * 100_000, {}, 413, "64 KiB"),
     ("POST", "/tareas", body({"title": "a"}), {"Idempotency-Key": "k" * 201}, 400, "Idempotency"),
     ("PUT", "/tareas/1", b"{}", {}, 400, "nothing to change"),
@@ -77,6 +82,28 @@ def test_bad_input_gets_a_clear_json_error_and_is_counted(
     assert after["total_errors"] == before["total_errors"] + 1
     assert after["by_status"][str(status)] == before["by_status"].get(str(status), 0) + 1
     assert after["recent_errors"][0]["message"] == response.json()["error"]
+
+
+def test_an_unexpected_failure_answers_json_500_and_is_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: TaskStore) -> list:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(TaskStore, "list", broken)
+    app = create_app(Settings(name="server1", tasks_file=tmp_path / "tasks.json"))
+
+    async def ask() -> tuple[httpx.Response, dict]:
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answer = await client.get("/tareas")
+            return answer, (await client.get("/errors/stats")).json()
+
+    answer, stats = asyncio.run(ask())
+    assert answer.status_code == 500
+    assert answer.json() == {"error": "unexpected server error: RuntimeError"}
+    assert stats["by_status"] == {"500": 1}
+    assert stats["recent_errors"][0]["endpoint"] == "GET /tareas"
 
 
 @pytest.fixture(scope="module")

@@ -104,6 +104,15 @@ def test_same_size_rewrite_within_one_mtime_tick_is_not_served_from_cache(
     assert store.list()[0]["title"] == "bbbb"
 
 
+def test_an_emptied_file_reads_as_an_empty_list(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_bytes(b"")  # `> tasks.json`
+    store = TaskStore(path, "server1")
+    assert store.list() == []
+    assert store.problem() is None
+    assert store.create("x")[0]["id"] == 1
+
+
 CORRUPT = b'[{"id": 1, "title": "half a task"'
 
 

@@ -11,6 +11,8 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_TITLE_CHARS = 200
 MAX_KEY_CHARS = 200
 EXAMPLE = 'send JSON like {"title": "comprar pan"}'
+# Fields the server sets itself: ignored in a body, so a task read with GET can be sent back.
+SERVER_FIELDS = frozenset({"id", "created_at", "updated_at", "server", "idempotency_key"})
 
 
 class InputError(Exception):
@@ -59,7 +61,8 @@ def parse_object(body: bytes) -> dict[str, Any]:
 
 
 def new_task_fields(data: dict[str, Any]) -> tuple[str, bool]:
-    """``title`` (required) and ``completed`` (default false) of a POST; other fields ignored."""
+    """``title`` (required) and ``completed`` (default false) of a POST."""
+    _refuse_unknown_fields(data)
     if "title" not in data:
         raise InputError(f"the field 'title' is missing; {EXAMPLE}")
     return check_title(data["title"]), check_completed(data.get("completed", False))
@@ -67,6 +70,7 @@ def new_task_fields(data: dict[str, Any]) -> tuple[str, bool]:
 
 def task_changes(data: dict[str, Any]) -> dict[str, Any]:
     """The ``title`` and/or ``completed`` a PUT changes; at least one must be there."""
+    _refuse_unknown_fields(data)
     changes: dict[str, Any] = {}
     if "title" in data:
         changes["title"] = check_title(data["title"])
@@ -75,6 +79,15 @@ def task_changes(data: dict[str, Any]) -> dict[str, Any]:
     if not changes:
         raise InputError('nothing to change; send {"title": "..."} and/or {"completed": true}')
     return changes
+
+
+def _refuse_unknown_fields(data: dict[str, Any]) -> None:
+    """A misspelt field (``"complete": true``) must not be silently dropped."""
+    unknown = sorted(set(data) - {"title", "completed"} - SERVER_FIELDS)
+    if unknown:
+        names = ", ".join(repr(name[:40]) for name in unknown[:3])
+        field = "field" if len(unknown) == 1 else "fields"
+        raise InputError(f"unknown {field} {names}; a task takes only 'title' and 'completed'")
 
 
 def check_title(title: Any) -> str:
