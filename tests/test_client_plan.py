@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from services.cli import build_parser
 from services.client.cli import config_from_args
-from services.client.config import parse_duration
+from services.client.config import ClientConfig, parse_duration
 from services.client.plan import FORCED, Kind, Plan, operation_weights, task_title
 from services.client.stats import percentile
 
@@ -76,27 +77,55 @@ def test_nearest_rank_percentiles() -> None:
     assert percentile([7.0], 99) == 7.0
 
 
-def test_settings_come_from_env_vars_so_compose_can_configure_a_client(
+def test_every_setting_comes_from_its_env_var_so_compose_can_configure_a_client(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("TICSLAB_URL", "http://balancer:8080")
-    monkeypatch.setenv("TICSLAB_CLIENT_NAME", "client2")
-    monkeypatch.setenv("TICSLAB_TASKS", "7")
-    monkeypatch.setenv("TICSLAB_CONCURRENCY", "3")
-    monkeypatch.setenv("TICSLAB_RATE", "25")
-    monkeypatch.setenv("TICSLAB_ERRORS", "0.3")
-    monkeypatch.setenv("TICSLAB_WAIT", "1m")
+    env = {
+        "TICSLAB_URL": "http://balancer:8080",
+        "TICSLAB_CLIENT_NAME": "client2",
+        "TICSLAB_TASKS": "7",
+        "TICSLAB_CONCURRENCY": "3",
+        "TICSLAB_RATE": "25",
+        "TICSLAB_ERRORS": "0.3",
+        "TICSLAB_JSON": "out/report.json",
+        "TICSLAB_WAIT": "1m",
+        "TICSLAB_TIMEOUT": "2s",
+        "TICSLAB_PROGRESS_EVERY": "500ms",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     config = config_from_args(build_parser("client").parse_args(["client"]))
-    assert (config.url, config.name, config.tasks, config.duration) == (
-        "http://balancer:8080",
-        "client2",
-        7,
-        None,
+    assert config == ClientConfig(
+        url="http://balancer:8080",
+        name="client2",
+        tasks=7,
+        duration=None,
+        concurrency=3,
+        rate=25.0,
+        errors=0.3,
+        json_path=Path("out/report.json"),
+        wait=60.0,
+        timeout=2.0,
+        progress_every=0.5,
     )
-    assert (config.concurrency, config.rate, config.errors, config.wait) == (3, 25.0, 0.3, 60.0)
     # The command line wins over the environment; a duration replaces the task count.
-    config = config_from_args(build_parser("client").parse_args(["client", "--duration", "5s"]))
-    assert (config.tasks, config.duration) == (None, 5.0)
+    argv = ["client", "--duration", "5s", "--rate", "0", "--name", "c3"]
+    config = config_from_args(build_parser("client").parse_args(argv))
+    assert (config.tasks, config.duration, config.rate, config.name) == (None, 5.0, 0.0, "c3")
+    # TICSLAB_DURATION makes a duration run even when TICSLAB_TASKS is set too.
+    monkeypatch.setenv("TICSLAB_DURATION", "2m")
+    config = config_from_args(build_parser("client").parse_args(["client"]))
+    assert (config.tasks, config.duration) == (None, 120.0)
+
+
+def test_a_bad_env_var_is_a_usage_error_like_a_bad_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TICSLAB_CONCURRENCY", "0")
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser("client").parse_args(["client"])
+    assert exit_info.value.code == 2
+    assert "--concurrency" in capsys.readouterr().err
 
 
 def test_defaults_are_the_handouts_hundred_tasks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,31 +10,16 @@ import argparse
 import asyncio
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.client.config import ClientConfig, parse_duration
 from services.client.plan import MAX_ERROR_SHARE
 
-# option -> environment variable that supplies its default
-ENV = {
-    "url": "TICSLAB_URL",
-    "name": "TICSLAB_CLIENT_NAME",
-    "tasks": "TICSLAB_TASKS",
-    "duration": "TICSLAB_DURATION",
-    "concurrency": "TICSLAB_CONCURRENCY",
-    "rate": "TICSLAB_RATE",
-    "errors": "TICSLAB_ERRORS",
-    "json": "TICSLAB_JSON",
-    "wait": "TICSLAB_WAIT",
-    "timeout": "TICSLAB_TIMEOUT",
-    "progress_every": "TICSLAB_PROGRESS_EVERY",
-}
 DEFAULT_TASKS = 100
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
-
-
-def _env(option: str, default: str | None) -> str | None:
-    return os.environ.get(ENV[option]) or default
 
 
 def _positive_int(text: str) -> int:
@@ -73,92 +58,85 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+@dataclass(frozen=True)
+class Option:
+    """One command-line option and the environment variable that supplies its default."""
+
+    flag: str
+    env: str
+    default: str | None
+    type: Callable[[str], Any]
+    metavar: str
+    help: str
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        """Add it with the variable's value (or the default) as default; argparse converts it
+        with ``type``, so a bad variable is a usage error like a bad flag."""
+        shown = f"env {self.env}" + ("; default %(default)s" if self.default else "")
+        parser.add_argument(
+            self.flag,
+            metavar=self.metavar,
+            type=self.type,
+            default=os.environ.get(self.env) or self.default,
+            help=f"{self.help} ({shown})",
+        )
+
+
+OPTIONS = (
+    Option("--url", "TICSLAB_URL", "http://localhost:8080", str, "URL", "the balancer's URL"),
+    Option(
+        "--name", "TICSLAB_CLIENT_NAME", "client1", _client_name, "NAME",
+        "this client's name, the prefix of its task titles, e.g. client1-000042",
+    ),
+    Option(
+        "--concurrency", "TICSLAB_CONCURRENCY", "10", _positive_int, "N",
+        "virtual users working at once",
+    ),
+    Option(
+        "--rate", "TICSLAB_RATE", "0", _rate, "R", "requests per second in total, 0 for no limit"
+    ),
+    Option(
+        "--errors", "TICSLAB_ERRORS", "0.1", _error_share, "SHARE",
+        "share of operations that force a 400, 404 or 500",
+    ),
+    Option(
+        "--json", "TICSLAB_JSON", None, Path, "PATH", "also write the report as JSON to this file"
+    ),
+    Option(
+        "--wait", "TICSLAB_WAIT", "30s", _duration, "D",
+        "how long to wait for the balancer's /health",
+    ),
+    Option("--timeout", "TICSLAB_TIMEOUT", "10s", _duration, "D", "timeout of one request"),
+    Option(
+        "--progress-every", "TICSLAB_PROGRESS_EVERY", "5s", _duration, "D",
+        "seconds between two progress lines when not on a terminal",
+    ),
+)  # fmt: skip
+# --tasks and --duration exclude each other, so their variables are read in config_from_args.
+TASKS_ENV, DURATION_ENV = "TICSLAB_TASKS", "TICSLAB_DURATION"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "exit codes / códigos de salida: 0 ok, 1 lost tasks or unexpected errors /"
         " tareas perdidas o errores inesperados, 2 no balancer / sin balanceador,"
         " 130 interrupted / interrumpido. See docs/client.md."
     )
-    parser.add_argument(
-        "--url",
-        metavar="URL",
-        default=_env("url", "http://localhost:8080"),
-        help="the balancer's URL (env TICSLAB_URL; default %(default)s)",
-    )
-    parser.add_argument(
-        "--name",
-        metavar="NAME",
-        type=_client_name,
-        default=_env("name", "client1"),
-        help="this client's name, the prefix of its task titles, e.g. client1-000042"
-        " (env TICSLAB_CLIENT_NAME; default %(default)s)",
-    )
+    for option in OPTIONS:
+        option.add_to(parser)
     bound = parser.add_mutually_exclusive_group()
     bound.add_argument(
         "--tasks",
         metavar="N",
         type=_positive_int,
-        default=None,
-        help=f"create exactly N tasks that stay, then stop (env TICSLAB_TASKS; default"
+        help=f"create exactly N tasks that stay, then stop (env {TASKS_ENV}; default"
         f" {DEFAULT_TASKS})",
     )
     bound.add_argument(
         "--duration",
         metavar="D",
         type=_duration,
-        default=None,
-        help="run for this long instead, e.g. 30s or 2m (env TICSLAB_DURATION)",
-    )
-    parser.add_argument(
-        "--concurrency",
-        metavar="N",
-        type=_positive_int,
-        default=_env("concurrency", "10"),
-        help="virtual users working at once (env TICSLAB_CONCURRENCY; default %(default)s)",
-    )
-    parser.add_argument(
-        "--rate",
-        metavar="R",
-        type=_rate,
-        default=_env("rate", "0"),
-        help="requests per second in total, 0 for no limit (env TICSLAB_RATE; default %(default)s)",
-    )
-    parser.add_argument(
-        "--errors",
-        metavar="SHARE",
-        type=_error_share,
-        default=_env("errors", "0.1"),
-        help="share of operations that force a 400, 404 or 500 (env TICSLAB_ERRORS;"
-        " default %(default)s)",
-    )
-    parser.add_argument(
-        "--json",
-        metavar="PATH",
-        type=Path,
-        default=_env("json", None),
-        help="also write the report as JSON to this file (env TICSLAB_JSON)",
-    )
-    parser.add_argument(
-        "--wait",
-        metavar="D",
-        type=_duration,
-        default=_env("wait", "30s"),
-        help="how long to wait for the balancer's /health (env TICSLAB_WAIT; default %(default)s)",
-    )
-    parser.add_argument(
-        "--timeout",
-        metavar="D",
-        type=_duration,
-        default=_env("timeout", "10s"),
-        help="timeout of one request (env TICSLAB_TIMEOUT; default %(default)s)",
-    )
-    parser.add_argument(
-        "--progress-every",
-        metavar="D",
-        type=_duration,
-        default=_env("progress_every", "5s"),
-        help="seconds between two progress lines when not on a terminal"
-        " (env TICSLAB_PROGRESS_EVERY; default %(default)s)",
+        help=f"run for this long instead, e.g. 30s or 2m (env {DURATION_ENV})",
     )
 
 
@@ -166,10 +144,10 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
     """The run's settings; ``--tasks``/``--duration`` fall back to their env vars, then 100."""
     tasks, duration = args.tasks, args.duration
     if tasks is None and duration is None:
-        if os.environ.get(ENV["duration"]):
-            duration = _duration(os.environ[ENV["duration"]])
+        if os.environ.get(DURATION_ENV):
+            duration = _duration(os.environ[DURATION_ENV])
         else:
-            tasks = _positive_int(_env("tasks", str(DEFAULT_TASKS)) or str(DEFAULT_TASKS))
+            tasks = _positive_int(os.environ.get(TASKS_ENV) or str(DEFAULT_TASKS))
     return ClientConfig(
         url=args.url,
         name=args.name,
