@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from textual import work
 from textual.app import App, ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header
 
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
@@ -64,14 +64,14 @@ class DashboardApp(App[int]):
             self.bind(
                 key.keys,
                 key.action,
-                description=self.t(key.text),
+                description=self.t(key.short or key.text),
                 show=key.show,
                 key_display=key.display,
             )
         self.status_bar = StatusBar(self.t, safe_url(options.url), self.read_only)
         self.banner = Banner()
         self.totals = Totals(self.t)
-        self.servers = ServerTable(self.t)
+        self.servers = ServerTable(self.t, selectable=not self.read_only)
         self.errors_panel = ErrorsPanel(self.t)
         self.tasks_panel = TasksPanel(self.t)
         self.events_panel = EventsPanel(self.t)
@@ -82,14 +82,15 @@ class DashboardApp(App[int]):
         yield self.status_bar
         yield self.banner
         yield self.totals
-        yield self.servers
-        with Horizontal(id="panels"):
-            yield self.errors_panel
-            yield self.tasks_panel
-            yield self.events_panel
+        with Vertical(id="body"):
+            yield self.servers
+            with Horizontal(id="panels"):
+                yield self.errors_panel
+                yield self.tasks_panel
+                yield self.events_panel
         if not self.read_only:
             yield ControlBar(self.t)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.title = self.t("title")

@@ -10,6 +10,8 @@ import time
 import httpx
 import pytest
 from fixtures.dashboard.balancer import FixtureBalancer
+from textual.widgets import Button
+from textual.widgets._footer import FooterKey
 
 from dashboard import format as fmt
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
@@ -128,23 +130,80 @@ def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff_delay(n, 1.0) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
-@pytest.mark.parametrize("servers", [1, 16])
-async def test_layout_fits_100x30(servers: int) -> None:
-    balancer = FixtureBalancer(servers)
+async def loaded(app: DashboardApp, pilot) -> None:
+    deadline = time.monotonic() + 10
+    while app.status is None:
+        assert time.monotonic() < deadline, "the fixture data never arrived"
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+def fixture_app(servers: int | None = None, **fields: object) -> DashboardApp:
     options = Options(url="http://b", token="t", refresh=30.0, lang="es")
-    app = DashboardApp(options, transport=balancer.transport)
+    options = Options(**{**options.__dict__, **fields})
+    return DashboardApp(options, transport=FixtureBalancer(servers).transport)
+
+
+@pytest.mark.parametrize("servers", [1, 16])
+async def test_layout_fits_100x30_with_no_dead_band(servers: int) -> None:
+    app = fixture_app(servers)
     async with app.run_test(size=(100, 30)) as pilot:
-        deadline = time.monotonic() + 10
-        while app.status is None:
-            assert time.monotonic() < deadline
-            await pilot.pause(0.05)
-        await pilot.pause()
+        await loaded(app, pilot)
         table = app.servers
         assert table.row_count == servers
         assert table.virtual_size.width <= table.scrollable_content_region.width
-        assert table.scrollable_content_region.height >= 4
+        if servers == 1:
+            assert table.region.height == 2  # the header and its one row, nothing more
+        else:
+            assert 10 <= table.region.height < 17 and table.max_scroll_y > 0  # it scrolls
+        controls = app.query_one("#controls")
         for panel in (app.errors_panel, app.tasks_panel, app.events_panel):
+            assert panel.region.y == table.region.bottom  # right under the table
+            assert panel.region.bottom == controls.region.y  # down to the buttons
             assert panel.region.height >= 8 and panel.region.right <= 100
+        assert app.events_panel.region.width > app.tasks_panel.region.width
+        assert [b.region.right <= 100 for b in controls.query(Button)] == [True] * 9
+
+
+@pytest.mark.parametrize(
+    ("width", "lang", "bar"), [(100, "es", 12), (100, "en", 13), (160, "en", 30)]
+)
+async def test_share_bar_is_wide_and_grows_with_the_screen(width: int, lang: str, bar: int) -> None:
+    """16 servers (the widest names): the bar takes every spare cell, up to 30."""
+    app = fixture_app(16, lang=lang)
+    async with app.run_test(size=(width, 30)) as pilot:
+        await loaded(app, pilot)
+        share = app.servers.get_cell("server1", "share").plain
+        assert share.rstrip("%").split() == [
+            "█" * round(bar / 2) + "░" * (bar - round(bar / 2)),
+            "50",
+        ]
+        assert app.servers.virtual_size.width <= app.servers.scrollable_content_region.width
+
+
+async def test_the_selected_server_is_marked_without_colour() -> None:
+    app = fixture_app(3)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(app, pilot)
+        await pilot.press("down")
+        await pilot.pause()
+        marks = [app.servers.get_cell(f"server{n}", "server")[0] for n in (1, 2, 3)]
+        assert marks == [" ", "▶", " "]
+        assert app.servers.selected_server == "server2"
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+async def test_footer_shows_the_essential_keys_at_100_columns(lang: str) -> None:
+    app = fixture_app(3, lang=lang)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(app, pilot)
+        shown = {
+            key.key_display
+            for key in app.query(FooterKey)
+            if key.region.width and key.region.right <= 100
+        }
+        assert {"?", "1-9", "a", "space", "q"} <= shown
+        assert "^p" not in shown  # the command palette still opens, it just takes no room
 
 
 async def test_a_slow_balancer_never_gets_overlapping_polls() -> None:

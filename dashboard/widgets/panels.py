@@ -10,8 +10,10 @@ from textual.widgets import RichLog, Static
 from dashboard import format as fmt
 from dashboard.i18n import Translator
 
-RECENT_ERRORS_SHOWN = 5
-TASKS_SHOWN = 8
+# The panels take every line left under the table: render more than fits, newest first,
+# and let the panel cut the oldest at its bottom edge.
+RECENT_ERRORS_SHOWN = 10  # all that /errors/stats keeps
+TASKS_SHOWN = 40
 EVENTS_KEPT = 300
 
 
@@ -36,10 +38,12 @@ class ErrorsPanel(Static):
         types = {k: v for k, v in (stats.get("error_types") or {}).items() if v}
         if not types:
             return Text(self.t("errors_none"))
+        count_width = max(len(str(count)) for count in types.values())
         for kind, count in sorted(types.items()):
             code, _, name = kind.partition("_")
             text.append(f"{code}", style="bold")
-            text.append(f" {count}", style="bold red" if code.startswith("5") else "bold yellow")
+            style = "bold red" if code.startswith("5") else "bold yellow"
+            text.append(f" {count:>{count_width}}", style=style)
             text.append(f" {name.replace('_', ' ').lower()}\n")
         text.append(self.t("errors_recent") + "\n", style="underline")
         for error in (stats.get("recent_errors") or [])[:RECENT_ERRORS_SHOWN]:
@@ -78,9 +82,11 @@ class TasksPanel(Static):
         for task in newest:
             done = task.get("completed")
             text.append("✓ " if done else "· ", style="bold green" if done else "dim")
+            # The server before the title: which server created it is the point; a long
+            # title is what gets cut.
             text.append(f"#{task.get('id')} ", style="bold")
-            text.append(f"{task.get('title', '')} ")
-            text.append(f"{task.get('server') or ''}\n", style="italic")
+            text.append(f"{task.get('server') or '-'} ", style="italic")
+            text.append(f"{task.get('title', '')}\n")
         text.rstrip()
         self.update(text)
 
