@@ -13,10 +13,11 @@ from dataclasses import dataclass
 class Key:
     keys: str
     action: str
-    text: str  # i18n key of the description
+    text: str  # i18n key of the full description (help screen, footer tooltip)
     write: bool = False  # sends a control request: refused in read-only mode
     show: bool = True  # shown in the Footer (all keys are in the help screen)
     display: str | None = None
+    short: str | None = None  # i18n key of the Footer's word; the full text when None
 
     @property
     def action_name(self) -> str:
@@ -24,22 +25,32 @@ class Key:
         return self.action.partition("(")[0]
 
 
+# The Footer shows short words so that, at 100 columns, every key shown fits; the help
+# screen (``?``) gives the full descriptions.
 KEYS: tuple[Key, ...] = (
     Key("question_mark", "help", "key_help", display="?"),
     *(
-        Key(str(n), f"toggle_server({n})", "key_toggle_n", True, n == 1, "1-9" if n == 1 else None)
+        Key(
+            str(n),
+            f"toggle_server({n})",
+            "key_toggle_n",
+            True,
+            n == 1,
+            "1-9" if n == 1 else None,
+            "short_toggle_n",
+        )
         for n in range(1, 10)
     ),
     Key("t", "toggle_selected", "key_toggle", True, False),
-    Key("k", "server_action('kill')", "key_kill", True),
-    Key("p", "server_action('pause')", "key_pause", True),
+    Key("k", "server_action('kill')", "key_kill", True, short="short_kill"),
+    Key("p", "server_action('pause')", "key_pause", True, short="short_pause"),
     Key("u", "server_action('unpause')", "key_unpause", True, False),
-    Key("d", "drain_toggle", "key_drain", True),
+    Key("d", "drain_toggle", "key_drain", True, short="short_drain"),
     Key("m", "server_action('maint')", "key_maint", True, False),
-    Key("f", "fault_menu", "key_fault", True),
-    Key("a", "cycle_algorithm", "key_algorithm", True),
+    Key("f", "fault_menu", "key_fault", True, short="short_fault"),
+    Key("a", "cycle_algorithm", "key_algorithm", True, short="short_algorithm"),
     Key("r", "reset_stats", "key_reset", True, False),
-    Key("space", "toggle_refresh", "key_refresh_pause"),
+    Key("space", "toggle_refresh", "key_refresh_pause", short="short_refresh_pause"),
     Key("plus,equals_sign", "refresh_rate(-1)", "key_faster", False, False, "+"),
     Key("minus", "refresh_rate(1)", "key_slower", False, False, "-"),
     Key("q", "quit", "key_quit"),

@@ -6,17 +6,19 @@ from collections import deque
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.widgets import DataTable
 
 from dashboard import format as fmt
 from dashboard.i18n import Translator
 
-# Column key -> fixed width (the server column is sized to its names).
+# Column key -> width of its content; the header's width wins when it is longer. The share
+# column's width comes from the bar (see ``bar_width``), the server column's from the names.
 WIDTHS: dict[str, int] = {
-    "server": 9,
+    "server": 11,  # "▶ 1 server1"
     "state": 5,
     "since": 6,
-    "share": 9,
+    "share": 0,
     "rps": 9,
     "busy": 4,
     "latency": 9,
@@ -24,6 +26,12 @@ WIDTHS: dict[str, int] = {
     "errors": 11,
     "check": 5,
 }
+GAP = 1  # cells between columns (the table's own padding is 0: two cells each is too wide)
+SCROLLBAR = 1
+# The traffic share is the lesson: its bar gets every spare cell, from 10 up to 30.
+MIN_BAR, MAX_BAR = 10, 30
+PERCENT = 5  # " 100%"
+MARK = "▶"  # the selected row, visible without colour too
 STATE_STYLES = {
     "UP": "bold black on green3",
     "DOWN": "bold white on red3",
@@ -36,6 +44,12 @@ HISTORY = 4  # sparkline points
 def state_text(state: str) -> Text:
     """The state as a word on its colour, so it reads without colour too."""
     return Text(state.ljust(5), style=STATE_STYLES.get(state, "bold reverse"))
+
+
+def share_text(percent: float | None, width: int) -> Text:
+    """The share bar, its percent in bold so it reads from the back of the room."""
+    bar, _, number = fmt.share_bar(percent, width).rpartition(" ")
+    return Text.assemble((bar, "bold"), " ", (number, "bold"))
 
 
 def triple(values: dict[str, Any] | None, keys: tuple[str, ...]) -> str:
@@ -55,11 +69,20 @@ def check_text(check: dict[str, Any] | None) -> Text:
 class ServerTable(DataTable):
     """Rows keyed by server name; a poll touches only the cells whose text changed."""
 
-    def __init__(self, t: Translator) -> None:
-        super().__init__(id="servers", cursor_type="row", zebra_stripes=True)
+    def __init__(self, t: Translator, *, selectable: bool = True) -> None:
+        super().__init__(
+            id="servers",
+            cursor_type="row",
+            zebra_stripes=True,
+            cell_padding=0,
+            show_cursor=selectable,
+        )
         self.t = t
+        self.selectable = selectable
+        self._servers: list[dict[str, Any]] = []
         self._cells: dict[str, dict[str, Text | str]] = {}
         self._history: dict[str, deque[float]] = {}
+        self._bar = MIN_BAR
 
     @property
     def selected_server(self) -> str | None:
@@ -70,32 +93,69 @@ class ServerTable(DataTable):
         return names[self.cursor_row]
 
     def show(self, servers: list[dict[str, Any]]) -> None:
-        names = [str(server.get("name")) for server in servers]
-        for name, server in zip(names, servers, strict=True):
-            history = self._history.setdefault(name, deque(maxlen=HISTORY))
+        """A new poll: extend the sparklines, then redraw what changed."""
+        for server in servers:
+            history = self._history.setdefault(str(server.get("name")), deque(maxlen=HISTORY))
             history.append(float(server.get("rps") or 0.0))
+        self._servers = servers
+        self._draw()
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._servers and self.bar_width() != self._bar:
+            self._draw()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """Move the ``▶`` to the selected row (two cells change, nothing else)."""
+        for index, name in enumerate(self._cells, 1):
+            self._set_cell(name, "server", self.server_cell(index, name))
+
+    def bar_width(self) -> int:
+        """The widest share bar the table's width allows, within MIN_BAR..MAX_BAR."""
+        columns = self.column_widths(MIN_BAR)
+        used = sum(width for key, (_, width) in columns.items() if key != "share")
+        used += PERCENT + GAP
+        return min(max(self.size.width - SCROLLBAR - used, MIN_BAR), MAX_BAR)
+
+    def column_widths(self, bar: int) -> dict[str, tuple[str, int]]:
+        """Column key -> (header, width including the gap after it) for a bar of ``bar``."""
+        names = [str(server.get("name")) for server in self._servers]
+        content = dict(WIDTHS, share=bar + PERCENT)
+        content["server"] = max([len(f"{MARK} 1 {name}") for name in names] + [WIDTHS["server"]])
+        last = list(content)[-1]
+        columns = {}
+        for key, width in content.items():
+            label = self.t(f"col_{key}")
+            if key == "server":
+                label = "  " + label  # over the number key, past the selection mark
+            columns[key] = (label, max(width, len(label)) + (0 if key == last else GAP))
+        return columns
+
+    def _draw(self) -> None:
+        bar = self.bar_width()
+        names = [str(server.get("name")) for server in self._servers]
         rows = {
-            name: self.cells(index, server)
-            for index, (name, server) in enumerate(zip(names, servers, strict=True), 1)
+            name: self.cells(index, server, bar)
+            for index, (name, server) in enumerate(zip(names, self._servers, strict=True), 1)
         }
-        if names != list(self._cells):
+        if names != list(self._cells) or bar != self._bar:
+            self._bar = bar
             self._rebuild(rows)
             return
         for name, cells in rows.items():
-            old = self._cells[name]
             for column, value in cells.items():
-                if value != old[column]:
-                    self.update_cell(name, column, value)
-            self._cells[name] = cells
+                self._set_cell(name, column, value)
+
+    def _set_cell(self, name: str, column: str, value: Text | str) -> None:
+        if value != self._cells[name][column]:
+            self._cells[name][column] = value
+            self.update_cell(name, column, value)
 
     def _rebuild(self, rows: dict[str, dict[str, Text | str]]) -> None:
-        """Only when servers appear or disappear: columns are sized once here."""
+        """Only when servers appear or disappear, or the bar's width changes."""
         cursor = self.cursor_row
         self.clear(columns=True)
-        widths = dict(WIDTHS)
-        widths["server"] = max([len(row["server"]) for row in rows.values()] + [widths["server"]])
-        for column, width in widths.items():
-            self.add_column(self.t(f"col_{column}"), width=width, key=column)
+        for key, (label, width) in self.column_widths(self._bar).items():
+            self.add_column(label, width=width, key=key)
         for name, cells in rows.items():
             self.add_row(*cells.values(), key=name)
         self._cells = rows
@@ -103,15 +163,21 @@ class ServerTable(DataTable):
         if rows:
             self.move_cursor(row=min(cursor, len(rows) - 1))
 
-    def cells(self, index: int, server: dict[str, Any]) -> dict[str, Text | str]:
+    def server_cell(self, index: int, name: str) -> str:
+        """``▶ 1 server1``: the mark on the selected row, the number key for servers 1-9."""
+        selected = self.selectable and index - 1 == self.cursor_row
+        key = str(index) if index <= 9 else " "
+        return f"{MARK if selected else ' '} {key} {name}"
+
+    def cells(self, index: int, server: dict[str, Any], bar: int) -> dict[str, Text | str]:
         name = str(server.get("name"))
         latency = server.get("latency_ms") or {}
         rps = server.get("rps")
         return {
-            "server": f"{index} {name}" if index <= 9 else f"  {name}",
+            "server": self.server_cell(index, name),
             "state": state_text(str(server.get("state", "?"))),
             "since": fmt.duration(server.get("since_seconds")),
-            "share": fmt.share_bar(server.get("share_10s"), width=4),
+            "share": share_text(server.get("share_10s"), bar),
             "rps": f"{fmt.number(rps):>4} {fmt.sparkline(self._history[name], HISTORY)}",
             "busy": fmt.number(server.get("in_flight")),
             "latency": f"{fmt.number(latency.get('p50'))}/{fmt.number(latency.get('p95'))}",
