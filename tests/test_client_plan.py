@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import build_parser
+from services.cli import build_parser, main
+from services.client.checks import LossCheck
 from services.client.cli import config_from_args
 from services.client.config import ClientConfig, parse_duration
 from services.client.plan import FORCED, Kind, Plan, operation_weights, task_title
-from services.client.stats import percentile
+from services.client.report import build_report
+from services.client.stats import Recorder, percentile
 
 
 def hand_out_all(plan: Plan, limit: int = 100_000) -> list[Kind]:
@@ -133,6 +135,27 @@ def test_defaults_are_the_handouts_hundred_tasks(monkeypatch: pytest.MonkeyPatch
         monkeypatch.delenv(name, raising=False)
     config = config_from_args(build_parser("client").parse_args(["client"]))
     assert (config.url, config.name, config.tasks) == ("http://localhost:8080", "client1", 100)
+
+
+def test_a_loss_check_that_could_not_list_the_tasks_fails_the_run() -> None:
+    recorder = Recorder()
+    recorder.keep(1, "c-000001")
+    recorder.finish()
+    check = LossCheck(checked=1, error="could not list the tasks")
+    config = ClientConfig(url="http://127.0.0.1:9", name="c", tasks=1)
+    report = build_report(config, recorder, check, interrupted=False, run_id="r")
+    assert report["lost"] is None
+    assert report["tasks"]["check_error"] == "could not list the tasks"
+    assert (report["exit_code"], report["ok"]) == (1, False)
+
+
+def test_a_bad_duration_or_task_count_variable_exits_2_with_a_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Read after parsing (--tasks and --duration exclude each other), so checked by run().
+    monkeypatch.setenv("TICSLAB_DURATION", "soon")
+    assert main(["client", "--url", "http://127.0.0.1:9"]) == 2
+    assert "bad client setting" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except (ValueError, argparse.ArgumentTypeError) as error:
-        print(f"error: bad client setting / ajuste inválido: {error}")
+        print(f"error: bad client setting / ajuste inválido: {error}", file=sys.stderr)
         return 2
     console = Console(soft_wrap=True, highlight=False)
     errors = Console(stderr=True, soft_wrap=True, highlight=False)

@@ -50,7 +50,7 @@ class Recorder:
     unexpected_samples: deque[dict[str, Any]] = field(
         default_factory=lambda: deque(maxlen=UNEXPECTED_SAMPLES)
     )
-    # (id, title) of each task that stays; a list, since a server may reuse a deleted task's id
+    # (id, title) of each task that stays; the loss check wants both back
     kept: list[tuple[int, str]] = field(default_factory=list)
     creates_failed: int = 0
     retries: int = 0
