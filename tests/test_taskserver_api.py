@@ -65,6 +65,7 @@ def test_course_api_tasks_routes(client: httpx.Client) -> None:
     assert created.status_code == 201
     task_id = created.json()["id"]
     assert any(task["id"] == task_id for task in client.get("/api/tasks").json())
+    assert client.get(f"/api/tasks/{task_id}").json() == created.json()
 
     completed = client.put(f"/api/tasks/{task_id}/complete")
     assert completed.status_code == 200

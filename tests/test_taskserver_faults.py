@@ -80,6 +80,9 @@ def test_error_mode_fails_requests_with_500_but_keeps_monitoring(client: httpx.C
     stats = client.get("/errors/stats")
     assert stats.status_code == 200
     assert stats.json()["recent_errors"][0]["message"] == response.json()["error"]
+    set_fault(client, mode="error", rate=0.5)
+    statuses = {client.get("/tareas").status_code for _ in range(60)}
+    assert statuses == {200, 500}  # a fraction fails (all alike: a chance of 2 in 10^18)
     set_fault(client, mode="error", rate=0.0)
     assert client.get("/tareas").status_code == 200
 
