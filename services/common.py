@@ -136,8 +136,14 @@ def write_token_file(token: str, path: Path | None = None) -> Path:
     return path
 
 
-def serve(app: Any, host: str, port: int, *, log_level: str = "info") -> None:
-    """Run an ASGI app with uvicorn the way every ticslab service does: no access log."""
+def serve(
+    app: Any, host: str, port: int, *, log_level: str = "info", proxy_headers: bool = True
+) -> None:
+    """Run an ASGI app with uvicorn the way every ticslab service does: no access log.
+
+    ``proxy_headers=False`` for a service at the edge (the balancer): uvicorn would otherwise
+    take a loopback client's ``X-Forwarded-For``/``-Proto`` as the client's address and scheme.
+    """
     import uvicorn
 
     uvicorn.run(
@@ -148,6 +154,7 @@ def serve(app: Any, host: str, port: int, *, log_level: str = "info") -> None:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=3,
+        proxy_headers=proxy_headers,
     )
 
 

@@ -8,6 +8,7 @@ be slowed or made unhealthy on demand.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from pathlib import Path
 
@@ -57,9 +58,10 @@ class EchoBackend:
             }
             if status >= 400:
                 payload["error"] = f"echo asked to answer {status}"
-            return JSONResponse(
-                payload, status, headers={"X-Echo-Custom": "kept", "X-Backend": self.name}
-            )
+            headers = {"X-Echo-Custom": "kept", "X-Backend": self.name}
+            if "hop" in request.query_params:  # hop-by-hop headers the balancer must drop
+                headers |= {"Proxy-Authenticate": "Basic", "Keep-Alive": "timeout=99"}
+            return JSONResponse(payload, status, headers=headers)
 
         methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
         return Starlette(
@@ -76,12 +78,38 @@ class EchoBackend:
         self._thread.join(timeout=10)
 
 
+class Blackhole:
+    """A port that never completes a TCP handshake: a listener whose backlog is full, so the
+    kernel drops new SYNs and a client's connect hangs until its own timeout."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(0)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._fillers = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(self._listener.getsockname())
+            self._fillers.append(filler)
+
+    def close(self) -> None:
+        for sock in (*self._fillers, self._listener):
+            sock.close()
+
+
+TOKEN = "balancer-test-token"  # given, so no test balancer writes the user's token file
+
+
 def balancer_process(
     backends: list[tuple[str, str]], algorithm: str = "round_robin", *extra: str
 ) -> ServiceProcess:
-    """A real ``ticslab balancer`` with fast checks (0.2 s), not yet started."""
+    """A real ``ticslab balancer`` with fast checks (0.2 s), not yet started; ``extra`` flags
+    come last, so they override the defaults here."""
     port = free_port()
     args = ["balancer", "--host", "127.0.0.1", "--port", str(port), "--algorithm", algorithm]
+    args += ["--token", TOKEN, "--driver", "none"]
     for name, url in backends:
         args += ["--backend", f"{name}={url}"]
     args += ["--check-interval", "0.2", "--fast-check-interval", "0.1", "--check-timeout", "0.3"]

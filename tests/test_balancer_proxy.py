@@ -9,7 +9,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from support import ServiceProcess, free_port, wait_until
-from test_balancer_helpers import EchoBackend, balancer_process, state_of, status_of
+from test_balancer_helpers import (
+    TOKEN,
+    Blackhole,
+    EchoBackend,
+    balancer_process,
+    state_of,
+    status_of,
+)
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +81,21 @@ def test_request_and_answer_pass_through_unchanged(balancer: ServiceProcess) -> 
     assert "idempotency-key" not in sent  # only POSTs get one
     assert response.headers["x-echo-custom"] == "kept"
     assert response.headers["x-upstream-server"] == echoed["server"]
+
+
+def test_hop_by_hop_headers_are_dropped_both_ways_and_forwarded_for_is_appended(
+    balancer: ServiceProcess,
+) -> None:
+    hop = {"Keep-Alive": "timeout=5", "Proxy-Authorization": "Basic eDp5", "TE": "trailers"}
+    forwarded = {"X-Forwarded-For": "10.1.2.3", "X-Forwarded-Proto": "https"}
+    response = httpx.get(balancer.url + "/echo?hop=1", headers={**hop, **forwarded})
+    sent = dict(response.json()["headers"])
+    assert [name for name in ("keep-alive", "proxy-authorization", "te") if name in sent] == []
+    assert sent["x-forwarded-for"] == "10.1.2.3, 127.0.0.1"  # the chain, client appended
+    assert sent["x-forwarded-proto"] == "http"  # what the balancer saw, not what was claimed
+    assert "proxy-authenticate" not in response.headers
+    assert "keep-alive" not in response.headers
+    assert response.headers["x-echo-custom"] == "kept"
 
 
 def test_posts_get_an_idempotency_key_unless_they_bring_one(balancer: ServiceProcess) -> None:
@@ -179,10 +203,13 @@ def test_status_json_fields(balancer: ServiceProcess) -> None:
         "connect_failures", "timeouts", "consecutive_failures", "last_check", "server_errors",
     ):  # fmt: skip
         assert field in server, field
-    assert server["latency_ms"]["p50"] > 0
+    latency = server["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
     assert server["responses"]["2xx"] >= 10
-    assert 30 <= server["share_10s"] <= 70
+    assert 30 <= server["share_10s"] <= 70 and 30 <= server["share_total"] <= 70
     assert server["rps"] > 0
+    assert server["downtime"] >= 0 and server["since"].endswith("Z")
+    assert server["last_check"]["ok"] is True and server["last_check"]["duration_ms"] > 0
 
 
 def test_status_page_for_browsers_and_json_errors_on_owned_routes(
@@ -191,6 +218,12 @@ def test_status_page_for_browsers_and_json_errors_on_owned_routes(
     page = httpx.get(balancer.url + "/status", headers={"Accept": "text/html,*/*"})
     assert page.headers["content-type"].startswith("text/html")
     assert 'http-equiv="refresh"' in page.text and "server1" in page.text and "UP" in page.text
+    assert "ACTIVO" in page.text  # Spanish beside English
+    chosen = httpx.get(balancer.url + "/status?format=html")
+    assert chosen.headers["content-type"].startswith("text/html")
+    forced = httpx.get(balancer.url + "/status?format=json", headers={"Accept": "text/html"})
+    assert forced.json()["servers_total"] == 2
+    assert httpx.get(balancer.url + "/status").json()["servers_total"] == 2  # programs: JSON
     wrong = httpx.post(balancer.url + "/status")
     assert wrong.status_code == 405 and "error" in wrong.json()
     bad = httpx.get(balancer.url + "/events?since=ayer")
@@ -205,6 +238,102 @@ def test_metrics_exposition(balancer: ServiceProcess) -> None:
     assert 'ticslab_balancer_response_seconds_bucket{le="0.005",server="server1"}' in text
     assert 'ticslab_balancer_server_up{server="server1"} 1.0' in text
     assert 'ticslab_balancer_in_flight{server="server2"}' in text
+    assert 'ticslab_balancer_response_seconds_count{server="server1"}' in text
+    assert 'ticslab_balancer_failures_total{kind="timeout",server="server1"}' in text
+    assert 'ticslab_balancer_retries_total{server="server2"}' in text
+    assert 'ticslab_balancer_server_state{server="server1",state="UP"} 1.0' in text
+    assert 'ticslab_balancer_server_state{server="server1",state="DOWN"} 0.0' in text
+    assert "ticslab_balancer_no_backend_total " in text
+
+
+def test_drain_lets_in_flight_requests_finish_and_takes_no_new_ones(
+    balancer: ServiceProcess, echoes: list[EchoBackend]
+) -> None:
+    echoes[0].delay = echoes[1].delay = 0.8
+
+    async def two_slow_then_drain() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=balancer.url, timeout=10) as client:
+            slow = [asyncio.create_task(client.get("/echo")) for _ in range(2)]
+            while status_of(balancer)["servers"][0]["in_flight"] == 0:
+                await asyncio.sleep(0.02)
+            drain = await client.post("/control/servers/server1/drain", headers=AUTH)
+            assert drain.json()["state"] == "DRAIN"
+            return await asyncio.gather(*slow)
+
+    try:
+        answers = asyncio.run(two_slow_then_drain())
+        assert [a.status_code for a in answers] == [200, 200]
+        assert {a.headers["x-upstream-server"] for a in answers} == {"server1", "server2"}
+        echoes[0].delay = echoes[1].delay = 0.0
+        assert set(upstreams(balancer.url, 6)) == {"server2"}
+        assert state_of(balancer, "server1") == "DRAIN"
+    finally:
+        httpx.post(balancer.url + "/control/servers/server1/ready", headers=AUTH)
+    wait_until(lambda: state_of(balancer, "server1") == "UP", what="server1 ready")
+
+
+def test_a_server_in_maint_is_not_checked(balancer: ServiceProcess) -> None:
+    def checked_at(name: str) -> str:
+        return next(s for s in status_of(balancer)["servers"] if s["name"] == name)["last_check"][
+            "time"
+        ]
+
+    httpx.post(balancer.url + "/control/servers/server1/maint", headers=AUTH).raise_for_status()
+    try:
+        frozen = checked_at("server1")
+        for _ in range(3):  # three more checks of server2 (every 0.2 s)
+            seen = checked_at("server2")
+            wait_until(lambda: checked_at("server2") != seen, what="server2 checked")  # noqa: B023
+        assert checked_at("server1") == frozen
+    finally:
+        httpx.post(balancer.url + "/control/servers/server1/ready", headers=AUTH)
+    wait_until(lambda: state_of(balancer, "server1") == "UP", what="server1 ready")
+
+
+def test_at_most_two_retries_never_on_the_same_server_twice() -> None:
+    names = [f"server{i}" for i in range(1, 5)]
+    refusing = [(name, f"http://127.0.0.1:{free_port()}") for name in names]  # nobody listens
+    # Checks never conclude (fall 100): only the request's own refused connects mark DOWN.
+    process = balancer_process(refusing, "round_robin", "--fall", "100").start()
+    try:
+        answer = httpx.put(process.url + "/tareas/1", json={"title": "x"})
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "no task server available"
+        servers = status_of(process)["servers"]
+        tried = [s["requests_total"] for s in servers]
+        assert sorted(tried) == [0, 1, 1, 1], tried  # 1 try + 2 retries, three servers
+        assert sum(s["retries"] for s in servers) == 2
+        assert answer.json()["servers"] == {s["name"]: s["state"] for s in servers}
+    finally:
+        process.close()
+
+
+def test_connect_and_response_timeouts_are_configurable(echoes: list[EchoBackend]) -> None:
+    hole = Blackhole()
+    backends = [("server1", hole.url), ("server2", echoes[1].url)]
+    flags = ["--connect-timeout", "0.15", "--response-timeout", "0.4", "--check-interval", "30"]
+    process = balancer_process(backends, "round_robin", *flags).start()
+    try:
+        with httpx.Client(base_url=process.url, timeout=10) as client:
+            answers = [client.get("/echo") for _ in range(2)]  # one of them tries server1
+            assert [a.headers["x-upstream-server"] for a in answers] == ["server2", "server2"]
+            slowest = max(a.elapsed.total_seconds() for a in answers)
+            assert 0.15 <= slowest < 0.45, slowest  # the default connect timeout is 0.5 s
+            server1 = status_of(process)["servers"][0]
+            assert server1["connect_failures"] >= 1 and server1["retries"] >= 1
+
+            echoes[1].delay = 0.6
+            late = client.get("/echo")
+        assert late.status_code == 504
+        assert late.json()["error"] == "the task server did not answer in time"
+        assert 0.4 <= late.elapsed.total_seconds() < 0.55  # the default is 5 s
+        assert late.json()["servers"]["server2"] in ("UP", "DOWN")
+        recent = httpx.get(process.url + "/errors/stats").json()["recent_errors"][0]
+        assert (recent["type"], recent["server"]) == ("504_GATEWAY_TIMEOUT", "server2")
+        assert status_of(process)["servers"][1]["timeouts"] == 1
+    finally:
+        process.close()
+        hole.close()
 
 
 @pytest.mark.parametrize("algorithm", ["random", "least_connections"])
@@ -235,6 +364,7 @@ def test_ip_hash_keeps_a_client_on_its_server_until_it_leaves(echoes: list[EchoB
     backends = ",".join(f"{e.name}={e.url}" for e in echoes)
     env = {"TICSLAB_BACKENDS": backends, "TICSLAB_ALGORITHM": "ip_hash", "TICSLAB_PORT": str(port)}
     args = ["balancer", "--check-interval", "0.2", "--fast-check-interval", "0.1"]
+    args += ["--token", TOKEN, "--driver", "none"]
     process = ServiceProcess(args, port, env).start()
     try:
         counts = upstreams(process.url, 20)

@@ -84,5 +84,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ticslab balancer: {error}", file=sys.stderr)
         return 2
     config.token = ensure_token(config.token)
-    serve(create_app(config), config.host, config.port, log_level=args.log_level)
+    # The balancer is the edge: the client is the socket's peer, whatever headers it sends.
+    app = create_app(config)
+    serve(app, config.host, config.port, log_level=args.log_level, proxy_headers=False)
     return 0
