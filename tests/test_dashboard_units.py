@@ -15,11 +15,12 @@ from textual.widgets._footer import FooterKey
 
 from dashboard import format as fmt
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
-from dashboard.i18n import EN, ES
+from dashboard.i18n import EN, ES, Translator
 from dashboard.keys import KEYS, WRITE_ACTIONS
 from dashboard.main import DashboardApp
 from dashboard.options import Options, add_arguments, options_from_args, parse_options
 from dashboard.poll import Poller, backoff_delay
+from dashboard.widgets.panels import EventsPanel
 
 
 def test_every_text_exists_in_both_languages() -> None:
@@ -233,3 +234,15 @@ async def test_a_slow_balancer_never_gets_overlapping_polls() -> None:
         await pilot.pause(0.7)
         assert app.status is not None and app.failures == 0
     assert most == 1
+
+
+def test_every_event_kind_reads_as_a_sentence() -> None:
+    panel = EventsPanel(Translator("es"))
+    start = {"kind": "start", "server": None, "algorithm": "random"}
+    start["servers"] = {"server1": "http://127.0.0.1:5001", "server2": "http://127.0.0.1:5002"}
+    first = {"kind": "state", "server": "server1", "from": None, "to": "UP", "reason": "ok"}
+    lines = [panel.render_event(event).plain for event in (start, first)]
+    assert lines == [
+        "--:--:-- balanceador iniciado: algoritmo random, servidores server1, server2",
+        "--:--:-- server1 → UP: ok",
+    ]

@@ -108,22 +108,31 @@ class EventsPanel(RichLog):
             self.write(self.render_event(event))
 
     def render_event(self, event: dict[str, Any]) -> Text:
-        kind = str(event.get("kind", ""))
         values = {
             key: event.get(key) if event.get(key) is not None else "-"
             for key in ("server", "from", "to", "reason", "action", "result", "who", "kind")
         }
-        if kind == "control" and event.get("ok") is False:
-            key = "ev_control_failed"
-        elif kind in ("state", "control", "algorithm", "discovery", "stats"):
-            key = f"ev_{kind}"
-        else:
-            key = "ev_other"
-        style = {"state": "bold", "control": "cyan", "algorithm": "magenta"}.get(kind, "")
-        if kind == "state" and event.get("to") == "DOWN":
-            style = "bold red"
-        elif kind == "state" and event.get("to") == "UP":
-            style = "bold green"
+        values["algorithm"] = event.get("algorithm") or "-"
+        values["servers"] = ", ".join(event.get("servers") or {}) or "-"
         text = Text(f"{fmt.local_time(event.get('time'))} ", style="dim")
-        text.append(self.t(key, **values), style=style)
+        text.append(self.t(self.text_key(event), **values), style=self.style(event))
         return text
+
+    @staticmethod
+    def text_key(event: dict[str, Any]) -> str:
+        """The catalogue entry for an event of any kind docs/api.md lists."""
+        kind = event.get("kind")
+        if kind == "control" and event.get("ok") is False:
+            return "ev_control_failed"
+        if kind == "state" and event.get("from") is None:
+            return "ev_state_first"  # a server's first verdict: nothing to change from
+        if kind in ("start", "state", "control", "algorithm", "discovery", "stats"):
+            return f"ev_{kind}"
+        return "ev_other"
+
+    @staticmethod
+    def style(event: dict[str, Any]) -> str:
+        kind = event.get("kind")
+        if kind == "state":
+            return {"DOWN": "bold red", "UP": "bold green"}.get(str(event.get("to")), "bold")
+        return {"control": "cyan", "algorithm": "magenta", "start": "bold"}.get(str(kind), "")
