@@ -23,20 +23,18 @@ __all__ = [
 HAPROXY_TEMPLATE = Path(__file__).with_name("haproxy.cfg.template")
 
 
-def start_taskserver(
-    name: str, tasks_file: Path, port: int | None = None, token: str | None = None
-) -> ServiceProcess:
+def start_taskserver(name: str, tasks_file: Path, token: str | None = None) -> ServiceProcess:
     """A running task server; with ``token`` its fault modes can be set (TICSLAB_TOKEN)."""
-    return taskserver(name, tasks_file, port, {"TICSLAB_TOKEN": token} if token else None).start()
+    return taskserver(name, tasks_file, env={"TICSLAB_TOKEN": token} if token else None).start()
 
 
-def start_balancer(ports: list[int], *extra: str) -> ServiceProcess:
+def start_balancer(ports: list[int]) -> ServiceProcess:
     """A running ``ticslab balancer`` (round_robin) in front of server1, server2, ... on
     ``ports``."""
     port = free_port()
     backends = [f"--backend=server{i}=http://127.0.0.1:{p}" for i, p in enumerate(ports, 1)]
     args = ["balancer", "--port", str(port), "--algorithm", "round_robin"]
-    return ServiceProcess([*args, "--log-level", "warning", *backends, *extra], port).start()
+    return ServiceProcess([*args, "--log-level", "warning", *backends], port).start()
 
 
 def start_haproxy(ports: list[int], folder: Path) -> tuple[ServiceProcess, int]:
