@@ -150,7 +150,11 @@ def kill_under_load(stack, requests: int, workers: int) -> None:
     server1 = status_of(balancer)["servers"][0]
     assert server1["retries"] >= 1  # requests in flight on it were resent elsewhere
     events = httpx.get(balancer.url + "/events").json()["events"]
-    assert any(e["server"] == "server1" and e["to"] == "DOWN" for e in events)
+    (down,) = [e for e in events if e["server"] == "server1" and e.get("to") == "DOWN"]
+    assert down["reason"] in (
+        "connect refused on live traffic",
+        "2 checks failed: connection refused",
+    )
 
     victim.start()
     restarted = time.monotonic()
@@ -200,4 +204,10 @@ def test_hung_server_is_marked_down_and_no_request_waits_past_one_retry(stack) -
     assert slowest < RESPONSE_TIMEOUT + 1.0, slowest  # one timed-out try, then a quick retry
     server1 = status_of(balancer)["servers"][0]
     assert server1["timeouts"] >= 1 and server1["retries"] >= 1
+    events = httpx.get(balancer.url + "/events").json()["events"]
+    (down,) = [e for e in events if e["server"] == "server1" and e.get("to") == "DOWN"]
+    assert down["reason"] in (
+        "2 checks failed: timeout after 0.3 s",
+        f"2 failures on live traffic: timeout after {RESPONSE_TIMEOUT:g} s",
+    )
     wait_until(lambda: state_of(balancer, "server1") == "UP", timeout=5, what="server1 UP again")

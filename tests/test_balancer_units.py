@@ -120,6 +120,22 @@ def test_fall_and_rise_follow_consecutive_checks() -> None:
     ]
 
 
+def test_fall_and_rise_are_configurable() -> None:
+    balancer = make_balancer(fall=3, rise=1)
+    server = balancer.get("server1")
+    for _ in range(2):
+        balancer.record_check(server, False, None, "timeout after 0.5 s", 500.0)
+    assert server.state == "UP"
+    balancer.record_check(server, False, None, "timeout after 0.5 s", 500.0)
+    assert server.state == "DOWN"
+    balancer.record_check(server, True, 200, "200 OK", 1.0)
+    assert server.state == "UP"
+    assert [e["reason"] for e in balancer.events.since(0)] == [
+        "3 checks failed: timeout after 0.5 s",
+        "1 check passed",
+    ]
+
+
 def test_refused_live_traffic_is_down_at_once_timeouts_count_toward_fall() -> None:
     balancer = make_balancer(fall=2)
     one, two = balancer.get("server1"), balancer.get("server2")

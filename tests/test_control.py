@@ -120,8 +120,14 @@ def test_unknown_server_bad_action_and_bad_bodies(stack: UpStack) -> None:
     )
     assert put(stack, "/control/servers/server9/fault", {"mode": "none"}).status_code == 404
     # The process cannot be unpaused when it is not paused: the driver says why.
+    before = httpx.get(stack.url + "/events").json()["last_id"]
     answer = post(stack, "/control/servers/server1/unpause")
     assert answer.status_code == 409 and "not paused" in answer.json()["error"]
+    (event,) = httpx.get(stack.url + f"/events?since={before}").json()["events"]
+    assert (event["kind"], event["server"], event["action"], event["ok"]) == (
+        "control", "server1", "unpause", False,
+    )  # fmt: skip
+    assert "not paused" in event["result"] and event["who"] == "127.0.0.1"
 
 
 def test_kill_then_start_while_traffic_flows_through_the_other(stack: UpStack) -> None:
@@ -131,6 +137,7 @@ def test_kill_then_start_while_traffic_flows_through_the_other(stack: UpStack) -
         answer = post(stack, "/control/servers/server1/kill")
         assert answer.status_code == 200, answer.text
         assert answer.json()["result"] == "killed" and answer.json()["process"] == "exited"
+        assert answer.json()["state"] in ("UP", "DOWN")  # the balancer's view at that moment
         assert not alive(pid) and not listening(stack.server_ports[0])
         wait_until(lambda: state(stack, "server1") == "DOWN", what="server1 DOWN")
         mark = len(traffic.answers)
@@ -146,6 +153,12 @@ def test_kill_then_start_while_traffic_flows_through_the_other(stack: UpStack) -
     event = httpx.get(stack.url + "/events").json()["events"]
     kills = [e for e in event if e["kind"] == "control" and e["action"] == "kill"]
     assert kills[-1]["who"] == "127.0.0.1" and kills[-1]["ok"] is True
+    assert kills[-1]["result"] == "killed"
+    down = [e for e in event if e["kind"] == "state" and e["server"] == "server1"]
+    assert down[-2]["to"] == "DOWN" and down[-2]["reason"] in (
+        "connect refused on live traffic",
+        "2 checks failed: connection refused",
+    )
 
 
 def test_pause_freezes_the_process_and_unpause_thaws_it(stack: UpStack) -> None:
@@ -178,8 +191,15 @@ def test_stop_is_graceful_and_restart_brings_it_back(stack: UpStack) -> None:
 
 
 def test_balancer_states_faults_and_stats_reset(stack: UpStack) -> None:
+    before = httpx.get(stack.url + "/events").json()["last_id"]
     answer = post(stack, "/control/servers/server1/drain").json()
     assert answer["state"] == "DRAIN" and state(stack, "server1") == "DRAIN"
+    events = httpx.get(stack.url + f"/events?since={before}").json()["events"]
+    assert [(e["kind"], e.get("reason", e.get("result"))) for e in events] == [
+        ("state", "set drain by control"),
+        ("control", "DRAIN"),
+    ]
+    assert {e["who"] for e in events} == {"127.0.0.1"}
     assert post(stack, "/control/servers/server1/maint").json()["state"] == "MAINT"
     answer = post(stack, "/control/servers/server1/ready").json()
     assert answer["state"] in ("UP", "DOWN")
@@ -187,6 +207,8 @@ def test_balancer_states_faults_and_stats_reset(stack: UpStack) -> None:
 
     fault = put(stack, "/control/servers/server2/fault", {"mode": "error", "rate": 1.0})
     assert fault.status_code == 200 and fault.json()["fault"]["mode"] == "error"
+    last = httpx.get(stack.url + "/events").json()["events"][-1]
+    assert (last["action"], last["result"], last["fault"]["rate"]) == ("fault", "error", 1.0)
     direct = f"http://127.0.0.1:{stack.server_ports[1]}"
     assert httpx.get(direct + "/tareas").status_code == 500
     assert put(stack, "/control/servers/server2/fault", {"mode": "none"}).status_code == 200
@@ -230,6 +252,7 @@ def test_driver_cannot_is_409_and_driver_failure_is_502(
         overview = httpx.get(balancer.url + "/control").json()
         assert overview["driver"] == ("none" if driver == "auto" else driver)
         if driver == "auto":
+            assert overview["servers"]["server1"]["actions"] == ["drain", "maint", "ready", "fault"]
             assert "no Docker socket" in overview["driver_missing"]
             assert "mount /var/run/docker.sock" in answer.json()["error"]  # how to enable it
         drain = httpx.post(
@@ -259,7 +282,8 @@ def test_balancer_without_token_generates_one_for_its_owner_only(tmp_path: Path)
         assert answer.status_code == 200
     finally:
         balancer.close()
-    assert token in (balancer.proc.stderr.read().decode() if balancer.proc.stderr else "")
+    balancer._stderr.seek(0)  # support.ServiceProcess keeps stderr in a file
+    assert token in balancer._stderr.read().decode()  # logged once at start
 
 
 class Writer:

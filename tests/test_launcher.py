@@ -13,27 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import free_port, wait_until
-
-
-def free_run(count: int) -> int:
-    """The first of ``count`` consecutive ports that are free now (for server1..serverN)."""
-    for _ in range(50):
-        first = free_port()
-        if first + count > 65535:
-            continue
-        if all(_free(first + i) for i in range(count)):
-            return first
-    raise RuntimeError(f"no run of {count} free ports found")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+from support import free_port, free_run, wait_until
 
 
 def listening(port: int) -> bool:
@@ -144,6 +124,13 @@ def test_ctrl_c_stops_everything_and_frees_every_port(tmp_path: Path) -> None:
         wait_until(lambda: requests() > 0, what="the client's traffic through the balancer")
         assert httpx.get(stack.url + "/health").status_code == 200
         assert stack.token_file.stat().st_mode & 0o777 == 0o600
+        banner = stack.output()
+        for port in stack.server_ports:
+            assert f"http://127.0.0.1:{port}" in banner
+        assert f"balancer   {stack.url}" in banner
+        assert f"token      {stack.token_file}" in banner  # where, never the token itself
+        assert stack.token not in banner
+        assert f"ticslab dashboard --url {stack.url}" in banner
         ports = [stack.balancer_port, *stack.server_ports]
         assert all(listening(port) for port in ports)
 

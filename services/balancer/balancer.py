@@ -115,12 +115,13 @@ class Balancer:
             if not server.announced and server.state == UP:
                 self._announce(server, f"first verdict: check passed ({detail})")
             if not server.healthy and server.consecutive_successes >= self.config.rise:
-                self._set_health(server, True, f"{server.consecutive_successes} checks passed")
+                passed = count(server.consecutive_successes, "check")
+                self._set_health(server, True, f"{passed} passed")
         else:
             server.consecutive_failures += 1
             server.consecutive_successes = 0
             if server.healthy and server.consecutive_failures >= self.config.fall:
-                reason = f"{server.consecutive_failures} checks failed: {detail}"
+                reason = f"{count(server.consecutive_failures, 'check')} failed: {detail}"
                 self._set_health(server, False, reason)
 
     def _announce(self, server: Server, reason: str) -> None:
@@ -136,7 +137,7 @@ class Balancer:
             self._set_health(server, False, "connect refused on live traffic")
         elif server.live_failures >= self.config.fall:
             self._set_health(
-                server, False, f"{server.live_failures} failures on live traffic: {detail}"
+                server, False, f"{count(server.live_failures, 'failure')} on live traffic: {detail}"
             )
 
     def _set_health(self, server: Server, healthy: bool, reason: str) -> None:
@@ -221,3 +222,8 @@ class Balancer:
     def count_request(self) -> None:
         self.requests_total += 1
         self.rate.add(time.monotonic())
+
+
+def count(number: int, noun: str) -> str:
+    """``1 check``, ``2 checks``: event reasons are read by students."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
