@@ -246,3 +246,19 @@ def test_every_event_kind_reads_as_a_sentence() -> None:
         "--:--:-- balanceador iniciado: algoritmo random, servidores server1, server2",
         "--:--:-- server1 → UP: ok",
     ]
+
+
+async def test_the_newest_event_stays_visible_when_the_panel_shrinks() -> None:
+    balancer = FixtureBalancer(1)
+    events = [{"id": n, "kind": "stats", "who": f"10.0.0.{n}"} for n in range(1, 41)]
+    balancer.answers["/events"] = {"last_id": 40, "events": events}
+    options = Options(url="http://b", token="t", refresh=30.0, lang="en")
+    app = DashboardApp(options, transport=balancer.transport)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await loaded(app, pilot)
+        panel = app.events_panel
+        assert panel.max_scroll_y > 0 and panel.scroll_y == panel.max_scroll_y
+        await pilot.resize_terminal(100, 30)  # as when the disconnected banner appears
+        await pilot.pause()
+        assert panel.scroll_y == panel.max_scroll_y
+        assert "10.0.0.40" in app.export_screenshot()

@@ -101,6 +101,11 @@ class EventsPanel(RichLog):
         self.t = t
         self.border_title = t("events_title")
 
+    def on_mount(self) -> None:
+        # Stay on the newest event when the panel shrinks (the disconnected banner, a
+        # smaller terminal), until the user scrolls up to read older ones.
+        self.anchor()
+
     def add(self, events: list[dict[str, Any]], restarted: bool = False) -> None:
         if restarted:
             self.clear()
