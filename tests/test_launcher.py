@@ -172,7 +172,12 @@ def test_unexpected_death_is_reported_not_restarted(tmp_path: Path) -> None:
             what="the death to be reported",
         )
         assert not listening(stack.first_port)
-        assert stack.interrupt() == 0
+        assert stack.proc is not None
+        kids = children(stack.proc.pid)
+        stack.proc.terminate()  # a polite kill stops everything, as Ctrl+C does
+        assert stack.proc.wait(timeout=30) == 0
+        assert [pid for pid in kids if alive(pid)] == [] and not listening(stack.balancer_port)
+        assert "stopped: no process left running" in stack.output()
     finally:
         stack.close()
 
