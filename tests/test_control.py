@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
@@ -54,33 +55,46 @@ def process_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
-class Traffic:
-    """GET /tareas through the balancer in a loop (bounded), recording status and server."""
+class Background:
+    """Calls ``step`` in a thread, ``limit`` times at most, until the ``with`` block ends."""
 
     def __init__(self, url: str, limit: int = 2000) -> None:
         self.url, self.limit = url, limit
-        self.answers: list[tuple[int, str | None]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set() and len(self.answers) < self.limit:
-                try:
-                    answer = client.get(self.url + "/tareas")
-                    self.answers.append(
-                        (answer.status_code, answer.headers.get("x-upstream-server"))
-                    )
-                except httpx.HTTPError as error:
-                    self.answers.append((0, repr(error)))
+    def step(self, client: httpx.Client) -> None:
+        raise NotImplementedError
 
-    def __enter__(self) -> Traffic:
+    def _run(self) -> None:
+        with httpx.Client(timeout=20) as client:
+            for _ in range(self.limit):
+                if self._stop.is_set():
+                    return
+                self.step(client)
+
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=15)
+        self._thread.join(timeout=30)
+
+
+class Traffic(Background):
+    """GET /tareas through the balancer, recording status and server."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.answers: list[tuple[int, str | None]] = []
+
+    def step(self, client: httpx.Client) -> None:
+        try:
+            answer = client.get(self.url + "/tareas")
+            self.answers.append((answer.status_code, answer.headers.get("x-upstream-server")))
+        except httpx.HTTPError as error:
+            self.answers.append((0, repr(error)))
 
 
 def test_overview_names_the_local_driver_and_actions(stack: UpStack) -> None:
@@ -286,36 +300,24 @@ def test_balancer_without_token_generates_one_for_its_owner_only(tmp_path: Path)
     assert token in balancer._stderr.read().decode()  # logged once at start
 
 
-class Writer:
-    """POST /tareas straight to one task server in a loop (bounded), timing each write."""
+class Writer(Background):
+    """POST /tareas straight to one task server, timing each write."""
 
-    def __init__(self, url: str, limit: int = 3000) -> None:
-        self.url, self.limit = url, limit
+    def __init__(self, url: str) -> None:
+        super().__init__(url, limit=3000)
         self.seconds: list[float] = []
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        with httpx.Client(timeout=20) as client:
-            while not self._stop.is_set() and len(self.seconds) < self.limit:
-                started = time.monotonic()
-                try:
-                    answer = client.post(self.url + "/tareas", json={"title": "w"})
-                except httpx.HTTPError as error:
-                    self.failures.append(repr(error))
-                    continue
-                self.seconds.append(time.monotonic() - started)
-                if answer.status_code != 201:
-                    self.failures.append(f"{answer.status_code}: {answer.text}")
-
-    def __enter__(self) -> Writer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+    def step(self, client: httpx.Client) -> None:
+        started = time.monotonic()
+        try:
+            answer = client.post(self.url + "/tareas", json={"title": "w"})
+        except httpx.HTTPError as error:
+            self.failures.append(repr(error))
+            return
+        self.seconds.append(time.monotonic() - started)
+        if answer.status_code != 201:
+            self.failures.append(f"{answer.status_code}: {answer.text}")
 
 
 def test_pause_never_freezes_a_server_holding_the_tasks_file_lock(stack: UpStack) -> None:
