@@ -114,6 +114,36 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="ne
 
 
 @needs_proc
+def test_output_closed_by_the_reader_still_stops_everything(tmp_path: Path) -> None:
+    """``ticslab up | head``: once nobody reads the logs, Ctrl+C must still stop every child."""
+    stack = UpStack(tmp_path, servers=2, clients=1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", *stack.args],
+        env=stack.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if b"Ctrl+C stops everything" in line:
+                break
+        kids = children(proc.pid)
+        assert len(kids) == 4
+        proc.stdout.close()  # the reader goes away, as `head` does after its lines
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        wait_until(lambda: not [pid for pid in kids if alive(pid)], what="every child to stop")
+        ports = [stack.balancer_port, *stack.server_ports]
+        assert [port for port in ports if listening(port)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in children(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@needs_proc
 def test_ctrl_c_stops_everything_and_frees_every_port(tmp_path: Path) -> None:
     stack = UpStack(tmp_path, servers=2, clients=1).start()
     try:

@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             holder[0].request_stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals()}
+    stack: Stack | None = None
     try:
         options = options_from_args(args)
         token, token_path = stack_token(args)
@@ -89,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         except StartError as error:
             logs.note(f"could not start the stack: {error}")
             return 130 if stop.is_set() else 1
-        console.print(banner(options, token_path))
-        console.print("Ctrl+C stops everything / Ctrl+C detiene todo.")
+        logs.print(banner(options, token_path))
+        logs.print("Ctrl+C stops everything / Ctrl+C detiene todo.")
         while not stop.wait(0.5):
             pass
         logs.note("stopping everything...")
@@ -98,5 +99,7 @@ def run(args: argparse.Namespace) -> int:
         logs.note("stopped: no process left running")
         return 0
     finally:
+        if stack is not None:
+            stack.stop()  # whatever went wrong above (even a closed output), no process is left
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -23,11 +23,16 @@ class LogSink(Protocol):
 
 
 class ConsoleLogs:
-    """docker-compose style: ``server1  | line``, one colour per process name."""
+    """docker-compose style: ``server1  | line``, one colour per process name.
+
+    Output that can no longer be written (``ticslab up | head``, a closed terminal) is dropped:
+    losing log lines must never keep the launcher from stopping its processes.
+    """
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(highlight=False, soft_wrap=True)
         self._colours: dict[str, str] = {}
+        self._closed = False
         self.width = 10
 
     def colour(self, name: str) -> str:
@@ -36,11 +41,18 @@ class ConsoleLogs:
         return self._colours[name]
 
     def line(self, name: str, text: str) -> None:
-        prefix = Text(f"{name:<{self.width}}| ", style=self.colour(name))
-        self.console.print(prefix + Text(text))
+        self.print(Text(f"{name:<{self.width}}| ", style=self.colour(name)) + Text(text))
 
     def note(self, text: str) -> None:
-        self.console.print(Text(f"{LAUNCHER:<{self.width}}| ", style="bold") + Text(text))
+        self.print(Text(f"{LAUNCHER:<{self.width}}| ", style="bold") + Text(text))
+
+    def print(self, text: Text | str) -> None:
+        if self._closed:
+            return
+        try:
+            self.console.print(text)
+        except OSError:  # BrokenPipeError and friends: nobody reads the output any more
+            self._closed = True
 
     def close(self) -> None:
         return None
