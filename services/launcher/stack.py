@@ -145,13 +145,14 @@ class Stack:
     def request_stop(self) -> None:
         """Ask the stack to stop, without waiting (safe from a signal handler)."""
         self._stop_requested.set()
-        if self._loop is not None and self._stop is not None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
 
     def stop(self) -> None:
-        """Stop every process (clients, balancer, task servers) and wait until they are gone."""
-        self.request_stop()
+        """Stop every process (clients, balancer, task servers) and wait until they are gone.
+        Safe to call again once stopped."""
         if self._thread.is_alive():
+            self.request_stop()
             self._thread.join()
 
     @property
