@@ -155,5 +155,8 @@ Servidores activos / Active servers: <b>{data["active_servers"]} / {data["server
 </table>
 <p><small>Se actualiza cada {refresh_seconds} s / refreshes every {refresh_seconds} s.
 JSON: <code>curl -H 'Accept: application/json' /status</code></small></p>
+<p><small>Ver / see: <a href="/tareas">/tareas</a> · <a href="/health">/health</a> ·
+<a href="/errors/stats">/errors/stats</a> · <a href="/events">/events</a> ·
+<a href="/metrics">/metrics</a></small></p>
 </body></html>
 """
