@@ -36,6 +36,16 @@ EN: dict[str, str] = {
     # Panels.
     "errors_title": "Errors by type",
     "errors_recent": "Most recent",
+    "error_400": "bad request",
+    "error_401": "unauthorized",
+    "error_403": "forbidden",
+    "error_404": "not found",
+    "error_405": "method not allowed",
+    "error_413": "content too large",
+    "error_500": "internal error",
+    "error_502": "bad gateway",
+    "error_503": "service unavailable",
+    "error_504": "gateway timeout",
     "errors_none": "No errors yet.",
     "no_backend": "no server",
     "tasks_title": "Tasks: {count}",
@@ -148,6 +158,16 @@ ES: dict[str, str] = {
     ),
     "errors_title": "Errores por tipo",
     "errors_recent": "Más recientes",
+    "error_400": "inválida",
+    "error_401": "sin autorización",
+    "error_403": "prohibido",
+    "error_404": "no encontrado",
+    "error_405": "método no permitido",
+    "error_413": "cuerpo muy grande",
+    "error_500": "error interno",
+    "error_502": "puerta de enlace",
+    "error_503": "no disponible",
+    "error_504": "tiempo agotado",
     "errors_none": "Aún no hay errores.",
     "no_backend": "sin servidor",
     "tasks_title": "Tareas: {count}",
@@ -236,6 +256,9 @@ class Translator:
     def __init__(self, lang: str) -> None:
         self.lang = lang if lang in CATALOGS else "en"
         self._catalog = CATALOGS[self.lang]
+
+    def knows(self, key: str) -> bool:
+        return key in EN
 
     def __call__(self, key: str, **values: Any) -> str:
         text = self._catalog.get(key) or EN[key]

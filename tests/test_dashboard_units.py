@@ -20,13 +20,21 @@ from dashboard.keys import KEYS, WRITE_ACTIONS
 from dashboard.main import DashboardApp
 from dashboard.options import Options, add_arguments, options_from_args, parse_options
 from dashboard.poll import Poller, backoff_delay
-from dashboard.widgets.panels import EventsPanel
+from dashboard.widgets.panels import ErrorsPanel, EventsPanel
 
 
 def test_every_text_exists_in_both_languages() -> None:
     assert set(EN) == set(ES)
     assert all(ES[key] for key in ES)
     assert {key.text for key in KEYS} <= set(EN)
+
+
+def test_error_types_are_named_in_the_chosen_language() -> None:
+    stats = {"error_types": {"400_BAD_REQUEST": 2, "500_INTERNAL_ERROR": 1, "418_IM_A_TEAPOT": 1}}
+    spanish = ErrorsPanel(Translator("es")).render_stats(stats).plain
+    assert "inválida" in spanish and "error interno" in spanish
+    assert "im a teapot" in spanish  # a status without a translation keeps the course's name
+    assert "bad request" in ErrorsPanel(Translator("en")).render_stats(stats).plain
 
 
 def test_every_control_key_is_a_write_action() -> None:

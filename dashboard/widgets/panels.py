@@ -44,7 +44,9 @@ class ErrorsPanel(Static):
             text.append(f"{code}", style="bold")
             style = "bold red" if code.startswith("5") else "bold yellow"
             text.append(f" {count:>{count_width}}", style=style)
-            text.append(f" {name.replace('_', ' ').lower()}\n")
+            label = f"error_{code}"
+            name = self.t(label) if self.t.knows(label) else name.replace("_", " ").lower()
+            text.append(f" {name}\n")
         text.append(self.t("errors_recent") + "\n", style="underline")
         for error in (stats.get("recent_errors") or [])[:RECENT_ERRORS_SHOWN]:
             server = error.get("server") or self.t("no_backend")
