@@ -53,11 +53,14 @@ def test_admin_refuses_a_missing_or_wrong_token(client: httpx.Client, headers: d
 def test_admin_is_off_without_a_configured_token(tmp_path: Path) -> None:
     process = taskserver("server1", tmp_path / "tasks.json", env={"TICSLAB_TOKEN": ""}).start()
     try:
-        response = httpx.get(process.url + "/admin/fault", headers=AUTH)
-        assert response.status_code == 403
-        assert "TICSLAB_TOKEN" in response.json()["error"]
+        for response in (
+            httpx.get(process.url + "/admin/fault", headers=AUTH),
+            httpx.post(process.url + "/admin/quiesce", json={"seconds": 2}, headers=AUTH),
+        ):
+            assert response.status_code == 403
+            assert "TICSLAB_TOKEN" in response.json()["error"]
         stats = httpx.get(process.url + "/errors/stats").json()
-        assert stats["by_status"] == {"403": 1}
+        assert stats["by_status"] == {"403": 2}
     finally:
         process.close()
 

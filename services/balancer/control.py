@@ -4,13 +4,18 @@ Reads are open; every write needs ``Authorization: Bearer <token>``. Driver acti
 start, kill, restart, pause, unpause) go to the active driver; drain, maint and ready are the
 balancer's own states; faults are passed on to the task server's ``/admin/fault``. Every
 action answers what was done and the resulting state, and becomes an event.
+
+Before a pause the server is asked to hold its writes for a moment (``/admin/quiesce``), so
+whatever driver freezes it, it is not frozen holding the shared tasks file lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -33,6 +38,11 @@ from services.common import bearer_token, json_error, token_matches, write_token
 ADMIN_ACTIONS = {"drain": "DRAIN", "maint": "MAINT", "ready": "READY"}
 FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy")
 FAULT_TIMEOUT = 5.0
+# How long a server holds its writes before a pause: the driver must freeze it within this
+# (Docker answers in tens of ms); longer only delays writes after a quick unpause.
+QUIESCE_SECONDS = 2.0
+# Best effort: a server that is frozen or hung already must not delay the pause for long.
+QUIESCE_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 
 
 class Control:
@@ -134,18 +144,58 @@ class Control:
 
     async def _drive(self, request: Request, name: str, action: str) -> Response:
         """Hand ``action`` to the driver; 409 when it cannot, 502 when it failed."""
+        quiesce: dict[str, Any] = {}
+        started = time.monotonic()
+        if action == "pause" and action in self.driver.actions:
+            quiesce = await self._quiesce(name)
         try:
             done = await self.driver.perform(name, action)
-        except DriverUnsupported as error:
-            self._event(request, name, action, result=str(error), ok=False)
-            return json_error(409, str(error), driver=self.driver.name)
-        except DriverFailure as error:
-            self._event(request, name, action, result=str(error), ok=False)
-            return json_error(502, str(error), driver=self.driver.name)
+        except (DriverUnsupported, DriverFailure) as error:
+            if quiesce.get("quiesced"):
+                await self._end_quiesce(name)  # not frozen: let its writes go on now
+            self._event(request, name, action, result=str(error), ok=False, **quiesce)
+            status = 409 if isinstance(error, DriverUnsupported) else 502
+            return json_error(status, str(error), driver=self.driver.name, **quiesce)
+        if quiesce:
+            quiesce = _frozen_in_time(quiesce, time.monotonic() - started)
+        if action == "unpause":
+            await self._end_quiesce(name)
         self.balancer.request_check(name)  # so /status follows within a moment
-        self._event(request, name, action, result=done["result"], ok=True)
+        self._event(request, name, action, result=done["result"], ok=True, **quiesce)
         state = self.balancer.get(name).state
-        return JSONResponse({"server": name, "action": action, **done, "state": state})
+        return JSONResponse({"server": name, "action": action, **done, "state": state, **quiesce})
+
+    async def _quiesce(self, name: str) -> dict[str, Any]:
+        """Ask ``name`` to hold its writes while it is frozen (best effort).
+
+        Freezing a server inside a write would freeze the shared file lock with it and stall
+        every server's writes; the driver cannot see that, the server can. Answers the
+        ``quiesced`` flag and a ``quiesce`` sentence for the answer and the event.
+        """
+        url = self.balancer.get(name).url + "/admin/quiesce"
+        try:
+            answer = await self._http.post(
+                url,
+                json={"seconds": QUIESCE_SECONDS},
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=QUIESCE_TIMEOUT,
+            )
+        except httpx.HTTPError as error:
+            reason = f"it did not answer ({str(error) or type(error).__name__})"
+        else:
+            if answer.status_code == 200:
+                held = f"{name} held its writes for {QUIESCE_SECONDS:g} s first"
+                return {"quiesced": True, "quiesce": held}
+            reason = f"it answered {answer.status_code}: {_error_text(answer)}"
+        unsafe = "pausing anyway: if it is frozen inside a write, every write waits until unpause"
+        return {"quiesced": False, "quiesce": f"{name} did not hold its writes, {reason}; {unsafe}"}
+
+    async def _end_quiesce(self, name: str) -> None:
+        """End a hold that is still running: unpaused sooner than it lasts, or not paused."""
+        url = self.balancer.get(name).url + "/admin/quiesce"
+        headers = {"Authorization": f"Bearer {self.token}"}
+        with contextlib.suppress(httpx.HTTPError):  # it expires by itself anyway
+            await self._http.delete(url, headers=headers, timeout=QUIESCE_TIMEOUT)
 
     async def fault(self, request: Request) -> Response:
         """Pass a fault mode on to the task server's ``/admin/fault``."""
@@ -200,6 +250,14 @@ class Control:
             return refusal
         self.balancer.reset_stats(who=_who(request))
         return JSONResponse({"reset": True})
+
+
+def _frozen_in_time(quiesce: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The hold protects only a freeze that lands within it: say so when the driver was slower."""
+    if not quiesce.get("quiesced") or seconds < QUIESCE_SECONDS:
+        return quiesce
+    late = f"the pause took {seconds:.1f} s, longer than the {QUIESCE_SECONDS:g} s writes were held"
+    return {"quiesced": False, "quiesce": f"{late}; it may have frozen inside a write"}
 
 
 def _who(request: Request) -> str | None:

@@ -50,11 +50,6 @@ class StackOptions:
     def tasks_file(self) -> Path:
         return self.data_dir / "tasks.json"
 
-    @property
-    def lock_file(self) -> Path:
-        """The lock every task server takes to write tasks.json (services/taskserver/storage)."""
-        return self.data_dir / "tasks.json.lock"
-
     def problems(self) -> list[str]:
         """Why these options cannot work, in words (empty when they can)."""
         found = []
@@ -89,7 +84,7 @@ def plan(options: StackOptions, token: str, supervisor_url: str) -> list[Process
             "--tasks-file", str(options.tasks_file),
         )  # fmt: skip
         health = f"http://{HOST}:{port}/health"
-        specs.append(ProcessSpec(name, "taskserver", argv, env, port, health, options.lock_file))
+        specs.append(ProcessSpec(name, "taskserver", argv, env, port, health))
     backends = [f"--backend={s.name}=http://{HOST}:{s.port}" for s in specs]
     balancer = python_command(
         "balancer", "--host", HOST, "--port", str(options.balancer_port),

@@ -9,10 +9,8 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
-from filelock import FileLock, Timeout
 
 from services.launcher.logs import LogSink
 
@@ -20,10 +18,6 @@ STOP_SECONDS = 5.0
 START_SECONDS = 20.0
 CAN_FREEZE = hasattr(signal, "SIGSTOP")  # not on Windows
 ACTIONS = ("stop", "start", "kill", "restart", "pause", "unpause")
-# Pause takes the task servers' shared file lock first; writes hold it a few ms, so longer
-# means a process outside this stack holds it, and the pause is refused.
-LOCK_SECONDS = 5.0
-LOCK_POLL_SECONDS = 0.001  # as the task servers poll it, so we are not starved by them
 STOPPED_SECONDS = 1.0  # a SIGSTOP takes effect within microseconds; this is a safety bound
 
 
@@ -45,7 +39,6 @@ class ProcessSpec:
     env: dict[str, str]
     port: int | None = None
     health_url: str | None = None  # answered (any status) once the process is listening
-    lock_file: Path | None = None  # the shared file lock it takes to write (tasks.json.lock)
 
 
 @dataclass
@@ -212,7 +205,8 @@ class Supervisor:
         if managed.state != "running":
             raise ActionError(409, f"{managed.spec.name} is {managed.state}, not running")
         assert managed.proc is not None
-        await asyncio.to_thread(freeze, managed.proc.pid, managed.spec.lock_file)
+        os.kill(managed.proc.pid, signal.SIGSTOP)
+        await asyncio.to_thread(wait_stopped, managed.proc.pid)
         managed.paused = True
         return "paused"
 
@@ -225,31 +219,10 @@ class Supervisor:
         return "unpaused"
 
 
-def freeze(pid: int, lock_file: Path | None) -> None:
-    """SIGSTOP ``pid`` while we hold its shared file lock, so it is never frozen holding it.
-
-    A task server holds tasks.json.lock for a few ms per write; frozen inside a write it would
-    stall every write on every other server until it resumed. While we hold the lock it cannot
-    be inside one, and we release the lock only once the process has really stopped.
-    """
-    if lock_file is None:
-        os.kill(pid, signal.SIGSTOP)
-        return
-    lock = FileLock(lock_file, timeout=LOCK_SECONDS)
-    try:
-        lock.acquire(poll_interval=LOCK_POLL_SECONDS)
-    except Timeout:
-        message = f"{lock_file} has been locked for over {LOCK_SECONDS:g} s; not paused"
-        raise ActionError(409, message) from None
-    try:
-        os.kill(pid, signal.SIGSTOP)
-        wait_stopped(pid)
-    finally:
-        lock.release()
-
-
 def wait_stopped(pid: int) -> None:
-    """Return once the child ``pid`` is stopped (or gone): signals are delivered asynchronously.
+    """Return once the child ``pid`` is stopped (or gone): signals are delivered asynchronously,
+    and "paused" must be true when we say it (the control API asked the server to hold its
+    writes for a moment first, so it is frozen holding no tasks file lock).
 
     ``waitid`` with ``WNOWAIT`` only looks, so asyncio's own wait for the child still sees
     its exit. Without ``waitid`` (macOS before Python 3.13) a short pause stands in for it.

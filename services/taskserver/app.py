@@ -26,12 +26,18 @@ from services import __version__
 from services.common import ErrorLog, Uptime, bearer_token, json_error, token_matches
 from services.taskserver.faults import FaultMiddleware, FaultState
 from services.taskserver.metrics import Metrics, ObserveMiddleware
-from services.taskserver.storage import TaskNotFound, TasksFileError, TaskStore
+from services.taskserver.storage import (
+    HOLD_WAIT_SECONDS,
+    TaskNotFound,
+    TasksFileError,
+    TaskStore,
+)
 from services.taskserver.validation import (
     InputError,
     idempotency_key,
     new_task_fields,
     parse_object,
+    quiesce_seconds,
     read_body,
     task_changes,
     task_id,
@@ -135,6 +141,20 @@ def create_app(settings: Settings) -> Starlette:
         _require_token(request, settings.token)
         return OrjsonResponse(faults.set(parse_object(await read_body(request))))
 
+    async def quiesce(request: Request) -> Response:
+        """Hold this server's writes for a moment, so a pause cannot freeze the file lock."""
+        _require_token(request, settings.token)
+        seconds = quiesce_seconds(await read_body(request))
+        left = await in_thread(store.hold_writes, seconds)
+        if left is None:
+            busy = f"a write here waited over {HOLD_WAIT_SECONDS:g} s for the tasks file lock"
+            return json_error(503, f"writes were not held: {busy}")
+        return OrjsonResponse({"server": settings.name, "writes_held_seconds": round(left, 3)})
+
+    async def end_quiesce(request: Request) -> Response:
+        _require_token(request, settings.token)
+        return OrjsonResponse({"server": settings.name, "ended": await in_thread(store.end_hold)})
+
     routes = [
         Route("/tareas", list_tasks, methods=["GET"]),
         Route("/tareas", create_task, methods=["POST"]),
@@ -154,6 +174,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/admin/fault", get_fault, methods=["GET"]),
         Route("/admin/fault", set_fault, methods=["PUT"]),
+        Route("/admin/quiesce", quiesce, methods=["POST"]),
+        Route("/admin/quiesce", end_quiesce, methods=["DELETE"]),
     ]
     return Starlette(
         routes=routes,
@@ -182,7 +204,8 @@ def _path_id(request: Request) -> int:
 
 def _require_token(request: Request, expected: str | None) -> None:
     if not expected:
-        raise InputError("fault modes are off: start the server with TICSLAB_TOKEN set", 403)
+        message = "admin routes (fault, quiesce) are off: start the server with TICSLAB_TOKEN set"
+        raise InputError(message, 403)
     if not token_matches(bearer_token(request), expected):
         raise InputError("missing or wrong token: send 'Authorization: Bearer <token>'", 401)
 

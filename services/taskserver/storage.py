@@ -40,6 +40,9 @@ CLOSING = b"\n]\n"  # how every version this module writes ends (orjson, indent 
 # File mtimes come from a coarse kernel clock (a tick of up to ~10 ms); anything modified more
 # recently than this may share its mtime with a later write, so its bytes are compared.
 RACY_WINDOW_NS = 100_000_000
+# A hold (``hold_writes``) waits this long for a write in progress; a longer one is waiting for
+# another process's file lock, and the caller is better told than kept waiting.
+HOLD_WAIT_SECONDS = 1.5
 
 
 class TasksFileError(Exception):
@@ -123,6 +126,8 @@ class TaskStore:
         self.server = server
         self._writer_lock = threading.Lock()  # writers of this process queue here, cheaply
         self._cache_lock = threading.Lock()  # guards the snapshot; never held while waiting
+        self._hold = threading.Condition()  # guards _held_until; one hold_writes at a time
+        self._held_until = 0.0  # monotonic end of a hold of the writer lock; 0: no hold
         lock_path = path.with_name(path.name + ".lock")
         # The highest id ever handed out: deleting the newest task must not free its id.
         self._last_id_path = path.with_name(path.name + ".lastid")
@@ -193,6 +198,41 @@ class TaskStore:
             old = _find(snapshot, task_id)
             self._replace([task for task in snapshot.tasks if task is not old])
             return old
+
+    def hold_writes(self, seconds: float, wait: float = HOLD_WAIT_SECONDS) -> float | None:
+        """Keep this process's writers out for ``seconds``, so it holds no file lock meanwhile.
+
+        Takes the writer lock (a write in progress finishes first and releases the file lock)
+        and leaves a thread to release it when the time is up. A process frozen within that
+        time (SIGSTOP, ``docker pause``) therefore never holds the file lock, and since the
+        monotonic clock keeps running while it is frozen, the hold is over the moment it
+        resumes. Reads are not held. A call during a hold extends it. Answers the seconds the
+        hold has left, or None when a write did not finish within ``wait`` (it waits for
+        another process's file lock).
+        """
+        with self._hold:
+            if not self._held_until:
+                if not self._writer_lock.acquire(timeout=wait):
+                    return None
+                threading.Thread(target=self._release_when_due, daemon=True).start()
+            self._held_until = max(self._held_until, time.monotonic() + seconds)
+            return self._held_until - time.monotonic()
+
+    def end_hold(self) -> bool:
+        """End a hold now (the process was resumed early); False when there was none."""
+        with self._hold:
+            if not self._held_until:
+                return False
+            self._held_until = time.monotonic()
+            self._hold.notify()
+            return True
+
+    def _release_when_due(self) -> None:
+        with self._hold:
+            while (left := self._held_until - time.monotonic()) > 0:
+                self._hold.wait(left)
+            self._held_until = 0.0
+            self._writer_lock.release()
 
     def problem(self) -> str | None:
         """Why the file is unusable right now, or None when reads and writes can proceed."""

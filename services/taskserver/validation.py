@@ -13,6 +13,8 @@ MAX_KEY_CHARS = 200
 EXAMPLE = 'send JSON like {"title": "comprar pan"}'
 # Fields the server sets itself: ignored in a body, so a task read with GET can be sent back.
 SERVER_FIELDS = frozenset({"id", "created_at", "updated_at", "server", "idempotency_key"})
+# A quiesce covers the moment between its answer and a pause; minutes would only hide writes.
+MAX_QUIESCE_SECONDS = 30.0
 
 
 class InputError(Exception):
@@ -105,6 +107,20 @@ def check_completed(completed: Any) -> bool:
     if not isinstance(completed, bool):
         raise InputError(f"'completed' must be true or false, not {_kind(completed)}")
     return completed
+
+
+def quiesce_seconds(body: bytes) -> float:
+    """The ``seconds`` of ``{"seconds": 2}``: a number above 0 and at most 30, nothing else."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    seconds = data.get("seconds") if isinstance(data, dict) and data.keys() == {"seconds"} else None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise InputError('send JSON like {"seconds": 2}, with no other field')
+    if not 0 < seconds <= MAX_QUIESCE_SECONDS:
+        raise InputError(f"'seconds' must be above 0 and at most {MAX_QUIESCE_SECONDS:g}")
+    return float(seconds)
 
 
 def task_id(raw: str) -> int | None:
