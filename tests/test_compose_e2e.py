@@ -3,8 +3,9 @@
 What the class does, checked from the outside: `docker-compose up --build`, tasks through
 :8080 reach both servers and land in the shared tasks.json, the client emulators finish with
 nothing lost, `docker-compose stop server1` and the system keeps answering, the control
-endpoint stops and starts a container (and refuses without the token), and the scalable
-variant shows every replica. Traffic goes only to the published port on 127.0.0.1.
+endpoint stops and starts a container (and refuses without the token), pausing a server under
+write load never stalls the other's writes, and the scalable variant shows every replica.
+Traffic goes only to the published port on 127.0.0.1.
 
 `bash .ci/docker-setup.sh` prepares the engine and the base image; without them this module
 is skipped with the reason.
@@ -17,6 +18,8 @@ import os
 import secrets
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +132,44 @@ def exited(container: str) -> int | None:
     return None if state["Running"] else state["ExitCode"]
 
 
+class Posts:
+    """Three threads POSTing /tareas through the balancer (with an Idempotency-Key, so the
+    balancer may resend one that timed out on a frozen server), bounded in count and time."""
+
+    def __init__(self, url: str, threads: int = 3, limit: int = 500, seconds: float = 120) -> None:
+        self.url, self.limit, self.deadline = url, limit, time.monotonic() + seconds
+        self.created = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=20) as client:
+            for _ in range(self.limit):
+                if self._stop.is_set() or time.monotonic() > self.deadline:
+                    return
+                key = {"Idempotency-Key": secrets.token_hex(8)}
+                try:
+                    answer = client.post(self.url + "/tareas", json={"title": "l"}, headers=key)
+                except httpx.HTTPError as error:
+                    self.failures.append(repr(error))
+                    continue
+                if answer.status_code == 201:
+                    self.created += 1
+                else:
+                    self.failures.append(f"{answer.status_code}: {answer.text}")
+
+    def __enter__(self) -> Posts:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def engine() -> None:
     if reason := skip_reason():
@@ -218,6 +259,40 @@ class TestHandoutStack:
         assert start.status_code == 200, start.text
         assert exited("server2") is None
         wait_until(lambda: handout.states()["server2"] == "UP", 60, 0.5, "server2 UP again")
+
+    def test_pausing_server2_never_stalls_the_writes_through_the_balancer(
+        self, handout: Stack
+    ) -> None:
+        """`docker pause` freezes a container wherever it is; server2 is asked to hold its
+        writes first, so it is never frozen holding the shared tasks.json lock, and server1
+        keeps writing. Frozen inside a write, it would stall every POST (504 after 5 s)."""
+        auth = {"Authorization": f"Bearer {handout.token}"}
+        control = handout.url + "/control/servers/server2/"
+        with Posts(handout.url) as load:
+            for cycle in range(5):
+                mark = load.created
+                wait_until(lambda: load.created > mark + 5, 60, 0.05, "POSTs flowing")  # noqa: B023
+                paused = httpx.post(control + "pause", headers=auth, timeout=30)
+                try:
+                    assert paused.status_code == 200, paused.text
+                    assert paused.json()["process"] == "paused"
+                    assert paused.json()["quiesced"] is True, paused.json()["quiesce"]
+                    wait_until(lambda: handout.states()["server2"] == "DOWN", 30, 0.1, "DOWN")
+                    for i in range(5):
+                        answer = httpx.post(
+                            handout.url + "/tareas", json={"title": f"p{cycle}-{i}"}, timeout=10
+                        )
+                        assert answer.status_code == 201, answer.text
+                        assert answer.headers["x-upstream-server"] == "server1"
+                        assert answer.elapsed.total_seconds() < 2.0, answer.elapsed
+                finally:
+                    unpaused = httpx.post(control + "unpause", headers=auth, timeout=30)
+                assert unpaused.status_code == 200, unpaused.text
+                wait_until(lambda: handout.states()["server2"] == "UP", 30, 0.1, "server2 UP")
+        assert load.failures == []
+        # Docker's own health checks fail while a container is paused; the next tests (and
+        # `compose run`, which checks dependencies) need server2 healthy again.
+        wait_until(lambda: health("server2") == "healthy", 60, 0.5, "server2 healthy again")
 
     def test_faults_reach_the_task_servers_with_the_shared_token(self, handout: Stack) -> None:
         auth = {"Authorization": f"Bearer {handout.token}"}
