@@ -193,6 +193,8 @@ def test_metrics_count_requests_by_route_and_status(client: httpx.Client) -> Non
     for sample in (created, timed, missing, unmatched):
         assert metric(after, sample) == metric(before, sample) + 1, sample
     assert "no/such/route" not in after  # unknown paths do not make new labels
+    assert metric(after, 'ticslab_taskserver_requests_in_progress{method="GET"}') == 1  # itself
+    assert metric(after, 'ticslab_taskserver_requests_in_progress{method="POST"}') == 0
     stored = len(client.get("/tareas").json())
     assert metric(client.get("/metrics").text, "ticslab_taskserver_tasks_stored") == stored
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from filelock import FileLock
+from prometheus_client.parser import text_string_to_metric_families
 from support import ServiceProcess, taskserver, wait_until
 
 from services.taskserver.storage import TaskStore
@@ -30,6 +31,14 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceP
     yield one, two
     one.close()
     two.close()
+
+
+def posts_in_progress(server: ServiceProcess) -> float:
+    """POSTs the server has received and not yet answered (its own /metrics gauge)."""
+    for family in text_string_to_metric_families(httpx.get(server.url + "/metrics").text):
+        if family.name == "ticslab_taskserver_requests_in_progress":
+            return sum(s.value for s in family.samples if s.labels["method"] == "POST")
+    return 0.0
 
 
 def quiesce(server: ServiceProcess, seconds: float) -> httpx.Response:
@@ -84,15 +93,15 @@ def test_quiesce_waits_for_a_write_in_progress_so_it_holds_no_file_lock(
     outside = FileLock(str(tasks_file) + ".lock")
     with outside:  # server1's next write takes its writer lock and waits for this one
         writing = Timed("POST", one.url + "/tareas", json={"title": "in progress"})
-        writing.join(timeout=0.3)
-        assert writing.is_alive()
+        wait_until(lambda: posts_in_progress(one) >= 1, timeout=5, what="the write to arrive")
         quiescing = Timed("POST", one.url + "/admin/quiesce", json={"seconds": 1}, headers=AUTH)
-        quiescing.join(timeout=0.3)
-        assert quiescing.is_alive(), "quiesce answered while a write was in progress"
+        wait_until(lambda: posts_in_progress(one) >= 2, timeout=5, what="the quiesce to arrive")
+        released = time.monotonic()
     quiescing.join(timeout=5)
     writing.join(timeout=5)
     assert writing.answer is not None and writing.answer.status_code == 201
     assert quiescing.answer is not None and quiescing.answer.status_code == 200
+    assert quiescing.done > released, "quiesce answered while a write was in progress"
     written = writing.answer.json()["id"]
     # Held: the write in progress is in the file and server1 does not hold the file lock.
     with FileLock(str(tasks_file) + ".lock", timeout=0.2):

@@ -36,6 +36,12 @@ class Metrics:
             ["method", "route"],
             registry=self.registry,
         )
+        self.in_progress = Gauge(
+            "ticslab_taskserver_requests_in_progress",
+            "Requests being answered right now (waiting for the tasks file included), by method.",
+            ["method"],
+            registry=self.registry,
+        )
         self.replays = Counter(
             "ticslab_taskserver_idempotent_replays_total",
             "POSTs answered with an existing task because their Idempotency-Key was seen.",
@@ -67,6 +73,8 @@ class ObserveMiddleware:
         started = time.perf_counter()
         status = 500
         error_body = bytearray()
+        in_progress = self.metrics.in_progress.labels(scope["method"])
+        in_progress.inc()
 
         async def observing_send(message: Message) -> None:
             nonlocal status
@@ -82,6 +90,7 @@ class ObserveMiddleware:
             status, error_body = 500, bytearray(b'{"error": "unexpected server error"}')
             raise
         finally:
+            in_progress.dec()
             route = scope["route"].path if "route" in scope else UNMATCHED
             method = scope["method"]
             self.metrics.requests.labels(method, route, str(status)).inc()
