@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -63,6 +64,17 @@ def wait_until(
 
 
 TICSLAB = [sys.executable, "-m", "services.cli"]
+
+
+async def wait_until_async(
+    check: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> None:
+    """``wait_until`` for coroutines: polls ``check`` without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(interval)
 
 
 class ServiceProcess:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import ServiceProcess, wait_until
+from support import ServiceProcess, wait_until, wait_until_async
 from test_balancer_helpers import balancer_process, state_of, status_of, task_servers
 
 TOKEN = "test-token"
@@ -130,13 +130,13 @@ def kill_under_load(stack, requests: int, workers: int) -> None:
 
     async def scenario() -> None:
         traffic = asyncio.create_task(run_load(balancer.url, load, stop, workers, requests))
-        while load.by_server().get("server1", 0) < 5:
-            await asyncio.sleep(0.02)
+        await wait_until_async(
+            lambda: load.by_server().get("server1", 0) >= 5, what="traffic on server1"
+        )
         in_flight = status_of(balancer)["servers"][0]["in_flight"]
         victim.kill()
         killed_at = time.monotonic()
-        while state_of(balancer, "server1") != "DOWN":
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: state_of(balancer, "server1") == "DOWN", what="DOWN")
         down_after = time.monotonic() - killed_at
         await asyncio.wait_for(traffic, 60)
         assert in_flight > 0, "nothing was in flight on the killed server"
@@ -183,12 +183,10 @@ def test_hung_server_is_marked_down_and_no_request_waits_past_one_retry(stack) -
         # writer, on every server, until it resumes (the task server's design, not ours;
         # bench/bench_failover.py shows it with a POST mix).
         traffic = asyncio.create_task(run_load(balancer.url, load, stop, 4, 100_000, posts=False))
-        while len(load.outcomes) < 20:
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: len(load.outcomes) >= 20, what="traffic to flow")
         victim.signal(signal.SIGSTOP)
         hung_at = time.monotonic()
-        while state_of(balancer, "server1") != "DOWN":
-            await asyncio.sleep(0.02)
+        await wait_until_async(lambda: state_of(balancer, "server1") == "DOWN", what="DOWN")
         down_after = time.monotonic() - hung_at
         await asyncio.sleep(RESPONSE_TIMEOUT + 0.5)  # let every request caught in the hang end
         stop.set()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from support import ServiceProcess, free_port, wait_until
+from support import ServiceProcess, free_port, wait_until, wait_until_async
 from test_balancer_helpers import (
     TOKEN,
     Blackhole,
@@ -255,8 +255,9 @@ def test_drain_lets_in_flight_requests_finish_and_takes_no_new_ones(
     async def two_slow_then_drain() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=balancer.url, timeout=10) as client:
             slow = [asyncio.create_task(client.get("/echo")) for _ in range(2)]
-            while status_of(balancer)["servers"][0]["in_flight"] == 0:
-                await asyncio.sleep(0.02)
+            await wait_until_async(
+                lambda: status_of(balancer)["servers"][0]["in_flight"] > 0, what="in flight"
+            )
             drain = await client.post("/control/servers/server1/drain", headers=AUTH)
             assert drain.json()["state"] == "DRAIN"
             return await asyncio.gather(*slow)

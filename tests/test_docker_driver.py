@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import wait_until_async
 
 from services.balancer.drivers import DriverUnsupported, docker_socket_path
 from services.balancer.drivers.docker import DockerDriver, DockerEngine
@@ -202,13 +203,6 @@ def test_discovery_follows_containers_of_the_project(containers: dict[str, str])
     from services.balancer.config import BalancerConfig
     from services.balancer.discovery import DockerDiscovery
 
-    async def until(check, what: str) -> None:  # type: ignore[no-untyped-def]
-        for _ in range(200):
-            if check():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
-
     async def main() -> tuple[dict[str, str], list[str], list[str]]:
         balancer = Balancer(BalancerConfig(backends=[]))
         discovery = DockerDiscovery(balancer, docker_socket_path(), own_id=containers["balancer"])
@@ -217,10 +211,10 @@ def test_discovery_follows_containers_of_the_project(containers: dict[str, str])
             first = {s.name: s.url for s in balancer.servers}
             extra = await asyncio.to_thread(run_container, OWN, "server4")
             containers["server4"] = extra  # removed by the fixture if this test fails
-            await until(lambda: "server4" in balancer.states(), "server4 to be added")
+            await wait_until_async(lambda: "server4" in balancer.states(), what="server4 added")
             added = list(balancer.states())
             await asyncio.to_thread(docker, "rm", "-f", extra)
-            await until(lambda: "server4" not in balancer.states(), "server4 to be removed")
+            await wait_until_async(lambda: "server4" not in balancer.states(), what="server4 gone")
             return first, added, list(balancer.states())
         finally:
             await discovery.stop()
