@@ -7,7 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from services.client.config import ClientConfig
 from services.client.stats import Recorder, Snapshot
@@ -45,13 +52,18 @@ async def _print_lines(config: ClientConfig, recorder: Recorder, console: Consol
         console.print(summary_line(config, recorder.snapshot()), markup=False, highlight=False)
 
 
-async def _live_bar(config: ClientConfig, recorder: Recorder, progress: Progress) -> None:
-    total = float(config.tasks) if config.tasks is not None else config.duration
-    bar = progress.add_task(f"{config.name}", total=total, stats="")
+def _redraw(config: ClientConfig, recorder: Recorder, progress: Progress, bar: TaskID) -> None:
+    """Move the bar to the tasks created (of ``--tasks``) or the seconds run (of ``--duration``)."""
+    snap = recorder.snapshot()
+    done = snap.created if config.tasks is not None else min(snap.elapsed, config.duration or 0.0)
+    progress.update(bar, completed=done, stats=_live_stats(snap), refresh=True)
+
+
+async def _live_bar(
+    config: ClientConfig, recorder: Recorder, progress: Progress, bar: TaskID
+) -> None:
     while True:
-        snap = recorder.snapshot()
-        done = snap.created if config.tasks is not None else min(snap.elapsed, total or 0.0)
-        progress.update(bar, completed=done, stats=_live_stats(snap), refresh=True)
+        _redraw(config, recorder, progress, bar)
         await asyncio.sleep(LIVE_REFRESH)
 
 
@@ -74,15 +86,14 @@ async def show_progress(
         TimeElapsedColumn(),
         TextColumn("{task.fields[stats]}"),
     )
+    total = float(config.tasks) if config.tasks is not None else config.duration
     with Progress(*columns, console=console, auto_refresh=False) as progress:
-        task = asyncio.create_task(_live_bar(config, recorder, progress))
+        bar = progress.add_task(config.name, total=total, stats="")
+        task = asyncio.create_task(_live_bar(config, recorder, progress, bar))
         try:
             yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            for bar in progress.task_ids:  # one last redraw with the final counts
-                snap = recorder.snapshot()
-                done = snap.created if config.tasks is not None else snap.elapsed
-                progress.update(bar, completed=done, stats=_live_stats(snap), refresh=True)
+            _redraw(config, recorder, progress, bar)  # the final counts
