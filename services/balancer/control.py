@@ -53,7 +53,10 @@ class Control:
         self.token = token
         self.driver_kind = driver_kind
         self.driver: Driver = NoneDriver()
-        self._http = httpx.AsyncClient(timeout=FAULT_TIMEOUT)
+        # Only for the task servers' /admin routes, which check the same token.
+        self._http = httpx.AsyncClient(
+            timeout=FAULT_TIMEOUT, headers={"Authorization": f"Bearer {token}"}
+        )
 
     async def start(self) -> None:
         """Choose the driver (DriverFailure when an explicitly asked one cannot work here)."""
@@ -86,6 +89,10 @@ class Control:
 
     def _event(self, request: Request, server: str | None, action: str, **fields: Any) -> None:
         self.balancer.events.add("control", server, action=action, who=_who(request), **fields)
+
+    def _admin_url(self, name: str, route: str) -> str:
+        """``route`` of the task server ``name``'s ``/admin`` API."""
+        return f"{self.balancer.get(name).url}/admin/{route}"
 
     def _unknown_server(self, name: str) -> Response | None:
         try:
@@ -172,12 +179,10 @@ class Control:
         every server's writes; the driver cannot see that, the server can. Answers the
         ``quiesced`` flag and a ``quiesce`` sentence for the answer and the event.
         """
-        url = self.balancer.get(name).url + "/admin/quiesce"
         try:
             answer = await self._http.post(
-                url,
+                self._admin_url(name, "quiesce"),
                 json={"seconds": QUIESCE_SECONDS},
-                headers={"Authorization": f"Bearer {self.token}"},
                 timeout=QUIESCE_TIMEOUT,
             )
         except httpx.HTTPError as error:
@@ -192,10 +197,9 @@ class Control:
 
     async def _end_quiesce(self, name: str) -> None:
         """End a hold that is still running: unpaused sooner than it lasts, or not paused."""
-        url = self.balancer.get(name).url + "/admin/quiesce"
-        headers = {"Authorization": f"Bearer {self.token}"}
+        url = self._admin_url(name, "quiesce")
         with contextlib.suppress(httpx.HTTPError):  # it expires by itself anyway
-            await self._http.delete(url, headers=headers, timeout=QUIESCE_TIMEOUT)
+            await self._http.delete(url, timeout=QUIESCE_TIMEOUT)
 
     async def fault(self, request: Request) -> Response:
         """Pass a fault mode on to the task server's ``/admin/fault``."""
@@ -212,11 +216,8 @@ class Control:
                 400, f'send a JSON object like {{"mode": "error", "rate": 0.5}}; mode one of '
                 f"{', '.join(FAULT_MODES)}",
             )  # fmt: skip
-        url = self.balancer.get(name).url + "/admin/fault"
         try:
-            answer = await self._http.put(
-                url, json=body, headers={"Authorization": f"Bearer {self.token}"}
-            )
+            answer = await self._http.put(self._admin_url(name, "fault"), json=body)
         except httpx.HTTPError as error:
             message = f"{name} did not take the fault: {str(error) or type(error).__name__}"
             self._event(request, name, "fault", fault=body, result=message, ok=False)
