@@ -39,6 +39,13 @@ EXPECTED_STATUS: dict[Kind, frozenset[int]] = {
     Kind.FORCE_500: frozenset({500}),
 }
 
+
+def is_expected(kind: Kind, status: str) -> bool:
+    """Whether ``status`` (a code such as ``"201"``, or a transport failure's name) is an answer
+    ``kind`` is meant to get."""
+    return status.isdigit() and int(status) in EXPECTED_STATUS[kind]
+
+
 # Shares of the operations that are not forced errors. COMPLETE and DELETE operations work on
 # an extra task they create first (and COMPLETE deletes it afterwards), so only CREATE stays.
 NORMAL_MIX: dict[Kind, float] = {

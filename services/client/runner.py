@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from services.client.config import ClientConfig
-from services.client.plan import EXPECTED_STATUS, Kind, Plan, Step, extra_title, task_title
+from services.client.plan import Kind, Plan, Step, extra_title, is_expected, task_title
 from services.client.stats import Recorder
 
 TASKS_PATH = "/api/tasks"
@@ -177,8 +177,8 @@ class Load:
             self.recorder.record(kind, describe_failure(error), latency, None, detail)
             return None
         latency = time.perf_counter() - start
-        unexpected = response.status_code not in EXPECTED_STATUS[kind]
-        detail = f"{method} {path}: {response.text[:200]}" if unexpected else ""
+        status = str(response.status_code)
+        detail = "" if is_expected(kind, status) else f"{method} {path}: {response.text[:200]}"
         server = response.headers.get("x-upstream-server")
-        self.recorder.record(kind, str(response.status_code), latency, server, detail)
+        self.recorder.record(kind, status, latency, server, detail)
         return response

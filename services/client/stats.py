@@ -8,7 +8,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.client.plan import EXPECTED_STATUS, FORCED, Kind
+from services.client.plan import FORCED, Kind, is_expected
 
 UNEXPECTED_SAMPLES = 10
 NO_SERVER_HEADER = "(none / ninguno)"  # answers without X-Upstream-Server, or with no answer
@@ -64,23 +64,18 @@ class Recorder:
         latency: float,
         server: str | None,
         detail: str = "",
-    ) -> bool:
-        """Count one request; ``status`` is the code (``"201"``) or a transport failure name.
-
-        Returns whether the answer was the one this kind of request is meant to get.
-        """
+    ) -> None:
+        """Count one request; ``status`` is the code (``"201"``) or a transport failure name."""
         self.by_kind.setdefault(kind.value, Counter())[status] += 1
         self.latencies.append(latency)
         self.servers[server or NO_SERVER_HEADER] += 1
-        ok = status.isdigit() and int(status) in EXPECTED_STATUS[kind]
-        if ok and kind in FORCED:
-            self.expected[status] += 1
-        elif not ok:
+        if not is_expected(kind, status):
             self.unexpected[status] += 1
             self.unexpected_samples.append(
                 {"kind": kind.value, "status": status, "server": server, "detail": detail[:200]}
             )
-        return ok
+        elif kind in FORCED:
+            self.expected[status] += 1
 
     def keep(self, task_id: int, title: str) -> None:
         """Remember a task the server said it created, for the loss check at the end."""
