@@ -85,10 +85,6 @@ class Plan:
         self._tasks = tasks
         self._counts = dict.fromkeys(Kind, 0)
 
-    @property
-    def creates_handed_out(self) -> int:
-        return self._counts[Kind.CREATE]
-
     def next(self) -> Step | None:
         """The next operation, or None once every task of a ``--tasks`` run is handed out."""
         if self._tasks is not None and self._counts[Kind.CREATE] >= self._tasks:

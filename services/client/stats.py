@@ -92,9 +92,6 @@ class Recorder:
     def requests(self) -> int:
         return len(self.latencies)
 
-    def count(self, kind: Kind, status: str) -> int:
-        return self.by_kind.get(kind.value, Counter())[status]
-
     def snapshot(self) -> Snapshot:
         return Snapshot(
             elapsed=self.elapsed,
