@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.common import bearer_token, json_error, token_matches
-from services.launcher.supervisor import ACTIONS, CAN_FREEZE, ActionError, Supervisor
+from services.launcher.supervisor import AVAILABLE_ACTIONS, ActionError, Supervisor
 
 
 def supervisor_app(supervisor: Supervisor, token: str) -> Starlette:
@@ -24,9 +24,8 @@ def supervisor_app(supervisor: Supervisor, token: str) -> Starlette:
     async def processes(request: Request) -> Response:
         if not authorised(request):
             return json_error(401, "missing or wrong bearer token")
-        actions = [a for a in ACTIONS if CAN_FREEZE or a not in ("pause", "unpause")]
         listed = {name: m.describe() for name, m in supervisor.processes.items()}
-        return JSONResponse({"processes": listed, "actions": actions})
+        return JSONResponse({"processes": listed, "actions": list(AVAILABLE_ACTIONS)})
 
     async def act(request: Request) -> Response:
         if not authorised(request):

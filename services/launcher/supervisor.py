@@ -17,7 +17,10 @@ from services.launcher.logs import LogSink
 STOP_SECONDS = 5.0
 START_SECONDS = 20.0
 CAN_FREEZE = hasattr(signal, "SIGSTOP")  # not on Windows
-ACTIONS = ("stop", "start", "kill", "restart", "pause", "unpause")
+FREEZE_ACTIONS = ("pause", "unpause")  # SIGSTOP and SIGCONT
+ACTIONS = ("stop", "start", "kill", "restart", *FREEZE_ACTIONS)
+# The actions this machine can carry out, as the API lists them.
+AVAILABLE_ACTIONS = tuple(a for a in ACTIONS if CAN_FREEZE or a not in FREEZE_ACTIONS)
 STOPPED_SECONDS = 1.0  # a SIGSTOP takes effect within microseconds; this is a safety bound
 
 
@@ -166,7 +169,7 @@ class Supervisor:
             raise ActionError(404, f"no task server named '{name}' in this ticslab up")
         if action not in ACTIONS:
             raise ActionError(409, f"unknown action '{action}'")
-        if action in ("pause", "unpause") and not CAN_FREEZE:
+        if action in FREEZE_ACTIONS and not CAN_FREEZE:
             raise ActionError(409, f"'{action}' needs SIGSTOP/SIGCONT, which Windows lacks")
         result = await getattr(self, f"_{action}")(managed)
         self.logs.note(f"{name}: {action} -> {result}")
