@@ -27,7 +27,7 @@ from services.balancer.routes import balancer_routes
 from services.common import json_error
 
 
-def owned_routes(balancer: Balancer, config: BalancerConfig, control: Control) -> list[BaseRoute]:
+def owned_routes(balancer: Balancer, control: Control) -> list[BaseRoute]:
     """Every route the balancer answers itself; any other path is proxied to a server."""
     return [
         *balancer_routes(balancer),
@@ -60,8 +60,7 @@ class OwnedPaths:
 class BalancerApp:
     """ASGI entry point: owned paths go to a small Starlette app, the rest to the proxy."""
 
-    def __init__(self, balancer: Balancer, proxy: Proxy, admin: Starlette, owned: OwnedPaths):
-        self.balancer = balancer
+    def __init__(self, proxy: Proxy, admin: Starlette, owned: OwnedPaths) -> None:
         self.proxy = proxy
         self.admin = admin
         self.owned = owned
@@ -74,6 +73,7 @@ class BalancerApp:
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    """Starlette's own 404/405 on owned paths, as the JSON error every other answer uses."""
     assert isinstance(error, HTTPException)
     return json_error(error.status_code, error.detail, path=request.url.path)
 
@@ -85,7 +85,7 @@ def create_app(config: BalancerConfig) -> BalancerApp:
     # Without a configured token nobody can use /control writes (the CLI always sets one).
     control = Control(balancer, config.token or secrets.token_urlsafe(24), config.driver)
     discovery = DockerDiscovery(balancer) if config.discover == "docker" else None
-    routes = owned_routes(balancer, config, control)
+    routes = owned_routes(balancer, control)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -106,5 +106,4 @@ def create_app(config: BalancerConfig) -> BalancerApp:
     admin = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
-    admin.state.balancer = balancer
-    return BalancerApp(balancer, proxy, admin, OwnedPaths(routes))
+    return BalancerApp(proxy, admin, OwnedPaths(routes))
