@@ -49,10 +49,6 @@ class RateWindow:
         oldest = int(now) - RATE_WINDOW + 1
         return sum(c for s, c in zip(self._seconds, self._counts, strict=True) if s >= oldest)
 
-    def clear(self) -> None:
-        self._seconds = [0] * RATE_WINDOW
-        self._counts = [0] * RATE_WINDOW
-
 
 class ServerStats:
     """Counters for one server since start (or the last reset)."""
