@@ -70,21 +70,17 @@ def stop_signals() -> list[signal.Signals]:
 def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True)
     logs = ConsoleLogs(console)
+    options = options_from_args(args)
+    token, token_path = stack_token(args)
+    stack = Stack(options, token, logs)
     stop = threading.Event()
-    holder: list[Stack] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
-        if holder:
-            holder[0].request_stop()
+        stack.request_stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals()}
-    stack: Stack | None = None
     try:
-        options = options_from_args(args)
-        token, token_path = stack_token(args)
-        stack = Stack(options, token, logs)
-        holder.append(stack)
         try:
             stack.start()
         except StartError as error:
@@ -99,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
         logs.note("stopped: no process left running")
         return 0
     finally:
-        if stack is not None:
-            stack.stop()  # whatever went wrong above (even a closed output), no process is left
+        stack.stop()  # whatever went wrong above (even a closed output), no process is left
         for sig, handler in previous.items():
             signal.signal(sig, handler)
