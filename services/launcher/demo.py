@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"could not start the stack: {error} (see {log_dir}/)")
         logs.close()
         return 1
-    previous = {sig: signal.signal(sig, leave) for sig in up.stop_signals()[1:]}
+    leaving = [sig for sig in up.stop_signals() if sig != signal.SIGINT]  # Ctrl+C: a key there
+    previous = {sig: signal.signal(sig, leave) for sig in leaving}
     try:
         code = open_dashboard(options.balancer_url, token)
     finally:
