@@ -150,10 +150,6 @@ class Stack:
             self.request_stop()
             self._thread.join()
 
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
     def _run(self) -> None:
         asyncio.run(self._main())
 
