@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,11 @@ from services.balancer.balancer import Balancer
 from services.balancer.drivers import DriverFailure, docker_socket_path
 from services.balancer.drivers.docker import (
     PORT_LABEL,
-    ROLE,
-    ROLE_LABEL,
     DockerEngine,
     backend_name,
     labels_of,
     own_project,
+    task_server_labels,
 )
 
 DEFAULT_PORT = 5001
@@ -52,23 +50,19 @@ class DockerDiscovery:
     ) -> None:
         self.balancer = balancer
         self.engine = DockerEngine(socket_path or docker_socket_path())
-        self.own_id = own_id or socket.gethostname()
-        self.project: str | None = None
+        self.own_id = own_id
+        self.labels: list[str] = []  # our project's task servers, known once started
         self.managed: set[str] = set()  # servers discovery added (the only ones it removes)
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def labels(self) -> list[str]:
-        return [f"com.docker.compose.project={self.project}", f"{ROLE_LABEL}={ROLE}"]
-
     async def start(self) -> None:
         """Find our project, add its task servers, then follow the events."""
-        self.project = await own_project(self.engine, self.own_id)
-        if self.project is None:
+        try:
+            project = await own_project(self.engine, self.own_id)
+        except DriverFailure as error:
             await self.engine.aclose()
-            raise DriverFailure(
-                "--discover docker: not in a Compose container and COMPOSE_PROJECT_NAME is unset"
-            )
+            raise DriverFailure(f"--discover docker: {error}") from error
+        self.labels = task_server_labels(project)
         await self.sync()
         self._task = asyncio.create_task(self._follow(), name="docker discovery")
 

@@ -53,6 +53,11 @@ def backend_name(labels: dict[str, str]) -> str:
     return service if number == "1" else f"{service}-{number}"
 
 
+def task_server_labels(project: str) -> list[str]:
+    """The labels every container we may touch carries: ``project``'s, with the role."""
+    return [f"{PROJECT_LABEL}={project}", f"{ROLE_LABEL}={ROLE}"]
+
+
 def labels_of(container: dict[str, Any]) -> dict[str, str]:
     """Labels of a list entry (``Labels``) or of an inspect answer (``Config.Labels``)."""
     labels = container.get("Labels") or container.get("Config", {}).get("Labels")
@@ -137,11 +142,17 @@ class DockerEngine:
         await self._client.aclose()
 
 
-async def own_project(engine: DockerEngine, own_id: str) -> str | None:
-    """The Compose project of the container ``own_id`` (ourselves), else COMPOSE_PROJECT_NAME."""
-    details = await engine.inspect(own_id) if own_id else None
+async def own_project(engine: DockerEngine, own_id: str | None = None) -> str:
+    """The Compose project of the container ``own_id`` (default: our hostname, i.e. our own
+    container id), else COMPOSE_PROJECT_NAME; DriverFailure when there is neither."""
+    details = await engine.inspect(own_id or socket.gethostname())
     project = labels_of(details).get(PROJECT_LABEL) if details else None
-    return project or os.environ.get("COMPOSE_PROJECT_NAME") or None
+    project = project or os.environ.get("COMPOSE_PROJECT_NAME")
+    if not project:
+        raise DriverFailure(
+            "not running in a Compose container and COMPOSE_PROJECT_NAME is not set"
+        )
+    return project
 
 
 class DockerDriver:
@@ -153,27 +164,18 @@ class DockerDriver:
     def __init__(self, engine: DockerEngine, project: str) -> None:
         self.engine = engine
         self.project = project
+        self.labels = task_server_labels(project)
 
     @classmethod
     async def connect(cls, socket_path: Path, own_id: str | None = None) -> DockerDriver:
-        """Find our own project (``own_id`` defaults to the hostname, i.e. our container id)."""
+        """A driver for our own Compose project (see ``own_project``)."""
         engine = DockerEngine(socket_path)
         try:
-            project = await own_project(engine, own_id or socket.gethostname())
+            project = await own_project(engine, own_id)
         except DriverFailure:
             await engine.aclose()
             raise
-        if project is None:
-            await engine.aclose()
-            raise DriverFailure(
-                "not running in a Compose container and COMPOSE_PROJECT_NAME is not set"
-            )
         return cls(engine, project)
-
-    @property
-    def labels(self) -> list[str]:
-        """The labels every container we may touch carries."""
-        return [f"{PROJECT_LABEL}={self.project}", f"{ROLE_LABEL}={ROLE}"]
 
     def allowed(self, details: dict[str, Any]) -> bool:
         """Our project and the task-server role: the only containers we act on."""
