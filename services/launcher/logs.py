@@ -10,6 +10,7 @@ from rich.text import Text
 
 COLOURS = ("cyan", "green", "magenta", "yellow", "blue", "bright_red", "bright_cyan")
 LAUNCHER = "ticslab"
+NAME_WIDTH = 10  # the name column of ``name      | line``
 
 
 class LogSink(Protocol):
@@ -33,7 +34,6 @@ class ConsoleLogs:
         self.console = console or Console(highlight=False, soft_wrap=True)
         self._colours: dict[str, str] = {}
         self._closed = False
-        self.width = 10
 
     def colour(self, name: str) -> str:
         if name not in self._colours:
@@ -41,10 +41,10 @@ class ConsoleLogs:
         return self._colours[name]
 
     def line(self, name: str, text: str) -> None:
-        self.print(Text(f"{name:<{self.width}}| ", style=self.colour(name)) + Text(text))
+        self.print(Text(f"{name:<{NAME_WIDTH}}| ", style=self.colour(name)) + Text(text))
 
     def note(self, text: str) -> None:
-        self.print(Text(f"{LAUNCHER:<{self.width}}| ", style="bold") + Text(text))
+        self.print(Text(f"{LAUNCHER:<{NAME_WIDTH}}| ", style="bold") + Text(text))
 
     def print(self, text: Text | str) -> None:
         if self._closed:
