@@ -1,7 +1,8 @@
-"""The key table: one place lists every key, its action, its text and whether it writes.
+"""The key table: one place lists every key, its action, its text, its button and whether it
+writes.
 
-The app builds its bindings, its help screen and its read-only guard from this table, so
-a new control key cannot forget to be disabled in read-only mode.
+The app builds its bindings, its buttons, its help screen and its read-only guard from this
+table, so a new control key or button cannot forget to be disabled in read-only mode.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class Key:
     show: bool = True  # shown in the Footer (all keys are in the help screen)
     display: str | None = None
     short: str | None = None  # i18n key of the Footer's word; the full text when None
+    button: str | None = None  # i18n key of its button's label; no button when None
 
     @property
     def action_name(self) -> str:
@@ -41,15 +43,33 @@ KEYS: tuple[Key, ...] = (
         )
         for n in range(1, 10)
     ),
-    Key("t", "toggle_selected", "key_toggle", write=True, show=False),
-    Key("k", "server_action('kill')", "key_kill", write=True, short="short_kill"),
-    Key("p", "server_action('pause')", "key_pause", write=True, short="short_pause"),
-    Key("u", "server_action('unpause')", "key_unpause", write=True, show=False),
-    Key("d", "drain_toggle", "key_drain", write=True, short="short_drain"),
-    Key("m", "server_action('maint')", "key_maint", write=True, show=False),
-    Key("f", "fault_menu", "key_fault", write=True, short="short_fault"),
-    Key("a", "cycle_algorithm", "key_algorithm", write=True, short="short_algorithm"),
-    Key("r", "reset_stats", "key_reset", write=True, show=False),
+    Key("t", "toggle_selected", "key_toggle", write=True, show=False, button="btn_toggle"),
+    Key(
+        "k", "server_action('kill')", "key_kill", write=True, short="short_kill", button="btn_kill"
+    ),
+    Key(
+        "p",
+        "server_action('pause')",
+        "key_pause",
+        write=True,
+        short="short_pause",
+        button="btn_pause",
+    ),
+    Key(
+        "u", "server_action('unpause')", "key_unpause", write=True, show=False, button="btn_unpause"
+    ),
+    Key("d", "drain_toggle", "key_drain", write=True, short="short_drain", button="btn_drain"),
+    Key("m", "server_action('maint')", "key_maint", write=True, show=False, button="btn_maint"),
+    Key("f", "fault_menu", "key_fault", write=True, short="short_fault", button="btn_fault"),
+    Key(
+        "a",
+        "cycle_algorithm",
+        "key_algorithm",
+        write=True,
+        short="short_algorithm",
+        button="btn_algorithm",
+    ),
+    Key("r", "reset_stats", "key_reset", write=True, show=False, button="btn_reset"),
     Key("space", "toggle_refresh", "key_refresh_pause", short="short_refresh_pause"),
     Key("plus,equals_sign", "refresh_rate(-1)", "key_faster", show=False, display="+"),
     Key("minus", "refresh_rate(1)", "key_slower", show=False, display="-"),
