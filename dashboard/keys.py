@@ -14,7 +14,7 @@ from dataclasses import dataclass
 class Key:
     keys: str
     action: str
-    text: str  # i18n key of the full description (help screen, footer tooltip)
+    text: str  # i18n key of the full description (help screen)
     write: bool = False  # sends a control request: refused in read-only mode
     show: bool = True  # shown in the Footer (all keys are in the help screen)
     display: str | None = None
@@ -76,9 +76,4 @@ KEYS: tuple[Key, ...] = (
     Key("q", "quit", "key_quit"),
 )
 
-# Actions reachable only from buttons or the fault screen, also writes.
-EXTRA_WRITE_ACTIONS = frozenset({"set_fault"})
-
-WRITE_ACTIONS: frozenset[str] = (
-    frozenset(key.action_name for key in KEYS if key.write) | EXTRA_WRITE_ACTIONS
-)
+WRITE_ACTIONS: frozenset[str] = frozenset(key.action_name for key in KEYS if key.write)
