@@ -10,7 +10,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -144,3 +146,22 @@ def taskserver(
     port = port or free_port()
     args = ["taskserver", "--name", name, "--host", "127.0.0.1", "--port", str(port)]
     return ServiceProcess([*args, "--tasks-file", str(tasks_file)], port, env)
+
+
+@contextmanager
+def taskserver_pair(
+    tasks_file: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """server1 and server2 sharing ``tasks_file``, started in parallel (a second saved), both
+    closed on leaving, even when one failed to start."""
+    servers = (
+        taskserver("server1", tasks_file, env=env),
+        taskserver("server2", tasks_file, env=env),
+    )
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(ServiceProcess.start, servers))
+        yield servers
+    finally:
+        for server in servers:
+            server.close()

@@ -9,18 +9,13 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from support import ServiceProcess, taskserver
+from support import ServiceProcess, taskserver_pair
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, ...]]:
-    path = tmp_path_factory.mktemp("idempotency") / "tasks.json"
-    servers = (taskserver("server1", path), taskserver("server2", path))
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(ServiceProcess.start, servers))
-    yield servers
-    for server in servers:
-        server.close()
+    with taskserver_pair(tmp_path_factory.mktemp("idempotency") / "tasks.json") as servers:
+        yield servers
 
 
 def stored(server: ServiceProcess) -> list[dict]:

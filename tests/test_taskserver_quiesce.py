@@ -14,7 +14,7 @@ import httpx
 import pytest
 from filelock import FileLock
 from prometheus_client.parser import text_string_to_metric_families
-from support import ServiceProcess, taskserver, wait_until
+from support import ServiceProcess, taskserver_pair, wait_until
 
 from services.taskserver.storage import TaskStore
 
@@ -25,12 +25,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, ...]]:
     path = tmp_path_factory.mktemp("quiesce") / "tasks.json"
-    env = {"TICSLAB_TOKEN": TOKEN}
-    one = taskserver("server1", path, env=env).start()
-    two = taskserver("server2", path, env=env).start()
-    yield one, two
-    one.close()
-    two.close()
+    with taskserver_pair(path, env={"TICSLAB_TOKEN": TOKEN}) as servers:
+        yield servers
 
 
 def posts_in_progress(server: ServiceProcess) -> float:

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 from filelock import FileLock
-from support import ServiceProcess, taskserver, wait_until
+from support import ServiceProcess, taskserver, taskserver_pair, wait_until
 
 from services.taskserver import storage
 from services.taskserver.storage import TaskStore
@@ -20,14 +20,8 @@ from services.taskserver.storage import TaskStore
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
-    """Two servers sharing one file, started in parallel to save a second."""
-    path = tmp_path / "tasks.json"
-    servers = (taskserver("server1", path), taskserver("server2", path))
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(ServiceProcess.start, servers))
-    yield servers
-    for server in servers:
-        server.close()
+    with taskserver_pair(tmp_path / "tasks.json") as servers:
+        yield servers
 
 
 def post_many(urls: list[str], prefix: str, count: int) -> list[dict]:
