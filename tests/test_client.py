@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from rich.console import Console
-from support import ServiceProcess, free_port, taskserver
+from support import TICSLAB, ServiceProcess, free_port, taskserver
 
 from services.cli import main
 from services.client.config import ClientConfig
@@ -139,7 +138,7 @@ def test_the_rate_limit_spaces_requests(server: ServiceProcess, tmp_path: Path) 
 
 
 def client_command(url: str, *options: str) -> list[str]:
-    return [sys.executable, "-m", "services.cli", "client", "--url", url, *options]
+    return [*TICSLAB, "client", "--url", url, *options]
 
 
 def test_the_client_waits_for_a_late_balancer(tmp_path: Path) -> None:

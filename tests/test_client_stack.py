@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import ServiceProcess, free_port, taskserver, wait_until
+from support import TICSLAB, ServiceProcess, free_port, taskserver, wait_until
 
 
 @dataclass
@@ -51,7 +50,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def start_client(url: str, name: str, report: Path, *options: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "services.cli", "client", "--url", url, "--name", name]
+    command = [*TICSLAB, "client", "--url", url, "--name", name]
     return subprocess.Popen(
         [*command, "--json", str(report), *options],
         stdout=subprocess.PIPE,

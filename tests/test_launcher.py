@@ -7,13 +7,12 @@ import pty
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import httpx
 import pytest
-from support import free_port, free_run, wait_until
+from support import TICSLAB, free_port, free_run, wait_until
 
 
 def listening(port: int) -> bool:
@@ -63,6 +62,10 @@ class UpStack:
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def command(self, subcommand: str) -> list[str]:
+        """``ticslab up`` (or ``demo``) with this stack's options."""
+        return [*TICSLAB, subcommand, *self.args]
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "TICSLAB_TOKEN"}
         return {**env, "TICSLAB_TOKEN_FILE": str(self.token_file)}
@@ -70,7 +73,7 @@ class UpStack:
     def start(self) -> UpStack:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "up", *self.args],
+                self.command("up"),
                 env=self.env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -118,7 +121,7 @@ def test_output_closed_by_the_reader_still_stops_everything(tmp_path: Path) -> N
     """``ticslab up | head``: once nobody reads the logs, Ctrl+C must still stop every child."""
     stack = UpStack(tmp_path, servers=2, clients=1)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", *stack.args],
+        stack.command("up"),
         env=stack.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -179,7 +182,7 @@ def test_port_taken_is_named_and_nothing_starts(tmp_path: Path) -> None:
         blocker.bind(("127.0.0.1", stack.server_ports[1]))
         blocker.listen()
         done = subprocess.run(
-            [sys.executable, "-m", "services.cli", "up", *stack.args],
+            stack.command("up"),
             env=stack.env(),
             capture_output=True,
             text=True,
@@ -252,7 +255,7 @@ def test_demo_quits_with_the_dashboard_and_says_where_the_logs_are(tmp_path: Pat
     terminal = Terminal().start()
     env = {**stack.env(), "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
     demo = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "demo", *stack.args],
+        stack.command("demo"),
         env=env,
         stdin=terminal.slave,
         stdout=terminal.slave,
