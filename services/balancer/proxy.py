@@ -145,7 +145,8 @@ class Proxy:
             status, raw_headers, payload = answer
             await send_answer(send, method, status, raw_headers, payload, server)
             if status >= 400:
-                self._record_error(scope, status, payload, server)
+                message = error_message(payload) or f"HTTP {status}"
+                self._record_error(scope, status, message, error_type(status), server)
             return
         status, kind, message = GIVE_UP[failure]
         if failure is None:
@@ -194,12 +195,17 @@ class Proxy:
         server.live_failures = 0
         return status, raw_headers, payload
 
-    def _record_error(self, scope: Scope, status: int, payload: bytes, server: Server) -> None:
-        """An error answer from the application: counted, but not held against the server."""
-        message = error_message(payload) or f"HTTP {status}"
-        kind = error_type(status)
-        self.balancer.errors.record(status, message, endpoint(scope), kind=kind, server=server.name)
-        server.stats.errors[kind] += 1
+    def _record_error(
+        self, scope: Scope, status: int, message: str, kind: str, server: Server | None
+    ) -> None:
+        """An error answer, a server's or our own, in ``/errors/stats`` and the server's counts.
+
+        Counted only: an HTTP answer, even a 5xx, is never held against the server's health.
+        """
+        name = server.name if server else None
+        self.balancer.errors.record(status, message, endpoint(scope), kind=kind, server=name)
+        if server is not None:
+            server.stats.errors[kind] += 1
 
     async def _send_error(
         self,
@@ -211,12 +217,7 @@ class Proxy:
         kind: str | None = None,
     ) -> None:
         """The balancer's own error answer; it names every server's state."""
-        kind = kind or error_type(status)
-        self.balancer.errors.record(
-            status, message, endpoint(scope), kind=kind, server=server.name if server else None
-        )
-        if server is not None:
-            server.stats.errors[kind] += 1
+        self._record_error(scope, status, message, kind or error_type(status), server)
         body = orjson.dumps({"error": message, "servers": self.balancer.states()})
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
