@@ -48,11 +48,13 @@ class FaultState:
         mode = body.get("mode")
         if mode not in MODES:
             raise InputError(f"'mode' must be one of {', '.join(MODES)}")
-        params = {
-            "error": lambda: {"rate": _number(body, "rate", 0.0, 1.0)},
-            "latency": lambda: {"ms": int(_number(body, "ms", 0, MAX_LATENCY_MS))},
-            "hang": lambda: {"max_seconds": _number(body, "max_seconds", 0.0, MAX_HANG_SECONDS)},
-        }.get(mode, dict)()
+        params: dict[str, Any] = {}
+        if mode == "error":
+            params["rate"] = _number(body, "rate", 0.0, 1.0)
+        elif mode == "latency":
+            params["ms"] = int(_number(body, "ms", 0, MAX_LATENCY_MS))
+        elif mode == "hang":
+            params["max_seconds"] = _number(body, "max_seconds", 0.0, MAX_HANG_SECONDS)
         self.mode, self.params = mode, params
         self._until = time.monotonic() + params.get("max_seconds", 0.0)
         self._changed.set()
