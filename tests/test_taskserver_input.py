@@ -104,6 +104,7 @@ def test_an_unexpected_failure_answers_json_500_and_is_counted(
     assert answer.json() == {"error": "unexpected server error: RuntimeError"}
     assert stats["by_status"] == {"500": 1}
     assert stats["recent_errors"][0]["endpoint"] == "GET /tareas"
+    assert stats["recent_errors"][0]["message"] == answer.json()["error"]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from services import __version__
 from services.common import ErrorLog, Uptime, bearer_token, json_error, token_matches
 from services.taskserver.faults import FaultMiddleware, FaultState
-from services.taskserver.metrics import Metrics, ObserveMiddleware
+from services.taskserver.metrics import Metrics, ObserveMiddleware, unexpected_error_message
 from services.taskserver.storage import (
     HOLD_WAIT_SECONDS,
     TaskNotFound,
@@ -246,4 +246,4 @@ async def _simulated_failure(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    return json_error(500, f"unexpected server error: {type(exc).__name__}")
+    return json_error(500, unexpected_error_message(exc))

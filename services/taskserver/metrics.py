@@ -75,6 +75,7 @@ class ObserveMiddleware:
         error_body = bytearray()
         in_progress = self.metrics.in_progress.labels(scope["method"])
         in_progress.inc()
+        failure: str | None = None
 
         async def observing_send(message: Message) -> None:
             nonlocal status
@@ -86,8 +87,9 @@ class ObserveMiddleware:
 
         try:
             await self.app(scope, receive, observing_send)
-        except Exception:
-            status, error_body = 500, bytearray(b'{"error": "unexpected server error"}')
+        except Exception as error:
+            # Answered by Starlette's outermost middleware (app.py's handler), after this one.
+            status, failure = 500, unexpected_error_message(error)
             raise
         finally:
             in_progress.dec()
@@ -97,7 +99,13 @@ class ObserveMiddleware:
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
             if status >= 400:
                 endpoint = f"{method} {scope['path']}"
-                self.errors.record(status, _error_message(bytes(error_body), status), endpoint)
+                message = failure or _error_message(bytes(error_body), status)
+                self.errors.record(status, message, endpoint)
+
+
+def unexpected_error_message(error: Exception) -> str:
+    """The answer to a request that failed unexpectedly, and what the error log records."""
+    return f"unexpected server error: {type(error).__name__}"
 
 
 def _error_message(body: bytes, status: int) -> str:
