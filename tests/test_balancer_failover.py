@@ -9,6 +9,7 @@ import asyncio
 import json
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,17 +27,13 @@ RESPONSE_TIMEOUT = 1.5
 class Load:
     """What a bounded GET/POST load saw."""
 
-    outcomes: list[tuple[str, int, float, str]] = field(
-        default_factory=list
-    )  # method, status, s, server
+    # method, status, seconds, server
+    outcomes: list[tuple[str, int, float, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     titles: list[str] = field(default_factory=list)  # of POSTs answered 201
 
-    def by_server(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for _, _, _, server in self.outcomes:
-            counts[server] = counts.get(server, 0) + 1
-        return counts
+    def by_server(self) -> Counter[str]:
+        return Counter(server for *_, server in self.outcomes)
 
 
 async def run_load(

@@ -342,11 +342,11 @@ def test_connect_and_response_timeouts_are_configurable(echoes: list[EchoBackend
 def test_random_and_least_connections_share_within_tolerance(
     echoes: list[EchoBackend], algorithm: str
 ) -> None:
-    with_env = balancer_process([(e.name, e.url) for e in echoes], algorithm).start()
+    process = balancer_process([(e.name, e.url) for e in echoes], algorithm).start()
     try:
-        counts = upstreams(with_env.url, 300, concurrency=6)
+        counts = upstreams(process.url, 300, concurrency=6)
     finally:
-        with_env.close()
+        process.close()
     assert 90 <= counts["server1"] <= 210, counts
 
 

@@ -14,7 +14,7 @@ from typing import Self
 import httpx
 import pytest
 from filelock import FileLock
-from support import wait_until
+from support import ServiceProcess, free_port, wait_until
 from test_launcher import UpStack, alive, listening
 
 pytestmark = pytest.mark.skipif(
@@ -244,8 +244,6 @@ def test_balancer_states_faults_and_stats_reset(stack: UpStack) -> None:
 def test_driver_cannot_is_409_and_driver_failure_is_502(
     tmp_path: Path, driver: str, status: int, words: list[str]
 ) -> None:
-    from support import ServiceProcess, free_port
-
     port = free_port()
     nobody = f"http://127.0.0.1:{free_port()}"  # a supervisor that is not there
     args = ["balancer", "--port", str(port), "--driver", driver, "--token", "t0ken"]
@@ -280,8 +278,6 @@ def test_driver_cannot_is_409_and_driver_failure_is_502(
 
 
 def test_balancer_without_token_generates_one_for_its_owner_only(tmp_path: Path) -> None:
-    from support import ServiceProcess, free_port
-
     port, token_file = free_port(), tmp_path / "state" / "token"
     env = {"TICSLAB_TOKEN_FILE": str(token_file), "TICSLAB_TOKEN": ""}
     args = ["balancer", "--port", str(port), "--driver", "none"]
