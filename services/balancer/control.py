@@ -31,6 +31,7 @@ from services.balancer.drivers import (
     DriverFailure,
     DriverUnsupported,
     NoneDriver,
+    answer_text,
     choose_driver,
 )
 from services.common import bearer_token, json_error, token_matches, write_token_file
@@ -191,7 +192,7 @@ class Control:
             if answer.status_code == 200:
                 held = f"{name} held its writes for {QUIESCE_SECONDS:g} s first"
                 return {"quiesced": True, "quiesce": held}
-            reason = f"it answered {answer.status_code}: {_error_text(answer)}"
+            reason = f"it answered {answer.status_code}: {answer_text(answer, 'error')}"
         unsafe = "pausing anyway: if it is frozen inside a write, every write waits until unpause"
         return {"quiesced": False, "quiesce": f"{name} did not hold its writes, {reason}; {unsafe}"}
 
@@ -226,7 +227,7 @@ class Control:
             fault = answer.json()
             self._event(request, name, "fault", fault=fault, result=fault.get("mode"), ok=True)
             return JSONResponse({"server": name, "action": "fault", "fault": fault})
-        message = _error_text(answer)
+        message = answer_text(answer, "error")
         self._event(request, name, "fault", fault=body, result=message, ok=False)
         if answer.status_code == 400:
             return json_error(400, message)
@@ -272,13 +273,6 @@ async def _json_object(request: Request) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return body if isinstance(body, dict) else None
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("error", response.text))
-    except (ValueError, AttributeError):
-        return response.text.strip() or response.reason_phrase
 
 
 def ensure_token(token: str | None) -> str:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import httpx
 
 DRIVER_ACTIONS = ("stop", "start", "kill", "restart", "pause", "unpause")
 ENABLE = (
@@ -67,6 +70,15 @@ class NoneDriver:
 
     async def aclose(self) -> None:
         return None
+
+
+def answer_text(response: httpx.Response, field: str) -> str:
+    """Why the other side refused, in its words: ``field`` of its JSON answer (``error`` from
+    our services, ``message`` from Docker), else its text, else the reason phrase."""
+    try:
+        return str(response.json().get(field, response.text))
+    except (ValueError, AttributeError):
+        return response.text.strip() or response.reason_phrase
 
 
 def docker_socket_path() -> Path:

@@ -17,7 +17,12 @@ from typing import Any
 
 import httpx
 
-from services.balancer.drivers import DRIVER_ACTIONS, DriverFailure, DriverUnsupported
+from services.balancer.drivers import (
+    DRIVER_ACTIONS,
+    DriverFailure,
+    DriverUnsupported,
+    answer_text,
+)
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -64,13 +69,6 @@ def labels_of(container: dict[str, Any]) -> dict[str, str]:
     return labels or {}
 
 
-def _message(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("message", response.text))
-    except ValueError:
-        return response.text.strip() or response.reason_phrase
-
-
 class DockerEngine:
     """A tiny client of the Docker Engine API: only the calls the allow-list names."""
 
@@ -97,7 +95,9 @@ class DockerEngine:
             "GET", "/containers/json", params={"all": "1", "filters": filters}
         )
         if response.status_code != 200:
-            raise DriverFailure(f"Docker could not list containers: {_message(response)}")
+            raise DriverFailure(
+                f"Docker could not list containers: {answer_text(response, 'message')}"
+            )
         return response.json()
 
     async def inspect(self, container_id: str) -> dict[str, Any] | None:
@@ -106,7 +106,9 @@ class DockerEngine:
         if response.status_code == 404:
             return None
         if response.status_code != 200:
-            raise DriverFailure(f"Docker could not inspect {container_id}: {_message(response)}")
+            raise DriverFailure(
+                f"Docker could not inspect {container_id}: {answer_text(response, 'message')}"
+            )
         return response.json()
 
     async def act(self, container_id: str, action: str) -> bool:
@@ -120,8 +122,10 @@ class DockerEngine:
         if response.status_code == 304:
             return False
         if response.status_code == 409:
-            raise DriverUnsupported(f"Docker refused to {action}: {_message(response)}")
-        raise DriverFailure(f"Docker failed to {action}: {_message(response)}")
+            raise DriverUnsupported(
+                f"Docker refused to {action}: {answer_text(response, 'message')}"
+            )
+        raise DriverFailure(f"Docker failed to {action}: {answer_text(response, 'message')}")
 
     async def events(self, labels: list[str]) -> AsyncIterator[dict[str, Any]]:
         """Container events carrying ``labels``, as they happen (the stream never ends)."""

@@ -11,7 +11,12 @@ from typing import Any
 
 import httpx
 
-from services.balancer.drivers import DRIVER_ACTIONS, DriverFailure, DriverUnsupported
+from services.balancer.drivers import (
+    DRIVER_ACTIONS,
+    DriverFailure,
+    DriverUnsupported,
+    answer_text,
+)
 
 # Restart waits for the process to listen again, so allow the supervisor time.
 TIMEOUT = httpx.Timeout(30.0, connect=2.0)
@@ -46,13 +51,10 @@ class LocalDriver:
 
     async def perform(self, server: str, action: str) -> dict[str, Any]:
         response = await self._request("POST", f"/processes/{server}/{action}")
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"error": response.text}
         if response.status_code == 200:
+            body = response.json()
             return {"result": body["result"], "process": body["process"]}
-        message = body.get("error", response.text)
+        message = answer_text(response, "error")
         if response.status_code in (404, 409):
             raise DriverUnsupported(message)
         raise DriverFailure(message)
