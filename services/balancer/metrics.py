@@ -17,7 +17,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from services.balancer.server import LATENCY_BUCKETS, STATES
+from services.balancer.server import LATENCY_BUCKETS, STATES, UP
 from services.balancer.status import RESPONSE_CLASSES
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class BalancerCollector:
             in_flight.add_metric([name], server.in_flight)
             for value in STATES:
                 state.add_metric([name, value], 1.0 if server.state == value else 0.0)
-            up.add_metric([name], 1.0 if server.state == "UP" else 0.0)
+            up.add_metric([name], 1.0 if server.state == UP else 0.0)
         no_backend = CounterMetricFamily(
             f"{PREFIX}_no_backend", "Requests answered 503: no server could take them"
         )
