@@ -129,8 +129,9 @@ def test_course_error_script_counts_one_of_each(tmp_path: Path) -> None:
     ("method", "path", "status", "fragment"),
     [
         ("GET", "/no/such/route", 404, "no route"),
-        ("DELETE", "/tareas", 405, "not allowed"),
-        ("PATCH", "/api/tasks", 405, "not allowed"),
+        ("DELETE", "/tareas", 405, "use GET, HEAD, POST"),
+        ("PATCH", "/api/tasks", 405, "use GET, HEAD, POST"),
+        ("PUT", "/api/tasks/1", 405, "use DELETE, GET, HEAD"),
     ],
 )
 def test_router_errors_are_json_and_recorded(

@@ -7,7 +7,7 @@ event loop stays free for health checks and fault modes while a write waits for 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,26 +156,19 @@ def create_app(settings: Settings) -> Starlette:
         return OrjsonResponse({"server": settings.name, "ended": await in_thread(store.end_hold)})
 
     routes = [
-        Route("/tareas", list_tasks, methods=["GET"]),
-        Route("/tareas", create_task, methods=["POST"]),
-        Route("/tareas/{id}", get_task, methods=["GET"]),
-        Route("/tareas/{id}", update_task, methods=["PUT"]),
-        Route("/tareas/{id}", delete_task, methods=["DELETE"]),
-        Route("/api/tasks", list_tasks, methods=["GET"]),
-        Route("/api/tasks", create_task, methods=["POST"]),
-        Route("/api/tasks/simulate-error", simulate_error, methods=["POST"]),
-        Route("/api/tasks/{id}", get_task, methods=["GET"]),
-        Route("/api/tasks/{id}", delete_task, methods=["DELETE"]),
-        Route("/api/tasks/{id}/complete", complete_task, methods=["PUT"]),
-        Route("/error500", simulate_error, methods=["GET"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/info", info, methods=["GET"]),
-        Route("/errors/stats", error_stats, methods=["GET"]),
-        Route("/metrics", prometheus, methods=["GET"]),
-        Route("/admin/fault", get_fault, methods=["GET"]),
-        Route("/admin/fault", set_fault, methods=["PUT"]),
-        Route("/admin/quiesce", quiesce, methods=["POST"]),
-        Route("/admin/quiesce", end_quiesce, methods=["DELETE"]),
+        route("/tareas", GET=list_tasks, POST=create_task),
+        route("/tareas/{id}", GET=get_task, PUT=update_task, DELETE=delete_task),
+        route("/api/tasks", GET=list_tasks, POST=create_task),
+        route("/api/tasks/simulate-error", POST=simulate_error),
+        route("/api/tasks/{id}", GET=get_task, DELETE=delete_task),
+        route("/api/tasks/{id}/complete", PUT=complete_task),
+        route("/error500", GET=simulate_error),
+        route("/health", GET=health),
+        route("/info", GET=info),
+        route("/errors/stats", GET=error_stats),
+        route("/metrics", GET=prometheus),
+        route("/admin/fault", GET=get_fault, PUT=set_fault),
+        route("/admin/quiesce", POST=quiesce, DELETE=end_quiesce),
     ]
     return Starlette(
         routes=routes,
@@ -192,6 +185,20 @@ def create_app(settings: Settings) -> Starlette:
             Exception: _unexpected_error,
         },
     )
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def route(path: str, **handlers: Endpoint) -> Route:
+    """One route per path with a handler per method, so a wrong method's 405 names every
+    method the path takes (with one route per method, Starlette names only the first's)."""
+
+    async def by_method(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, by_method, methods=list(handlers))
 
 
 def _path_id(request: Request) -> int:
@@ -214,15 +221,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 (no route) and 405 (wrong method), as JSON."""
     assert isinstance(exc, HTTPException)
     where = f"{request.method} {request.url.path}"
+    headers = dict(exc.headers or {})
     if exc.status_code == 404:
         message = f"there is no route {where}; {ROUTES_HINT}"
     elif exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
-        message = f"method {request.method} is not allowed on {request.url.path}; use {allowed}"
+        # Starlette lists a route's methods in set order, which changes from run to run.
+        headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
+        message = (
+            f"method {request.method} is not allowed on {request.url.path}; use {headers['Allow']}"
+        )
     else:
         message = exc.detail
     response = json_error(exc.status_code, message)
-    response.headers.update(exc.headers or {})
+    response.headers.update(headers)
     return response
 
 
