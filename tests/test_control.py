@@ -134,6 +134,9 @@ def test_unknown_server_bad_action_and_bad_bodies(stack: UpStack) -> None:
         == 400
     )
     assert put(stack, "/control/servers/server9/fault", {"mode": "none"}).status_code == 404
+    # A mistyped control path is the balancer's 404, never proxied (with the token) to a server.
+    typo = put(stack, "/control/algoritm", {"algorithm": "round_robin"})
+    assert typo.status_code == 404 and "x-upstream-server" not in typo.headers
     # The process cannot be unpaused when it is not paused: the driver says why.
     before = httpx.get(stack.url + "/events").json()["last_id"]
     answer = post(stack, "/control/servers/server1/unpause")

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from services.balancer.balancer import Balancer
 from services.balancer.config import ALGORITHMS
@@ -67,13 +67,20 @@ class Control:
         await self.driver.aclose()
         await self._http.aclose()
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
+        """``/control`` and everything under it: a mistyped control path gets the balancer's
+        404, never a trip (with the token) to a task server."""
         return [
             Route("/control", self.overview, methods=["GET"]),
-            Route("/control/servers/{name}/fault", self.fault, methods=["PUT"]),
-            Route("/control/servers/{name}/{action}", self.server_action, methods=["POST"]),
-            Route("/control/algorithm", self.algorithm, methods=["PUT"]),
-            Route("/control/stats/reset", self.reset_stats, methods=["POST"]),
+            Mount(
+                "/control",
+                routes=[
+                    Route("/servers/{name}/fault", self.fault, methods=["PUT"]),
+                    Route("/servers/{name}/{action}", self.server_action, methods=["POST"]),
+                    Route("/algorithm", self.algorithm, methods=["PUT"]),
+                    Route("/stats/reset", self.reset_stats, methods=["POST"]),
+                ],
+            ),
         ]
 
     # Helpers --------------------------------------------------------------------------------
