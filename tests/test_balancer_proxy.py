@@ -224,6 +224,8 @@ def test_status_page_for_browsers_and_json_errors_on_owned_routes(
     assert chosen.headers["content-type"].startswith("text/html")
     forced = httpx.get(balancer.url + "/status?format=json", headers={"Accept": "text/html"})
     assert forced.json()["servers_total"] == 2
+    unknown = httpx.get(balancer.url + "/status?format=xml")
+    assert unknown.status_code == 400 and "html or json" in unknown.json()["error"]
     assert httpx.get(balancer.url + "/status").json()["servers_total"] == 2  # programs: JSON
     wrong = httpx.post(balancer.url + "/status")
     assert wrong.status_code == 405 and "error" in wrong.json()

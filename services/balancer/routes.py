@@ -14,9 +14,12 @@ from services.common import json_error
 
 
 def wants_html(request: Request) -> bool:
-    """A browser asks for text/html first; programs (curl, httpx, the dashboard) do not."""
+    """``?format=html|json`` decides; else a browser asks for text/html first and programs
+    (curl, httpx, the dashboard) do not. ValueError for any other ``format``."""
     chosen = request.query_params.get("format")
-    if chosen in ("html", "json"):
+    if chosen is not None:
+        if chosen not in ("html", "json"):
+            raise ValueError(f"format must be html or json, got {chosen!r}")
         return chosen == "html"
     accept = request.headers.get("accept", "")
     return "text/html" in accept and "application/json" not in accept.split(",")[0]
@@ -33,10 +36,12 @@ def balancer_routes(balancer: Balancer) -> list[BaseRoute]:
         return JSONResponse(body, status_code=200 if up else 503)
 
     async def status_page(request: Request) -> Response:
+        try:
+            html = wants_html(request)
+        except ValueError as error:
+            return json_error(400, str(error))
         data = status(balancer)
-        if wants_html(request):
-            return HTMLResponse(status_html(data))
-        return JSONResponse(data)
+        return HTMLResponse(status_html(data)) if html else JSONResponse(data)
 
     async def errors(request: Request) -> JSONResponse:
         return JSONResponse(errors_stats(balancer))
