@@ -160,6 +160,7 @@ def test_ctrl_c_stops_everything_and_frees_every_port(tmp_path: Path) -> None:
         banner = stack.output()
         for port in stack.server_ports:
             assert f"http://127.0.0.1:{port}" in banner
+        assert "balancer + 2 task servers + 1 client\n" in banner
         assert f"balancer   {stack.url}" in banner
         assert f"token      {stack.token_file}" in banner  # where, never the token itself
         assert stack.token not in banner

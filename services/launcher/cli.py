@@ -46,10 +46,15 @@ def stack_token(args: argparse.Namespace) -> tuple[str, Path]:
     return token, write_token_file(token)
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def banner(options: StackOptions, token_path: Path) -> str:
     """What is where, in English and Spanish."""
     lines = [
-        f"ticslab up: balancer + {options.servers} task servers + {options.clients} clients",
+        f"ticslab up: balancer + {plural(options.servers, 'task server')}"
+        f" + {plural(options.clients, 'client')}",
         f"  balancer   {options.balancer_url}  (/status, /events, /errors/stats, /metrics)",
     ]
     for number, port in enumerate(options.server_ports, start=1):
