@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -270,56 +271,42 @@ class DashboardApp(App[int]):
         await self._send_action(name, action)
 
     async def _send_action(self, name: str, action: str) -> None:
-        try:
-            result = await self.client.server_action(name, action)
-        except ApiError as error:
-            self.notify_error(f"{name} {action}", error)
-            return
-        self.notify(
-            self.t(
-                "n_action_ok",
-                server=name,
-                action=action,
-                result=result.get("result", "ok"),
+        result = await self._send(f"{name} {action}", self.client.server_action(name, action))
+        if result is not None:
+            self.notify(
+                self.t("n_action_ok", server=name, action=action, result=result.get("result", "ok"))
             )
-        )
-        self.poll_now()
 
     @work(group="control", exit_on_error=False)
     async def send_fault(self, name: str, fault: dict[str, Any]) -> None:
-        try:
-            await self.client.set_fault(name, fault)
-        except ApiError as error:
-            self.notify_error(f"{name} fault {fault.get('mode')}", error)
-            return
-        self.notify(self.t("n_fault", server=name, mode=fault.get("mode")))
-        self.poll_now()
+        what = f"{name} fault {fault.get('mode')}"
+        if await self._send(what, self.client.set_fault(name, fault)) is not None:
+            self.notify(self.t("n_fault", server=name, mode=fault.get("mode")))
 
     @work(group="control", exit_on_error=False)
     async def send_algorithm(self, algorithm: str) -> None:
-        try:
-            result = await self.client.set_algorithm(algorithm)
-        except ApiError as error:
-            self.notify_error(f"{self.t('algorithm')} {algorithm}", error)
-            return
-        self.notify(
-            self.t(
-                "n_algorithm",
-                previous=result.get("previous", "?"),
-                algorithm=result.get("algorithm", algorithm),
-            )
-        )
-        self.poll_now()
+        what = f"{self.t('algorithm')} {algorithm}"
+        result = await self._send(what, self.client.set_algorithm(algorithm))
+        if result is not None:
+            previous = result.get("previous", "?")
+            following = result.get("algorithm", algorithm)
+            self.notify(self.t("n_algorithm", previous=previous, algorithm=following))
 
     @work(group="control", exit_on_error=False)
     async def send_reset(self) -> None:
+        if await self._send(self.t("key_reset"), self.client.reset_stats()) is not None:
+            self.notify(self.t("n_reset"))
+
+    async def _send(self, what: str, request: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
+        """Every control request ends here: its refusal in words, or a poll at once so the
+        screen shows its effect. The answer, or None when it failed."""
         try:
-            await self.client.reset_stats()
+            result = await request
         except ApiError as error:
-            self.notify_error(self.t("key_reset"), error)
-            return
-        self.notify(self.t("n_reset"))
+            self.notify_error(what, error)
+            return None
         self.poll_now()
+        return result
 
     def notify_error(self, what: str, error: ApiError) -> None:
         """The control API's error in words, with a hint for the common causes."""
