@@ -49,6 +49,7 @@ class DashboardApp(App[int]):
         options = options or parse_options(sys.argv[1:])
         super().__init__()
         self.options = options
+        self.display_url = safe_url(options.url)  # never any credentials on screen
         self.t = Translator(options.lang)
         self.client = BalancerClient(
             options.url, options.token, read_only=options.read_only, transport=transport
@@ -69,7 +70,7 @@ class DashboardApp(App[int]):
                 show=key.show,
                 key_display=key.display,
             )
-        self.status_bar = StatusBar(self.t, safe_url(options.url), self.read_only)
+        self.status_bar = StatusBar(self.t, self.display_url, self.read_only)
         self.banner = Banner()
         self.totals = Totals(self.t)
         self.servers = ServerTable(self.t, selectable=not self.read_only)
@@ -95,10 +96,10 @@ class DashboardApp(App[int]):
 
     def on_mount(self) -> None:
         self.title = self.t("title")
-        self.sub_title = safe_url(self.options.url)
+        self.sub_title = self.display_url
         self.theme = self._pick_theme()
         self.screen.set_class(self.read_only, "-read-only")
-        self.banner.show(self.t("banner_connecting", url=safe_url(self.options.url)))
+        self.banner.show(self.t("banner_connecting", url=self.display_url))
         self.status_bar.show_refresh(self.refresh_seconds, self.refresh_paused)
         self.servers.focus()
         self.poll_loop()
@@ -147,11 +148,10 @@ class DashboardApp(App[int]):
     def show_disconnected(self, reason: str, delay: float) -> None:
         self.screen_main.set_class(True, "-disconnected")
         self.status_bar.show_connection("disconnected")
-        url = safe_url(self.options.url)
         self.banner.show(
             self.t(
                 "banner_disconnected",
-                url=url,
+                url=self.display_url,
                 reason=reason,
                 delay=f"{delay:g}",
                 attempt=self.failures,
