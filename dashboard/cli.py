@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dashboard.options import Options, options_from_args
+from dashboard.options import Options, options_from_args, resolve_options
 from dashboard.options import add_arguments as add_options
 
 
@@ -31,10 +31,4 @@ def open_dashboard(url: str, token: str | None = None, **options: Any) -> int:
 
     Without ``token`` the token file is tried; with no token at all it opens read-only.
     """
-    from dashboard.options import locale_language
-    from services.common import read_token_file
-
-    token = token or read_token_file()
-    options.setdefault("lang", locale_language())
-    read_only = bool(options.pop("read_only", False) or not token)
-    return run_options(Options(url=url.rstrip("/"), token=token, read_only=read_only, **options))
+    return run_options(resolve_options(url, token, **options))

@@ -83,15 +83,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--theme", default=None, help="Textual theme name")
 
 
-def options_from_args(args: argparse.Namespace) -> Options:
-    """Fill in the token from the token file and turn read-only on when there is no token."""
-    token = args.token or read_token_file()
+def resolve_options(
+    url: str,
+    token: str | None = None,
+    *,
+    read_only: bool = False,
+    refresh: float = 1.0,
+    lang: str | None = None,
+    theme: str | None = None,
+) -> Options:
+    """The one place that fills in the token from the token file and the language from the
+    locale, and turns read-only on when there is no token."""
+    token = token or read_token_file()
     return Options(
-        url=args.url.rstrip("/"),
+        url=url.rstrip("/"),
         token=token,
-        read_only=bool(args.read_only or not token),
+        read_only=bool(read_only or not token),
+        refresh=refresh,
+        lang=lang or locale_language(),
+        theme=theme,
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """Options from parsed flags (``ticslab dashboard`` and ``parse_options``)."""
+    return resolve_options(
+        args.url,
+        args.token,
+        read_only=args.read_only,
         refresh=args.refresh,
-        lang=args.lang or locale_language(),
+        lang=args.lang,
         theme=args.theme,
     )
 
