@@ -23,6 +23,8 @@ FAULTS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 
 class FaultScreen(ModalScreen[dict[str, Any] | None]):
+    """One numbered choice per fault mode, so the keyboard picks as fast as the mouse."""
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(None)", "Cancel", show=False),
         *(Binding(str(n), f"pick({n})", show=False) for n in range(len(FAULTS))),
@@ -37,12 +39,10 @@ class FaultScreen(ModalScreen[dict[str, Any] | None]):
         with Vertical(id="fault-body") as body:
             body.border_title = self.t("fault_title", server=self.server)
             for number, (mode, _) in enumerate(FAULTS):
-                yield Button(f"{number}  {self.t('fault_' + mode)}", id=f"fault-{mode}")
+                label = f"{number}  {self.t('fault_' + mode)}"
+                yield Button(label, action=f"screen.pick({number})", id=f"fault-{mode}")
             yield Label(self.t("cancel") + ": Escape")
 
     def action_pick(self, number: int) -> None:
+        """Key N and button N both end here."""
         self.dismiss(FAULTS[number][1])
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        mode = (event.button.id or "").removeprefix("fault-")
-        self.dismiss(dict(FAULTS)[mode])
