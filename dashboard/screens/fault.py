@@ -36,7 +36,7 @@ class FaultScreen(ModalScreen[dict[str, Any] | None]):
         self.server = server
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="fault-body") as body:
+        with Vertical(id="fault-body", classes="dialog") as body:
             body.border_title = self.t("fault_title", server=self.server)
             for number, (mode, _) in enumerate(FAULTS):
                 label = f"{number}  {self.t('fault_' + mode)}"

@@ -43,7 +43,7 @@ class HelpScreen(ModalScreen[None]):
             seen.add(key.text)
             style = "dim strike" if key.write and self.read_only else ""
             table.add_row(key_label(key.keys, key.display), Text(self.t(key.text), style=style))
-        with VerticalScroll(id="help-body") as body:
+        with VerticalScroll(id="help-body", classes="dialog") as body:
             body.border_title = self.t("help_title")
             body.border_subtitle = self.t("help_close")
             yield Static(self.t("help_intro"), classes="help-text")
