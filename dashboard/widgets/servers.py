@@ -58,12 +58,12 @@ def triple(values: dict[str, Any] | None, keys: tuple[str, ...]) -> str:
 
 
 def check_text(check: dict[str, Any] | None) -> Text:
+    """The last health check as a mark and its status code (``✓ 200``, ``✗ 503``, ``✗``)."""
     if not check:
         return Text("-")
-    if check.get("ok"):
-        return Text(f"✓ {check.get('status') or ''}".rstrip(), style="green")
-    detail = check.get("status") or "✗"
-    return Text(f"✗ {detail}" if detail != "✗" else "✗", style="bold red")
+    mark, style = ("✓", "green") if check.get("ok") else ("✗", "bold red")
+    status = check.get("status")
+    return Text(f"{mark} {status}" if status else mark, style=style)
 
 
 class ServerTable(DataTable):
