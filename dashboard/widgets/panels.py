@@ -68,7 +68,9 @@ class TasksPanel(Static):
 
     def show(self, tasks: list[dict[str, Any]] | None) -> None:
         if tasks is None:
+            # Not read this poll: keep the list, and say why only if none was ever shown.
             if self._shown is None:
+                self._shown = "unavailable"
                 self.update(self.t("tasks_unavailable"))
             return
         newest = tasks[-TASKS_SHOWN:][::-1]
