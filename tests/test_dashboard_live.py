@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def status(url: str) -> dict[str, Any]:
 
 def dashboard(url: str, **fields: Any) -> DashboardApp:
     options = Options(url=url, token=TOKEN, refresh=0.5, lang="en")
-    return DashboardApp(Options(**{**options.__dict__, **fields}))
+    return DashboardApp(replace(options, **fields))
 
 
 async def until(pilot: Pilot, check: Callable[[], Any], what: str, timeout: float = 15) -> Any:

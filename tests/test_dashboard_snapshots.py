@@ -11,11 +11,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from fixtures.dashboard.balancer import FixtureBalancer
+from fixtures.dashboard.balancer import fixture_app, loaded
 from textual.pilot import Pilot
-
-from dashboard.main import DashboardApp
-from dashboard.options import Options
 
 SIZE = (100, 30)
 
@@ -27,23 +24,6 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     monkeypatch.undo()
     time.tzset()
-
-
-def fixture_app(servers: int | None = None, **fields: object) -> DashboardApp:
-    options = Options(url="http://127.0.0.1:8080", token="t0ken", refresh=30.0, lang="en")
-    options = Options(**{**options.__dict__, **fields})
-    return DashboardApp(options, transport=FixtureBalancer(servers).transport)
-
-
-async def loaded(pilot: Pilot) -> None:
-    """Wait (with a deadline) until the first poll is on screen."""
-    app = pilot.app
-    assert isinstance(app, DashboardApp)
-    deadline = time.monotonic() + 10
-    while app.status is None or not app.events_panel.lines:
-        assert time.monotonic() < deadline, "the dashboard never showed the fixture data"
-        await pilot.pause(0.05)
-    await pilot.pause()
 
 
 def test_main_screen(snap_compare) -> None:

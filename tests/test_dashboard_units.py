@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from fixtures.dashboard.balancer import FixtureBalancer
+from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded
 from textual.widgets import Button
 from textual.widgets._footer import FooterKey
 
@@ -139,25 +139,11 @@ def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff_delay(n, 1.0) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
-async def loaded(app: DashboardApp, pilot) -> None:
-    deadline = time.monotonic() + 10
-    while app.status is None:
-        assert time.monotonic() < deadline, "the fixture data never arrived"
-        await pilot.pause(0.05)
-    await pilot.pause()
-
-
-def fixture_app(servers: int | None = None, **fields: object) -> DashboardApp:
-    options = Options(url="http://b", token="t", refresh=30.0, lang="es")
-    options = Options(**{**options.__dict__, **fields})
-    return DashboardApp(options, transport=FixtureBalancer(servers).transport)
-
-
 @pytest.mark.parametrize("servers", [1, 16])
 async def test_layout_fits_100x30_with_no_dead_band(servers: int) -> None:
-    app = fixture_app(servers)
+    app = fixture_app(servers, lang="es")
     async with app.run_test(size=(100, 30)) as pilot:
-        await loaded(app, pilot)
+        await loaded(pilot)
         table = app.servers
         assert table.row_count == servers
         assert table.virtual_size.width <= table.scrollable_content_region.width
@@ -181,7 +167,7 @@ async def test_share_bar_is_wide_and_grows_with_the_screen(width: int, lang: str
     """16 servers (the widest names): the bar takes every spare cell, up to 30."""
     app = fixture_app(16, lang=lang)
     async with app.run_test(size=(width, 30)) as pilot:
-        await loaded(app, pilot)
+        await loaded(pilot)
         share = app.servers.get_cell("server1", "share").plain
         assert share.rstrip("%").split() == [
             "█" * round(bar / 2) + "░" * (bar - round(bar / 2)),
@@ -191,9 +177,9 @@ async def test_share_bar_is_wide_and_grows_with_the_screen(width: int, lang: str
 
 
 async def test_the_selected_server_is_marked_without_colour() -> None:
-    app = fixture_app(3)
+    app = fixture_app(3, lang="es")
     async with app.run_test(size=(100, 30)) as pilot:
-        await loaded(app, pilot)
+        await loaded(pilot)
         await pilot.press("down")
         await pilot.pause()
         marks = [app.servers.get_cell(f"server{n}", "server")[0] for n in (1, 2, 3)]
@@ -205,7 +191,7 @@ async def test_the_selected_server_is_marked_without_colour() -> None:
 async def test_footer_shows_the_essential_keys_at_100_columns(lang: str) -> None:
     app = fixture_app(3, lang=lang)
     async with app.run_test(size=(100, 30)) as pilot:
-        await loaded(app, pilot)
+        await loaded(pilot)
         shown = {
             key.key_display
             for key in app.query(FooterKey)
@@ -260,10 +246,9 @@ async def test_the_newest_event_stays_visible_when_the_panel_shrinks() -> None:
     balancer = FixtureBalancer(1)
     events = [{"id": n, "kind": "stats", "who": f"10.0.0.{n}"} for n in range(1, 41)]
     balancer.answers["/events"] = {"last_id": 40, "events": events}
-    options = Options(url="http://b", token="t", refresh=30.0, lang="en")
-    app = DashboardApp(options, transport=balancer.transport)
+    app = fixture_app(balancer=balancer)
     async with app.run_test(size=(100, 36)) as pilot:
-        await loaded(app, pilot)
+        await loaded(pilot)
         panel = app.events_panel
         assert panel.max_scroll_y > 0 and panel.scroll_y == panel.max_scroll_y
         await pilot.resize_terminal(100, 30)  # as when the disconnected banner appears
