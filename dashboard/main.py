@@ -12,6 +12,7 @@ import httpx
 from textual import work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
 from textual.widgets import Footer, Header
 
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
@@ -181,7 +182,7 @@ class DashboardApp(App[int]):
         self.events_panel.add(snapshot.new_events, snapshot.events_restarted)
 
     @property
-    def screen_main(self) -> Any:
+    def screen_main(self) -> Screen[Any]:
         """The main screen, even while a modal screen is on top of it."""
         return self.servers.screen
 

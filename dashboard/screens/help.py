@@ -17,12 +17,16 @@ from dashboard.keys import KEYS
 
 
 def key_label(keys: str, display: str | None) -> str:
+    """The key as the footer shows it (``?``, ``1-9``), else its first key name."""
     if display:
         return display
     return keys.split(",")[0]
 
 
 class HelpScreen(ModalScreen[None]):
+    """Built from the key table, so it can never list a key the app does not have; in
+    read-only mode the control keys stay listed, struck through, so students see why."""
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,question_mark,q", "dismiss", "Close", show=False),
     ]

@@ -53,6 +53,7 @@ def share_text(percent: float | None, width: int) -> Text:
 
 
 def triple(values: dict[str, Any] | None, keys: tuple[str, ...]) -> str:
+    """``12/3/0``: three counters in one narrow column (a missing one counts 0)."""
     values = values or {}
     return "/".join(fmt.number(values.get(key, 0)) for key in keys)
 

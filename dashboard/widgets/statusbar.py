@@ -10,6 +10,8 @@ from dashboard.i18n import Translator
 
 
 class StatusBar(Horizontal):
+    """One line of labels; each is rewritten only when its text changes."""
+
     def __init__(self, t: Translator, url: str, read_only: bool) -> None:
         super().__init__(id="statusbar")
         self.t = t
