@@ -5,22 +5,23 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dashboard.main import DashboardApp
 from dashboard.options import Options, options_from_args, resolve_options
 from dashboard.options import add_arguments as add_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The same flags as ``python -m dashboard`` and ``textual run dashboard``."""
     add_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """``ticslab dashboard ...``."""
     return run_options(options_from_args(args))
 
 
 def run_options(options: Options) -> int:
     """Run the app in this terminal until the user quits; the exit code of the app."""
-    from dashboard.main import DashboardApp
-
     app = DashboardApp(options)
     app.run()
     return int(app.return_code or 0)
