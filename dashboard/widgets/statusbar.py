@@ -26,15 +26,15 @@ class StatusBar(Horizontal):
         if self._read_only:
             yield Label(self.t("read_only_badge"), id="badge")
 
-    def _set(self, id: str, text: str) -> None:
+    def _set(self, id: str, text: str) -> Label:
         label = self.query_one(f"#{id}", Label)
         if str(label.content) != text:
             label.update(text)
+        return label
 
     def show_connection(self, state: str) -> None:
         """``state`` is ``connected``, ``connecting`` or ``disconnected``."""
-        label = self.query_one("#connection", Label)
-        self._set("connection", self.t(state))
+        label = self._set("connection", self.t(state))
         for name in ("connected", "connecting", "disconnected"):
             label.set_class(name == state, f"-{name}")
 
