@@ -37,12 +37,14 @@ def backoff_delay(failures: int, refresh: float) -> float:
     return min(refresh * 2 ** max(failures - 1, 0), max(refresh, MAX_BACKOFF))
 
 
-async def optional(call: Awaitable[T]) -> T | None:
-    """A secondary read: its failure must not hide the rest of the screen."""
+async def optional(call: Awaitable[Any], shape: type[T]) -> T | None:
+    """A secondary read: its failure, or an answer that is not the JSON ``shape`` expected,
+    must not hide the rest of the screen (nor stop the poll loop)."""
     try:
-        return await call
+        answer = await call
     except ApiError:
         return None
+    return answer if isinstance(answer, shape) else None
 
 
 class Poller:
@@ -56,8 +58,8 @@ class Poller:
     async def fetch(self) -> Snapshot:
         status, errors, events = await asyncio.gather(
             self.client.status(),
-            optional(self.client.error_stats()),
-            optional(self.client.events(self.last_event_id)),
+            optional(self.client.error_stats(), dict),
+            optional(self.client.events(self.last_event_id), dict),
             return_exceptions=True,
         )
         if isinstance(status, BaseException):
@@ -67,13 +69,14 @@ class Poller:
         snapshot = Snapshot(status=status, errors=_ok(errors))
         self._take_events(snapshot, _ok(events))
         if snapshot.events_restarted:
-            self._take_events(snapshot, await optional(self.client.events()))
+            self._take_events(snapshot, await optional(self.client.events(), dict))
         # /tareas goes through the balancer to a task server: skip it when none is UP so
         # the dashboard does not add 503s to the error statistics the class is watching.
         now = time.monotonic()
         if status.get("servers_up", 0) > 0 and now - self._tasks_read_at >= TASKS_EVERY:
             self._tasks_read_at = now
-            snapshot.tasks = await optional(self.client.tasks())
+            tasks = await optional(self.client.tasks(), list)
+            snapshot.tasks = None if tasks is None else [t for t in tasks if isinstance(t, dict)]
         return snapshot
 
     def _take_events(self, snapshot: Snapshot, answer: dict[str, Any] | None) -> None:
@@ -89,14 +92,19 @@ class Poller:
             snapshot.events_restarted = True
             self.last_event_id = None
             return
-        events = [event for event in answer.get("events", []) if isinstance(event, dict)]
+        listed = answer.get("events")
+        events = [
+            event
+            for event in (listed if isinstance(listed, list) else [])
+            if isinstance(event, dict) and isinstance(event.get("id"), int)
+        ]
         if self.last_event_id is not None:
-            events = [e for e in events if e.get("id", 0) > self.last_event_id]
+            events = [e for e in events if e["id"] > self.last_event_id]
         snapshot.new_events.extend(events)
         if isinstance(last_id, int):
             self.last_event_id = last_id
         elif events:
-            self.last_event_id = max(e.get("id", 0) for e in events)
+            self.last_event_id = max(e["id"] for e in events)
 
 
 def _ok(value: T | BaseException | None) -> T | None:

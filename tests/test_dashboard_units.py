@@ -135,6 +135,21 @@ async def test_poller_reloads_events_when_the_balancer_restarts() -> None:
     assert [e["id"] for e in restarted.new_events] == [1, 2]
 
 
+async def test_secondary_answers_of_the_wrong_shape_are_ignored_not_fatal() -> None:
+    balancer = FixtureBalancer()
+    task = {"id": 1, "title": "t", "completed": False, "server": "server1"}
+    balancer.answers["/errors/stats"] = ["not", "an", "object"]
+    balancer.answers["/events"] = {"last_id": 3, "events": [{"id": "x"}, 7, {"id": 3}]}
+    balancer.answers["/tareas"] = ["text", task]
+    poller = Poller(BalancerClient("http://b", transport=balancer.transport))
+    snapshot = await poller.fetch()
+    assert snapshot.errors is None
+    assert snapshot.new_events == [{"id": 3}]
+    assert snapshot.tasks == [task]
+    balancer.answers["/events"] = [1, 2, 3]
+    assert (await poller.fetch()).new_events == []
+
+
 def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff_delay(n, 1.0) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
 
