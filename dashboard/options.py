@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("TICSLAB_TOKEN"),
         help=f"control token (env TICSLAB_TOKEN, else the file {default_token_file()})",
     )
+    add_display_arguments(parser)
+
+
+def add_display_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the dashboard looks and polls (``ticslab demo`` takes these too)."""
     parser.add_argument(
         "--read-only",
         action="store_true",

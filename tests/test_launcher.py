@@ -256,7 +256,7 @@ def test_demo_quits_with_the_dashboard_and_says_where_the_logs_are(tmp_path: Pat
     terminal = Terminal().start()
     env = {**stack.env(), "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
     demo = subprocess.Popen(
-        stack.command("demo"),
+        [*stack.command("demo"), "--lang", "es"],
         env=env,
         stdin=terminal.slave,
         stdout=terminal.slave,
@@ -266,6 +266,7 @@ def test_demo_quits_with_the_dashboard_and_says_where_the_logs_are(tmp_path: Pat
     try:
         wait_until(lambda: "server1" in terminal.text() and listening(stack.balancer_port),
                    timeout=30, what="the dashboard showing the stack")  # fmt: skip
+        wait_until(lambda: "balanceador de carga" in terminal.text(), what="--lang es reaching it")
         kids = children(demo.pid)
         terminal.type(b"q")
         assert demo.wait(timeout=30) == 0

@@ -19,7 +19,10 @@ from services.launcher.stack import Stack, StartError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dashboard.options import add_display_arguments
+
     up.add_arguments(parser)
+    add_display_arguments(parser)  # --read-only, --refresh, --lang, --theme
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +44,14 @@ def run(args: argparse.Namespace) -> int:
     leaving = [sig for sig in up.stop_signals() if sig != signal.SIGINT]  # Ctrl+C: a key there
     previous = {sig: signal.signal(sig, leave) for sig in leaving}
     try:
-        code = open_dashboard(options.balancer_url, token)
+        code = open_dashboard(
+            options.balancer_url,
+            token,
+            read_only=args.read_only,
+            refresh=args.refresh,
+            lang=args.lang,
+            theme=args.theme,
+        )
     finally:
         stack.stop()
         logs.close()
