@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -165,3 +166,22 @@ def taskserver_pair(
     finally:
         for server in servers:
             server.close()
+
+
+def docker(*args: str) -> str:
+    """Run the docker CLI; its output, or RuntimeError with its error output."""
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def docker_engine_problem() -> str | None:
+    """Why no Docker engine can be used here (the docker tests skip saying so), or None."""
+    if shutil.which("docker") is None:
+        return "no docker client on PATH (bash .ci/docker-setup.sh installs one)"
+    try:
+        docker("info", "--format", "{{.ServerVersion}}")
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        return f"no Docker engine answers (bash .ci/docker-setup.sh starts one): {error}"
+    return None

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import free_port, wait_until
+from support import docker, docker_engine_problem, free_port, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -51,21 +51,10 @@ def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 60)
     )
 
 
-def docker(*args: str) -> str:
-    done = run(["docker", *args])
-    if done.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
 def skip_reason() -> str | None:
     """Why this machine cannot run the stack, or None when it can."""
-    if shutil.which("docker") is None:
-        return "no docker client on PATH (bash .ci/docker-setup.sh installs one)"
-    try:
-        docker("info", "--format", "{{.ServerVersion}}")
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        return f"no Docker engine answers (bash .ci/docker-setup.sh starts one): {error}"
+    if problem := docker_engine_problem():
+        return problem
     if compose_command() is None:
         return "neither docker-compose nor `docker compose` is installed"
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import tarfile
 import uuid
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import wait_until_async
+from support import docker, docker_engine_problem, wait_until_async
 
 from services.balancer.drivers import DriverUnsupported, docker_socket_path
 from services.balancer.drivers.docker import DockerDriver, DockerEngine
@@ -32,25 +31,14 @@ OTHER = f"tlother{RUN_ID}"
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
 
 
-def docker(*args: str) -> str:
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
 def engine_answers() -> str | None:
     """None when a Docker engine answers here, else why the tests are skipped."""
-    if shutil.which("docker") is None:
-        return "no docker client on PATH"
+    if problem := docker_engine_problem():
+        return problem
     if not docker_socket_path().exists():
         return f"no Docker socket at {docker_socket_path()}"
     if not BUSYBOX.exists():
         return "no /usr/bin/busybox (Debian package busybox-static) to build a test image"
-    try:
-        docker("info", "--format", "{{.ServerVersion}}")
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        return f"no Docker engine answers: {error}"
     return None
 
 
