@@ -12,11 +12,10 @@ from types import FrameType
 
 from rich.console import Console
 
+from services.balancer.config import ALGORITHMS
 from services.common import write_token_file
 from services.launcher.logs import ConsoleLogs
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
-
-ALGORITHMS = ("random", "round_robin", "least_connections", "response_time", "ip_hash")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
