@@ -18,6 +18,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+# A task server declares on its health answers that it deduplicates ``Idempotency-Key`` across
+# every server of the pool (they share tasks.json): only then does the balancer send a POST
+# that may have reached a server again (docs/design/balancer.md, "Retries").
+KEYS_HEADER = "Idempotency-Key-Support"
+KEYS_SHARED = "shared"
 RECENT_ERRORS = 10
 # The course's scripts read these three keys; they are always present, even at zero.
 COURSE_ERROR_TYPES = ("400_BAD_REQUEST", "404_NOT_FOUND", "500_INTERNAL_ERROR")
@@ -136,13 +141,10 @@ def write_token_file(token: str, path: Path | None = None) -> Path:
     return path
 
 
-def serve(
-    app: Any, host: str, port: int, *, log_level: str = "info", proxy_headers: bool = True
-) -> None:
+def serve(app: Any, host: str, port: int, *, log_level: str = "info", **options: Any) -> None:
     """Run an ASGI app with uvicorn the way every ticslab service does: no access log.
 
-    ``proxy_headers=False`` for a service at the edge (the balancer): uvicorn would otherwise
-    take a loopback client's ``X-Forwarded-For``/``-Proto`` as the client's address and scheme.
+    ``options`` are more uvicorn settings (the balancer's limits, services/balancer/edge.py).
     """
     import uvicorn
 
@@ -154,7 +156,7 @@ def serve(
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=3,
-        proxy_headers=proxy_headers,
+        **options,
     )
 
 

@@ -20,6 +20,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from support import ServiceProcess, free_port, taskserver, wait_until
 
+from services.common import KEYS_HEADER, KEYS_SHARED
+
 
 class EchoBackend:
     """A tiny HTTP server: ``/health`` and, on any other path, an echo of the request."""
@@ -30,6 +32,7 @@ class EchoBackend:
         self.url = f"http://127.0.0.1:{self.port}"
         self.delay = 0.0  # seconds added to every echo answer
         self.healthy = True
+        self.declares_keys = False  # says Idempotency-Key-Support: shared on /health
         self.hits = 0
         self._server = uvicorn.Server(
             uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning")
@@ -40,7 +43,8 @@ class EchoBackend:
         async def health(request: Request) -> Response:
             if not self.healthy:
                 return JSONResponse({"status": "error", "error": "told to fail"}, 503)
-            return JSONResponse({"status": "ok", "server": self.name})
+            declared = {KEYS_HEADER: KEYS_SHARED} if self.declares_keys else {}
+            return JSONResponse({"status": "ok", "server": self.name}, headers=declared)
 
         async def echo(request: Request) -> Response:
             self.hits += 1

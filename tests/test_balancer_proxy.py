@@ -98,11 +98,29 @@ def test_hop_by_hop_headers_are_dropped_both_ways_and_forwarded_for_is_appended(
     assert response.headers["x-echo-custom"] == "kept"
 
 
-def test_posts_get_an_idempotency_key_unless_they_bring_one(balancer: ServiceProcess) -> None:
-    fresh = dict(httpx.post(balancer.url + "/tareas", json={}).json()["headers"])
-    assert len(fresh["idempotency-key"]) >= 32
-    own = httpx.post(balancer.url + "/tareas", json={}, headers={"Idempotency-Key": "mine"})
-    assert dict(own.json()["headers"])["idempotency-key"] == "mine"
+def test_posts_get_an_idempotency_key_only_from_servers_that_declare_it(
+    balancer: ServiceProcess, echoes: list[EchoBackend]
+) -> None:
+    plain = dict(httpx.post(balancer.url + "/tareas", json={}).json()["headers"])
+    assert "idempotency-key" not in plain  # a backend that never promised to honour one
+    for echo in echoes:
+        echo.declares_keys = True
+    try:
+        wait_until(
+            lambda: all(s["idempotency_keys"] for s in status_of(balancer)["servers"]),
+            what="the declaration seen by health checks",
+        )
+        fresh = dict(httpx.post(balancer.url + "/tareas", json={}).json()["headers"])
+        assert len(fresh["idempotency-key"]) >= 32
+        own = httpx.post(balancer.url + "/tareas", json={}, headers={"Idempotency-Key": "mine"})
+        assert dict(own.json()["headers"])["idempotency-key"] == "mine"
+    finally:
+        for echo in echoes:
+            echo.declares_keys = False
+        wait_until(
+            lambda: not any(s["idempotency_keys"] for s in status_of(balancer)["servers"]),
+            what="the declaration withdrawn",
+        )
 
 
 def test_error_statuses_pass_through_and_do_not_mark_servers_down(

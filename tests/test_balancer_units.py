@@ -136,15 +136,18 @@ def test_fall_and_rise_are_configurable() -> None:
     ]
 
 
-def test_refused_live_traffic_is_down_at_once_timeouts_count_toward_fall() -> None:
+def test_refused_is_down_at_once_resets_count_toward_fall_timeouts_never() -> None:
     balancer = make_balancer(fall=2)
     one, two = balancer.get("server1"), balancer.get("server2")
     balancer.record_live_failure(one, "refused", "connection refused")
     assert one.state == "DOWN"
     assert balancer.events.since(0)[-1]["reason"] == "connect refused on live traffic"
-    balancer.record_live_failure(two, "timeout", "timeout after 5 s")
+    for _ in range(5):  # slow is not dead: only health checks can take it out
+        balancer.record_live_failure(two, "timeout", "timeout after 5 s")
     assert two.state == "UP"
-    balancer.record_live_failure(two, "timeout", "timeout after 5 s")
+    balancer.record_live_failure(two, "reset", "connection reset")
+    assert two.state == "UP"
+    balancer.record_live_failure(two, "reset", "connection reset")
     assert two.state == "DOWN"
     assert balancer.choose([], "x") is None
 
@@ -210,14 +213,13 @@ def test_events_since_and_bounded() -> None:
 
 
 def test_retry_policy() -> None:
-    keyed = [("Idempotency-Key", "k1")]
-    assert may_retry("refused", "PATCH", [])  # nothing was sent: always safe
-    assert may_retry("connect", "POST", [])
-    assert may_retry("timeout", "GET", [])
-    assert may_retry("reset", "DELETE", [])
-    assert may_retry("reset", "POST", keyed)
-    assert not may_retry("reset", "POST", [])
-    assert not may_retry("timeout", "PATCH", keyed)
+    assert may_retry("refused", "PATCH", keyed=False)  # nothing was sent: always safe
+    assert may_retry("connect", "POST", keyed=False)
+    assert may_retry("timeout", "GET", keyed=False)
+    assert may_retry("reset", "DELETE", keyed=False)
+    assert may_retry("reset", "POST", keyed=True)  # a key the failed server deduplicates
+    assert not may_retry("reset", "POST", keyed=False)  # a key alone promises nothing
+    assert not may_retry("timeout", "PATCH", keyed=False)
 
 
 def test_owned_paths_cover_exact_and_templated_routes_only() -> None:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -57,6 +58,16 @@ class OwnedPaths:
         return path in self.exact or path.startswith(self.prefixes)
 
 
+def host_problem(scope: dict[str, Any]) -> str | None:
+    """Why the request's ``Host`` is unacceptable (RFC 9112 section 3.2), or None."""
+    hosts = sum(1 for name, _ in scope["headers"] if name == b"host")
+    if hosts > 1:
+        return "more than one Host header"
+    if hosts == 0 and scope["http_version"] == "1.1":
+        return "an HTTP/1.1 request needs a Host header"
+    return None
+
+
 class BalancerApp:
     """ASGI entry point: owned paths go to a small Starlette app, the rest to the proxy."""
 
@@ -66,10 +77,27 @@ class BalancerApp:
         self.owned = owned
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.owned:
-            await self.proxy(scope, receive, send)
-        else:
-            await self.admin(scope, receive, send)
+        if scope["type"] == "websocket":
+            await refuse_websocket(scope, receive, send)
+            return
+        if scope["type"] == "http":
+            problem = host_problem(scope)
+            if problem is not None:
+                await json_error(400, problem)(scope, receive, send)
+                return
+            if scope["path"] not in self.owned:
+                await self.proxy(scope, receive, send)
+                return
+        await self.admin(scope, receive, send)
+
+
+async def refuse_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """501 with a JSON reason (the ASGI denial response), rather than a bare 403."""
+    await receive()  # websocket.connect
+    body = orjson.dumps({"error": "the balancer does not proxy WebSocket connections"})
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "websocket.http.response.start", "status": 501, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:

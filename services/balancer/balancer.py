@@ -66,9 +66,14 @@ class Balancer:
     def servers_up(self) -> int:
         return len(self._up)
 
-    def choose(self, tried: Sequence[Server], client: str) -> Server | None:
-        """A server that is UP and not yet tried for this request, by the current algorithm."""
+    def choose(
+        self, tried: Sequence[Server], client: str, keyed_only: bool = False
+    ) -> Server | None:
+        """A server that is UP and not yet tried for this request, by the current algorithm;
+        ``keyed_only``: only servers that deduplicate ``Idempotency-Key``."""
         candidates = self._up if not tried else [s for s in self._up if s not in tried]
+        if keyed_only:
+            candidates = [server for server in candidates if server.honours_keys]
         if not candidates:
             return None
         return self._pick(candidates, client)
@@ -131,7 +136,12 @@ class Balancer:
         self.events.add("state", server.name, **{"from": None, "to": server.state}, reason=reason)
 
     def record_live_failure(self, server: Server, kind: str, detail: str) -> None:
-        """A failure on real traffic: a refused connect is DOWN at once, others count to fall."""
+        """A failure on real traffic: a refused connect is DOWN at once, resets and connect
+        failures count to fall. Slow is not dead: a timed-out answer only asks for a health
+        check now, so a server whose checks pass stays UP however slow one request was."""
+        if kind == "timeout":
+            self.health.wake(server)
+            return
         server.live_failures += 1
         if kind == "refused":
             self._set_health(server, False, "connect refused on live traffic")

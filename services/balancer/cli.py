@@ -27,12 +27,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for flag, value, text in (
         ("--connect-timeout", defaults.connect_timeout, "seconds to open a connection"),
-        ("--response-timeout", defaults.response_timeout, "seconds to wait for an answer, per try"),
+        (
+            "--response-timeout",
+            defaults.response_timeout,
+            "seconds from sending a request to its answer's headers, per try",
+        ),
+        (
+            "--read-timeout",
+            defaults.read_timeout,
+            "longest pause between two pieces of an answer (a transfer that keeps going is "
+            "never cut)",
+        ),
+        (
+            "--request-timeout",
+            defaults.request_timeout,
+            "seconds a client has to send its request headers, and for each pause in its body "
+            "(408 after)",
+        ),
+        (
+            "--keep-alive-timeout",
+            defaults.keep_alive_timeout,
+            "seconds an idle client connection is kept open",
+        ),
         ("--check-interval", defaults.check_interval, "seconds between health checks"),
         ("--fast-check-interval", defaults.fast_check_interval, "interval while state changes"),
         ("--check-timeout", defaults.check_timeout, "seconds a health check may take"),
     ):
         parser.add_argument(flag, type=float, default=value, help=f"{text} (default {value:g})")
+    for flag, value, text in (
+        ("--max-body-size", defaults.max_body_bytes, "bytes of a request body (413 past it)"),
+        (
+            "--max-header-size",
+            defaults.max_header_bytes,
+            "bytes of a request's header section (431 past it)",
+        ),
+    ):
+        parser.add_argument(flag, type=int, default=value, help=f"{text} (default {value})")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        help="open client connections, 503 past it (default: as many as the file-descriptor "
+        "limit allows, two per connection)",
+    )
+    parser.add_argument(
+        "--health-path",
+        help=f"path of each server's health check, 200 = healthy (env TICSLAB_HEALTH_PATH; "
+        f"{defaults.check_path})",
+    )
     parser.add_argument("--fall", type=int, default=defaults.fall, help="failed checks to DOWN")
     parser.add_argument("--rise", type=int, default=defaults.rise, help="passed checks to UP")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
@@ -57,6 +98,8 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
     for name in ("host", "port", "algorithm", "token", "driver", "discover"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
+    if args.health_path is not None:
+        settings["check_path"] = args.health_path
     if args.backend:
         settings["backends"] = args.backend
     elif settings.get("discover") == "docker" and "backends" not in settings:
@@ -65,6 +108,12 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         **settings,  # type: ignore[arg-type]
         connect_timeout=args.connect_timeout,
         response_timeout=args.response_timeout,
+        read_timeout=args.read_timeout,
+        request_timeout=args.request_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        max_body_bytes=args.max_body_size,
+        max_header_bytes=args.max_header_size,
+        max_connections=args.max_connections,
         check_interval=args.check_interval,
         fast_check_interval=args.fast_check_interval,
         check_timeout=args.check_timeout,
@@ -76,7 +125,7 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
 def run(args: argparse.Namespace) -> int:
     from services.balancer.app import create_app
     from services.balancer.control import ensure_token
-    from services.common import serve
+    from services.balancer.edge import serve_edge
 
     try:
         config = config_from_args(args)
@@ -84,7 +133,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"ticslab balancer: {error}", file=sys.stderr)
         return 2
     config.token = ensure_token(config.token)
-    # The balancer is the edge: the client is the socket's peer, whatever headers it sends.
-    app = create_app(config)
-    serve(app, config.host, config.port, log_level=args.log_level, proxy_headers=False)
+    serve_edge(create_app(config), config, log_level=args.log_level)
     return 0

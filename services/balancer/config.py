@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from yarl import URL
+
 ALGORITHMS = ("random", "round_robin", "least_connections", "response_time", "ip_hash")
 DEFAULT_BACKENDS = "server1=http://127.0.0.1:5001,server2=http://127.0.0.1:5002"
 
@@ -19,8 +21,16 @@ class BalancerConfig:
         default_factory=lambda: parse_backends(DEFAULT_BACKENDS)
     )
     algorithm: str = "random"
+    # Per-phase timeouts (docs/design/balancer.md): to connect to a server, from sending a
+    # request to its answer's headers, then the longest pause between two pieces of an answer.
     connect_timeout: float = 0.5
     response_timeout: float = 5.0
+    read_timeout: float = 30.0
+    # The client's side (HAProxy's ``timeout http-request``, ``timeout http-keep-alive``):
+    # a request's headers, and each pause in its body, within request_timeout; an idle
+    # keep-alive connection is closed after keep_alive_timeout.
+    request_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
     check_interval: float = 1.0
     # While a server is changing state (one failure seen while UP, one success while DOWN) it
     # is checked this often, so fall/rise complete quickly (HAProxy's ``fastinter``).
@@ -32,7 +42,10 @@ class BalancerConfig:
     # How often each server's own /errors/stats is fetched, beside the health check.
     server_stats_interval: float = 3.0
     max_retries: int = 2
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = 10 * 1024 * 1024  # request bodies are buffered: 413 past this
+    max_header_bytes: int = 64 * 1024  # a request's header section: 431 past this
+    # Open client connections; None: as many as the file-descriptor limit allows.
+    max_connections: int | None = None
     # Control (docs/design/control.md): bearer token for /control writes, the driver that
     # acts on servers (auto, docker, local, none) and backend discovery (None or "docker").
     token: str | None = None
@@ -50,6 +63,8 @@ class BalancerConfig:
         for name, value in {"fall": self.fall, "rise": self.rise}.items():
             if value < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if not self.check_path.startswith("/"):
+            raise ValueError(f"the health path must start with /; got {self.check_path!r}")
 
 
 def parse_backend(text: str) -> tuple[str, str]:
@@ -61,6 +76,12 @@ def parse_backend(text: str) -> tuple[str, str]:
     if not url.startswith(("http://", "https://")):
         raise ValueError(
             f"backend {name}: the URL must start with http:// or https://; got {url!r}"
+        )
+    parsed = URL(url)
+    if not parsed.host or parsed.raw_path not in ("", "/") or parsed.query_string or parsed.user:
+        raise ValueError(
+            f"backend {name}: the URL is scheme://host:port only (no path, query or user); "
+            f"got {url!r}"
         )
     return name, url
 
@@ -85,4 +106,6 @@ def env_defaults(environ: dict[str, str] | None = None) -> dict[str, object]:
     for key in ("token", "driver", "discover"):
         if env.get(f"TICSLAB_{key.upper()}"):
             found[key] = env[f"TICSLAB_{key.upper()}"]
+    if env.get("TICSLAB_HEALTH_PATH"):
+        found["check_path"] = env["TICSLAB_HEALTH_PATH"]
     return found

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from services.balancer.server import MAINT, Server
+from services.common import KEYS_HEADER, KEYS_SHARED
 
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
@@ -31,6 +32,8 @@ def describe_failure(error: BaseException, timeout: float) -> str:
         return f"timeout after {timeout:g} s"
     if isinstance(error, aiohttp.ServerDisconnectedError | ConnectionResetError):
         return "connection reset"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return "answer cut short"
     return f"connection error: {error.__class__.__name__}"
 
 
@@ -106,7 +109,10 @@ class HealthChecker:
             async with self._session.get(server.url + self.config.check_path) as response:
                 await response.read()
                 status = response.status
+                declared = response.headers.get(KEYS_HEADER, "").strip().lower()
             ok = status == 200
+            if ok:
+                server.honours_keys = declared == KEYS_SHARED
             detail = f"{status} {response.reason or ''}".strip()
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             ok = False

@@ -1,13 +1,26 @@
 """The hot path: forward one request to a server chosen by the algorithm, with failover.
 
 A bare ASGI callable and one shared ``aiohttp.ClientSession`` (measured ~10x faster than an
-httpx hop, see docs/design/balancer.md). The request body is buffered so that a failed try
-can be resent; the response is buffered too, so a reset half-way through the body is also a
-clean retry for requests that may be replayed.
+httpx hop, see docs/design/balancer.md). The rules, each with its reason, are in
+docs/design/balancer.md ("The proxy"); in short:
+
+- Only the path and query of the client's request target are used: the upstream URL is built
+  from the chosen server's scheme, host and port, so nothing a client sends picks the host.
+- The request body is buffered (up to ``max_body_bytes``), so a failed try can be resent.
+- The answer is held until it is complete, ``HOLD_BYTES`` long or ``HOLD_SECONDS`` old, then
+  streamed: small answers (all of the lab's) are retried cleanly if the server dies while
+  sending them; large or slow ones flow to the client as they arrive, in bounded memory.
+- Each phase has its own timeout: connect, response headers, then idle time between body
+  chunks; a transfer that keeps progressing is never cut.
+- A request that may have reached a server is sent again only if replaying it cannot
+  duplicate it: idempotent methods, or servers that declared they deduplicate
+  ``Idempotency-Key`` across the pool (``Idempotency-Key-Support: shared`` on health checks).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -17,6 +30,7 @@ import orjson
 from yarl import URL
 
 from services.balancer.health import describe_failure
+from services.balancer.protocol import REQUEST_TARGET
 from services.balancer.server import Server
 from services.common import error_type
 
@@ -25,6 +39,7 @@ if TYPE_CHECKING:
     from services.balancer.config import BalancerConfig
 
 Scope = dict[str, Any]
+log = logging.getLogger("ticslab.balancer")
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1) are the proxy's own business, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -40,12 +55,17 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-# Also recomputed by us: the length (bodies are buffered) and, on answers, uvicorn's own Date.
-DROP_REQUEST = HOP_BY_HOP | {b"content-length", b"x-forwarded-for", b"x-forwarded-proto"}
+# Also ours: the length (bodies are buffered, so no ``Expect: 100-continue`` either), the
+# forwarding headers, and on answers uvicorn's own Date.
+DROP_REQUEST = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto"}
 DROP_RESPONSE = HOP_BY_HOP | {b"content-length", b"date"}
 # Methods that may be sent again after a reset or timeout (RFC 9110 section 9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 IDEMPOTENCY_KEY = "Idempotency-Key"
+# An answer is held (and so can still be retried) until it ends, reaches this size, or is
+# this old after its headers arrived; then it is streamed. The lab's JSON answers end first.
+HOLD_BYTES = 64 * 1024
+HOLD_SECONDS = 0.02
 
 CONNECT, REFUSED, TIMEOUT, RESET = "connect", "refused", "timeout", "reset"
 # What the client gets when every try failed, by the last failure's kind.
@@ -58,8 +78,18 @@ GIVE_UP = {
 }
 
 
-class BodyTooLarge(Exception):
-    pass
+class ClientError(Exception):
+    """The client's request cannot be forwarded: answered ``status`` with ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class UpstreamAborted(Exception):
+    """The server broke off an answer that was already streaming: the client connection is
+    closed, as HAProxy does, so the client sees a truncated answer and not a complete one."""
 
 
 def classify(error: BaseException) -> str:
@@ -73,15 +103,89 @@ def classify(error: BaseException) -> str:
     return RESET
 
 
-def may_retry(kind: str, method: str, headers: list[tuple[str, str]]) -> bool:
-    """Connect failures always; resets and timeouts only if replaying cannot duplicate."""
-    if kind in (CONNECT, REFUSED) or method in IDEMPOTENT:
-        return True
-    return method == "POST" and has_idempotency_key(headers)
+def replay_is_harmless(kind: str, method: str) -> bool:
+    """Nothing was sent (no connection), or sending again changes nothing (RFC 9110 9.2.2)."""
+    return kind in (CONNECT, REFUSED) or method in IDEMPOTENT
+
+
+def may_retry(kind: str, method: str, keyed: bool) -> bool:
+    """Whether a failed try may be sent to another server. ``keyed``: the request carries an
+    ``Idempotency-Key`` and the failed server declared it deduplicates keys across the pool
+    (the retry then goes only to servers that declared it too)."""
+    return replay_is_harmless(kind, method) or keyed
 
 
 def has_idempotency_key(headers: list[tuple[str, str]]) -> bool:
     return any(name.lower() == "idempotency-key" for name, _ in headers)
+
+
+def request_target(scope: Scope) -> str:
+    """The path and query to send upstream, as the client wrote them.
+
+    Origin-form (``/path?query``) is kept byte for byte (an empty ``?`` too); absolute-form
+    (``http://host/path``) gives its path and query only. Anything else (``*``,
+    ``*@host:port/x``, authority-form) is a 400: the host always comes from the server.
+    """
+    raw: bytes | None = scope.get("extensions", {}).get(REQUEST_TARGET)
+    if raw is None:  # served by another ASGI server: rebuild it from the parsed parts
+        query = scope["query_string"]
+        raw = (scope["raw_path"] or scope["path"].encode()) + (b"?" + query if query else b"")
+    if raw[:1] != b"/":
+        scheme, sep, rest = raw.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            raise ClientError(400, "the request target must be a path such as /tareas")
+        cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+        raw = rest[cut:]
+        raw = raw if raw[:1] == b"/" else b"/" + raw
+    if b"#" in raw:
+        raise ClientError(400, "the request target must not contain a fragment (#)")
+    return raw.decode("latin-1")
+
+
+def forward_headers(scope: Scope, client: str) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop ones, plus ``X-Forwarded-For``/``-Proto``.
+
+    Taken before the body is read: trailer fields can never become headers here.
+    """
+    drop = DROP_REQUEST
+    forwarded_for = ""
+    for name, value in scope["headers"]:
+        if name == b"connection":
+            drop = drop | connection_tokens(value)
+        elif name == b"x-forwarded-for":
+            forwarded_for = value.decode("latin-1") + ", "
+    headers = [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in scope["headers"]
+        if name not in drop
+    ]
+    headers.append(("X-Forwarded-For", forwarded_for + client))
+    headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
+    return headers
+
+
+def connection_tokens(value: bytes) -> frozenset[bytes]:
+    """The header names a ``Connection`` header lists (hop-by-hop too); any bytes allowed."""
+    return frozenset(token.strip().lower() for token in value.split(b","))
+
+
+def answer_headers(
+    raw_headers: tuple[tuple[bytes, bytes], ...], keep_length: bool
+) -> list[tuple[bytes, bytes]]:
+    """The server's headers minus hop-by-hop ones and those its ``Connection`` names.
+
+    ``keep_length``: the server's ``Content-Length`` stays (a streamed answer, or a HEAD).
+    """
+    drop = DROP_RESPONSE
+    for name, value in raw_headers:
+        if name.lower() == b"connection":
+            drop = drop | connection_tokens(value)
+    headers = []
+    for name, value in raw_headers:
+        lower = name.lower()
+        if lower not in drop or (keep_length and lower == b"content-length"):
+            headers.append((lower, value))
+    return headers
 
 
 class Proxy:
@@ -95,9 +199,8 @@ class Proxy:
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10),
-            timeout=aiohttp.ClientTimeout(
-                total=self.config.response_timeout, sock_connect=self.config.connect_timeout
-            ),
+            # Per phase, not in total: connect here, response headers and body reads in _try.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout),
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
@@ -108,92 +211,214 @@ class Proxy:
             await self._session.close()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        method: str = scope["method"]
+        client = scope["client"][0] if scope.get("client") else ""
         try:
-            body = await read_body(receive, self.config.max_body_bytes)
-        except BodyTooLarge:
-            limit = self.config.max_body_bytes
-            await self._send_error(send, scope, None, 413, f"request body over {limit} bytes")
+            target = request_target(scope)
+            headers = forward_headers(scope, client)
+            body = await self._read_body(receive)
+        except ClientError as error:
+            await self._send_error(send, scope, None, error.status, error.message)
             return
         if body is None:  # the client went away
             return
-        method: str = scope["method"]
-        client = scope["client"][0] if scope.get("client") else ""
-        headers = forward_headers(scope, client)
-        if method == "POST" and not has_idempotency_key(headers):
-            headers.append((IDEMPOTENCY_KEY, uuid.uuid4().hex))
-        target = scope["raw_path"] or scope["path"].encode()
-        if scope["query_string"]:
-            target += b"?" + scope["query_string"]
-        target_text = target.decode("latin-1")
         self.balancer.count_request()
 
         tried: list[Server] = []
         failure: str | None = None
+        keyed_only = False  # a retry that may repeat a POST: only servers that deduplicate
         while len(tried) <= self.config.max_retries:
-            server = self.balancer.choose(tried, client)
+            server = self.balancer.choose(tried, client, keyed_only)
             if server is None:
                 break
             if tried:
                 tried[-1].stats.retries += 1
             tried.append(server)
-            answer = await self._try(server, method, target_text, headers, body)
-            if isinstance(answer, str):
-                failure = answer
-                if may_retry(failure, method, headers):
-                    continue
+            keyable = method not in IDEMPOTENT and server.honours_keys
+            if keyable and not has_idempotency_key(headers):
+                headers.append((IDEMPOTENCY_KEY, uuid.uuid4().hex))
+            failure = await self._try(scope, send, server, target, headers, body)
+            if failure is None:
+                return
+            keyed = server.honours_keys and has_idempotency_key(headers)
+            if not may_retry(failure, method, keyed):
                 break
-            status, raw_headers, payload = answer
-            await send_answer(send, method, status, raw_headers, payload, server)
-            if status >= 400:
-                message = error_message(payload) or f"HTTP {status}"
-                self._record_error(scope, status, message, error_type(status), server)
-            return
+            keyed_only = keyed_only or not replay_is_harmless(failure, method)
         status, kind, message = GIVE_UP[failure]
         if failure is None:
             self.balancer.no_backend += 1
         await self._send_error(send, scope, tried[-1] if tried else None, status, message, kind)
 
+    async def _read_body(self, receive: Any) -> bytes | None:
+        """The whole request body, None if the client went away; ClientError past the size
+        limit (413) or when the client pauses longer than ``request_timeout`` (408)."""
+        chunks: list[bytes] = []
+        size, limit = 0, self.config.max_body_bytes
+        while True:
+            try:
+                async with asyncio.timeout(self.config.request_timeout):
+                    message = await receive()
+            except TimeoutError:
+                seconds = f"{self.config.request_timeout:g}"
+                raise ClientError(408, f"request body not received within {seconds} s") from None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ClientError(413, f"request body over {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
     async def _try(
-        self, server: Server, method: str, target: str, headers: list[tuple[str, str]], body: bytes
-    ) -> tuple[int, tuple[tuple[bytes, bytes], ...], bytes] | str:
-        """One try on ``server``: the answer, or the kind of failure (already accounted)."""
+        self,
+        scope: Scope,
+        send: Any,
+        server: Server,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> str | None:
+        """One try on ``server``: None once its answer went to the client, else the kind of
+        failure (already counted), with nothing sent to the client."""
         assert self._session is not None
         stats = server.stats
         started = time.perf_counter()
         stats.requests += 1
         stats.rate.add(time.monotonic())
         server.in_flight += 1
+        response: aiohttp.ClientResponse | None = None
         try:
-            async with self._session.request(
-                method,
-                URL(server.url + target, encoded=True),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-            ) as response:
-                payload = await response.read()
-                status = response.status
-                raw_headers = response.raw_headers
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            kind = classify(error)
-            if kind == TIMEOUT:
-                stats.timeouts += 1
-            elif kind == RESET:
-                stats.resets += 1
-            else:
-                stats.connect_failures += 1
-            detail = describe_failure(error, self.config.response_timeout)
-            self.balancer.record_live_failure(server, kind, detail)
-            return kind
+            try:
+                async with asyncio.timeout(self.config.response_timeout):
+                    response = await self._session.request(
+                        scope["method"],
+                        URL.build(
+                            scheme=server.scheme,
+                            host=server.host,
+                            port=server.port,
+                            path=target,
+                            encoded=True,
+                        ),
+                        headers=headers,
+                        data=body or None,
+                        allow_redirects=False,
+                    )
+                held, complete = await self._hold(response)
+            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                return self._failed(server, error)
+            self._answered(server, time.perf_counter() - started, response.status)
+            await self._send_answer(scope, send, server, response, held, complete)
+            return None
         finally:
             server.in_flight -= 1
+            if response is not None:
+                # Read to the end: back to the pool; cut short: closed, never reused.
+                response.release() if response.content.at_eof() else response.close()
+
+    async def _hold(self, response: aiohttp.ClientResponse) -> tuple[list[bytes], bool]:
+        """Read the answer until it ends (True), passes ``HOLD_BYTES`` or ``HOLD_SECONDS``
+        (False: stream the rest). Raises what the connection raised, to be retried."""
+        content = response.content
+        chunks: list[bytes] = []
+        size = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOLD_SECONDS
+        while True:
+            chunk = content.read_nowait()  # the whole of a small answer is usually here
+            if not chunk:
+                if content.at_eof():
+                    return chunks, True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return chunks, False
+                try:
+                    async with asyncio.timeout(remaining):
+                        chunk = await content.readany()
+                except TimeoutError:
+                    return chunks, False
+                if not chunk:
+                    return chunks, True
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= HOLD_BYTES:
+                return chunks, False
+
+    async def _send_answer(
+        self,
+        scope: Scope,
+        send: Any,
+        server: Server,
+        response: aiohttp.ClientResponse,
+        held: list[bytes],
+        complete: bool,
+    ) -> None:
+        """The server's answer, unchanged but for hop-by-hop headers, plus
+        ``X-Upstream-Server``: all at once if it was held whole, else streamed."""
+        method, status = scope["method"], response.status
+        headers = answer_headers(response.raw_headers, keep_length=not complete or method == "HEAD")
+        payload = b"".join(held)
+        if complete and method != "HEAD" and status >= 200 and status not in (204, 304):
+            headers.append((b"content-length", b"%d" % len(payload)))
+        headers.append((b"x-upstream-server", server.name_bytes))
+        if status >= 400:
+            message = (error_message(payload) if complete else None) or f"HTTP {status}"
+            self._record_error(scope, status, message, error_type(status), server)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if complete:
+            await send({"type": "http.response.body", "body": payload})
+            return
+        await send({"type": "http.response.body", "body": payload, "more_body": True})
+        await self._stream(scope, send, server, response)
+
+    async def _stream(
+        self, scope: Scope, send: Any, server: Server, response: aiohttp.ClientResponse
+    ) -> None:
+        """The rest of the answer as it arrives; ``send`` waits while the client is slow, so
+        at most aiohttp's read buffer is held. A server that stops sending for longer than
+        ``read_timeout`` or breaks the connection aborts the client connection."""
+        content = response.content
+        while True:
+            try:
+                chunk = content.read_nowait()
+                if not chunk and not content.at_eof():
+                    async with asyncio.timeout(self.config.read_timeout):
+                        chunk = await content.readany()
+            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                kind = classify(error)
+                detail = describe_failure(error, self.config.read_timeout)
+                self._failed(server, error)
+                where = endpoint(scope)
+                log.warning("%s broke off an answer to %s: %s", server.name, where, detail)
+                raise UpstreamAborted(f"{server.name}: {detail} ({kind})") from None
+            if not chunk:
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    def _answered(self, server: Server, elapsed: float, status: int) -> None:
+        """Count an answer: latency is the time until it was complete or began to stream."""
+        stats = server.stats
         server.answered_at = time.perf_counter()
-        elapsed = server.answered_at - started
         stats.responses[min(status // 100, 5) - 1] += 1
         stats.record_latency(elapsed)
         server.observe_latency(elapsed, status)
         server.live_failures = 0
-        return status, raw_headers, payload
+
+    def _failed(self, server: Server, error: BaseException) -> str:
+        """Count a failed exchange with ``server``; returns its kind."""
+        kind = classify(error)
+        stats = server.stats
+        if kind == TIMEOUT:
+            stats.timeouts += 1
+        elif kind == RESET:
+            stats.resets += 1
+        else:
+            stats.connect_failures += 1
+        detail = describe_failure(error, self.config.response_timeout)
+        self.balancer.record_live_failure(server, kind, detail)
+        return kind
 
     def _record_error(
         self, scope: Scope, status: int, message: str, kind: str, server: Server | None
@@ -220,67 +445,10 @@ class Proxy:
         self._record_error(scope, status, message, kind or error_type(status), server)
         body = orjson.dumps({"error": message, "servers": self.balancer.states()})
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        if status in (408, 413):  # the rest of the request was not read: the connection ends
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-async def read_body(receive: Any, limit: int) -> bytes | None:
-    """The whole request body (None if the client disconnected)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def forward_headers(scope: Scope, client: str) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop ones, plus ``X-Forwarded-For``/``-Proto``."""
-    drop = DROP_REQUEST
-    forwarded_for = ""
-    for name, value in scope["headers"]:
-        if name == b"connection":
-            drop = drop | {token.strip().lower().encode() for token in value.decode().split(",")}
-        elif name == b"x-forwarded-for":
-            forwarded_for = value.decode("latin-1") + ", "
-    headers = [
-        (name.decode("latin-1"), value.decode("latin-1"))
-        for name, value in scope["headers"]
-        if name not in drop
-    ]
-    headers.append(("X-Forwarded-For", forwarded_for + client))
-    headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
-    return headers
-
-
-async def send_answer(
-    send: Any,
-    method: str,
-    status: int,
-    raw_headers: tuple[tuple[bytes, bytes], ...],
-    payload: bytes,
-    server: Server,
-) -> None:
-    """The server's answer, unchanged but for hop-by-hop headers, plus ``X-Upstream-Server``."""
-    headers = []
-    for name, value in raw_headers:
-        lower = name.lower()
-        if lower not in DROP_RESPONSE:
-            headers.append((lower, value))
-        elif lower == b"content-length" and method == "HEAD":
-            headers.append((lower, value))  # a HEAD answer states the GET body's length
-    if method != "HEAD" and status >= 200 and status not in (204, 304):
-        headers.append((b"content-length", b"%d" % len(payload)))
-    headers.append((b"x-upstream-server", server.name.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
 
 
 def error_message(payload: bytes) -> str | None:

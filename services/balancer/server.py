@@ -13,6 +13,8 @@ from bisect import bisect_left
 from collections import Counter
 from typing import Any
 
+from yarl import URL
+
 from services.common import utc_now_iso
 
 UP, DOWN, DRAIN, MAINT = "UP", "DOWN", "DRAIN", "MAINT"
@@ -89,7 +91,14 @@ class Server:
 
     def __init__(self, name: str, url: str) -> None:
         self.name = name
+        self.name_bytes = name.encode()  # the X-Upstream-Server value, encoded once
         self.url = url.rstrip("/")
+        parsed = URL(self.url)
+        # Every upstream URL is built from these three, never from what a client sent.
+        self.scheme, self.host, self.port = parsed.scheme, parsed.raw_host or "", parsed.port
+        # Declared by its health checks: it deduplicates Idempotency-Key across the pool, so
+        # a POST that may have reached it can be sent again (docs/design/balancer.md).
+        self.honours_keys = False
         self.state = UP  # optimistic start, as HAProxy: the first checks correct it quickly
         self.healthy = True  # the health verdict, kept while DRAIN hides it from the state
         self.since = time.monotonic()

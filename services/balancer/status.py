@@ -45,6 +45,7 @@ def server_status(
         "connect_failures": stats.connect_failures,
         "timeouts": stats.timeouts,
         "resets": stats.resets,
+        "idempotency_keys": server.honours_keys,
         "consecutive_failures": server.consecutive_failures,
         "consecutive_successes": server.consecutive_successes,
         "last_check": server.last_check,

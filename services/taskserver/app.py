@@ -23,7 +23,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services import __version__
-from services.common import ErrorLog, Uptime, bearer_token, json_error, token_matches
+from services.common import (
+    KEYS_HEADER,
+    KEYS_SHARED,
+    ErrorLog,
+    Uptime,
+    bearer_token,
+    json_error,
+    token_matches,
+)
 from services.taskserver.faults import FaultMiddleware, FaultState
 from services.taskserver.metrics import Metrics, ObserveMiddleware, unexpected_error_message
 from services.taskserver.storage import (
@@ -114,12 +122,13 @@ def create_app(settings: Settings) -> Starlette:
             "tasks_file": {"path": str(settings.tasks_file), "ok": problem is None},
             "fault": faults.mode,
         }
+        declared = {KEYS_HEADER: KEYS_SHARED}  # keys are checked in the shared tasks.json
         if problem:
-            return OrjsonResponse({**body, "status": "error", "error": problem}, 503)
+            return OrjsonResponse({**body, "status": "error", "error": problem}, 503, declared)
         if faults.mode == "unhealthy":
             reason = "fault mode 'unhealthy' is on"
-            return OrjsonResponse({**body, "status": "error", "error": reason}, 503)
-        return OrjsonResponse(body)
+            return OrjsonResponse({**body, "status": "error", "error": reason}, 503, declared)
+        return OrjsonResponse(body, headers=declared)
 
     async def info(request: Request) -> Response:
         pid = os.getpid()

@@ -1,0 +1,73 @@
+"""How the balancer is served: uvicorn with the guarded protocol, within the process's limits.
+
+The balancer is the edge of the lab: every client connection costs a file descriptor, and so
+does each connection it opens to a server. So at start the soft descriptor limit is raised to
+the hard one (as HAProxy does) and the connection cap is lowered, if need be, to fit in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+from typing import Any
+
+from services.balancer.config import BalancerConfig
+from services.balancer.protocol import GuardedHttpProtocol, Limits
+from services.balancer.proxy import UpstreamAborted
+from services.common import serve
+
+# Descriptors kept for everything but client connections and their upstream ones: listening
+# sockets, health checks, logs, the Docker socket.
+RESERVED_FDS = 64
+UNLIMITED = 1_000_000  # connections, where the descriptor limit is infinite
+log = logging.getLogger("ticslab.balancer")
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # e.g. macOS refuses RLIM_INFINITY: keep the soft limit
+    return soft
+
+
+def connection_cap(wanted: int | None, fd_limit: int) -> int:
+    """The most client connections that fit (each may hold an upstream connection too), or
+    ``wanted`` if fewer."""
+    fits = UNLIMITED if fd_limit == resource.RLIM_INFINITY else (fd_limit - RESERVED_FDS) // 2
+    return max(1, min(fits, wanted or fits))
+
+
+class HideAbortedAnswers(logging.Filter):
+    """uvicorn logs a traceback for an exception raised after an answer began; an upstream
+    that broke off its answer is no bug, and the proxy already logged it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], UpstreamAborted))
+
+
+def serve_edge(app: Any, config: BalancerConfig, log_level: str = "info") -> None:
+    """Serve ``app`` on the configured address with the client-side limits in force."""
+    cap = connection_cap(config.max_connections, raise_fd_limit())
+    if config.max_connections and cap < config.max_connections:
+        log.warning("at most %d connections: the file-descriptor limit allows no more", cap)
+    limits = Limits(
+        request_timeout=config.request_timeout,
+        max_header_bytes=config.max_header_bytes,
+        max_connections=cap,
+    )
+    logging.getLogger("uvicorn.error").addFilter(HideAbortedAnswers())
+    serve(
+        app,
+        config.host,
+        config.port,
+        log_level=log_level,
+        http=GuardedHttpProtocol.with_limits(limits),
+        timeout_keep_alive=config.keep_alive_timeout,
+        # The edge: the client is the socket's peer, whatever X-Forwarded-* headers it sends.
+        proxy_headers=False,
+    )

@@ -1,0 +1,182 @@
+"""uvicorn's httptools protocol with the limits an edge proxy needs (as HAProxy and nginx have).
+
+uvicorn parses HTTP with httptools, but on its own it bounds neither how long a client may take
+to send a request's header section nor how large that section may be, it appends the trailer
+fields of a chunked request to the request's headers, and it lets a request run on after its
+client has gone. This subclass adds exactly that, and nothing else:
+
+- the header section must be complete within ``request_timeout`` seconds of its first byte
+  (HAProxy's ``timeout http-request``): else 408 and close. A new connection that sends nothing
+  in that time is closed silently; idle keep-alive connections are uvicorn's
+  ``timeout_keep_alive``;
+- a header section over ``max_header_bytes`` is answered 431 and closed, with no more read;
+- at most ``max_connections`` connections are open at once: the next one is answered 503 and
+  closed at once, so its file descriptor is freed;
+- trailer fields are dropped, never merged into the headers (RFC 9110 section 6.5.1);
+- when a client disconnects before its answer is complete, the request's task is cancelled with
+  ``CLIENT_GONE``, so its upstream request is cancelled too and in-flight counts stay true;
+- a request httptools cannot parse gets uvicorn's 400, as a JSON error like all others;
+- the raw request target is kept in ``scope["extensions"][REQUEST_TARGET]`` (uvicorn's scope
+  loses an empty ``?``; the proxy forwards the target as the client sent it).
+
+It overrides uvicorn's ``_start_asgi_task`` (uvicorn >= 0.45) to know each request's task;
+tests/test_balancer_conformance.py fails if a uvicorn release changes that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from asyncio import TimerHandle
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+CLIENT_GONE = "client disconnected"
+REQUEST_TARGET = "ticslab.request_target"
+LINGER_SECONDS = 2.0  # how long a refused client may go on sending before its reset
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may take: time and bytes for a header section, connections at once."""
+
+    request_timeout: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 10_000
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol plus the bounds listed in this module's docstring."""
+
+    limits: ClassVar[Limits] = Limits()
+
+    @classmethod
+    def with_limits(cls, limits: Limits) -> type[GuardedHttpProtocol]:
+        """A subclass bound to ``limits``: uvicorn builds protocols from a class, not a value."""
+        return type(cls.__name__, (cls,), {"limits": limits})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True  # reading a header section, or waiting for the next one
+        self._head_bytes = 0
+        self._head_timer: TimerHandle | None = None
+        self._lingering = False
+        self._running: dict[asyncio.Task[None], Any] = {}  # request task -> its cycle
+
+    # Connections -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(503, "too many connections: try again in a moment")
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+        for task, cycle in list(self._running.items()):
+            if not cycle.response_complete:
+                task.cancel(CLIENT_GONE)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # refused: what the client still sends is read and dropped
+        if not self._in_head:
+            super().data_received(data)
+            return
+        room = self.limits.max_header_bytes - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            super().data_received(data)
+            return
+        super().data_received(data[:room])  # the header section may end within the limit
+        if self._in_head:
+            self._refuse(431, f"request header section over {self.limits.max_header_bytes} bytes")
+            return
+        super().data_received(data[room:])
+
+    # Parser callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_head:  # after the header section, httptools reports trailer fields
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._cancel_head_timer()
+        self.scope["extensions"] = {REQUEST_TARGET: self.url}
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        """Start the request's task, known to this connection so that a disconnect cancels it."""
+
+        async def tracked(scope: Any, receive: Any, send: Any) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running[task] = cycle
+            try:
+                await app(scope, receive, send)
+            except asyncio.CancelledError:
+                if not cycle.disconnected:
+                    raise  # not ours: the server is shutting down
+            finally:
+                del self._running[task]
+
+        super()._start_asgi_task(cycle, tracked)
+
+    def send_400_response(self, msg: str) -> None:
+        """httptools could not parse the request: the same 400, as JSON like every error."""
+        self._refuse(400, "invalid HTTP request: it could not be parsed")
+
+    # Bounds ----------------------------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.limits.request_timeout, self._head_timeout)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._arm_head_timer()  # a pipelined request waits for the answer before it
+        elif self._head_bytes == 0:
+            self.transport.close()  # a connection that never sent a byte
+        else:
+            seconds = f"{self.limits.request_timeout:g}"
+            self._refuse(408, f"request headers not received within {seconds} s")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` with a JSON error, unless an answer is being written, and close.
+
+        A client still sending would get a reset that destroys the answer before it is read:
+        so the connection lingers (as nginx's ``lingering_close``), its writing side shut,
+        whatever arrives dropped, for at most ``LINGER_SECONDS``.
+        """
+        self._cancel_head_timer()
+        if self.cycle is None or self.cycle.response_complete:
+            body = orjson.dumps({"error": message})
+            head = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+            self.transport.write(STATUS_LINE[status] + head + b"connection: close\r\n\r\n" + body)
+        if self._head_bytes == 0 or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._lingering = True
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
