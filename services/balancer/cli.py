@@ -30,13 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         (
             "--response-timeout",
             defaults.response_timeout,
-            "seconds from sending a request to its answer's headers, per try",
-        ),
-        (
-            "--read-timeout",
-            defaults.read_timeout,
-            "longest pause between two pieces of an answer (a transfer that keeps going is "
-            "never cut)",
+            "seconds a server may stay silent: before its answer's headers, and between two "
+            "pieces of its body (a transfer that keeps going is never cut)",
         ),
         (
             "--request-timeout",
@@ -108,7 +103,6 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         **settings,  # type: ignore[arg-type]
         connect_timeout=args.connect_timeout,
         response_timeout=args.response_timeout,
-        read_timeout=args.read_timeout,
         request_timeout=args.request_timeout,
         keep_alive_timeout=args.keep_alive_timeout,
         max_body_bytes=args.max_body_size,

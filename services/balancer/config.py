@@ -21,11 +21,11 @@ class BalancerConfig:
         default_factory=lambda: parse_backends(DEFAULT_BACKENDS)
     )
     algorithm: str = "random"
-    # Per-phase timeouts (docs/design/balancer.md): to connect to a server, from sending a
-    # request to its answer's headers, then the longest pause between two pieces of an answer.
+    # Per-phase timeouts (docs/design/balancer.md), never a total: to connect to a server,
+    # then the longest it may stay silent (before its answer's headers, and between two
+    # pieces of its body), as HAProxy's ``timeout connect`` and ``timeout server``.
     connect_timeout: float = 0.5
     response_timeout: float = 5.0
-    read_timeout: float = 30.0
     # The client's side (HAProxy's ``timeout http-request``, ``timeout http-keep-alive``):
     # a request's headers, and each pause in its body, within request_timeout; an idle
     # keep-alive connection is closed after keep_alive_timeout.

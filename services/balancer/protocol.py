@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import TimerHandle
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -61,7 +62,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True  # reading a header section, or waiting for the next one
         self._head_bytes = 0
-        self._head_timer: TimerHandle | None = None
+        self._timer: TimerHandle | None = None  # the header deadline, or the body's pause
         self._lingering = False
         self._running: dict[asyncio.Task[None], Any] = {}  # request task -> its cycle
 
@@ -72,10 +73,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_connections:
             self._refuse(503, "too many connections: try again in a moment")
             return
-        self._arm_head_timer()
+        self._start_timer(self._head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self._stop_timer()
         super().connection_lost(exc)
         for task, cycle in list(self._running.items()):
             if not cycle.response_complete:
@@ -84,26 +85,31 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # refused: what the client still sends is read and dropped
-        if not self._in_head:
-            super().data_received(data)
-            return
-        room = self.limits.max_header_bytes - self._head_bytes
-        if len(data) <= room:
-            self._head_bytes += len(data)
-            super().data_received(data)
-            return
-        super().data_received(data[:room])  # the header section may end within the limit
         if self._in_head:
-            self._refuse(431, f"request header section over {self.limits.max_header_bytes} bytes")
-            return
-        super().data_received(data[room:])
+            room = self.limits.max_header_bytes - self._head_bytes
+            if len(data) > room:
+                super().data_received(data[:room])  # the header section may end in the limit
+                if self._in_head:
+                    limit = self.limits.max_header_bytes
+                    self._refuse(431, f"request header section over {limit} bytes")
+                    return
+                data = data[room:]
+            else:
+                self._head_bytes += len(data)
+        super().data_received(data)
+        if not self._in_head and not self._lingering:  # a body that has not all arrived
+            self._start_timer(self._body_timeout)
+
+    def send_400_response(self, msg: str) -> None:
+        """httptools could not parse the request: the same 400, as JSON like every error."""
+        self._refuse(400, "invalid HTTP request: it could not be parsed")
 
     # Parser callbacks ----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._head_timer is None:
-            self._arm_head_timer()
+        if self._timer is None:
+            self._start_timer(self._head_timeout)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_head:  # after the header section, httptools reports trailer fields
@@ -111,12 +117,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._cancel_head_timer()
+        self._stop_timer()
         self.scope["extensions"] = {REQUEST_TARGET: self.url}
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._stop_timer()
         self._in_head, self._head_bytes = True, 0
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
@@ -136,45 +143,56 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
         super()._start_asgi_task(cycle, tracked)
 
-    def send_400_response(self, msg: str) -> None:
-        """httptools could not parse the request: the same 400, as JSON like every error."""
-        self._refuse(400, "invalid HTTP request: it could not be parsed")
-
     # Bounds ----------------------------------------------------------------------------------
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self.limits.request_timeout, self._head_timeout)
+    def _start_timer(self, callback: Callable[[], None]) -> None:
+        self._stop_timer()
+        self._timer = self.loop.call_later(self.limits.request_timeout, callback)
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _head_timeout(self) -> None:
-        self._head_timer = None
+        self._timer = None
         if self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._arm_head_timer()  # a pipelined request waits for the answer before it
+        if self._writing():
+            self._start_timer(self._head_timeout)  # a pipelined request waits its turn
         elif self._head_bytes == 0:
             self.transport.close()  # a connection that never sent a byte
         else:
             seconds = f"{self.limits.request_timeout:g}"
             self._refuse(408, f"request headers not received within {seconds} s")
 
+    def _body_timeout(self) -> None:
+        self._timer = None
+        if not self.transport.is_closing():
+            seconds = f"{self.limits.request_timeout:g}"
+            self._refuse(408, f"request body paused for more than {seconds} s")
+
+    def _writing(self) -> bool:
+        """An answer has begun and is not complete: nothing else may be written now."""
+        return any(c.response_started and not c.response_complete for c in self._running.values())
+
     def _refuse(self, status: int, message: str) -> None:
         """Answer ``status`` with a JSON error, unless an answer is being written, and close.
 
-        A client still sending would get a reset that destroys the answer before it is read:
-        so the connection lingers (as nginx's ``lingering_close``), its writing side shut,
-        whatever arrives dropped, for at most ``LINGER_SECONDS``.
+        The request running on this connection, if any, is told its client is gone. A client
+        still sending would get a reset that destroys the answer before it is read: so the
+        connection lingers (as nginx's ``lingering_close``), its writing side shut, whatever
+        arrives dropped, for at most ``LINGER_SECONDS``.
         """
-        self._cancel_head_timer()
-        if self.cycle is None or self.cycle.response_complete:
+        self._stop_timer()
+        if not self._writing():
             body = orjson.dumps({"error": message})
             head = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
             self.transport.write(STATUS_LINE[status] + head + b"connection: close\r\n\r\n" + body)
-        if self._head_bytes == 0 or not self.transport.can_write_eof():
+        for cycle in self._running.values():
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if (self._in_head and self._head_bytes == 0) or not self.transport.can_write_eof():
             self.transport.close()
             return
         self._lingering = True
