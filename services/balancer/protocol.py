@@ -15,6 +15,8 @@ client has gone. This subclass adds exactly that, and nothing else:
 - trailer fields are dropped, never merged into the headers (RFC 9110 section 6.5.1);
 - when a client disconnects before its answer is complete, the request's task is cancelled with
   ``CLIENT_GONE``, so its upstream request is cancelled too and in-flight counts stay true;
+- the writes of one turn of the event loop (an answer's head and body) leave in one packet
+  (``CorkedTransport``);
 - a request httptools cannot parse gets uvicorn's 400, as a JSON error like all others;
 - the raw request target is kept in ``scope["extensions"][REQUEST_TARGET]`` (uvicorn's scope
   loses an empty ``?``; the proxy forwards the target as the client sent it).
@@ -69,7 +71,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # Connections -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
         if len(self.connections) > self.limits.max_connections:
             self._refuse(503, "too many connections: try again in a moment")
             return
@@ -88,6 +90,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._in_head:
             room = self.limits.max_header_bytes - self._head_bytes
             if len(data) > room:
+                self._head_bytes += room
                 super().data_received(data[:room])  # the header section may end in the limit
                 if self._in_head:
                     limit = self.limits.max_header_bytes
@@ -185,6 +188,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         arrives dropped, for at most ``LINGER_SECONDS``.
         """
         self._stop_timer()
+        if self._lingering or self.transport.is_closing():
+            return  # refused already
         if not self._writing():
             body = orjson.dumps({"error": message})
             head = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
@@ -198,3 +203,40 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._lingering = True
         self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+class CorkedTransport:
+    """Writes made in one turn of the event loop go out in one ``write`` (one packet).
+
+    uvicorn writes an answer's head and its body separately, two system calls and two packets
+    for every small answer; gathered, the balancer serves ~15 % more requests per second for
+    ~7 % less CPU each (bench/bench_proxy.py). Everything else is the real transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
