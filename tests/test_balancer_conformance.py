@@ -420,3 +420,34 @@ def test_a_client_that_goes_away_cancels_its_upstream_request(
         assert time.monotonic() - started < 2
     finally:
         process.close()
+
+
+def test_a_connection_flood_never_takes_servers_down(httpbins: list[ServiceProcess]) -> None:
+    """With a 256-descriptor limit (the common 1,024 in small), idle connections past the cap
+    are refused, while health checks keep the descriptors they need."""
+    process = balancer_process(
+        [("server1", httpbins[0].url), ("server2", httpbins[1].url)],
+        "round_robin",
+        *HEALTH,
+        "--request-timeout",
+        "1",
+    )
+    process.command = ["prlimit", "--nofile=256:256", "--", *process.command]
+    process.start(health_path="/status")
+    try:
+        wait_until(
+            lambda: all(s["state"] == "UP" for s in status_of(process)["servers"]),
+            what="every server UP",
+        )
+        flood = [socket.create_connection(("127.0.0.1", process.port)) for _ in range(300)]
+        try:
+            refused = sum(1 for sock in flood[-50:] if closed_by_peer(sock, 3).startswith(b"HTTP"))
+            assert refused == 50  # past (256 - 64) / 2 = 96 connections
+        finally:
+            for sock in flood:
+                sock.close()
+        wait_until(lambda: httpx.get(process.url + "/get").status_code == 200, what="served")
+        events = httpx.get(process.url + "/events").json()["events"]
+        assert not [e for e in events if e.get("to") == "DOWN"]
+    finally:
+        process.close()
