@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import httpx
-from stack import ServiceProcess, start_balancer, start_haproxy, start_taskserver
+from stack import ServiceProcess, report, start_balancer, start_haproxy, start_taskserver
 
 CONNECTIONS = (1, 8, 32, 64)
 PATH = "/tareas"  # the seed's list of tasks: a small JSON array (a few tasks)
@@ -90,10 +90,7 @@ def main() -> int:
             added <= 0.5,
         ),
     ]
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
-    for text, ok in checks:
-        print(f"{'met   ' if ok else 'MISSED'} {text}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return report(checks)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from stack import ServiceProcess, free_port, start_balancer, start_haproxy
+from stack import ServiceProcess, free_port, report, start_balancer, start_haproxy
 
 MB = 1_000_000
 SIZE = 100 * MB
@@ -129,10 +129,7 @@ def main() -> int:
         (f"balancer RSS growth: {growth:.1f} MB (target < 50 MB)", growth < 50),
         (f"first byte: {later:+.1f} ms after HAProxy's (target <= 50 ms)", later <= 50),
     ]
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
-    for text, ok in checks:
-        print(f"{'met   ' if ok else 'MISSED'} {text}")
-    return 0 if all(ok for _, ok in checks) else 1
+    return report(checks)
 
 
 if __name__ == "__main__":

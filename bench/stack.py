@@ -6,6 +6,7 @@ stop servers one way: ``start()`` waits until the process answers, ``close()`` s
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support import ServiceProcess, free_port, free_run, taskserver, wait_until  # noqa: E402
 
 __all__ = [
-    "ServiceProcess", "free_port", "free_run", "start_balancer", "start_haproxy",
+    "ServiceProcess", "free_port", "free_run", "report", "start_balancer", "start_haproxy",
     "start_taskserver", "wait_until",
 ]  # fmt: skip
 
@@ -49,3 +50,11 @@ def start_haproxy(ports: list[int], folder: Path) -> tuple[ServiceProcess, int]:
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     process = ServiceProcess(["-db", "-f", str(path)], port, program=[haproxy])
     return process.start(health_path="/health"), stats_port
+
+
+def report(checks: list[tuple[str, bool]]) -> int:
+    """Print the load average and each target as met or MISSED; the exit status (0: all met)."""
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    for text, ok in checks:
+        print(f"{'met   ' if ok else 'MISSED'} {text}")
+    return 0 if all(ok for _, ok in checks) else 1
