@@ -7,9 +7,11 @@ write routes with a bearer token and both are served by uvicorn the same way.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -99,6 +101,54 @@ class ErrorLog:
         self._by_type.clear()
         self._by_status.clear()
         self._recent.clear()
+
+
+def allowed_hosts_from_env(environ: dict[str, str] | None = None) -> list[str]:
+    """The extra names in ``TICSLAB_ALLOWED_HOSTS`` (comma-separated)."""
+    text = (os.environ if environ is None else environ).get("TICSLAB_ALLOWED_HOSTS", "")
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def host_name(host: str) -> str:
+    """``Host`` without its port, lower case, without a trailing dot: ``[::1]:80`` -> ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    name, _, port = host.rpartition(":")
+    return (name if name and port.isdigit() else host).rstrip(".")
+
+
+def host_allowed(host: str | None, extra: Iterable[str] = ()) -> bool:
+    """Whether a control or admin request's ``Host`` names this lab, and not the domain of a
+    web page whose DNS an attacker pointed at 127.0.0.1 (DNS rebinding).
+
+    Such a page can only send its own name, a registered domain with a dot in it. So an IP
+    address, a single-label name (``localhost``, the Compose service and container names such
+    as ``balancer`` or ``ticslab-server-1``) and the names in ``extra`` are allowed.
+    """
+    if host is None:
+        return True  # HTTP/1.0 without Host: no browser sends that
+    name = host_name(host)
+    if "." not in name or name in {host_name(e) for e in extra}:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def foreign_host_message(host: str | None) -> str:
+    """Why a control or admin request whose ``Host`` is not an allowed name gets 403."""
+    return (
+        f"Host {host!r} is not an allowed name for control requests: use 127.0.0.1 or "
+        "localhost, or allow it with --allowed-host (TICSLAB_ALLOWED_HOSTS)"
+    )
+
+
+def foreign_host_error(host: str | None) -> JSONResponse:
+    """The 403 JSON answer of ``foreign_host_message``."""
+    return json_error(403, foreign_host_message(host))
 
 
 def bearer_token(request: Request) -> str | None:

@@ -25,7 +25,7 @@ from services.balancer.control import Control
 from services.balancer.discovery import DockerDiscovery
 from services.balancer.proxy import Proxy
 from services.balancer.routes import balancer_routes
-from services.common import json_error
+from services.common import foreign_host_error, host_allowed, json_error
 
 
 def owned_routes(balancer: Balancer, control: Control) -> list[BaseRoute]:
@@ -58,12 +58,14 @@ class OwnedPaths:
         return path in self.exact or path.startswith(self.prefixes)
 
 
-def host_problem(scope: dict[str, Any]) -> str | None:
-    """Why the request's ``Host`` is unacceptable (RFC 9112 section 3.2), or None."""
-    hosts = sum(1 for name, _ in scope["headers"] if name == b"host")
-    if hosts > 1:
+GUARDED_PREFIXES = ("/control", "/admin")  # answered only for allowed Host names
+
+
+def host_problem(hosts: list[bytes], http_version: str) -> str | None:
+    """Why the request's ``Host`` headers are unacceptable (RFC 9112 section 3.2), or None."""
+    if len(hosts) > 1:
         return "more than one Host header"
-    if hosts == 0 and scope["http_version"] == "1.1":
+    if not hosts and http_version == "1.1":
         return "an HTTP/1.1 request needs a Host header"
     return None
 
@@ -71,22 +73,31 @@ def host_problem(scope: dict[str, Any]) -> str | None:
 class BalancerApp:
     """ASGI entry point: owned paths go to a small Starlette app, the rest to the proxy."""
 
-    def __init__(self, proxy: Proxy, admin: Starlette, owned: OwnedPaths) -> None:
+    def __init__(
+        self, proxy: Proxy, admin: Starlette, owned: OwnedPaths, allowed_hosts: list[str]
+    ) -> None:
         self.proxy = proxy
         self.admin = admin
         self.owned = owned
+        self.allowed_hosts = allowed_hosts
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
             await refuse_websocket(scope, receive, send)
             return
         if scope["type"] == "http":
-            problem = host_problem(scope)
+            hosts = [value for name, value in scope["headers"] if name == b"host"]
+            problem = host_problem(hosts, scope["http_version"])
             if problem is not None:
                 await json_error(400, problem)(scope, receive, send)
                 return
-            if scope["path"] not in self.owned:
+            path = scope["path"]
+            if path not in self.owned:
                 await self.proxy(scope, receive, send)
+                return
+            host = hosts[0].decode("latin-1") if hosts else None
+            if path.startswith(GUARDED_PREFIXES) and not host_allowed(host, self.allowed_hosts):
+                await foreign_host_error(host)(scope, receive, send)
                 return
         await self.admin(scope, receive, send)
 
@@ -134,4 +145,4 @@ def create_app(config: BalancerConfig) -> BalancerApp:
     admin = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
-    return BalancerApp(proxy, admin, OwnedPaths(routes))
+    return BalancerApp(proxy, admin, OwnedPaths(routes), config.allowed_hosts)

@@ -65,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "limit allows, two per connection)",
     )
     parser.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a Host name /control answers besides localhost, IP addresses and the Compose "
+        "service names; repeatable (env TICSLAB_ALLOWED_HOSTS=NAME,NAME)",
+    )
+    parser.add_argument(
         "--health-path",
         help=f"path of each server's health check, 200 = healthy (env TICSLAB_HEALTH_PATH; "
         f"{defaults.check_path})",
@@ -95,6 +102,8 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
             settings[name] = getattr(args, name)
     if args.health_path is not None:
         settings["check_path"] = args.health_path
+    if args.allowed_host:
+        settings["allowed_hosts"] = args.allowed_host
     if args.backend:
         settings["backends"] = args.backend
     elif settings.get("discover") == "docker" and "backends" not in settings:

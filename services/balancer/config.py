@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from yarl import URL
 
+from services.common import allowed_hosts_from_env
+
 ALGORITHMS = ("random", "round_robin", "least_connections", "response_time", "ip_hash")
 DEFAULT_BACKENDS = "server1=http://127.0.0.1:5001,server2=http://127.0.0.1:5002"
 
@@ -51,6 +53,9 @@ class BalancerConfig:
     token: str | None = None
     driver: str = "auto"
     discover: str | None = None
+    # Host names besides loopback, IP addresses and the Compose service names that control
+    # requests may carry (DNS rebinding guard, services/common.py).
+    allowed_hosts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -106,6 +111,8 @@ def env_defaults(environ: dict[str, str] | None = None) -> dict[str, object]:
     for key in ("token", "driver", "discover"):
         if env.get(f"TICSLAB_{key.upper()}"):
             found[key] = env[f"TICSLAB_{key.upper()}"]
+    if env.get("TICSLAB_ALLOWED_HOSTS"):
+        found["allowed_hosts"] = allowed_hosts_from_env(dict(env))
     if env.get("TICSLAB_HEALTH_PATH"):
         found["check_path"] = env["TICSLAB_HEALTH_PATH"]
     return found

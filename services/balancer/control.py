@@ -46,6 +46,18 @@ QUIESCE_SECONDS = 2.0
 QUIESCE_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 
 
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+async def admin_is_control(request: Request) -> Response:
+    """404 for ``/admin/...`` on the balancer, naming the route to use instead."""
+    return json_error(
+        404,
+        "the task servers' /admin routes are not reachable through the balancer: use "
+        "/control (PUT /control/servers/{name}/fault), which records every change",
+    )
+
+
 class Control:
     """The control routes of one balancer; ``start()`` picks the driver."""
 
@@ -81,6 +93,10 @@ class Control:
                     Route("/stats/reset", self.reset_stats, methods=["POST"]),
                 ],
             ),
+            # The task servers' own /admin routes are never reached through the balancer:
+            # every change goes through /control, where it is checked and recorded.
+            Route("/admin", admin_is_control, methods=ALL_METHODS),
+            Mount("/admin", routes=[Route("/{rest:path}", admin_is_control, methods=ALL_METHODS)]),
         ]
 
     # Helpers --------------------------------------------------------------------------------

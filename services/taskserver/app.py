@@ -29,6 +29,8 @@ from services.common import (
     ErrorLog,
     Uptime,
     bearer_token,
+    foreign_host_message,
+    host_allowed,
     json_error,
     token_matches,
 )
@@ -60,6 +62,7 @@ class Settings:
     tasks_file: Path
     port: int = 0
     token: str | None = None
+    allowed_hosts: tuple[str, ...] = ()  # Host names for /admin besides services/common.py's
 
 
 class OrjsonResponse(JSONResponse):
@@ -143,16 +146,16 @@ def create_app(settings: Settings) -> Starlette:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def get_fault(request: Request) -> Response:
-        _require_token(request, settings.token)
+        _require_admin(request, settings)
         return OrjsonResponse(faults.describe())
 
     async def set_fault(request: Request) -> Response:
-        _require_token(request, settings.token)
+        _require_admin(request, settings)
         return OrjsonResponse(faults.set(parse_object(await read_body(request))))
 
     async def quiesce(request: Request) -> Response:
         """Hold this server's writes for a moment, so a pause cannot freeze the file lock."""
-        _require_token(request, settings.token)
+        _require_admin(request, settings)
         seconds = quiesce_seconds(await read_body(request))
         left = await in_thread(store.hold_writes, seconds)
         if left is None:
@@ -161,7 +164,7 @@ def create_app(settings: Settings) -> Starlette:
         return OrjsonResponse({"server": settings.name, "writes_held_seconds": round(left, 3)})
 
     async def end_quiesce(request: Request) -> Response:
-        _require_token(request, settings.token)
+        _require_admin(request, settings)
         return OrjsonResponse({"server": settings.name, "ended": await in_thread(store.end_hold)})
 
     routes = [
@@ -218,7 +221,12 @@ def _path_id(request: Request) -> int:
     return found
 
 
-def _require_token(request: Request, expected: str | None) -> None:
+def _require_admin(request: Request, settings: Settings) -> None:
+    """Admin routes answer an allowed Host (DNS rebinding guard) with the token, if set."""
+    host = request.headers.get("host")
+    if not host_allowed(host, settings.allowed_hosts):
+        raise InputError(foreign_host_message(host), 403)
+    expected = settings.token
     if not expected:
         message = "admin routes (fault, quiesce) are off: start the server with TICSLAB_TOKEN set"
         raise InputError(message, 403)

@@ -24,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--host", default=env("TICSLAB_HOST", "127.0.0.1"), help="address (TICSLAB_HOST)"
     )
     parser.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a Host name /admin answers besides localhost, IP addresses and the Compose "
+        "service names; repeatable (TICSLAB_ALLOWED_HOSTS=NAME,NAME)",
+    )
+    parser.add_argument(
         "--tasks-file",
         type=Path,
         default=env("TICSLAB_TASKS_FILE", "tasks.json"),
@@ -32,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from services.common import serve
+    from services.common import allowed_hosts_from_env, serve
     from services.taskserver.app import Settings, create_app
     from services.taskserver.storage import TasksFileError
 
@@ -41,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         tasks_file=args.tasks_file.resolve(),
         port=args.port,
         token=os.environ.get("TICSLAB_TOKEN") or None,
+        allowed_hosts=tuple(args.allowed_host or allowed_hosts_from_env()),
     )
     try:
         app = create_app(settings)
