@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections import defaultdict
 from collections.abc import Awaitable
 from typing import Any
 
@@ -62,6 +63,8 @@ class DashboardApp(App[int]):
         self.status: dict[str, Any] | None = None
         self.failures = 0
         self._wake = asyncio.Event()
+        # One control action at a time per server (two quick presses act in turn).
+        self._server_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.register_theme(HIGH_CONTRAST)
         for key in KEYS:
             self.bind(
@@ -221,8 +224,13 @@ class DashboardApp(App[int]):
         """Start a stopped server, stop a running one.
 
         The driver's process state (``GET /control``) decides when it is known; otherwise
-        the balancer's state does: DOWN is started, anything else stopped.
+        the balancer's state does: DOWN is started, anything else stopped. Two quick presses
+        act in turn, the second on what the first left.
         """
+        async with self._server_locks[name]:
+            await self._toggle_now(name)
+
+    async def _toggle_now(self, name: str) -> None:
         try:
             process = (await self.client.control_info())["servers"][name].get("process")
         except (ApiError, KeyError, TypeError):
@@ -269,7 +277,8 @@ class DashboardApp(App[int]):
 
     @work(group="control", exit_on_error=False)
     async def control_server(self, name: str, action: str) -> None:
-        await self._send_action(name, action)
+        async with self._server_locks[name]:
+            await self._send_action(name, action)
 
     async def _send_action(self, name: str, action: str) -> None:
         result = await self._send(f"{name} {action}", self.client.server_action(name, action))
@@ -281,7 +290,9 @@ class DashboardApp(App[int]):
     @work(group="control", exit_on_error=False)
     async def send_fault(self, name: str, fault: dict[str, Any]) -> None:
         what = f"{name} fault {fault.get('mode')}"
-        if await self._send(what, self.client.set_fault(name, fault)) is not None:
+        async with self._server_locks[name]:
+            answer = await self._send(what, self.client.set_fault(name, fault))
+        if answer is not None:
             self.notify(self.t("n_fault", server=name, mode=fault.get("mode")))
 
     @work(group="control", exit_on_error=False)

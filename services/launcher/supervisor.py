@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import httpx
@@ -78,6 +79,9 @@ class Supervisor:
         self.logs = logs
         self.processes: dict[str, Managed] = {}
         self.closing = False
+        # One action at a time per process: two concurrent starts of a stopped server would
+        # otherwise both spawn, and one process would escape every later stop.
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def spawn(self, spec: ProcessSpec) -> Managed:
         """Start ``spec``'s process (replacing an exited one of the same name)."""
@@ -156,11 +160,16 @@ class Supervisor:
             await asyncio.wait({managed.watcher}, timeout=2.0)
 
     async def stop_all(self) -> None:
-        """Clients first, then the balancer, then the task servers: nothing left behind."""
+        """Clients first, then the balancer, then the task servers: nothing left behind, even
+        a process an action in progress is starting (it is waited for, then stopped)."""
         self.closing = True
         for role in ("client", "balancer", "taskserver"):
             group = [m for m in self.processes.values() if m.spec.role == role]
-            await asyncio.gather(*(self.terminate(m) for m in group))
+            await asyncio.gather(*(self._terminate_locked(m) for m in group))
+
+    async def _terminate_locked(self, managed: Managed) -> None:
+        async with self._locks[managed.spec.name]:
+            await self.terminate(managed)
 
     async def act(self, name: str, action: str) -> dict[str, object]:
         """Carry out a control action on a task server; the answer names result and state."""
@@ -171,7 +180,10 @@ class Supervisor:
             raise ActionError(409, f"unknown action '{action}'")
         if action in FREEZE_ACTIONS and not CAN_FREEZE:
             raise ActionError(409, f"'{action}' needs SIGSTOP/SIGCONT, which Windows lacks")
-        result = await getattr(self, f"_{action}")(managed)
+        async with self._locks[name]:
+            if self.closing:
+                raise ActionError(409, "the stack is stopping")
+            result = await getattr(self, f"_{action}")(managed)
         self.logs.note(f"{name}: {action} -> {result}")
         return {"server": name, "action": action, "result": result, "process": managed.state}
 
