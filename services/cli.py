@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from services import __version__
+from services.lifeline import follow_parent
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "taskserver": ("services.taskserver.cli", "run one task server (API /tareas, /api/tasks)"),
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((word for word in argv if not word.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
+    follow_parent()  # started by ``ticslab up``: end with it
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

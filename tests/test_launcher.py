@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import TICSLAB, free_port, free_run, wait_until
+from support import TICSLAB, free_port, free_run, taskserver, wait_until
 
 
 def listening(port: int) -> bool:
@@ -191,9 +191,25 @@ def test_port_taken_is_named_and_nothing_starts(tmp_path: Path) -> None:
         )
     assert done.returncode == 1
     assert f"port {stack.server_ports[1]} is already in use" in done.stdout
+    assert f"pid {os.getpid()} holds it" in done.stdout  # this test process
     assert not listening(stack.balancer_port)
     assert not listening(stack.server_ports[0])
     assert not (tmp_path / "data").exists()
+
+
+@needs_proc
+def test_a_port_held_by_an_earlier_ticslab_process_says_how_to_stop_it(tmp_path: Path) -> None:
+    stack = UpStack(tmp_path, servers=1)
+    earlier = taskserver("server1", tmp_path / "old.json", port=stack.server_ports[0]).start()
+    try:
+        done = subprocess.run(
+            stack.command("up"), env=stack.env(), capture_output=True, text=True, timeout=30
+        )
+    finally:
+        earlier.close()
+    assert done.returncode == 1
+    assert f"an earlier ticslab process holds it (pid {earlier.proc.pid}" in done.stdout
+    assert f"kill {earlier.proc.pid}" in done.stdout
 
 
 def test_unexpected_death_is_reported_not_restarted(tmp_path: Path) -> None:
@@ -280,3 +296,19 @@ def test_demo_quits_with_the_dashboard_and_says_where_the_logs_are(tmp_path: Pat
             demo.kill()
             demo.wait()
         terminal.close()
+
+
+@needs_proc
+@pytest.mark.parametrize("paused", [False, True])
+def test_kill_9_of_ticslab_up_ends_every_child_within_2_s(tmp_path: Path, paused: bool) -> None:
+    stack = UpStack(tmp_path, servers=2, clients=1).start()
+    assert stack.proc is not None
+    kids = children(stack.proc.pid)
+    assert len(kids) == 4  # two servers, the balancer, a client
+    if paused:  # a frozen child cannot read its lifeline: the kernel ends it
+        os.kill(kids[0], signal.SIGSTOP)
+    stack.proc.kill()
+    stack.proc.wait(timeout=10)
+    wait_until(lambda: not any(alive(pid) for pid in kids), timeout=2.0, what="children gone")
+    ports = [stack.balancer_port, *stack.server_ports]
+    wait_until(lambda: not any(listening(port) for port in ports), timeout=1.0, what="ports free")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
+
+import psutil
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -28,3 +31,26 @@ def listening_socket(host: str = "127.0.0.1") -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((host, 0))
     return sock
+
+
+def holder(port: int) -> str | None:
+    """Who listens on ``port``, in words for ``ticslab up``'s refusal (None if unknown).
+
+    An earlier ticslab stack (one whose launcher was killed before this version tied its
+    processes to it, or a process started by hand) is named with the command that stops it.
+    """
+    try:
+        listening = [
+            c for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
+        ]  # fmt: skip
+        if not listening:
+            return None
+        process = psutil.Process(listening[0].pid)
+        argv = process.cmdline()
+    except (psutil.Error, OSError):
+        return None
+    pid, command = process.pid, " ".join(argv)
+    if "services.cli" in argv or any(Path(arg).name == "ticslab" for arg in argv[:2]):
+        return f"an earlier ticslab process holds it (pid {pid}: {command}); stop it: kill {pid}"
+    return f"pid {pid} holds it ({command})"

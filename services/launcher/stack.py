@@ -15,7 +15,7 @@ import uvicorn
 
 from services.launcher.api import supervisor_app
 from services.launcher.logs import LogSink
-from services.launcher.ports import listening_socket, taken_ports
+from services.launcher.ports import holder, listening_socket, taken_ports
 from services.launcher.supervisor import ActionError, ProcessSpec, Supervisor
 
 HOST = "127.0.0.1"
@@ -64,7 +64,12 @@ class StackOptions:
             found.append(f"the balancer port {self.balancer_port} is also a task server port")
         else:
             for port in taken_ports(ports, HOST):
-                found.append(f"port {port} is already in use on {HOST}; free it or pick another")
+                who = holder(port)
+                found.append(
+                    f"port {port} is already in use on {HOST}"
+                    + (f": {who}" if who else "")
+                    + "; free it or pick another"
+                )
         return found
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from services.launcher.logs import LogSink
+from services.lifeline import Lifeline
 
 STOP_SECONDS = 5.0
 START_SECONDS = 20.0
@@ -82,6 +83,8 @@ class Supervisor:
         # One action at a time per process: two concurrent starts of a stopped server would
         # otherwise both spawn, and one process would escape every later stop.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Children end with us even when we are killed (services/lifeline.py).
+        self.lifeline = Lifeline()
 
     async def spawn(self, spec: ProcessSpec) -> Managed:
         """Start ``spec``'s process (replacing an exited one of the same name)."""
@@ -89,7 +92,8 @@ class Supervisor:
         self.processes[spec.name] = managed
         managed.proc = await asyncio.create_subprocess_exec(
             *spec.argv,
-            env={**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **spec.env, **self.lifeline.env(), "PYTHONUNBUFFERED": "1"},
+            pass_fds=(self.lifeline.read_fd,),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -166,6 +170,7 @@ class Supervisor:
         for role in ("client", "balancer", "taskserver"):
             group = [m for m in self.processes.values() if m.spec.role == role]
             await asyncio.gather(*(self._terminate_locked(m) for m in group))
+        self.lifeline.close()
 
     async def _terminate_locked(self, managed: Managed) -> None:
         async with self._locks[managed.spec.name]:
