@@ -7,6 +7,7 @@ stop servers one way: ``start()`` waits until the process answers, ``close()`` s
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -35,7 +36,9 @@ def start_balancer(ports: list[int]) -> ServiceProcess:
     port = free_port()
     backends = [f"--backend=server{i}=http://127.0.0.1:{p}" for i, p in enumerate(ports, 1)]
     args = ["balancer", "--port", str(port), "--algorithm", "round_robin"]
-    return ServiceProcess([*args, "--log-level", "warning", *backends], port).start()
+    # A token of its own, by environment: no benchmark writes the user's token file.
+    env = {"TICSLAB_TOKEN": secrets.token_urlsafe(16)}
+    return ServiceProcess([*args, "--log-level", "warning", *backends], port, env).start()
 
 
 def start_haproxy(ports: list[int], folder: Path) -> tuple[ServiceProcess, int]:

@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token",
         default=os.environ.get("TICSLAB_TOKEN"),
-        help=f"control token (env TICSLAB_TOKEN, else the file {default_token_file()})",
+        help="control token (env TICSLAB_TOKEN, else the token file of the balancer at --url, "
+        f"e.g. {default_token_file()})",
     )
     add_display_arguments(parser)
 
@@ -99,7 +100,7 @@ def resolve_options(
 ) -> Options:
     """The one place that fills in the token from the token file and the language from the
     locale, and turns read-only on when there is no token."""
-    token = token or read_token_file()
+    token = token or read_token_file(default_token_file(url))
     return Options(
         url=url.rstrip("/"),
         token=token,

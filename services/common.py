@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -162,27 +163,36 @@ def token_matches(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def default_token_file() -> Path:
-    """Where the balancer writes a generated token and the launcher and dashboard read it."""
+DEFAULT_BALANCER_URL = "http://127.0.0.1:8080"
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"})
+
+
+def default_token_file(url: str = DEFAULT_BALANCER_URL) -> Path:
+    """Where the token of the balancer at ``url`` is kept: one file per balancer address, so
+    two stacks on one machine never overwrite each other's (``TICSLAB_TOKEN_FILE`` wins)."""
     override = os.environ.get("TICSLAB_TOKEN_FILE")
     if override:
         return Path(override)
+    parsed = urlsplit(url if "//" in url else f"//{url}")
+    host = (parsed.hostname or "127.0.0.1").lower()
+    host = "127.0.0.1" if host in LOOPBACK_NAMES else host
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    key = "".join(c if c.isalnum() or c in ".-" else "_" for c in f"{host}-{port}")
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "ticslab" / "token"
+    return Path(state) / "ticslab" / "tokens" / key
 
 
-def read_token_file(path: Path | None = None) -> str | None:
-    """The token stored by the balancer, or None when there is no readable token file."""
+def read_token_file(path: Path) -> str | None:
+    """The token stored in ``path``, or None when there is no readable token file."""
     try:
-        token = (path or default_token_file()).read_text().strip()
+        token = path.read_text().strip()
     except OSError:
         return None
     return token or None
 
 
-def write_token_file(token: str, path: Path | None = None) -> Path:
+def write_token_file(token: str, path: Path) -> Path:
     """Store ``token`` in a file only its owner can read (mode 0600), creating parent folders."""
-    path = path or default_token_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

@@ -297,7 +297,8 @@ def test_balancer_without_token_generates_one_for_its_owner_only(tmp_path: Path)
     finally:
         balancer.close()
     balancer._stderr.seek(0)  # support.ServiceProcess keeps stderr in a file
-    assert token in balancer._stderr.read().decode()  # logged once at start
+    stderr = balancer._stderr.read().decode()
+    assert str(token_file) in stderr and token not in stderr  # where it is, never what
 
 
 class Writer(Background):

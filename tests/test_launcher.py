@@ -14,6 +14,8 @@ import httpx
 import pytest
 from support import TICSLAB, free_port, free_run, taskserver, wait_until
 
+from services.common import default_token_file
+
 
 def listening(port: int) -> bool:
     with socket.socket() as sock:
@@ -47,13 +49,17 @@ def alive(pid: int) -> bool:
 class UpStack:
     """``ticslab up`` on free ports, its output in a file, its token in a file of its own."""
 
-    def __init__(self, tmp: Path, servers: int = 2, clients: int = 0) -> None:
+    def __init__(
+        self, tmp: Path, servers: int = 2, clients: int = 0, own_token_file: bool = True
+    ) -> None:
         self.tmp = tmp
         self.balancer_port = free_port()
         self.first_port = free_run(servers)
         self.server_ports = [self.first_port + i for i in range(servers)]
         self.url = f"http://127.0.0.1:{self.balancer_port}"
-        self.token_file = tmp / "token"
+        # A token file of its own, or (False) where ticslab keeps it: by the balancer's address.
+        self.own_token_file = own_token_file
+        self.token_file = tmp / "token" if own_token_file else default_token_file(self.url)
         self.log = tmp / "up.log"
         self.args = [
             "--servers", str(servers), "--clients", str(clients),
@@ -68,7 +74,9 @@ class UpStack:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "TICSLAB_TOKEN"}
-        return {**env, "TICSLAB_TOKEN_FILE": str(self.token_file)}
+        if self.own_token_file:
+            env["TICSLAB_TOKEN_FILE"] = str(self.token_file)
+        return env
 
     def start(self) -> UpStack:
         with self.log.open("wb") as out:
@@ -312,3 +320,40 @@ def test_kill_9_of_ticslab_up_ends_every_child_within_2_s(tmp_path: Path, paused
     wait_until(lambda: not any(alive(pid) for pid in kids), timeout=2.0, what="children gone")
     ports = [stack.balancer_port, *stack.server_ports]
     wait_until(lambda: not any(listening(port) for port in ports), timeout=1.0, what="ports free")
+
+
+@needs_proc
+def test_two_stacks_keep_their_own_tokens_never_on_a_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stack's token in the file of its balancer's address; the dashboard finds it."""
+    from dashboard.options import resolve_options
+
+    monkeypatch.delenv("TICSLAB_TOKEN_FILE")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    stacks = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        stack = UpStack(tmp_path / name, servers=1, own_token_file=False)
+        stacks.append(stack)
+        stack.start()
+    try:
+        tokens = [stack.token for stack in stacks]
+        assert tokens[0] != tokens[1]
+        for stack, token in zip(stacks, tokens, strict=True):
+            assert f"tokens/127.0.0.1-{stack.balancer_port}" in str(stack.token_file)
+            assert str(stack.token_file) in stack.output()  # the banner names the file
+            assert token not in stack.output()
+            answer = httpx.post(
+                stack.url + "/control/servers/server1/drain",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert answer.status_code == 200
+            assert stack.proc is not None
+            for pid in [stack.proc.pid, *children(stack.proc.pid)]:
+                assert token.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        urls = [stack.url.replace("127.0.0.1", "localhost") for stack in stacks]
+        assert [resolve_options(url).token for url in urls] == tokens
+    finally:
+        for stack in stacks:
+            stack.close()

@@ -135,6 +135,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"ticslab balancer: {error}", file=sys.stderr)
         return 2
-    config.token = ensure_token(config.token)
+    config.token = ensure_token(config.token, f"http://{config.host}:{config.port}")
     serve_edge(create_app(config), config, log_level=args.log_level)
     return 0

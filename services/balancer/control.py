@@ -34,7 +34,13 @@ from services.balancer.drivers import (
     answer_text,
     choose_driver,
 )
-from services.common import bearer_token, json_error, token_matches, write_token_file
+from services.common import (
+    bearer_token,
+    default_token_file,
+    json_error,
+    token_matches,
+    write_token_file,
+)
 
 ADMIN_ACTIONS = {"drain": "DRAIN", "maint": "MAINT", "ready": "READY"}
 FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy")
@@ -298,11 +304,12 @@ async def _json_object(request: Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def ensure_token(token: str | None) -> str:
-    """The given token, or a new one, logged once and stored in the owner-only token file."""
+def ensure_token(token: str | None, url: str) -> str:
+    """The given token, or a new one stored in the owner-only token file of the balancer at
+    ``url``; a generated token is never printed, only where it is."""
     if token:
         return token
     token = secrets.token_urlsafe(24)
-    path = write_token_file(token)
-    print(f"ticslab balancer: control token {token} (stored in {path})", file=sys.stderr)
+    path = write_token_file(token, default_token_file(url))
+    print(f"ticslab balancer: control token generated, stored in {path}", file=sys.stderr)
     return token

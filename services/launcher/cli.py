@@ -13,7 +13,7 @@ from types import FrameType
 from rich.console import Console
 
 from services.balancer.config import ALGORITHMS
-from services.common import write_token_file
+from services.common import default_token_file, write_token_file
 from services.launcher.logs import ConsoleLogs
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
 
@@ -39,10 +39,11 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
     )
 
 
-def stack_token(args: argparse.Namespace) -> tuple[str, Path]:
-    """The token for this stack (given or new), stored in the token file the dashboard reads."""
+def stack_token(args: argparse.Namespace, options: StackOptions) -> tuple[str, Path]:
+    """The token for this stack (given or new), stored in the token file of its balancer's
+    address, where ``ticslab dashboard --url`` looks for it."""
     token = args.token or os.environ.get("TICSLAB_TOKEN") or secrets.token_urlsafe(24)
-    return token, write_token_file(token)
+    return token, write_token_file(token, default_token_file(options.balancer_url))
 
 
 def plural(count: int, noun: str) -> str:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True)
     logs = ConsoleLogs(console)
     options = options_from_args(args)
-    token, token_path = stack_token(args)
+    token, token_path = stack_token(args, options)
     stack = Stack(options, token, logs)
     stop = threading.Event()
 

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(highlight=False, soft_wrap=True)
     options = up.options_from_args(args)
-    token, _ = up.stack_token(args)
+    token, _ = up.stack_token(args, options)
     log_dir = options.data_dir / "logs"
     logs = FileLogs(log_dir)
     console.print(f"starting the stack; logs go to {log_dir}/ / registros en {log_dir}/")
