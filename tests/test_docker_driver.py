@@ -55,17 +55,26 @@ def build_image(tmp: Path) -> None:
     )
 
 
-def run_container(project: str, service: str, *, role: bool = True, number: int = 1) -> str:
+def run_container(
+    project: str,
+    service: str,
+    *,
+    role: bool = True,
+    number: int = 1,
+    oneoff: bool = False,
+    name: str = "",
+) -> str:
     labels = {
         "com.docker.compose.project": project,
         "com.docker.compose.service": service,
-        "com.docker.compose.container-number": str(number),
-        "com.docker.compose.oneoff": "False",
+        "com.docker.compose.oneoff": str(oneoff),
     }
+    if not oneoff:  # docker-compose run gives its one-off containers no number
+        labels["com.docker.compose.container-number"] = str(number)
     if role:
         labels["ticslab.role"] = "taskserver"
     flags = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
-    name = f"{project}-{service}-{number}"
+    name = name or f"{project}-{service}-{number}"
     return docker("run", "-d", "--name", name, *flags, IMAGE, *COMMAND)
 
 
@@ -87,6 +96,9 @@ def containers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         made["scaled2"] = run_container(OWN, "server2", number=2)
         made["norole"] = run_container(OWN, "server3", role=False)
         made["foreign"] = run_container(OTHER, "server1")
+        made["oneoff"] = run_container(OWN, "server1", oneoff=True, name=f"{OWN}-server1-run")
+        made["twin_a"] = run_container(OWN, "server5", name=f"{OWN}-server5-a")
+        made["twin_b"] = run_container(OWN, "server5", name=f"{OWN}-server5-b")
         yield made
     finally:
         if made:
@@ -113,19 +125,54 @@ def test_self_discovery_finds_own_project_and_task_servers(containers: dict[str,
 
     project, processes = with_driver(containers, body)
     assert project == OWN
-    # Only our project's containers with the role label; the replica gets its number.
-    assert processes == {"server1": "running", "server2": "running", "server2-2": "running"}
+    # Only our project's containers with the role label; the replica gets its number; the
+    # one-off container of server1 is none of them; two containers named server5 are shown so.
+    assert processes == {
+        "server1": "running",
+        "server2": "running",
+        "server2-2": "running",
+        "server5": "ambiguous",
+    }
 
 
-def test_fallback_to_compose_project_name(monkeypatch: pytest.MonkeyPatch, containers) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("own_id", ["not-a-container", "foreign"])
+def test_compose_project_name_wins(monkeypatch: pytest.MonkeyPatch, containers, own_id) -> None:  # type: ignore[no-untyped-def]
+    """Set, it is used even when our hostname names a container of another project."""
     monkeypatch.setenv("COMPOSE_PROJECT_NAME", OWN)
 
     async def main() -> str:
-        driver = await DockerDriver.connect(docker_socket_path(), own_id="not-a-container")
+        driver = await DockerDriver.connect(
+            docker_socket_path(), own_id=containers.get(own_id, own_id)
+        )
         await driver.aclose()
         return driver.project
 
     assert asyncio.run(main()) == OWN
+
+
+def test_a_one_off_container_is_never_acted_on(containers: dict[str, str]) -> None:
+    async def body(driver: DockerDriver) -> dict[str, str]:
+        return await driver.perform("server1", "pause")
+
+    try:
+        assert with_driver(containers, body)["container"] == f"{OWN}-server1-1"
+        assert status(containers["server1"]) == "paused"
+        assert status(containers["oneoff"]) == "running"
+    finally:
+        docker("unpause", containers["server1"])
+
+
+def test_a_name_two_containers_carry_is_refused_naming_both(containers: dict[str, str]) -> None:
+    async def body(driver: DockerDriver) -> str:
+        try:
+            await driver.perform("server5", "pause")
+        except DriverUnsupported as error:
+            return str(error)
+        return "acted"
+
+    message = with_driver(containers, body)
+    assert f"{OWN}-server5-a, {OWN}-server5-b" in message
+    assert status(containers["twin_a"]) == status(containers["twin_b"]) == "running"
 
 
 def test_actions_change_the_right_container(containers: dict[str, str]) -> None:

@@ -19,7 +19,7 @@ from services.balancer.drivers import DriverFailure, docker_socket_path
 from services.balancer.drivers.docker import (
     PORT_LABEL,
     DockerEngine,
-    backend_name,
+    by_backend_name,
     labels_of,
     own_project,
     task_server_labels,
@@ -75,7 +75,12 @@ class DockerDiscovery:
     async def sync(self) -> None:
         """Add the containers the balancer lacks, remove the servers whose container is gone."""
         listed = await self.engine.list_containers(self.labels)
-        wanted = {backend_name(labels_of(c)): backend_url(c) for c in listed}
+        # A name two containers carry is routed to neither (the driver refuses it too).
+        wanted = {
+            name: backend_url(found[0])
+            for name, found in by_backend_name(listed).items()
+            if len(found) == 1
+        }
         present = {server.name: server.url for server in self.balancer.servers}
         for name in sorted(self.managed - wanted.keys()):
             if name in present:

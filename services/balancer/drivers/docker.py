@@ -27,6 +27,7 @@ from services.balancer.drivers import (
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 NUMBER_LABEL = "com.docker.compose.container-number"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
 ROLE_LABEL = "ticslab.role"
 ROLE = "taskserver"
 PORT_LABEL = "ticslab.port"
@@ -56,6 +57,22 @@ def backend_name(labels: dict[str, str]) -> str:
     service = labels.get(SERVICE_LABEL, "")
     number = labels.get(NUMBER_LABEL, "1")
     return service if number == "1" else f"{service}-{number}"
+
+
+def by_backend_name(listed: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Backend name -> the service containers that carry it. A one-off container
+    (``docker-compose run server1``) has no container number and is no backend."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for container in listed:
+        labels = labels_of(container)
+        if labels.get(ONEOFF_LABEL) == "True" or NUMBER_LABEL not in labels:
+            continue
+        found.setdefault(backend_name(labels), []).append(container)
+    return found
+
+
+def container_names(containers: list[dict[str, Any]]) -> str:
+    return ", ".join(sorted(c.get("Names", ["?"])[0].lstrip("/") for c in containers))
 
 
 def task_server_labels(project: str) -> list[str]:
@@ -147,11 +164,13 @@ class DockerEngine:
 
 
 async def own_project(engine: DockerEngine, own_id: str | None = None) -> str:
-    """The Compose project of the container ``own_id`` (default: our hostname, i.e. our own
-    container id), else COMPOSE_PROJECT_NAME; DriverFailure when there is neither."""
-    details = await engine.inspect(own_id or socket.gethostname())
-    project = labels_of(details).get(PROJECT_LABEL) if details else None
-    project = project or os.environ.get("COMPOSE_PROJECT_NAME")
+    """COMPOSE_PROJECT_NAME when set (the explicit choice wins), else the Compose project of
+    the container ``own_id`` (default: our hostname, i.e. our own container id: a container
+    of another project could carry the same name); DriverFailure when there is neither."""
+    project = os.environ.get("COMPOSE_PROJECT_NAME")
+    if not project:
+        details = await engine.inspect(own_id or socket.gethostname())
+        project = labels_of(details).get(PROJECT_LABEL) if details else None
     if not project:
         raise DriverFailure(
             "not running in a Compose container and COMPOSE_PROJECT_NAME is not set"
@@ -186,22 +205,31 @@ class DockerDriver:
         labels = labels_of(details)
         return labels.get(PROJECT_LABEL) == self.project and labels.get(ROLE_LABEL) == ROLE
 
-    async def containers(self) -> dict[str, dict[str, Any]]:
-        """Backend name -> list entry, for the task-server containers of our project."""
+    async def containers(self) -> dict[str, list[dict[str, Any]]]:
+        """Backend name -> list entries, for the task-server containers of our project."""
         listed = await self.engine.list_containers(self.labels)
-        return {backend_name(labels_of(c)): c for c in listed if self.allowed(c)}
+        return by_backend_name([c for c in listed if self.allowed(c)])
 
     async def processes(self) -> dict[str, str]:
-        """Backend name -> container state (running, paused, exited, ...)."""
-        return {name: c.get("State", "unknown") for name, c in (await self.containers()).items()}
+        """Backend name -> container state (running, paused, exited, ...); a name that more
+        than one container carries is ``ambiguous``."""
+        return {
+            name: found[0].get("State", "unknown") if len(found) == 1 else "ambiguous"
+            for name, found in (await self.containers()).items()
+        }
 
     async def perform(self, server: str, action: str) -> dict[str, Any]:
-        container = (await self.containers()).get(server)
-        if container is None:
+        found = (await self.containers()).get(server, [])
+        if not found:
             raise DriverUnsupported(
                 f"no task-server container for '{server}' in Compose project '{self.project}'"
             )
-        return await self.act_on(container["Id"], action)
+        if len(found) > 1:
+            raise DriverUnsupported(
+                f"refused: '{server}' names more than one container ({container_names(found)}); "
+                "remove the extra ones"
+            )
+        return await self.act_on(found[0]["Id"], action)
 
     async def act_on(self, container_id: str, action: str) -> dict[str, Any]:
         """Inspect ``container_id``, refuse it unless allowed, then act and report its state."""
