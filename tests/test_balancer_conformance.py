@@ -451,3 +451,46 @@ def test_a_connection_flood_never_takes_servers_down(httpbins: list[ServiceProce
         assert not [e for e in events if e.get("to") == "DOWN"]
     finally:
         process.close()
+
+
+# Found by review: bare CRLFs, pipelining, odd answers, upgrades -----------------------------
+
+
+def test_a_bare_crlf_does_not_keep_a_connection_open(strict: ServiceProcess) -> None:
+    with socket.create_connection(("127.0.0.1", strict.port)) as sock:
+        sock.sendall(b"GET /get HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)  # the answer arrives; then only a line break, forever
+        sock.sendall(b"\r\n")
+        received = closed_by_peer(sock, within=4)
+    assert received.startswith(b"HTTP/1.1 200 ")
+
+
+def test_odd_upstream_answers_are_a_502_or_lose_only_the_bad_header() -> None:
+    answers = {
+        b"/odd-status": b"HTTP/1.1 600 Odd\r\ncontent-length: 2\r\n\r\nok",
+        b"/bad-header": (
+            b"HTTP/1.1 200 OK\r\nX-Bad: a\x7fb\r\nX-Good: yes\r\ncontent-length: 2\r\n\r\nok"
+        ),
+    }
+    backend = RawBackend(lambda request: answers[request.split(b" ")[1]]).start()
+    process = front([("server1", backend.url)])
+    try:
+        odd = httpx.get(process.url + "/odd-status")
+        assert odd.status_code == 502 and "600" in odd.json()["error"]
+        bad = httpx.get(process.url + "/bad-header")
+        assert bad.status_code == 200 and bad.content == b"ok"
+        assert bad.headers["x-good"] == "yes" and "x-bad" not in bad.headers
+    finally:
+        process.close()
+        backend.close()
+
+
+def test_an_upgrade_with_a_body_is_501_never_a_lost_body(balancer: ServiceProcess) -> None:
+    raw = (
+        b"POST /anything HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+        b"Content-Length: 5\r\n\r\nhello"
+    )
+    answer = send_raw(balancer.port, raw)
+    assert answer.status == 501
+    assert "HTTP/1.1" in json_body(answer)["error"]

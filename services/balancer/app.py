@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -82,9 +81,6 @@ class BalancerApp:
         self.allowed_hosts = allowed_hosts
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
-            await refuse_websocket(scope, receive, send)
-            return
         if scope["type"] == "http":
             hosts = [value for name, value in scope["headers"] if name == b"host"]
             problem = host_problem(hosts, scope["http_version"])
@@ -100,15 +96,6 @@ class BalancerApp:
                 await foreign_host_error(host)(scope, receive, send)
                 return
         await self.admin(scope, receive, send)
-
-
-async def refuse_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """501 with a JSON reason (the ASGI denial response), rather than a bare 403."""
-    await receive()  # websocket.connect
-    body = orjson.dumps({"error": "the balancer does not proxy WebSocket connections"})
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "websocket.http.response.start", "status": 501, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:

@@ -68,6 +68,8 @@ def serve_edge(app: Any, config: BalancerConfig, log_level: str = "info") -> Non
         log_level=log_level,
         http=GuardedHttpProtocol.with_limits(limits),
         timeout_keep_alive=config.keep_alive_timeout,
+        # Upgrade requests reach the proxy as plain HTTP, which answers WebSocket ones 501.
+        ws="none",
         # The edge: the client is the socket's peer, whatever X-Forwarded-* headers it sends.
         proxy_headers=False,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from errno import ECONNRESET, EPIPE
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -32,6 +33,8 @@ def describe_failure(error: BaseException, timeout: float) -> str:
         return f"timeout after {timeout:g} s"
     if isinstance(error, aiohttp.ServerDisconnectedError | ConnectionResetError):
         return "connection reset"
+    if isinstance(error, aiohttp.ClientOSError) and error.errno in (ECONNRESET, EPIPE):
+        return "connection reset"  # a reset while the answer was being read
     if isinstance(error, aiohttp.ClientPayloadError):
         return "answer cut short"
     return f"connection error: {error.__class__.__name__}"

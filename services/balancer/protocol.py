@@ -66,6 +66,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._timer: TimerHandle | None = None  # the header deadline, or the body's pause
         self._lingering = False
+        self._messages = 0  # requests read whole on this connection
         self._running: dict[asyncio.Task[None], Any] = {}  # request task -> its cycle
 
     # Connections -------------------------------------------------------------------------
@@ -82,26 +83,33 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
         for task, cycle in list(self._running.items()):
             if not cycle.response_complete:
+                cycle.disconnected = True  # uvicorn marks only the newest (a pipelined) one
                 task.cancel(CLIENT_GONE)
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # refused: what the client still sends is read and dropped
         if self._in_head:
+            if self._timer is None:  # any byte starts the header deadline (even a bare CRLF)
+                self._start_timer(self._head_timeout)
             room = self.limits.max_header_bytes - self._head_bytes
             if len(data) > room:
                 self._head_bytes += room
+                messages = self._messages
                 super().data_received(data[:room])  # the header section may end in the limit
-                if self._in_head:
+                if self._in_head and self._messages == messages:
                     limit = self.limits.max_header_bytes
                     self._refuse(431, f"request header section over {limit} bytes")
                     return
-                data = data[room:]
-            else:
-                self._head_bytes += len(data)
+                self.data_received(data[room:])  # the rest counts toward the next request's
+                return
+            self._head_bytes += len(data)
         super().data_received(data)
         if not self._in_head and not self._lingering:  # a body that has not all arrived
             self._start_timer(self._body_timeout)
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """Upgrades are answered by the proxy (501), not logged on every attempt."""
 
     def send_400_response(self, msg: str) -> None:
         """httptools could not parse the request: the same 400, as JSON like every error."""
@@ -111,6 +119,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_bytes = max(self._head_bytes, 1)  # its first bytes may share a read
         if self._timer is None:
             self._start_timer(self._head_timeout)
 
@@ -128,6 +137,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._stop_timer()
         self._in_head, self._head_bytes = True, 0
+        self._messages += 1
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         """Start the request's task, known to this connection so that a disconnect cancels it."""
@@ -161,7 +171,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._timer = None
         if self.transport.is_closing():
             return
-        if self._writing():
+        if self._in_flight():
             self._start_timer(self._head_timeout)  # a pipelined request waits its turn
         elif self._head_bytes == 0:
             self.transport.close()  # a connection that never sent a byte
@@ -171,18 +181,26 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _body_timeout(self) -> None:
         self._timer = None
-        if not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self.pipeline:
+            self._start_timer(self._body_timeout)  # uvicorn stopped reading: not the client's
+        else:
             seconds = f"{self.limits.request_timeout:g}"
-            self._refuse(408, f"request body paused for more than {seconds} s")
+            self._refuse(408, f"request body paused for more than {seconds} s", own_body=True)
+
+    def _in_flight(self) -> bool:
+        """A request on this connection is not answered yet."""
+        return bool(self.pipeline) or any(not c.response_complete for c in self._running.values())
 
     def _writing(self) -> bool:
         """An answer has begun and is not complete: nothing else may be written now."""
         return any(c.response_started and not c.response_complete for c in self._running.values())
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, message: str, own_body: bool = False) -> None:
         """Answer ``status`` with a JSON error, unless an answer is being written, and close.
 
-        The request running on this connection, if any, is told its client is gone. A client
+        A request running on this connection is told its client is gone. A client
         still sending would get a reset that destroys the answer before it is read: so the
         connection lingers (as nginx's ``lingering_close``), its writing side shut, whatever
         arrives dropped, for at most ``LINGER_SECONDS``.
@@ -190,7 +208,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._stop_timer()
         if self._lingering or self.transport.is_closing():
             return  # refused already
-        if not self._writing():
+        # The answer to the request whose body stalled, or to one no other request precedes.
+        if (own_body and not self._writing()) or not self._in_flight():
             body = orjson.dumps({"error": message})
             head = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
             self.transport.write(STATUS_LINE[status] + head + b"connection: close\r\n\r\n" + body)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,8 @@ DROP_RESPONSE = HOP_BY_HOP | {b"content-length", b"date"}
 # Methods that may be sent again after a reset or timeout (RFC 9110 section 9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 IDEMPOTENCY_KEY = "Idempotency-Key"
+# Control bytes a header value may not hold (RFC 9110 5.5); such a header is dropped.
+INVALID_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # An answer is held (and so can still be retried) until it ends, reaches this size, or is
 # this old after its headers arrived; then it is streamed. The lab's JSON answers end first.
 HOLD_BYTES = 64 * 1024
@@ -143,6 +146,20 @@ def request_target(scope: Scope) -> str:
     return raw.decode("latin-1")
 
 
+def upgrade_problem(scope: Scope) -> ClientError | None:
+    """A protocol upgrade the balancer cannot carry: WebSocket (no tunnel), or another one
+    (``Upgrade: h2c`` from ``curl --http2``) with a body, which the parser does not read."""
+    headers = dict(scope["headers"])
+    upgrade = headers.get(b"upgrade")
+    if upgrade is None:
+        return None
+    if upgrade.strip().lower() == b"websocket":
+        return ClientError(501, "the balancer does not proxy WebSocket connections")
+    if headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
+        return ClientError(501, "protocol upgrades with a body are not supported: use HTTP/1.1")
+    return None
+
+
 def forward_headers(scope: Scope, client: str) -> list[tuple[str, str]]:
     """The client's headers minus hop-by-hop ones, plus ``X-Forwarded-For``/``-Proto``.
 
@@ -154,7 +171,7 @@ def forward_headers(scope: Scope, client: str) -> list[tuple[str, str]]:
         if name == b"connection":
             drop = drop | connection_tokens(value)
         elif name == b"x-forwarded-for":
-            forwarded_for = value.decode("latin-1") + ", "
+            forwarded_for += value.decode("latin-1") + ", "
     headers = [
         (name.decode("latin-1"), value.decode("latin-1"))
         for name, value in scope["headers"]
@@ -184,7 +201,8 @@ def answer_headers(
     headers = []
     for name, value in raw_headers:
         lower = name.lower()
-        if lower not in drop or (keep_length and lower == b"content-length"):
+        wanted = lower not in drop or (keep_length and lower == b"content-length")
+        if wanted and INVALID_VALUE.search(value) is None:  # uvicorn would refuse to write it
             headers.append((lower, value))
     return headers
 
@@ -226,6 +244,8 @@ class Proxy:
         client = scope["client"][0] if scope.get("client") else ""
         try:
             target = request_target(scope)
+            if problem := upgrade_problem(scope):
+                raise problem
             headers = forward_headers(scope, client)
             body = await self._read_body(receive)
         except ClientError as error:
@@ -314,6 +334,10 @@ class Proxy:
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 return self._failed(server, error)
             self._answered(server, time.perf_counter() - started, response.status)
+            if not 200 <= response.status <= 599:  # 1xx (101 too) or beyond HTTP's range
+                message = f"{server.name} answered status {response.status}, which is not proxied"
+                await self._send_error(send, scope, server, 502, message)
+                return None
             await self._send_answer(scope, send, server, response, held, complete)
             return None
         finally:
