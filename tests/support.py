@@ -69,6 +69,19 @@ def wait_until(
 TICSLAB = [sys.executable, "-m", "services.cli"]
 
 
+def pids_where(test: Callable[[Path], bool]) -> list[int]:
+    """The pids whose /proc entry passes ``test`` (Linux); entries that vanish are skipped."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if test(entry):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 async def wait_until_async(
     check: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import TICSLAB, free_port, free_run, taskserver, wait_until
+from support import TICSLAB, free_port, free_run, pids_where, taskserver, wait_until
 
 from services.common import default_token_file
 
@@ -25,16 +25,11 @@ def listening(port: int) -> bool:
 
 def children(pid: int) -> list[int]:
     """Processes whose parent is ``pid`` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    return pids_where(lambda entry: parent_of(entry) == pid)
+
+
+def parent_of(entry: Path) -> int:
+    return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def alive(pid: int) -> bool:

@@ -8,6 +8,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support import pids_where
+from test_launcher import alive
 
 from services.launcher.supervisor import ProcessSpec, Supervisor
 
@@ -28,17 +30,8 @@ class Quiet:
 
 def with_marker(marker: str) -> list[int]:
     """The pids of live processes whose command line holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if marker.encode() in cmdline and state != "Z":
-                found.append(int(entry.name))
-    return found
+    found = pids_where(lambda entry: marker.encode() in (entry / "cmdline").read_bytes())
+    return [pid for pid in found if alive(pid)]
 
 
 def sleeper(marker: str) -> ProcessSpec:
