@@ -18,6 +18,7 @@ import threading
 import time
 
 ENV = "TICSLAB_LIFELINE_FD"
+PARENT_ENV = "TICSLAB_PARENT_PID"  # to see whether the launcher died before prctl took effect
 GRACE_SECONDS = 1.5  # SIGTERM's graceful stop, then a hard exit: gone within 2 s
 PR_SET_PDEATHSIG = 1
 
@@ -30,7 +31,7 @@ class Lifeline:
 
     def env(self) -> dict[str, str]:
         """What a child needs in its environment (with ``pass_fds=(read_fd,)``)."""
-        return {ENV: str(self.read_fd), "TICSLAB_PARENT_PID": str(os.getpid())}
+        return {ENV: str(self.read_fd), PARENT_ENV: str(os.getpid())}
 
     def close(self) -> None:
         for fd in (self.read_fd, self._write_fd):
@@ -41,7 +42,7 @@ class Lifeline:
 def follow_parent() -> None:
     """The child's side, at start: end with the launcher (no-op when not started by one)."""
     fd_text = os.environ.pop(ENV, None)
-    parent = os.environ.pop("TICSLAB_PARENT_PID", None)
+    parent = os.environ.pop(PARENT_ENV, None)
     if fd_text is None:
         return
     fd = int(fd_text)

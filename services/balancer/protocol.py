@@ -6,18 +6,24 @@ fields of a chunked request to the request's headers, and it lets a request run 
 client has gone. This subclass adds exactly that, and nothing else:
 
 - the header section must be complete within ``request_timeout`` seconds of its first byte
-  (HAProxy's ``timeout http-request``): else 408 and close. A new connection that sends nothing
-  in that time is closed silently; idle keep-alive connections are uvicorn's
-  ``timeout_keep_alive``;
-- a header section over ``max_header_bytes`` is answered 431 and closed, with no more read;
+  (HAProxy's ``timeout http-request``; any byte starts it, a bare CRLF too), and a body may
+  not pause longer than that: else 408 and close. A new connection that sends nothing in that
+  time is closed silently; idle keep-alive connections are uvicorn's ``timeout_keep_alive``. A
+  pipelined request waits for the answer before it without its clock running out;
+- a header section over ``max_header_bytes`` is answered 431 and closed, with no more read
+  (bytes of a pipelined request that share a read with the one before are not counted: at
+  most one read more);
 - at most ``max_connections`` connections are open at once: the next one is answered 503 and
   closed at once, so its file descriptor is freed;
+- a refusal (400, 408, 431) is never written into another request's answer, and the
+  connection lingers so that the client reads it instead of a reset;
 - trailer fields are dropped, never merged into the headers (RFC 9110 section 6.5.1);
 - when a client disconnects before its answer is complete, the request's task is cancelled with
   ``CLIENT_GONE``, so its upstream request is cancelled too and in-flight counts stay true;
 - the writes of one turn of the event loop (an answer's head and body) leave in one packet
   (``CorkedTransport``);
-- a request httptools cannot parse gets uvicorn's 400, as a JSON error like all others;
+- a request httptools cannot parse gets uvicorn's 400, as a JSON error like all others, and
+  upgrade requests go on as plain HTTP without a log line (the proxy answers them);
 - the raw request target is kept in ``scope["extensions"][REQUEST_TARGET]`` (uvicorn's scope
   loses an empty ``?``; the proxy forwards the target as the client sent it).
 
