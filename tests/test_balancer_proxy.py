@@ -98,6 +98,14 @@ def test_hop_by_hop_headers_are_dropped_both_ways_and_forwarded_for_is_appended(
     assert response.headers["x-echo-custom"] == "kept"
 
 
+def test_every_forwarded_for_header_a_client_sent_stays_in_the_chain(
+    balancer: ServiceProcess,
+) -> None:
+    chain = [("X-Forwarded-For", "1.1.1.1"), ("X-Forwarded-For", "10.1.2.3")]
+    sent = dict(httpx.get(balancer.url + "/echo", headers=chain).json()["headers"])
+    assert sent["x-forwarded-for"] == "1.1.1.1, 10.1.2.3, 127.0.0.1"
+
+
 def test_posts_get_an_idempotency_key_only_from_servers_that_declare_it(
     balancer: ServiceProcess, echoes: list[EchoBackend]
 ) -> None:

@@ -159,7 +159,10 @@ def test_oversized_chunked_body_is_refused_with_413(client: httpx.Client) -> Non
 
 
 def test_health_and_info(server: ServiceProcess, client: httpx.Client) -> None:
-    health = client.get("/health").json()
+    answer = client.get("/health")
+    # Keys live in the shared tasks.json: the balancer may resend a keyed POST elsewhere.
+    assert answer.headers["idempotency-key-support"] == "shared"
+    health = answer.json()
     assert health["status"] == "ok"
     assert health["server"] == "server1"
     assert health["tasks_file"]["ok"] is True
