@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.cli import build_parser, main
@@ -13,6 +15,7 @@ from services.client.cli import config_from_args
 from services.client.config import ClientConfig, parse_duration
 from services.client.plan import FORCED, Kind, Plan, operation_weights, task_title
 from services.client.report import build_report
+from services.client.runner import Load
 from services.client.stats import Recorder, percentile
 
 
@@ -176,3 +179,28 @@ def test_bad_options_are_refused_with_a_usage_error(
         build_parser("client").parse_args(["client", *argv])
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_idempotency_keys_are_random_and_kept_across_a_creates_retries() -> None:
+    """A key that could be guessed could be sent first by someone else (squatting)."""
+    keys: list[str] = []
+    answers = iter([503, 201, 201])
+
+    def server(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["idempotency-key"])
+        return httpx.Response(next(answers), json={"id": len(keys), "title": "t"})
+
+    async def two_creates() -> None:
+        transport = httpx.MockTransport(server)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            config = ClientConfig(url="http://t", name="c1")
+            load = Load(config, client, Recorder(), Plan(0, 2))
+            load.limiter.wait = lambda: asyncio.sleep(0)  # type: ignore[method-assign]
+            for _ in range(2):
+                await load.create(Kind.CREATE, "same title")
+
+    asyncio.run(two_creates())
+    first, retried, second = keys
+    assert first == retried  # the retry of one create repeats its key
+    assert second != first  # the same title again is a new task with a new key
+    assert len(first) >= 22 and "same" not in first and "c1" not in first
