@@ -1,7 +1,9 @@
 """The few pieces the task server and the balancer truly share.
 
 Both answer errors as JSON, both expose the course's ``/errors/stats`` shape, both guard
-write routes with a bearer token and both are served by uvicorn the same way.
+write routes with a bearer token and both are served by uvicorn the same way. Every part that
+shows text from the network (the dashboard, the client's report, ``ticslab up``'s logs) shows
+it through ``printable``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -29,6 +32,22 @@ KEYS_SHARED = "shared"
 RECENT_ERRORS = 10
 # The course's scripts read these three keys; they are always present, even at zero.
 COURSE_ERROR_TYPES = ("400_BAD_REQUEST", "404_NOT_FOUND", "500_INTERNAL_ERROR")
+
+
+# What a terminal acts on instead of showing: C0 controls (ESC starts a sequence, CR and LF
+# move the cursor), DEL, C1 controls (U+009B is an 8-bit CSI) and the bidi marks, overrides
+# and isolates (U+202E shows what follows reversed).
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each character a terminal would act on written as its Python escape
+    (``\\x1b``, ``\\n``, ``\\u202e``): shown, never obeyed. Idempotent."""
+    return UNPRINTABLE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
 
 
 def json_error(status: int, message: str, **extra: Any) -> JSONResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,11 @@ from typing import TypeVar
 import httpx
 
 T = TypeVar("T")
+# What a terminal acts on instead of showing (C0, DEL, C1, bidi controls), written out here
+# rather than taken from services/common.py, so the tests check printable() independently.
+ACTED_ON = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069]"
+)
 
 
 def free_port() -> int:
