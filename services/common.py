@@ -8,11 +8,14 @@ it through ``printable``.
 
 from __future__ import annotations
 
+import copy
 import hmac
 import ipaddress
+import logging
 import os
 import re
 import time
+import traceback
 from collections import Counter, deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -48,6 +51,37 @@ def printable(text: str) -> str:
 
 def _escaped(match: re.Match[str]) -> str:
     return match.group().encode("unicode_escape").decode("ascii")
+
+
+class PrintableLog(logging.Filter):
+    """Escapes a record before its handler writes it: a log line may carry a request path
+    (uvicorn percent-decodes ``%1b`` into ESC), a server's name or its error message, and it
+    ends on a terminal. A traceback's frames keep their lines; any other part of it (an
+    exception's message) is one line, whatever it holds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = printable(record.getMessage().rstrip("\n"))
+        record.args = None
+        record.__dict__.pop("color_message", None)  # uvicorn's coloured copy, not escaped
+        if record.exc_info:
+            lines: list[str] = []
+            for chunk in traceback.format_exception(*record.exc_info):
+                chunk = chunk.strip("\n")
+                lines += chunk.split("\n") if chunk.startswith("  File ") else [chunk]
+            record.exc_text = "\n".join(map(printable, lines))
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging settings with ``PrintableLog`` on the handler its lines go through,
+    which writes the ``ticslab.*`` loggers' lines too."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"printable": {"()": PrintableLog}}
+    config["handlers"]["default"]["filters"] = ["printable"]
+    config["loggers"]["ticslab"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 def json_error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -221,7 +255,8 @@ def write_token_file(token: str, path: Path) -> Path:
 
 
 def serve(app: Any, host: str, port: int, *, log_level: str = "info", **options: Any) -> None:
-    """Run an ASGI app with uvicorn the way every ticslab service does: no access log.
+    """Run an ASGI app with uvicorn the way every ticslab service does: no access log, every
+    log line escaped (``log_config``).
 
     ``options`` are more uvicorn settings (the balancer's limits, services/balancer/edge.py).
     """
@@ -233,6 +268,7 @@ def serve(app: Any, host: str, port: int, *, log_level: str = "info", **options:
         port=port,
         log_level=log_level,
         access_log=False,
+        log_config=log_config(),
         server_header=False,
         timeout_graceful_shutdown=3,
         **options,

@@ -1,14 +1,25 @@
-"""Text from the network is shown, never obeyed: ``printable`` itself."""
+"""Text from the network is shown, never obeyed: ``printable`` itself, and the log lines it
+reaches on a terminal."""
 
 from __future__ import annotations
 
+import io
+import logging
+import socket
+
+import httpx
 import pytest
+from backends import RawBackend
 from hypothesis import given
 from hypothesis import strategies as st
-from support import ACTED_ON
+from rich.console import Console
+from support import ACTED_ON, wait_until
+from test_balancer_helpers import balancer_process, status_of
 
-from services.common import printable
+from services.common import PrintableLog, printable
+from services.launcher.logs import ConsoleLogs, FileLogs
 
+HOSTILE = "\x1b]0;pwned\x07\x1b[5;41m\r\nFAKE\x9b2J\u202e"
 ACTED_ON_CHARS = [chr(c) for c in range(0x2070) if ACTED_ON.match(chr(c))]
 
 
@@ -37,3 +48,69 @@ def test_printable_output_holds_nothing_a_terminal_acts_on_and_is_idempotent(tex
     assert printable(shown) == shown
     plain = ACTED_ON.sub("", text)
     assert printable(plain) == plain  # everything else is left as it is
+
+
+def test_a_log_record_is_escaped_but_a_traceback_keeps_its_lines() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(PrintableLog())
+    logger = logging.getLogger("ticslab.test-printable")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        raise ValueError(HOSTILE)
+    except ValueError:
+        logger.exception("answer to %s", "GET /\x1b]0;x\x07")
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "answer to GET /\\x1b]0;x\\x07"
+    assert lines[1] == "Traceback (most recent call last):"
+    assert lines[-1] == f"ValueError: {printable(HOSTILE)}"
+    assert not acted_on(stream.getvalue().replace("\n", ""))
+
+
+def test_a_hostile_path_in_the_balancers_log_is_escaped() -> None:
+    """uvicorn percent-decodes the path: ``%1b`` is ESC by the time the balancer logs it."""
+
+    def cut_short(sock: socket.socket) -> None:
+        sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n" + b"x" * 200_000)
+        sock.close()
+
+    backend = RawBackend(lambda request: cut_short).start()
+    process = balancer_process([("server1", backend.url)]).start()
+    try:
+        wait_until(lambda: status_of(process)["servers"][0]["state"] == "UP", what="UP")
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(process.url + "/%1b]0;x%07%0d%0aFAKE")
+
+        def logged() -> str:
+            process._stderr.seek(0)  # support.ServiceProcess keeps stderr in a file
+            return process._stderr.read().decode()
+
+        line = wait_until(
+            lambda: next((x for x in logged().splitlines() if "broke off" in x), ""),
+            what="the balancer's log line",
+        )
+        assert "GET /\\x1b]0;x\\x07\\r\\nFAKE" in line
+        assert not acted_on(logged().replace("\n", ""))
+    finally:
+        process.close()
+        backend.close()
+
+
+def test_ticslab_up_relays_each_line_escaped_to_the_terminal_and_the_files(tmp_path) -> None:
+    screen = io.StringIO()
+    console = ConsoleLogs(Console(file=screen, color_system=None, width=200))
+    files = FileLogs(tmp_path)
+    for sink in (console, files):
+        sink.line("client1", f"title {HOSTILE}")
+        sink.note(f"server1 said {HOSTILE}")
+    files.close()
+    shown = printable(HOSTILE)
+    assert screen.getvalue().splitlines() == [
+        f"client1   | title {shown}",
+        f"ticslab   | server1 said {shown}",
+    ]
+    assert (tmp_path / "client1.log").read_text() == f"title {shown}\n"
+    assert (tmp_path / "ticslab.log").read_text() == f"server1 said {shown}\n"
