@@ -1,5 +1,5 @@
-"""Text from the network is shown, never obeyed: ``printable`` itself, and the log lines it
-reaches on a terminal."""
+"""Text from the network is shown, never obeyed: ``printable`` itself, and the log lines and
+reports it reaches on a terminal (the dashboard's part is in test_dashboard_units.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ from rich.console import Console
 from support import ACTED_ON, wait_until
 from test_balancer_helpers import balancer_process, status_of
 
+from services.client.checks import LossCheck
+from services.client.config import ClientConfig
+from services.client.plan import Kind
+from services.client.progress import summary_line
+from services.client.report import build_report, render_report
+from services.client.stats import Recorder
 from services.common import PrintableLog, printable
 from services.launcher.logs import ConsoleLogs, FileLogs
 
@@ -114,3 +120,23 @@ def test_ticslab_up_relays_each_line_escaped_to_the_terminal_and_the_files(tmp_p
     ]
     assert (tmp_path / "client1.log").read_text() == f"title {shown}\n"
     assert (tmp_path / "ticslab.log").read_text() == f"server1 said {shown}\n"
+
+
+def test_the_clients_report_shows_network_text_escaped_and_never_as_markup() -> None:
+    recorder = Recorder()
+    detail = f"POST /api/tasks: {HOSTILE} [bold red]x[/]"
+    recorder.record(Kind.CREATE, "502", 0.01, "[/oops]\x1b[2J", detail)
+    recorder.keep(1, "c-000001")
+    recorder.finish()
+    check = LossCheck(checked=1, error=f"could not list the tasks: [/oops] {HOSTILE}")
+    config = ClientConfig(url="http://127.0.0.1:9", name="c", tasks=1)
+    report = build_report(config, recorder, check, interrupted=False, run_id="r")
+    screen = io.StringIO()
+    render_report(report, Console(file=screen, color_system=None, width=300))
+    text = screen.getvalue()
+    assert not acted_on(text.replace("\n", ""))
+    assert f"([/oops]\\x1b[2J): POST /api/tasks: {printable(HOSTILE)} [bold red]x[/]" in text
+    assert "[/oops]\\x1b[2J" in text  # the server's row
+    assert f"(could not list the tasks: [/oops] {printable(HOSTILE)})" in text
+    line = summary_line(config, recorder.snapshot())
+    assert "[/oops]\\x1b[2J 100%" in line and not acted_on(line)
