@@ -2,6 +2,10 @@
 
 Read-only mode is enforced here as well as in the app's ``check_action``: every write goes
 through ``_write``, which refuses before any byte leaves the process.
+
+Every string in an answer, keys too, comes out ``printable``: no title, path or server name
+the network sends can drive the terminal. The widgets show them as plain text, never as
+markup.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from services.common import printable
+
 TIMEOUT = httpx.Timeout(3.0, connect=2.0)
 
 
@@ -17,6 +23,7 @@ class ApiError(Exception):
     """A request that did not succeed; ``message`` is in words a student understands."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
+        message = printable(message)  # it may quote the balancer, or an httpx error
         super().__init__(message)
         self.message = message
         self.status = status
@@ -31,6 +38,17 @@ class ReadOnlyError(ApiError):
 
     def __init__(self) -> None:
         super().__init__("read-only dashboard: writes are disabled")
+
+
+def printable_json(value: Any) -> Any:
+    """``value`` with every string in it, keys included, made ``printable``."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list):
+        return [printable_json(item) for item in value]
+    if isinstance(value, dict):
+        return {printable(str(key)): printable_json(item) for key, item in value.items()}
+    return value
 
 
 def error_message(response: httpx.Response) -> str:
@@ -80,8 +98,8 @@ class BalancerClient:
         if response.is_error:
             raise ApiError(error_message(response), response.status_code)
         try:
-            return response.json()
-        except ValueError:
+            return printable_json(response.json())
+        except (ValueError, RecursionError):
             raise ApiError(f"{method} {path} did not answer JSON", response.status_code) from None
 
     async def _get(self, path: str, **params: Any) -> Any:

@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from support import ServiceProcess, free_port, wait_until
+from fixtures.dashboard.balancer import rendered
+from support import ACTED_ON, ServiceProcess, free_port, wait_until
 from textual.pilot import Pilot
 from textual.widgets import Button
 
@@ -202,3 +203,24 @@ async def test_a_refused_action_is_explained_in_words(stack: ServiceProcess) -> 
         )
         assert "refused: wrong or missing token" in messages[0]
     assert status(stack.url)["algorithm"] == app.status["algorithm"]
+
+
+async def test_a_hostile_title_and_path_from_the_stack_are_shown_escaped(
+    stack: ServiceProcess,
+) -> None:
+    title = "\x1b]0;pwned\x07 [/oops]"
+    httpx.post(stack.url + "/tareas", json={"title": title}).raise_for_status()
+    assert httpx.get(stack.url + "/%1b[5;41m%0d%0aFAKE").status_code == 404
+    app = dashboard(stack.url)
+    async with app.run_test(size=(240, 40)) as pilot:
+        tasks = await until(
+            pilot,
+            lambda: [x for x in rendered(app.tasks_panel) if "\\x1b]0;pwned\\x07 [/oops]" in x],
+            "the hostile title",
+        )
+        errors = await until(
+            pilot,
+            lambda: [x for x in rendered(app.errors_panel) if "GET /\\x1b[5;41m\\r\\nFAKE" in x],
+            "the hostile path",
+        )
+        assert not ACTED_ON.search("".join(tasks + errors))

@@ -1,4 +1,8 @@
-"""The three panels under the server table: errors, tasks and the events timeline."""
+"""The three panels under the server table: errors, tasks and the events timeline.
+
+Their text comes from the network already ``printable`` (dashboard/api.py) and is only ever
+appended to ``Text``, never parsed as markup: a title ``[/oops]`` is shown as written.
+"""
 
 from __future__ import annotations
 
