@@ -3,20 +3,23 @@
 Read-only mode is enforced here as well as in the app's ``check_action``: every write goes
 through ``_write``, which refuses before any byte leaves the process.
 
-Every string in an answer, keys too, comes out ``printable``: no title, path or server name
-the network sends can drive the terminal. The widgets show them as plain text, never as
-markup.
+Every answer is decoded in a worker thread (a long task list must not stall the screen), and
+every string in it, keys too, comes out ``printable``: no title, path or server name the
+network sends can drive the terminal. The widgets show them as plain text, never as markup.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import orjson
 
 from services.common import printable
 
 TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+NOT_JSON = object()
 
 
 class ApiError(Exception):
@@ -51,12 +54,16 @@ def printable_json(value: Any) -> Any:
     return value
 
 
-def error_message(response: httpx.Response) -> str:
-    """The ``error`` field of a JSON error body, else the status line."""
+def decoded(content: bytes) -> Any:
+    """A JSON answer, shown-safe (``printable_json``); ``NOT_JSON`` if it is none."""
     try:
-        body = response.json()
-    except ValueError:
-        body = None
+        return printable_json(orjson.loads(content))
+    except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
+        return NOT_JSON
+
+
+def error_message(response: httpx.Response, body: Any) -> str:
+    """The ``error`` field of a JSON error body, else the status line."""
     if isinstance(body, dict) and body.get("error"):
         return str(body["error"])
     return f"{response.status_code} {response.reason_phrase}"
@@ -95,12 +102,12 @@ class BalancerClient:
             raise Unreachable(
                 f"cannot reach the balancer: {error or type(error).__name__}"
             ) from None
+        body = await asyncio.to_thread(decoded, response.content)
         if response.is_error:
-            raise ApiError(error_message(response), response.status_code)
-        try:
-            return printable_json(response.json())
-        except (ValueError, RecursionError):
-            raise ApiError(f"{method} {path} did not answer JSON", response.status_code) from None
+            raise ApiError(error_message(response, body), response.status_code)
+        if body is NOT_JSON:
+            raise ApiError(f"{method} {path} did not answer JSON", response.status_code)
+        return body
 
     async def _get(self, path: str, **params: Any) -> Any:
         return await self._request("GET", path, params=params or None)

@@ -6,7 +6,9 @@ for the module; the disconnection test starts and kills its own balancer process
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fixtures.dashboard.balancer import rendered
 from support import ACTED_ON, ServiceProcess, free_port, wait_until
@@ -203,6 +206,27 @@ async def test_a_refused_action_is_explained_in_words(stack: ServiceProcess) -> 
         )
         assert "refused: wrong or missing token" in messages[0]
     assert status(stack.url)["algorithm"] == app.status["algorithm"]
+
+
+async def test_every_answer_is_decoded_off_the_ui_thread(
+    stack: ServiceProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long task list or event log must never stall the screen while it is parsed."""
+    decoders: list[threading.Thread] = []
+    for module in (orjson, json):
+        real = module.loads
+
+        def recording(*args: Any, real: Any = real, **kwargs: Any) -> Any:
+            decoders.append(threading.current_thread())
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "loads", recording)
+    app = dashboard(stack.url)
+    async with app.run_test(size=SIZE) as pilot:
+        # Tasks are read last in a poll, after /status, /errors/stats and /events.
+        await until(pilot, lambda: app.tasks_panel.border_title != "Tasks: -", "the tasks")
+    assert len(decoders) >= 4  # /status, /errors/stats, /events, /tareas at least
+    assert threading.main_thread() not in decoders
 
 
 async def test_a_hostile_title_and_path_from_the_stack_are_shown_escaped(
