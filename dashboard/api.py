@@ -11,6 +11,7 @@ network sends can drive the terminal. The widgets show them as plain text, never
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -43,6 +44,14 @@ class ReadOnlyError(ApiError):
         super().__init__("read-only dashboard: writes are disabled")
 
 
+@dataclass
+class TaskList:
+    """The newest tasks, newest first, and how many tasks are stored in all."""
+
+    newest: list[dict[str, Any]]
+    total: int
+
+
 def printable_json(value: Any) -> Any:
     """``value`` with every string in it, keys included, made ``printable``."""
     if isinstance(value, str):
@@ -69,6 +78,12 @@ def error_message(response: httpx.Response, body: Any) -> str:
     return f"{response.status_code} {response.reason_phrase}"
 
 
+def total_count(response: httpx.Response) -> int | None:
+    """The ``X-Total-Count`` header of a paged task list; None when absent or not a number."""
+    value = response.headers.get("x-total-count", "").strip()
+    return int(value) if value.isdigit() else None
+
+
 class BalancerClient:
     """Reads the balancer's monitoring routes and sends control requests."""
 
@@ -92,6 +107,12 @@ class BalancerClient:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, *, json: Any = None, **kwargs: Any) -> Any:
+        return (await self._exchange(method, path, json=json, **kwargs))[0]
+
+    async def _exchange(
+        self, method: str, path: str, *, json: Any = None, **kwargs: Any
+    ) -> tuple[Any, httpx.Response]:
+        """The decoded body and the response, or ApiError."""
         try:
             response = await self._http.request(method, path, json=json, **kwargs)
         except httpx.TimeoutException as error:
@@ -107,7 +128,7 @@ class BalancerClient:
             raise ApiError(error_message(response, body), response.status_code)
         if body is NOT_JSON:
             raise ApiError(f"{method} {path} did not answer JSON", response.status_code)
-        return body
+        return body, response
 
     async def _get(self, path: str, **params: Any) -> Any:
         return await self._request("GET", path, params=params or None)
@@ -129,8 +150,17 @@ class BalancerClient:
     async def events(self, since: int | None = None) -> dict[str, Any]:
         return await self._get("/events", **({} if since is None else {"since": since}))
 
-    async def tasks(self) -> list[dict[str, Any]]:
-        return await self._get("/tareas")
+    async def tasks(self, newest: int) -> TaskList:
+        """The ``newest`` tasks and the total (``X-Total-Count``). A server that does not page
+        (the seed's API) answers the whole list, oldest first, without the header."""
+        query = {"order": "desc", "limit": newest}
+        body, response = await self._exchange("GET", "/tareas", params=query)
+        if not isinstance(body, list):
+            raise ApiError("GET /tareas did not answer a list of tasks")
+        total = total_count(response)
+        if total is None:
+            total, body = len(body), body[::-1]
+        return TaskList([task for task in body[:newest] if isinstance(task, dict)], total)
 
     async def control_info(self) -> dict[str, Any]:
         return await self._get("/control")

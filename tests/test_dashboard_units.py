@@ -22,7 +22,7 @@ from dashboard.i18n import EN, ES, Translator
 from dashboard.keys import KEYS, WRITE_ACTIONS
 from dashboard.main import DashboardApp
 from dashboard.options import Options, add_arguments, options_from_args, parse_options
-from dashboard.poll import Poller, backoff_delay
+from dashboard.poll import TASKS_SHOWN, Poller, backoff_delay
 from dashboard.widgets.panels import ErrorsPanel, EventsPanel
 
 
@@ -159,9 +159,43 @@ async def test_secondary_answers_of_the_wrong_shape_are_ignored_not_fatal() -> N
     snapshot = await poller.fetch()
     assert snapshot.errors is None
     assert snapshot.new_events == [{"id": 3}]
-    assert snapshot.tasks == [task]
+    assert snapshot.tasks is not None and snapshot.tasks.newest == [task]
     balancer.answers["/events"] = [1, 2, 3]
     assert (await poller.fetch()).new_events == []
+
+
+async def test_tasks_are_read_newest_first_and_counted_from_x_total_count() -> None:
+    """Only the newest tasks the panel shows travel, however many are stored."""
+    balancer = FixtureBalancer()
+    newest = balancer.answers["/tareas"][::-1][:TASKS_SHOWN]
+
+    def paged(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/tareas":
+            return balancer.handle(request)
+        balancer.requests.append(request)
+        return httpx.Response(200, json=newest, headers={"X-Total-Count": "100000"})
+
+    poller = Poller(BalancerClient("http://b", transport=httpx.MockTransport(paged)))
+    tasks = (await poller.fetch()).tasks
+    asked = [r.url.params for r in balancer.requests if r.url.path == "/tareas"]
+    assert asked == [httpx.QueryParams({"order": "desc", "limit": str(TASKS_SHOWN)})]
+    assert tasks is not None and (tasks.total, tasks.newest) == (100_000, newest)
+
+
+async def test_a_server_that_does_not_page_still_shows_its_newest_tasks() -> None:
+    """The seed's API ignores the query: the whole list, oldest first, no X-Total-Count."""
+    balancer = FixtureBalancer()
+    whole = balancer.answers["/tareas"]
+
+    def unpaged(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/tareas":
+            return httpx.Response(200, json=whole)
+        return balancer.handle(request)
+
+    poller = Poller(BalancerClient("http://b", transport=httpx.MockTransport(unpaged)))
+    tasks = (await poller.fetch()).tasks
+    assert tasks is not None and tasks.total == len(whole) == 42
+    assert [t["id"] for t in tasks.newest] == list(range(42, 42 - TASKS_SHOWN, -1))
 
 
 def test_backoff_doubles_and_is_capped() -> None:
