@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -87,6 +88,17 @@ def log_config() -> dict[str, Any]:
 def json_error(status: int, message: str, **extra: Any) -> JSONResponse:
     """A JSON error body a student can read: ``{"error": "..."}`` plus optional fields."""
     return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def error_message(payload: bytes) -> str | None:
+    """The ``error`` field of a JSON error body, if it has one."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return data["error"]
+    return None
 
 
 def error_type(status: int) -> str:

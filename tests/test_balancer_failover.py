@@ -208,3 +208,30 @@ def test_hung_server_is_marked_down_and_no_request_waits_past_one_retry(stack) -
         f"2 failures on live traffic: timeout after {RESPONSE_TIMEOUT:g} s",
     )
     wait_until(lambda: state_of(balancer, "server1") == "UP", timeout=5, what="server1 UP again")
+
+
+def test_a_server_that_cannot_store_tasks_leaves_rotation_saying_why(stack) -> None:
+    """A task server's /health tells the truth about its storage, and the balancer shows its
+    reason (last check, DOWN event) instead of a bare 503."""
+    balancer, servers, tasks_file = stack
+    lock = tasks_file.with_name(tasks_file.name + ".lock")
+    lock.unlink(missing_ok=True)
+    lock.mkdir()  # the lock file cannot be opened (as one owned by another user)
+    try:
+        wait_until(
+            lambda: {state_of(balancer, f"server{n}") for n in (1, 2)} == {"DOWN"},
+            timeout=20,
+            what="both servers DOWN",
+        )
+        checks = [server["last_check"]["detail"] for server in status_of(balancer)["servers"]]
+        assert all("503" in check and "lock file" in check for check in checks), checks
+        events = httpx.get(balancer.url + "/events").json()["events"]
+        downs = [e["reason"] for e in events if e.get("to") == "DOWN"]
+        assert downs and all("lock file" in reason for reason in downs)
+    finally:
+        lock.rmdir()
+    wait_until(
+        lambda: {state_of(balancer, f"server{n}") for n in (1, 2)} == {"UP"},
+        timeout=20,
+        what="both servers UP again",
+    )

@@ -182,7 +182,14 @@ def test_down_by_check_then_back_up_with_events(
     events = httpx.get(balancer.url + f"/events?since={last_id}").json()["events"]
     changes = [(e["kind"], e["server"], e["from"], e["to"], e["reason"]) for e in events]
     assert changes == [
-        ("state", "server1", "UP", "DOWN", "2 checks failed: 503 Service Unavailable"),
+        # The reason the server gave in its JSON error body is part of the event.
+        (
+            "state",
+            "server1",
+            "UP",
+            "DOWN",
+            "2 checks failed: 503 Service Unavailable: told to fail",
+        ),
         ("state", "server1", "DOWN", "UP", "2 checks passed"),
     ]
     server = status_of(balancer)["servers"][0]

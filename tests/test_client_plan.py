@@ -3,6 +3,7 @@ and how the loss check pages through a scripted task list."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -285,3 +286,28 @@ async def test_a_list_in_the_mix_asks_for_the_newest_page_only() -> None:
     async with httpx.AsyncClient(base_url="http://b", transport=transport) as client:
         await Load(config, client, Recorder()).run()
     assert asked and set(map(str, asked)) == {"order=desc&limit=20"}
+
+
+def test_idempotency_keys_are_random_and_kept_across_a_creates_retries() -> None:
+    """A key that could be guessed could be sent first by someone else (squatting)."""
+    keys: list[str] = []
+    answers = iter([503, 201, 201])
+
+    def server(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["idempotency-key"])
+        return httpx.Response(next(answers), json={"id": len(keys), "title": "t"})
+
+    async def two_creates() -> None:
+        transport = httpx.MockTransport(server)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            config = ClientConfig(url="http://t", name="c1")
+            load = Load(config, client, Recorder(), Plan(0, 2))
+            load.limiter.wait = lambda: asyncio.sleep(0)  # type: ignore[method-assign]
+            for _ in range(2):
+                await load.create(Kind.CREATE, "same title")
+
+    asyncio.run(two_creates())
+    first, retried, second = keys
+    assert first == retried  # the retry of one create repeats its key
+    assert second != first  # the same title again is a new task with a new key
+    assert len(first) >= 22 and "same" not in first and "c1" not in first

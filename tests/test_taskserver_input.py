@@ -28,6 +28,10 @@ def body(value: object) -> bytes:
     return orjson.dumps(value)
 
 
+TEXT = {"Content-Type": "text/plain"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+JSON = {"Content-Type": "application/json"}
+
 BAD_INPUT = [
     ("POST", "/tareas", b"not json", {}, 400, "not valid JSON"),
     ("POST", "/tareas", b"", {}, 400, "empty"),
@@ -56,6 +60,12 @@ BAD_INPUT = [
     ("PUT", "/api/tasks/999999/complete", b"", {}, 404, "no task"),
     ("GET", "/nada", b"", {}, 404, "no route"),
     ("DELETE", "/tareas", b"", {}, 405, "not allowed"),
+    ("GET", "/tareas/" + "9" * 30, b"", {}, 404, "no task with id"),  # past any id: not found
+    # A web page can post these to any address without asking: never a task.
+    ("POST", "/tareas", body({"title": "a"}), TEXT, 415, "Content-Type is 'text/plain'"),
+    ("POST", "/api/tasks", b"title=a", FORM, 415, "'Content-Type: application/json'"),
+    ("PUT", "/tareas/1", body({"completed": True}), TEXT, 415, "not application/json"),
+    ("POST", "/tareas", body({"title": "a"}), {"Content-Type": ""}, 415, "is missing"),
 ]
 
 
@@ -75,7 +85,7 @@ def test_bad_input_gets_a_clear_json_error_and_is_counted(
 ) -> None:
     with httpx.Client(base_url=server.url, timeout=10) as http:
         before = http.get("/errors/stats").json()
-        response = http.request(method, path, content=content, headers=headers)
+        response = http.request(method, path, content=content, headers={**JSON, **headers})
         after = http.get("/errors/stats").json()
     assert response.status_code == status
     assert fragment in response.json()["error"]
@@ -87,10 +97,10 @@ def test_bad_input_gets_a_clear_json_error_and_is_counted(
 def test_an_unexpected_failure_answers_json_500_and_is_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: TaskStore) -> list:
+    def broken(self: TaskStore, *args: object) -> list:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(TaskStore, "list", broken)
+    monkeypatch.setattr(TaskStore, "page", broken)
     app = create_app(Settings(name="server1", tasks_file=tmp_path / "tasks.json"))
 
     async def ask() -> tuple[httpx.Response, dict]:
@@ -127,7 +137,8 @@ class InProcess:
         self.client = client
 
     def __call__(self, method: str, path: str, content: bytes) -> httpx.Response:
-        return self.runner.run(self.client.request(method, path, content=content))
+        request = self.client.request(method, path, content=content, headers=JSON)
+        return self.runner.run(request)
 
 
 json_values = st.recursive(
@@ -163,3 +174,12 @@ def test_arbitrary_bodies_never_get_a_5xx(
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         assert isinstance(response.json()["error"], str)
+
+
+@pytest.mark.parametrize(
+    "media", ["application/json", "application/json; charset=utf-8", "application/merge+json"]
+)
+def test_json_media_types_are_accepted(server: ServiceProcess, media: str) -> None:
+    content = body({"title": "con tipo"})
+    answer = httpx.post(server.url + "/tareas", content=content, headers={"Content-Type": media})
+    assert answer.status_code == 201

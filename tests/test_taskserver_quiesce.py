@@ -14,9 +14,7 @@ import httpx
 import pytest
 from filelock import FileLock
 from prometheus_client.parser import text_string_to_metric_families
-from support import ServiceProcess, taskserver_pair, wait_until
-
-from services.taskserver.storage import TaskStore
+from support import ServiceProcess, taskserver, taskserver_pair, wait_until
 
 TOKEN = "quiesce-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -175,14 +173,22 @@ def test_quiesce_needs_the_token(servers: tuple[ServiceProcess, ...], headers: d
 
 def test_a_hold_gives_up_on_a_write_that_waits_for_another_process(tmp_path: Path) -> None:
     """A write waiting for another process's file lock is not waited for without bound."""
-    store = TaskStore(tmp_path / "tasks.json", "server1")
-    store.prepare()
-    outside = FileLock(str(store.path) + ".lock")
-    with outside:
-        writing = threading.Thread(target=store.create, args=("stuck",), daemon=True)
-        writing.start()
-        wait_until(store._writer_lock.locked, timeout=5, what="the write to queue")
-        assert store.hold_writes(1.0, wait=0.05) is None
-    writing.join(timeout=5)
-    assert store.hold_writes(0.01) is not None  # free again: held, and over in 10 ms
-    wait_until(lambda: not store._writer_lock.locked(), timeout=5, what="the hold to end")
+    path = tmp_path / "tasks.json"
+    server = taskserver("server1", path, env={"TICSLAB_TOKEN": TOKEN}).start()
+    try:
+        with FileLock(str(path) + ".lock"):
+            writing = Timed("POST", server.url + "/tareas", json={"title": "stuck"})
+            wait_until(lambda: posts_in_progress(server) == 1, timeout=5, what="the write to queue")
+            refused = quiesce(server, 1.0)
+            assert refused.status_code == 503
+            assert "waited over 1.5 s" in refused.json()["error"]
+        writing.join(timeout=15)
+        assert writing.answer is not None and writing.answer.status_code == 201
+        assert quiesce(server, 0.05).status_code == 200  # free again: held, and over soon
+        wait_until(
+            lambda: httpx.post(server.url + "/tareas", json={"title": "x"}).status_code == 201,
+            timeout=5,
+            what="writes after the hold",
+        )
+    finally:
+        server.close()

@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from services.balancer.server import MAINT, Server
-from services.common import KEYS_HEADER, KEYS_SHARED
+from services.common import KEYS_HEADER, KEYS_SHARED, error_message
+
+# Of a failing check's body, this much is read: enough for the server's own reason (a task
+# server says why its storage cannot be used), never a whole body a server chose to send.
+CHECK_BODY_BYTES = 4096
 
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
@@ -110,13 +114,15 @@ class HealthChecker:
         status: int | None = None
         try:
             async with self._session.get(server.url + self.config.check_path) as response:
-                await response.read()
+                body = await head_of(response.content, CHECK_BODY_BYTES)
                 status = response.status
                 declared = response.headers.get(KEYS_HEADER, "").strip().lower()
             ok = status == 200
             if ok:
                 server.honours_keys = declared == KEYS_SHARED
             detail = f"{status} {response.reason or ''}".strip()
+            if not ok and (why := error_message(body)):
+                detail += f": {why[:200]}"
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             ok = False
             detail = describe_failure(error, self.config.check_timeout)
@@ -136,3 +142,13 @@ class HealthChecker:
                     server.server_errors = data
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
             pass  # the next round tries again; /status shows the last good copy
+
+
+async def head_of(body: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a body, as they arrive."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := await body.read(limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

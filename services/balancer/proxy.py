@@ -34,7 +34,7 @@ from yarl import URL
 from services.balancer.health import describe_failure
 from services.balancer.protocol import REQUEST_TARGET
 from services.balancer.server import Server
-from services.common import error_type
+from services.common import error_message, error_type
 
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
@@ -475,17 +475,6 @@ class Proxy:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-def error_message(payload: bytes) -> str | None:
-    """The ``error`` field of a JSON error body, if it has one."""
-    try:
-        data = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return data["error"]
-    return None
 
 
 def endpoint(scope: Scope) -> str:

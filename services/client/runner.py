@@ -87,8 +87,7 @@ class Load:
         self.recorder = recorder
         self.plan = plan or Plan(config.errors, config.tasks)
         self.limiter = RateLimiter(config.rate)
-        # Part of every Idempotency-Key, so a rerun with the same name creates new tasks.
-        self.run_id = secrets.token_hex(4)
+        self.run_id = secrets.token_hex(4)  # names this run in its report
         self._extras = 0
         self._deadline = time.monotonic() + config.duration if config.duration is not None else None
 
@@ -150,8 +149,9 @@ class Load:
 
     async def create(self, kind: Kind, title: str) -> dict[str, Any] | None:
         """POST a task, retrying with the same Idempotency-Key when no answer or a 5xx came,
-        so a server that dies mid-request neither loses the task nor makes it twice."""
-        headers = {"Idempotency-Key": f"{self.run_id}-{title}"}
+        so a server that dies mid-request neither loses the task nor makes it twice. The key
+        is random: one that could be guessed could be used first by someone else."""
+        headers = {"Idempotency-Key": secrets.token_urlsafe(18)}
         for attempt in range(self.config.retries + 1):
             if attempt:
                 self.recorder.retries += 1

@@ -2,6 +2,8 @@
 
 File work blocks, so every storage call runs in a worker thread (``anyio.to_thread``); the
 event loop stays free for health checks and fault modes while a write waits for the lock.
+Writes queue in the event loop first (``writers.py``), so a write stuck behind another
+process's file lock occupies one thread, never the whole pool.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from services.common import (
 from services.taskserver.faults import FaultMiddleware, FaultState
 from services.taskserver.metrics import Metrics, ObserveMiddleware, unexpected_error_message
 from services.taskserver.storage import (
-    HOLD_WAIT_SECONDS,
+    LOCK_TIMEOUT_SECONDS,
+    KeyReused,
     TaskNotFound,
     TasksFileError,
     TaskStore,
@@ -46,12 +49,15 @@ from services.taskserver.validation import (
     InputError,
     idempotency_key,
     new_task_fields,
+    page_query,
     parse_object,
     quiesce_seconds,
     read_body,
+    read_json,
     task_changes,
     task_id,
 )
+from services.taskserver.writers import HOLD_WAIT_SECONDS, QueueTimeout, WriteQueue
 
 ROUTES_HINT = "try GET /tareas, GET /api/tasks or GET /health"
 
@@ -84,17 +90,23 @@ def create_app(settings: Settings) -> Starlette:
     errors = ErrorLog()
     metrics = Metrics(store.count)
     uptime = Uptime()
+    writes = WriteQueue()
 
     async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
         return await to_thread.run_sync(function, *args)
 
+    async def write(function: Callable[..., Any], *args: Any) -> Any:
+        async with writes.turn(LOCK_TIMEOUT_SECONDS):
+            return await in_thread(function, *args)
+
     async def list_tasks(request: Request) -> Response:
-        return OrjsonResponse(await in_thread(store.list))
+        tasks, total = await in_thread(store.page, *page_query(request))
+        return OrjsonResponse(tasks, headers={"X-Total-Count": str(total)})
 
     async def create_task(request: Request) -> Response:
         key = idempotency_key(request)
-        title, completed = new_task_fields(parse_object(await read_body(request)))
-        task, replayed = await in_thread(store.create, title, completed, key)
+        title, completed = new_task_fields(await read_json(request))
+        task, replayed = await write(store.create, title, completed, key)
         if replayed:
             metrics.replays.inc()
             return OrjsonResponse(task, 201, headers={"Idempotent-Replayed": "true"})
@@ -104,14 +116,14 @@ def create_app(settings: Settings) -> Starlette:
         return OrjsonResponse(await in_thread(store.get, _path_id(request)))
 
     async def update_task(request: Request) -> Response:
-        changes = task_changes(parse_object(await read_body(request)))
-        return OrjsonResponse(await in_thread(store.update, _path_id(request), changes))
+        changes = task_changes(await read_json(request))
+        return OrjsonResponse(await write(store.update, _path_id(request), changes))
 
     async def complete_task(request: Request) -> Response:
-        return OrjsonResponse(await in_thread(store.update, _path_id(request), {"completed": True}))
+        return OrjsonResponse(await write(store.update, _path_id(request), {"completed": True}))
 
     async def delete_task(request: Request) -> Response:
-        return OrjsonResponse({"deleted": await in_thread(store.delete, _path_id(request))})
+        return OrjsonResponse({"deleted": await write(store.delete, _path_id(request))})
 
     async def simulate_error(request: Request) -> Response:
         raise SimulatedFailure(f"requested by {request.method} {request.url.path}")
@@ -157,7 +169,7 @@ def create_app(settings: Settings) -> Starlette:
         """Hold this server's writes for a moment, so a pause cannot freeze the file lock."""
         _require_admin(request, settings)
         seconds = quiesce_seconds(await read_body(request))
-        left = await in_thread(store.hold_writes, seconds)
+        left = await writes.hold(seconds)
         if left is None:
             busy = f"a write here waited over {HOLD_WAIT_SECONDS:g} s for the tasks file lock"
             return json_error(503, f"writes were not held: {busy}")
@@ -165,7 +177,7 @@ def create_app(settings: Settings) -> Starlette:
 
     async def end_quiesce(request: Request) -> Response:
         _require_admin(request, settings)
-        return OrjsonResponse({"server": settings.name, "ended": await in_thread(store.end_hold)})
+        return OrjsonResponse({"server": settings.name, "ended": writes.end_hold()})
 
     routes = [
         route("/tareas", GET=list_tasks, POST=create_task),
@@ -192,6 +204,8 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: _http_error,
             InputError: _input_error,
             TaskNotFound: _not_found,
+            KeyReused: _key_reused,
+            QueueTimeout: _queue_timeout,
             TasksFileError: _file_error,
             SimulatedFailure: _simulated_failure,
             Exception: _unexpected_error,
@@ -261,6 +275,20 @@ async def _input_error(request: Request, exc: Exception) -> Response:
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     return json_error(404, f"there is no task with id {exc.args[0]!r}")
+
+
+async def _key_reused(request: Request, exc: Exception) -> Response:
+    """The IETF Idempotency-Key draft's answer to a key reused with a different request."""
+    assert isinstance(exc, KeyReused)
+    message = (
+        f"the Idempotency-Key {exc.key!r} was already used to create a different task; "
+        "send a new key with each new task"
+    )
+    return json_error(422, message)
+
+
+async def _queue_timeout(request: Request, exc: Exception) -> Response:
+    return json_error(503, f"the tasks file is busy: this write {exc}")
 
 
 async def _file_error(request: Request, exc: Exception) -> Response:

@@ -1,20 +1,22 @@
 """The shared ``tasks.json``: one JSON array that several servers read and write safely.
 
-Every change is a read-modify-write under a lock held across processes (``tasks.json.lock``),
-and the new content replaces the old by an fsynced temporary file renamed over it, so a crash
-at any instant leaves either the old or the new complete file. A file that does not parse is
-never written: every call answers :class:`TasksFileError` until a person fixes it.
+Every change happens under a lock held across processes (``tasks.json.lock``). Creating a
+task, by far the most common change, appends it in place before the closing bracket, so its
+cost does not grow with the file; a journal (``tasks.json.journal``) records where the file
+ended before each append, so an append cut short by a crash is undone by the next lock holder.
+Updates and deletes, which are rare, rewrite the file: a temporary file, fsynced, renamed over
+the old one. A file that does not parse is never written: every call answers
+:class:`TasksFileError` until a person fixes it. The design and the crash argument are in
+docs/design/taskserver.md.
 
-Parsing 10,000 tasks takes ~20 ms, so the parsed list is cached and reused while the file is
-unchanged. "Unchanged" is decided like git's index: the ``os.stat`` signature (inode, size,
-mtime) must match and, because mtimes are coarse, a file modified too recently to trust its
-mtime is also compared byte for byte with the bytes the cache came from.
+Each store keeps the tasks it last saw, in memory, and checks before each use that the file
+has not changed in a way it has not seen, reading only the bytes another server appended.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
+import hashlib
 import os
 import threading
 import time
@@ -35,14 +37,21 @@ LOCK_TIMEOUT_SECONDS = 10.0
 # flock has no blocking call with a timeout, so waiters poll; filelock's default (50 ms) would
 # add tens of ms to every contended write. One waiter per process, so 1 ms polls are cheap.
 LOCK_POLL_SECONDS = 0.001
+# A read that finds an append half-written waits this long for the lock before it answers
+# with the version it already has (the writer may be a frozen process).
+READ_LOCK_WAIT_SECONDS = 0.2
 WINDOWS_RENAME_ATTEMPTS = 50
 CLOSING = b"\n]\n"  # how every version this module writes ends (orjson, indent 2, newline)
-# File mtimes come from a coarse kernel clock (a tick of up to ~10 ms); anything modified more
-# recently than this may share its mtime with a later write, so its bytes are compared.
-RACY_WINDOW_NS = 100_000_000
-# A hold (``hold_writes``) waits this long for a write in progress; a longer one is waiting for
-# another process's file lock, and the caller is better told than kept waiting.
-HOLD_WAIT_SECONDS = 1.5
+# The last bytes of the file each store remembers: an unchanged tail (which holds the newest
+# task, so the highest id) is part of the proof that the file is the version in memory.
+TAIL_BYTES = 4096
+# The largest integer every JSON reader (JavaScript's included) holds exactly.
+MAX_TASK_ID = 2**53 - 1
+# Stored with a task created with an Idempotency-Key, never shown in the API.
+KEY_FIELD, DIGEST_FIELD = "idempotency_key", "request_digest"
+# Free space below which /health reports the disk as full: an append needs well under 1 KiB,
+# but the journal, a rewrite and the file system's own metadata need room too.
+MIN_FREE_BYTES = 1 << 20
 
 
 class TasksFileError(Exception):
@@ -58,86 +67,46 @@ class TaskNotFound(LookupError):
     """No task with that id in the file."""
 
 
+class KeyReused(Exception):
+    """An Idempotency-Key sent again with a different task: refused, never merged."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
 Signature = tuple[int, int, int]  # st_ino, st_size, st_mtime_ns
+NOTHING_READ: Signature = (0, 0, 0)
 
 
-class Snapshot:
-    """One version of the file: its bytes, its tasks and the indexes the hot paths need."""
-
-    def __init__(self, signature: Signature, raw: bytes, tasks: list[Task], settled: bool) -> None:
-        self.signature = signature
-        self.raw = raw
-        self.tasks = tasks
-        self.settled = settled  # True when the mtime is old enough to trust the signature alone
-        self.by_id = {task["id"]: task for task in tasks}
-        self.by_key = {
-            task["idempotency_key"]: task for task in tasks if task.get("idempotency_key")
-        }
-        self.next_id = max(self.by_id, default=0) + 1
-
-    def plus(self, added: list[Task], signature: Signature, raw: bytes, settled: bool) -> Snapshot:
-        """The version ``raw`` that holds these tasks and then ``added``: takes over these
-        indexes instead of rebuilding them (10,000 tasks take ~5 ms to index), so ``self``
-        must not be used afterwards."""
-        successor = copy.copy(self)
-        successor.signature, successor.raw, successor.settled = signature, raw, settled
-        successor.tasks = [*self.tasks, *added]
-        for task in added:
-            successor.by_id[task["id"]] = task
-            if task.get("idempotency_key"):
-                successor.by_key[task["idempotency_key"]] = task
-            successor.next_id = max(successor.next_id, task["id"] + 1)
-        return successor
-
-    def added_in(self, raw: bytes) -> list[Task] | None:
-        """The tasks ``raw`` adds at the end of this version (another server's creates), or
-        None when ``raw`` is any other change. Parsing only that tail spares two servers that
-        alternate writes a full parse each time. Sound because ``raw`` starts with this
-        version's text up to its closing bracket, and the rest parses as an array by itself."""
-        head = len(self.raw) - len(CLOSING)
-        if not self.tasks or not self.raw.endswith(CLOSING) or raw[head : head + 1] != b",":
-            return None
-        if not raw.startswith(self.raw[:head]):
-            return None
-        try:
-            added = orjson.loads(b"[" + raw[head + 1 :])
-        except orjson.JSONDecodeError:
-            return None
-        ids = [task.get("id") if isinstance(task, dict) else None for task in added]
-        if not ids or len(set(ids)) != len(ids):
-            return None
-        return added if all(type(i) is int and i not in self.by_id for i in ids) else None
-
-
-def _nothing_read() -> Snapshot:
-    """The version of a missing file, or before the first read: no tasks."""
-    return Snapshot((0, 0, 0), b"", [], settled=False)
+def request_digest(title: str, completed: bool) -> str:
+    """What a create asked for, so a repeated key can be told from a reused one."""
+    canonical = orjson.dumps({"completed": completed, "title": title})
+    return hashlib.sha256(canonical).hexdigest()[:32]
 
 
 class TaskStore:
     """Tasks in one JSON file shared by every server given the same path.
 
     Methods block (file I/O, locks): call them from a worker thread, not the event loop.
-    Returned tasks are never mutated afterwards; a change builds new dicts and a new list.
+    Returned tasks are never mutated afterwards; a change builds new dicts.
     """
 
     def __init__(self, path: Path, server: str) -> None:
         self.path = path
         self.server = server
-        self._writer_lock = threading.Lock()  # writers of this process queue here, cheaply
-        self._cache_lock = threading.Lock()  # guards the snapshot; never held while waiting
-        self._hold = threading.Condition()  # guards _held_until; one hold_writes at a time
-        self._held_until = 0.0  # monotonic end of a hold of the writer lock; 0: no hold
-        lock_path = path.with_name(path.name + ".lock")
+        self._writer_lock = threading.Lock()  # writers of this process queue here
+        self._cache_lock = threading.Lock()  # guards what follows; never held while waiting
+        self._file_lock = FileLock(path.with_name(path.name + ".lock"), timeout=0)
         # The highest id ever handed out: deleting the newest task must not free its id.
         self._last_id_path = path.with_name(path.name + ".lastid")
-        self._file_lock = FileLock(lock_path, timeout=LOCK_TIMEOUT_SECONDS)
-        self._snapshot = _nothing_read()
+        self._journal_path = path.with_name(path.name + ".journal")
+        self._forget()
 
     # -- the public operations -------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Create the folder and an empty ``[]`` file when missing; drop temporaries of crashes."""
+        """Create the folder and an empty ``[]`` file when missing; undo a crash's leftovers."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -146,175 +115,291 @@ class TaskStore:
             for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
                 leftover.unlink(missing_ok=True)
             if not self.path.exists():
-                self._replace([])
+                self._rewrite([])
+
+    def page(
+        self, offset: int = 0, limit: int | None = None, newest_first: bool = False
+    ) -> tuple[list[Task], int]:
+        """``limit`` tasks from ``offset`` (counted from the oldest, or from the newest when
+        ``newest_first``) and how many there are in all."""
+        with self._cache_lock:
+            self._refresh()
+            tasks, total = self._tasks, len(self._tasks)
+            if not newest_first:
+                end = total if limit is None else offset + limit
+                return tasks[offset:end], total
+            stop = max(0, total - offset)
+            start = 0 if limit is None else max(0, stop - limit)
+            return tasks[start:stop][::-1], total
 
     def list(self) -> list[Task]:
-        with self._cache_lock:
-            return self._load().tasks
+        return self.page()[0]
 
     def get(self, task_id: int) -> Task:
         with self._cache_lock:
-            return _find(self._load(), task_id)
+            self._refresh()
+            return self._find(task_id)
 
     def count(self) -> int:
         """Tasks in the last version read; no I/O, for metrics."""
-        return len(self._snapshot.tasks)
+        return len(self._tasks)
 
     def create(
         self, title: str, completed: bool = False, idempotency_key: str | None = None
     ) -> tuple[Task, bool]:
-        """Add a task; with a key already in the file, return that task and ``True`` instead."""
+        """Add a task; with a key already used for the same task, return that task and
+        ``True`` instead. A key used for a different task raises :class:`KeyReused`."""
+        digest = request_digest(title, completed)
         with self._exclusive():
-            snapshot = self._load()
-            if idempotency_key and idempotency_key in snapshot.by_key:
-                return snapshot.by_key[idempotency_key], True
+            self._load()
+            if idempotency_key and (earlier := self._earlier(idempotency_key, digest)):
+                return earlier, True
+            task_id = self._next_id
+            if task_id > MAX_TASK_ID:
+                problem = f"every task id up to {MAX_TASK_ID} is used; renumber or reset it"
+                raise TasksFileError(self.path, problem)
             now = utc_now_iso()
             task: Task = {
-                "id": max(snapshot.next_id, self._last_id() + 1),
+                "id": task_id,
                 "title": title,
                 "completed": completed,
                 "created_at": now,
                 "updated_at": now,
                 "server": self.server,
-                "idempotency_key": idempotency_key,
             }
-            signature, raw = self._write([*snapshot.tasks, task])
-            self._snapshot = snapshot.plus([task], signature, raw, settled=False)
-            self._remember_last_id(task["id"])
+            private = {KEY_FIELD: idempotency_key, DIGEST_FIELD: digest} if idempotency_key else {}
+            if self._appendable():
+                self._append(task, private)
+            else:
+                self._rewrite([*self._stored(), {**task, **private}])
+            self._remember_last_id(task_id)
             return task, False
 
     def update(self, task_id: int, changes: dict[str, Any]) -> Task:
         """Apply ``changes`` (title and/or completed) and stamp ``updated_at``."""
         with self._exclusive():
-            snapshot = self._load()
-            old = _find(snapshot, task_id)
+            self._load(exact=True)
+            old = self._find(task_id)
             new = {**old, **changes, "updated_at": utc_now_iso()}
-            self._replace([new if task is old else task for task in snapshot.tasks])
+            self._rewrite(
+                [self._with_private(new if task is old else task) for task in self._tasks]
+            )
             return new
 
     def delete(self, task_id: int) -> Task:
         with self._exclusive():
-            snapshot = self._load()
-            old = _find(snapshot, task_id)
-            self._replace([task for task in snapshot.tasks if task is not old])
+            self._load(exact=True)
+            old = self._find(task_id)
+            self._rewrite([self._with_private(task) for task in self._tasks if task is not old])
             return old
 
-    def hold_writes(self, seconds: float, wait: float = HOLD_WAIT_SECONDS) -> float | None:
-        """Keep this process's writers out for ``seconds``, so it holds no file lock meanwhile.
-
-        Takes the writer lock (a write in progress finishes first and releases the file lock)
-        and leaves a thread to release it when the time is up. A process frozen within that
-        time (SIGSTOP, ``docker pause``) therefore never holds the file lock, and since the
-        monotonic clock keeps running while it is frozen, the hold is over the moment it
-        resumes. Reads are not held. A call during a hold extends it. Answers the seconds the
-        hold has left, or None when a write did not finish within ``wait`` (it waits for
-        another process's file lock).
-        """
-        with self._hold:
-            if not self._held_until:
-                if not self._writer_lock.acquire(timeout=wait):
-                    return None
-                threading.Thread(target=self._release_when_due, daemon=True).start()
-            self._held_until = max(self._held_until, time.monotonic() + seconds)
-            return self._held_until - time.monotonic()
-
-    def end_hold(self) -> bool:
-        """End a hold now (the process was resumed early); False when there was none."""
-        with self._hold:
-            if not self._held_until:
-                return False
-            self._held_until = time.monotonic()
-            self._hold.notify()
-            return True
-
-    def _release_when_due(self) -> None:
-        with self._hold:
-            while (left := self._held_until - time.monotonic()) > 0:
-                self._hold.wait(left)
-            self._held_until = 0.0
-            self._writer_lock.release()
-
     def problem(self) -> str | None:
-        """Why the file is unusable right now, or None when reads and writes can proceed."""
+        """Why reads or writes cannot proceed right now, or None; for ``/health``."""
         try:
             with self._cache_lock:
-                self._load()
+                self._refresh()
         except TasksFileError as error:
             return str(error)
-        if not os.access(self.path.parent, os.W_OK):
-            return f"{self.path}: its folder is not writable"
-        return None
+        return _storage_problem(self.path, self._file_lock.lock_file)
 
-    # -- reading and writing the file ------------------------------------------------------
+    # -- the version in memory -------------------------------------------------------------
 
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """The right to change the file: this process's writers queue on a thread lock, then
-        the cross-process file lock, then the cache (so readers wait only for the change)."""
-        with self._writer_lock:
-            try:
-                self._file_lock.acquire(poll_interval=LOCK_POLL_SECONDS)
-            except Timeout:
-                problem = f"is locked by another process for more than {LOCK_TIMEOUT_SECONDS} s"
-                raise TasksFileError(self.path, problem) from None
-            except OSError as error:
-                problem = f"its lock file cannot be created: {error.strerror}"
-                raise TasksFileError(self.path, problem) from None
-            try:
-                with self._cache_lock:
-                    yield
-            finally:
-                self._file_lock.release()
+    def _forget(self) -> None:
+        """No version in memory: the next use reads the file whole."""
+        self._signature = NOTHING_READ
+        self._tail = b""
+        self._tasks: list[Task] = []  # public fields only, oldest first; appended in place
+        self._by_id: dict[int, Task] = {}
+        self._private: dict[int, dict[str, str]] = {}  # id -> key and digest
+        self._by_key: dict[str, int] = {}
+        self._next_id = 1
 
-    def _load(self) -> Snapshot:
-        """The file's current content; the cache when it is provably unchanged. Missing: []."""
+    def _index(self, entries: list[Task]) -> None:
+        """Take ``entries`` (as stored) as what follows the tasks in memory."""
+        for entry in entries:
+            private = {f: entry.pop(f) for f in (KEY_FIELD, DIGEST_FIELD) if f in entry}
+            task_id = entry["id"]
+            self._tasks.append(entry)
+            self._by_id[task_id] = entry
+            if private.get(KEY_FIELD):
+                self._private[task_id] = private
+                self._by_key[private[KEY_FIELD]] = task_id
+            self._next_id = max(self._next_id, task_id + 1)
+
+    def _seen(self, signature: Signature, tail: bytes) -> None:
+        self._signature, self._tail = signature, tail[-TAIL_BYTES:]
+
+    def _find(self, task_id: int) -> Task:
+        try:
+            return self._by_id[task_id]
+        except KeyError:
+            raise TaskNotFound(task_id) from None
+
+    def _earlier(self, key: str, digest: str) -> Task | None:
+        """The task created with ``key``, if any; :class:`KeyReused` for another task's key."""
+        task_id = self._by_key.get(key)
+        if task_id is None or task_id not in self._by_id:
+            return None
+        task, stored = self._by_id[task_id], self._private[task_id].get(DIGEST_FIELD)
+        # Tasks stored before digests were kept: compare with what the task still says.
+        if (stored or request_digest(task["title"], task["completed"])) != digest:
+            raise KeyReused(key)
+        return task
+
+    def _with_private(self, task: Task) -> Task:
+        private = self._private.get(task["id"])
+        return {**task, **private} if private else task
+
+    def _stored(self) -> list[Task]:
+        return [self._with_private(task) for task in self._tasks]
+
+    def _appendable(self) -> bool:
+        """True when the file is in this module's format with a task to append after."""
+        return bool(self._tasks) and self._tail.endswith(CLOSING)
+
+    # -- reading the file ------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Bring memory up to the file for a read (caller holds the cache lock). A read that
+        fails may have caught another server's append half-written, so it is tried again under
+        the lock; while that writer holds the lock, the version in memory is the answer."""
+        try:
+            self._load()
+            return
+        except TasksFileError as error:
+            first = error
+        self._cache_lock.release()
+        try:
+            with self._exclusive(wait=READ_LOCK_WAIT_SECONDS):
+                self._load()
+        except TasksFileError:
+            if self._signature == NOTHING_READ or not self._journal_pending():
+                raise first from None
+        finally:
+            self._cache_lock.acquire()
+
+    def _load(self, exact: bool = False) -> None:
+        """Make memory match the file. Cheap when nothing changed (a stat and a 4 KiB read)
+        or another server appended (only its bytes are parsed); ``exact`` reads it whole."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            self._snapshot = _nothing_read()
-            return self._snapshot
+            self._forget()
+            return
         except OSError as error:
             raise TasksFileError(self.path, f"cannot be opened: {error.strerror}") from None
         try:
             stat = os.fstat(fd)
             signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-            cached = self._snapshot
-            if cached.settled and signature == cached.signature:
-                return cached
+            if not exact and self._unchanged(fd, signature):
+                return
+            if not exact and self._read_appended(fd, signature):
+                return
             raw = _read_all(fd, self.path)
         finally:
             os.close(fd)
-        settled = time.time_ns() - stat.st_mtime_ns > RACY_WINDOW_NS
-        if raw == cached.raw:
-            cached.signature, cached.settled = signature, settled
-            return cached
-        added = cached.added_in(raw)
-        if added is not None:
-            self._snapshot = cached.plus(added, signature, raw, settled)
-        else:
-            self._snapshot = Snapshot(signature, raw, _parse(raw, self.path), settled)
-        return self._snapshot
+        entries = _parse(raw, self.path)  # before forgetting: a failed read keeps memory
+        self._forget()
+        self._index(entries)
+        self._seen(signature, raw)
+        self._next_id = max(self._next_id, self._last_id() + 1)
+
+    def _unchanged(self, fd: int, signature: Signature) -> bool:
+        """Same inode, size and mtime, and the same last bytes (so the same newest task)."""
+        if signature != self._signature:
+            return False
+        return _pread(fd, len(self._tail), signature[1] - len(self._tail), self.path) == self._tail
+
+    def _read_appended(self, fd: int, signature: Signature) -> bool:
+        """Take in the tasks another server appended since the version in memory. Sound
+        because the inode is the same, the old tail is still there byte for byte up to its
+        closing bracket, and what follows parses as new tasks (an append's exact shape)."""
+        old_inode, old_size, _ = self._signature
+        inode, size, _ = signature
+        if not self._appendable() or inode != old_inode or size <= old_size:
+            return False
+        start = old_size - len(self._tail)
+        data = _pread(fd, size - start, start, self.path)
+        head = len(self._tail) - len(CLOSING)
+        if data[:head] != self._tail[:head] or data[head : head + 1] != b",":
+            return False
+        if not data.endswith(CLOSING):
+            return False
+        added = _new_tasks(data[head + 1 :], self._by_id)
+        if added is None:
+            return False
+        self._index(added)
+        self._seen(signature, data)
+        return True
 
     def _last_id(self) -> int:
-        """The id high-water mark; 0 when its file is missing or unreadable."""
+        """The id high-water mark; 0 when its file is missing, unreadable or out of range
+        (ids then stay unique among the stored tasks: max id + 1)."""
         try:
-            return int(self._last_id_path.read_bytes())
+            last = int(self._last_id_path.read_bytes())
         except (OSError, ValueError):
             return 0
+        return last if 0 <= last <= MAX_TASK_ID else 0
 
-    def _remember_last_id(self, task_id: int) -> None:
-        """Best effort: without it, ids stay unique among stored tasks (max id + 1)."""
-        with contextlib.suppress(OSError):
-            self._last_id_path.write_bytes(str(task_id).encode())
+    # -- changing the file -----------------------------------------------------------------
 
-    def _replace(self, tasks: list[Task]) -> None:
-        """Write ``tasks`` and remember them as the current version."""
-        signature, raw = self._write(tasks)
-        self._snapshot = Snapshot(signature, raw, tasks, settled=False)
+    @contextmanager
+    def _exclusive(self, wait: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+        """The right to change the file: this process's writers queue on a thread lock, then
+        the cross-process file lock, then the cache lock (so readers wait only for the change).
+        An append a crash left half-done is undone first."""
+        if not self._writer_lock.acquire(timeout=wait):
+            raise TasksFileError(self.path, f"a write here waited more than {wait:g} s")
+        try:
+            try:
+                self._file_lock.acquire(timeout=wait, poll_interval=LOCK_POLL_SECONDS)
+            except Timeout:
+                problem = f"is locked by another process for more than {wait:g} s"
+                raise TasksFileError(self.path, problem) from None
+            except OSError as error:
+                problem = f"its lock file cannot be opened: {error.strerror}"
+                raise TasksFileError(self.path, problem) from None
+            try:
+                with self._cache_lock:
+                    self._recover()
+                    yield
+            finally:
+                self._file_lock.release()
+        finally:
+            self._writer_lock.release()
 
-    def _write(self, tasks: list[Task]) -> tuple[Signature, bytes]:
-        """Replace the file atomically: temporary file, fsync, rename, fsync the folder."""
-        raw = orjson.dumps(tasks, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    def _append(self, task: Task, private: dict[str, str]) -> None:
+        """Write ``task`` before the closing bracket, in place (the journal makes it undoable)."""
+        entry = orjson.dumps({**task, **private}, option=orjson.OPT_INDENT_2)
+        added = b",\n  " + entry.replace(b"\n", b"\n  ") + CLOSING
+        inode, size, _ = self._signature
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                self._write_journal(inode, size)
+                written = os.pwrite(fd, added, size - len(CLOSING))
+                if written != len(added):
+                    raise OSError(28, "short write (is the disk full?)")
+                os.fsync(fd)
+                stat = os.fstat(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            with contextlib.suppress(OSError):  # else the next lock holder undoes it
+                self._undo_append(inode, size)
+                self._clear_journal()
+            self._forget()
+            raise TasksFileError(self.path, f"cannot be written: {error.strerror}") from None
+        self._clear_journal()
+        self._index([{**task, **private}])
+        self._seen(
+            (stat.st_ino, stat.st_size, stat.st_mtime_ns), self._tail[: -len(CLOSING)] + added
+        )
+
+    def _rewrite(self, entries: list[Task]) -> None:
+        """Replace the file atomically (temporary file, fsync, rename, fsync the folder) and
+        take ``entries`` as the version in memory."""
+        raw = orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
         try:
             with open(temporary, "xb") as handle:
@@ -326,16 +411,103 @@ class TaskStore:
             _fsync_folder(self.path.parent)
         except OSError as error:
             temporary.unlink(missing_ok=True)
-            self._snapshot = _nothing_read()
+            self._forget()
             raise TasksFileError(self.path, f"cannot be written: {error.strerror}") from None
-        return (stat.st_ino, stat.st_size, stat.st_mtime_ns), raw
+        next_id = self._next_id
+        self._forget()
+        self._index(entries)  # pops the private fields, which only copies carry
+        self._next_id = max(self._next_id, next_id)
+        self._seen((stat.st_ino, stat.st_size, stat.st_mtime_ns), raw)
+
+    def _remember_last_id(self, task_id: int) -> None:
+        """Best effort: without it, ids stay unique among stored tasks (max id + 1)."""
+        with contextlib.suppress(OSError):
+            self._last_id_path.write_bytes(str(task_id).encode())
+
+    # -- the journal: undoing an append a crash cut short ----------------------------------
+
+    def _write_journal(self, inode: int, size: int) -> None:
+        """Record, durably and before the append, the file's inode and size without it."""
+        fd = os.open(self._journal_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            record = f"{inode} {size}\n".encode()
+            os.ftruncate(fd, 0)
+            if os.pwrite(fd, record, 0) != len(record):
+                raise OSError(28, "short write (is the disk full?)")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _clear_journal(self) -> None:
+        """An empty journal: no append in flight. Not fsynced: a journal that survives a power
+        cut after a complete append only makes the next lock holder check that append."""
+        with contextlib.suppress(OSError):  # the next append overwrites it anyway
+            os.truncate(self._journal_path, 0)
+
+    def _journal_pending(self) -> bool:
+        try:
+            return self._journal_path.stat().st_size > 0
+        except OSError:
+            return False
+
+    def _recover(self) -> None:
+        """Finish what a writer that died mid-append left (caller holds the file lock): keep
+        the append if it is whole, else cut the file back to where it ended before it."""
+        try:
+            record = self._journal_path.read_bytes().split()
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise TasksFileError(
+                self.path, f"its journal cannot be read: {error.strerror}"
+            ) from None
+        if len(record) != 2 or not all(part.isdigit() for part in record):
+            return
+        inode, size = int(record[0]), int(record[1])
+        try:
+            self._undo_append(inode, size)
+        except OSError as error:
+            raise TasksFileError(self.path, f"cannot be repaired: {error.strerror}") from None
+        self._clear_journal()
+
+    def _undo_append(self, inode: int, size: int) -> None:
+        """Cut the file back to ``size`` bytes unless the append after them is whole."""
+        with contextlib.suppress(FileNotFoundError), open(self.path, "r+b") as handle:
+            stat = os.fstat(handle.fileno())
+            if stat.st_ino != inode or stat.st_size < size - len(CLOSING):
+                return  # replaced or cut by hand since: the journal is stale
+            handle.seek(size - len(CLOSING))
+            after = handle.read()
+            whole = after[:1] == b"," and after.endswith(CLOSING)
+            if whole and _new_tasks(after[1:], {}) is not None:
+                return  # the append is whole (the crash came after its fsync)
+            handle.seek(size - len(CLOSING))
+            handle.write(CLOSING)
+            handle.truncate(size)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._forget()
 
 
-def _find(snapshot: Snapshot, task_id: int) -> Task:
+def _new_tasks(data: bytes, known: dict[int, Task]) -> list[Task] | None:
+    """The tasks in ``data`` (an array's elements after its first, then ``]``), or None
+    unless they are whole tasks with new, distinct ids in range."""
     try:
-        return snapshot.by_id[task_id]
-    except KeyError:
-        raise TaskNotFound(task_id) from None
+        added = orjson.loads(b"[" + data)
+    except orjson.JSONDecodeError:
+        return None
+    ids = [task.get("id") if isinstance(task, dict) else None for task in added]
+    if not ids or len(set(ids)) != len(ids):
+        return None
+    fresh = all(type(i) is int and 0 < i <= MAX_TASK_ID and i not in known for i in ids)
+    return added if fresh else None
+
+
+def _pread(fd: int, length: int, offset: int, path: Path) -> bytes:
+    try:
+        return os.pread(fd, length, offset)
+    except OSError as error:
+        raise TasksFileError(path, f"cannot be read: {error.strerror}") from None
 
 
 def _read_all(fd: int, path: Path) -> bytes:
@@ -363,10 +535,31 @@ def _parse(raw: bytes, path: Path) -> list[Task]:
         task_id = task.get("id") if isinstance(task, dict) else None
         if type(task_id) is not int:
             raise TasksFileError(path, f"item {position} is not a task with an integer id")
+        if not 0 < task_id <= MAX_TASK_ID:
+            raise TasksFileError(path, f"task id {task_id} is not between 1 and {MAX_TASK_ID}")
         if task_id in seen:
             raise TasksFileError(path, f"task id {task_id} appears twice")
         seen.add(task_id)
     return data
+
+
+def _storage_problem(path: Path, lock_file: str) -> str | None:
+    """What would make the next write fail though reads work: the folder, the lock file or
+    the disk. Checked by doing what a write does, since permissions alone can mislead (root)."""
+    if not os.access(path.parent, os.W_OK):
+        return f"{path}: its folder is not writable"
+    try:
+        os.close(os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as error:
+        return f"{path}: its lock file {lock_file} cannot be opened: {error.strerror}"
+    try:
+        disk = os.statvfs(path.parent)
+    except OSError:
+        return None
+    free = disk.f_bavail * disk.f_frsize
+    if free < MIN_FREE_BYTES:
+        return f"{path}: the disk is full ({free // 1024} KiB free)"
+    return None
 
 
 def _rename_over(source: Path, target: Path) -> None:

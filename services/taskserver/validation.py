@@ -8,11 +8,13 @@ import orjson
 from starlette.requests import Request
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_PAGE = 10_000  # tasks in one ?limit= page (no limit at all still lists every task)
 MAX_TITLE_CHARS = 200
 MAX_KEY_CHARS = 200
 EXAMPLE = 'send JSON like {"title": "comprar pan"}'
 # Fields the server sets itself: ignored in a body, so a task read with GET can be sent back.
 SERVER_FIELDS = frozenset({"id", "created_at", "updated_at", "server", "idempotency_key"})
+JSON_HINT = "send it with the header 'Content-Type: application/json'"
 # A quiesce covers the moment between its answer and a pause; minutes would only hide writes.
 MAX_QUIESCE_SECONDS = 30.0
 
@@ -39,6 +41,56 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The body as a JSON object; it must be declared as JSON (see :func:`require_json`)."""
+    body = await read_body(request)
+    require_json(request, body)
+    return parse_object(body)
+
+
+def require_json(request: Request, body: bytes) -> None:
+    """Refuse a body not declared as JSON with 415. Any web page can make a visitor's browser
+    post text/plain or a form to any address without asking; a JSON post must ask first
+    (a CORS preflight, which this server never grants), so tasks come only from real clients."""
+    if not body:
+        return
+    declared = request.headers.get("content-type", "")
+    media = declared.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    shown = repr(declared[:60]) if declared else "missing"
+    raise InputError(f"the Content-Type is {shown}, not application/json; {JSON_HINT}", 415)
+
+
+def page_query(request: Request) -> tuple[int, int | None, bool]:
+    """``?offset=M&limit=N&order=asc|desc`` of a listing: (offset, limit or None, newest
+    first). Parameters are optional; other parameters are ignored, as caches add their own."""
+    query = request.query_params
+    offset = _whole_number(query, "offset", None) or 0
+    limit = _whole_number(query, "limit", MAX_PAGE)
+    order = query.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise InputError(
+            f"'order' must be asc (oldest first) or desc (newest first), not {order[:20]!r}"
+        )
+    return offset, limit, order == "desc"
+
+
+def _whole_number(query: Any, name: str, maximum: int | None) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    top = f" from 0 to {maximum}" if maximum is not None else " (0 or more)"
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
+        raise InputError(f"'{name}' must be a whole number{top}, not {raw[:20]!r}")
+    value = int(raw)
+    if maximum is not None and value > maximum:
+        raise InputError(f"'{name}' must be a whole number{top}, not {value}")
+    return value
 
 
 def _too_large(limit: int) -> InputError:
@@ -124,8 +176,9 @@ def quiesce_seconds(body: bytes) -> float:
 
 
 def task_id(raw: str) -> int | None:
-    """The integer id in a path, or None when it is not a whole number (so no task has it)."""
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+    """The integer id in a path, or None when it is not a whole number (so no task has it).
+    Python's integers have no size limit; a number past every stored id is simply not found."""
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 40 else None
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -1,0 +1,84 @@
+"""Where this server's writes wait their turn: in the event loop, not in worker threads.
+
+A write waits for the shared file lock, which another process may hold for seconds (or
+forever, if it is frozen). Waiting in a worker thread would let 40 queued writes take every
+thread of the pool, and then no read or ``/health`` could run. So writes queue here, on an
+asyncio lock, and only the one at the front occupies a thread.
+
+A hold (``POST /admin/quiesce``) takes the same turn for a few seconds, so this process holds
+no file lock while it is paused (``docker pause``, SIGSTOP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+# A hold waits this long for a write in progress; a longer one is waiting for another
+# process's file lock, and the caller is better told than kept waiting.
+HOLD_WAIT_SECONDS = 1.5
+
+
+class QueueTimeout(Exception):
+    """A write waited too long for the writes before it (they wait for the file lock)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"waited more than {seconds:g} s for the writes before it")
+        self.seconds = seconds
+
+
+class WriteQueue:
+    """One write at a time per process; holds keep writes out for a while."""
+
+    def __init__(self) -> None:
+        self._turn = asyncio.Lock()
+        self._held_until = 0.0  # monotonic end of a hold; 0: no hold
+        self._release: asyncio.TimerHandle | None = None
+
+    @asynccontextmanager
+    async def turn(self, wait: float) -> AsyncIterator[None]:
+        """This write's turn, or :class:`QueueTimeout` after ``wait`` seconds in the queue."""
+        try:
+            await asyncio.wait_for(self._turn.acquire(), wait)
+        except TimeoutError:
+            raise QueueTimeout(wait) from None
+        try:
+            yield
+        finally:
+            self._turn.release()
+
+    async def hold(self, seconds: float, wait: float = HOLD_WAIT_SECONDS) -> float | None:
+        """Keep writes out for ``seconds`` (a call during a hold extends it). Answers the
+        seconds the hold has left, or None when a write did not finish within ``wait``.
+
+        The release is a loop timer on the monotonic clock, which keeps running while the
+        process is frozen, so a hold is over the moment a frozen process resumes."""
+        if not self._held_until:
+            try:
+                await asyncio.wait_for(self._turn.acquire(), wait)
+            except TimeoutError:
+                return None
+        self._held_until = max(self._held_until, time.monotonic() + seconds)
+        self._schedule_release()
+        return self._held_until - time.monotonic()
+
+    def end_hold(self) -> bool:
+        """End a hold now (the process was resumed early); False when there was none."""
+        if not self._held_until:
+            return False
+        self._held_until = time.monotonic()
+        self._schedule_release()
+        return True
+
+    def _schedule_release(self) -> None:
+        if self._release:
+            self._release.cancel()
+        delay = max(0.0, self._held_until - time.monotonic())
+        self._release = asyncio.get_running_loop().call_later(delay, self._end)
+
+    def _end(self) -> None:
+        self._held_until = 0.0
+        self._release = None
+        self._turn.release()

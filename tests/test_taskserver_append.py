@@ -1,0 +1,239 @@
+"""Creating a task appends it in place (no rewrite of the file), an append a crash cut short
+is undone, and nothing about storage is hidden from /health or starves it."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from filelock import FileLock
+from support import ServiceProcess, taskserver, wait_until
+
+from services.taskserver import storage
+from services.taskserver.storage import MAX_TASK_ID, TaskStore
+
+FORMAT = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+
+
+def test_creates_append_in_place_in_the_format_of_a_full_write(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.json"
+    store = TaskStore(path, "server1")
+    store.prepare()
+    store.create("first")  # the first task turns `[]` into the array format
+    inode = path.stat().st_ino
+    for n in range(5):
+        store.create(f"t{n}", idempotency_key=f"k{n}" if n % 2 else None)
+        raw = path.read_bytes()
+        assert raw == orjson.dumps(orjson.loads(raw), option=FORMAT)  # `cat`-able, json.load-able
+    assert path.stat().st_ino == inode  # never renamed over: appended
+    assert [task["title"] for task in orjson.loads(path.read_bytes())] == [
+        "first",
+        *(f"t{n}" for n in range(5)),
+    ]
+    assert not storage.TaskStore(path, "x")._journal_pending()
+
+
+def die_mid_append(path: Path, added: bytes) -> None:
+    """What a writer that dies mid-append leaves: the journal, and ``added`` written over the
+    closing bracket (part of a task, or zeros after a power cut)."""
+    stat = path.stat()
+    with FileLock(str(path) + ".lock"):
+        TaskStore(path, "dying")._write_journal(stat.st_ino, stat.st_size)
+        with open(path, "r+b") as handle:
+            handle.seek(stat.st_size - len(storage.CLOSING))
+            handle.write(added)
+
+
+@pytest.mark.parametrize(
+    "added",
+    [b',\n  {\n    "id": 3,\n    "title": "ha', b",\n  {", b"\0" * 300, b",\n"],
+    ids=["half a task", "a bracket", "zeros", "a comma"],
+)
+def test_an_append_cut_short_is_undone_by_the_next_lock_holder(
+    tmp_path: Path, added: bytes
+) -> None:
+    path = tmp_path / "tasks.json"
+    store = TaskStore(path, "server1")
+    store.prepare()
+    store.create("one")
+    store.create("two")
+    before = path.read_bytes()
+    die_mid_append(path, added)
+    assert store.create("three")[0]["id"] == 3
+    assert [task["title"] for task in orjson.loads(path.read_bytes())] == ["one", "two", "three"]
+    assert path.read_bytes().startswith(before[: -len(storage.CLOSING)])
+
+
+def test_a_whole_append_whose_journal_survived_is_kept(tmp_path: Path) -> None:
+    """A crash after the append's fsync and before the journal was cleared loses nothing."""
+    path = tmp_path / "tasks.json"
+    store = TaskStore(path, "server1")
+    store.prepare()
+    store.create("one")
+    stat = path.stat()
+    store.create("two")
+    store._write_journal(stat.st_ino, stat.st_size)  # as if never cleared
+    other = TaskStore(path, "server2")
+    assert [task["title"] for task in other.list()] == ["one", "two"]
+    other.create("three")
+    assert [task["title"] for task in orjson.loads(path.read_bytes())] == ["one", "two", "three"]
+
+
+def test_a_read_during_another_servers_append_answers_the_version_before(
+    tmp_path: Path,
+) -> None:
+    """Half an append is never an error for a reader: while the writer holds the lock it gets
+    the version it had; once the writer is gone it repairs the file and reads it."""
+    path = tmp_path / "tasks.json"
+    store = TaskStore(path, "server1")
+    store.prepare()
+    store.create("one")
+    reader = TaskStore(path, "server2")
+    assert [task["title"] for task in reader.list()] == ["one"]
+    stat = path.stat()
+    with FileLock(str(path) + ".lock"):  # the writer, still alive, mid-append
+        TaskStore(path, "writer")._write_journal(stat.st_ino, stat.st_size)
+        with open(path, "r+b") as handle:
+            handle.seek(stat.st_size - len(storage.CLOSING))
+            handle.write(b',\n  {\n    "id": 2,')
+        assert [task["title"] for task in reader.list()] == ["one"]
+        assert reader.problem() is None
+    fresh = TaskStore(path, "server3")  # nothing in memory: it must repair to answer
+    assert [task["title"] for task in fresh.list()] == ["one"]
+    assert orjson.loads(path.read_bytes())[0]["title"] == "one"
+
+
+def test_writes_stuck_behind_a_frozen_peer_do_not_starve_reads_or_health(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tasks.json"
+    server = taskserver("server1", path).start()
+    writers = 60  # more than the worker-thread pool (40)
+    answers: list[int] = []
+
+    def post(n: int) -> None:
+        response = httpx.post(server.url + "/tareas", json={"title": f"w{n}"}, timeout=30)
+        answers.append(response.status_code)
+
+    try:
+        with FileLock(str(path) + ".lock"):  # another process froze holding it
+            threads = [threading.Thread(target=post, args=(n,)) for n in range(writers)]
+            for thread in threads:
+                thread.start()
+            wait_until(lambda: in_progress(server) >= writers, timeout=10, what="queued writes")
+            assert httpx.get(server.url + "/health", timeout=2).status_code == 200
+            assert httpx.get(server.url + "/tareas?limit=1", timeout=2).status_code == 200
+        for thread in threads:
+            thread.join(timeout=30)
+        assert answers == [201] * writers
+    finally:
+        server.close()
+
+
+def in_progress(server: ServiceProcess) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=2).text
+    lines = [
+        line for line in text.splitlines() if line.startswith("ticslab_taskserver_requests_in")
+    ]
+    return sum(float(line.split()[-1]) for line in lines if 'method="POST"' in line)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs (needs root and mount, as on CI and these machines)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip("cannot mount a tmpfs here: " + mounted.stderr.decode().strip())
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    with open(filler, "wb") as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+    return filler
+
+
+def test_health_tells_the_truth_about_a_full_disk(tiny_disk: Path) -> None:
+    server = taskserver("server1", tiny_disk / "tasks.json").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            assert http.post("/tareas", json={"title": "antes"}).status_code == 201
+            filler = fill(tiny_disk)
+            health = http.get("/health")
+            assert health.status_code == 503
+            assert "disk is full" in health.json()["error"]
+            assert health.json()["tasks_file"]["ok"] is False
+            written = http.post("/tareas", json={"title": "x" * 200})
+            assert written.status_code == 503 and "cannot be written" in written.json()["error"]
+            assert http.get("/tareas").status_code == 200  # reads still answer
+            filler.unlink()
+            assert http.get("/health").status_code == 200
+            assert http.post("/tareas", json={"title": "después"}).status_code == 201
+            titles = [
+                task["title"] for task in orjson.loads((tiny_disk / "tasks.json").read_bytes())
+            ]
+            assert titles == ["antes", "después"]
+    finally:
+        server.close()
+
+
+def test_health_tells_the_truth_about_an_unusable_lock_file(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.json"
+    server = taskserver("server1", path).start()
+    lock = tmp_path / "tasks.json.lock"
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            assert http.get("/health").status_code == 200
+            lock.unlink(missing_ok=True)
+            lock.mkdir()  # unopenable even for root, like a lock file of another user
+            health = http.get("/health")
+            assert health.status_code == 503
+            assert "lock file" in health.json()["error"]
+            assert http.post("/tareas", json={"title": "x"}).status_code == 503
+            lock.rmdir()
+            assert http.get("/health").status_code == 200
+    finally:
+        server.close()
+
+
+def test_ids_stay_in_the_range_every_json_reader_holds(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.json"
+    (tmp_path / "tasks.json.lastid").write_text(str(2**63 - 2))  # edited by hand
+    store = TaskStore(path, "server1")
+    store.prepare()
+    assert store.create("a")[0]["id"] == 1  # an impossible high-water mark is ignored
+    (tmp_path / "tasks.json.lastid").write_text(str(MAX_TASK_ID - 1))
+    store._forget()
+    assert store.create("b")[0]["id"] == MAX_TASK_ID
+    assert store.get(MAX_TASK_ID)["title"] == "b"
+    with pytest.raises(storage.TasksFileError, match="every task id"):
+        store.create("c")
+    path.write_bytes(orjson.dumps([{"id": 2**63, "title": "too big"}]))
+    assert "is not between 1 and" in (store.problem() or "")
+
+
+def test_a_huge_id_in_a_path_is_not_found(tmp_path: Path) -> None:
+    server = taskserver("server1", tmp_path / "tasks.json").start()
+    try:
+        for path in (f"/tareas/{2**63}", f"/tareas/{2**64 + 1}", f"/api/tasks/{10**30}/complete"):
+            method = "PUT" if path.endswith("complete") else "GET"
+            answer = httpx.request(method, server.url + path)
+            assert answer.status_code == 404 and "no task" in answer.json()["error"]
+    finally:
+        server.close()
