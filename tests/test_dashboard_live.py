@@ -23,8 +23,10 @@ from support import ACTED_ON, ServiceProcess, free_port, wait_until
 from textual.pilot import Pilot
 from textual.widgets import Button
 
+from dashboard.api import BalancerClient
 from dashboard.main import DashboardApp
 from dashboard.options import Options
+from dashboard.poll import TASKS_SHOWN
 
 TOKEN = "dashboard-test-token"
 SIZE = (100, 30)
@@ -227,6 +229,23 @@ async def test_every_answer_is_decoded_off_the_ui_thread(
         await until(pilot, lambda: app.tasks_panel.border_title != "Tasks: -", "the tasks")
     assert len(decoders) >= 4  # /status, /errors/stats, /events, /tareas at least
     assert threading.main_thread() not in decoders
+
+
+async def test_only_the_newest_tasks_are_read_with_the_stored_total(
+    stack: ServiceProcess,
+) -> None:
+    titles = [f"page-{n}" for n in range(TASKS_SHOWN + 1)]
+    with httpx.Client(base_url=stack.url) as http:
+        for title in titles:
+            http.post("/tareas", json={"title": title}).raise_for_status()
+        stored = int(http.get("/tareas?limit=0").headers["x-total-count"])
+    client = BalancerClient(stack.url)
+    try:
+        tasks = await client.tasks(TASKS_SHOWN)
+    finally:
+        await client.aclose()
+    assert tasks.total == stored > TASKS_SHOWN
+    assert [t["title"] for t in tasks.newest] == titles[::-1][:TASKS_SHOWN]
 
 
 async def test_a_hostile_title_and_path_from_the_stack_are_shown_escaped(
