@@ -2,21 +2,32 @@
 
 Read-only mode is enforced here as well as in the app's ``check_action``: every write goes
 through ``_write``, which refuses before any byte leaves the process.
+
+Every answer is decoded in a worker thread (a long task list must not stall the screen), and
+every string in it, keys too, comes out ``printable``: no title, path or server name the
+network sends can drive the terminal. The widgets show them as plain text, never as markup.
 """
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
+
+from services.common import printable
 
 TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+NOT_JSON = object()
 
 
 class ApiError(Exception):
     """A request that did not succeed; ``message`` is in words a student understands."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
+        message = printable(message)  # it may quote the balancer, or an httpx error
         super().__init__(message)
         self.message = message
         self.status = status
@@ -33,15 +44,44 @@ class ReadOnlyError(ApiError):
         super().__init__("read-only dashboard: writes are disabled")
 
 
-def error_message(response: httpx.Response) -> str:
-    """The ``error`` field of a JSON error body, else the status line."""
+@dataclass
+class TaskList:
+    """The newest tasks, newest first, and how many tasks are stored in all."""
+
+    newest: list[dict[str, Any]]
+    total: int
+
+
+def printable_json(value: Any) -> Any:
+    """``value`` with every string in it, keys included, made ``printable``."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list):
+        return [printable_json(item) for item in value]
+    if isinstance(value, dict):
+        return {printable(str(key)): printable_json(item) for key, item in value.items()}
+    return value
+
+
+def decoded(content: bytes) -> Any:
+    """A JSON answer, shown-safe (``printable_json``); ``NOT_JSON`` if it is none."""
     try:
-        body = response.json()
-    except ValueError:
-        body = None
+        return printable_json(orjson.loads(content))
+    except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
+        return NOT_JSON
+
+
+def error_message(response: httpx.Response, body: Any) -> str:
+    """The ``error`` field of a JSON error body, else the status line."""
     if isinstance(body, dict) and body.get("error"):
         return str(body["error"])
     return f"{response.status_code} {response.reason_phrase}"
+
+
+def total_count(response: httpx.Response) -> int | None:
+    """The ``X-Total-Count`` header of a paged task list; None when absent or not a number."""
+    value = response.headers.get("x-total-count", "").strip()
+    return int(value) if value.isdigit() else None
 
 
 class BalancerClient:
@@ -67,6 +107,12 @@ class BalancerClient:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, *, json: Any = None, **kwargs: Any) -> Any:
+        return (await self._exchange(method, path, json=json, **kwargs))[0]
+
+    async def _exchange(
+        self, method: str, path: str, *, json: Any = None, **kwargs: Any
+    ) -> tuple[Any, httpx.Response]:
+        """The decoded body and the response, or ApiError."""
         try:
             response = await self._http.request(method, path, json=json, **kwargs)
         except httpx.TimeoutException as error:
@@ -77,12 +123,12 @@ class BalancerClient:
             raise Unreachable(
                 f"cannot reach the balancer: {error or type(error).__name__}"
             ) from None
+        body = await asyncio.to_thread(decoded, response.content)
         if response.is_error:
-            raise ApiError(error_message(response), response.status_code)
-        try:
-            return response.json()
-        except ValueError:
-            raise ApiError(f"{method} {path} did not answer JSON", response.status_code) from None
+            raise ApiError(error_message(response, body), response.status_code)
+        if body is NOT_JSON:
+            raise ApiError(f"{method} {path} did not answer JSON", response.status_code)
+        return body, response
 
     async def _get(self, path: str, **params: Any) -> Any:
         return await self._request("GET", path, params=params or None)
@@ -104,8 +150,17 @@ class BalancerClient:
     async def events(self, since: int | None = None) -> dict[str, Any]:
         return await self._get("/events", **({} if since is None else {"since": since}))
 
-    async def tasks(self) -> list[dict[str, Any]]:
-        return await self._get("/tareas")
+    async def tasks(self, newest: int) -> TaskList:
+        """The ``newest`` tasks and the total (``X-Total-Count``). A server that does not page
+        (the seed's API) answers the whole list, oldest first, without the header."""
+        query = {"order": "desc", "limit": newest}
+        body, response = await self._exchange("GET", "/tareas", params=query)
+        if not isinstance(body, list):
+            raise ApiError("GET /tareas did not answer a list of tasks")
+        total = total_count(response)
+        if total is None:
+            total, body = len(body), body[::-1]
+        return TaskList([task for task in body[:newest] if isinstance(task, dict)], total)
 
     async def control_info(self) -> dict[str, Any]:
         return await self._get("/control")

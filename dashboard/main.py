@@ -13,6 +13,7 @@ import httpx
 from textual import work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
@@ -319,6 +320,18 @@ class DashboardApp(App[int]):
             return None
         self.poll_now()
         return result
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Notifications name servers and quote the balancer: plain text unless asked."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def notify_error(self, what: str, error: ApiError) -> None:
         """The control API's error in words, with a hint for the common causes."""

@@ -12,13 +12,15 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from dashboard.api import ApiError, BalancerClient
+from dashboard.api import ApiError, BalancerClient, TaskList
 
 T = TypeVar("T")
 MAX_BACKOFF = 5.0
 # /tareas is proxied to a task server, so the dashboard's own reads show up in the
-# balancer's counts; reading it at most every few seconds keeps that footprint small.
+# balancer's counts; reading it at most every few seconds, and only the newest tasks the
+# panel has room for, keeps that footprint small however many tasks there are.
 TASKS_EVERY = 3.0
+TASKS_SHOWN = 40
 
 
 @dataclass
@@ -27,7 +29,7 @@ class Snapshot:
 
     status: dict[str, Any]
     errors: dict[str, Any] | None = None
-    tasks: list[dict[str, Any]] | None = None
+    tasks: TaskList | None = None
     new_events: list[dict[str, Any]] = field(default_factory=list)
     events_restarted: bool = False
 
@@ -75,8 +77,7 @@ class Poller:
         now = time.monotonic()
         if status.get("servers_up", 0) > 0 and now - self._tasks_read_at >= TASKS_EVERY:
             self._tasks_read_at = now
-            tasks = await optional(self.client.tasks(), list)
-            snapshot.tasks = None if tasks is None else [t for t in tasks if isinstance(t, dict)]
+            snapshot.tasks = await optional(self.client.tasks(TASKS_SHOWN), TaskList)
         return snapshot
 
     def _take_events(self, snapshot: Snapshot, answer: dict[str, Any] | None) -> None:

@@ -1,15 +1,21 @@
 """The few pieces the task server and the balancer truly share.
 
 Both answer errors as JSON, both expose the course's ``/errors/stats`` shape, both guard
-write routes with a bearer token and both are served by uvicorn the same way.
+write routes with a bearer token and both are served by uvicorn the same way. Every part that
+shows text from the network (the dashboard, the client's report, ``ticslab up``'s logs) shows
+it through ``printable``.
 """
 
 from __future__ import annotations
 
+import copy
 import hmac
 import ipaddress
+import logging
 import os
+import re
 import time
+import traceback
 from collections import Counter, deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -30,6 +36,53 @@ KEYS_SHARED = "shared"
 RECENT_ERRORS = 10
 # The course's scripts read these three keys; they are always present, even at zero.
 COURSE_ERROR_TYPES = ("400_BAD_REQUEST", "404_NOT_FOUND", "500_INTERNAL_ERROR")
+
+
+# What a terminal acts on instead of showing: C0 controls (ESC starts a sequence, CR and LF
+# move the cursor), DEL, C1 controls (U+009B is an 8-bit CSI) and the bidi marks, overrides
+# and isolates (U+202E shows what follows reversed).
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each character a terminal would act on written as its Python escape
+    (``\\x1b``, ``\\n``, ``\\u202e``): shown, never obeyed. Idempotent."""
+    return UNPRINTABLE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+class PrintableLog(logging.Filter):
+    """Escapes a record before its handler writes it: a log line may carry a request path
+    (uvicorn percent-decodes ``%1b`` into ESC), a server's name or its error message, and it
+    ends on a terminal. A traceback's frames keep their lines; any other part of it (an
+    exception's message) is one line, whatever it holds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = printable(record.getMessage().rstrip("\n"))
+        record.args = None
+        record.__dict__.pop("color_message", None)  # uvicorn's coloured copy, not escaped
+        if record.exc_info:
+            lines: list[str] = []
+            for chunk in traceback.format_exception(*record.exc_info):
+                chunk = chunk.strip("\n")
+                lines += chunk.split("\n") if chunk.startswith("  File ") else [chunk]
+            record.exc_text = "\n".join(map(printable, lines))
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging settings with ``PrintableLog`` on the handler its lines go through,
+    which writes the ``ticslab.*`` loggers' lines too."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"printable": {"()": PrintableLog}}
+    config["handlers"]["default"]["filters"] = ["printable"]
+    config["loggers"]["ticslab"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 def json_error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -214,7 +267,8 @@ def write_token_file(token: str, path: Path) -> Path:
 
 
 def serve(app: Any, host: str, port: int, *, log_level: str = "info", **options: Any) -> None:
-    """Run an ASGI app with uvicorn the way every ticslab service does: no access log.
+    """Run an ASGI app with uvicorn the way every ticslab service does: no access log, every
+    log line escaped (``log_config``).
 
     ``options`` are more uvicorn settings (the balancer's limits, services/balancer/edge.py).
     """
@@ -226,6 +280,7 @@ def serve(app: Any, host: str, port: int, *, log_level: str = "info", **options:
         port=port,
         log_level=log_level,
         access_log=False,
+        log_config=log_config(),
         server_header=False,
         timeout_graceful_shutdown=3,
         **options,

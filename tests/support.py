@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,11 +16,26 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 T = TypeVar("T")
+# What a terminal acts on instead of showing (C0, DEL, C1, bidi controls), written out here
+# rather than taken from services/common.py, so the tests check printable() independently.
+ACTED_ON = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069]"
+)
+
+
+def page_of(tasks: list[Any], params: httpx.QueryParams) -> httpx.Response:
+    """A task server's answer to ``GET /tareas?limit=N&offset=M&order=asc|desc`` over
+    ``tasks`` (oldest first), with its X-Total-Count; for scripted servers (MockTransport)."""
+    ordered = tasks[::-1] if params.get("order") == "desc" else tasks
+    offset = int(params.get("offset", 0))
+    end = offset + int(params["limit"]) if "limit" in params else None
+    headers = {"X-Total-Count": str(len(tasks))}
+    return httpx.Response(200, json=ordered[offset:end], headers=headers)
 
 
 def free_port() -> int:

@@ -20,6 +20,7 @@ from rich.console import Console
 from support import TICSLAB, ServiceProcess, free_port, taskserver
 
 from services.cli import main
+from services.client import checks
 from services.client.config import ClientConfig
 from services.client.session import run_session
 
@@ -208,6 +209,29 @@ def test_a_task_that_disappears_is_reported_lost(server: ServiceProcess, tmp_pat
     assert report["lost"] == 1
     assert report["tasks"]["lost_titles"] == ["c5-000002"]
     assert report["tasks"]["created"] == 40
+
+
+def test_the_loss_check_pages_a_real_servers_list_back_to_the_oldest_kept_task(
+    server: ServiceProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checks, "PAGE", 10)
+    monkeypatch.setattr(checks, "OVERLAP", 3)
+    with httpx.Client(base_url=server.url) as http:
+        ids = [http.post("/api/tasks", json={"title": f"t{n}"}).json()["id"] for n in range(41)]
+        http.delete(f"/api/tasks/{ids[10]}").raise_for_status()  # t10 is lost
+    offsets: list[str] = []
+
+    async def asked(request: httpx.Request) -> None:
+        offsets.append(request.url.params["offset"])
+
+    async def check() -> checks.LossCheck:
+        hooks = {"request": [asked]}
+        async with httpx.AsyncClient(base_url=server.url, event_hooks=hooks) as client:
+            return await checks.check_losses(client, [(ids[n], f"t{n}") for n in (10, 25, 40)])
+
+    found = asyncio.run(check())
+    assert (found.lost_count, found.lost_titles, found.listed) == (1, ["t10"], 40)
+    assert offsets == ["0", "7", "14", "21"]  # the fourth page reaches t9: no further
 
 
 def test_on_a_terminal_a_live_progress_bar_is_shown(server: ServiceProcess) -> None:

@@ -1,16 +1,20 @@
-"""The client's pure parts: the operation mix, durations, percentiles, settings from env vars."""
+"""The client's pure parts: the operation mix, durations, percentiles, settings from env vars,
+and how the loss check pages through a scripted task list."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from support import page_of
 
 from services.cli import build_parser, main
-from services.client.checks import LossCheck
+from services.client import checks
+from services.client.checks import LossCheck, check_losses
 from services.client.cli import config_from_args
 from services.client.config import ClientConfig, parse_duration
 from services.client.plan import FORCED, Kind, Plan, operation_weights, task_title
@@ -179,6 +183,109 @@ def test_bad_options_are_refused_with_a_usage_error(
         build_parser("client").parse_args(["client", *argv])
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+class ScriptedTasks:
+    """``GET /api/tasks`` over ``count`` tasks titled ``t<id>``, paged as a task server does;
+    ``between`` runs after each answer (to change the list, or fail, meanwhile)."""
+
+    def __init__(self, count: int, between: Callable[[ScriptedTasks], None] = lambda s: None):
+        self.tasks = [{"id": n, "title": f"t{n}"} for n in range(1, count + 1)]
+        self.between = between
+        self.offsets: list[int] = []
+        self.failures = 0
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.failures:
+            self.failures -= 1
+            return httpx.Response(500, json={"error": "simulated"})
+        self.offsets.append(int(request.url.params["offset"]))
+        answer = page_of(self.tasks, request.url.params)
+        self.between(self)
+        return answer
+
+    async def check(self, kept_ids: list[int]) -> LossCheck:
+        transport = httpx.MockTransport(self.handle)
+        async with httpx.AsyncClient(base_url="http://b", transport=transport) as client:
+            return await check_losses(client, [(n, f"t{n}") for n in kept_ids])
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks, "PAGE", 10)
+    monkeypatch.setattr(checks, "OVERLAP", 3)
+    monkeypatch.setattr(checks, "LIST_RETRY_DELAY", 0)
+
+
+async def test_the_loss_check_reads_one_page_when_the_runs_tasks_are_the_newest(
+    small_pages: None,
+) -> None:
+    server = ScriptedTasks(1000)
+    check = await server.check([995, 998, 1000])
+    assert server.offsets == [0]
+    assert (check.lost_count, check.listed) == (0, 1000)  # listed: X-Total-Count
+
+
+async def test_the_loss_check_pages_back_to_the_oldest_kept_task_and_no_further(
+    small_pages: None,
+) -> None:
+    server = ScriptedTasks(100)
+    del server.tasks[69]  # task 70 is lost
+    check = await server.check([70, 75, 99])
+    assert server.offsets == [0, 7, 14, 21]  # the fourth page reaches task 69: no further
+    assert (check.lost_count, check.lost_titles, check.listed) == (1, ["t70"], 99)
+
+
+async def test_tasks_deleted_between_two_pages_hide_no_kept_task(small_pages: None) -> None:
+    def other_clients_delete_their_newest_extras(server: ScriptedTasks) -> None:
+        del server.tasks[-2:]
+
+    server = ScriptedTasks(100, other_clients_delete_their_newest_extras)
+    check = await server.check(list(range(60, 81)))
+    assert check.lost_count == 0 and check.error is None
+
+
+async def test_a_flaky_list_is_retried_page_by_page_and_a_dead_one_is_an_error(
+    small_pages: None,
+) -> None:
+    flaky = ScriptedTasks(30)
+    flaky.failures = checks.LIST_ATTEMPTS - 1
+    assert (await flaky.check([1])).lost_count == 0
+    dead = ScriptedTasks(30)
+    dead.failures = checks.LIST_ATTEMPTS
+    check = await dead.check([1])
+    assert check.lost_count is None and check.error is not None and "500" in check.error
+
+
+async def test_a_server_that_does_not_page_is_read_once_whole() -> None:
+    tasks = [{"id": n, "title": f"t{n}"} for n in range(1, 2001)]  # more than a page
+
+    def whole(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=tasks)  # oldest first, no X-Total-Count
+
+    transport = httpx.MockTransport(whole)
+    async with httpx.AsyncClient(base_url="http://b", transport=transport) as client:
+        check = await check_losses(client, [(1, "t1"), (2000, "t2000"), (2001, "t2001")])
+    assert (check.lost_count, check.lost_titles, check.listed) == (1, ["t2001"], 2000)
+
+
+async def test_a_list_in_the_mix_asks_for_the_newest_page_only() -> None:
+    """The list grows with every run; the emulated users never read it, so they ask for 20."""
+    asked: list[httpx.QueryParams] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            asked.append(request.url.params)
+            return httpx.Response(200, json=[])
+        if request.method == "POST":
+            return httpx.Response(201, json={"id": 1, "title": "t"})
+        return httpx.Response(200, json={})
+
+    config = ClientConfig(url="http://b", name="c", tasks=20, errors=0, concurrency=1)
+    transport = httpx.MockTransport(answer)
+    async with httpx.AsyncClient(base_url="http://b", transport=transport) as client:
+        await Load(config, client, Recorder()).run()
+    assert asked and set(map(str, asked)) == {"order=desc&limit=20"}
 
 
 def test_idempotency_keys_are_random_and_kept_across_a_creates_retries() -> None:

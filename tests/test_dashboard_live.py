@@ -6,7 +6,9 @@ for the module; the disconnection test starts and kills its own balancer process
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -14,13 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
-from support import ServiceProcess, free_port, wait_until
+from fixtures.dashboard.balancer import rendered
+from support import ACTED_ON, ServiceProcess, free_port, wait_until
 from textual.pilot import Pilot
 from textual.widgets import Button
 
+from dashboard.api import BalancerClient
 from dashboard.main import DashboardApp
 from dashboard.options import Options
+from dashboard.poll import TASKS_SHOWN
 
 TOKEN = "dashboard-test-token"
 SIZE = (100, 30)
@@ -202,3 +208,62 @@ async def test_a_refused_action_is_explained_in_words(stack: ServiceProcess) -> 
         )
         assert "refused: wrong or missing token" in messages[0]
     assert status(stack.url)["algorithm"] == app.status["algorithm"]
+
+
+async def test_every_answer_is_decoded_off_the_ui_thread(
+    stack: ServiceProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long task list or event log must never stall the screen while it is parsed."""
+    decoders: list[threading.Thread] = []
+    for module in (orjson, json):
+        real = module.loads
+
+        def recording(*args: Any, real: Any = real, **kwargs: Any) -> Any:
+            decoders.append(threading.current_thread())
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "loads", recording)
+    app = dashboard(stack.url)
+    async with app.run_test(size=SIZE) as pilot:
+        # Tasks are read last in a poll, after /status, /errors/stats and /events.
+        await until(pilot, lambda: app.tasks_panel.border_title != "Tasks: -", "the tasks")
+    assert len(decoders) >= 4  # /status, /errors/stats, /events, /tareas at least
+    assert threading.main_thread() not in decoders
+
+
+async def test_only_the_newest_tasks_are_read_with_the_stored_total(
+    stack: ServiceProcess,
+) -> None:
+    titles = [f"page-{n}" for n in range(TASKS_SHOWN + 1)]
+    with httpx.Client(base_url=stack.url) as http:
+        for title in titles:
+            http.post("/tareas", json={"title": title}).raise_for_status()
+        stored = int(http.get("/tareas?limit=0").headers["x-total-count"])
+    client = BalancerClient(stack.url)
+    try:
+        tasks = await client.tasks(TASKS_SHOWN)
+    finally:
+        await client.aclose()
+    assert tasks.total == stored > TASKS_SHOWN
+    assert [t["title"] for t in tasks.newest] == titles[::-1][:TASKS_SHOWN]
+
+
+async def test_a_hostile_title_and_path_from_the_stack_are_shown_escaped(
+    stack: ServiceProcess,
+) -> None:
+    title = "\x1b]0;pwned\x07 [/oops]"
+    httpx.post(stack.url + "/tareas", json={"title": title}).raise_for_status()
+    assert httpx.get(stack.url + "/%1b[5;41m%0d%0aFAKE").status_code == 404
+    app = dashboard(stack.url)
+    async with app.run_test(size=(240, 40)) as pilot:
+        tasks = await until(
+            pilot,
+            lambda: [x for x in rendered(app.tasks_panel) if "\\x1b]0;pwned\\x07 [/oops]" in x],
+            "the hostile title",
+        )
+        errors = await until(
+            pilot,
+            lambda: [x for x in rendered(app.errors_panel) if "GET /\\x1b[5;41m\\r\\nFAKE" in x],
+            "the hostile path",
+        )
+        assert not ACTED_ON.search("".join(tasks + errors))

@@ -1,5 +1,6 @@
 """Dashboard parts that need no running balancer: formatting, options, the client's
-read-only guard, event bookkeeping, and the layout with 1 to 16 servers at 100x30."""
+read-only guard, event bookkeeping, the layout with 1 to 16 servers at 100x30, and hostile
+text from the network shown plain and harmless."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import time
 
 import httpx
 import pytest
-from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded
+from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded, rendered, words
+from support import ACTED_ON
 from textual.widgets import Button
 from textual.widgets._footer import FooterKey
+from textual.widgets._toast import Toast
 
 from dashboard import format as fmt
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
@@ -19,7 +22,7 @@ from dashboard.i18n import EN, ES, Translator
 from dashboard.keys import KEYS, WRITE_ACTIONS
 from dashboard.main import DashboardApp
 from dashboard.options import Options, add_arguments, options_from_args, parse_options
-from dashboard.poll import Poller, backoff_delay
+from dashboard.poll import TASKS_SHOWN, Poller, backoff_delay
 from dashboard.widgets.panels import ErrorsPanel, EventsPanel
 
 
@@ -123,6 +126,17 @@ async def test_client_errors_are_words() -> None:
     await unreachable.aclose()
 
 
+async def test_a_transport_error_is_told_with_its_control_characters_escaped() -> None:
+    def garbled(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("illegal status line: \x1b]0;x\x07", request=request)
+
+    client = BalancerClient("http://b", transport=httpx.MockTransport(garbled))
+    with pytest.raises(Unreachable) as caught:
+        await client.status()
+    assert caught.value.message == "cannot reach the balancer: illegal status line: \\x1b]0;x\\x07"
+    await client.aclose()
+
+
 async def test_poller_reloads_events_when_the_balancer_restarts() -> None:
     balancer = FixtureBalancer()
     poller = Poller(BalancerClient("http://b", transport=balancer.transport))
@@ -145,9 +159,43 @@ async def test_secondary_answers_of_the_wrong_shape_are_ignored_not_fatal() -> N
     snapshot = await poller.fetch()
     assert snapshot.errors is None
     assert snapshot.new_events == [{"id": 3}]
-    assert snapshot.tasks == [task]
+    assert snapshot.tasks is not None and snapshot.tasks.newest == [task]
     balancer.answers["/events"] = [1, 2, 3]
     assert (await poller.fetch()).new_events == []
+
+
+async def test_tasks_are_read_newest_first_and_counted_from_x_total_count() -> None:
+    """Only the newest tasks the panel shows travel, however many are stored."""
+    balancer = FixtureBalancer()
+    newest = balancer.answers["/tareas"][::-1][:TASKS_SHOWN]
+
+    def paged(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/tareas":
+            return balancer.handle(request)
+        balancer.requests.append(request)
+        return httpx.Response(200, json=newest, headers={"X-Total-Count": "100000"})
+
+    poller = Poller(BalancerClient("http://b", transport=httpx.MockTransport(paged)))
+    tasks = (await poller.fetch()).tasks
+    asked = [r.url.params for r in balancer.requests if r.url.path == "/tareas"]
+    assert asked == [httpx.QueryParams({"order": "desc", "limit": str(TASKS_SHOWN)})]
+    assert tasks is not None and (tasks.total, tasks.newest) == (100_000, newest)
+
+
+async def test_a_server_that_does_not_page_still_shows_its_newest_tasks() -> None:
+    """The seed's API ignores the query: the whole list, oldest first, no X-Total-Count."""
+    balancer = FixtureBalancer()
+    whole = balancer.answers["/tareas"]
+
+    def unpaged(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/tareas":
+            return httpx.Response(200, json=whole)
+        return balancer.handle(request)
+
+    poller = Poller(BalancerClient("http://b", transport=httpx.MockTransport(unpaged)))
+    tasks = (await poller.fetch()).tasks
+    assert tasks is not None and tasks.total == len(whole) == 42
+    assert [t["id"] for t in tasks.newest] == list(range(42, 42 - TASKS_SHOWN, -1))
 
 
 def test_backoff_doubles_and_is_capped() -> None:
@@ -197,7 +245,7 @@ async def test_the_selected_server_is_marked_without_colour() -> None:
         await loaded(pilot)
         await pilot.press("down")
         await pilot.pause()
-        marks = [app.servers.get_cell(f"server{n}", "server")[0] for n in (1, 2, 3)]
+        marks = [app.servers.get_cell(f"server{n}", "server").plain[0] for n in (1, 2, 3)]
         assert marks == [" ", "▶", " "]
         assert app.servers.selected_server == "server2"
 
@@ -270,3 +318,84 @@ async def test_the_newest_event_stays_visible_when_the_panel_shrinks() -> None:
         await pilot.pause()
         assert panel.scroll_y == panel.max_scroll_y
         assert "10.0.0.40" in app.export_screenshot()
+
+
+def hostile_balancer() -> FixtureBalancer:
+    """The fixtures with a hostile task title, error path and event reason."""
+    balancer = FixtureBalancer()
+    balancer.answers["/tareas"].append(
+        {"id": 43, "title": "\x1b]0;pwned\x07", "completed": False, "server": "\x9b2J"}
+    )
+    recent = balancer.answers["/errors/stats"]["recent_errors"]
+    recent[0]["endpoint"] = "GET /\r\nFAKE"
+    events = balancer.answers["/events"]
+    hostile = {"id": 15, "kind": "discovery", "server": "s\u202eX", "reason": "\x1b[5;41mblink"}
+    events["events"].append(hostile)
+    events["last_id"] = 15
+    return balancer
+
+
+async def test_control_characters_from_the_network_are_shown_escaped() -> None:
+    app = fixture_app(balancer=hostile_balancer())
+    async with app.run_test(size=(240, 40)) as pilot:
+        await loaded(pilot)
+        tasks, errors, events = (
+            rendered(w) for w in (app.tasks_panel, app.errors_panel, app.events_panel)
+        )
+        assert any("#43 \\x9b2J \\x1b]0;pwned\\x07" in line for line in tasks)
+        assert any("GET /\\r\\nFAKE" in line for line in errors)
+        assert not any(line.lstrip("│ ").startswith("FAKE") for line in errors)  # no fake line
+        assert any("s\\u202eX: \\x1b[5;41mblink" in line for line in events)
+        for line in tasks + errors + events:
+            assert not ACTED_ON.search(line), repr(line)
+
+
+async def test_markup_from_the_network_is_shown_as_written() -> None:
+    balancer = FixtureBalancer()
+    balancer.answers["/status"]["algorithm"] = "[/oops]"
+    balancer.answers["/status"]["servers"][0]["name"] = "[@click=app.quit]x[/]"
+    balancer.answers["/tareas"].append(
+        {"id": 43, "title": "[bold red]x[/]", "completed": False, "server": "[/oops]"}
+    )
+    app = fixture_app(balancer=balancer)
+    async with app.run_test(size=(240, 40)) as pilot:
+        await loaded(pilot)
+        assert any("#43 [/oops] [bold red]x[/]" in line for line in rendered(app.tasks_panel))
+        assert rendered(app.query_one("#algorithm"))[0].strip() == "Algorithm: [/oops]"
+        assert any("▶ 1 [@click=app.quit]x[/]" in line for line in rendered(app.servers))
+        await pilot.press("f")  # the fault menu of the selected, oddly named, server
+        await pilot.pause()
+        title = rendered(app.screen.query_one("#fault-body"))[0]
+        assert "Fault mode for [@click=app.quit]x[/]" in title
+
+
+async def test_a_hostile_error_message_is_shown_plain_in_the_banner_and_a_notification() -> None:
+    message = "[/oops] \x1b[2J"
+    balancer = FixtureBalancer()
+    refuse = False
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method != "GET" or (refuse and request.url.path == "/status"):
+            return httpx.Response(409, json={"error": message})
+        return balancer.handle(request)
+
+    options = Options(url="http://b", token="t", refresh=0.25, lang="en")
+    app = DashboardApp(options, transport=httpx.MockTransport(answer))
+    async with app.run_test(size=(160, 40), notifications=True) as pilot:
+        await loaded(pilot)
+        await pilot.press("r")  # reset stats: refused with the message
+        toasts = await until_found(pilot, lambda: list(app.screen.query(Toast)))
+        toast = words(toasts[0])
+        assert "[/oops] \\x1b[2J" in toast and not ACTED_ON.search(toast)
+        refuse = True
+        await until_found(pilot, lambda: app.banner.display)
+        banner = words(app.banner)
+        assert "[/oops] \\x1b[2J" in banner and not ACTED_ON.search(banner)
+
+
+async def until_found(pilot, check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {check}"
+        await pilot.pause(0.05)
+    return found

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
 
@@ -37,7 +38,8 @@ class FaultScreen(ModalScreen[dict[str, Any] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="fault-body", classes="dialog") as body:
-            body.border_title = self.t("fault_title", server=self.server)
+            # The server's name is the balancer's: a title, never markup.
+            body.border_title = Content(self.t("fault_title", server=self.server))
             for number, (mode, _) in enumerate(FAULTS):
                 label = f"{number}  {self.t('fault_' + mode)}"
                 yield Button(label, action=f"screen.pick({number})", id=f"fault-{mode}")

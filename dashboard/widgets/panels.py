@@ -1,4 +1,8 @@
-"""The three panels under the server table: errors, tasks and the events timeline."""
+"""The three panels under the server table: errors, tasks and the events timeline.
+
+Their text comes from the network already ``printable`` (dashboard/api.py) and is only ever
+appended to ``Text``, never parsed as markup: a title ``[/oops]`` is shown as written.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,12 @@ from rich.text import Text
 from textual.widgets import RichLog, Static
 
 from dashboard import format as fmt
+from dashboard.api import TaskList
 from dashboard.i18n import Translator
 
 # The panels take every line left under the table: render more than fits, newest first,
-# and let the panel cut the oldest at its bottom edge.
+# and let the panel cut the oldest at its bottom edge (the poll reads the newest 40 tasks).
 RECENT_ERRORS_SHOWN = 10  # all that /errors/stats keeps
-TASKS_SHOWN = 40
 EVENTS_KEPT = 300
 
 
@@ -66,20 +70,20 @@ class TasksPanel(Static):
         self.border_title = t("tasks_title", count="-")
         self._shown: Any = None
 
-    def show(self, tasks: list[dict[str, Any]] | None) -> None:
+    def show(self, tasks: TaskList | None) -> None:
         if tasks is None:
             # Not read this poll: keep the list, and say why only if none was ever shown.
             if self._shown is None:
                 self._shown = "unavailable"
                 self.update(self.t("tasks_unavailable"))
             return
-        newest = tasks[-TASKS_SHOWN:][::-1]
-        key = (len(tasks), [(t.get("id"), t.get("completed"), t.get("title")) for t in newest])
+        newest = tasks.newest
+        key = (tasks.total, [(t.get("id"), t.get("completed"), t.get("title")) for t in newest])
         if key == self._shown:
             return
         self._shown = key
-        self.border_title = self.t("tasks_title", count=len(tasks))
-        if not tasks:
+        self.border_title = self.t("tasks_title", count=tasks.total)
+        if not newest:
             self.update(self.t("tasks_none"))
             return
         text = Text()

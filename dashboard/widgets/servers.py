@@ -1,4 +1,7 @@
-"""The server table: one row per server, updated cell by cell as values change."""
+"""The server table: one row per server, updated cell by cell as values change.
+
+A ``str`` cell would be read as markup, so a cell holding a server's name is ``Text``.
+"""
 
 from __future__ import annotations
 
@@ -164,11 +167,11 @@ class ServerTable(DataTable):
         if rows:
             self.move_cursor(row=min(cursor, len(rows) - 1))
 
-    def server_cell(self, index: int, name: str) -> str:
+    def server_cell(self, index: int, name: str) -> Text:
         """``▶ 1 server1``: the mark on the selected row, the number key for servers 1-9."""
         selected = self.selectable and index - 1 == self.cursor_row
         key = str(index) if index <= 9 else " "
-        return f"{MARK if selected else ' '} {key} {name}"
+        return Text(f"{MARK if selected else ' '} {key} {name}")
 
     def cells(self, index: int, server: dict[str, Any], bar: int) -> dict[str, Text | str]:
         name = str(server.get("name"))

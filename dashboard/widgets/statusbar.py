@@ -1,9 +1,14 @@
-"""The line under the header: connection, algorithm, refresh rate and the READ-ONLY badge."""
+"""The line under the header: connection, algorithm, refresh rate and the READ-ONLY badge.
+
+Labels are given ``Content``, not ``str``: the algorithm's name and the reason the balancer
+is unreachable come from the network and must never be read as markup.
+"""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.content import Content
 from textual.widgets import Label, Static
 
 from dashboard.i18n import Translator
@@ -29,7 +34,7 @@ class StatusBar(Horizontal):
     def _set(self, id: str, text: str) -> Label:
         label = self.query_one(f"#{id}", Label)
         if str(label.content) != text:
-            label.update(text)
+            label.update(Content(text))
         return label
 
     def show_connection(self, state: str) -> None:
@@ -56,4 +61,4 @@ class Banner(Static):
     def show(self, text: str | None) -> None:
         self.display = text is not None
         if text is not None and str(self.content) != text:
-            self.update(text)
+            self.update(Content(text))

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -16,6 +17,14 @@ HEALTH_POLL = 0.5  # seconds between two health probes
 LIST_ATTEMPTS = 8  # a list is safe to repeat; a flaky server should not hide the answer
 LIST_RETRY_DELAY = 0.25
 LOST_TITLES_SHOWN = 20
+# The loss check reads the list newest first, a page at a time, and stops as soon as it has
+# seen every task it looks for: the tasks of a long run are the newest, so a short run on a
+# big list reads one page. Each page re-reads the last OVERLAP tasks of the one before, as
+# tasks deleted meanwhile (other clients' extras) move the older ones up; MAX_PAGES bounds
+# the check against a server that ignores the offset.
+PAGE = 1000
+OVERLAP = 100
+MAX_PAGES = 1000
 
 
 async def wait_for_health(
@@ -59,24 +68,63 @@ class LossCheck:
     error: str | None = None
 
 
+class ListFailed(Exception):
+    """A page of the task list could not be read, after every attempt."""
+
+
 async def check_losses(client: httpx.AsyncClient, kept: list[tuple[int, str]]) -> LossCheck:
-    """List the tasks once (a few attempts) and look for each kept id with its own title."""
+    """Page through the tasks, newest first, until every kept id was seen, a page reaches
+    below the oldest kept id or the list ends; then look for each id with its own title."""
     check = LossCheck(checked=len(kept))
+    wanted = {task_id for task_id, _ in kept}
+    oldest = min(wanted, default=0)
+    present: dict[Any, Any] = {}
+    offset = 0
+    for _ in range(MAX_PAGES):
+        try:
+            page, total = await list_page(client, offset)
+        except ListFailed as error:
+            check.error = f"could not list the tasks / no se pudo listar las tareas: {error}"
+            return check
+        present.update((task.get("id"), task.get("title")) for task in page)
+        ids = [task_id for task in page if isinstance(task_id := task.get("id"), int)]
+        check.listed = len(page) if total is None else total
+        if (
+            total is None  # a server that does not page answered the whole list
+            or len(page) < PAGE
+            or wanted <= present.keys()
+            or min(ids, default=oldest) < oldest
+        ):
+            break
+        offset += PAGE - OVERLAP
+    else:
+        check.error = f"more than {MAX_PAGES} pages of tasks / más de {MAX_PAGES} páginas"
+        return check
+    lost = [title for task_id, title in kept if present.get(task_id) != title]
+    check.lost_count = len(lost)
+    check.lost_titles = sorted(lost)[:LOST_TITLES_SHOWN]
+    return check
+
+
+async def list_page(
+    client: httpx.AsyncClient, offset: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The tasks at ``offset`` from the newest and ``X-Total-Count`` (None if the server does
+    not page); up to LIST_ATTEMPTS attempts."""
+    query = {"order": "desc", "limit": PAGE, "offset": offset}
+    failure = ""
     for attempt in range(LIST_ATTEMPTS):
         if attempt:
             await asyncio.sleep(LIST_RETRY_DELAY)
         try:
-            response = await client.get(TASKS_PATH)
+            response = await client.get(TASKS_PATH, params=query)
             response.raise_for_status()
-            tasks = response.json()
-            present = {task.get("id"): task.get("title") for task in tasks}
-        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as error:
-            check.error = f"could not list the tasks / no se pudo listar las tareas: {error}"
+            page = response.json()
+        except (httpx.HTTPError, ValueError) as error:
+            failure = str(error)
             continue
-        lost = [title for task_id, title in kept if present.get(task_id) != title]
-        check.listed = len(tasks)
-        check.lost_count = len(lost)
-        check.lost_titles = sorted(lost)[:LOST_TITLES_SHOWN]
-        check.error = None
-        return check
-    return check
+        if isinstance(page, list) and all(isinstance(task, dict) for task in page):
+            total = response.headers.get("x-total-count", "")
+            return page, int(total) if total.isdigit() else None
+        failure = f"GET {TASKS_PATH} did not answer a list of tasks"
+    raise ListFailed(failure)

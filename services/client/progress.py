@@ -18,6 +18,7 @@ from rich.progress import (
 
 from services.client.config import ClientConfig
 from services.client.stats import Recorder, Snapshot
+from services.common import printable
 
 LIVE_REFRESH = 0.25  # seconds between two redraws of the live bar
 
@@ -29,7 +30,7 @@ def summary_line(config: ClientConfig, snap: Snapshot) -> str:
     else:
         done = f"tasks/tareas {snap.created}, {snap.elapsed:.0f}/{config.duration:g}s"
     shares = " ".join(
-        f"{name} {100.0 * count / snap.requests:.0f}%"
+        f"{printable(name)} {100.0 * count / snap.requests:.0f}%"  # from X-Upstream-Server
         for name, count in sorted(snap.servers.items())
     )
     return (

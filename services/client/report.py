@@ -1,4 +1,8 @@
-"""The final report: one dict (written as ``--json``) and its text rendering for people."""
+"""The final report: one dict (written as ``--json``) and its text rendering for people.
+
+The dict keeps what the servers sent; the rendering shows each text that came from the
+network (server names, answers, errors) ``printable`` and never as markup (``shown``).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from services.client.checks import LossCheck
 from services.client.config import ClientConfig
 from services.client.plan import Kind
 from services.client.stats import Recorder, percentile
+from services.common import printable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -113,6 +120,11 @@ def write_json(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def shown(text: object) -> str:
+    """Network text for a markup string: control characters escaped, brackets literal."""
+    return escape(printable(str(text)))
+
+
 def _statuses(counts: dict[str, int]) -> str:
     return ", ".join(f"{status}: {n}" for status, n in counts.items()) or "none / ninguno"
 
@@ -151,7 +163,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     servers.add_column("requests", justify="right")
     servers.add_column("%", justify="right")
     for name, row in report["servers"].items():
-        servers.add_row(name, str(row["requests"]), f"{row['percent']:.1f}")
+        servers.add_row(Text(printable(name)), str(row["requests"]), f"{row['percent']:.1f}")
     console.print(servers)
 
     errors = report["errors"]
@@ -166,11 +178,8 @@ def render_report(report: dict[str, Any], console: Console) -> None:
         + (f", retries / reintentos: {report['retries']}" if report["retries"] else "")
     )
     for sample in errors["unexpected_samples"]:
-        console.print(
-            f"  - {sample['kind']} -> {sample['status']} ({sample['server'] or '?'}):"
-            f" {sample['detail']}",
-            markup=False,
-        )
+        line = f"  - {sample['kind']} -> {sample['status']} ({sample['server'] or '?'}):"
+        console.print(printable(f"{line} {sample['detail']}"), markup=False)
     latency = report["latency_ms"]
     console.print(
         f"latency / latencia: p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms,"
@@ -191,7 +200,9 @@ def _render_tasks(report: dict[str, Any], console: Console) -> None:
         + (f", failed / fallidas: {tasks['failed']}" if tasks["failed"] else "")
     )
     if report["lost"] is None:
-        console.print(f"[red]lost / perdidas: unknown / desconocido[/] ({tasks['check_error']})")
+        console.print(
+            f"[red]lost / perdidas: unknown / desconocido[/] ({shown(tasks['check_error'])})"
+        )
     else:
         style = "red" if report["lost"] else "green"
         console.print(

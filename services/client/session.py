@@ -19,6 +19,7 @@ from services.client.progress import show_progress
 from services.client.report import EXIT_INTERRUPTED, build_report, render_report, write_json
 from services.client.runner import Load, make_client
 from services.client.stats import Recorder
+from services.common import printable
 
 EXIT_NO_BALANCER = 2
 
@@ -56,7 +57,7 @@ async def run_session(config: ClientConfig, console: Console, errors: Console) -
     async with make_client(config) as client:
         try:
             reason = await wait_for_health(
-                client, config.wait, lambda text: console.print(text, markup=False)
+                client, config.wait, lambda text: console.print(printable(text), markup=False)
             )
         except asyncio.CancelledError:
             errors.print("interrupted before the run started / interrumpido antes de empezar")
@@ -64,7 +65,7 @@ async def run_session(config: ClientConfig, console: Console, errors: Console) -
         if reason is not None:
             errors.print(
                 f"error: no balancer answered at {config.base_url}/health within"
-                f" {config.wait:g}s ({reason}) / ningún balanceador respondió en"
+                f" {config.wait:g}s ({printable(reason)}) / ningún balanceador respondió en"
                 f" {config.base_url}/health en {config.wait:g}s",
                 markup=False,
             )

@@ -1,4 +1,9 @@
-"""Where the processes' output goes: the terminal, prefixed and coloured, or one file each."""
+"""Where the processes' output goes: the terminal, prefixed and coloured, or one file each.
+
+A child writes to a pipe, so its lines hold no colours of its own; any control character in
+them came from the network (a task's title, a request path) and is shown escaped
+(``printable``), in the terminal and in the files a ``cat`` would send to one.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from typing import Protocol, TextIO
 
 from rich.console import Console
 from rich.text import Text
+
+from services.common import printable
 
 COLOURS = ("cyan", "green", "magenta", "yellow", "blue", "bright_red", "bright_cyan")
 LAUNCHER = "ticslab"
@@ -41,10 +48,11 @@ class ConsoleLogs:
         return self._colours[name]
 
     def line(self, name: str, text: str) -> None:
-        self.print(Text(f"{name:<{NAME_WIDTH}}| ", style=self.colour(name)) + Text(text))
+        prefix = Text(f"{name:<{NAME_WIDTH}}| ", style=self.colour(name))
+        self.print(prefix + Text(printable(text)))
 
     def note(self, text: str) -> None:
-        self.print(Text(f"{LAUNCHER:<{NAME_WIDTH}}| ", style="bold") + Text(text))
+        self.print(Text(f"{LAUNCHER:<{NAME_WIDTH}}| ", style="bold") + Text(printable(text)))
 
     def print(self, text: Text | str) -> None:
         if self._closed:
@@ -72,10 +80,10 @@ class FileLogs:
         return self._files[name]
 
     def line(self, name: str, text: str) -> None:
-        self._file(name).write(text + "\n")
+        self._file(name).write(printable(text) + "\n")
 
     def note(self, text: str) -> None:
-        self._file(LAUNCHER).write(text + "\n")
+        self._file(LAUNCHER).write(printable(text) + "\n")
 
     def close(self) -> None:
         for handle in self._files.values():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
+from services.common import log_config
 from services.launcher.api import supervisor_app
 from services.launcher.logs import LogSink
 from services.launcher.ports import holder, listening_socket, taken_ports
@@ -166,7 +167,10 @@ class Stack:
         sock = listening_socket(HOST)
         self.supervisor_url = f"http://{HOST}:{sock.getsockname()[1]}"
         config = uvicorn.Config(
-            supervisor_app(self.supervisor, self.token), log_level="warning", lifespan="off"
+            supervisor_app(self.supervisor, self.token),
+            log_level="warning",
+            log_config=log_config(),
+            lifespan="off",
         )
         api = uvicorn.Server(config)
         api_task = asyncio.create_task(api.serve(sockets=[sock]))
