@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 
 
-def duration(seconds: float | None) -> str:
+def real(value: object) -> float | None:
+    """``value`` if it is a finite number, else None: the API's numbers are shown as "-" when
+    a misbehaving balancer sends text, null or NaN in their place, never a crash."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def duration(given: object) -> str:
     """``42s``, ``12m03s``, ``3h05m``, ``2d04h``: at most six characters."""
-    if seconds is None:
+    if (seconds := real(given)) is None:
         return "-"
     total = int(max(seconds, 0))
     if total < 60:
@@ -25,9 +34,9 @@ def duration(seconds: float | None) -> str:
     return f"{days}d{hours:02d}h"
 
 
-def share_bar(percent: float | None, width: int = 5) -> str:
+def share_bar(given: object, width: int = 5) -> str:
     """A bar of ``width`` cells plus the percentage, e.g. ``███░░  62%``."""
-    if percent is None:
+    if (percent := real(given)) is None:
         return " " * width + "    -"
     percent = min(max(percent, 0.0), 100.0)
     filled = round(percent / 100 * width)
@@ -36,7 +45,7 @@ def share_bar(percent: float | None, width: int = 5) -> str:
 
 def sparkline(values: Sequence[float], width: int = 6) -> str:
     """The last ``width`` values as block characters scaled to the largest one."""
-    recent = list(values)[-width:]
+    recent = [real(v) or 0.0 for v in list(values)[-width:]]
     top = max(recent, default=0.0)
     if top <= 0:
         return (SPARK_BLOCKS[0] * len(recent)).rjust(width)
@@ -44,9 +53,9 @@ def sparkline(values: Sequence[float], width: int = 6) -> str:
     return "".join(SPARK_BLOCKS[round(v / top * last)] for v in recent).rjust(width)
 
 
-def number(value: float | None) -> str:
+def number(given: object) -> str:
     """Compact: ``7``, ``41.5``, ``950``, ``12.3k``."""
-    if value is None:
+    if (value := real(given)) is None:
         return "-"
     if abs(value) >= 10_000:
         return f"{value / 1000:.0f}k"
@@ -57,9 +66,9 @@ def number(value: float | None) -> str:
     return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
 
 
-def local_time(stamp: str | None) -> str:
+def local_time(stamp: object) -> str:
     """``HH:MM:SS`` in local time from an ISO 8601 UTC stamp; the raw text if unparsable."""
-    if not stamp:
+    if not stamp or not isinstance(stamp, str):
         return "--:--:--"
     try:
         moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))

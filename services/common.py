@@ -80,7 +80,8 @@ def log_config() -> dict[str, Any]:
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["filters"] = {"printable": {"()": PrintableLog}}
-    config["handlers"]["default"]["filters"] = ["printable"]
+    for handler in ("default", "access"):  # access lines carry request paths, if turned on
+        config["handlers"][handler]["filters"] = ["printable"]
     config["loggers"]["ticslab"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
 

@@ -213,7 +213,7 @@ def test_hung_server_is_marked_down_and_no_request_waits_past_one_retry(stack) -
 def test_a_server_that_cannot_store_tasks_leaves_rotation_saying_why(stack) -> None:
     """A task server's /health tells the truth about its storage, and the balancer shows its
     reason (last check, DOWN event) instead of a bare 503."""
-    balancer, servers, tasks_file = stack
+    balancer, _, tasks_file = stack
     lock = tasks_file.with_name(tasks_file.name + ".lock")
     lock.unlink(missing_ok=True)
     lock.mkdir()  # the lock file cannot be opened (as one owned by another user)

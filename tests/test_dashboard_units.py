@@ -54,6 +54,15 @@ def test_duration(seconds: float | None, text: str) -> None:
     assert fmt.duration(seconds) == text
 
 
+@pytest.mark.parametrize("hostile", ["12", "[/x]", float("nan"), float("inf"), True, [1], {}])
+def test_numbers_that_are_not_numbers_show_as_missing(hostile: object) -> None:
+    """A misbehaving balancer's /status can put anything where a number goes."""
+    assert fmt.number(hostile) == fmt.duration(hostile) == "-"
+    assert fmt.share_bar(hostile, width=4) == fmt.share_bar(None, width=4)
+    assert fmt.sparkline([hostile, 2], width=2) == "▁█"
+    assert fmt.local_time(hostile if not isinstance(hostile, str) else None) == "--:--:--"
+
+
 def test_share_bar_and_sparkline_have_fixed_width() -> None:
     assert fmt.share_bar(50.0, width=4) == "██░░  50%"
     assert fmt.share_bar(250.0, width=4) == "████ 100%"

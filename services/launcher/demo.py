@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         stack.start()
     except StartError as error:
-        console.print(f"could not start the stack: {error} (see {log_dir}/)")
+        # The error names other programs (a port's holder): text, never markup.
+        console.print(f"could not start the stack: {error} (see {log_dir}/)", markup=False)
         logs.close()
         return 1
     leaving = [sig for sig in up.stop_signals() if sig != signal.SIGINT]  # Ctrl+C: a key there
