@@ -3,7 +3,9 @@ is undone, and nothing about storage is hidden from /health or starves it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from support import ServiceProcess, taskserver, wait_until
 
 from services.taskserver import storage
 from services.taskserver.storage import MAX_TASK_ID, TaskStore
+from services.taskserver.writers import WriteQueue
 
 FORMAT = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
@@ -237,3 +240,151 @@ def test_a_huge_id_in_a_path_is_not_found(tmp_path: Path) -> None:
             assert answer.status_code == 404 and "no task" in answer.json()["error"]
     finally:
         server.close()
+
+
+def test_a_full_read_that_races_an_append_is_never_taken_for_a_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader takes no lock: if another server appends between its stat and its read, the
+    bytes it read are not the version it stat'ed, and it must not remember them as such."""
+    path = tmp_path / "tasks.json"
+    writer, reader = TaskStore(path, "server1"), TaskStore(path, "server2")
+    writer.prepare()
+    writer.create("one")
+    real_pread = storage._pread
+    raced: list[bool] = []
+
+    def pread_after_an_append(fd: int, length: int, offset: int, where: Path) -> bytes:
+        if offset == 0 and not raced:
+            raced.append(True)
+            writer.create("appended meanwhile")
+        return real_pread(fd, length, offset, where)
+
+    monkeypatch.setattr(storage, "_pread", pread_after_an_append)
+    assert [task["title"] for task in reader.list()] == ["one", "appended meanwhile"]
+    monkeypatch.setattr(storage, "_pread", real_pread)
+    writer.create("three")
+    assert [task["title"] for task in reader.list()] == ["one", "appended meanwhile", "three"]
+    assert reader.problem() is None
+    assert reader.create("four")[0]["id"] == 4
+
+
+def test_an_append_whose_fsync_fails_is_cut_back_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was never answered 201, and its bytes may never reach the disk."""
+    path = tmp_path / "tasks.json"
+    store = TaskStore(path, "server1")
+    store.prepare()
+    store.create("one")
+    before = path.read_bytes()
+    real_fsync, calls = os.fsync, []
+
+    def failing_second_fsync(fd: int) -> None:  # the journal's passes, the file's fails
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_second_fsync)
+    with pytest.raises(storage.TasksFileError, match="Input/output error"):
+        store.create("two")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert path.read_bytes() == before
+    assert store.create("three")[0]["id"] == 3  # id 2 stays reserved: never given twice
+
+
+def test_a_rewrite_makes_the_journal_durably_empty_before_it_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Emptying the journal after an append is not fsynced, so a power cut can bring back a
+    record; it must never outlive the version it names, since a rewrite may reuse that inode
+    number and the record would then cut the new file."""
+    path = tmp_path / "tasks.json"
+    store = TaskStore(path, "server1")
+    store.prepare()
+    assert (tmp_path / "tasks.json.journal").exists()  # created by prepare, durably
+    store.create("one")
+    store.create("two")
+    opened: dict[int, str] = {}
+    steps: list[str] = []
+    real_open, real_fsync, real_replace = os.open, os.fsync, os.replace
+
+    def recording_open(name: str | Path, *args: object) -> int:
+        fd = real_open(name, *args)  # type: ignore[arg-type]
+        opened[fd] = Path(name).name
+        return fd
+
+    def recording_fsync(fd: int) -> None:
+        steps.append(f"fsync {opened.get(fd, '?')}")
+        real_fsync(fd)
+
+    def recording_replace(source: str | Path, target: str | Path) -> None:
+        steps.append(f"rename over {Path(target).name}")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "open", recording_open)
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    store.update(1, {"title": "uno"})
+    assert steps.index("fsync tasks.json.journal") < steps.index("rename over tasks.json")
+    assert (tmp_path / "tasks.json.journal").read_bytes() == b""
+
+
+@pytest.mark.parametrize("record", ["{inode} 1", "{inode} 0", "x y", "1 2 3", "-5 9"])
+def test_a_journal_we_did_not_write_is_ignored(tmp_path: Path, record: str) -> None:
+    path = tmp_path / "tasks.json"
+    store = TaskStore(path, "server1")
+    store.prepare()
+    store.create("one")
+    journal = record.format(inode=path.stat().st_ino)
+    (tmp_path / "tasks.json.journal").write_text(journal)
+    assert store.create("two")[0]["id"] == 2
+    assert store.problem() is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"id": 1, "title": "a", "idempotency_key": [1]}, "idempotency_key that is not text"),
+        ({"id": 1, "title": "a", "idempotency_key": "k", "request_digest": 7}, "request_digest"),
+    ],
+)
+def test_odd_private_fields_in_a_hand_edited_file_are_a_clear_503(
+    tmp_path: Path, entry: dict, problem: str
+) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_bytes(orjson.dumps([entry]))
+    store = TaskStore(path, "server1")
+    assert problem in (store.problem() or "")
+    with pytest.raises(storage.TasksFileError, match=problem):
+        store.list()
+
+
+def test_a_key_on_a_hand_edited_task_without_fields_is_compared_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_bytes(orjson.dumps([{"id": 1, "idempotency_key": "k"}]))
+    store = TaskStore(path, "server1")
+    with pytest.raises(storage.KeyReused):
+        store.create("a", idempotency_key="k")
+
+
+def test_a_hold_also_holds_the_stores_writer_lock() -> None:
+    """So a read that would take the file lock to wait out another server's append cannot
+    take it while this process is about to be frozen."""
+    lock = threading.Lock()
+
+    async def hold_then_end() -> list[bool]:
+        queue = WriteQueue(lock)
+        seen = [lock.locked()]
+        assert await queue.hold(5.0) is not None
+        seen.append(lock.locked())
+        queue.end_hold()
+        await asyncio.sleep(0)  # the release timer runs on the next loop turn
+        await asyncio.sleep(0.01)
+        seen.append(lock.locked())
+        return seen
+
+    assert asyncio.run(hold_then_end()) == [False, True, False]

@@ -90,7 +90,7 @@ def create_app(settings: Settings) -> Starlette:
     errors = ErrorLog()
     metrics = Metrics(store.count)
     uptime = Uptime()
-    writes = WriteQueue()
+    writes = WriteQueue(store.writer_lock)
 
     async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
         return await to_thread.run_sync(function, *args)
@@ -278,10 +278,10 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _key_reused(request: Request, exc: Exception) -> Response:
-    """The IETF Idempotency-Key draft's answer to a key reused with a different request."""
-    assert isinstance(exc, KeyReused)
+    """The IETF Idempotency-Key draft's answer to a key reused with a different request (the
+    key is not repeated: error messages are shown on the public /errors/stats)."""
     message = (
-        f"the Idempotency-Key {exc.key!r} was already used to create a different task; "
+        "this Idempotency-Key was already used to create a different task; "
         "send a new key with each new task"
     )
     return json_error(422, message)

@@ -70,16 +70,12 @@ class TaskNotFound(LookupError):
 class KeyReused(Exception):
     """An Idempotency-Key sent again with a different task: refused, never merged."""
 
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
 
 Signature = tuple[int, int, int]  # st_ino, st_size, st_mtime_ns
 NOTHING_READ: Signature = (0, 0, 0)
 
 
-def request_digest(title: str, completed: bool) -> str:
+def request_digest(title: Any, completed: Any) -> str:
     """What a create asked for, so a repeated key can be told from a reused one."""
     canonical = orjson.dumps({"completed": completed, "title": title})
     return hashlib.sha256(canonical).hexdigest()[:32]
@@ -95,7 +91,9 @@ class TaskStore:
     def __init__(self, path: Path, server: str) -> None:
         self.path = path
         self.server = server
-        self._writer_lock = threading.Lock()  # writers of this process queue here
+        # Every taker of the file lock in this process holds this first; holding it (a
+        # quiesce, writers.py) therefore means this process will not take the file lock.
+        self.writer_lock = threading.Lock()
         self._cache_lock = threading.Lock()  # guards what follows; never held while waiting
         self._file_lock = FileLock(path.with_name(path.name + ".lock"), timeout=0)
         # The highest id ever handed out: deleting the newest task must not free its id.
@@ -116,6 +114,9 @@ class TaskStore:
                 leftover.unlink(missing_ok=True)
             if not self.path.exists():
                 self._rewrite([])
+            if not self._journal_path.exists():  # created once, its folder entry made durable
+                self._clear_journal(durable=True)
+                _fsync_folder(self.path.parent)
 
     def page(
         self, offset: int = 0, limit: int | None = None, newest_first: bool = False
@@ -168,11 +169,11 @@ class TaskStore:
                 "server": self.server,
             }
             private = {KEY_FIELD: idempotency_key, DIGEST_FIELD: digest} if idempotency_key else {}
+            self._remember_last_id(task_id)  # first: a crash after the write cannot free the id
             if self._appendable():
                 self._append(task, private)
             else:
                 self._rewrite([*self._stored(), {**task, **private}])
-            self._remember_last_id(task_id)
             return task, False
 
     def update(self, task_id: int, changes: dict[str, Any]) -> Task:
@@ -242,8 +243,8 @@ class TaskStore:
             return None
         task, stored = self._by_id[task_id], self._private[task_id].get(DIGEST_FIELD)
         # Tasks stored before digests were kept: compare with what the task still says.
-        if (stored or request_digest(task["title"], task["completed"])) != digest:
-            raise KeyReused(key)
+        if (stored or request_digest(task.get("title"), task.get("completed"))) != digest:
+            raise KeyReused
         return task
 
     def _with_private(self, task: Task) -> Task:
@@ -290,12 +291,14 @@ class TaskStore:
             raise TasksFileError(self.path, f"cannot be opened: {error.strerror}") from None
         try:
             stat = os.fstat(fd)
-            signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            signature = _signature(stat)
             if not exact and self._unchanged(fd, signature):
                 return
             if not exact and self._read_appended(fd, signature):
                 return
-            raw = _read_all(fd, self.path)
+            raw = _pread(fd, stat.st_size, 0, self.path)
+            if _signature(os.fstat(fd)) != signature:  # another server appended meanwhile
+                raise TasksFileError(self.path, "changed while it was read; read it again")
         finally:
             os.close(fd)
         entries = _parse(raw, self.path)  # before forgetting: a failed read keeps memory
@@ -319,6 +322,8 @@ class TaskStore:
         if not self._appendable() or inode != old_inode or size <= old_size:
             return False
         start = old_size - len(self._tail)
+        if start < 0:  # never: the tail is the file's last bytes; but never read before 0
+            return False
         data = _pread(fd, size - start, start, self.path)
         head = len(self._tail) - len(CLOSING)
         if data[:head] != self._tail[:head] or data[head : head + 1] != b",":
@@ -348,7 +353,7 @@ class TaskStore:
         """The right to change the file: this process's writers queue on a thread lock, then
         the cross-process file lock, then the cache lock (so readers wait only for the change).
         An append a crash left half-done is undone first."""
-        if not self._writer_lock.acquire(timeout=wait):
+        if not self.writer_lock.acquire(timeout=wait):
             raise TasksFileError(self.path, f"a write here waited more than {wait:g} s")
         try:
             try:
@@ -366,7 +371,7 @@ class TaskStore:
             finally:
                 self._file_lock.release()
         finally:
-            self._writer_lock.release()
+            self.writer_lock.release()
 
     def _append(self, task: Task, private: dict[str, str]) -> None:
         """Write ``task`` before the closing bracket, in place (the journal makes it undoable)."""
@@ -386,15 +391,13 @@ class TaskStore:
                 os.close(fd)
         except OSError as error:
             with contextlib.suppress(OSError):  # else the next lock holder undoes it
-                self._undo_append(inode, size)
+                self._undo_append(inode, size, keep_whole=False)  # never answered: cut it
                 self._clear_journal()
             self._forget()
             raise TasksFileError(self.path, f"cannot be written: {error.strerror}") from None
         self._clear_journal()
         self._index([{**task, **private}])
-        self._seen(
-            (stat.st_ino, stat.st_size, stat.st_mtime_ns), self._tail[: -len(CLOSING)] + added
-        )
+        self._seen(_signature(stat), self._tail[: -len(CLOSING)] + added)
 
     def _rewrite(self, entries: list[Task]) -> None:
         """Replace the file atomically (temporary file, fsync, rename, fsync the folder) and
@@ -402,6 +405,9 @@ class TaskStore:
         raw = orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
         try:
+            # A journal must never outlive the version it names: the new file may even get
+            # the old inode number back, and a stale journal would then cut it.
+            self._clear_journal(durable=True)
             with open(temporary, "xb") as handle:
                 handle.write(raw)
                 handle.flush()
@@ -417,12 +423,15 @@ class TaskStore:
         self._forget()
         self._index(entries)  # pops the private fields, which only copies carry
         self._next_id = max(self._next_id, next_id)
-        self._seen((stat.st_ino, stat.st_size, stat.st_mtime_ns), raw)
+        self._seen(_signature(stat), raw)
 
     def _remember_last_id(self, task_id: int) -> None:
-        """Best effort: without it, ids stay unique among stored tasks (max id + 1)."""
+        """Best effort (without it, ids stay unique among stored tasks: max id + 1), but
+        never half-written: a temporary file renamed over it."""
+        temporary = self._last_id_path.with_name(self._last_id_path.name + ".tmp")
         with contextlib.suppress(OSError):
-            self._last_id_path.write_bytes(str(task_id).encode())
+            temporary.write_bytes(str(task_id).encode())
+            os.replace(temporary, self._last_id_path)
 
     # -- the journal: undoing an append a crash cut short ----------------------------------
 
@@ -438,11 +447,20 @@ class TaskStore:
         finally:
             os.close(fd)
 
-    def _clear_journal(self) -> None:
-        """An empty journal: no append in flight. Not fsynced: a journal that survives a power
-        cut after a complete append only makes the next lock holder check that append."""
-        with contextlib.suppress(OSError):  # the next append overwrites it anyway
-            os.truncate(self._journal_path, 0)
+    def _clear_journal(self, durable: bool = False) -> None:
+        """An empty journal: no append in flight. After an append it is not fsynced (a journal
+        that survives a power cut only makes the next lock holder check that whole append);
+        ``durable`` before a rewrite, which must leave no journal behind."""
+        if not durable:
+            with contextlib.suppress(OSError):  # the next append overwrites it anyway
+                os.truncate(self._journal_path, 0)
+            return
+        fd = os.open(self._journal_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _journal_pending(self) -> bool:
         try:
@@ -465,22 +483,24 @@ class TaskStore:
             return
         inode, size = int(record[0]), int(record[1])
         try:
-            self._undo_append(inode, size)
+            self._undo_append(inode, size, keep_whole=True)
         except OSError as error:
             raise TasksFileError(self.path, f"cannot be repaired: {error.strerror}") from None
         self._clear_journal()
 
-    def _undo_append(self, inode: int, size: int) -> None:
-        """Cut the file back to ``size`` bytes unless the append after them is whole."""
+    def _undo_append(self, inode: int, size: int, keep_whole: bool) -> None:
+        """Cut the file back to ``size`` bytes, unless ``keep_whole`` and the append after
+        them is whole (a crash after its write: it is kept, and made durable)."""
         with contextlib.suppress(FileNotFoundError), open(self.path, "r+b") as handle:
             stat = os.fstat(handle.fileno())
-            if stat.st_ino != inode or stat.st_size < size - len(CLOSING):
-                return  # replaced or cut by hand since: the journal is stale
+            if size < len(CLOSING) or stat.st_ino != inode or stat.st_size < size - len(CLOSING):
+                return  # replaced or cut by hand since (or not a journal we wrote): stale
             handle.seek(size - len(CLOSING))
             after = handle.read()
             whole = after[:1] == b"," and after.endswith(CLOSING)
-            if whole and _new_tasks(after[1:], {}) is not None:
-                return  # the append is whole (the crash came after its fsync)
+            if keep_whole and whole and _new_tasks(after[1:], {}) is not None:
+                os.fsync(handle.fileno())  # the writer may have died before its fsync
+                return
             handle.seek(size - len(CLOSING))
             handle.write(CLOSING)
             handle.truncate(size)
@@ -496,25 +516,23 @@ def _new_tasks(data: bytes, known: dict[int, Task]) -> list[Task] | None:
         added = orjson.loads(b"[" + data)
     except orjson.JSONDecodeError:
         return None
-    ids = [task.get("id") if isinstance(task, dict) else None for task in added]
-    if not ids or len(set(ids)) != len(ids):
+    if not isinstance(added, list) or not added or _problem_in(added):
         return None
-    fresh = all(type(i) is int and 0 < i <= MAX_TASK_ID and i not in known for i in ids)
-    return added if fresh else None
+    return added if all(task["id"] not in known for task in added) else None
+
+
+def _signature(stat: os.stat_result) -> Signature:
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _pread(fd: int, length: int, offset: int, path: Path) -> bytes:
+    """``length`` bytes from ``offset``, or fewer if the file is shorter."""
+    chunks: list[bytes] = []
     try:
-        return os.pread(fd, length, offset)
-    except OSError as error:
-        raise TasksFileError(path, f"cannot be read: {error.strerror}") from None
-
-
-def _read_all(fd: int, path: Path) -> bytes:
-    chunks = []
-    try:
-        while chunk := os.read(fd, 1 << 20):
+        while length > 0 and (chunk := os.pread(fd, min(length, 1 << 20), offset)):
             chunks.append(chunk)
+            offset += len(chunk)
+            length -= len(chunk)
     except OSError as error:
         raise TasksFileError(path, f"cannot be read: {error.strerror}") from None
     return b"".join(chunks)
@@ -530,17 +548,27 @@ def _parse(raw: bytes, path: Path) -> list[Task]:
         raise TasksFileError(path, f"is not valid JSON ({error}); fix or reset it") from None
     if not isinstance(data, list):
         raise TasksFileError(path, "must hold a JSON array of tasks, like []")
+    if problem := _problem_in(data):
+        raise TasksFileError(path, problem)
+    return data
+
+
+def _problem_in(entries: list[Any]) -> str | None:
+    """What makes ``entries`` not a list of stored tasks, or None."""
     seen: set[int] = set()
-    for position, task in enumerate(data):
+    for position, task in enumerate(entries):
         task_id = task.get("id") if isinstance(task, dict) else None
         if type(task_id) is not int:
-            raise TasksFileError(path, f"item {position} is not a task with an integer id")
+            return f"item {position} is not a task with an integer id"
         if not 0 < task_id <= MAX_TASK_ID:
-            raise TasksFileError(path, f"task id {task_id} is not between 1 and {MAX_TASK_ID}")
+            return f"task id {task_id} is not between 1 and {MAX_TASK_ID}"
         if task_id in seen:
-            raise TasksFileError(path, f"task id {task_id} appears twice")
+            return f"task id {task_id} appears twice"
         seen.add(task_id)
-    return data
+        for field in (KEY_FIELD, DIGEST_FIELD):
+            if not isinstance(task.get(field, ""), str | None):
+                return f"task {task_id} has a {field} that is not text"
+    return None
 
 
 def _storage_problem(path: Path, lock_file: str) -> str | None:
@@ -552,6 +580,12 @@ def _storage_problem(path: Path, lock_file: str) -> str | None:
         os.close(os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644))
     except OSError as error:
         return f"{path}: its lock file {lock_file} cannot be opened: {error.strerror}"
+    try:
+        os.close(os.open(path, os.O_WRONLY))
+    except FileNotFoundError:
+        pass  # the next write creates it
+    except OSError as error:
+        return f"{path}: cannot be opened for writing: {error.strerror}"
     try:
         disk = os.statvfs(path.parent)
     except OSError:

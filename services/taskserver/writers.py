@@ -5,13 +5,16 @@ forever, if it is frozen). Waiting in a worker thread would let 40 queued writes
 thread of the pool, and then no read or ``/health`` could run. So writes queue here, on an
 asyncio lock, and only the one at the front occupies a thread.
 
-A hold (``POST /admin/quiesce``) takes the same turn for a few seconds, so this process holds
-no file lock while it is paused (``docker pause``, SIGSTOP).
+A hold (``POST /admin/quiesce``) takes the same turn for a few seconds, and the store's
+writer lock, which every taker of the file lock in this process holds first (a read that
+must wait out another server's append too), so this process holds no file lock while it is
+paused (``docker pause``, SIGSTOP).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,8 +35,9 @@ class QueueTimeout(Exception):
 class WriteQueue:
     """One write at a time per process; holds keep writes out for a while."""
 
-    def __init__(self) -> None:
+    def __init__(self, writer_lock: threading.Lock) -> None:
         self._turn = asyncio.Lock()
+        self._writer_lock = writer_lock
         self._held_until = 0.0  # monotonic end of a hold; 0: no hold
         self._release: asyncio.TimerHandle | None = None
 
@@ -56,9 +60,14 @@ class WriteQueue:
         The release is a loop timer on the monotonic clock, which keeps running while the
         process is frozen, so a hold is over the moment a frozen process resumes."""
         if not self._held_until:
+            deadline = time.monotonic() + wait
             try:
                 await asyncio.wait_for(self._turn.acquire(), wait)
             except TimeoutError:
+                return None
+            left = max(0.0, deadline - time.monotonic())
+            if not await asyncio.to_thread(self._writer_lock.acquire, True, left):
+                self._turn.release()
                 return None
         self._held_until = max(self._held_until, time.monotonic() + seconds)
         self._schedule_release()
@@ -81,4 +90,5 @@ class WriteQueue:
     def _end(self) -> None:
         self._held_until = 0.0
         self._release = None
+        self._writer_lock.release()
         self._turn.release()
