@@ -58,7 +58,7 @@ EN: dict[str, str] = {
     "ev_control": "{server} {action} → {result} (by {who})",
     "ev_control_failed": "{server} {action} FAILED: {result} (by {who})",
     "ev_algorithm": "algorithm {from} → {to} (by {who})",
-    "ev_discovery": "{server}: {reason}",
+    "ev_discovery": "{server} {action}: {url} (by {who})",
     "ev_stats": "statistics reset (by {who})",
     "ev_other": "{kind}: {server} {reason}",
     # Keys (Footer and help).
@@ -180,7 +180,7 @@ ES: dict[str, str] = {
     "ev_control": "{server} {action} → {result} (por {who})",
     "ev_control_failed": "{server} {action} FALLÓ: {result} (por {who})",
     "ev_algorithm": "algoritmo {from} → {to} (por {who})",
-    "ev_discovery": "{server}: {reason}",
+    "ev_discovery": "{server} {action}: {url} (por {who})",
     "ev_stats": "estadísticas reiniciadas (por {who})",
     "ev_other": "{kind}: {server} {reason}",
     "key_toggle_n": "Iniciar/detener servidor",

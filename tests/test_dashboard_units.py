@@ -7,11 +7,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from string import Formatter
+from typing import Any
 
 import httpx
 import pytest
 from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded, rendered, words
-from support import ACTED_ON
+from starlette.applications import Starlette
+from support import ACTED_ON, free_port
 from textual.widgets import Button
 from textual.widgets._footer import FooterKey
 from textual.widgets._toast import Toast
@@ -24,6 +27,10 @@ from dashboard.main import DashboardApp
 from dashboard.options import Options, add_arguments, options_from_args, parse_options
 from dashboard.poll import TASKS_SHOWN, Poller, backoff_delay
 from dashboard.widgets.panels import ErrorsPanel, EventsPanel
+from services.balancer.balancer import Balancer
+from services.balancer.config import BalancerConfig
+from services.balancer.control import Control
+from services.balancer.events import KINDS
 
 
 def test_every_text_exists_in_both_languages() -> None:
@@ -302,16 +309,67 @@ async def test_a_slow_balancer_never_gets_overlapping_polls() -> None:
     assert most == 1
 
 
-def test_every_event_kind_reads_as_a_sentence() -> None:
-    panel = EventsPanel(Translator("es"))
-    start = {"kind": "start", "server": None, "algorithm": "random"}
-    start["servers"] = {"server1": "http://127.0.0.1:5001", "server2": "http://127.0.0.1:5002"}
-    first = {"kind": "state", "server": "server1", "from": None, "to": "UP", "reason": "ok"}
-    lines = [panel.render_event(event).plain for event in (start, first)]
-    assert lines == [
-        "--:--:-- balanceador iniciado: algoritmo random, servidores server1, server2",
-        "--:--:-- server1 → UP: ok",
-    ]
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_event_kind_the_balancer_declares_has_a_sentence_in_both_languages(
+    kind: str,
+) -> None:
+    """``KINDS`` is every kind ``EventLog.add`` accepts: one declared without an
+    ``ev_<kind>`` sentence would show as the catch-all ``ev_other``."""
+    assert EventsPanel.text_key({"kind": kind, "from": "UP"}) == f"ev_{kind}"
+    assert EN[f"ev_{kind}"] and ES[f"ev_{kind}"]
+
+
+async def events_of_every_kind() -> list[dict[str, Any]]:
+    """A real balancer's events, made by its real ``/control`` routes (in process, no driver)
+    and discovery calls; its one server is never reached and too few checks fail to count."""
+    backends = [("server1", f"http://127.0.0.1:{free_port()}")]
+    balancer = Balancer(BalancerConfig(backends=backends, fall=100))
+    control = Control(balancer, "secret", "none")
+    await balancer.start()
+    await control.start()
+    transport = httpx.ASGITransport(Starlette(routes=control.routes()))
+    auth = {"Authorization": "Bearer secret"}
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", headers=auth
+        ) as http:
+            assert (await http.post("/control/servers/server1/drain")).status_code == 200
+            assert (await http.post("/control/servers/server1/kill")).status_code == 409
+            answer = await http.put("/control/algorithm", json={"algorithm": "ip_hash"})
+            assert answer.status_code == 200
+            assert (await http.post("/control/stats/reset")).status_code == 200
+        balancer.add_server("server3", "http://ticslab-server3-1:5001", who="docker")
+        balancer.remove_server("server3", who="docker")
+    finally:
+        await control.stop()
+        await balancer.stop()
+    return balancer.events.since(0)
+
+
+async def test_every_event_the_balancer_emits_reads_with_its_own_fields() -> None:
+    events = await events_of_every_kind()
+    assert {event["kind"] for event in events} == set(KINDS)
+    for event in events:
+        key = EventsPanel.text_key(event)
+        carried = {name for name, value in event.items() if value is not None}
+        for catalog in (EN, ES):
+            formatted = {name for _, name, _, _ in Formatter().parse(catalog[key]) if name}
+            assert formatted <= carried, f"{key} shows {formatted - carried}, absent: {event}"
+    discovery = [event for event in events if event["kind"] == "discovery"]
+    shown = {
+        lang: [EventsPanel(Translator(lang)).render_event(e).plain[9:] for e in discovery]
+        for lang in ("en", "es")
+    }
+    assert shown == {
+        "en": [
+            "server3 added: http://ticslab-server3-1:5001 (by docker)",
+            "server3 removed: http://ticslab-server3-1:5001 (by docker)",
+        ],
+        "es": [
+            "server3 added: http://ticslab-server3-1:5001 (por docker)",
+            "server3 removed: http://ticslab-server3-1:5001 (por docker)",
+        ],
+    }
 
 
 async def test_the_newest_event_stays_visible_when_the_panel_shrinks() -> None:
@@ -330,7 +388,7 @@ async def test_the_newest_event_stays_visible_when_the_panel_shrinks() -> None:
 
 
 def hostile_balancer() -> FixtureBalancer:
-    """The fixtures with a hostile task title, error path and event reason."""
+    """The fixtures with a hostile task title, error path and discovered server."""
     balancer = FixtureBalancer()
     balancer.answers["/tareas"].append(
         {"id": 43, "title": "\x1b]0;pwned\x07", "completed": False, "server": "\x9b2J"}
@@ -338,7 +396,8 @@ def hostile_balancer() -> FixtureBalancer:
     recent = balancer.answers["/errors/stats"]["recent_errors"]
     recent[0]["endpoint"] = "GET /\r\nFAKE"
     events = balancer.answers["/events"]
-    hostile = {"id": 15, "kind": "discovery", "server": "s\u202eX", "reason": "\x1b[5;41mblink"}
+    hostile = {"id": 15, "kind": "discovery", "server": "s\u202eX", "action": "added"}
+    hostile |= {"url": "\x1b[5;41mblink", "who": "docker"}
     events["events"].append(hostile)
     events["last_id"] = 15
     return balancer
@@ -354,7 +413,7 @@ async def test_control_characters_from_the_network_are_shown_escaped() -> None:
         assert any("#43 \\x9b2J \\x1b]0;pwned\\x07" in line for line in tasks)
         assert any("GET /\\r\\nFAKE" in line for line in errors)
         assert not any(line.lstrip("│ ").startswith("FAKE") for line in errors)  # no fake line
-        assert any("s\\u202eX: \\x1b[5;41mblink" in line for line in events)
+        assert any("s\\u202eX added: \\x1b[5;41mblink" in line for line in events)
         for line in tasks + errors + events:
             assert not ACTED_ON.search(line), repr(line)
 

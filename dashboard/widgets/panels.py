@@ -13,7 +13,7 @@ from textual.widgets import RichLog, Static
 
 from dashboard import format as fmt
 from dashboard.api import TaskList
-from dashboard.i18n import Translator
+from dashboard.i18n import EN, Translator
 
 # The panels take every line left under the table: render more than fits, newest first,
 # and let the panel cut the oldest at its bottom edge (the poll reads the newest 40 tasks).
@@ -123,7 +123,7 @@ class EventsPanel(RichLog):
     def render_event(self, event: dict[str, Any]) -> Text:
         values = {
             key: event.get(key) if event.get(key) is not None else "-"
-            for key in ("server", "from", "to", "reason", "action", "result", "who", "kind")
+            for key in ("server", "from", "to", "reason", "action", "result", "who", "url", "kind")
         }
         values["algorithm"] = event.get("algorithm") or "-"
         values["servers"] = ", ".join(event.get("servers") or {}) or "-"
@@ -133,15 +133,15 @@ class EventsPanel(RichLog):
 
     @staticmethod
     def text_key(event: dict[str, Any]) -> str:
-        """The catalogue entry for an event of any kind docs/api.md lists."""
+        """``ev_<kind>`` or a variant of it; ``ev_other`` for a kind the catalogue lacks (a
+        newer balancer's), so an unknown kind is shown, never a crash."""
         kind = event.get("kind")
         if kind == "control" and event.get("ok") is False:
             return "ev_control_failed"
         if kind == "state" and event.get("from") is None:
             return "ev_state_first"  # a server's first verdict: nothing to change from
-        if kind in ("start", "state", "control", "algorithm", "discovery", "stats"):
-            return f"ev_{kind}"
-        return "ev_other"
+        key = f"ev_{kind}"
+        return key if key in EN else "ev_other"
 
     @staticmethod
     def style(event: dict[str, Any]) -> str:
