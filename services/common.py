@@ -33,6 +33,9 @@ from starlette.responses import JSONResponse
 # that may have reached a server again (docs/design/balancer.md, "Retries").
 KEYS_HEADER = "Idempotency-Key-Support"
 KEYS_SHARED = "shared"
+# The fault modes a task server can be put in (services/taskserver/faults.py): the balancer's
+# /control passes on only these, and the dashboard offers each.
+FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy")
 RECENT_ERRORS = 10
 # The course's scripts read these three keys; they are always present, even at zero.
 COURSE_ERROR_TYPES = ("400_BAD_REQUEST", "404_NOT_FOUND", "500_INTERNAL_ERROR")

@@ -26,17 +26,26 @@ from dashboard.keys import KEYS, WRITE_ACTIONS
 from dashboard.main import DashboardApp
 from dashboard.options import Options, add_arguments, options_from_args, parse_options
 from dashboard.poll import TASKS_SHOWN, Poller, backoff_delay
+from dashboard.screens.fault import CLASS_PARAMETERS, FAULTS
 from dashboard.widgets.panels import ErrorsPanel, EventsPanel
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig
 from services.balancer.control import Control
 from services.balancer.events import KINDS
+from services.common import FAULT_MODES
 
 
 def test_every_text_exists_in_both_languages() -> None:
     assert set(EN) == set(ES)
     assert all(ES[key] for key in ES)
     assert {key.text for key in KEYS} <= set(EN)
+
+
+def test_every_fault_mode_is_offered_with_a_text() -> None:
+    """The picker follows the task server's modes: a new mode needs its ``fault_<mode>``."""
+    assert [body["mode"] for _, body in FAULTS] == list(FAULT_MODES)
+    assert {f"fault_{mode}" for mode in FAULT_MODES} <= set(EN)
+    assert set(CLASS_PARAMETERS) <= set(FAULT_MODES)
 
 
 def test_error_types_are_named_in_the_chosen_language() -> None:

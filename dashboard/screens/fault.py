@@ -12,14 +12,18 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label
 
 from dashboard.i18n import Translator
+from services.common import FAULT_MODES
 
-# The modes of docs/api.md with the parameters used in class.
-FAULTS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("none", {"mode": "none"}),
-    ("error", {"mode": "error", "rate": 0.5}),
-    ("latency", {"mode": "latency", "ms": 300}),
-    ("hang", {"mode": "hang", "max_seconds": 30}),
-    ("unhealthy", {"mode": "unhealthy"}),
+# The parameters used in class, for the modes that take any; each mode's text in
+# dashboard/i18n.py (``fault_<mode>``) says them.
+CLASS_PARAMETERS: dict[str, dict[str, Any]] = {
+    "error": {"rate": 0.5},
+    "latency": {"ms": 300},
+    "hang": {"max_seconds": 30},
+}
+# Every mode a task server has, in its order: the body of each choice's ``PUT .../fault``.
+FAULTS: tuple[tuple[str, dict[str, Any]], ...] = tuple(
+    (mode, {"mode": mode, **CLASS_PARAMETERS.get(mode, {})}) for mode in FAULT_MODES
 )
 
 

@@ -35,6 +35,7 @@ from services.balancer.drivers import (
     choose_driver,
 )
 from services.common import (
+    FAULT_MODES,
     bearer_token,
     default_token_file,
     json_error,
@@ -43,7 +44,6 @@ from services.common import (
 )
 
 ADMIN_ACTIONS = {"drain": "DRAIN", "maint": "MAINT", "ready": "READY"}
-FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy")
 FAULT_TIMEOUT = 5.0
 # How long a server holds its writes before a pause: the driver must freeze it within this
 # (Docker answers in tens of ms); longer only delays writes after a quick unpause.

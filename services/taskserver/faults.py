@@ -16,10 +16,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.common import json_error
+from services.common import FAULT_MODES, json_error
 from services.taskserver.validation import InputError
 
-MODES = ("none", "error", "latency", "hang", "unhealthy")
 EXEMPT_PATHS = ("/admin/", "/metrics", "/errors/stats", "/info")
 MAX_LATENCY_MS = 60_000
 MAX_HANG_SECONDS = 600.0
@@ -46,8 +45,8 @@ class FaultState:
     def set(self, body: dict[str, Any]) -> dict[str, Any]:
         """Switch to the mode described by ``body`` (validated); releases held requests."""
         mode = body.get("mode")
-        if mode not in MODES:
-            raise InputError(f"'mode' must be one of {', '.join(MODES)}")
+        if mode not in FAULT_MODES:
+            raise InputError(f"'mode' must be one of {', '.join(FAULT_MODES)}")
         params: dict[str, Any] = {}
         if mode == "error":
             params["rate"] = _number(body, "rate", 0.0, 1.0)
