@@ -69,15 +69,19 @@ def pick_ip_hash(candidates: Sequence[Server], client: str) -> Server:
     return max(candidates, key=lambda server: _weight(client, server))
 
 
+# Name -> a fresh strategy: the one list of algorithms, in the order the dashboard cycles.
+STRATEGIES: dict[str, Callable[[], Pick]] = {
+    "random": lambda: pick_random,
+    "round_robin": round_robin,
+    "least_connections": lambda: pick_least_connections,
+    "response_time": lambda: pick_response_time,
+    "ip_hash": lambda: pick_ip_hash,
+}
+ALGORITHMS = tuple(STRATEGIES)
+
+
 def make(name: str) -> Pick:
     """A fresh strategy for ``name``; ValueError names the valid ones."""
-    factories: dict[str, Callable[[], Pick]] = {
-        "random": lambda: pick_random,
-        "round_robin": round_robin,
-        "least_connections": lambda: pick_least_connections,
-        "response_time": lambda: pick_response_time,
-        "ip_hash": lambda: pick_ip_hash,
-    }
-    if name not in factories:
-        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(factories)}")
-    return factories[name]()
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
+    return STRATEGIES[name]()

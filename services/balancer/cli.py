@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.balancer.config import ALGORITHMS, BalancerConfig, env_defaults, parse_backend
+from services.balancer.algorithms import ALGORITHMS
+from services.balancer.config import BalancerConfig, env_defaults, parse_backend
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from yarl import URL
 
+from services.balancer.algorithms import ALGORITHMS
 from services.common import allowed_hosts_from_env
 
-ALGORITHMS = ("random", "round_robin", "least_connections", "response_time", "ip_hash")
 DEFAULT_BACKENDS = "server1=http://127.0.0.1:5001,server2=http://127.0.0.1:5002"
 
 

@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from services.balancer.algorithms import ALGORITHMS
 from services.balancer.balancer import Balancer
-from services.balancer.config import ALGORITHMS
 from services.balancer.drivers import (
     DRIVER_ACTIONS,
     Driver,

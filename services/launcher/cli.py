@@ -12,7 +12,7 @@ from types import FrameType
 
 from rich.console import Console
 
-from services.balancer.config import ALGORITHMS
+from services.balancer.algorithms import ALGORITHMS
 from services.common import default_token_file, write_token_file
 from services.launcher.logs import ConsoleLogs
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
