@@ -1,9 +1,11 @@
 """The few pieces the task server and the balancer truly share.
 
 Both answer errors as JSON, both expose the course's ``/errors/stats`` shape, both guard
-write routes with a bearer token and both are served by uvicorn the same way. Every part that
-shows text from the network (the dashboard, the client's report, ``ticslab up``'s logs) shows
-it through ``printable``.
+write routes with a bearer token and both are served by uvicorn the same way. The names one
+service asks for and another carries out are here too: fault modes (balancer -> task server)
+and driver actions (balancer -> ``ticslab up``'s supervisor). Every part that shows text from
+the network (the dashboard, the client's report, ``ticslab up``'s logs) shows it through
+``printable``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import ipaddress
 import logging
 import os
 import re
+import signal
 import time
 import traceback
 from collections import Counter, deque
@@ -36,6 +39,14 @@ KEYS_SHARED = "shared"
 # The fault modes a task server can be put in (services/taskserver/faults.py): the balancer's
 # /control passes on only these, and the dashboard offers each.
 FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy")
+# What a driver does to a task server's container or process: the balancer's /control and
+# drivers, and the supervisor of ``ticslab up`` behind its local driver. The last two freeze
+# and thaw; a process can only where SIGSTOP and SIGCONT exist (not on Windows).
+FREEZE_ACTIONS = ("pause", "unpause")
+DRIVER_ACTIONS = ("stop", "start", "kill", "restart", *FREEZE_ACTIONS)
+CAN_FREEZE = hasattr(signal, "SIGSTOP")
+# The actions on a process of this machine (the supervisor's, so its local driver's too).
+LOCAL_ACTIONS = tuple(a for a in DRIVER_ACTIONS if CAN_FREEZE or a not in FREEZE_ACTIONS)
 RECENT_ERRORS = 10
 # The course's scripts read these three keys; they are always present, even at zero.
 COURSE_ERROR_TYPES = ("400_BAD_REQUEST", "404_NOT_FOUND", "500_INTERNAL_ERROR")

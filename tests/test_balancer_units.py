@@ -15,8 +15,10 @@ from services.balancer.app import OwnedPaths
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig, env_defaults, parse_backends
 from services.balancer.drivers import DriverUnsupported, choose_driver
+from services.balancer.drivers.docker import ACTION_REQUESTS, RESULTS
 from services.balancer.proxy import may_retry
 from services.balancer.server import Server
+from services.common import DRIVER_ACTIONS
 
 
 def servers(*names: str) -> list[Server]:
@@ -278,6 +280,10 @@ def test_driver_none_by_choice_says_so_and_how_to_get_one() -> None:
     message = str(refused.value)
     assert "'pause' needs a driver" in message and "set to none" in message
     assert "mount /var/run/docker.sock" in message and "`ticslab up`" in message
+
+
+def test_the_docker_driver_sends_and_names_every_driver_action() -> None:
+    assert set(ACTION_REQUESTS) == set(RESULTS) == set(DRIVER_ACTIONS)
 
 
 def test_each_servers_first_verdict_is_an_event_and_only_the_first() -> None:

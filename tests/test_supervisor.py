@@ -11,6 +11,7 @@ import pytest
 from support import pids_where
 from test_launcher import alive
 
+from services.common import DRIVER_ACTIONS
 from services.launcher.supervisor import ProcessSpec, Supervisor
 
 pytestmark = pytest.mark.skipif(
@@ -37,6 +38,11 @@ def with_marker(marker: str) -> list[int]:
 def sleeper(marker: str) -> ProcessSpec:
     code = f"import time; time.sleep(60)  # {marker}"
     return ProcessSpec("server1", "taskserver", [sys.executable, "-c", code], {})
+
+
+def test_the_supervisor_carries_out_every_driver_action() -> None:
+    """``act`` runs ``_<action>``: an action the drivers send needs its method here."""
+    assert all(callable(getattr(Supervisor, f"_{action}", None)) for action in DRIVER_ACTIONS)
 
 
 def test_concurrent_starts_of_one_server_spawn_one_process() -> None:

@@ -26,7 +26,6 @@ from starlette.routing import BaseRoute, Mount, Route
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.balancer import Balancer
 from services.balancer.drivers import (
-    DRIVER_ACTIONS,
     Driver,
     DriverFailure,
     DriverUnsupported,
@@ -35,6 +34,7 @@ from services.balancer.drivers import (
     choose_driver,
 )
 from services.common import (
+    DRIVER_ACTIONS,
     FAULT_MODES,
     bearer_token,
     default_token_file,

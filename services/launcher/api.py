@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.common import bearer_token, json_error, token_matches
-from services.launcher.supervisor import AVAILABLE_ACTIONS, ActionError, Supervisor
+from services.common import LOCAL_ACTIONS, bearer_token, json_error, token_matches
+from services.launcher.supervisor import ActionError, Supervisor
 
 
 def supervisor_app(supervisor: Supervisor, token: str) -> Starlette:
@@ -25,7 +25,7 @@ def supervisor_app(supervisor: Supervisor, token: str) -> Starlette:
         if not authorised(request):
             return json_error(401, "missing or wrong bearer token")
         listed = {name: m.describe() for name, m in supervisor.processes.items()}
-        return JSONResponse({"processes": listed, "actions": list(AVAILABLE_ACTIONS)})
+        return JSONResponse({"processes": listed, "actions": list(LOCAL_ACTIONS)})
 
     async def act(request: Request) -> Response:
         if not authorised(request):

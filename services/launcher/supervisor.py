@@ -13,16 +13,12 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from services.common import CAN_FREEZE, DRIVER_ACTIONS, FREEZE_ACTIONS
 from services.launcher.logs import LogSink
 from services.lifeline import Lifeline
 
 STOP_SECONDS = 5.0
 START_SECONDS = 20.0
-CAN_FREEZE = hasattr(signal, "SIGSTOP")  # not on Windows
-FREEZE_ACTIONS = ("pause", "unpause")  # SIGSTOP and SIGCONT
-ACTIONS = ("stop", "start", "kill", "restart", *FREEZE_ACTIONS)
-# The actions this machine can carry out, as the API lists them.
-AVAILABLE_ACTIONS = tuple(a for a in ACTIONS if CAN_FREEZE or a not in FREEZE_ACTIONS)
 STOPPED_SECONDS = 1.0  # a SIGSTOP takes effect within microseconds; this is a safety bound
 
 
@@ -181,7 +177,7 @@ class Supervisor:
         managed = self.processes.get(name)
         if managed is None or managed.spec.role != "taskserver":
             raise ActionError(404, f"no task server named '{name}' in this ticslab up")
-        if action not in ACTIONS:
+        if action not in DRIVER_ACTIONS:
             raise ActionError(409, f"unknown action '{action}'")
         if action in FREEZE_ACTIONS and not CAN_FREEZE:
             raise ActionError(409, f"'{action}' needs SIGSTOP/SIGCONT, which Windows lacks")

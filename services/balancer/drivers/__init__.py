@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import httpx
 
-DRIVER_ACTIONS = ("stop", "start", "kill", "restart", "pause", "unpause")
 ENABLE = (
     "To get one: with Docker Compose, mount /var/run/docker.sock into the balancer "
     "(docker-compose.override.yml does; `docker compose up` reads it unless -f names the files); "

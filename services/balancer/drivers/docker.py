@@ -17,12 +17,8 @@ from typing import Any
 
 import httpx
 
-from services.balancer.drivers import (
-    DRIVER_ACTIONS,
-    DriverFailure,
-    DriverUnsupported,
-    answer_text,
-)
+from services.balancer.drivers import DriverFailure, DriverUnsupported, answer_text
+from services.common import DRIVER_ACTIONS
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"

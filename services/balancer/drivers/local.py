@@ -6,17 +6,12 @@ the same bearer token as the control API.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
 
-from services.balancer.drivers import (
-    DRIVER_ACTIONS,
-    DriverFailure,
-    DriverUnsupported,
-    answer_text,
-)
+from services.balancer.drivers import DriverFailure, DriverUnsupported, answer_text
+from services.common import LOCAL_ACTIONS
 
 # Restart waits for the process to listen again, so allow the supervisor time.
 TIMEOUT = httpx.Timeout(30.0, connect=2.0)
@@ -26,7 +21,7 @@ class LocalDriver:
     """Processes of ``ticslab up``, through its supervisor's HTTP API."""
 
     name = "local"
-    actions = DRIVER_ACTIONS if os.name != "nt" else ("stop", "start", "kill", "restart")
+    actions = LOCAL_ACTIONS  # the supervisor runs on this machine
 
     def __init__(self, supervisor_url: str, token: str) -> None:
         self.url = supervisor_url.rstrip("/")
