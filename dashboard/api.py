@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
-from services.common import printable
+from services.common import error_message, printable
 
 TIMEOUT = httpx.Timeout(3.0, connect=2.0)
 NOT_JSON = object()
@@ -71,13 +71,6 @@ def decoded(content: bytes) -> Any:
         return NOT_JSON
 
 
-def error_message(response: httpx.Response, body: Any) -> str:
-    """The ``error`` field of a JSON error body, else the status line."""
-    if isinstance(body, dict) and body.get("error"):
-        return str(body["error"])
-    return f"{response.status_code} {response.reason_phrase}"
-
-
 def total_count(response: httpx.Response) -> int | None:
     """The ``X-Total-Count`` header of a paged task list; None when absent or not a number."""
     value = response.headers.get("x-total-count", "").strip()
@@ -123,9 +116,11 @@ class BalancerClient:
             raise Unreachable(
                 f"cannot reach the balancer: {error or type(error).__name__}"
             ) from None
+        if response.is_error:  # ApiError makes the message printable
+            message = await asyncio.to_thread(error_message, response.content)
+            status_line = f"{response.status_code} {response.reason_phrase}"
+            raise ApiError(message or status_line, response.status_code)
         body = await asyncio.to_thread(decoded, response.content)
-        if response.is_error:
-            raise ApiError(error_message(response, body), response.status_code)
         if body is NOT_JSON:
             raise ApiError(f"{method} {path} did not answer JSON", response.status_code)
         return body, response

@@ -105,14 +105,15 @@ def json_error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
-def error_message(payload: bytes) -> str | None:
-    """The ``error`` field of a JSON error body, if it has one."""
+def error_message(payload: bytes, field: str = "error") -> str | None:
+    """The ``error`` field of a JSON error body (``field``: ``message`` from Docker), if it
+    has one: every part that reports why another refused reads it here."""
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return None
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return data["error"]
+    if isinstance(data, dict) and isinstance(data.get(field), str):
+        return data[field]
     return None
 
 

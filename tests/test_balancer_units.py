@@ -7,6 +7,7 @@ import random
 import time
 from collections import Counter
 
+import httpx
 import pytest
 from starlette.routing import Mount, Route
 
@@ -14,7 +15,7 @@ from services.balancer import algorithms
 from services.balancer.app import OwnedPaths
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig, env_defaults, parse_backends
-from services.balancer.drivers import DriverUnsupported, choose_driver
+from services.balancer.drivers import DriverUnsupported, answer_text, choose_driver
 from services.balancer.drivers.docker import ACTION_REQUESTS, RESULTS
 from services.balancer.proxy import may_retry
 from services.balancer.server import Server
@@ -280,6 +281,15 @@ def test_driver_none_by_choice_says_so_and_how_to_get_one() -> None:
     message = str(refused.value)
     assert "'pause' needs a driver" in message and "set to none" in message
     assert "mount /var/run/docker.sock" in message and "`ticslab up`" in message
+
+
+def test_a_refusal_is_told_in_the_other_sides_words() -> None:
+    """Docker says why in ``message``, our services in ``error``; else the text, the phrase."""
+    docker = httpx.Response(409, json={"message": "container is paused", "error": "no"})
+    assert answer_text(docker, "message") == "container is paused"
+    assert answer_text(httpx.Response(400, json={"error": "bad rate"}), "error") == "bad rate"
+    assert answer_text(httpx.Response(502, text="upstream gone\n"), "error") == "upstream gone"
+    assert answer_text(httpx.Response(503), "error") == "Service Unavailable"
 
 
 def test_the_docker_driver_sends_and_names_every_driver_action() -> None:

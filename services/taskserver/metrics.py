@@ -9,11 +9,10 @@ import time
 from collections.abc import Callable
 from http import HTTPStatus
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common import ErrorLog
+from services.common import ErrorLog, error_message
 
 UNMATCHED = "unmatched"  # the route label of requests no route matched (keeps labels bounded)
 MAX_ERROR_BODY = 4096
@@ -99,7 +98,7 @@ class ObserveMiddleware:
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
             if status >= 400:
                 endpoint = f"{method} {scope['path']}"
-                message = failure or _error_message(bytes(error_body), status)
+                message = failure or error_message(bytes(error_body)) or _phrase(status)
                 self.errors.record(status, message, endpoint)
 
 
@@ -108,14 +107,8 @@ def unexpected_error_message(error: Exception) -> str:
     return f"unexpected server error: {type(error).__name__}"
 
 
-def _error_message(body: bytes, status: int) -> str:
-    """The ``error`` of a JSON error body, else the status's standard phrase."""
-    try:
-        message = orjson.loads(body).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        message = None
-    if isinstance(message, str):
-        return message
+def _phrase(status: int) -> str:
+    """What the error log records for an answer without a JSON ``error``."""
     try:
         return HTTPStatus(status).phrase
     except ValueError:

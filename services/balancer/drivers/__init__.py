@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from services.common import error_message
+
 if TYPE_CHECKING:
     import httpx
 
@@ -74,10 +76,8 @@ class NoneDriver:
 def answer_text(response: httpx.Response, field: str) -> str:
     """Why the other side refused, in its words: ``field`` of its JSON answer (``error`` from
     our services, ``message`` from Docker), else its text, else the reason phrase."""
-    try:
-        return str(response.json().get(field, response.text))
-    except (ValueError, AttributeError):
-        return response.text.strip() or response.reason_phrase
+    message = error_message(response.content, field)
+    return message or response.text.strip() or response.reason_phrase
 
 
 def docker_socket_path() -> Path:
