@@ -117,6 +117,12 @@ def error_message(payload: bytes, field: str = "error") -> str | None:
     return None
 
 
+def count(number: int, noun: str) -> str:
+    """``1 check``, ``2 checks``: event reasons and ``ticslab up``'s banner are read by
+    students."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def error_type(status: int) -> str:
     """The course's key for a status, e.g. ``400_BAD_REQUEST`` or ``500_INTERNAL_ERROR``."""
     if status == 500:

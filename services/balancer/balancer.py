@@ -15,7 +15,7 @@ from services.balancer.config import BalancerConfig
 from services.balancer.events import EventLog
 from services.balancer.health import HealthChecker
 from services.balancer.server import DOWN, DRAIN, MAINT, UP, RateWindow, Server
-from services.common import ErrorLog, Uptime, utc_now_iso
+from services.common import ErrorLog, Uptime, count, utc_now_iso
 
 ADMIN_STATES = ("DRAIN", "MAINT", "READY")
 
@@ -232,8 +232,3 @@ class Balancer:
     def count_request(self) -> None:
         self.requests_total += 1
         self.rate.add(time.monotonic())
-
-
-def count(number: int, noun: str) -> str:
-    """``1 check``, ``2 checks``: event reasons are read by students."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

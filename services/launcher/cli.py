@@ -13,7 +13,7 @@ from types import FrameType
 from rich.console import Console
 
 from services.balancer.algorithms import ALGORITHMS
-from services.common import default_token_file, write_token_file
+from services.common import count, default_token_file, write_token_file
 from services.launcher.logs import ConsoleLogs
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
 
@@ -46,15 +46,11 @@ def stack_token(args: argparse.Namespace, options: StackOptions) -> tuple[str, P
     return token, write_token_file(token, default_token_file(options.balancer_url))
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
 def banner(options: StackOptions, token_path: Path) -> str:
     """What is where, in English and Spanish."""
     lines = [
-        f"ticslab up: balancer + {plural(options.servers, 'task server')}"
-        f" + {plural(options.clients, 'client')}",
+        f"ticslab up: balancer + {count(options.servers, 'task server')}"
+        f" + {count(options.clients, 'client')}",
         f"  balancer   {options.balancer_url}  (/status, /events, /errors/stats, /metrics)",
     ]
     for number, port in enumerate(options.server_ports, start=1):
