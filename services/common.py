@@ -14,6 +14,7 @@ import copy
 import hmac
 import ipaddress
 import logging
+import math
 import os
 import re
 import signal
@@ -103,6 +104,15 @@ def log_config() -> dict[str, Any]:
 def json_error(status: int, message: str, **extra: Any) -> JSONResponse:
     """A JSON error body a student can read: ``{"error": "..."}`` plus optional fields."""
     return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of an already sorted list; 0.0 when empty.
+    The one definition: the balancer's /status and the client's report both use it."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return sorted_values[rank - 1]
 
 
 def error_message(payload: bytes, field: str = "error") -> str | None:

@@ -231,8 +231,8 @@ def test_status_json_fields(balancer: ServiceProcess) -> None:
     server = data["servers"][0]
     assert server["name"] == "server1" and server["state"] == "UP"
     for field in (
-        "url", "since", "since_seconds", "downtime", "requests_total", "in_flight", "share_10s",
-        "share_total", "rps", "latency_ms", "responses", "errors", "retries",
+        "url", "since", "since_seconds", "downtime", "tries_total", "in_flight", "share_10s",
+        "share_total", "tries_per_second", "latency_ms", "responses", "errors", "retries",
         "connect_failures", "timeouts", "consecutive_failures", "last_check", "server_errors",
     ):  # fmt: skip
         assert field in server, field
@@ -240,7 +240,7 @@ def test_status_json_fields(balancer: ServiceProcess) -> None:
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
     assert server["responses"]["2xx"] >= 10
     assert 30 <= server["share_10s"] <= 70 and 30 <= server["share_total"] <= 70
-    assert server["rps"] > 0
+    assert server["tries_per_second"] > 0
     assert server["downtime"] >= 0 and server["since"].endswith("Z")
     assert server["last_check"]["ok"] is True and server["last_check"]["duration_ms"] > 0
 
@@ -269,7 +269,7 @@ def test_status_page_for_browsers_and_json_errors_on_owned_routes(
 def test_metrics_exposition(balancer: ServiceProcess) -> None:
     upstreams(balancer.url, 4)
     text = httpx.get(balancer.url + "/metrics").text
-    assert 'ticslab_balancer_requests_total{server="server1"}' in text
+    assert 'ticslab_balancer_tries_total{server="server1"}' in text
     assert 'ticslab_balancer_responses_total{code_class="2xx",server="server2"}' in text
     assert 'ticslab_balancer_response_seconds_bucket{le="0.005",server="server1"}' in text
     assert 'ticslab_balancer_server_up{server="server1"} 1.0' in text
@@ -337,7 +337,7 @@ def test_at_most_two_retries_never_on_the_same_server_twice() -> None:
         assert answer.status_code == 503
         assert answer.json()["error"] == "no task server available"
         servers = status_of(process)["servers"]
-        tried = [s["requests_total"] for s in servers]
+        tried = [s["tries_total"] for s in servers]
         assert sorted(tried) == [0, 1, 1, 1], tried  # 1 try + 2 retries, three servers
         assert sum(s["retries"] for s in servers) == 2
         assert answer.json()["servers"] == {s["name"]: s["state"] for s in servers}

@@ -196,9 +196,9 @@ def test_add_and_remove_servers_and_reset_stats() -> None:
     balancer.remove_server("server1")
     with pytest.raises(KeyError):
         balancer.get("server1")
-    balancer.get("server2").stats.requests = 9
+    balancer.get("server2").stats.tries = 9
     balancer.reset_stats(who="teacher")
-    assert balancer.get("server2").stats.requests == 0
+    assert balancer.get("server2").stats.tries == 0
     kinds = [(e["kind"], e.get("action")) for e in balancer.events.since(0)]
     assert kinds == [("discovery", "added"), ("discovery", "removed"), ("stats", "reset")]
 

@@ -20,7 +20,8 @@ from services.client.config import ClientConfig, parse_duration
 from services.client.plan import FORCED, Kind, Plan, operation_weights, task_title
 from services.client.report import build_report
 from services.client.runner import Load
-from services.client.stats import Recorder, percentile
+from services.client.stats import Recorder
+from services.common import percentile
 
 
 def hand_out_all(plan: Plan, limit: int = 100_000) -> list[Kind]:

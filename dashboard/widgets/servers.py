@@ -100,7 +100,7 @@ class ServerTable(DataTable):
         """A new poll: extend the sparklines, then redraw what changed."""
         for server in servers:
             history = self._history.setdefault(str(server.get("name")), deque(maxlen=HISTORY))
-            history.append(float(server.get("rps") or 0.0))
+            history.append(fmt.real(server.get("tries_per_second")) or 0.0)
         self._servers = servers
         self._draw()
 
@@ -176,7 +176,7 @@ class ServerTable(DataTable):
     def cells(self, index: int, server: dict[str, Any], bar: int) -> dict[str, Text | str]:
         name = str(server.get("name"))
         latency = server.get("latency_ms") or {}
-        rps = server.get("rps")
+        rps = server.get("tries_per_second")
         return {
             "server": self.server_cell(index, name),
             "state": state_text(str(server.get("state", "?"))),

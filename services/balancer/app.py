@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -22,6 +22,7 @@ from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig
 from services.balancer.control import Control
 from services.balancer.discovery import DockerDiscovery
+from services.balancer.health import HealthChecker
 from services.balancer.proxy import Proxy
 from services.balancer.routes import balancer_routes
 from services.common import foreign_host_error, host_allowed, json_error
@@ -107,6 +108,10 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
 def create_app(config: BalancerConfig) -> BalancerApp:
     """The balancer app; servers are checked and the upstream session opened at startup."""
     balancer = Balancer(config)
+    health = HealthChecker(
+        config, on_verdict=balancer.record_check, on_crash=balancer.record_failure
+    )
+    balancer.checks = health
     proxy = Proxy(balancer, config)
     # Without a configured token nobody can use /control writes (the CLI always sets one).
     control = Control(balancer, config.token or secrets.token_urlsafe(24), config.driver)
@@ -115,19 +120,20 @@ def create_app(config: BalancerConfig) -> BalancerApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await proxy.start()
-        await balancer.start()
-        await control.start()
-        if discovery is not None:
-            await discovery.start()
-        try:
-            yield
-        finally:
+        """Each part is closed on the way out, in reverse order, and so is every part already
+        started when a later one fails to start (a driver or discovery that cannot work)."""
+        async with AsyncExitStack() as started:
+            await proxy.start()
+            started.push_async_callback(proxy.stop)
+            balancer.start()
+            await health.start(balancer.servers)
+            started.push_async_callback(health.stop)
+            await control.start()
+            started.push_async_callback(control.stop)
             if discovery is not None:
-                await discovery.stop()
-            await control.stop()
-            await balancer.stop()
-            await proxy.stop()
+                await discovery.start()
+                started.push_async_callback(discovery.stop)
+            yield
 
     admin = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}

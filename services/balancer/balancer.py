@@ -8,16 +8,37 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from services.balancer import algorithms
 from services.balancer.config import BalancerConfig
 from services.balancer.events import EventLog
-from services.balancer.health import HealthChecker
 from services.balancer.server import DOWN, DRAIN, MAINT, UP, RateWindow, Server
 from services.common import ErrorLog, Uptime, count, utc_now_iso
 
 ADMIN_STATES = ("DRAIN", "MAINT", "READY")
+
+
+class Checks(Protocol):
+    """What the balancer asks of its health checks (health.py's HealthChecker, wired in
+    app.py, which sends its verdicts back to ``record_check``)."""
+
+    def watch(self, server: Server) -> None: ...
+    def unwatch(self, server: Server) -> None: ...
+    def wake(self, server: Server) -> None: ...
+
+
+class NoChecks:
+    """Until app.py wires the health checker in (and in unit tests): nothing is checked."""
+
+    def watch(self, server: Server) -> None:
+        pass
+
+    def unwatch(self, server: Server) -> None:
+        pass
+
+    def wake(self, server: Server) -> None:
+        pass
 
 
 class Balancer:
@@ -36,10 +57,10 @@ class Balancer:
         self.requests_total = 0
         self.no_backend = 0
         self.rate = RateWindow()
-        self.health = HealthChecker(self, config)
+        self.checks: Checks = NoChecks()
 
-    async def start(self) -> None:
-        """Record the start on the timeline, then begin checking every server."""
+    def start(self) -> None:
+        """Record the start on the timeline."""
         names = ", ".join(server.name for server in self.servers) or "none yet"
         self.events.add(
             "start",
@@ -48,10 +69,6 @@ class Balancer:
             servers={server.name: server.url for server in self.servers},
             reason=f"balancer started: algorithm {self.algorithm}, servers {names}",
         )
-        await self.health.start(self.servers)
-
-    async def stop(self) -> None:
-        await self.health.stop()
 
     # Lookup and selection -------------------------------------------------------------------
 
@@ -140,7 +157,7 @@ class Balancer:
         failures count to fall. Slow is not dead: a timed-out answer only asks for a health
         check now, so a server whose checks pass stays UP however slow one request was."""
         if kind == "timeout":
-            self.health.wake(server)
+            self.checks.wake(server)
             return
         server.live_failures += 1
         if kind == "refused":
@@ -179,7 +196,7 @@ class Balancer:
 
     def request_check(self, name: str) -> None:
         """Run an active check of ``name`` now rather than at its next interval."""
-        self.health.wake(self.get(name))
+        self.checks.wake(self.get(name))
 
     def set_algorithm(self, name: str, who: str | None = None) -> str:
         """Switch the algorithm live; returns the previous one. ValueError if unknown."""
@@ -213,7 +230,7 @@ class Balancer:
         server = Server(name, url)
         self.servers.append(server)
         self._refresh_up()
-        self.health.watch(server)
+        self.checks.watch(server)
         self.events.add("discovery", name, action="added", url=server.url, who=who)
         return server
 
@@ -222,9 +239,13 @@ class Balancer:
         server = self.get(name)
         self.servers.remove(server)
         self._refresh_up()
-        self.health.unwatch(server)
+        self.checks.unwatch(server)
         self.events.add("discovery", name, action="removed", url=server.url, who=who)
         return server
+
+    def record_failure(self, reason: str) -> None:
+        """A background loop of the balancer crashed and was restarted (background.py)."""
+        self.events.add("failure", None, reason=reason)
 
     def states(self) -> dict[str, str]:
         return {server.name: server.state for server in self.servers}

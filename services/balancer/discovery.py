@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from services.balancer.background import restarting
 from services.balancer.balancer import Balancer
 from services.balancer.drivers import DriverFailure, docker_socket_path
 from services.balancer.drivers.docker import (
@@ -64,7 +65,8 @@ class DockerDiscovery:
             raise DriverFailure(f"--discover docker: {error}") from error
         self.labels = task_server_labels(project)
         await self.sync()
-        self._task = asyncio.create_task(self._follow(), name="docker discovery")
+        follow = restarting("docker discovery", self._follow, self.balancer.record_failure)
+        self._task = asyncio.create_task(follow, name="docker discovery")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from errno import ECONNRESET, EPIPE
 from typing import TYPE_CHECKING
 
 import aiohttp
 
+from services.balancer.background import Report, restarting
 from services.balancer.server import MAINT, Server
 from services.common import KEYS_HEADER, KEYS_SHARED, error_message
 
@@ -23,8 +25,11 @@ from services.common import KEYS_HEADER, KEYS_SHARED, error_message
 CHECK_BODY_BYTES = 4096
 
 if TYPE_CHECKING:
-    from services.balancer.balancer import Balancer
     from services.balancer.config import BalancerConfig
+
+# A check's verdict: the server, passed, the HTTP status (None: no answer), the detail shown
+# in last_check and events, and its duration in ms. The balancer applies it (fall/rise).
+Verdict = Callable[[Server, bool, int | None, str, float], None]
 
 
 def describe_failure(error: BaseException, timeout: float) -> str:
@@ -45,11 +50,13 @@ def describe_failure(error: BaseException, timeout: float) -> str:
 
 
 class HealthChecker:
-    """One asyncio task per server; ``wake`` runs a check now."""
+    """One asyncio task per server; ``wake`` runs a check now. Verdicts go to ``on_verdict``
+    and a crashed check loop is reported to ``on_crash`` and restarted (app.py wires both)."""
 
-    def __init__(self, balancer: Balancer, config: BalancerConfig) -> None:
-        self.balancer = balancer
+    def __init__(self, config: BalancerConfig, on_verdict: Verdict, on_crash: Report) -> None:
         self.config = config
+        self.on_verdict = on_verdict
+        self.on_crash = on_crash
         self._session: aiohttp.ClientSession | None = None
         self._tasks: dict[Server, asyncio.Task[None]] = {}
         self._wakers: dict[Server, asyncio.Event] = {}
@@ -63,8 +70,11 @@ class HealthChecker:
             self.watch(server)
 
     async def stop(self) -> None:
+        """Cancel every check and wait for them to end before closing their session."""
+        tasks = list(self._tasks.values())
         for server in list(self._tasks):
             self.unwatch(server)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
@@ -72,7 +82,9 @@ class HealthChecker:
         if self._session is None:  # not started yet: start() will pick it up
             return
         self._wakers[server] = asyncio.Event()
-        self._tasks[server] = asyncio.create_task(self._run(server), name=f"check {server.name}")
+        name = f"health check of {server.name}"
+        checks = restarting(name, lambda: self._run(server), self.on_crash)
+        self._tasks[server] = asyncio.create_task(checks, name=name)
 
     def unwatch(self, server: Server) -> None:
         task = self._tasks.pop(server, None)
@@ -128,7 +140,7 @@ class HealthChecker:
             detail = describe_failure(error, self.config.check_timeout)
         duration_ms = (time.perf_counter() - started) * 1000
         if server in self._tasks:  # not removed while we waited
-            self.balancer.record_check(server, ok, status, detail, duration_ms)
+            self.on_verdict(server, ok, status, detail, duration_ms)
         return ok
 
     async def fetch_server_errors(self, server: Server) -> None:

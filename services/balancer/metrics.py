@@ -35,7 +35,11 @@ class BalancerCollector:
     def collect(self) -> Iterator[Metric]:
         servers = self.balancer.servers
         requests = CounterMetricFamily(
-            f"{PREFIX}_requests", "Tries sent to each server", labels=["server"]
+            f"{PREFIX}_requests", "Client requests the balancer received to forward"
+        )
+        requests.add_metric([], self.balancer.requests_total)
+        tries = CounterMetricFamily(
+            f"{PREFIX}_tries", "Tries sent to each server, retries included", labels=["server"]
         )
         responses = CounterMetricFamily(
             f"{PREFIX}_responses", "Answers by status class", labels=["server", "code_class"]
@@ -61,7 +65,7 @@ class BalancerCollector:
         for server in servers:
             stats = server.stats
             name = server.name
-            requests.add_metric([name], stats.requests)
+            tries.add_metric([name], stats.tries)
             for code_class, count in zip(RESPONSE_CLASSES, stats.responses, strict=True):
                 responses.add_metric([name, code_class], count)
             failures.add_metric([name, "connect"], stats.connect_failures)
@@ -78,11 +82,13 @@ class BalancerCollector:
                 state.add_metric([name, value], 1.0 if server.state == value else 0.0)
             up.add_metric([name], 1.0 if server.state == UP else 0.0)
         no_backend = CounterMetricFamily(
-            f"{PREFIX}_no_backend", "Requests answered 503: no server could take them"
+            f"{PREFIX}_no_backend",
+            "Client requests answered 503: no server was UP, or every one tried refused",
         )
         no_backend.add_metric([], self.balancer.no_backend)
         yield from (
             requests,
+            tries,
             responses,
             failures,
             retries,

@@ -276,7 +276,7 @@ class Proxy:
                 break
             keyed_only = keyed_only or not replay_is_harmless(failure, method)
         status, kind, message = GIVE_UP[failure]
-        if failure is None:
+        if status == 503:  # no server could take it: none was UP, or every one refused
             self.balancer.no_backend += 1
         await self._send_error(send, scope, tried[-1] if tried else None, status, message, kind)
 
@@ -311,7 +311,7 @@ class Proxy:
         assert self._session is not None
         stats = server.stats
         started = time.perf_counter()
-        stats.requests += 1
+        stats.tries += 1
         stats.rate.add(time.monotonic())
         server.in_flight += 1
         response: aiohttp.ClientResponse | None = None

@@ -15,7 +15,7 @@ from typing import Any
 
 from yarl import URL
 
-from services.common import utc_now_iso
+from services.common import percentile, utc_now_iso
 
 UP, DOWN, DRAIN, MAINT = "UP", "DOWN", "DRAIN", "MAINT"
 STATES = (UP, DOWN, DRAIN, MAINT)
@@ -24,6 +24,7 @@ STATES = (UP, DOWN, DRAIN, MAINT)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY_WINDOW = 1024  # percentiles over the last 1024 answers, as HAProxy's averages
 RATE_WINDOW = 10  # seconds, for requests per second and traffic share
+MIN_RATE_SECONDS = 1.0  # a rate is never divided by less: one request just after a reset
 # Peak EWMA (response_time algorithm): decay time constant, the cost of a server not yet
 # measured, and the latency a 5xx answer counts as, so fast errors do not attract traffic.
 EWMA_TAU = 3.0
@@ -32,9 +33,11 @@ EWMA_ERROR_PENALTY = 0.25
 
 
 class RateWindow:
-    """Events per whole second over the last ``RATE_WINDOW`` seconds, in fixed slots."""
+    """Events in one-second slots over the last ``RATE_WINDOW`` seconds, and the time those
+    slots really cover, so a steady workload reads back its own rate."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: float | None = None) -> None:
+        self._started = time.monotonic() if started is None else started
         self._seconds = [0] * RATE_WINDOW
         self._counts = [0] * RATE_WINDOW
 
@@ -51,12 +54,18 @@ class RateWindow:
         oldest = int(now) - RATE_WINDOW + 1
         return sum(c for s, c in zip(self._seconds, self._counts, strict=True) if s >= oldest)
 
+    def per_second(self, now: float) -> float:
+        """Events per second over what ``total`` counts: the nine whole seconds before this
+        one plus this one so far (9 to 10 s), or since the counting began if that is later."""
+        covered = now - max(int(now) - RATE_WINDOW + 1, self._started)
+        return self.total(now) / max(MIN_RATE_SECONDS, covered)
+
 
 class ServerStats:
     """Counters for one server since start (or the last reset)."""
 
     def __init__(self) -> None:
-        self.requests = 0
+        self.tries = 0  # tries sent to this server, retries of a client request included
         self.responses = [0, 0, 0, 0, 0]  # by class: 1xx .. 5xx
         self.errors: Counter[str] = Counter()  # course error type -> count
         self.retries = 0  # requests that failed here and were retried on another server
@@ -76,14 +85,11 @@ class ServerStats:
         self.latency_sum += seconds
 
     def percentiles_ms(self) -> dict[str, float | None]:
+        """Nearest rank over the last ``LATENCY_WINDOW`` answers, as the client reports them."""
         window = sorted(self.latencies[: min(self.latency_count, LATENCY_WINDOW)])
         if not window:
             return {"p50": None, "p95": None, "p99": None}
-
-        def at(q: float) -> float:
-            return round(window[min(len(window) - 1, int(q * len(window)))] * 1000, 3)
-
-        return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99)}
+        return {f"p{q}": round(percentile(window, q) * 1000, 3) for q in (50, 95, 99)}
 
 
 class Server:

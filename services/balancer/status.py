@@ -22,7 +22,7 @@ def _percent(part: int, whole: int) -> float:
 
 
 def server_status(
-    server: Server, now: float, window_total: int, requests_total: int, seconds: float
+    server: Server, now: float, window_total: int, tries_total: int
 ) -> dict[str, Any]:
     stats = server.stats
     window = stats.rate.total(now)
@@ -33,11 +33,11 @@ def server_status(
         "since": server.since_iso,
         "since_seconds": round(now - server.since, 3),
         "downtime": server.downtime(now),
-        "requests_total": stats.requests,
+        "tries_total": stats.tries,
         "in_flight": server.in_flight,
         "share_10s": _percent(window, window_total),
-        "share_total": _percent(stats.requests, requests_total),
-        "rps": round(window / seconds, 2),
+        "share_total": _percent(stats.tries, tries_total),
+        "tries_per_second": round(stats.rate.per_second(now), 2),
         "latency_ms": stats.percentiles_ms(),
         "responses": dict(zip(RESPONSE_CLASSES, stats.responses, strict=True)),
         "errors": dict(stats.errors),
@@ -57,13 +57,9 @@ def server_status(
 def status(balancer: Balancer) -> dict[str, Any]:
     """The ``/status`` payload (see docs/api.md)."""
     now = time.monotonic()
-    seconds = max(1.0, min(10.0, balancer.uptime.seconds))
     window_total = sum(server.stats.rate.total(now) for server in balancer.servers)
-    tries_total = sum(server.stats.requests for server in balancer.servers)
-    servers = [
-        server_status(server, now, window_total, tries_total, seconds)
-        for server in balancer.servers
-    ]
+    tries_total = sum(server.stats.tries for server in balancer.servers)
+    servers = [server_status(server, now, window_total, tries_total) for server in balancer.servers]
     return {
         "algorithm": balancer.algorithm,
         "algorithms": list(ALGORITHMS),
@@ -73,7 +69,7 @@ def status(balancer: Balancer) -> dict[str, Any]:
         "servers_total": len(balancer.servers),
         "requests_total": balancer.requests_total,
         "in_flight": sum(server.in_flight for server in balancer.servers),
-        "rps": round(balancer.rate.total(now) / seconds, 2),
+        "requests_per_second": round(balancer.rate.per_second(now), 2),
         "retries": sum(server.stats.retries for server in balancer.servers),
         "no_backend": balancer.no_backend,
         "servers": servers,
@@ -110,10 +106,10 @@ def status_html(data: dict[str, Any], refresh_seconds: int = 2) -> str:
             f"<small>{STATE_SPANISH.get(server['state'], '')}</small></td>"
             f"<td>{server['since_seconds']:.0f} s</td>"
             f"<td>{server['downtime']:.1f} s</td>"
-            f"<td>{server['requests_total']}</td>"
+            f"<td>{server['tries_total']}</td>"
             f"<td>{server['in_flight']}</td>"
             f"<td>{server['share_10s']:.0f}%</td>"
-            f"<td>{server['rps']:.1f}</td>"
+            f"<td>{server['tries_per_second']:.1f}</td>"
             f"<td>{p95}</td>"
             f"<td>{server['responses']['4xx']} / {server['responses']['5xx']}</td>"
             f"<td>{server['retries']}</td>"
@@ -125,10 +121,10 @@ def status_html(data: dict[str, Any], refresh_seconds: int = 2) -> str:
         "Estado / State",
         "Desde / Since",
         "Caído / Downtime",
-        "Solicitudes / Requests",
+        "Intentos / Tries",
         "En curso / In flight",
         "Parte 10 s / Share",
-        "Sol/s / Req/s",
+        "Intentos/s / Tries/s",
         "p95 ms",
         "4xx / 5xx",
         "Reintentos / Retries",
@@ -150,7 +146,7 @@ th {{ background: #f3f3f3; font-size: .85em; }}
 <p>Algoritmo / Algorithm: <b>{html.escape(data["algorithm"])}</b> &middot;
 Servidores activos / Active servers: <b>{data["active_servers"]} / {data["servers_total"]}</b>
 &middot; Solicitudes / Requests: <b>{data["requests_total"]}</b>
-&middot; {data["rps"]:.1f} sol/s</p>
+&middot; {data["requests_per_second"]:.1f} sol/s</p>
 <table><tr>{head}</tr>
 {"".join(rows)}
 </table>

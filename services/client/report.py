@@ -18,8 +18,8 @@ from rich.text import Text
 from services.client.checks import LossCheck
 from services.client.config import ClientConfig
 from services.client.plan import Kind
-from services.client.stats import Recorder, percentile
-from services.common import printable
+from services.client.stats import Recorder
+from services.common import percentile, printable
 
 EXIT_OK = 0
 EXIT_FAILED = 1

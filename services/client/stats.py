@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -12,14 +11,6 @@ from services.client.plan import FORCED, Kind, is_expected
 
 UNEXPECTED_SAMPLES = 10
 NO_SERVER_HEADER = "(none / ninguno)"  # answers without X-Upstream-Server, or with no answer
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..100) of an already sorted list; 0.0 when empty."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 @dataclass
