@@ -60,6 +60,7 @@ EN: dict[str, str] = {
     "ev_algorithm": "algorithm {from} → {to} (by {who})",
     "ev_discovery": "{server} {action}: {url} (by {who})",
     "ev_stats": "statistics reset (by {who})",
+    "ev_failure": "FAILURE: {reason}",
     "ev_other": "{kind}: {server} {reason}",
     # Keys (Footer and help).
     "key_toggle_n": "Start/stop server",
@@ -182,6 +183,7 @@ ES: dict[str, str] = {
     "ev_algorithm": "algoritmo {from} → {to} (por {who})",
     "ev_discovery": "{server} {action}: {url} (por {who})",
     "ev_stats": "estadísticas reiniciadas (por {who})",
+    "ev_failure": "FALLA: {reason}",
     "ev_other": "{kind}: {server} {reason}",
     "key_toggle_n": "Iniciar/detener servidor",
     "key_toggle": "Iniciar/detener seleccionado",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +19,7 @@ from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig, env_defaults, parse_backends
 from services.balancer.drivers import DriverUnsupported, answer_text, choose_driver
 from services.balancer.drivers.docker import ACTION_REQUESTS, RESULTS
+from services.balancer.events import KINDS
 from services.balancer.proxy import may_retry
 from services.balancer.server import Server
 from services.common import DRIVER_ACTIONS
@@ -201,6 +204,23 @@ def test_add_and_remove_servers_and_reset_stats() -> None:
     assert balancer.get("server2").stats.tries == 0
     kinds = [(e["kind"], e.get("action")) for e in balancer.events.since(0)]
     assert kinds == [("discovery", "added"), ("discovery", "removed"), ("stats", "reset")]
+
+
+def test_every_event_kind_the_balancer_emits_is_declared() -> None:
+    """``EventLog.add`` refuses an undeclared kind only when that line runs, maybe on a path
+    no test takes (a crash report): so every kind written in the balancer's code is checked
+    here against ``KINDS``, which the dashboard's tests give a sentence each."""
+    code = "".join(path.read_text() for path in Path(algorithms.__file__).parent.rglob("*.py"))
+    emitted = set(re.findall(r'events\.add\(\s*"(\w+)"', code))
+    assert emitted == set(KINDS)
+
+
+def test_a_crashed_loop_is_put_on_the_timeline() -> None:
+    balancer = make_balancer()
+    reason = "health check of server1 failed (RuntimeError: bug); restarted in 1 s"
+    balancer.record_failure(reason)
+    event = balancer.events.since(0)[-1]
+    assert (event["kind"], event["server"], event["reason"]) == ("failure", None, reason)
 
 
 def test_events_since_and_bounded() -> None:

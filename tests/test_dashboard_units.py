@@ -348,6 +348,7 @@ async def events_of_every_kind() -> list[dict[str, Any]]:
             assert (await http.post("/control/stats/reset")).status_code == 200
         balancer.add_server("server3", "http://ticslab-server3-1:5001", who="docker")
         balancer.remove_server("server3", who="docker")
+        balancer.record_failure("docker discovery failed (OSError: gone); restarted in 1 s")
     finally:
         await control.stop()
     return balancer.events.since(0)

@@ -148,4 +148,5 @@ class EventsPanel(RichLog):
         kind = event.get("kind")
         if kind == "state":
             return {"DOWN": "bold red", "UP": "bold green"}.get(str(event.get("to")), "bold")
-        return {"control": "cyan", "algorithm": "magenta", "start": "bold"}.get(str(kind), "")
+        styles = {"control": "cyan", "algorithm": "magenta", "start": "bold", "failure": "bold red"}
+        return styles.get(str(kind), "")

@@ -1,5 +1,5 @@
 """The timeline the dashboard polls: the start, state changes, control actions, algorithm
-switches, discovered servers and statistics resets."""
+switches, discovered servers, statistics resets and background loops that crashed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from services.common import utc_now_iso
 KEPT_EVENTS = 500
 # Every kind ``add`` accepts: a new kind is declared here, and the dashboard's tests fail
 # until it has a sentence in both languages (dashboard/i18n.py, ``ev_<kind>``).
-KINDS = ("start", "state", "control", "algorithm", "discovery", "stats")
+KINDS = ("start", "state", "control", "algorithm", "discovery", "stats", "failure")
 
 
 class EventLog:
