@@ -2,90 +2,35 @@
 
 A driver knows nothing about balancing: it stops, starts, kills, restarts, pauses and unpauses
 the thing behind a backend name, and says what state that thing is in. The balancer's own
-states (drain, maint, ready) and faults need no driver.
+states (drain, maint, ready) and faults need no driver. ``choose_driver`` picks one.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
 
-from services.common import error_message
-
-if TYPE_CHECKING:
-    import httpx
-
-ENABLE = (
-    "To get one: with Docker Compose, mount /var/run/docker.sock into the balancer "
-    "(docker-compose.override.yml does; `docker compose up` reads it unless -f names the files); "
-    "without Docker, start the whole stack with `ticslab up`. drain, maint, ready, faults and "
-    "the algorithm work without a driver"
+from services.balancer.drivers.base import (
+    Driver,
+    DriverFailure,
+    DriverUnsupported,
+    NoneDriver,
+    answer_text,
+    docker_socket_path,
 )
+from services.balancer.drivers.docker import DockerDriver
+from services.balancer.drivers.local import LocalDriver
+
 NOT_UP = "it was not started by `ticslab up` (no TICSLAB_SUPERVISOR_URL)"
 
-
-class DriverUnsupported(Exception):
-    """The driver cannot do this here (no such target, refused target, Windows): HTTP 409."""
-
-
-class DriverFailure(Exception):
-    """The engine or the operating system failed while acting: HTTP 502."""
-
-
-class Driver(Protocol):
-    """What the control API needs from a driver."""
-
-    name: str
-    actions: tuple[str, ...]  # what this driver can do at all, on this machine
-
-    async def processes(self) -> dict[str, str]:
-        """Backend name -> process or container state, for every server it can act on."""
-        ...
-
-    async def perform(self, server: str, action: str) -> dict[str, Any]:
-        """Do ``action`` on ``server``; answer ``{"result": ..., "process": ...}``."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections."""
-        ...
-
-
-class NoneDriver:
-    """No driver: only the balancer's own actions are available; ``reason`` says why."""
-
-    name = "none"
-    actions: tuple[str, ...] = ()
-
-    def __init__(self, reason: str = "the driver was set to none (--driver / TICSLAB_DRIVER)"):
-        self.reason = reason
-
-    async def processes(self) -> dict[str, str]:
-        return {}
-
-    async def perform(self, server: str, action: str) -> dict[str, Any]:
-        raise DriverUnsupported(
-            f"'{action}' needs a driver and this balancer has none: {self.reason}. {ENABLE}"
-        )
-
-    async def aclose(self) -> None:
-        return None
-
-
-def answer_text(response: httpx.Response, field: str) -> str:
-    """Why the other side refused, in its words: ``field`` of its JSON answer (``error`` from
-    our services, ``message`` from Docker), else its text, else the reason phrase."""
-    message = error_message(response.content, field)
-    return message or response.text.strip() or response.reason_phrase
-
-
-def docker_socket_path() -> Path:
-    """The Docker socket: ``DOCKER_HOST=unix://...`` when set, else /var/run/docker.sock."""
-    host = os.environ.get("DOCKER_HOST", "")
-    if host.startswith("unix://"):
-        return Path(host.removeprefix("unix://"))
-    return Path("/var/run/docker.sock")
+__all__ = [
+    "Driver",
+    "DriverFailure",
+    "DriverUnsupported",
+    "NoneDriver",
+    "answer_text",
+    "choose_driver",
+    "docker_socket_path",
+]
 
 
 async def choose_driver(kind: str, token: str) -> Driver:
@@ -99,12 +44,8 @@ async def choose_driver(kind: str, token: str) -> Driver:
     if kind == "local" or (kind == "auto" and supervisor):
         if not supervisor:
             raise DriverFailure("--driver local needs TICSLAB_SUPERVISOR_URL (set by `ticslab up`)")
-        from services.balancer.drivers.local import LocalDriver
-
         return LocalDriver(supervisor, token)
     if kind in ("docker", "auto"):
-        from services.balancer.drivers.docker import DockerDriver
-
         path = docker_socket_path()
         if kind == "auto" and not path.exists():
             return NoneDriver(f"{NOT_UP}, and it sees no Docker socket at {path}")

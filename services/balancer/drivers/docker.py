@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from services.balancer.drivers import DriverFailure, DriverUnsupported, answer_text
+from services.balancer.drivers.base import DriverFailure, DriverUnsupported, answer_text
 from services.common import DRIVER_ACTIONS
 
 PROJECT_LABEL = "com.docker.compose.project"

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from services.balancer.drivers import DriverFailure, DriverUnsupported, answer_text
+from services.balancer.drivers.base import DriverFailure, DriverUnsupported, answer_text
 from services.common import LOCAL_ACTIONS
 
 # Restart waits for the process to listen again, so allow the supervisor time.
