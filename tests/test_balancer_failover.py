@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support import ServiceProcess, wait_until, wait_until_async
+from test_balancer_helpers import TOKEN as HELPERS_TOKEN
 from test_balancer_helpers import balancer_process, state_of, status_of, task_servers
 
 TOKEN = "test-token"
@@ -235,3 +236,34 @@ def test_a_server_that_cannot_store_tasks_leaves_rotation_saying_why(stack) -> N
         timeout=20,
         what="both servers UP again",
     )
+
+
+def sequential_shares(url: str, seconds: float) -> Counter[str]:
+    """Which server answered each of the GETs sent one after another for ``seconds``."""
+    answered: Counter[str] = Counter()
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=url, timeout=10) as http:
+        while time.monotonic() < deadline and sum(answered.values()) < 20_000:
+            response = http.get("/tareas", params={"limit": 1})
+            answered[response.headers.get("x-upstream-server", "-")] += 1
+    return answered
+
+
+@pytest.mark.slow
+def test_response_time_avoids_a_slow_server_and_comes_back_to_it_once_fixed(stack) -> None:
+    """The lesson of response_time: a slow server gets little traffic, and once it is fast
+    again (its cost decays and it is tried again) the two share the traffic."""
+    balancer, servers, _ = stack
+    auth = {"Authorization": f"Bearer {HELPERS_TOKEN}"}
+    switched = httpx.put(
+        balancer.url + "/control/algorithm", json={"algorithm": "response_time"}, headers=auth
+    )
+    assert switched.status_code == 200
+    set_fault(servers[1], {"mode": "latency", "ms": 300})
+    slow = sequential_shares(balancer.url, 6)
+    assert slow["server2"] / sum(slow.values()) < 0.10, slow
+    set_fault(servers[1], {"mode": "none"})
+    sequential_shares(balancer.url, 10)  # 0-10 s after the fix
+    healed = sequential_shares(balancer.url, 5)  # 10-15 s after
+    total = sum(healed.values())
+    assert all(0.25 <= healed[name] / total <= 0.75 for name in ("server1", "server2")), healed

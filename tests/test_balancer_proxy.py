@@ -363,7 +363,8 @@ def test_connect_and_response_timeouts_are_configurable(echoes: list[EchoBackend
             late = client.get("/echo")
         assert late.status_code == 504
         assert late.json()["error"] == "the task server did not answer in time"
-        assert 0.4 <= late.elapsed.total_seconds() < 0.55  # the default is 5 s
+        # The default is 5 s; server1 may be tried first (a 0.15 s connect timeout).
+        assert 0.4 <= late.elapsed.total_seconds() < 0.7
         assert late.json()["servers"]["server2"] in ("UP", "DOWN")
         recent = httpx.get(process.url + "/errors/stats").json()["recent_errors"][0]
         assert (recent["type"], recent["server"]) == ("504_GATEWAY_TIMEOUT", "server2")

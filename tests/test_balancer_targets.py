@@ -88,7 +88,7 @@ def test_answer_headers_drop_hop_by_hop_and_connection_named_ones() -> None:
 
 
 def test_backend_urls_are_scheme_host_port_only() -> None:
-    assert parse_backend("s=http://127.0.0.1:5001/") == ("s", "http://127.0.0.1:5001")
+    assert parse_backend("s=http://127.0.0.1:5001/") == ("s", "http://127.0.0.1:5001", 1)
     for bad in ("s=http://127.0.0.1:5001/api", "s=http://u:p@h:1", "s=http://h:1?x=1"):
         with pytest.raises(ValueError, match="scheme://host:port only"):
             parse_backend(bad)

@@ -261,17 +261,23 @@ def test_owned_paths_cover_exact_and_templated_routes_only() -> None:
 
 
 def test_config_from_text_and_environment() -> None:
-    assert parse_backends("server1=http://server1:5001, server2=http://server2:5002/") == [
-        ("server1", "http://server1:5001"),
-        ("server2", "http://server2:5002"),
+    assert parse_backends("server1=http://server1:5001, server2=http://server2:5002/ weight=3") == [
+        ("server1", "http://server1:5001", 1),
+        ("server2", "http://server2:5002", 3),
     ]
-    env = {"TICSLAB_BACKENDS": "a=http://a:1", "TICSLAB_ALGORITHM": "ip_hash", "TICSLAB_PORT": "9"}
+    env = {
+        "TICSLAB_BACKENDS": "a=http://a:1 weight=0,b=http://b:2",
+        "TICSLAB_ALGORITHM": "ip_hash",
+        "TICSLAB_PORT": "9",
+    }
     assert env_defaults(env) == {
-        "backends": [("a", "http://a:1")],
+        "backends": [("a", "http://a:1"), ("b", "http://b:2")],
+        "weights": {"a": 0},
         "algorithm": "ip_hash",
         "port": 9,
     }
-    for bad in ("server1", "server1=ftp://x", "=http://x"):
+    bad_weights = ("s=http://x:1 weight=257", "s=http://x:1 weight=-1", "s=http://x:1 w=2")
+    for bad in ("server1", "server1=ftp://x", "=http://x", *bad_weights):
         with pytest.raises(ValueError):
             parse_backends(bad)
     with pytest.raises(ValueError, match="unique"):

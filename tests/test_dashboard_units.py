@@ -345,6 +345,8 @@ async def events_of_every_kind() -> list[dict[str, Any]]:
             assert (await http.post("/control/servers/server1/kill")).status_code == 409
             answer = await http.put("/control/algorithm", json={"algorithm": "ip_hash"})
             assert answer.status_code == 200
+            answer = await http.put("/control/servers/server1/weight", json={"weight": 3})
+            assert answer.status_code == 200
             assert (await http.post("/control/stats/reset")).status_code == 200
         balancer.add_server("server3", "http://ticslab-server3-1:5001", who="docker")
         balancer.remove_server("server3", who="docker")

@@ -1,14 +1,18 @@
-"""The five ways to choose a server. Each gets only servers that are UP and may take the try.
+"""The five ways to choose a server. Each gets only servers that may take the try.
 
 A strategy is a function ``pick(candidates, client) -> Server``; ``candidates`` is never
-empty and keeps the configured order; ``client`` is the client's address (for ``ip_hash``).
+empty, keeps the configured order and holds only servers of effective weight above 0;
+``client`` is the client's address (for ``ip_hash``). Every strategy honours weights
+(``Server.effective_weight``: the configured weight, ramped during a slow start): with equal
+weights each behaves exactly as its unweighted form.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
+import math
 import random
+import time
 from collections.abc import Callable, Sequence
 
 from services.balancer.server import Server
@@ -16,27 +20,40 @@ from services.balancer.server import Server
 Pick = Callable[[Sequence[Server], str], Server]
 
 
+def _weights(candidates: Sequence[Server]) -> list[float]:
+    now = time.monotonic()
+    return [server.effective_weight(now) for server in candidates]
+
+
 def pick_random(candidates: Sequence[Server], client: str) -> Server:
-    """The handout's choice: any server, uniformly."""
-    return random.choice(candidates)
+    """The handout's choice: any server, with probability in proportion to its weight."""
+    return random.choices(candidates, weights=_weights(candidates))[0]
 
 
 def round_robin() -> Pick:
-    """Each server in turn (a fresh counter per strategy instance)."""
-    counter = itertools.count()
+    """Each server in turn, as often as its weight says, spread out: nginx's smooth weighted
+    round robin (weights 3:1 give a a b a, a a b a, ... never a a a b)."""
+    current: dict[Server, float] = {}
 
     def pick(candidates: Sequence[Server], client: str) -> Server:
-        return candidates[next(counter) % len(candidates)]
+        weights = _weights(candidates)
+        for server, weight in zip(candidates, weights, strict=True):
+            current[server] = current.get(server, 0.0) + weight
+        chosen = max(candidates, key=lambda server: current[server])  # the first on ties
+        current[chosen] -= sum(weights)
+        return chosen
 
     return pick
 
 
-def _lowest(candidates: Sequence[Server], cost: Callable[[Server], float]) -> Server:
-    """The cheapest server; ties are broken at random so no server is always first."""
+def _lowest(candidates: Sequence[Server], cost: Callable[[Server, float], float]) -> Server:
+    """The cheapest server, its cost divided by its weight; ties are broken at random so no
+    server is always first."""
     best: list[Server] = []
     best_cost = float("inf")
+    now = time.monotonic()
     for server in candidates:
-        value = cost(server)
+        value = cost(server, now) / server.effective_weight(now)
         if value < best_cost:
             best, best_cost = [server], value
         elif value == best_cost:
@@ -45,28 +62,38 @@ def _lowest(candidates: Sequence[Server], cost: Callable[[Server], float]) -> Se
 
 
 def pick_least_connections(candidates: Sequence[Server], client: str) -> Server:
-    """Fewest requests in flight (HAProxy ``leastconn``)."""
-    return _lowest(candidates, lambda server: server.in_flight)
+    """Fewest requests in flight per unit of weight, counting this one (HAProxy
+    ``leastconn``)."""
+    return _lowest(candidates, lambda server, now: server.in_flight + 1)
 
 
 def pick_response_time(candidates: Sequence[Server], client: str) -> Server:
-    """Peak-EWMA latency times (in flight + 1): Finagle's and Linkerd's cost."""
-    return _lowest(candidates, lambda server: server.ewma * (server.in_flight + 1))
+    """Peak-EWMA latency, decayed to now, times (in flight + 1): Finagle's and Linkerd's
+    cost, per unit of weight."""
+    return _lowest(
+        candidates, lambda server, now: server.latency_cost(now) * (server.in_flight + 1)
+    )
 
 
-def _weight(client: str, server: Server) -> int:
+def _score(client: str, server: Server) -> float:
+    """A fixed number in (0, 1) for the pair."""
     digest = hashlib.blake2b(f"{client}|{server.name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    return (int.from_bytes(digest, "big") + 1) / (2**64 + 2)
 
 
 def pick_ip_hash(candidates: Sequence[Server], client: str) -> Server:
-    """Rendezvous (highest random weight) hashing of the client address.
+    """Weighted rendezvous (highest random weight) hashing of the client address.
 
     Each (client, server) pair gets a fixed score and the client goes to its highest-scoring
-    server that is UP: when a server leaves only its own clients move, and they come back
-    when it returns.
+    server that may take it: when a server leaves only its own clients move, and they come
+    back when it returns. The score ``-weight / ln(u)`` gives each server a share of clients
+    in proportion to its weight (with equal weights, the order of ``u`` alone).
     """
-    return max(candidates, key=lambda server: _weight(client, server))
+    now = time.monotonic()
+    return max(
+        candidates,
+        key=lambda server: -server.effective_weight(now) / math.log(_score(client, server)),
+    )
 
 
 # Name -> a fresh strategy: the one list of algorithms, in the order the dashboard cycles.

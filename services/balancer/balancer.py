@@ -6,6 +6,7 @@ state change goes through ``_transition`` and becomes an event.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -13,10 +14,22 @@ from typing import Any, Protocol
 from services.balancer import algorithms
 from services.balancer.config import BalancerConfig
 from services.balancer.events import EventLog
-from services.balancer.server import DOWN, DRAIN, MAINT, UP, RateWindow, Server
+from services.balancer.server import (
+    DEFAULT_WEIGHT,
+    DOWN,
+    DRAIN,
+    EJECTED,
+    MAINT,
+    MAX_WEIGHT,
+    UP,
+    RateWindow,
+    Server,
+)
 from services.common import ErrorLog, Uptime, count, utc_now_iso
 
 ADMIN_STATES = ("DRAIN", "MAINT", "READY")
+# An ejection lasts --eject-time times the number of ejections so far, up to this many times.
+MAX_EJECTION_FACTOR = 6
 
 
 class Checks(Protocol):
@@ -46,7 +59,10 @@ class Balancer:
 
     def __init__(self, config: BalancerConfig) -> None:
         self.config = config
-        self.servers: list[Server] = [Server(name, url) for name, url in config.backends]
+        self.servers: list[Server] = []
+        for name, url in config.backends:
+            weight = config.weights.get(name, DEFAULT_WEIGHT)
+            self.servers.append(self._new_server(name, url, weight))
         self.algorithm = config.algorithm
         self._pick = algorithms.make(config.algorithm)
         self._up: tuple[Server, ...] = ()
@@ -86,8 +102,8 @@ class Balancer:
     def choose(
         self, tried: Sequence[Server], client: str, keyed_only: bool = False
     ) -> Server | None:
-        """A server that is UP and not yet tried for this request, by the current algorithm;
-        ``keyed_only``: only servers that deduplicate ``Idempotency-Key``."""
+        """A server that is UP, of weight above 0 and not yet tried for this request, by the
+        current algorithm; ``keyed_only``: only servers that deduplicate ``Idempotency-Key``."""
         candidates = self._up if not tried else [s for s in self._up if s not in tried]
         if keyed_only:
             candidates = [server for server in candidates if server.honours_keys]
@@ -96,7 +112,14 @@ class Balancer:
         return self._pick(candidates, client)
 
     def _refresh_up(self) -> None:
-        self._up = tuple(server for server in self.servers if server.state == UP)
+        """The servers that may take new traffic: UP, with a weight above 0."""
+        self._up = tuple(s for s in self.servers if s.state == UP and s.weight > 0)
+
+    def _new_server(self, name: str, url: str, weight: int) -> Server:
+        server = Server(name, url)
+        server.weight = weight
+        server.slow_start = self.config.slow_start
+        return server
 
     # State changes ---------------------------------------------------------------------------
 
@@ -105,6 +128,8 @@ class Balancer:
         server.announced = True
         if to == UP:
             server.live_failures = 0
+            if previous in (DOWN, MAINT, EJECTED):
+                server.returned(time.monotonic())
         self._refresh_up()
         self.events.add(
             "state", server.name, **{"from": previous, "to": to, "reason": reason}, **fields
@@ -167,8 +192,30 @@ class Balancer:
                 server, False, f"{count(server.live_failures, 'failure')} on live traffic: {detail}"
             )
 
+    def record_answer(self, server: Server, status: int) -> None:
+        """A live answer: with ``--eject-after-5xx N``, the Nth 5xx in a row takes the server
+        out for a while (Envoy's consecutive_5xx), unless no other server is UP."""
+        server.consecutive_5xx = server.consecutive_5xx + 1 if status >= 500 else 0
+        limit = self.config.eject_after_5xx
+        if not limit or server.consecutive_5xx < limit or server.state != UP:
+            return
+        if not any(other.state == UP for other in self.servers if other is not server):
+            return  # never the last server: answering errors beats answering nothing
+        server.ejections += 1
+        seconds = self.config.eject_time * min(server.ejections, MAX_EJECTION_FACTOR)
+        server.ejected_until = time.monotonic() + seconds
+        reason = f"{server.consecutive_5xx} answers in a row were 5xx; out for {seconds:g} s"
+        self._transition(server, EJECTED, reason, ejections=server.ejections)
+        asyncio.get_running_loop().call_later(seconds, self._end_ejection, server)
+
+    def _end_ejection(self, server: Server) -> None:
+        if server.state == EJECTED:
+            target = UP if server.healthy else DOWN
+            self._transition(server, target, "ejection over")
+
     def _set_health(self, server: Server, healthy: bool, reason: str) -> None:
-        """Change the health verdict; the state follows unless DRAIN or MAINT hides it."""
+        """Change the health verdict; the state follows unless DRAIN, MAINT or an ejection
+        hides it (the verdict is applied when they end)."""
         if server.healthy == healthy:
             return
         server.healthy = healthy
@@ -197,6 +244,17 @@ class Balancer:
     def request_check(self, name: str) -> None:
         """Run an active check of ``name`` now rather than at its next interval."""
         self.checks.wake(self.get(name))
+
+    def set_weight(self, name: str, weight: int, who: str | None = None) -> int:
+        """Change a server's weight live (0 to 256; 0 takes no new traffic); returns the
+        previous one. KeyError if no such server, ValueError if out of range."""
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"a weight is a whole number from 0 to {MAX_WEIGHT}")
+        server = self.get(name)
+        previous, server.weight = server.weight, weight
+        self._refresh_up()
+        self.events.add("weight", name, **{"from": previous, "to": weight}, who=who)
+        return previous
 
     def set_algorithm(self, name: str, who: str | None = None) -> str:
         """Switch the algorithm live; returns the previous one. ValueError if unknown."""
@@ -227,7 +285,7 @@ class Balancer:
         """Add a backend (Docker discovery); it starts UP and is checked at once."""
         if any(server.name == name for server in self.servers):
             raise ValueError(f"a server called {name!r} already exists")
-        server = Server(name, url)
+        server = self._new_server(name, url, DEFAULT_WEIGHT)
         self.servers.append(server)
         self._refresh_up()
         self.checks.watch(server)

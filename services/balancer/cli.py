@@ -6,7 +6,12 @@ import argparse
 import sys
 
 from services.balancer.algorithms import ALGORITHMS
-from services.balancer.config import BalancerConfig, env_defaults, parse_backend
+from services.balancer.config import (
+    BalancerConfig,
+    backend_settings,
+    env_defaults,
+    parse_backend,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,9 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         action="append",
         type=parse_backend,
-        metavar="NAME=URL",
-        help="a task server, repeatable (env TICSLAB_BACKENDS=NAME=URL,NAME=URL; default "
-        "server1=http://127.0.0.1:5001 and server2=http://127.0.0.1:5002)",
+        metavar="'NAME=URL [weight=N]'",
+        help="a task server, repeatable, with an optional weight from 0 (no new traffic) to "
+        "256 (default 1), e.g. 'server1=http://127.0.0.1:5001 weight=3' (env "
+        "TICSLAB_BACKENDS=NAME=URL,NAME=URL; default server1=http://127.0.0.1:5001 and "
+        "server2=http://127.0.0.1:5002)",
     )
     parser.add_argument(
         "--algorithm",
@@ -77,6 +84,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"path of each server's health check, 200 = healthy (env TICSLAB_HEALTH_PATH; "
         f"{defaults.check_path})",
     )
+    parser.add_argument(
+        "--slow-start",
+        type=float,
+        default=defaults.slow_start,
+        metavar="S",
+        help="seconds over which a server back in rotation ramps up from 5%% to its full weight "
+        "(HAProxy's slowstart; default 0: at once)",
+    )
+    parser.add_argument(
+        "--eject-after-5xx",
+        type=int,
+        default=defaults.eject_after_5xx,
+        metavar="N",
+        help="take a server out after N answers in a row were 5xx, never the last one left "
+        "(outlier ejection; default 0: off, so forced errors stay in the counts)",
+    )
+    parser.add_argument(
+        "--eject-time",
+        type=float,
+        default=defaults.eject_time,
+        metavar="S",
+        help=f"seconds an ejection lasts, times the server's ejections so far, up to 6 "
+        f"(default {defaults.eject_time:g})",
+    )
     parser.add_argument("--fall", type=int, default=defaults.fall, help="failed checks to DOWN")
     parser.add_argument("--rise", type=int, default=defaults.rise, help="passed checks to UP")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
@@ -106,7 +137,7 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
     if args.allowed_host:
         settings["allowed_hosts"] = args.allowed_host
     if args.backend:
-        settings["backends"] = args.backend
+        settings.update(backend_settings(args.backend))
     elif settings.get("discover") == "docker" and "backends" not in settings:
         settings["backends"] = []  # discovery supplies them
     return BalancerConfig(
@@ -123,6 +154,9 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         check_timeout=args.check_timeout,
         fall=args.fall,
         rise=args.rise,
+        slow_start=args.slow_start,
+        eject_after_5xx=args.eject_after_5xx,
+        eject_time=args.eject_time,
     )
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from yarl import URL
 
 from services.balancer.algorithms import ALGORITHMS
+from services.balancer.server import DEFAULT_WEIGHT, MAX_WEIGHT
 from services.common import allowed_hosts_from_env
 
 DEFAULT_BACKENDS = "server1=http://127.0.0.1:5001,server2=http://127.0.0.1:5002"
@@ -20,9 +22,18 @@ class BalancerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     backends: list[tuple[str, str]] = field(
-        default_factory=lambda: parse_backends(DEFAULT_BACKENDS)
+        default_factory=lambda: [(b.name, b.url) for b in parse_backends(DEFAULT_BACKENDS)]
     )
     algorithm: str = "random"
+    # Weights by server name (HAProxy's ``weight``, 0-256); a server not named has weight 1.
+    weights: dict[str, int] = field(default_factory=dict)
+    # A server back in rotation ramps its weight up over this many seconds (HAProxy's
+    # ``slowstart``); 0: at once.
+    slow_start: float = 0.0
+    # Outlier ejection (Envoy's consecutive_5xx): after this many 5xx answers in a row a
+    # server is out for eject_time seconds, times its ejections so far (up to 6); 0: off.
+    eject_after_5xx: int = 0
+    eject_time: float = 10.0
     # Per-phase timeouts (docs/design/balancer.md), never a total: to connect to a server,
     # then the longest it may stay silent (before its answer's headers, and between two
     # pieces of its body), as HAProxy's ``timeout connect`` and ``timeout server``.
@@ -68,16 +79,32 @@ class BalancerConfig:
         for name, value in {"fall": self.fall, "rise": self.rise}.items():
             if value < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name, weight in self.weights.items():
+            if not 0 <= weight <= MAX_WEIGHT:
+                raise ValueError(f"backend {name}: the weight must be 0 to {MAX_WEIGHT}")
+        if self.slow_start < 0 or self.eject_after_5xx < 0 or self.eject_time <= 0:
+            raise ValueError(
+                "--slow-start and --eject-after-5xx are 0 or more, --eject-time above 0"
+            )
         if not self.check_path.startswith("/"):
             raise ValueError(f"the health path must start with /; got {self.check_path!r}")
 
 
-def parse_backend(text: str) -> tuple[str, str]:
-    """``server1=http://127.0.0.1:5001`` -> ``("server1", "http://127.0.0.1:5001")``."""
-    name, sep, url = text.strip().partition("=")
+class Backend(NamedTuple):
+    name: str
+    url: str
+    weight: int = DEFAULT_WEIGHT
+
+
+def parse_backend(text: str) -> Backend:
+    """``server1=http://127.0.0.1:5001``, optionally followed by `` weight=3`` (nginx's
+    syntax; 0 to 256)."""
+    name, sep, rest = text.strip().partition("=")
+    url, _, option = rest.strip().partition(" ")
     name, url = name.strip(), url.strip().rstrip("/")
     if not sep or not name or not url:
         raise ValueError(f"a backend is NAME=URL, e.g. server1=http://127.0.0.1:5001; got {text!r}")
+    weight = parse_weight(name, option.strip()) if option.strip() else DEFAULT_WEIGHT
     if not url.startswith(("http://", "https://")):
         raise ValueError(
             f"backend {name}: the URL must start with http:// or https://; got {url!r}"
@@ -88,12 +115,29 @@ def parse_backend(text: str) -> tuple[str, str]:
             f"backend {name}: the URL is scheme://host:port only (no path, query or user); "
             f"got {url!r}"
         )
-    return name, url
+    return Backend(name, url, weight)
 
 
-def parse_backends(text: str) -> list[tuple[str, str]]:
-    """A comma-separated list of ``NAME=URL`` (the form of ``TICSLAB_BACKENDS``)."""
+def parse_weight(name: str, option: str) -> int:
+    key, _, value = option.partition("=")
+    if key.strip() != "weight" or not value.strip().isdigit() or int(value) > MAX_WEIGHT:
+        raise ValueError(
+            f"backend {name}: after the URL only 'weight=N' (0 to {MAX_WEIGHT}); got {option!r}"
+        )
+    return int(value)
+
+
+def parse_backends(text: str) -> list[Backend]:
+    """A comma-separated list of ``NAME=URL[ weight=N]`` (the form of ``TICSLAB_BACKENDS``)."""
     return [parse_backend(part) for part in text.split(",") if part.strip()]
+
+
+def backend_settings(backends: list[Backend]) -> dict[str, object]:
+    """``backends`` and ``weights`` settings of a parsed backend list."""
+    return {
+        "backends": [(backend.name, backend.url) for backend in backends],
+        "weights": {b.name: b.weight for b in backends if b.weight != DEFAULT_WEIGHT},
+    }
 
 
 def env_defaults(environ: dict[str, str] | None = None) -> dict[str, object]:
@@ -101,7 +145,7 @@ def env_defaults(environ: dict[str, str] | None = None) -> dict[str, object]:
     env = os.environ if environ is None else environ
     found: dict[str, object] = {}
     if env.get("TICSLAB_BACKENDS"):
-        found["backends"] = parse_backends(env["TICSLAB_BACKENDS"])
+        found.update(backend_settings(parse_backends(env["TICSLAB_BACKENDS"])))
     if env.get("TICSLAB_ALGORITHM"):
         found["algorithm"] = env["TICSLAB_ALGORITHM"]
     if env.get("TICSLAB_HOST"):

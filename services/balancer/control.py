@@ -94,6 +94,7 @@ class Control:
                 "/control",
                 routes=[
                     Route("/servers/{name}/fault", self.fault, methods=["PUT"]),
+                    Route("/servers/{name}/weight", self.weight, methods=["PUT"]),
                     Route("/servers/{name}/{action}", self.server_action, methods=["POST"]),
                     Route("/algorithm", self.algorithm, methods=["PUT"]),
                     Route("/stats/reset", self.reset_stats, methods=["POST"]),
@@ -274,6 +275,23 @@ class Control:
             )
         previous = self.balancer.set_algorithm(name, who=_who(request))
         return JSONResponse({"algorithm": name, "previous": previous})
+
+    async def weight(self, request: Request) -> Response:
+        """``{"weight": N}``: the server's share of new traffic, live (HAProxy's weight)."""
+        refusal = self._refusal(request)
+        if refusal:
+            return refusal
+        name = request.path_params["name"]
+        unknown = self._unknown_server(name)
+        if unknown:
+            return unknown
+        body = await _json_object(request)
+        weight = body.get("weight") if body and body.keys() == {"weight"} else None
+        try:
+            previous = self.balancer.set_weight(name, weight, who=_who(request))  # type: ignore[arg-type]
+        except ValueError as error:
+            return json_error(400, f'send {{"weight": N}}: {error}')
+        return JSONResponse({"server": name, "weight": weight, "previous": previous})
 
     async def reset_stats(self, request: Request) -> Response:
         refusal = self._refusal(request)

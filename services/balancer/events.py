@@ -11,7 +11,7 @@ from services.common import utc_now_iso
 KEPT_EVENTS = 500
 # Every kind ``add`` accepts: a new kind is declared here, and the dashboard's tests fail
 # until it has a sentence in both languages (dashboard/i18n.py, ``ev_<kind>``).
-KINDS = ("start", "state", "control", "algorithm", "discovery", "stats", "failure")
+KINDS = ("start", "state", "control", "algorithm", "weight", "discovery", "stats", "failure")
 
 
 class EventLog:

@@ -431,6 +431,7 @@ class Proxy:
         stats.record_latency(elapsed)
         server.observe_latency(elapsed, status)
         server.live_failures = 0
+        self.balancer.record_answer(server, status)
 
     def _failed(self, server: Server, error: BaseException) -> str:
         """Count a failed exchange with ``server``; returns its kind."""

@@ -17,8 +17,14 @@ from yarl import URL
 
 from services.common import percentile, utc_now_iso
 
-UP, DOWN, DRAIN, MAINT = "UP", "DOWN", "DRAIN", "MAINT"
-STATES = (UP, DOWN, DRAIN, MAINT)
+UP, DOWN, DRAIN, MAINT, EJECTED = "UP", "DOWN", "DRAIN", "MAINT", "EJECTED"
+STATES = (UP, DOWN, DRAIN, MAINT, EJECTED)
+# Weights as HAProxy's: 0 takes no new traffic, 256 is the most; 1 unless said.
+MAX_WEIGHT = 256
+DEFAULT_WEIGHT = 1
+# A slow start begins at this share of the weight (never 0: the server must get some
+# traffic to warm up) and grows linearly to all of it.
+SLOW_START_FLOOR = 0.05
 
 # Upper bounds (seconds) of the Prometheus latency histogram buckets.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -27,7 +33,10 @@ RATE_WINDOW = 10  # seconds, for requests per second and traffic share
 MIN_RATE_SECONDS = 1.0  # a rate is never divided by less: one request just after a reset
 # Peak EWMA (response_time algorithm): decay time constant, the cost of a server not yet
 # measured, and the latency a 5xx answer counts as, so fast errors do not attract traffic.
-EWMA_TAU = 3.0
+# The value decays with time even when no answer comes (as Finagle's does), so a server that
+# was slow and is no longer picked becomes cheap again and is tried now and then: with 1 s,
+# one that measured 300 ms is tried again after about 5 s beside a 1.5 ms one.
+EWMA_TAU = 1.0
 EWMA_UNMEASURED = 0.005
 EWMA_ERROR_PENALTY = 0.25
 
@@ -121,6 +130,12 @@ class Server:
         self.server_errors_at = 0.0
         self.ewma = EWMA_UNMEASURED
         self.ewma_at = time.monotonic()
+        self.weight = DEFAULT_WEIGHT
+        self.slow_start = 0.0  # seconds a return to UP ramps over (--slow-start); 0: none
+        self.ramp_from: float | None = None  # monotonic start of the current slow start
+        self.consecutive_5xx = 0  # live answers in a row with a 5xx (outlier ejection)
+        self.ejections = 0  # times ejected since start or reset: each lasts longer
+        self.ejected_until = 0.0  # monotonic end of the current ejection
         self.stats = ServerStats()
 
     def __repr__(self) -> str:
@@ -141,6 +156,29 @@ class Server:
         self.since_iso = utc_now_iso()
         return previous
 
+    def effective_weight(self, now: float) -> float:
+        """The weight algorithms use: the configured one, ramped during a slow start."""
+        if self.ramp_from is None:
+            return float(self.weight)
+        progress = (now - self.ramp_from) / self.slow_start
+        if progress >= 1.0:
+            self.ramp_from = None
+            return float(self.weight)
+        return self.weight * max(SLOW_START_FLOOR, progress)
+
+    def latency_cost(self, now: float) -> float:
+        """The peak EWMA as of ``now``: decayed since the last answer (toward 0), so a
+        server no answer has measured for a while is tried again."""
+        return self.ewma * math.exp(-(now - self.ewma_at) / EWMA_TAU)
+
+    def returned(self, now: float) -> None:
+        """Back in rotation after DOWN, MAINT or an ejection: what it measured before says
+        nothing now, and a slow start (if set) begins."""
+        self.ewma, self.ewma_at = EWMA_UNMEASURED, now
+        self.consecutive_5xx = 0
+        if self.slow_start > 0:
+            self.ramp_from = now
+
     def observe_latency(self, seconds: float, status: int) -> None:
         """Peak EWMA: jump to a slower sample at once, decay toward faster ones over time."""
         if status >= 500:
@@ -156,3 +194,4 @@ class Server:
     def reset_stats(self) -> None:
         self.stats = ServerStats()
         self.downtime_before = 0.0
+        self.ejections = 0

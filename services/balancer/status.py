@@ -7,14 +7,26 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from services.balancer.config import ALGORITHMS
-from services.balancer.server import Server
+from services.balancer.server import EJECTED, Server
 
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
 
 RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
-STATE_COLOURS = {"UP": "#1a7f37", "DOWN": "#cf222e", "DRAIN": "#9a6700", "MAINT": "#6e7781"}
-STATE_SPANISH = {"UP": "ACTIVO", "DOWN": "CAÍDO", "DRAIN": "DRENANDO", "MAINT": "MANTENCIÓN"}
+STATE_COLOURS = {
+    "UP": "#1a7f37",
+    "DOWN": "#cf222e",
+    "DRAIN": "#9a6700",
+    "MAINT": "#6e7781",
+    "EJECTED": "#bc4c00",
+}
+STATE_SPANISH = {
+    "UP": "ACTIVO",
+    "DOWN": "CAÍDO",
+    "DRAIN": "DRENANDO",
+    "MAINT": "MANTENCIÓN",
+    "EJECTED": "EXPULSADO",
+}
 
 
 def _percent(part: int, whole: int) -> float:
@@ -50,7 +62,14 @@ def server_status(
         "consecutive_successes": server.consecutive_successes,
         "last_check": server.last_check,
         "server_errors": server.server_errors,
-        "response_time_ewma_ms": round(server.ewma * 1000, 3),
+        "response_time_ewma_ms": round(server.latency_cost(now) * 1000, 3),
+        "weight": server.weight,
+        "effective_weight": round(server.effective_weight(now), 2),
+        "consecutive_5xx": server.consecutive_5xx,
+        "ejections": server.ejections,
+        "ejected_for": round(max(0.0, server.ejected_until - now), 1)
+        if server.state == EJECTED
+        else None,
     }
 
 
@@ -91,6 +110,12 @@ def errors_stats(balancer: Balancer) -> dict[str, Any]:
     return payload
 
 
+def _weight_text(server: dict[str, Any]) -> str:
+    """``3``, or ``3 (now 0.6)`` while a slow start ramps it up."""
+    weight, effective = server["weight"], server["effective_weight"]
+    return str(weight) if effective == weight else f"{weight} (now {effective:g})"
+
+
 def status_html(data: dict[str, Any], refresh_seconds: int = 2) -> str:
     """A page a projector can show: one row per server, refreshing itself."""
     rows = []
@@ -106,6 +131,7 @@ def status_html(data: dict[str, Any], refresh_seconds: int = 2) -> str:
             f"<small>{STATE_SPANISH.get(server['state'], '')}</small></td>"
             f"<td>{server['since_seconds']:.0f} s</td>"
             f"<td>{server['downtime']:.1f} s</td>"
+            f"<td>{_weight_text(server)}</td>"
             f"<td>{server['tries_total']}</td>"
             f"<td>{server['in_flight']}</td>"
             f"<td>{server['share_10s']:.0f}%</td>"
@@ -121,6 +147,7 @@ def status_html(data: dict[str, Any], refresh_seconds: int = 2) -> str:
         "Estado / State",
         "Desde / Since",
         "Caído / Downtime",
+        "Peso / Weight",
         "Intentos / Tries",
         "En curso / In flight",
         "Parte 10 s / Share",

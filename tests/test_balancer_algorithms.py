@@ -1,0 +1,176 @@
+"""Weights, slow start, a response-time cost that recovers, and outlier ejection: each rule of
+docs/design/balancer.md's algorithm table, on the real strategies and balancer."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections import Counter
+
+import pytest
+
+from services.balancer import algorithms
+from services.balancer.balancer import Balancer
+from services.balancer.config import BalancerConfig
+from services.balancer.server import EWMA_UNMEASURED, Server
+from services.balancer.status import status
+
+
+def servers(*weights: int) -> list[Server]:
+    pool = []
+    for n, weight in enumerate(weights, start=1):
+        server = Server(f"server{n}", f"http://127.0.0.1:{5000 + n}")
+        server.weight = weight
+        pool.append(server)
+    return pool
+
+
+def shares(pick: algorithms.Pick, pool: list[Server], picks: int, client: str = "c") -> list[float]:
+    counts = Counter(pick(pool, client).name for _ in range(picks))
+    return [counts[server.name] / picks for server in pool]
+
+
+def make_balancer(**overrides: object) -> Balancer:
+    backends = [("server1", "http://127.0.0.1:5001"), ("server2", "http://127.0.0.1:5002")]
+    return Balancer(BalancerConfig(backends=backends, **overrides))  # type: ignore[arg-type]
+
+
+# Weights -------------------------------------------------------------------------------------
+
+
+def test_round_robin_at_3_to_1_gives_75_percent_spread_out() -> None:
+    pool = servers(3, 1)
+    pick = algorithms.make("round_robin")
+    names = [pick(pool, "c").name for _ in range(400)]
+    assert names.count("server1") / 400 == pytest.approx(0.75, abs=0.05)
+    assert names[:8] == ["server1", "server1", "server2", "server1"] * 2  # nginx's smooth order
+
+
+def test_weighted_random_follows_the_weights() -> None:
+    random.seed(7)
+    assert shares(algorithms.make("random"), servers(3, 1), 4000)[0] == pytest.approx(
+        0.75, abs=0.03
+    )
+
+
+def test_least_connections_divides_by_weight() -> None:
+    heavy, light = servers(2, 1)
+    heavy.in_flight, light.in_flight = 2, 1  # (2 + 1) / 2 = 1.5 beats (1 + 1) / 1 = 2
+    assert algorithms.make("least_connections")([heavy, light], "c") is heavy
+
+
+def test_response_time_divides_by_weight() -> None:
+    heavy, light = servers(4, 1)
+    now = time.monotonic()
+    heavy.ewma, heavy.ewma_at = 0.008, now  # 8 ms / 4 beats 3 ms / 1
+    light.ewma, light.ewma_at = 0.003, now
+    assert algorithms.make("response_time")([heavy, light], "c") is heavy
+
+
+def test_ip_hash_shares_clients_by_weight_and_keeps_equal_weights_unchanged() -> None:
+    pool = servers(3, 1)
+    pick = algorithms.make("ip_hash")
+    clients = [f"10.0.{n // 256}.{n % 256}" for n in range(2000)]
+    first = Counter(pick(pool, client).name for client in clients)
+    assert first["server1"] / 2000 == pytest.approx(0.75, abs=0.04)
+    assert all(pick(pool, client) is pick(pool, client) for client in clients[:50])  # affinity
+    equal = servers(1, 1)
+    unweighted = [max(equal, key=lambda s: algorithms._score(c, s)) for c in clients]
+    assert [pick(equal, c) for c in clients] == unweighted
+
+
+def test_weight_0_takes_no_new_traffic_and_a_live_change_is_an_event() -> None:
+    balancer = make_balancer(algorithm="round_robin", weights={"server2": 0})
+    assert {balancer.choose([], "c").name for _ in range(20)} == {"server1"}  # type: ignore[union-attr]
+    assert balancer.set_weight("server1", 0, who="teacher") == 1
+    assert balancer.choose([], "c") is None
+    balancer.set_weight("server2", 5)
+    assert balancer.choose([], "c").name == "server2"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="0 to 256"):
+        balancer.set_weight("server2", 257)
+    weights = [
+        (e["server"], e["from"], e["to"]) for e in balancer.events.since(0) if e["kind"] == "weight"
+    ]
+    assert weights == [("server1", 1, 0), ("server2", 0, 5)]
+    assert [s["weight"] for s in status(balancer)["servers"]] == [0, 5]
+
+
+# Slow start ----------------------------------------------------------------------------------
+
+
+def test_a_returning_server_ramps_its_weight_over_the_slow_start() -> None:
+    balancer = make_balancer(slow_start=10.0, weights={"server1": 4})
+    server = balancer.get("server1")
+    for _ in range(2):
+        balancer.record_check(server, False, 503, "503", 1.0)
+    assert server.state == "DOWN"
+    for _ in range(2):
+        balancer.record_check(server, True, 200, "200 OK", 1.0)
+    assert server.state == "UP" and server.ramp_from is not None
+    start = server.ramp_from
+    assert server.effective_weight(start) == pytest.approx(4 * 0.05)  # never 0
+    assert server.effective_weight(start + 5) == pytest.approx(2.0)
+    assert server.effective_weight(start + 10) == 4.0
+    assert status(balancer)["servers"][0]["effective_weight"] <= 4.0
+    assert make_balancer().get("server1").effective_weight(time.monotonic()) == 1.0  # off
+
+
+# Response time -------------------------------------------------------------------------------
+
+
+def test_the_response_time_cost_decays_with_time_and_resets_on_return() -> None:
+    balancer = make_balancer()
+    server = balancer.get("server1")
+    server.observe_latency(0.3, 200)
+    at = server.ewma_at
+    assert server.latency_cost(at) == pytest.approx(0.3)
+    assert server.latency_cost(at + 5) == pytest.approx(0.3 * math.exp(-5))  # probed again
+    for _ in range(2):
+        balancer.record_check(server, False, None, "connection refused", 1.0)
+    for _ in range(2):
+        balancer.record_check(server, True, 200, "200 OK", 1.0)
+    assert server.ewma == EWMA_UNMEASURED  # what it measured before it went DOWN is forgotten
+
+
+# Outlier ejection ----------------------------------------------------------------------------
+
+
+def test_consecutive_5xx_eject_a_server_for_longer_each_time_never_the_last() -> None:
+    async def run() -> list[tuple[str, str, str]]:
+        balancer = make_balancer(eject_after_5xx=3, eject_time=0.2)
+        one, two = balancer.get("server1"), balancer.get("server2")
+        for status_code in (500, 503, 200, 500, 500):  # a success resets the count
+            balancer.record_answer(one, status_code)
+        assert one.state == "UP" and one.consecutive_5xx == 2
+        balancer.record_answer(one, 502)
+        assert one.state == "EJECTED"
+        assert status(balancer)["servers"][0]["ejected_for"] == pytest.approx(0.2, abs=0.05)
+        for _ in range(5):
+            balancer.record_answer(two, 500)
+        assert two.state == "UP"  # the last server left is never ejected
+        await asyncio.sleep(0.3)
+        assert one.state == "UP"
+        for _ in range(3):
+            balancer.record_answer(one, 500)
+        assert one.state == "EJECTED" and one.ejected_until - time.monotonic() > 0.3  # 2 x 0.2 s
+        return [
+            (e["from"], e["to"], e["reason"])
+            for e in balancer.events.since(0)
+            if e["kind"] == "state" and e["server"] == "server1"
+        ]
+
+    assert asyncio.run(run()) == [
+        ("UP", "EJECTED", "3 answers in a row were 5xx; out for 0.2 s"),
+        ("EJECTED", "UP", "ejection over"),
+        ("UP", "EJECTED", "3 answers in a row were 5xx; out for 0.4 s"),
+    ]
+
+
+def test_ejection_is_off_unless_asked() -> None:
+    balancer = make_balancer()
+    server = balancer.get("server1")
+    for _ in range(50):
+        balancer.record_answer(server, 500)
+    assert server.state == "UP"
