@@ -120,7 +120,8 @@ EN: dict[str, str] = {
     "help_read_only": "READ-ONLY: control keys and buttons are disabled (start with a token).",
     "help_close": "Escape or ? closes this help.",
     "help_states": "States: UP serves traffic; DOWN failed its checks or was stopped; "
-    "DRAIN finishes its requests and takes no new ones; MAINT is out of rotation.",
+    "DRAIN finishes its requests and takes no new ones; MAINT is out of rotation; EJECTED "
+    "answered too many 5xx in a row and is out for a while (outlier ejection).",
     # Fault screen.
     "fault_title": "Fault mode for {server}",
     "fault_none": "none: healthy",
@@ -241,7 +242,8 @@ ES: dict[str, str] = {
     "(inicie con un token).",
     "help_close": "Escape o ? cierra esta ayuda.",
     "help_states": "Estados: UP atiende tráfico; DOWN falló sus chequeos o fue detenido; "
-    "DRAIN termina sus solicitudes y no recibe nuevas; MAINT está fuera de rotación.",
+    "DRAIN termina sus solicitudes y no recibe nuevas; MAINT está fuera de rotación; EJECTED "
+    "(EXPULSADO) respondió demasiados 5xx seguidos y queda fuera un rato.",
     "fault_title": "Modo de falla de {server}",
     "fault_none": "none: sano",
     "fault_error": "error: la mitad de las respuestas son 500",

@@ -15,7 +15,7 @@ import pytest
 from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded, rendered, words
 from starlette.applications import Starlette
 from support import ACTED_ON
-from textual.widgets import Button
+from textual.widgets import Button, Static
 from textual.widgets._footer import FooterKey
 from textual.widgets._toast import Toast
 
@@ -28,6 +28,7 @@ from dashboard.options import Options, add_arguments, options_from_args, parse_o
 from dashboard.poll import TASKS_SHOWN, Poller, backoff_delay
 from dashboard.screens.fault import CLASS_PARAMETERS, FAULTS
 from dashboard.widgets.panels import ErrorsPanel, EventsPanel
+from dashboard.widgets.servers import STATE_STYLES
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig
 from services.balancer.control import Control
@@ -249,7 +250,7 @@ async def test_layout_fits_100x30_with_no_dead_band(servers: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("width", "lang", "bar"), [(100, "es", 12), (100, "en", 13), (160, "en", 30)]
+    ("width", "lang", "bar"), [(100, "es", 11), (100, "en", 11), (160, "en", 30)]
 )
 async def test_share_bar_is_wide_and_grows_with_the_screen(width: int, lang: str, bar: int) -> None:
     """16 servers (the widest names): the bar takes every spare cell, up to 30."""
@@ -273,6 +274,28 @@ async def test_the_selected_server_is_marked_without_colour() -> None:
         marks = [app.servers.get_cell(f"server{n}", "server").plain[0] for n in (1, 2, 3)]
         assert marks == [" ", "▶", " "]
         assert app.servers.selected_server == "server2"
+
+
+@pytest.mark.parametrize(
+    ("lang", "legend"),
+    [("en", "EJECTED answered too many 5xx in a row"), ("es", "EJECTED (EXPULSADO)")],
+)
+async def test_an_ejected_server_shows_in_its_own_colour_and_the_help_says_why(
+    lang: str, legend: str
+) -> None:
+    balancer = FixtureBalancer(3)
+    balancer.answers["/status"]["servers"][2] |= {"state": "EJECTED", "ejected_for": 8.5}
+    app = fixture_app(balancer=balancer, lang=lang)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        cell = app.servers.get_cell("server3", "state")
+        assert cell.plain.strip() == "EJECTED" and "EJECTED" in rendered(app.servers)[3]
+        others = {STATE_STYLES[state] for state in ("UP", "DOWN", "DRAIN", "MAINT")}
+        assert cell.style == STATE_STYLES["EJECTED"] and cell.style not in others
+        await pilot.press("question_mark")
+        await pilot.pause()
+        help_texts = app.screen.query(".help-text").results(Static)
+        assert legend in " ".join(str(text.content) for text in help_texts)
 
 
 @pytest.mark.parametrize("lang", ["en", "es"])

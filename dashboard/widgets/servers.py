@@ -19,7 +19,7 @@ from dashboard.i18n import Translator
 # column's width comes from the bar (see ``bar_width``), the server column's from the names.
 WIDTHS: dict[str, int] = {
     "server": 11,  # "▶ 1 server1"
-    "state": 5,
+    "state": 7,  # "EJECTED"
     "since": 6,
     "share": 0,
     "rps": 9,
@@ -40,13 +40,14 @@ STATE_STYLES = {
     "DOWN": "bold white on red3",
     "DRAIN": "bold black on yellow3",
     "MAINT": "bold black on cyan3",
+    "EJECTED": "bold white on dark_orange3",
 }
 HISTORY = 4  # sparkline points
 
 
 def state_text(state: str) -> Text:
     """The state as a word on its colour, so it reads without colour too."""
-    return Text(state.ljust(5), style=STATE_STYLES.get(state, "bold reverse"))
+    return Text(state.ljust(WIDTHS["state"]), style=STATE_STYLES.get(state, "bold reverse"))
 
 
 def share_text(percent: float | None, width: int) -> Text:
