@@ -157,6 +157,17 @@ class BalancerClient:
             total, body = len(body), body[::-1]
         return TaskList([task for task in body[:newest] if isinstance(task, dict)], total)
 
+    async def weight(self, server: str) -> int:
+        """``server``'s weight as the balancer has it now (from ``/status``)."""
+        status = await self.status()
+        servers = status.get("servers") if isinstance(status, dict) else None
+        for entry in servers if isinstance(servers, list) else []:
+            if isinstance(entry, dict) and entry.get("name") == server:
+                weight = entry.get("weight")
+                if isinstance(weight, int) and not isinstance(weight, bool):
+                    return weight
+        raise ApiError(f"the balancer's /status gives no weight for {server}")
+
     async def control_info(self) -> dict[str, Any]:
         return await self._get("/control")
 
@@ -166,6 +177,9 @@ class BalancerClient:
 
     async def set_fault(self, server: str, fault: dict[str, Any]) -> dict[str, Any]:
         return await self._write("PUT", f"/control/servers/{server}/fault", fault)
+
+    async def set_weight(self, server: str, weight: int) -> dict[str, Any]:
+        return await self._write("PUT", f"/control/servers/{server}/weight", {"weight": weight})
 
     async def set_algorithm(self, algorithm: str) -> dict[str, Any]:
         return await self._write("PUT", "/control/algorithm", {"algorithm": algorithm})

@@ -10,6 +10,7 @@ EN: dict[str, str] = {
     "col_server": "Server",
     "col_state": "State",
     "col_since": "For",
+    "col_weight": "Wt",
     "col_share": "Share 10s",
     "col_rps": "Req/s",
     "col_busy": "Busy",
@@ -72,6 +73,8 @@ EN: dict[str, str] = {
     "key_drain": "Drain/ready",
     "key_maint": "Maintenance",
     "key_fault": "Fault mode",
+    "key_weight": "Weight of the selected server: > adds 1, < takes 1 (0 to 256; 0: no new "
+    "traffic)",
     "key_algorithm": "Next algorithm",
     "key_reset": "Reset stats",
     "key_refresh_pause": "Pause refresh",
@@ -85,6 +88,7 @@ EN: dict[str, str] = {
     "short_pause": "Hang",
     "short_drain": "Drain",
     "short_fault": "Fault",
+    "short_weight": "Weight",
     "short_algorithm": "Algorithm",
     "short_refresh_pause": "Pause",
     # Buttons.
@@ -102,6 +106,8 @@ EN: dict[str, str] = {
     "n_algorithm": "Algorithm: {previous} → {algorithm}",
     "n_reset": "Statistics reset.",
     "n_fault": "{server}: fault mode is now {mode}.",
+    "n_weight": "{server}: weight {previous} → {weight}",
+    "n_weight_limit": "{server}: the weight is already {weight} (0 to 256).",
     "n_failed": "{what} failed: {message}",
     "n_bad_token": "{what} refused: wrong or missing token ({message}).",
     "n_conflict": "{what} is not possible with this driver: {message}",
@@ -121,7 +127,8 @@ EN: dict[str, str] = {
     "help_close": "Escape or ? closes this help.",
     "help_states": "States: UP serves traffic; DOWN failed its checks or was stopped; "
     "DRAIN finishes its requests and takes no new ones; MAINT is out of rotation; EJECTED "
-    "answered too many 5xx in a row and is out for a while (outlier ejection).",
+    "answered too many 5xx in a row and is out for a while (outlier ejection). Wt: the "
+    "server's weight, its share of new traffic; ↗ while a slow start ramps it up.",
     # Fault screen.
     "fault_title": "Fault mode for {server}",
     "fault_none": "none: healthy",
@@ -137,6 +144,7 @@ ES: dict[str, str] = {
     "col_server": "Servidor",
     "col_state": "Estado",
     "col_since": "Hace",
+    "col_weight": "Peso",
     "col_share": "Cuota 10s",
     "col_rps": "Sol/s",
     "col_busy": "Act.",
@@ -196,6 +204,8 @@ ES: dict[str, str] = {
     "key_drain": "Drenar/listo",
     "key_maint": "Mantención",
     "key_fault": "Modo de falla",
+    "key_weight": "Peso del servidor seleccionado: > suma 1, < resta 1 (0 a 256; 0: sin "
+    "tráfico nuevo)",
     "key_algorithm": "Siguiente algoritmo",
     "key_reset": "Reiniciar estadísticas",
     "key_refresh_pause": "Pausar refresco",
@@ -205,9 +215,10 @@ ES: dict[str, str] = {
     "key_quit": "Salir",
     "short_toggle_n": "Iniciar/parar",
     "short_kill": "Matar",
-    "short_pause": "Congelar",
+    "short_pause": "Colgar",
     "short_drain": "Drenar",
     "short_fault": "Falla",
+    "short_weight": "Peso",
     "short_algorithm": "Algoritmo",
     "short_refresh_pause": "Pausa",
     "btn_toggle": "Iniciar/parar",
@@ -223,6 +234,8 @@ ES: dict[str, str] = {
     "n_algorithm": "Algoritmo: {previous} → {algorithm}",
     "n_reset": "Estadísticas reiniciadas.",
     "n_fault": "{server}: el modo de falla ahora es {mode}.",
+    "n_weight": "{server}: peso {previous} → {weight}",
+    "n_weight_limit": "{server}: el peso ya es {weight} (0 a 256).",
     "n_failed": "{what} falló: {message}",
     "n_bad_token": "{what} rechazado: token incorrecto o ausente ({message}).",
     "n_conflict": "{what} no es posible con este driver: {message}",
@@ -243,7 +256,8 @@ ES: dict[str, str] = {
     "help_close": "Escape o ? cierra esta ayuda.",
     "help_states": "Estados: UP atiende tráfico; DOWN falló sus chequeos o fue detenido; "
     "DRAIN termina sus solicitudes y no recibe nuevas; MAINT está fuera de rotación; EJECTED "
-    "(EXPULSADO) respondió demasiados 5xx seguidos y queda fuera un rato.",
+    "(EXPULSADO) respondió demasiados 5xx seguidos y queda fuera un rato. Peso: su parte "
+    "del tráfico nuevo; ↗ mientras un arranque lento lo hace subir.",
     "fault_title": "Modo de falla de {server}",
     "fault_none": "none: sano",
     "fault_error": "error: la mitad de las respuestas son 500",

@@ -61,6 +61,16 @@ KEYS: tuple[Key, ...] = (
     Key("d", "drain_toggle", "key_drain", write=True, short="short_drain", button="btn_drain"),
     Key("m", "server_action('maint')", "key_maint", write=True, show=False, button="btn_maint"),
     Key("f", "fault_menu", "key_fault", write=True, short="short_fault", button="btn_fault"),
+    # No buttons (the nine there are fill 100 columns); ``.`` and ``,`` need no Shift.
+    Key(
+        "greater_than_sign,full_stop",
+        "weight(1)",
+        "key_weight",
+        write=True,
+        display="</>",
+        short="short_weight",
+    ),
+    Key("less_than_sign,comma", "weight(-1)", "key_weight", write=True, show=False),
     Key(
         "a",
         "cycle_algorithm",

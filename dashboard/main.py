@@ -31,6 +31,7 @@ from dashboard.widgets.panels import ErrorsPanel, EventsPanel, TasksPanel
 from dashboard.widgets.servers import ServerTable
 from dashboard.widgets.statusbar import Banner, StatusBar
 from dashboard.widgets.totals import Totals
+from services.balancer.server import MAX_WEIGHT
 
 REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 DEFAULT_THEME = "textual-dark"
@@ -261,6 +262,29 @@ class DashboardApp(App[int]):
                 self.send_fault(name, fault)
 
         self.push_screen(FaultScreen(self.t, name), chosen)
+
+    def action_weight(self, step: int) -> None:
+        if name := self._selected():
+            self.change_weight(name, step)
+
+    @work(group="control", exit_on_error=False)
+    async def change_weight(self, name: str, step: int) -> None:
+        """One step from the weight the balancer has now, not the one on screen (a poll old):
+        two quick presses act in turn, the second on what the first left."""
+        async with self._server_locks[name]:
+            try:
+                current = await self.client.weight(name)
+            except ApiError as error:
+                self.notify_error(f"{name} weight", error)
+                return
+            weight = min(max(current + step, 0), MAX_WEIGHT)
+            if weight == current:
+                self.notify(self.t("n_weight_limit", server=name, weight=weight))
+                return
+            request = self.client.set_weight(name, weight)
+            answer = await self._send(f"{name} weight {weight}", request)
+        if answer is not None:
+            self.notify(self.t("n_weight", server=name, previous=current, weight=weight))
 
     def action_cycle_algorithm(self) -> None:
         if self.status is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from string import Formatter
 from typing import Any
@@ -28,7 +29,7 @@ from dashboard.options import Options, add_arguments, options_from_args, parse_o
 from dashboard.poll import TASKS_SHOWN, Poller, backoff_delay
 from dashboard.screens.fault import CLASS_PARAMETERS, FAULTS
 from dashboard.widgets.panels import ErrorsPanel, EventsPanel
-from dashboard.widgets.servers import STATE_STYLES
+from dashboard.widgets.servers import STATE_STYLES, weight_text
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig
 from services.balancer.control import Control
@@ -58,7 +59,7 @@ def test_error_types_are_named_in_the_chosen_language() -> None:
 
 
 def test_every_control_key_is_a_write_action() -> None:
-    controls = {"toggle_server", "toggle_selected", "server_action", "drain_toggle"}
+    controls = {"toggle_server", "toggle_selected", "server_action", "drain_toggle", "weight"}
     assert controls | {"fault_menu", "cycle_algorithm", "reset_stats"} <= WRITE_ACTIONS
     assert not {"help", "quit", "toggle_refresh", "refresh_rate"} & WRITE_ACTIONS
 
@@ -128,6 +129,7 @@ async def test_read_only_client_sends_no_write() -> None:
         client.set_algorithm("round_robin"),
         client.reset_stats(),
         client.set_fault("server1", {"mode": "hang"}),
+        client.set_weight("server1", 3),
     ):
         with pytest.raises(ReadOnlyError):
             await write
@@ -250,7 +252,7 @@ async def test_layout_fits_100x30_with_no_dead_band(servers: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("width", "lang", "bar"), [(100, "es", 11), (100, "en", 11), (160, "en", 30)]
+    ("width", "lang", "bar"), [(100, "es", 6), (100, "en", 6), (160, "en", 30)]
 )
 async def test_share_bar_is_wide_and_grows_with_the_screen(width: int, lang: str, bar: int) -> None:
     """16 servers (the widest names): the bar takes every spare cell, up to 30."""
@@ -274,6 +276,66 @@ async def test_the_selected_server_is_marked_without_colour() -> None:
         marks = [app.servers.get_cell(f"server{n}", "server").plain[0] for n in (1, 2, 3)]
         assert marks == [" ", "▶", " "]
         assert app.servers.selected_server == "server2"
+
+
+def test_weight_cell() -> None:
+    """The weight, marked while a slow start ramps it; ``-`` from a balancer without."""
+    assert weight_text({"weight": 3, "effective_weight": 3.0}) == "3"
+    assert weight_text({"weight": 256, "effective_weight": 12.8}) == "256↗"
+    assert weight_text({"weight": 0, "effective_weight": 0}) == "0"
+    assert weight_text({}) == weight_text({"weight": "3"}) == "-"
+
+
+async def test_the_weight_column_marks_a_slow_start() -> None:
+    app = fixture_app(3)  # server2: weight 3, ramping (effective 1.2)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        cells = [app.servers.get_cell(f"server{n}", "weight") for n in (1, 2, 3)]
+        assert cells == ["1", "3↗", "1"]
+        assert "3↗" in rendered(app.servers)[2]
+
+
+async def test_weight_keys_send_one_step_from_the_weight_the_balancer_has_now() -> None:
+    """``>`` and ``<`` on the selected row; the step starts from the balancer's weight, not
+    the screen's (a poll old), so quick presses add up; at 0 (or 256) nothing is sent."""
+    balancer = FixtureBalancer(3)
+    servers = balancer.answers["/status"]["servers"]
+    servers[2]["weight"] = 0
+    app = fixture_app(balancer=balancer)
+
+    def sent() -> list[tuple[str, str, Any]]:
+        return [(r.method, r.url.path, json.loads(r.content)) for r in balancer.writes]
+
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await loaded(pilot)
+        await pilot.press("down", "greater_than_sign")  # server2, weight 3
+        await until_found(pilot, lambda: len(balancer.writes) == 1)
+        servers[1]["weight"] = 4  # what the balancer did; the screen still says 3
+        await pilot.press("full_stop")
+        await until_found(pilot, lambda: len(balancer.writes) == 2)
+        await pilot.press("less_than_sign")
+        await until_found(pilot, lambda: len(balancer.writes) == 3)
+        await pilot.press("down", "comma")  # server3, weight 0
+        limit = "server3: the weight is already 0 (0 to 256)."
+        await until_found(pilot, lambda: any(limit in words(t) for t in app.screen.query(Toast)))
+        path = "/control/servers/server2/weight"
+        assert sent() == [
+            ("PUT", path, {"weight": 4}),
+            ("PUT", path, {"weight": 5}),
+            ("PUT", path, {"weight": 3}),
+        ]
+        assert {r.headers["authorization"] for r in balancer.writes} == {"Bearer t0ken"}
+
+
+async def test_weight_keys_do_nothing_in_read_only_mode() -> None:
+    balancer = FixtureBalancer(3)
+    app = fixture_app(balancer=balancer, token=None, read_only=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        before = len(balancer.requests)
+        await pilot.press("greater_than_sign", "less_than_sign", "full_stop", "comma")
+        await pilot.pause(0.3)
+        assert balancer.requests[before:] == []  # refused before even reading the weight
 
 
 @pytest.mark.parametrize(
@@ -308,7 +370,7 @@ async def test_footer_shows_the_essential_keys_at_100_columns(lang: str) -> None
             for key in app.query(FooterKey)
             if key.region.width and key.region.right <= 100
         }
-        assert {"?", "1-9", "a", "space", "q"} <= shown
+        assert {"?", "1-9", "</>", "a", "space", "q"} <= shown
         assert "^p" not in shown  # the command palette still opens, it just takes no room
 
 

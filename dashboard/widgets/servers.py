@@ -21,6 +21,7 @@ WIDTHS: dict[str, int] = {
     "server": 11,  # "▶ 1 server1"
     "state": 7,  # "EJECTED"
     "since": 6,
+    "weight": 4,  # "256↗"
     "share": 0,
     "rps": 9,
     "busy": 4,
@@ -31,8 +32,9 @@ WIDTHS: dict[str, int] = {
 }
 GAP = 1  # cells between columns (the table's own padding is 0: two cells each is too wide)
 SCROLLBAR = 1
-# The traffic share is the lesson: its bar gets every spare cell, from 10 up to 30.
-MIN_BAR, MAX_BAR = 10, 30
+# The traffic share is the lesson: its bar gets every spare cell, from 6 (16 servers at 100
+# columns, beside the weight) up to 30.
+MIN_BAR, MAX_BAR = 6, 30
 PERCENT = 5  # " 100%"
 MARK = "▶"  # the selected row, visible without colour too
 STATE_STYLES = {
@@ -42,12 +44,23 @@ STATE_STYLES = {
     "MAINT": "bold black on cyan3",
     "EJECTED": "bold white on dark_orange3",
 }
+RAMP = "↗"  # a slow start: the server takes less than its weight for now
 HISTORY = 4  # sparkline points
 
 
 def state_text(state: str) -> Text:
     """The state as a word on its colour, so it reads without colour too."""
     return Text(state.ljust(WIDTHS["state"]), style=STATE_STYLES.get(state, "bold reverse"))
+
+
+def weight_text(server: dict[str, Any]) -> str:
+    """The configured weight (``3``), marked ``3↗`` while a slow start ramps the weight the
+    algorithms use (``effective_weight``) up to it; ``-`` from a balancer without weights."""
+    weight, effective = fmt.real(server.get("weight")), fmt.real(server.get("effective_weight"))
+    if weight is None:
+        return "-"
+    ramping = effective is not None and effective < weight
+    return fmt.number(weight) + (RAMP if ramping else "")
 
 
 def share_text(percent: float | None, width: int) -> Text:
@@ -182,6 +195,7 @@ class ServerTable(DataTable):
             "server": self.server_cell(index, name),
             "state": state_text(str(server.get("state", "?"))),
             "since": fmt.duration(server.get("since_seconds")),
+            "weight": weight_text(server),
             "share": share_text(server.get("share_10s"), bar),
             "rps": f"{fmt.number(rps):>4} {fmt.sparkline(self._history[name], HISTORY)}",
             "busy": fmt.number(server.get("in_flight")),
