@@ -1,7 +1,9 @@
-"""``ticslab up`` as a user runs it: a real launcher process and its real children."""
+"""``ticslab up`` as a user runs it: a real launcher process and its real children; and the
+balancer's command line it builds, as the balancer reads it."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import pty
 import signal
@@ -14,7 +16,11 @@ import httpx
 import pytest
 from support import TICSLAB, free_port, free_run, pids_where, taskserver, wait_until
 
+from services.balancer import cli as balancer_cli
+from services.balancer.config import BalancerConfig
 from services.common import default_token_file
+from services.launcher import cli as up
+from services.launcher.stack import StackOptions, plan
 
 
 def listening(port: int) -> bool:
@@ -114,6 +120,49 @@ class UpStack:
                 for pid in kids:
                     if alive(pid):
                         os.kill(pid, signal.SIGKILL)
+
+
+def balancer_config(*up_args: str) -> BalancerConfig:
+    """What the balancer ``ticslab up`` (or ``demo``) would start makes of the command line
+    the stack gives it, read by the balancer's own parser."""
+    parser = argparse.ArgumentParser()
+    up.add_arguments(parser)
+    options = up.options_from_args(parser.parse_args(list(up_args)))
+    argv = next(
+        spec.argv
+        for spec in plan(options, "t0ken", "http://127.0.0.1:1")
+        if spec.role == "balancer"
+    )
+    balancer_parser = argparse.ArgumentParser()
+    balancer_cli.add_arguments(balancer_parser)
+    return balancer_cli.config_from_args(
+        balancer_parser.parse_args(argv[argv.index("balancer") + 1 :])
+    )
+
+
+def test_weights_and_balancer_tuning_reach_the_balancer() -> None:
+    config = balancer_config(
+        "--servers", "3", "--weight", "server2=3", "--weight", "server3=0",
+        "--slow-start", "20", "--eject-after-5xx", "5", "--eject-time", "15",
+    )  # fmt: skip
+    assert [name for name, _ in config.backends] == ["server1", "server2", "server3"]
+    assert config.weights == {"server2": 3, "server3": 0}
+    assert (config.slow_start, config.eject_after_5xx, config.eject_time) == (20, 5, 15)
+    defaults = BalancerConfig()
+    config = balancer_config()  # none given: the balancer's own defaults
+    assert config.weights == {}
+    assert (config.slow_start, config.eject_after_5xx, config.eject_time) == (
+        defaults.slow_start,
+        defaults.eject_after_5xx,
+        defaults.eject_time,
+    )
+
+
+def test_a_weight_for_a_server_that_does_not_exist_is_refused() -> None:
+    options = StackOptions(
+        servers=2, balancer_port=free_port(), first_server_port=free_run(2), weights={"server5": 2}
+    )
+    assert options.problems() == ["--weight server5: there is no server5 (server1 to server2)"]
 
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")

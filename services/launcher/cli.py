@@ -13,6 +13,8 @@ from types import FrameType
 from rich.console import Console
 
 from services.balancer.algorithms import ALGORITHMS
+from services.balancer.config import BalancerConfig
+from services.balancer.server import MAX_WEIGHT
 from services.common import count, default_token_file, write_token_file
 from services.launcher.logs import ConsoleLogs
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
@@ -26,6 +28,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="holds tasks.json")
     parser.add_argument("--token", help="control token (default: TICSLAB_TOKEN or a new one)")
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="random")
+    parser.add_argument(
+        "--weight",
+        action="append",
+        type=weight_option,
+        default=[],
+        metavar="NAME=N",
+        help=f"a task server's weight, 0 (no new traffic) to {MAX_WEIGHT} (default 1), "
+        "repeatable: --weight server2=3",
+    )
+    tuning = BalancerConfig()  # the balancer's defaults, for the help
+    parser.add_argument(
+        "--slow-start",
+        type=float,
+        metavar="S",
+        help="seconds over which a server back in rotation ramps up to its weight (the "
+        f"balancer's --slow-start; default {tuning.slow_start:g}: at once)",
+    )
+    parser.add_argument(
+        "--eject-after-5xx",
+        type=int,
+        metavar="N",
+        help="take a server out after N answers in a row were 5xx (the balancer's "
+        f"--eject-after-5xx; default {tuning.eject_after_5xx}: off)",
+    )
+    parser.add_argument(
+        "--eject-time",
+        type=float,
+        metavar="S",
+        help="seconds an ejection lasts, times the server's ejections so far (the balancer's "
+        f"--eject-time; default {tuning.eject_time:g})",
+    )
+
+
+def weight_option(text: str) -> tuple[str, int]:
+    """``server2=3`` -> ``("server2", 3)``; whether the server exists is checked later,
+    once the number of servers is known."""
+    name, _, value = text.partition("=")
+    if not name.strip() or not value.strip().isdigit() or int(value) > MAX_WEIGHT:
+        raise argparse.ArgumentTypeError(
+            f"a weight is NAME=N with N from 0 to {MAX_WEIGHT}, e.g. server2=3; got {text!r}"
+        )
+    return name.strip(), int(value)
 
 
 def options_from_args(args: argparse.Namespace) -> StackOptions:
@@ -36,6 +80,10 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         first_server_port=args.first_server_port,
         data_dir=args.data_dir,
         algorithm=args.algorithm,
+        weights=dict(args.weight),
+        slow_start=args.slow_start,
+        eject_after_5xx=args.eject_after_5xx,
+        eject_time=args.eject_time,
     )
 
 
@@ -54,7 +102,9 @@ def banner(options: StackOptions, token_path: Path) -> str:
         f"  balancer   {options.balancer_url}  (/status, /events, /errors/stats, /metrics)",
     ]
     for number, port in enumerate(options.server_ports, start=1):
-        lines.append(f"  server{number:<4} http://{HOST}:{port}")
+        weight = options.weights.get(f"server{number}")
+        given = "" if weight is None else f"  weight {weight}"
+        lines.append(f"  server{number:<4} http://{HOST}:{port}{given}")
     lines += [
         f"  tasks      {options.tasks_file}",
         f"  token      {token_path}  (Authorization: Bearer $(cat {token_path}))",

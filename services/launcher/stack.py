@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -38,6 +38,11 @@ class StackOptions:
     first_server_port: int = 5001
     data_dir: Path = Path("data")
     algorithm: str = "random"
+    # For the balancer; None keeps its own default.
+    weights: dict[str, int] = field(default_factory=dict)  # by server name
+    slow_start: float | None = None
+    eject_after_5xx: int | None = None
+    eject_time: float | None = None
 
     @property
     def server_ports(self) -> list[int]:
@@ -51,6 +56,15 @@ class StackOptions:
     def tasks_file(self) -> Path:
         return self.data_dir / "tasks.json"
 
+    def balancer_flags(self) -> list[str]:
+        """The balancer's tuning flags that were given (the balancer checks their values)."""
+        given = {
+            "--slow-start": self.slow_start,
+            "--eject-after-5xx": self.eject_after_5xx,
+            "--eject-time": self.eject_time,
+        }
+        return [f"{flag}={value}" for flag, value in given.items() if value is not None]
+
     def problems(self) -> list[str]:
         """Why these options cannot work, in words (empty when they can)."""
         found = []
@@ -58,6 +72,9 @@ class StackOptions:
             found.append("--servers must be at least 1")
         if self.clients < 0:
             found.append("--clients cannot be negative")
+        names = {f"server{number}" for number in range(1, self.servers + 1)}
+        for name in sorted(self.weights.keys() - names):
+            found.append(f"--weight {name}: there is no {name} (server1 to server{self.servers})")
         ports = [self.balancer_port, *self.server_ports]
         if any(not 1 <= port <= 65535 for port in ports):
             found.append(f"ports must be 1..65535, not {min(ports)}..{max(ports)}")
@@ -91,10 +108,15 @@ def plan(options: StackOptions, token: str, supervisor_url: str) -> list[Process
         )  # fmt: skip
         health = f"http://{HOST}:{port}/health"
         specs.append(ProcessSpec(name, "taskserver", argv, env, port, health))
-    backends = [f"--backend={s.name}=http://{HOST}:{s.port}" for s in specs]
+    backends = [
+        f"--backend={s.name}=http://{HOST}:{s.port}"
+        + (f" weight={options.weights[s.name]}" if s.name in options.weights else "")
+        for s in specs
+    ]
     balancer = python_command(
         "balancer", "--host", HOST, "--port", str(options.balancer_port),
         "--algorithm", options.algorithm, "--driver", "local", *backends,
+        *options.balancer_flags(),
     )  # fmt: skip
     specs.append(
         ProcessSpec(
