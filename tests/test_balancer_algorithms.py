@@ -146,7 +146,9 @@ def test_consecutive_5xx_eject_a_server_for_longer_each_time_never_the_last() ->
         assert one.state == "UP" and one.consecutive_5xx == 2
         balancer.record_answer(one, 502)
         assert one.state == "EJECTED"
-        assert status(balancer)["servers"][0]["ejected_for"] == pytest.approx(0.2, abs=0.05)
+        shown = status(balancer)["servers"][0]
+        assert shown["ejected_for"] == pytest.approx(0.2, abs=0.05)
+        assert shown["state_reason"] == "3 answers in a row were 5xx; out for 0.2 s"
         for _ in range(5):
             balancer.record_answer(two, 500)
         assert two.state == "UP"  # the last server left is never ejected

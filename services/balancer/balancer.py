@@ -125,6 +125,7 @@ class Balancer:
 
     def _transition(self, server: Server, to: str, reason: str, **fields: Any) -> None:
         previous = server.enter(to)
+        server.state_reason = reason
         server.announced = True
         if to == UP:
             server.live_failures = 0

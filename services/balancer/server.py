@@ -115,6 +115,7 @@ class Server:
         # a POST that may have reached it can be sent again (docs/design/balancer.md).
         self.honours_keys = False
         self.state = UP  # optimistic start, as HAProxy: the first checks correct it quickly
+        self.state_reason: str | None = None  # why it is in this state (its last state event)
         self.healthy = True  # the health verdict, kept while DRAIN hides it from the state
         self.since = time.monotonic()
         self.since_iso = utc_now_iso()
