@@ -9,11 +9,14 @@ import random
 import time
 from collections import Counter
 
+import httpx
 import pytest
+from starlette.applications import Starlette
 
 from services.balancer import algorithms
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig
+from services.balancer.control import Control
 from services.balancer.server import EWMA_UNMEASURED, Server
 from services.balancer.status import status
 
@@ -146,7 +149,9 @@ def test_consecutive_5xx_eject_a_server_for_longer_each_time_never_the_last() ->
         assert one.state == "UP" and one.consecutive_5xx == 2
         balancer.record_answer(one, 502)
         assert one.state == "EJECTED"
-        assert status(balancer)["servers"][0]["ejected_for"] == pytest.approx(0.2, abs=0.05)
+        shown = status(balancer)["servers"][0]
+        assert shown["ejected_for"] == pytest.approx(0.2, abs=0.05)
+        assert shown["state_reason"] == "3 answers in a row were 5xx; out for 0.2 s"
         for _ in range(5):
             balancer.record_answer(two, 500)
         assert two.state == "UP"  # the last server left is never ejected
@@ -174,3 +179,149 @@ def test_ejection_is_off_unless_asked() -> None:
     for _ in range(50):
         balancer.record_answer(server, 500)
     assert server.state == "UP"
+
+
+def test_a_weight_change_takes_effect_at_the_next_round_robin_pick() -> None:
+    heavy, light = servers(256, 1)
+    pick = algorithms.make("round_robin")
+    for _ in range(300):
+        pick([heavy, light], "c")
+    heavy.weight = 1
+    names = [pick([heavy, light], "c").name for _ in range(10)]
+    assert names == ["server1", "server2"] * 5
+
+
+def test_round_robin_forgets_servers_that_left() -> None:
+    pick = algorithms.make("round_robin")
+    for n in range(200):  # discovery replaces the second server again and again
+        pick([Server("a", "http://a:1"), Server(f"s{n}", f"http://s{n}:1")], "c")
+    state = [
+        cell.cell_contents
+        for cell in pick.__closure__ or ()
+        if isinstance(cell.cell_contents, dict)
+    ]
+    assert state and all(
+        len(remembered) <= 2 * 2 + algorithms.MAX_FORGOTTEN + 1 for remembered in state
+    )
+
+
+def test_ip_hash_scores_stay_strictly_between_0_and_1() -> None:
+    extremes = [Server(name, "http://x:1") for name in ("a", "b")]
+    for client in (f"10.0.0.{n}" for n in range(256)):
+        assert all(0 < algorithms._score(client, server) < 1 for server in extremes)
+    assert ((2**64 - 1 >> 12) + 0.5) / 2**52 < 1.0  # the largest digest still maps below 1
+
+
+def test_an_ejection_ended_otherwise_is_not_ended_again_by_its_old_timer() -> None:
+    async def run() -> str:
+        balancer = make_balancer(eject_after_5xx=1, eject_time=0.2)
+        one = balancer.get("server1")
+        balancer.record_answer(one, 500)  # ejected for 0.2 s
+        balancer.set_admin_state("server1", "MAINT")
+        balancer.set_admin_state("server1", "READY")
+        balancer.record_answer(one, 500)  # ejected again, for 0.4 s
+        await asyncio.sleep(0.3)  # past the first ejection's end
+        return one.state
+
+    assert asyncio.run(run()) == "EJECTED"
+
+
+def test_ready_ends_an_ejection_and_a_removed_server_leaves_no_timer() -> None:
+    async def run() -> list[str]:
+        balancer = make_balancer(eject_after_5xx=1, eject_time=0.1)
+        one = balancer.get("server1")
+        balancer.record_answer(one, 500)
+        assert balancer.set_admin_state("server1", "READY") == "UP"
+        balancer.record_answer(one, 500)
+        balancer.remove_server("server1")
+        await asyncio.sleep(0.35)
+        return [
+            e["to"] for e in balancer.events.since(0) if e.get("server") == "server1" and "to" in e
+        ]
+
+    assert asyncio.run(run()) == ["EJECTED", "UP", "EJECTED"]
+
+
+def test_only_servers_taking_traffic_count_as_others_and_only_up_servers_are_ejected() -> None:
+    async def run() -> None:
+        balancer = make_balancer(eject_after_5xx=2, weights={"server2": 0})
+        one, two = balancer.get("server1"), balancer.get("server2")
+        for _ in range(4):
+            balancer.record_answer(one, 500)
+        assert one.state == "UP"  # server2 takes no traffic (weight 0): server1 is the last
+        balancer.set_weight("server2", 1)
+        balancer.set_admin_state("server2", "DRAIN")
+        for _ in range(3):
+            balancer.record_answer(two, 500)
+        assert two.state == "DRAIN"  # draining already: not ejected
+        assert one.state == "UP"
+
+    asyncio.run(run())
+
+
+def test_ejections_grow_up_to_six_times_the_base_time() -> None:
+    async def run() -> float:
+        balancer = make_balancer(eject_after_5xx=1, eject_time=10.0)
+        one = balancer.get("server1")
+        for _ in range(8):
+            balancer.record_answer(one, 500)
+            balancer.set_admin_state("server1", "READY")
+        balancer.record_answer(one, 500)
+        left = one.ejected_until - time.monotonic()
+        one.end_ejection_timer()
+        return left
+
+    assert asyncio.run(run()) == pytest.approx(60.0, abs=0.5)
+
+
+def test_a_return_through_drain_still_resets_and_slow_starts() -> None:
+    balancer = make_balancer(slow_start=5.0, eject_after_5xx=2)
+    server = balancer.get("server1")
+    for _ in range(2):
+        balancer.record_check(server, False, 503, "503", 1.0)
+    server.consecutive_5xx = 1
+    balancer.set_admin_state("server1", "DRAIN")
+    for _ in range(2):
+        balancer.record_check(server, True, 200, "200 OK", 1.0)
+    balancer.set_admin_state("server1", "READY")
+    assert server.state == "UP" and server.ramp_from is not None and server.consecutive_5xx == 0
+
+
+@pytest.mark.parametrize(
+    "bad", [{"slow_start": math.inf}, {"eject_time": math.nan}, {"eject_time": 0}]
+)
+def test_endless_or_undefined_times_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        make_balancer(**bad)
+
+
+WEIGHT_BODIES = [
+    b'{"weight": true}',
+    b'{"weight": 3.0}',
+    b'{"weight": "3"}',
+    b'{"weight": 1e400}',
+    b'{"weight": -1}',
+    b'{"weight": 257}',
+    b'{"weight": 1180591620717411303424}',
+    b'{"weight": 3, "server": "server2"}',
+    b"",
+    b"[3]",
+    b"[" * 100_000,
+]
+
+
+@pytest.mark.parametrize("body", WEIGHT_BODIES, ids=[repr(b[:30]) for b in WEIGHT_BODIES])
+def test_bad_weight_bodies_get_400_and_change_nothing(body: bytes) -> None:
+    async def send() -> tuple[int, int]:
+        balancer = make_balancer()
+        control = Control(balancer, "secret", "none")
+        transport = httpx.ASGITransport(Starlette(routes=control.routes()))
+        headers = {"Authorization": "Bearer secret"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            answer = await http.put(
+                "/control/servers/server1/weight", content=body, headers=headers
+            )
+        await control.stop()
+        return answer.status_code, balancer.get("server1").weight
+
+    assert asyncio.run(send()) == (400, 1)

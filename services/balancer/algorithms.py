@@ -14,10 +14,13 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from services.balancer.server import Server
 
 Pick = Callable[[Sequence[Server], str], Server]
+# Round robin remembers servers a retry skipped; past this many absent ones, it forgets them.
+MAX_FORGOTTEN = 16
 
 
 def _weights(candidates: Sequence[Server]) -> list[float]:
@@ -32,10 +35,18 @@ def pick_random(candidates: Sequence[Server], client: str) -> Server:
 
 def round_robin() -> Pick:
     """Each server in turn, as often as its weight says, spread out: nginx's smooth weighted
-    round robin (weights 3:1 give a a b a, a a b a, ... never a a a b)."""
+    round robin (weights 3:1 give a a b a, a a b a, ... never a a a b). A change of any
+    configured weight starts the cycle again, so it takes effect at once."""
     current: dict[Server, float] = {}
+    configured: dict[Server, int] = {}
 
     def pick(candidates: Sequence[Server], client: str) -> Server:
+        if any(configured.get(server, server.weight) != server.weight for server in candidates):
+            current.clear()
+        configured.update((server, server.weight) for server in candidates)
+        if len(current) > 2 * len(candidates) + MAX_FORGOTTEN:
+            _forget_absent(current, candidates)  # servers that left (discovery)
+            _forget_absent(configured, candidates)
         weights = _weights(candidates)
         for server, weight in zip(candidates, weights, strict=True):
             current[server] = current.get(server, 0.0) + weight
@@ -44,6 +55,11 @@ def round_robin() -> Pick:
         return chosen
 
     return pick
+
+
+def _forget_absent(remembered: dict[Server, Any], candidates: Sequence[Server]) -> None:
+    for server in [s for s in remembered if s not in candidates]:
+        del remembered[server]
 
 
 def _lowest(candidates: Sequence[Server], cost: Callable[[Server, float], float]) -> Server:
@@ -76,9 +92,10 @@ def pick_response_time(candidates: Sequence[Server], client: str) -> Server:
 
 
 def _score(client: str, server: Server) -> float:
-    """A fixed number in (0, 1) for the pair."""
+    """A fixed number strictly between 0 and 1 for the pair: 52 bits plus a half, which a
+    float holds exactly (with 53, the largest would round up to 1 and its log be 0)."""
     digest = hashlib.blake2b(f"{client}|{server.name}".encode(), digest_size=8).digest()
-    return (int.from_bytes(digest, "big") + 1) / (2**64 + 2)
+    return ((int.from_bytes(digest, "big") >> 12) + 0.5) / 2**52
 
 
 def pick_ip_hash(candidates: Sequence[Server], client: str) -> Server:

@@ -125,10 +125,16 @@ class Balancer:
 
     def _transition(self, server: Server, to: str, reason: str, **fields: Any) -> None:
         previous = server.enter(to)
+        server.state_reason = reason
         server.announced = True
-        if to == UP:
+        if previous == EJECTED:
+            server.end_ejection_timer()
+        if to in (DOWN, MAINT, EJECTED):
+            server.out_of_rotation = True
+        elif to == UP:
             server.live_failures = 0
-            if previous in (DOWN, MAINT, EJECTED):
+            if server.out_of_rotation:  # also through DRAIN: DOWN -> DRAIN -> READY -> UP
+                server.out_of_rotation = False
                 server.returned(time.monotonic())
         self._refresh_up()
         self.events.add(
@@ -194,24 +200,25 @@ class Balancer:
 
     def record_answer(self, server: Server, status: int) -> None:
         """A live answer: with ``--eject-after-5xx N``, the Nth 5xx in a row takes the server
-        out for a while (Envoy's consecutive_5xx), unless no other server is UP."""
+        out for a while (Envoy's consecutive_5xx), unless no other server takes traffic."""
         server.consecutive_5xx = server.consecutive_5xx + 1 if status >= 500 else 0
         limit = self.config.eject_after_5xx
         if not limit or server.consecutive_5xx < limit or server.state != UP:
             return
-        if not any(other.state == UP for other in self.servers if other is not server):
+        if not any(other is not server for other in self._up):
             return  # never the last server: answering errors beats answering nothing
         server.ejections += 1
         seconds = self.config.eject_time * min(server.ejections, MAX_EJECTION_FACTOR)
         server.ejected_until = time.monotonic() + seconds
         reason = f"{server.consecutive_5xx} answers in a row were 5xx; out for {seconds:g} s"
         self._transition(server, EJECTED, reason, ejections=server.ejections)
-        asyncio.get_running_loop().call_later(seconds, self._end_ejection, server)
+        loop = asyncio.get_running_loop()
+        server.ejection_timer = loop.call_later(seconds, self._end_ejection, server)
 
     def _end_ejection(self, server: Server) -> None:
-        if server.state == EJECTED:
-            target = UP if server.healthy else DOWN
-            self._transition(server, target, "ejection over")
+        """The ejection's time is up (its timer is cancelled if it ended otherwise)."""
+        server.ejection_timer = None
+        self._transition(server, UP if server.healthy else DOWN, "ejection over")
 
     def _set_health(self, server: Server, healthy: bool, reason: str) -> None:
         """Change the health verdict; the state follows unless DRAIN, MAINT or an ejection
@@ -231,7 +238,7 @@ class Balancer:
             raise ValueError(f"unknown admin state {state!r}; one of {', '.join(ADMIN_STATES)}")
         server = self.get(name)
         if state == "READY":
-            if server.state in (DRAIN, MAINT):
+            if server.state in (DRAIN, MAINT, EJECTED):  # READY also ends an ejection early
                 last = server.last_check
                 server.healthy = last["ok"] if last is not None else server.healthy
                 target = UP if server.healthy else DOWN
@@ -296,6 +303,7 @@ class Balancer:
         """Forget a backend; KeyError if unknown. Requests in flight to it finish."""
         server = self.get(name)
         self.servers.remove(server)
+        server.end_ejection_timer()
         self._refresh_up()
         self.checks.unwatch(server)
         self.events.add("discovery", name, action="removed", url=server.url, who=who)

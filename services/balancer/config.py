@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -82,10 +83,10 @@ class BalancerConfig:
         for name, weight in self.weights.items():
             if not 0 <= weight <= MAX_WEIGHT:
                 raise ValueError(f"backend {name}: the weight must be 0 to {MAX_WEIGHT}")
-        if self.slow_start < 0 or self.eject_after_5xx < 0 or self.eject_time <= 0:
-            raise ValueError(
-                "--slow-start and --eject-after-5xx are 0 or more, --eject-time above 0"
-            )
+        if not (0 <= self.slow_start < math.inf and 0 < self.eject_time < math.inf):
+            raise ValueError("--slow-start is 0 or more seconds, --eject-time more than 0")
+        if self.eject_after_5xx < 0:
+            raise ValueError("--eject-after-5xx is 0 (off) or more")
         if not self.check_path.startswith("/"):
             raise ValueError(f"the health path must start with /; got {self.check_path!r}")
 

@@ -12,13 +12,13 @@ whatever driver freezes it, it is not frozen holding the shared tasks file lock.
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import sys
 import time
 from typing import Any
 
 import httpx
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -286,12 +286,15 @@ class Control:
         if unknown:
             return unknown
         body = await _json_object(request)
-        weight = body.get("weight") if body and body.keys() == {"weight"} else None
+        if body is None or body.keys() != {"weight"}:
+            return json_error(400, 'send a JSON object with one field, like {"weight": 3}')
         try:
-            previous = self.balancer.set_weight(name, weight, who=_who(request))  # type: ignore[arg-type]
+            previous = self.balancer.set_weight(name, body["weight"], who=_who(request))
         except ValueError as error:
             return json_error(400, f'send {{"weight": N}}: {error}')
-        return JSONResponse({"server": name, "weight": weight, "previous": previous})
+        except KeyError:  # removed (discovery) while the body was read
+            return json_error(404, f"there is no server called {name!r}")
+        return JSONResponse({"server": name, "weight": body["weight"], "previous": previous})
 
     async def reset_stats(self, request: Request) -> Response:
         refusal = self._refusal(request)
@@ -316,8 +319,8 @@ def _who(request: Request) -> str | None:
 async def _json_object(request: Request) -> dict[str, Any] | None:
     """The body as a JSON object, or None when it is not one."""
     try:
-        body = json.loads(await request.body() or b"null")
-    except (ValueError, UnicodeDecodeError):
+        body = orjson.loads(await request.body() or b"null")
+    except orjson.JSONDecodeError:  # also past orjson's nesting limit, where json would recurse
         return None
     return body if isinstance(body, dict) else None
 

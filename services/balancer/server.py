@@ -7,6 +7,7 @@ when someone asks (``/status``, ``/metrics``).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from bisect import bisect_left
@@ -115,6 +116,7 @@ class Server:
         # a POST that may have reached it can be sent again (docs/design/balancer.md).
         self.honours_keys = False
         self.state = UP  # optimistic start, as HAProxy: the first checks correct it quickly
+        self.state_reason: str | None = None  # why it is in this state (its last state event)
         self.healthy = True  # the health verdict, kept while DRAIN hides it from the state
         self.since = time.monotonic()
         self.since_iso = utc_now_iso()
@@ -136,6 +138,10 @@ class Server:
         self.consecutive_5xx = 0  # live answers in a row with a 5xx (outlier ejection)
         self.ejections = 0  # times ejected since start or reset: each lasts longer
         self.ejected_until = 0.0  # monotonic end of the current ejection
+        self.ejection_timer: asyncio.TimerHandle | None = None  # ends the current ejection
+        # Left the rotation (DOWN, MAINT, EJECTED) since it was last UP: its return resets
+        # what it measured and starts a slow start, even when it passes through DRAIN.
+        self.out_of_rotation = False
         self.stats = ServerStats()
 
     def __repr__(self) -> str:
@@ -178,6 +184,11 @@ class Server:
         self.consecutive_5xx = 0
         if self.slow_start > 0:
             self.ramp_from = now
+
+    def end_ejection_timer(self) -> None:
+        if self.ejection_timer is not None:
+            self.ejection_timer.cancel()
+            self.ejection_timer = None
 
     def observe_latency(self, seconds: float, status: int) -> None:
         """Peak EWMA: jump to a slower sample at once, decay toward faster ones over time."""

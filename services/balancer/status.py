@@ -42,6 +42,7 @@ def server_status(
         "name": server.name,
         "url": server.url,
         "state": server.state,
+        "state_reason": server.state_reason,
         "since": server.since_iso,
         "since_seconds": round(now - server.since, 3),
         "downtime": server.downtime(now),
