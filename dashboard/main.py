@@ -249,8 +249,9 @@ class DashboardApp(App[int]):
 
     def action_drain_toggle(self) -> None:
         if name := self._selected():
-            drained = self._state_of(name) in ("DRAIN", "MAINT")
-            self.control_server(name, "ready" if drained else "drain")
+            # READY also ends an ejection early: the way back for a server ejected by mistake.
+            out = self._state_of(name) in ("DRAIN", "MAINT", "EJECTED")
+            self.control_server(name, "ready" if out else "drain")
 
     def action_fault_menu(self) -> None:
         name = self._selected()

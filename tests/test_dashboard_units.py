@@ -342,7 +342,7 @@ async def test_weight_keys_do_nothing_in_read_only_mode() -> None:
     ("lang", "legend"),
     [("en", "EJECTED answered too many 5xx in a row"), ("es", "EJECTED (EXPULSADO)")],
 )
-async def test_an_ejected_server_shows_in_its_own_colour_and_the_help_says_why(
+async def test_an_ejected_server_has_its_own_colour_a_way_back_with_d_and_a_legend(
     lang: str, legend: str
 ) -> None:
     balancer = FixtureBalancer(3)
@@ -354,6 +354,9 @@ async def test_an_ejected_server_shows_in_its_own_colour_and_the_help_says_why(
         assert cell.plain.strip() == "EJECTED" and "EJECTED" in rendered(app.servers)[3]
         others = {STATE_STYLES[state] for state in ("UP", "DOWN", "DRAIN", "MAINT")}
         assert cell.style == STATE_STYLES["EJECTED"] and cell.style not in others
+        await pilot.press("down", "down", "d")  # READY ends the ejection now
+        await until_found(pilot, lambda: balancer.writes)
+        assert balancer.writes[0].url.path == "/control/servers/server3/ready"
         await pilot.press("question_mark")
         await pilot.pause()
         help_texts = app.screen.query(".help-text").results(Static)
