@@ -103,6 +103,7 @@ def test_bad_refresh_is_refused_in_words(capsys) -> None:
     assert "refresh must be between" in capsys.readouterr().err
 
 
+@pytest.mark.smoke
 async def test_read_only_client_sends_no_write() -> None:
     balancer = FixtureBalancer()
     client = BalancerClient("http://b", "token", read_only=True, transport=balancer.transport)
@@ -119,6 +120,7 @@ async def test_read_only_client_sends_no_write() -> None:
     await client.aclose()
 
 
+@pytest.mark.smoke
 async def test_client_errors_are_words() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         return httpx.Response(401, json={"error": "missing or wrong token"})
@@ -173,6 +175,7 @@ async def test_secondary_answers_of_the_wrong_shape_are_ignored_not_fatal() -> N
     assert (await poller.fetch()).new_events == []
 
 
+@pytest.mark.smoke
 async def test_tasks_are_read_newest_first_and_counted_from_x_total_count() -> None:
     """Only the newest tasks the panel shows travel, however many are stored."""
     balancer = FixtureBalancer()
@@ -211,6 +214,7 @@ def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff_delay(n, 1.0) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("servers", [1, 16])
 async def test_layout_fits_100x30_with_no_dead_band(servers: int) -> None:
     app = fixture_app(servers, lang="es")
@@ -259,6 +263,7 @@ async def test_the_selected_server_is_marked_without_colour() -> None:
         assert app.servers.selected_server == "server2"
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("lang", ["en", "es"])
 async def test_footer_shows_the_essential_keys_at_100_columns(lang: str) -> None:
     app = fixture_app(3, lang=lang)
@@ -314,6 +319,7 @@ def test_every_event_kind_reads_as_a_sentence() -> None:
     ]
 
 
+@pytest.mark.smoke
 async def test_the_newest_event_stays_visible_when_the_panel_shrinks() -> None:
     balancer = FixtureBalancer(1)
     events = [{"id": n, "kind": "stats", "who": f"10.0.0.{n}"} for n in range(1, 41)]
@@ -344,6 +350,7 @@ def hostile_balancer() -> FixtureBalancer:
     return balancer
 
 
+@pytest.mark.smoke
 async def test_control_characters_from_the_network_are_shown_escaped() -> None:
     app = fixture_app(balancer=hostile_balancer())
     async with app.run_test(size=(240, 40)) as pilot:
@@ -359,6 +366,7 @@ async def test_control_characters_from_the_network_are_shown_escaped() -> None:
             assert not ACTED_ON.search(line), repr(line)
 
 
+@pytest.mark.smoke
 async def test_markup_from_the_network_is_shown_as_written() -> None:
     balancer = FixtureBalancer()
     balancer.answers["/status"]["algorithm"] = "[/oops]"
