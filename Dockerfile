@@ -1,6 +1,9 @@
-# One image for every role of the lab (the handout's choice): the compose file picks the role
-# with the command (`taskserver`, `balancer`, `client`, `dashboard`).
-#   docker build -t ticslab .                          (base python:3.12-slim)
+# Two images, each with only what its roles run (pyproject.toml, [tool.ticslab.images]):
+#   services (the default): one image for the handout's roles, as in the handout; the compose
+#     file picks the role with the command (`taskserver`, `balancer`, `client`)
+#   dashboard: `ticslab dashboard` (Textual), for `docker-compose run --rm dashboard`
+#   docker build -t ticslab .                                    (base python:3.12-slim)
+#   docker build --build-arg IMAGE=dashboard -t ticslab-dashboard .
 #   docker build --build-arg BASE_IMAGE=python:3.13-slim -t ticslab .
 ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE}
@@ -18,11 +21,17 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 --shell /bin/bash ticslab
 
-# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
-# Runtime dependencies only (no dev extras), plus the build backend for the step below.
+# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them: the
+# runtime dependencies that [tool.ticslab.images] names for this image, at the versions
+# [project] dependencies allows (no textual-dev, no psutil, no dev extras), plus the build
+# backend for the step below. A name that is not a dependency stops the build.
+ARG IMAGE=services
 COPY pyproject.toml /tmp/ticslab/pyproject.toml
-RUN python -c "import tomllib; p = tomllib.load(open('/tmp/ticslab/pyproject.toml', 'rb')); \
-print('\n'.join(p['build-system']['requires'] + p['project']['dependencies']))" \
+RUN python -c "import re, sys, tomllib; p = tomllib.load(open('/tmp/ticslab/pyproject.toml', 'rb')); \
+key = lambda text: re.sub(r'[-_.]+', '-', re.match(r'[A-Za-z0-9._-]+', text).group()).lower(); \
+declared = {key(r): r for r in p['project']['dependencies']}; \
+names = p['tool']['ticslab']['images'][sys.argv[1]]; \
+print('\n'.join(p['build-system']['requires'] + [declared[key(n)] for n in names]))" "$IMAGE" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt

@@ -31,6 +31,8 @@ def httpbin() -> ServiceProcess:
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
     args = ["-b", f"127.0.0.1:{port}", "-k", "gthread", "--threads", "16", "-w", "1"]
     args += ["--log-level", "warning", "--timeout", "60", "httpbin:app"]
+    # On SIGTERM, a request still asleep in /delay/N is not waited for (a test closes it).
+    args += ["--graceful-timeout", "1"]
     return ServiceProcess(args, port, program=[gunicorn])
 
 

@@ -137,6 +137,7 @@ def test_absolute_form_uses_its_path_only(balancer: ServiceProcess, canary: sock
 # 2. Trailers are never merged ----------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_chunked_trailers_never_become_headers() -> None:
     backend = RawBackend(lambda request: OK).start()
     process = front([("server1", backend.url)])
@@ -227,6 +228,7 @@ def test_a_small_answer_cut_short_is_retried_on_the_other_server() -> None:
         fine.close()
 
 
+@pytest.mark.smoke
 def test_body_over_the_limit_is_413(httpbins: list[ServiceProcess]) -> None:
     process = front([("server1", httpbins[0].url)], *HEALTH, "--max-body-size", "1000")
     try:
@@ -277,6 +279,7 @@ def strict(httpbins: list[ServiceProcess]) -> Iterator[ServiceProcess]:
     process.close()
 
 
+@pytest.mark.smoke
 def test_headers_sent_too_slowly_get_408_and_the_connection_closes(
     strict: ServiceProcess,
 ) -> None:
@@ -302,6 +305,7 @@ def test_silent_and_idle_connections_are_closed(strict: ServiceProcess) -> None:
         assert closed_by_peer(idle, within=3).startswith(b"HTTP/1.1 200 ")
 
 
+@pytest.mark.smoke
 def test_a_header_section_over_64_kib_is_431_in_bounded_memory(strict: ServiceProcess) -> None:
     assert strict.proc is not None
     before = rss_kb(strict.proc.pid)
@@ -373,6 +377,7 @@ def test_a_non_utf8_connection_header_is_no_500(balancer: ServiceProcess) -> Non
     assert send_raw(balancer.port, raw).status == 200
 
 
+@pytest.mark.smoke
 def test_targets_are_kept_as_sent_and_connection_named_answer_headers_dropped() -> None:
     answer = (
         b"HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: secret\r\nX-Public: yes\r\n"
@@ -392,6 +397,7 @@ def test_targets_are_kept_as_sent_and_connection_named_answer_headers_dropped() 
         backend.close()
 
 
+@pytest.mark.smoke
 def test_a_client_that_goes_away_cancels_its_upstream_request(
     httpbins: list[ServiceProcess],
 ) -> None:

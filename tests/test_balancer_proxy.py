@@ -62,6 +62,7 @@ def upstreams(url: str, count: int, concurrency: int = 1, path: str = "/echo") -
     return Counter(asyncio.run(run()))
 
 
+@pytest.mark.smoke
 def test_request_and_answer_pass_through_unchanged(balancer: ServiceProcess) -> None:
     response = httpx.put(
         balancer.url + "/api/tasks/7?a=1&b=dos%20tres&b=4",
@@ -170,6 +171,7 @@ def test_round_robin_alternates_exactly(balancer: ServiceProcess) -> None:
     assert names in (["server1", "server2"] * 3, ["server2", "server1"] * 3)
 
 
+@pytest.mark.smoke
 def test_down_by_check_then_back_up_with_events(
     balancer: ServiceProcess, echoes: list[EchoBackend]
 ) -> None:
@@ -223,6 +225,7 @@ def test_all_down_answers_503_json_naming_every_state(
     }
 
 
+@pytest.mark.smoke
 def test_status_json_fields(balancer: ServiceProcess) -> None:
     upstreams(balancer.url, 20)
     data = status_of(balancer)
@@ -266,6 +269,7 @@ def test_status_page_for_browsers_and_json_errors_on_owned_routes(
     assert bad.status_code == 400 and "since" in bad.json()["error"]
 
 
+@pytest.mark.smoke
 def test_metrics_exposition(balancer: ServiceProcess) -> None:
     upstreams(balancer.url, 4)
     text = httpx.get(balancer.url + "/metrics").text

@@ -13,6 +13,8 @@ from services.balancer.protocol import REQUEST_TARGET
 from services.balancer.proxy import ClientError, answer_headers, request_target
 from services.balancer.server import Server
 
+pytestmark = pytest.mark.smoke  # also run at the lowest allowed versions (.ci/run)
+
 SERVER = Server("server1", "http://10.0.0.5:5001")
 
 

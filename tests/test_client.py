@@ -83,6 +83,7 @@ def test_a_run_creates_exactly_n_tasks_that_stay_and_reports_none_lost(
     assert "result / resultado: OK" in out
 
 
+@pytest.mark.smoke
 def test_the_json_report_has_the_documented_shape(server: ServiceProcess, tmp_path: Path) -> None:
     code, report = run_client(tmp_path, server.url, "--tasks", "20", "--errors", "0.3")
     assert code == 0
@@ -234,6 +235,7 @@ def test_the_loss_check_pages_a_real_servers_list_back_to_the_oldest_kept_task(
     assert offsets == ["0", "7", "14", "21"]  # the fourth page reaches t9: no further
 
 
+@pytest.mark.smoke
 def test_on_a_terminal_a_live_progress_bar_is_shown(server: ServiceProcess) -> None:
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=160, highlight=False)

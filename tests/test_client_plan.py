@@ -23,6 +23,8 @@ from services.client.runner import Load
 from services.client.stats import Recorder
 from services.common import percentile
 
+pytestmark = pytest.mark.smoke  # also run at the lowest allowed versions (.ci/run)
+
 
 def hand_out_all(plan: Plan, limit: int = 100_000) -> list[Kind]:
     kinds = []

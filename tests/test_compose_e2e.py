@@ -4,7 +4,8 @@ What the class does, checked from the outside: `docker-compose up --build`, task
 :8080 reach both servers and land in the shared tasks.json, the client emulators finish with
 nothing lost, `docker-compose stop server1` and the system keeps answering, the control
 endpoint stops and starts a container (and refuses without the token), pausing a server under
-write load never stalls the other's writes, and the scalable variant shows every replica.
+write load never stalls the other's writes, the scalable variant shows every replica, and the
+dashboard runs from an image of its own while the services' image carries no Textual.
 Traffic goes only to the published port on 127.0.0.1.
 
 `bash .ci/docker-setup.sh` prepares the engine and the base image; without them this module
@@ -110,6 +111,15 @@ def start_stack(name: str, files: list[str], **env: str) -> Stack:
     }
     project = f"ticslabe2e{name}{os.getpid()}"
     return Stack(project, files, environment, f"http://127.0.0.1:{port}", token)
+
+
+def absent(*modules: str) -> str:
+    """Python code that exits non-zero, naming them, if any of ``modules`` is installed."""
+    return (
+        f"import sys; from importlib.util import find_spec; "
+        f"found = [m for m in {modules!r} if find_spec(m)]; "
+        f"sys.exit(f'installed: {{found}}') if found else None"
+    )
 
 
 def health(container: str) -> str:
@@ -293,9 +303,22 @@ class TestHandoutStack:
         assert reset.json()["fault"]["mode"] == "none"
 
     def test_dashboard_service_runs_on_demand(self, handout: Stack) -> None:
-        done = handout.compose("run", "--rm", "-T", "dashboard", "dashboard", "--help")
+        # Its own image, which this first `run` builds.
+        done = handout.compose(
+            "run", "--rm", "-T", "dashboard", "dashboard", "--help", timeout=COMMAND_SECONDS
+        )
         assert done.returncode == 0, done.stderr
         assert "--url" in done.stdout
+        # It runs the app, and carries neither `textual run`'s tools nor `ticslab up`'s nor tests'.
+        code = "import dashboard.main; " + absent("textual_dev", "psutil", "pytest")
+        python = ("run", "--rm", "-T", "--entrypoint", "python", "dashboard", "-c", code)
+        done = handout.compose(*python)
+        assert done.returncode == 0, done.stderr
+
+    def test_the_services_image_carries_no_dashboard_and_no_tools(self, handout: Stack) -> None:
+        code = absent("textual", "textual_dev", "psutil", "pytest")
+        done = handout.compose("exec", "-T", "server1", "python", "-c", code)
+        assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture()

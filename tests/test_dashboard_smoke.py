@@ -13,7 +13,10 @@ import pytest
 from support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux"),
+    pytest.mark.smoke,  # also run at the lowest allowed versions (.ci/run)
+]
 
 
 def screen(session: str) -> str:

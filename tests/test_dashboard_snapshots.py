@@ -3,18 +3,67 @@
 The fixtures follow docs/api.md. Only one poll happens (refresh 30 s), so sparklines and
 counters cannot move between runs; event times are shown in UTC (TZ pinned). Update with
 ``pytest tests/test_dashboard_snapshots.py --snapshot-update`` after checking the SVGs.
+
+The SVGs are what one set of versions draws (.ci/constraints-snapshots.txt): with any other
+textual or rich, a pixel may move, so this module skips and says which version differs.
+``.ci/run`` installs the pinned set and sets ``REQUIRE_SNAPSHOTS=1``, which turns that skip
+into a failure, so CI always compares.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import pytest
 from fixtures.dashboard.balancer import fixture_app, loaded
 from textual.pilot import Pilot
 
 SIZE = (100, 30)
+PINS = Path(__file__).resolve().parents[1] / ".ci" / "constraints-snapshots.txt"
+
+
+def pinned_versions(path: Path = PINS) -> dict[str, str]:
+    """The ``name==version`` lines of the constraints file, by distribution name."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        name, _, pinned = line.split("#", 1)[0].partition("==")
+        if pinned:
+            pins[name.strip()] = pinned.strip()
+    return pins
+
+
+def differences(pins: dict[str, str]) -> list[str]:
+    """Each pinned distribution installed at another version (or not at all)."""
+    found = []
+    for name, pinned in pins.items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = "none"
+        if installed != pinned:
+            found.append(f"{name} {installed} (pinned {pinned})")
+    return found
+
+
+DIFFERENCES = differences(pinned_versions())
+
+
+@pytest.fixture(autouse=True)
+def pinned_versions_only() -> None:
+    if not DIFFERENCES:
+        return
+    reason = (
+        f"the SVGs were drawn with the versions in .ci/constraints-snapshots.txt and this venv "
+        f"has {', '.join(DIFFERENCES)}; to compare them: "
+        f".venv/bin/pip install -c .ci/constraints-snapshots.txt -e '.[dev]'"
+    )
+    if os.environ.get("REQUIRE_SNAPSHOTS") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)

@@ -121,6 +121,7 @@ def test_bad_refresh_is_refused_in_words(capsys) -> None:
     assert "refresh must be between" in capsys.readouterr().err
 
 
+@pytest.mark.smoke
 async def test_read_only_client_sends_no_write() -> None:
     balancer = FixtureBalancer()
     client = BalancerClient("http://b", "token", read_only=True, transport=balancer.transport)
@@ -138,6 +139,7 @@ async def test_read_only_client_sends_no_write() -> None:
     await client.aclose()
 
 
+@pytest.mark.smoke
 async def test_client_errors_are_words() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         return httpx.Response(401, json={"error": "missing or wrong token"})
@@ -192,6 +194,7 @@ async def test_secondary_answers_of_the_wrong_shape_are_ignored_not_fatal() -> N
     assert (await poller.fetch()).new_events == []
 
 
+@pytest.mark.smoke
 async def test_tasks_are_read_newest_first_and_counted_from_x_total_count() -> None:
     """Only the newest tasks the panel shows travel, however many are stored."""
     balancer = FixtureBalancer()
@@ -230,6 +233,7 @@ def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff_delay(n, 1.0) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("servers", [1, 16])
 async def test_layout_fits_100x30_with_no_dead_band(servers: int) -> None:
     app = fixture_app(servers, lang="es")
@@ -363,6 +367,7 @@ async def test_an_ejected_server_has_its_own_colour_a_way_back_with_d_and_a_lege
         assert legend in " ".join(str(text.content) for text in help_texts)
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("lang", ["en", "es"])
 async def test_footer_shows_the_essential_keys_at_100_columns(lang: str) -> None:
     app = fixture_app(3, lang=lang)
@@ -470,6 +475,7 @@ async def test_every_event_the_balancer_emits_reads_with_its_own_fields() -> Non
     }
 
 
+@pytest.mark.smoke
 async def test_the_newest_event_stays_visible_when_the_panel_shrinks() -> None:
     balancer = FixtureBalancer(1)
     events = [{"id": n, "kind": "stats", "who": f"10.0.0.{n}"} for n in range(1, 41)]
@@ -501,6 +507,7 @@ def hostile_balancer() -> FixtureBalancer:
     return balancer
 
 
+@pytest.mark.smoke
 async def test_control_characters_from_the_network_are_shown_escaped() -> None:
     app = fixture_app(balancer=hostile_balancer())
     async with app.run_test(size=(240, 40)) as pilot:
@@ -516,6 +523,7 @@ async def test_control_characters_from_the_network_are_shown_escaped() -> None:
             assert not ACTED_ON.search(line), repr(line)
 
 
+@pytest.mark.smoke
 async def test_markup_from_the_network_is_shown_as_written() -> None:
     balancer = FixtureBalancer()
     balancer.answers["/status"]["algorithm"] = "[/oops]"

@@ -229,6 +229,7 @@ def test_ctrl_c_stops_everything_and_frees_every_port(tmp_path: Path) -> None:
         stack.close()
 
 
+@pytest.mark.smoke
 def test_port_taken_is_named_and_nothing_starts(tmp_path: Path) -> None:
     stack = UpStack(tmp_path, servers=2)
     with socket.socket() as blocker:

@@ -25,6 +25,8 @@ from services.client.stats import Recorder
 from services.common import PrintableLog, printable
 from services.launcher.logs import ConsoleLogs, FileLogs
 
+pytestmark = pytest.mark.smoke  # also run at the lowest allowed versions (.ci/run)
+
 HOSTILE = "\x1b]0;pwned\x07\x1b[5;41m\r\nFAKE\x9b2J\u202e"
 ACTED_ON_CHARS = [chr(c) for c in range(0x2070) if ACTED_ON.match(chr(c))]
 

@@ -10,6 +10,8 @@ import orjson
 import pytest
 from support import ServiceProcess, free_port, taskserver
 
+pytestmark = pytest.mark.smoke  # also run at the lowest allowed versions (.ci/run)
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:

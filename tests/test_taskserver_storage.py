@@ -51,6 +51,7 @@ def run_posters(servers: tuple[ServiceProcess, ...], posters: int, each: int) ->
         return [task for batch in batches for task in batch]
 
 
+@pytest.mark.smoke
 def test_two_clients_post_100_each_through_two_servers(
     pair: tuple[ServiceProcess, ServiceProcess], tmp_path: Path
 ) -> None:
@@ -204,6 +205,7 @@ def test_sigkill_while_posting_never_loses_an_acknowledged_task(
     assert not list(tmp_path.glob(".tasks.json.*.tmp"))  # restarts removed crash leftovers
 
 
+@pytest.mark.smoke
 def test_reads_and_health_do_not_wait_for_a_held_file_lock(tmp_path: Path) -> None:
     path = tmp_path / "tasks.json"
     server = taskserver("server1", path).start()

@@ -1,0 +1,135 @@
+"""Each Docker image carries what its roles run and nothing more ([tool.ticslab.images] in
+pyproject.toml, which the Dockerfile installs from).
+
+The services image runs ``ticslab taskserver``, ``balancer`` and ``client``; the dashboard image
+runs ``ticslab dashboard``. From each command's ``cli`` module, the project's own imports are
+followed (imports inside functions included, ``if TYPE_CHECKING:`` blocks not); every other
+import must be the standard library or a distribution the image installs, and every
+distribution the image installs must be imported. No Docker engine is needed.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+IMAGES: dict[str, list[str]] = PYPROJECT["tool"]["ticslab"]["images"]
+OWN = {"services", "dashboard"}
+ROLES = {
+    "services": [
+        "services.cli",
+        "services.taskserver.cli",
+        "services.balancer.cli",
+        "services.client.cli",
+    ],
+    "dashboard": ["services.cli", "dashboard.cli"],
+}
+# services.common starts uvicorn only inside serve() and log_config(), which no dashboard calls.
+NEVER_CALLED = {"dashboard": {"uvicorn"}}
+
+
+def normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9._-]+", requirement)
+    assert match, requirement
+    return normal(match.group())
+
+
+def module_file(name: str) -> Path | None:
+    path = ROOT.joinpath(*name.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_names(name: str, path: Path) -> set[str]:
+    """Every module ``path`` (module ``name``) may import, as absolute dotted names."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    class Imports(ast.NodeVisitor):
+        def visit_If(self, node: ast.If) -> None:
+            test = node.test
+            if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+                for child in node.orelse:
+                    self.visit(child)
+                return
+            self.generic_visit(node)
+
+        def visit_Import(self, node: ast.Import) -> None:
+            found.update(alias.name for alias in node.names)
+
+        def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)  # maybe submodules
+
+    Imports().visit(ast.parse(path.read_text()))
+    return found
+
+
+def third_party_imports(entry_points: list[str]) -> set[str]:
+    """Top-level names of the non-stdlib, non-project modules reachable from ``entry_points``."""
+    seen: set[str] = set()
+    outside: set[str] = set()
+    todo = list(entry_points)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        top = name.split(".")[0]
+        if top not in OWN:
+            if top not in sys.stdlib_module_names and top != "__future__":
+                outside.add(top)
+            continue
+        parts = name.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
+        path = module_file(name)
+        if path is not None:  # else a name imported from a module, not a module
+            todo.extend(imported_names(name, path))
+    return outside
+
+
+def distributions(top_level_names: set[str]) -> set[str]:
+    owners = packages_distributions()
+    found = set()
+    for name in top_level_names:
+        assert name in owners, f"no installed distribution provides the module {name!r}"
+        found.update(normal(owner) for owner in owners[name])
+    return found
+
+
+def test_every_image_names_only_declared_dependencies() -> None:
+    declared = {requirement_name(r) for r in PYPROJECT["project"]["dependencies"]}
+    for image, names in IMAGES.items():
+        assert {normal(n) for n in names} <= declared, image
+
+
+@pytest.mark.parametrize("image", sorted(ROLES))
+def test_an_image_installs_exactly_what_its_roles_import(image: str) -> None:
+    needed = distributions(third_party_imports(ROLES[image]))
+    needed -= NEVER_CALLED.get(image, set())
+    assert {normal(n) for n in IMAGES[image]} == needed
+
+
+def test_the_services_image_leaves_out_the_dashboard_and_the_tools() -> None:
+    services = {normal(n) for n in IMAGES["services"]}
+    assert not services & {"textual", "textual-dev", "psutil"}
+    assert "textual-dev" not in {normal(n) for n in IMAGES["dashboard"]}
