@@ -31,7 +31,7 @@ from dashboard.widgets.panels import ErrorsPanel, EventsPanel, TasksPanel
 from dashboard.widgets.servers import ServerTable
 from dashboard.widgets.statusbar import Banner, StatusBar
 from dashboard.widgets.totals import Totals
-from services.balancer.server import MAX_WEIGHT
+from services.common import MAX_WEIGHT
 
 REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 DEFAULT_THEME = "textual-dark"

@@ -40,6 +40,9 @@ KEYS_SHARED = "shared"
 # The fault modes a task server can be put in (services/taskserver/faults.py): the balancer's
 # /control passes on only these, and the dashboard offers each.
 FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy")
+# A balancer weight (HAProxy's): 0 takes no new traffic, 256 is the most. The dashboard
+# bounds its weight keys by it, so it lives here, not with the balancer's server.
+MAX_WEIGHT = 256
 # What a driver does to a task server's container or process: the balancer's /control and
 # drivers, and the supervisor of ``ticslab up`` behind its local driver. The last two freeze
 # and thaw; a process can only where SIGSTOP and SIGCONT exist (not on Windows).

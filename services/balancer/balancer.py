@@ -20,12 +20,11 @@ from services.balancer.server import (
     DRAIN,
     EJECTED,
     MAINT,
-    MAX_WEIGHT,
     UP,
     RateWindow,
     Server,
 )
-from services.common import ErrorLog, Uptime, count, utc_now_iso
+from services.common import MAX_WEIGHT, ErrorLog, Uptime, count, utc_now_iso
 
 ADMIN_STATES = ("DRAIN", "MAINT", "READY")
 # An ejection lasts --eject-time times the number of ejections so far, up to this many times.

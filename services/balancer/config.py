@@ -10,8 +10,8 @@ from typing import NamedTuple
 from yarl import URL
 
 from services.balancer.algorithms import ALGORITHMS
-from services.balancer.server import DEFAULT_WEIGHT, MAX_WEIGHT
-from services.common import allowed_hosts_from_env
+from services.balancer.server import DEFAULT_WEIGHT
+from services.common import MAX_WEIGHT, allowed_hosts_from_env
 
 DEFAULT_BACKENDS = "server1=http://127.0.0.1:5001,server2=http://127.0.0.1:5002"
 

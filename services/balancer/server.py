@@ -20,9 +20,7 @@ from services.common import percentile, utc_now_iso
 
 UP, DOWN, DRAIN, MAINT, EJECTED = "UP", "DOWN", "DRAIN", "MAINT", "EJECTED"
 STATES = (UP, DOWN, DRAIN, MAINT, EJECTED)
-# Weights as HAProxy's: 0 takes no new traffic, 256 is the most; 1 unless said.
-MAX_WEIGHT = 256
-DEFAULT_WEIGHT = 1
+DEFAULT_WEIGHT = 1  # and MAX_WEIGHT (services/common.py): HAProxy's 0-256
 # A slow start begins at this share of the weight (never 0: the server must get some
 # traffic to warm up) and grows linearly to all of it.
 SLOW_START_FLOOR = 0.05

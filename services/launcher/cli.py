@@ -14,8 +14,7 @@ from rich.console import Console
 
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.config import BalancerConfig
-from services.balancer.server import MAX_WEIGHT
-from services.common import count, default_token_file, write_token_file
+from services.common import MAX_WEIGHT, count, default_token_file, write_token_file
 from services.launcher.logs import ConsoleLogs
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
 
