@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -167,6 +168,29 @@ class ServiceProcess:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+class Output:
+    """A process's output, read line by line by a thread, so a test can wait for a line."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._reader.start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:  # until the process closes it
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        wait_until(lambda: any(text in line for line in self.lines), timeout, what=repr(text))
+        return "".join(self.lines)
+
+    def rest(self, start: int) -> str:
+        """Everything after the first ``start`` characters, once the process has exited."""
+        self._reader.join(timeout=10)
+        return "".join(self.lines)[start:]
 
 
 def taskserver(

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from rich.console import Console
-from support import TICSLAB, ServiceProcess, free_port, taskserver
+from support import TICSLAB, Output, ServiceProcess, free_port, taskserver
 
 from services.cli import main
 from services.client import checks
@@ -278,3 +278,35 @@ def test_ctrl_c_stops_cleanly_and_prints_the_report_so_far(
     assert report["lost"] == 0
     assert report["tasks"]["created"] > 0
     assert report["elapsed_s"] < 30
+
+
+def test_then_steady_keeps_a_failed_runs_exit_code_and_names_it_at_the_end(
+    server: ServiceProcess,
+) -> None:
+    """A run that failed (500s) still goes on with steady traffic, but SIGTERM ends it with
+    the run's code 1, and the last line says so, not the steady traffic's interruption."""
+    fault = {"mode": "error", "rate": 0.3}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    httpx.put(server.url + "/admin/fault", json=fault, headers=headers).raise_for_status()
+    steady = ("--then", "steady", "--steady-rate", "20")
+    client = subprocess.Popen(
+        client_command(server.url, "--name", "c8", "--tasks", "10", "--errors", "0", *steady),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        output = Output(client)
+        before = output.wait_for("steady traffic until stopped")
+        assert "result / resultado: FAILED / FALLÓ (exit code 1)" in before
+        assert "código de salida 1" in before.splitlines()[-1]
+        client.send_signal(signal.SIGTERM)
+        code = client.wait(timeout=10)
+    finally:
+        client.kill()
+    after = output.rest(len(before))
+    assert code == 1, before + after
+    last = after.strip().splitlines()[-1]
+    assert last.startswith("result of the run / resultado de la ejecución (c8): FAILED"), after
+    assert last.endswith("(exit code 1)")

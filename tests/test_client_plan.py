@@ -103,6 +103,8 @@ def test_every_setting_comes_from_its_env_var_so_compose_can_configure_a_client(
         "TICSLAB_WAIT": "1m",
         "TICSLAB_TIMEOUT": "2s",
         "TICSLAB_PROGRESS_EVERY": "500ms",
+        "TICSLAB_THEN": "steady",
+        "TICSLAB_STEADY_RATE": "2.5",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -119,11 +121,15 @@ def test_every_setting_comes_from_its_env_var_so_compose_can_configure_a_client(
         wait=60.0,
         timeout=2.0,
         progress_every=0.5,
+        then="steady",
+        steady_rate=2.5,
     )
     # The command line wins over the environment; a duration replaces the task count.
     argv = ["client", "--duration", "5s", "--rate", "0", "--name", "c3"]
     config = config_from_args(build_parser("client").parse_args(argv))
     assert (config.tasks, config.duration, config.rate, config.name) == (None, 5.0, 0.0, "c3")
+    config = config_from_args(build_parser("client").parse_args(["client", "--then", "exit"]))
+    assert config.then == "exit"
     # TICSLAB_DURATION makes a duration run even when TICSLAB_TASKS is set too.
     monkeypatch.setenv("TICSLAB_DURATION", "2m")
     config = config_from_args(build_parser("client").parse_args(["client"]))
@@ -141,10 +147,12 @@ def test_a_bad_env_var_is_a_usage_error_like_a_bad_flag(
 
 
 def test_defaults_are_the_handouts_hundred_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TICSLAB_TASKS", "TICSLAB_DURATION", "TICSLAB_URL", "TICSLAB_CLIENT_NAME"):
+    names = ("TICSLAB_TASKS", "TICSLAB_DURATION", "TICSLAB_URL", "TICSLAB_CLIENT_NAME")
+    for name in (*names, "TICSLAB_THEN"):
         monkeypatch.delenv(name, raising=False)
     config = config_from_args(build_parser("client").parse_args(["client"]))
     assert (config.url, config.name, config.tasks) == ("http://localhost:8080", "client1", 100)
+    assert config.then == "exit"  # the handout's one-shot run; Compose asks for steady
 
 
 def test_a_loss_check_that_could_not_list_the_tasks_fails_the_run() -> None:
@@ -177,6 +185,8 @@ def test_a_bad_duration_or_task_count_variable_exits_2_with_a_message(
         ["--name", "cliente uno"],
         ["--tasks", "5", "--duration", "5s"],
         ["--wait", "soon"],
+        ["--then", "later"],
+        ["--steady-rate", "0"],
     ],
 )
 def test_bad_options_are_refused_with_a_usage_error(
@@ -314,3 +324,21 @@ def test_idempotency_keys_are_random_and_kept_across_a_creates_retries() -> None
     assert first == retried  # the retry of one create repeats its key
     assert second != first  # the same title again is a new task with a new key
     assert len(first) >= 22 and "same" not in first and "c1" not in first
+
+
+def test_the_steady_phase_is_unbounded_gentle_and_titled_apart() -> None:
+    config = ClientConfig(
+        url="http://balancer:8080",
+        name="client1",
+        tasks=100,
+        concurrency=10,
+        rate=0.0,
+        json_path=Path("r.json"),
+        then="steady",
+        steady_rate=5.0,
+    )
+    steady = config.steady()
+    assert (steady.tasks, steady.duration, steady.rate, steady.concurrency) == (None, None, 5.0, 2)
+    assert (steady.name, steady.json_path, steady.then) == ("client1-steady", None, "exit")
+    assert task_title(steady.name, 1) == "client1-steady-000001" != task_title(config.name, 1)
+    assert (steady.url, steady.errors) == (config.url, config.errors)

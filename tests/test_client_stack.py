@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import TICSLAB, ServiceProcess, free_port, taskserver, wait_until
+from support import TICSLAB, Output, ServiceProcess, free_port, taskserver, wait_until
 
 
 @dataclass
@@ -146,3 +146,43 @@ def test_a_server_killed_mid_run_loses_no_task(stack: Stack, tmp_path: Path) -> 
     # The balancer moved the traffic to server2: it answered most of the run.
     assert report["servers"]["server2"]["percent"] > 50
     assert code in (0, 1), out  # 1 only if a request in flight on server1 got an error
+
+
+def tries(stack: Stack) -> dict[str, int]:
+    servers = httpx.get(stack.balancer.url + "/status").json()["servers"]
+    return {server["name"]: server["tries_total"] for server in servers}
+
+
+def test_then_steady_reports_the_run_then_keeps_traffic_until_sigterm(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The Compose clients' way: the 20-task run's report first, then gentle traffic through
+    the balancer to both servers until `docker stop`'s SIGTERM, which ends it promptly with the
+    run's exit code and a summary of the steady traffic."""
+    report_path = tmp_path / "report.json"
+    steady = ("--then", "steady", "--steady-rate", "40", "--progress-every", "0.2s")
+    client = start_client(stack.balancer.url, "c2", report_path, "--tasks", "20", *steady)
+    try:
+        output = Output(client)
+        before = output.wait_for("steady traffic until stopped")
+        assert "lost / perdidas: 0" in before
+        assert "result / resultado: OK (exit code 0)" in before
+        assert read_report(report_path)["tasks"]["created"] == 20  # the run's report, written
+        counts = tries(stack)
+        wait_until(
+            lambda: len(kept_titles(stack.tasks_file, "c2-steady")) >= 10, 20, what="steady tasks"
+        )
+        assert all(now > counts[name] for name, now in tries(stack).items()), "both servers"
+        assert client.poll() is None, "still running"
+        client.terminate()
+        code = client.wait(timeout=5)  # well within the 10 s `docker stop` waits
+    finally:
+        client.kill()
+    after = output.rest(len(before))
+    assert code == 0, before + after
+    assert "steady traffic / tráfico constante: c2-steady" in after
+    assert "lost / perdidas 0 (not in the exit code" in after
+    assert "result of the run / resultado de la ejecución (c2): OK, lost / perdidas 0" in after
+    # The run's 20 tasks, as its report says; the steady traffic's are titled apart.
+    assert sorted(kept_titles(stack.tasks_file, "c2")) == [f"c2-{n:06d}" for n in range(1, 21)]
+    assert read_report(report_path)["tasks"]["created"] == 20

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.client.config import ClientConfig, parse_duration
+from services.client.config import THEN_EXIT, THEN_STEADY, ClientConfig, parse_duration
 from services.client.plan import MAX_ERROR_SHARE
 
 DEFAULT_TASKS = 100
@@ -43,6 +43,19 @@ def _rate(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more, not {value}")
     return value
+
+
+def _positive_rate(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
+    return value
+
+
+def _then(text: str) -> str:
+    if text not in (THEN_EXIT, THEN_STEADY):
+        raise argparse.ArgumentTypeError(f"{text!r}: use {THEN_EXIT} or {THEN_STEADY}")
+    return text
 
 
 def _error_share(text: str) -> float:
@@ -112,6 +125,15 @@ OPTIONS = (
         "--progress-every", "TICSLAB_PROGRESS_EVERY", "5s", _duration, "D",
         "seconds between two progress lines when not on a terminal",
     ),
+    Option(
+        "--then", "TICSLAB_THEN", THEN_EXIT, _then, "exit|steady",
+        "after the report: exit, or keep steady traffic until stopped (Ctrl+C, docker stop),"
+        " then exit with the run's code",
+    ),
+    Option(
+        "--steady-rate", "TICSLAB_STEADY_RATE", "5", _positive_rate, "R",
+        "requests per second of the steady traffic",
+    ),
 )  # fmt: skip
 # --tasks and --duration exclude each other, so their variables are read in config_from_args.
 TASKS_ENV, DURATION_ENV = "TICSLAB_TASKS", "TICSLAB_DURATION"
@@ -121,7 +143,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "exit codes / códigos de salida: 0 ok, 1 lost tasks or unexpected errors /"
         " tareas perdidas o errores inesperados, 2 no balancer / sin balanceador,"
-        " 130 interrupted / interrumpido. See docs/client.md."
+        " 130 interrupted / interrumpido (in the steady phase / en la fase constante: the"
+        " run's code / el código de la ejecución). See docs/client.md."
     )
     for option in OPTIONS:
         option.add_to(parser)
@@ -161,6 +184,8 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         wait=args.wait,
         timeout=args.timeout,
         progress_every=args.progress_every,
+        then=args.then,
+        steady_rate=args.steady_rate,
     )
 
 

@@ -27,8 +27,10 @@ def summary_line(config: ClientConfig, snap: Snapshot) -> str:
     """One line for Compose logs, e.g. ``client1 | tasks/tareas 42/100 | 63 req (31.5/s) | ...``."""
     if config.tasks is not None:
         done = f"tasks/tareas {snap.created}/{config.tasks}"
-    else:
+    elif config.duration is not None:
         done = f"tasks/tareas {snap.created}, {snap.elapsed:.0f}/{config.duration:g}s"
+    else:  # the steady phase, until stopped
+        done = f"tasks/tareas {snap.created}, {snap.elapsed:.0f}s"
     shares = " ".join(
         f"{printable(name)} {100.0 * count / snap.requests:.0f}%"  # from X-Upstream-Server
         for name, count in sorted(snap.servers.items())

@@ -24,6 +24,11 @@ from services.common import percentile, printable
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+VERDICTS = {
+    EXIT_OK: "[green]OK[/]",
+    EXIT_FAILED: "[red]FAILED / FALLÓ[/]",
+    EXIT_INTERRUPTED: "[yellow]INTERRUPTED / INTERRUMPIDO[/]",
+}
 
 KIND_LABELS: dict[str, str] = {
     Kind.CREATE: "create / crear",
@@ -211,9 +216,45 @@ def _render_tasks(report: dict[str, Any], console: Console) -> None:
         )
         if tasks["lost_titles"]:
             console.print("  missing / faltan: " + ", ".join(tasks["lost_titles"]))
-    verdict = {
-        EXIT_OK: "[green]OK[/]",
-        EXIT_FAILED: "[red]FAILED / FALLÓ[/]",
-        EXIT_INTERRUPTED: "[yellow]INTERRUPTED / INTERRUMPIDO[/]",
-    }[report["exit_code"]]
+    verdict = VERDICTS[report["exit_code"]]
     console.print(f"result / resultado: {verdict} (exit code {report['exit_code']})")
+
+
+def _lost(report: dict[str, Any]) -> str:
+    if report["lost"] is None:
+        return f"[red]unknown / desconocido[/] ({shown(report['tasks']['check_error'])})"
+    return f"[{'red' if report['lost'] else 'green'}]{report['lost']}[/]"
+
+
+def render_steady(steady: dict[str, Any], run: dict[str, Any], console: Console) -> None:
+    """The steady phase's summary once it is stopped (``steady``, a report of it), then the
+    verdict of the run reported before it (``run``), which stays the exit code."""
+    shares = ", ".join(
+        f"{shown(name)} {row['percent']:.0f}%" for name, row in steady["servers"].items()
+    )
+    errors = steady["errors"]
+    console.print()
+    console.print(
+        f"[bold]steady traffic / tráfico constante[/]: {steady['client']},"
+        f" {steady['requests_total']} req in {steady['elapsed_s']:.1f} s"
+        f" ({steady['throughput_rps']:.1f}/s)" + (f"; {shares}" if shares else "")
+    )
+    console.print(
+        f"  errors expected / errores esperados {errors['expected']}, unexpected / inesperados"
+        f" [{'red' if errors['unexpected'] else 'green'}]{errors['unexpected']}[/]"
+        + (f" ({_statuses(errors['unexpected_by_status'])})" if errors["unexpected"] else "")
+    )
+    for sample in errors["unexpected_samples"]:
+        line = f"  - {sample['kind']} -> {sample['status']} ({sample['server'] or '?'}):"
+        console.print(printable(f"{line} {sample['detail']}"), markup=False)
+    console.print(
+        f"  tasks created / tareas creadas {steady['tasks']['created']},"
+        f" lost / perdidas {_lost(steady)} (not in the exit code / no cuenta en el código)"
+    )
+    for title in steady["tasks"]["lost_titles"]:
+        console.print(f"  missing / falta: {shown(title)}")
+    console.print(
+        f"result of the run / resultado de la ejecución ({run['client']}):"
+        f" {VERDICTS[run['exit_code']]}, lost / perdidas {_lost(run)}"
+        f" (exit code {run['exit_code']})"
+    )

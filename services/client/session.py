@@ -2,6 +2,10 @@
 
 Ctrl+C (SIGINT) or ``docker stop`` (SIGTERM) cancels the run: the users stop, the loss check
 still runs on what was created, and the report so far is printed. A second signal quits.
+
+With ``--then steady`` a run that ended by itself goes on with gentle steady traffic after its
+report until a signal stops it; then a short summary of that traffic is printed and the exit
+code is the run's, so the report and its verdict are what a Compose client is remembered by.
 """
 
 from __future__ import annotations
@@ -11,17 +15,27 @@ import contextlib
 import signal
 from typing import Any
 
+import httpx
 from rich.console import Console
 
 from services.client.checks import LossCheck, check_losses, wait_for_health
-from services.client.config import ClientConfig
+from services.client.config import THEN_STEADY, ClientConfig
 from services.client.progress import show_progress
-from services.client.report import EXIT_INTERRUPTED, build_report, render_report, write_json
+from services.client.report import (
+    EXIT_INTERRUPTED,
+    build_report,
+    render_report,
+    render_steady,
+    write_json,
+)
 from services.client.runner import Load, make_client
 from services.client.stats import Recorder
 from services.common import printable
 
 EXIT_NO_BALANCER = 2
+# The steady phase's loss check runs after ``docker stop``'s SIGTERM: it must end well within
+# the 10 s Docker waits before SIGKILL.
+STEADY_CHECK_SECONDS = 5.0
 
 
 def _stop_on_signals(task: asyncio.Task[Any]) -> None:
@@ -71,26 +85,66 @@ async def run_session(config: ClientConfig, console: Console, errors: Console) -
             )
             return EXIT_NO_BALANCER
 
-        recorder = Recorder()
-        load = Load(config, client, recorder)
-        interrupted = False
-        try:
-            async with show_progress(config, recorder, console):
-                await load.run()
-        except asyncio.CancelledError:
-            interrupted = True
-            _uncancel()
-        recorder.finish()
+        recorder, check, interrupted, run_id = await _load(config, client, console)
 
-        try:
-            check = await check_losses(client, recorder.kept)
-        except asyncio.CancelledError:
-            _uncancel()
-            check = LossCheck(checked=len(recorder.kept), error="interrupted / interrumpido")
-
-    report = build_report(config, recorder, check, interrupted=interrupted, run_id=load.run_id)
+    report = build_report(config, recorder, check, interrupted=interrupted, run_id=run_id)
     render_report(report, console)
     if config.json_path is not None:
         write_json(report, config.json_path)
         console.print(f"report written to / informe escrito en {config.json_path}", markup=False)
+    if config.then == THEN_STEADY and not interrupted:
+        await run_steady(config.steady(), report, console)
     return report["exit_code"]
+
+
+async def _load(
+    config: ClientConfig,
+    client: httpx.AsyncClient,
+    console: Console,
+    check_within: float | None = None,
+) -> tuple[Recorder, LossCheck, bool, str]:
+    """Load the balancer until the plan, the duration or a signal ends it, then look for the
+    tasks it created (for at most ``check_within`` seconds): what was recorded, what the check
+    found, whether a signal ended it, and the run's id."""
+    recorder = Recorder()
+    load = Load(config, client, recorder)
+    interrupted = False
+    try:
+        async with show_progress(config, recorder, console):
+            await load.run()
+    except asyncio.CancelledError:
+        interrupted = True
+        _uncancel()
+    recorder.finish()
+
+    checked = len(recorder.kept)
+    try:
+        async with asyncio.timeout(check_within):
+            check = await check_losses(client, recorder.kept)
+    except asyncio.CancelledError:
+        _uncancel()
+        check = LossCheck(checked=checked, error="interrupted / interrumpido")
+    except TimeoutError:
+        check = LossCheck(
+            checked=checked,
+            error=f"not done within {check_within:g}s / sin terminar en {check_within:g}s",
+        )
+    return recorder, check, interrupted, load.run_id
+
+
+async def run_steady(config: ClientConfig, run: dict[str, Any], console: Console) -> None:
+    """Gentle traffic with ``config`` (``ClientConfig.steady()``) until a signal stops it, then
+    its summary and the verdict of ``run``, the report printed before it."""
+    console.print(
+        f"{run['client']}: steady traffic until stopped / tráfico constante hasta que lo"
+        f" detengan: {config.rate:g} req/s, {config.concurrency} users / usuarios, tasks /"
+        f" tareas {config.name}-NNNNNN; Ctrl+C or / o docker stop -> exit code / código de"
+        f" salida {run['exit_code']}",
+        markup=False,
+    )
+    async with make_client(config) as client:
+        recorder, check, _, run_id = await _load(
+            config, client, console, check_within=STEADY_CHECK_SECONDS
+        )
+    steady = build_report(config, recorder, check, interrupted=True, run_id=run_id)
+    render_steady(steady, run, console)
