@@ -31,6 +31,26 @@ class Options:
     theme: str | None = None
 
 
+LANG_ENV = "TICSLAB_LANG"
+
+
+def language(text: str) -> str:
+    """An argparse type: ``es`` or ``en`` (any case), from ``--lang`` or ``TICSLAB_LANG``."""
+    value = text.strip().lower()
+    if value not in LANGUAGES:
+        raise argparse.ArgumentTypeError(f"{text!r}: use {' or '.join(LANGUAGES)}")
+    return value
+
+
+def default_language() -> str:
+    """``TICSLAB_LANG`` when it names a language, else the locale's: containers (the dashboard
+    image has no Spanish locale) and terminals whose locale is not the class's language."""
+    try:
+        return language(os.environ.get(LANG_ENV, ""))
+    except argparse.ArgumentTypeError:
+        return locale_language()
+
+
 def locale_language() -> str:
     """``es`` when the user's locale is Spanish, else ``en``."""
     for name in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
@@ -84,7 +104,12 @@ def add_display_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between polls (default %(default)s)",
     )
     parser.add_argument(
-        "--lang", choices=LANGUAGES, default=None, help="interface language (default: locale)"
+        "--lang",
+        type=language,
+        choices=LANGUAGES,
+        # A string default goes through ``language``: a bad TICSLAB_LANG is a usage error.
+        default=os.environ.get(LANG_ENV) or None,
+        help=f"interface language (env {LANG_ENV}, else the locale: LC_ALL, LC_MESSAGES, LANG)",
     )
     parser.add_argument("--theme", default=None, help="Textual theme name")
 
@@ -98,15 +123,15 @@ def resolve_options(
     lang: str | None = None,
     theme: str | None = None,
 ) -> Options:
-    """The one place that fills in the token from the token file and the language from the
-    locale, and turns read-only on when there is no token."""
+    """The one place that fills in the token from the token file and the language from
+    ``TICSLAB_LANG`` or the locale, and turns read-only on when there is no token."""
     token = token or read_token_file(default_token_file(url))
     return Options(
         url=url.rstrip("/"),
         token=token,
         read_only=bool(read_only or not token),
         refresh=refresh,
-        lang=lang or locale_language(),
+        lang=lang or default_language(),
         theme=theme,
     )
 
