@@ -1,8 +1,9 @@
 """The handout's Docker Compose path, end to end, on a real Docker engine.
 
 What the class does, checked from the outside: `docker-compose up --build`, tasks through
-:8080 reach both servers and land in the shared tasks.json, the client emulators finish with
-nothing lost, `docker-compose stop server1` and the system keeps answering, the control
+:8080 reach both servers and land in the shared tasks.json, the client emulators report nothing
+lost and keep steady traffic until `docker-compose stop` (or finish, with one variable),
+`docker-compose stop server1` and the system keeps answering, the control
 endpoint stops and starts a container (and refuses without the token), pausing a server under
 write load never stalls the other's writes, the scalable variant shows every replica, and the
 dashboard runs from an image of its own while the services' image carries no Textual.
@@ -22,7 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -195,17 +196,46 @@ class TestHandoutStack:
         body = httpx.get(handout.url + "/health", timeout=5).json()
         assert body == {"status": "ok", "servers_up": 2, "servers_total": 2}
 
-    def test_clients_finish_with_nothing_lost(self, handout: Stack) -> None:
+    def test_clients_report_nothing_lost_then_keep_traffic_until_stopped(
+        self, handout: Stack
+    ) -> None:
+        """The report first, then gentle traffic for the class's `docker-compose stop server1`,
+        until `docker-compose stop` ends it promptly with the report's exit code."""
         for client in ("client1", "client2"):
-            code = wait_until(
-                lambda c=client: (exited(c),) if exited(c) is not None else None,
+            wait_until(
+                lambda c=client: "steady traffic until stopped" in self.log(handout, c),
                 180,
                 0.5,
-                f"{client} to finish",
-            )[0]
-            log = handout.compose("logs", "--no-color", client).stdout
-            assert code == 0, f"{client} exited {code}:\n{log[-2000:]}"
-            assert "perdidas: 0" in log
+                f"{client}'s report and steady traffic",
+            )
+            log = self.log(handout, client)
+            assert log.index("perdidas: 0") < log.index("steady traffic until stopped"), log
+            assert exited(client) is None, f"{client} keeps running:\n{log[-2000:]}"
+        before = handout.status()["requests_total"]
+        wait_until(
+            lambda: handout.status()["requests_total"] >= before + 10, 30, 0.5, "steady traffic"
+        )
+        started = time.monotonic()
+        assert handout.compose("stop", "client1", "client2").returncode == 0
+        assert time.monotonic() - started < 9, "ended by SIGTERM, before Docker's SIGKILL"
+        for client in ("client1", "client2"):
+            log = self.log(handout, client)
+            assert exited(client) == 0, log[-2000:]
+            assert f"resultado de la ejecución ({client}): OK" in log
+
+    def test_the_one_shot_clients_are_one_variable_away(self, handout: Stack) -> None:
+        one_shot = replace(
+            handout,
+            env={**handout.env, "TICSLAB_CLIENT_THEN": "exit", "TICSLAB_CLIENT_TASKS": "10"},
+        )
+        done = one_shot.compose("run", "--rm", "--no-deps", "-T", "client1", timeout=120)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+        assert "perdidas: 0" in done.stdout
+        assert "steady" not in done.stdout
+
+    @staticmethod
+    def log(stack: Stack, container: str) -> str:
+        return stack.compose("logs", "--no-color", container).stdout
 
     def test_tasks_reach_both_servers_and_persist_in_the_shared_file(self, handout: Stack) -> None:
         titles = [f"e2e-{i}" for i in range(10)]
@@ -303,12 +333,24 @@ class TestHandoutStack:
         assert reset.json()["fault"]["mode"] == "none"
 
     def test_dashboard_service_runs_on_demand(self, handout: Stack) -> None:
-        # Its own image, which this first `run` builds.
-        done = handout.compose(
-            "run", "--rm", "-T", "dashboard", "dashboard", "--help", timeout=COMMAND_SECONDS
-        )
+        # Its own image, built from this code: `run` builds it only when no such tag exists, and
+        # `up --build` leaves it alone (the service is under a profile).
+        built = handout.compose("build", "dashboard", timeout=COMMAND_SECONDS)
+        assert built.returncode == 0, built.stderr[-2000:]
+        # The words after the service are the dashboard's options (its entrypoint's).
+        done = handout.compose("run", "--rm", "-T", "dashboard", "--help", timeout=COMMAND_SECONDS)
         assert done.returncode == 0, done.stderr
-        assert "--url" in done.stdout
+        assert "--url" in done.stdout and "TICSLAB_LANG" in done.stdout
+        done = handout.compose("run", "--rm", "-T", "dashboard", "--lang", "fr")
+        assert done.returncode == 2
+        assert "argument --lang: 'fr': use es or en" in done.stderr, done.stderr
+        # TICSLAB_LANG reaches it from the shell or .env (the image has no Spanish locale).
+        spanish = replace(handout, env={**handout.env, "TICSLAB_LANG": "es"})
+        code = "from dashboard.options import parse_options; print(parse_options([]).lang)"
+        done = spanish.compose(
+            "run", "--rm", "-T", "--entrypoint", "python", "dashboard", "-c", code
+        )
+        assert (done.returncode, done.stdout.strip()) == (0, "es"), done.stderr
         # It runs the app, and carries neither `textual run`'s tools nor `ticslab up`'s nor tests'.
         code = "import dashboard.main; " + absent("textual_dev", "psutil", "pytest")
         python = ("run", "--rm", "-T", "--entrypoint", "python", "dashboard", "-c", code)
