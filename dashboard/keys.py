@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dashboard.i18n import Translator
+
 
 @dataclass(frozen=True)
 class Key:
@@ -60,7 +62,9 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("d", "drain_toggle", "key_drain", write=True, short="short_drain", button="btn_drain"),
     Key("m", "server_action('maint')", "key_maint", write=True, show=False, button="btn_maint"),
-    Key("f", "fault_menu", "key_fault", write=True, short="short_fault", button="btn_fault"),
+    # Not in the Footer: its button opens the same picker, and the Spanish words for the keys
+    # before ``q`` ("Iniciar/detener", "espacio") need its cells at 100 columns.
+    Key("f", "fault_menu", "key_fault", write=True, show=False, button="btn_fault"),
     # No buttons (the nine there are fill 100 columns); ``.`` and ``,`` need no Shift.
     Key(
         "greater_than_sign,full_stop",
@@ -85,5 +89,12 @@ KEYS: tuple[Key, ...] = (
     Key("minus", "refresh_rate(1)", "key_slower", show=False, display="-"),
     Key("q", "quit", "key_quit"),
 )
+
+
+def key_label(key: Key, t: Translator) -> str:
+    """The key as the footer and the help show it: its ``display`` (``?``, ``1-9``), else its
+    first key's name in the chosen language (``espacio``), else that name as Textual has it."""
+    return key.display or t.term("keyname", key.keys.split(",")[0])
+
 
 WRITE_ACTIONS: frozenset[str] = frozenset(key.action_name for key in KEYS if key.write)

@@ -20,7 +20,7 @@ from textual.widgets import Footer, Header
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
 from dashboard.format import safe_url
 from dashboard.i18n import Translator
-from dashboard.keys import KEYS, WRITE_ACTIONS
+from dashboard.keys import KEYS, WRITE_ACTIONS, key_label
 from dashboard.options import CONTRAST_THEME, Options, parse_options
 from dashboard.poll import Poller, Snapshot, backoff_delay
 from dashboard.screens.fault import FaultScreen
@@ -74,7 +74,7 @@ class DashboardApp(App[int]):
                 key.action,
                 description=self.t(key.short or key.text),
                 show=key.show,
-                key_display=key.display,
+                key_display=key_label(key, self.t),
             )
         self.status_bar = StatusBar(self.t, self.display_url, self.read_only)
         self.banner = Banner()
@@ -309,9 +309,9 @@ class DashboardApp(App[int]):
     async def _send_action(self, name: str, action: str) -> None:
         result = await self._send(f"{name} {action}", self.client.server_action(name, action))
         if result is not None:
-            self.notify(
-                self.t("n_action_ok", server=name, action=action, result=result.get("result", "ok"))
-            )
+            said = self.t.term("action", action)
+            shown = self.t.result(action, result.get("result", "ok"))
+            self.notify(self.t("n_action_ok", server=name, action=said, result=shown))
 
     @work(group="control", exit_on_error=False)
     async def send_fault(self, name: str, fault: dict[str, Any]) -> None:
@@ -319,15 +319,15 @@ class DashboardApp(App[int]):
         async with self._server_locks[name]:
             answer = await self._send(what, self.client.set_fault(name, fault))
         if answer is not None:
-            self.notify(self.t("n_fault", server=name, mode=fault.get("mode")))
+            self.notify(self.t("n_fault", server=name, mode=self.t.term("mode", fault.get("mode"))))
 
     @work(group="control", exit_on_error=False)
     async def send_algorithm(self, algorithm: str) -> None:
-        what = f"{self.t('algorithm')} {algorithm}"
+        what = f"{self.t('algorithm')} {self.t.term('alg', algorithm)}"
         result = await self._send(what, self.client.set_algorithm(algorithm))
         if result is not None:
-            previous = result.get("previous", "?")
-            following = result.get("algorithm", algorithm)
+            previous = self.t.term("alg", result.get("previous", "?"))
+            following = self.t.term("alg", result.get("algorithm", algorithm))
             self.notify(self.t("n_algorithm", previous=previous, algorithm=following))
 
     @work(group="control", exit_on_error=False)

@@ -238,3 +238,34 @@ def docker_engine_problem() -> str | None:
     except (RuntimeError, subprocess.TimeoutExpired) as error:
         return f"no Docker engine answers (bash .ci/docker-setup.sh starts one): {error}"
     return None
+
+
+async def state_events_of_every_reason() -> list[dict[str, Any]]:
+    """The ``state`` events of a real balancer, at least one per reason code: checks that
+    fail and pass, failures on live traffic, an ejection and its end, drain, maint, ready."""
+    from services.balancer.balancer import Balancer
+    from services.balancer.config import BalancerConfig
+
+    backends = [("server1", "http://127.0.0.1:5001"), ("server2", "http://127.0.0.1:5002")]
+    config = BalancerConfig(backends=backends, fall=2, rise=2, eject_after_5xx=2, eject_time=0.01)
+    balancer = Balancer(config)
+    one = balancer.get("server1")
+
+    def checks(ok: bool, times: int = 2) -> None:
+        for _ in range(times):
+            balancer.record_check(one, ok, 200 if ok else None, "200 OK" if ok else "timeout", 1.0)
+
+    checks(True, 1)  # the first verdict
+    checks(False)
+    checks(True)
+    balancer.record_live_failure(one, "refused", "connection refused")
+    checks(True)
+    for _ in range(2):
+        balancer.record_live_failure(one, "reset", "connection reset")
+    checks(True)
+    for _ in range(2):
+        balancer.record_answer(one, 500)
+    await wait_until_async(lambda: one.state != "EJECTED", timeout=5)
+    for state in ("DRAIN", "MAINT", "READY"):
+        balancer.set_admin_state("server2", state, who="teacher")
+    return [event for event in balancer.events.since(0) if event["kind"] == "state"]

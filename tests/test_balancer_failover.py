@@ -267,3 +267,21 @@ def test_response_time_avoids_a_slow_server_and_comes_back_to_it_once_fixed(stac
     healed = sequential_shares(balancer.url, 5)  # 10-15 s after
     total = sum(healed.values())
     assert all(0.25 <= healed[name] / total <= 0.75 for name in ("server1", "server2")), healed
+
+
+def test_a_server_failing_half_its_requests_stays_in_rotation_and_is_counted(stack) -> None:
+    """The `error` fault is a fault of the traffic: health checks pass, so the class sees a
+    partly failing server keep its share while its 500s are counted."""
+    balancer, servers, _ = stack
+    set_fault(servers[1], {"mode": "error", "rate": 1.0})
+    checks_before = status_of(balancer)["servers"][1]["last_check"]["time"]
+    wait_until(
+        lambda: status_of(balancer)["servers"][1]["last_check"]["time"] != checks_before,
+        timeout=5,
+        what="a health check under the fault",
+    )
+    answers = Counter(httpx.get(balancer.url + "/tareas?limit=1").status_code for _ in range(20))
+    server2 = status_of(balancer)["servers"][1]
+    set_fault(servers[1], {"mode": "none"})
+    assert server2["state"] == "UP" and server2["last_check"]["ok"] is True
+    assert answers[500] >= 5 and server2["errors"].get("500_INTERNAL_ERROR", 0) >= 5

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from starlette.routing import Mount, Route
+from support import state_events_of_every_reason
 
 from services.balancer import algorithms
 from services.balancer.app import OwnedPaths
@@ -19,7 +20,7 @@ from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig, env_defaults, parse_backends
 from services.balancer.drivers import DriverUnsupported, answer_text, choose_driver
 from services.balancer.drivers.docker import ACTION_REQUESTS, RESULTS
-from services.balancer.events import KINDS
+from services.balancer.events import KINDS, REASON_CODES
 from services.balancer.proxy import may_retry
 from services.balancer.server import Server
 from services.common import DRIVER_ACTIONS
@@ -213,6 +214,33 @@ def test_every_event_kind_the_balancer_emits_is_declared() -> None:
     code = "".join(path.read_text() for path in Path(algorithms.__file__).parent.rglob("*.py"))
     emitted = set(re.findall(r'events\.add\(\s*"(\w+)"', code))
     assert emitted == set(KINDS)
+
+
+# The fields each reason code brings, as docs/api.md lists them.
+REASON_FIELDS = {
+    "first_check_passed": {"detail"},
+    "checks_passed": {"checks"},
+    "checks_failed": {"checks", "detail"},
+    "live_failures": {"failures", "detail"},
+    "ejected": {"answers", "seconds"},
+}
+
+
+async def test_every_state_event_carries_a_declared_reason_code_and_its_fields() -> None:
+    """The English ``reason`` stays for people; the code and its fields let the dashboard
+    say it in another language (and an undeclared code is refused)."""
+    events = await state_events_of_every_reason()
+    assert {event["reason_code"] for event in events} == set(REASON_CODES)
+    for event in events:
+        assert REASON_FIELDS.get(event["reason_code"], set()) <= set(event), event
+    failed = next(event for event in events if event["reason_code"] == "checks_failed")
+    assert (failed["reason"], failed["checks"], failed["detail"]) == (
+        "2 checks failed: timeout",
+        2,
+        "timeout",
+    )
+    with pytest.raises(ValueError):
+        make_balancer().events.add("state", "server1", reason_code="made_up")
 
 
 def test_a_crashed_loop_is_put_on_the_timeline() -> None:

@@ -95,3 +95,15 @@ def test_help_screen(snap_compare) -> None:
 
 def test_sixteen_servers_fit_100_columns(snap_compare) -> None:
     assert snap_compare(fixture_app(servers=16), terminal_size=SIZE, run_before=loaded)
+
+
+def test_help_screen_column_legend_in_spanish(snap_compare) -> None:
+    async def open_help_at_the_legend(pilot: Pilot) -> None:
+        await loaded(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        pilot.app.screen.query_one("#help-body").scroll_end(animate=False)
+        await pilot.pause()
+
+    app = fixture_app(lang="es")
+    assert snap_compare(app, terminal_size=SIZE, run_before=open_help_at_the_legend)

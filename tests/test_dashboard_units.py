@@ -15,8 +15,8 @@ import httpx
 import pytest
 from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded, rendered, words
 from starlette.applications import Starlette
-from support import ACTED_ON
-from textual.widgets import Button, Static
+from support import ACTED_ON, state_events_of_every_reason
+from textual.widgets import Button, Label, Static
 from textual.widgets._footer import FooterKey
 from textual.widgets._toast import Toast
 
@@ -36,17 +36,138 @@ from dashboard.poll import TASKS_SHOWN, Poller, backoff_delay
 from dashboard.screens.fault import CLASS_PARAMETERS, FAULTS
 from dashboard.widgets.panels import ErrorsPanel, EventsPanel
 from dashboard.widgets.servers import STATE_STYLES, weight_text
+from services.balancer.algorithms import ALGORITHMS
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig
-from services.balancer.control import Control
-from services.balancer.events import KINDS
-from services.common import FAULT_MODES
+from services.balancer.control import ADMIN_ACTIONS, Control
+from services.balancer.drivers.docker import RESULTS
+from services.balancer.events import KINDS, REASON_CODES
+from services.common import DRIVER_ACTIONS, FAULT_MODES
 
 
 def test_every_text_exists_in_both_languages() -> None:
     assert set(EN) == set(ES)
     assert all(ES[key] for key in ES)
     assert {key.text for key in KEYS} <= set(EN)
+
+
+# The only texts written the same in both languages: numbers, state names, placeholders and
+# the handout's own words. Any other Spanish text that equals the English was not translated.
+SAME_IN_BOTH = {
+    "col_latency",  # p50/p95ms
+    "col_responses",  # 2xx/4xx/5xx
+    "col_errors",  # 400/404/500
+    "ev_state",  # {server} {from} → {to}: {reason}
+    "ev_state_first",
+    "ev_other",
+    "n_action_ok",
+    "mode_error",  # "error" in Spanish too
+}
+
+
+def test_every_english_text_has_its_spanish_words() -> None:
+    """A new English text with no Spanish, or with the English copied, fails here."""
+    same = {key for key in EN if ES.get(key) == EN[key]}
+    assert same == SAME_IN_BOTH
+
+
+def test_every_word_the_balancer_sends_has_a_spanish_one() -> None:
+    """Actions, their results, fault modes and algorithms, read from the balancer's own
+    tables: a new one shown raw (English) in the Spanish UI fails here."""
+    t = Translator("es")
+    for action in [*DRIVER_ACTIONS, *ADMIN_ACTIONS, "fault", "added", "removed"]:
+        assert t.term("action", action) != action
+    for action, result in RESULTS.items():
+        assert t.result(action, result) != result
+    assert t.result("start", "already running") == "ya estaba en ejecución"
+    assert t.result("stop", "already exited") == "ya estaba detenido"
+    assert t.result("fault", "latency") == "latencia"
+    assert all(t.term("mode", mode) != mode for mode in set(FAULT_MODES) - {"error"})
+    handout = ["Aleatorio", "Round Robin", "Menor número de conexiones", "Tiempo de respuesta"]
+    assert [t.term("alg", name) for name in ALGORITHMS] == [*handout, "Hash IP"]
+    assert t.term("alg", "newer_one") == "newer_one"  # a newer balancer's word, as sent
+
+
+@pytest.mark.parametrize("code", REASON_CODES)
+def test_every_reason_code_has_a_sentence_in_both_languages(code: str) -> None:
+    assert EN[f"reason_{code}"] and ES[f"reason_{code}"] != EN[f"reason_{code}"]
+
+
+async def test_every_state_change_reads_in_spanish_from_its_reason_code() -> None:
+    """From a real balancer's events: no English reason is left in the Spanish timeline, the
+    English one shows the balancer's words, and an unknown code falls back to ``reason``."""
+    events = await state_events_of_every_reason()
+    english, spanish = EventsPanel(Translator("en")), EventsPanel(Translator("es"))
+    for event in events:
+        assert english.reason(event) == event["reason"]
+        assert event["reason"] not in spanish.reason(event), event
+    failed = next(event for event in events if event["reason_code"] == "checks_failed")
+    assert spanish.reason(failed) == "chequeos fallidos seguidos: 2 (timeout)"
+    ejected = next(event for event in events if event["reason_code"] == "ejected")
+    assert spanish.reason(ejected) == "2 respuestas 5xx seguidas; fuera por 0.01 s"
+    newer = {"kind": "state", "reason": "went to lunch", "reason_code": "lunch"}
+    assert spanish.reason(newer) == "went to lunch"
+    assert spanish.reason({**failed, "checks": None}) == failed["reason"]  # a field missing
+
+
+async def test_the_spanish_ui_shows_events_algorithms_and_faults_in_spanish() -> None:
+    app = fixture_app(3, lang="es")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        timeline = " ".join(" ".join(line.text for line in app.events_panel.lines).split())
+        for said in (
+            "server2 DOWN → UP: chequeos superados seguidos: 2",
+            "server3 detener → detenido (por 127.0.0.1)",
+            "server3 UP → DOWN: conexión rechazada con tráfico real",
+            "algoritmo Aleatorio → Round Robin (por 127.0.0.1)",
+            "server3 agregado:",
+        ):
+            assert said in timeline
+        assert str(app.query_one("#algorithm", Label).content) == "Algoritmo: Round Robin"
+        await pilot.press("f")
+        await pilot.pause()
+        picker = [str(button.label) for button in app.screen.query(Button)]
+        assert picker == [
+            "0  ninguna: sano",
+            "1  error: la mitad de las respuestas son 500",
+            "2  latencia: +300 ms por solicitud",
+            "3  cuelgue: sin respuesta por 30 s",
+            "4  no saludable: /health responde 503",
+        ]
+
+
+async def test_a_server_that_takes_no_new_traffic_shows_zero_share_and_rate_at_once() -> None:
+    """Drained, stopped or weight 0: the 10 s window still holds its old traffic, the table
+    says what it gets now; an UP server with a weight keeps the window's numbers."""
+    balancer = FixtureBalancer(4)
+    servers = balancer.answers["/status"]["servers"]
+    servers[0] |= {"state": "DRAIN"}
+    servers[1] |= {"weight": 0}
+    servers[2] |= {"state": "DOWN", "share_10s": 30.0, "tries_per_second": 9.5}
+    app = fixture_app(balancer=balancer, lang="es")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        table = app.servers
+        for name in ("server1", "server2", "server3"):
+            assert table.get_cell(name, "share").plain.split()[-1] == "0%", name
+            assert table.get_cell(name, "rps").split()[0] == "0", name
+        assert table.get_cell("server4", "share").plain.split()[-1] == "50%"
+        assert table.get_cell("server4", "rps").split()[0] == "20.5"
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+async def test_the_help_explains_every_column_of_the_server_table(lang: str) -> None:
+    app = fixture_app(3, lang=lang)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        legend = app.screen.query_one("#help-columns", Static)
+        shown = words(legend)
+        assert len(app.servers.columns) == 11
+        for key in (column.value for column in app.servers.columns):
+            assert app.t(f"col_{key}") in shown
+            assert " ".join(app.t(f"legend_{key}").split()[:4]) in shown
 
 
 def test_every_fault_mode_is_offered_with_a_text() -> None:
@@ -290,7 +411,7 @@ async def test_layout_fits_100x30_with_no_dead_band(servers: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("width", "lang", "bar"), [(100, "es", 6), (100, "en", 6), (160, "en", 30)]
+    ("width", "lang", "bar"), [(100, "es", 5), (100, "en", 6), (160, "en", 30)]
 )
 async def test_share_bar_is_wide_and_grows_with_the_screen(width: int, lang: str, bar: int) -> None:
     """16 servers (the widest names): the bar takes every spare cell, up to 30."""
@@ -412,7 +533,8 @@ async def test_footer_shows_the_essential_keys_at_100_columns(lang: str) -> None
             for key in app.query(FooterKey)
             if key.region.width and key.region.right <= 100
         }
-        assert {"?", "1-9", "</>", "a", "space", "q"} <= shown
+        space = {"en": "space", "es": "espacio"}[lang]
+        assert {"?", "1-9", "</>", "a", space, "q"} <= shown
         assert "^p" not in shown  # the command palette still opens, it just takes no room
 
 
@@ -503,8 +625,8 @@ async def test_every_event_the_balancer_emits_reads_with_its_own_fields() -> Non
             "server3 removed: http://ticslab-server3-1:5001 (by docker)",
         ],
         "es": [
-            "server3 added: http://ticslab-server3-1:5001 (por docker)",
-            "server3 removed: http://ticslab-server3-1:5001 (por docker)",
+            "server3 agregado: http://ticslab-server3-1:5001 (por docker)",
+            "server3 quitado: http://ticslab-server3-1:5001 (por docker)",
         ],
     }
 

@@ -83,6 +83,8 @@ def test_error_mode_fails_requests_with_500_but_keeps_monitoring(client: httpx.C
     stats = client.get("/errors/stats")
     assert stats.status_code == 200
     assert stats.json()["recent_errors"][0]["message"] == response.json()["error"]
+    # A fault of the traffic: the health check passes, so the server stays in rotation.
+    assert [client.get("/health").status_code for _ in range(10)] == [200] * 10
     set_fault(client, mode="error", rate=0.5)
     statuses = {client.get("/tareas").status_code for _ in range(60)}
     assert statuses == {200, 500}  # a fraction fails (all alike: a chance of 2 in 10^18)
@@ -90,11 +92,14 @@ def test_error_mode_fails_requests_with_500_but_keeps_monitoring(client: httpx.C
     assert client.get("/tareas").status_code == 200
 
 
-def test_latency_mode_delays_requests(client: httpx.Client) -> None:
+def test_latency_mode_delays_requests_but_not_the_health_check(client: httpx.Client) -> None:
     set_fault(client, mode="latency", ms=300)
     started = time.monotonic()
-    assert client.get("/health").status_code == 200
+    assert client.get("/tareas").status_code == 200
     assert time.monotonic() - started >= 0.3
+    started = time.monotonic()
+    assert client.get("/health").status_code == 200
+    assert time.monotonic() - started < 0.3
     assert client.get("/admin/fault", headers=AUTH).json() == {"mode": "latency", "ms": 300}
 
 

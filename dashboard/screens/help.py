@@ -13,14 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from dashboard.i18n import Translator
-from dashboard.keys import KEYS
-
-
-def key_label(keys: str, display: str | None) -> str:
-    """The key as the footer shows it (``?``, ``1-9``), else its first key name."""
-    if display:
-        return display
-    return keys.split(",")[0]
+from dashboard.keys import KEYS, key_label
+from dashboard.widgets.servers import WIDTHS
 
 
 class HelpScreen(ModalScreen[None]):
@@ -46,7 +40,7 @@ class HelpScreen(ModalScreen[None]):
                 continue
             seen.add(key.text)
             style = "dim strike" if key.write and self.read_only else ""
-            table.add_row(key_label(key.keys, key.display), Text(self.t(key.text), style=style))
+            table.add_row(key_label(key, self.t), Text(self.t(key.text), style=style))
         with VerticalScroll(id="help-body", classes="dialog") as body:
             body.border_title = self.t("help_title")
             body.border_subtitle = self.t("help_close")
@@ -55,3 +49,15 @@ class HelpScreen(ModalScreen[None]):
                 yield Static(self.t("help_read_only"), classes="help-text", id="help-read-only")
             yield Static(table)
             yield Static(self.t("help_states"), classes="help-text")
+            yield Static(self.t("help_columns"), classes="help-text help-heading")
+            yield Static(self.column_legend(), id="help-columns")
+
+    def column_legend(self) -> Table:
+        """Every column of the server table (``WIDTHS`` lists them) by its title, so a new
+        column cannot go unexplained."""
+        legend = Table.grid(padding=(0, 2))
+        legend.add_column(style="bold", no_wrap=True)
+        legend.add_column()
+        for column in WIDTHS:
+            legend.add_row(self.t(f"col_{column}"), self.t(f"legend_{column}"))
+        return legend

@@ -125,11 +125,39 @@ class EventsPanel(RichLog):
             key: event.get(key) if event.get(key) is not None else "-"
             for key in ("server", "from", "to", "reason", "action", "result", "who", "url", "kind")
         }
-        values["algorithm"] = event.get("algorithm") or "-"
+        values["algorithm"] = self.t.term("alg", event.get("algorithm") or "-")
         values["servers"] = ", ".join(event.get("servers") or {}) or "-"
+        kind = event.get("kind")
+        if kind == "algorithm":
+            values["from"] = self.t.term("alg", values["from"])
+            values["to"] = self.t.term("alg", values["to"])
+        elif kind == "state":
+            values["reason"] = self.reason(event)
+        elif kind in ("control", "discovery"):
+            values["action"] = self.t.term("action", values["action"])
+            if kind == "control" and event.get("ok") is not False:  # a failure's words stay
+                values["result"] = self.t.result(event.get("action"), values["result"])
         text = Text(f"{fmt.local_time(event.get('time'))} ", style="dim")
         text.append(self.t(self.text_key(event), **values), style=self.style(event))
         return text
+
+    def reason(self, event: dict[str, Any]) -> str:
+        """A state change's reason from its ``reason_code`` and fields, in the chosen language;
+        the balancer's English ``reason`` for a code the catalogue lacks (a newer balancer's)
+        or an event without the fields its code names."""
+        reason = str(event.get("reason") or "-")
+        key = f"reason_{event.get('reason_code')}"
+        if not self.t.knows(key):
+            return reason
+        fields = {
+            name: f"{number:g}" if (number := fmt.real(value)) is not None else value
+            for name in ("detail", "checks", "failures", "answers", "seconds")
+            if (value := event.get(name)) is not None
+        }
+        try:
+            return self.t(key, reason=reason, **fields)
+        except KeyError:
+            return reason
 
     @staticmethod
     def text_key(event: dict[str, Any]) -> str:

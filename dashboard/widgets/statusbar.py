@@ -44,7 +44,7 @@ class StatusBar(Horizontal):
             label.set_class(name == state, f"-{name}")
 
     def show_algorithm(self, algorithm: str) -> None:
-        self._set("algorithm", f"{self.t('algorithm')}: {algorithm}")
+        self._set("algorithm", f"{self.t('algorithm')}: {self.t.term('alg', algorithm)}")
 
     def show_refresh(self, seconds: float, paused: bool) -> None:
         text = self.t("paused") if paused else self.t("every", seconds=f"{seconds:g}")

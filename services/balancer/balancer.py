@@ -122,7 +122,9 @@ class Balancer:
 
     # State changes ---------------------------------------------------------------------------
 
-    def _transition(self, server: Server, to: str, reason: str, **fields: Any) -> None:
+    def _transition(self, server: Server, to: str, reason: str, code: str, **fields: Any) -> None:
+        """``reason`` in English for people, ``code`` and ``fields`` for the dashboard to say it
+        in Spanish (events.py, REASON_CODES)."""
         previous = server.enter(to)
         server.state_reason = reason
         server.announced = True
@@ -137,7 +139,10 @@ class Balancer:
                 server.returned(time.monotonic())
         self._refresh_up()
         self.events.add(
-            "state", server.name, **{"from": previous, "to": to, "reason": reason}, **fields
+            "state",
+            server.name,
+            **{"from": previous, "to": to, "reason": reason, "reason_code": code},
+            **fields,
         )
 
     def record_check(
@@ -165,22 +170,33 @@ class Balancer:
             server.consecutive_successes += 1
             server.consecutive_failures = 0
             if not server.announced and server.state == UP:
-                self._announce(server, f"first verdict: check passed ({detail})")
+                self._announce(server, f"first verdict: check passed ({detail})", detail)
             if not server.healthy and server.consecutive_successes >= self.config.rise:
-                passed = count(server.consecutive_successes, "check")
-                self._set_health(server, True, f"{passed} passed")
+                checks = server.consecutive_successes
+                reason = f"{count(checks, 'check')} passed"
+                self._set_health(server, True, reason, "checks_passed", checks=checks)
         else:
             server.consecutive_failures += 1
             server.consecutive_successes = 0
             if server.healthy and server.consecutive_failures >= self.config.fall:
-                reason = f"{count(server.consecutive_failures, 'check')} failed: {detail}"
-                self._set_health(server, False, reason)
+                checks = server.consecutive_failures
+                reason = f"{count(checks, 'check')} failed: {detail}"
+                self._set_health(
+                    server, False, reason, "checks_failed", checks=checks, detail=detail
+                )
 
-    def _announce(self, server: Server, reason: str) -> None:
+    def _announce(self, server: Server, reason: str, detail: str) -> None:
         """A server's first verdict after start, when it confirms the assumed UP (``from``
         null): so the timeline shows every server at once, not only later changes."""
         server.announced = True
-        self.events.add("state", server.name, **{"from": None, "to": server.state}, reason=reason)
+        self.events.add(
+            "state",
+            server.name,
+            **{"from": None, "to": server.state},
+            reason=reason,
+            reason_code="first_check_passed",
+            detail=detail,
+        )
 
     def record_live_failure(self, server: Server, kind: str, detail: str) -> None:
         """A failure on real traffic: a refused connect is DOWN at once, resets and connect
@@ -191,10 +207,11 @@ class Balancer:
             return
         server.live_failures += 1
         if kind == "refused":
-            self._set_health(server, False, "connect refused on live traffic")
-        elif server.live_failures >= self.config.fall:
+            self._set_health(server, False, "connect refused on live traffic", "refused_live")
+        elif (failures := server.live_failures) >= self.config.fall:
+            reason = f"{count(failures, 'failure')} on live traffic: {detail}"
             self._set_health(
-                server, False, f"{count(server.live_failures, 'failure')} on live traffic: {detail}"
+                server, False, reason, "live_failures", failures=failures, detail=detail
             )
 
     def record_answer(self, server: Server, status: int) -> None:
@@ -209,17 +226,28 @@ class Balancer:
         server.ejections += 1
         seconds = self.config.eject_time * min(server.ejections, MAX_EJECTION_FACTOR)
         server.ejected_until = time.monotonic() + seconds
-        reason = f"{server.consecutive_5xx} answers in a row were 5xx; out for {seconds:g} s"
-        self._transition(server, EJECTED, reason, ejections=server.ejections)
+        answers = server.consecutive_5xx
+        reason = f"{answers} answers in a row were 5xx; out for {seconds:g} s"
+        self._transition(
+            server,
+            EJECTED,
+            reason,
+            "ejected",
+            ejections=server.ejections,
+            answers=answers,
+            seconds=seconds,
+        )
         loop = asyncio.get_running_loop()
         server.ejection_timer = loop.call_later(seconds, self._end_ejection, server)
 
     def _end_ejection(self, server: Server) -> None:
         """The ejection's time is up (its timer is cancelled if it ended otherwise)."""
         server.ejection_timer = None
-        self._transition(server, UP if server.healthy else DOWN, "ejection over")
+        self._transition(server, UP if server.healthy else DOWN, "ejection over", "ejection_over")
 
-    def _set_health(self, server: Server, healthy: bool, reason: str) -> None:
+    def _set_health(
+        self, server: Server, healthy: bool, reason: str, code: str, **fields: Any
+    ) -> None:
         """Change the health verdict; the state follows unless DRAIN, MAINT or an ejection
         hides it (the verdict is applied when they end)."""
         if server.healthy == healthy:
@@ -229,7 +257,7 @@ class Balancer:
             server.consecutive_successes = 0
         target = UP if healthy else DOWN
         if server.state in (UP, DOWN) and server.state != target:
-            self._transition(server, target, reason)
+            self._transition(server, target, reason, code, **fields)
 
     def set_admin_state(self, name: str, state: str, who: str | None = None) -> str:
         """DRAIN, MAINT or READY (back to UP/DOWN by the last check); returns the new state."""
@@ -241,10 +269,11 @@ class Balancer:
                 last = server.last_check
                 server.healthy = last["ok"] if last is not None else server.healthy
                 target = UP if server.healthy else DOWN
-                self._transition(server, target, "set ready by control", who=who)
+                self._transition(server, target, "set ready by control", "set_ready", who=who)
                 self.request_check(name)
         elif server.state != state:
-            self._transition(server, state, f"set {state.lower()} by control", who=who)
+            code = f"set_{state.lower()}"
+            self._transition(server, state, f"set {state.lower()} by control", code, who=who)
         return server.state
 
     def request_check(self, name: str) -> None:

@@ -118,6 +118,20 @@ class Control:
             "(the token is in the token file or TICSLAB_TOKEN)",
         )
 
+    async def _server_and_body(
+        self, request: Request
+    ) -> Response | tuple[str, dict[str, Any] | None]:
+        """For a route on one server: the token, then the server named in the path, then the
+        body. A refusal, or the name and the body (None when it is not a JSON object)."""
+        refusal = self._refusal(request)
+        if refusal:
+            return refusal
+        name = request.path_params["name"]
+        unknown = self._unknown_server(name)
+        if unknown:
+            return unknown
+        return name, await _json_object(request)
+
     def _event(self, request: Request, server: str | None, action: str, **fields: Any) -> None:
         self.balancer.events.add("control", server, action=action, who=_who(request), **fields)
 
@@ -234,14 +248,10 @@ class Control:
 
     async def fault(self, request: Request) -> Response:
         """Pass a fault mode on to the task server's ``/admin/fault``."""
-        refusal = self._refusal(request)
-        if refusal:
-            return refusal
-        name = request.path_params["name"]
-        unknown = self._unknown_server(name)
-        if unknown:
-            return unknown
-        body = await _json_object(request)
+        checked = await self._server_and_body(request)
+        if isinstance(checked, Response):
+            return checked
+        name, body = checked
         if body is None or body.get("mode") not in FAULT_MODES:
             return json_error(
                 400, f'send a JSON object like {{"mode": "error", "rate": 0.5}}; mode one of '
@@ -278,14 +288,10 @@ class Control:
 
     async def weight(self, request: Request) -> Response:
         """``{"weight": N}``: the server's share of new traffic, live (HAProxy's weight)."""
-        refusal = self._refusal(request)
-        if refusal:
-            return refusal
-        name = request.path_params["name"]
-        unknown = self._unknown_server(name)
-        if unknown:
-            return unknown
-        body = await _json_object(request)
+        checked = await self._server_and_body(request)
+        if isinstance(checked, Response):
+            return checked
+        name, body = checked
         if body is None or body.keys() != {"weight"}:
             return json_error(400, 'send a JSON object with one field, like {"weight": 3}')
         try:

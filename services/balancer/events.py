@@ -12,6 +12,21 @@ KEPT_EVENTS = 500
 # Every kind ``add`` accepts: a new kind is declared here, and the dashboard's tests fail
 # until it has a sentence in both languages (dashboard/i18n.py, ``ev_<kind>``).
 KINDS = ("start", "state", "control", "algorithm", "weight", "discovery", "stats", "failure")
+# Every ``reason_code`` a ``state`` event may carry: the English ``reason`` is for people, the
+# code (and the fields it names, docs/api.md) lets the dashboard say it in Spanish. A new code
+# is declared here, and the dashboard's tests fail until it has a sentence in both languages.
+REASON_CODES = (
+    "first_check_passed",  # detail
+    "checks_passed",  # checks
+    "checks_failed",  # checks, detail
+    "refused_live",
+    "live_failures",  # failures, detail
+    "ejected",  # answers, seconds
+    "ejection_over",
+    "set_drain",
+    "set_maint",
+    "set_ready",
+)
 
 
 class EventLog:
@@ -25,6 +40,8 @@ class EventLog:
         """Record one event and return it: ``id``, ``time``, ``kind``, ``server`` + fields."""
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}; one of {', '.join(KINDS)}")
+        if fields.get("reason_code") not in (None, *REASON_CODES):
+            raise ValueError(f"undeclared reason code {fields['reason_code']!r}")
         self.last_id += 1
         event = {"id": self.last_id, "time": utc_now_iso(), "kind": kind, "server": server}
         event.update(fields)

@@ -4,6 +4,11 @@
 until the mode changes or its bound passes (then the mode clears itself), ``unhealthy`` makes
 ``/health`` answer 503 while the API keeps working. The admin, metrics, statistics and info
 routes are never touched, so a broken server can still be watched and repaired.
+
+``error`` and ``latency`` are faults of the traffic: they leave ``/health`` alone, so the class
+sees a server that fails (or is slow) on part of its requests stay in rotation while its errors
+are counted. ``hang`` takes ``/health`` too (a hung process answers nothing), and
+``unhealthy`` only it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from services.common import FAULT_MODES, json_error
 from services.taskserver.validation import InputError
 
 EXEMPT_PATHS = ("/admin/", "/metrics", "/errors/stats", "/info")
+HEALTH_PATH = "/health"
+TRAFFIC_FAULTS = ("error", "latency")  # they leave /health alone
 MAX_LATENCY_MS = 60_000
 MAX_HANG_SECONDS = 600.0
 DEFAULTS = {"rate": 0.5, "ms": 500, "max_seconds": 30.0}
@@ -94,7 +101,7 @@ class FaultMiddleware:
         self.faults = faults
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(EXEMPT_PATHS):
+        if scope["type"] != "http" or self._exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
         await self.faults.delay()
@@ -104,3 +111,8 @@ class FaultMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    def _exempt(self, path: str) -> bool:
+        if path.startswith(EXEMPT_PATHS):
+            return True
+        return path == HEALTH_PATH and self.faults.mode in TRAFFIC_FAULTS
