@@ -173,6 +173,7 @@ def test_a_slow_answer_streams_its_first_bytes_at_once(balancer: ServiceProcess)
     assert len(first + rest) == 4
 
 
+@pytest.mark.slow
 def test_a_transfer_that_keeps_going_is_never_cut(balancer: ServiceProcess) -> None:
     before = sum(s["tries_total"] for s in status_of(balancer)["servers"])
     # 3 s in all, a byte every 0.5 s: three times the 1 s response timeout in total, but
@@ -297,6 +298,7 @@ def test_a_body_sent_too_slowly_gets_408(strict: ServiceProcess) -> None:
     assert received.startswith(b"HTTP/1.1 408 ")
 
 
+@pytest.mark.slow
 def test_silent_and_idle_connections_are_closed(strict: ServiceProcess) -> None:
     with socket.create_connection(("127.0.0.1", strict.port)) as silent:
         assert closed_by_peer(silent, within=3) == b""
@@ -418,6 +420,7 @@ def test_a_client_that_goes_away_cancels_its_upstream_request(
         process.close()
 
 
+@pytest.mark.slow
 def test_a_connection_flood_never_takes_servers_down(httpbins: list[ServiceProcess]) -> None:
     """With a 256-descriptor limit (the common 1,024 in small), idle connections past the cap
     are refused, while health checks keep the descriptors they need."""
@@ -461,6 +464,7 @@ def test_a_bare_crlf_does_not_keep_a_connection_open(strict: ServiceProcess) -> 
     assert received.startswith(b"HTTP/1.1 200 ")
 
 
+@pytest.mark.slow
 def test_odd_upstream_answers_are_a_502_or_lose_only_the_bad_header() -> None:
     answers = {
         b"/odd-status": b"HTTP/1.1 600 Odd\r\ncontent-length: 2\r\n\r\nok",

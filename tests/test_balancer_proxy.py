@@ -378,6 +378,7 @@ def test_connect_and_response_timeouts_are_configurable(echoes: list[EchoBackend
         hole.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["random", "least_connections"])
 def test_random_and_least_connections_share_within_tolerance(
     echoes: list[EchoBackend], algorithm: str

@@ -347,6 +347,7 @@ def test_pause_never_freezes_a_server_holding_the_tasks_file_lock(stack: UpStack
     assert max(measured.seconds) < 1.0, max(measured.seconds)
 
 
+@pytest.mark.slow
 def test_pause_goes_ahead_and_says_so_when_the_server_cannot_hold_its_writes(
     stack: UpStack,
 ) -> None:

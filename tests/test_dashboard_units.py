@@ -538,6 +538,7 @@ async def test_footer_shows_the_essential_keys_at_100_columns(lang: str) -> None
         assert "^p" not in shown  # the command palette still opens, it just takes no room
 
 
+@pytest.mark.slow
 async def test_a_slow_balancer_never_gets_overlapping_polls() -> None:
     """Each /status takes longer than the refresh period: polls still complete, one at a time."""
     balancer = FixtureBalancer()

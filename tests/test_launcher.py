@@ -168,6 +168,7 @@ def test_a_weight_for_a_server_that_does_not_exist_is_refused() -> None:
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
 
+@pytest.mark.slow
 @needs_proc
 def test_output_closed_by_the_reader_still_stops_everything(tmp_path: Path) -> None:
     """``ticslab up | head``: once nobody reads the logs, Ctrl+C must still stop every child."""
@@ -265,6 +266,7 @@ def test_a_port_held_by_an_earlier_ticslab_process_says_how_to_stop_it(tmp_path:
     assert f"kill {earlier.proc.pid}" in done.stdout
 
 
+@pytest.mark.slow
 def test_unexpected_death_is_reported_not_restarted(tmp_path: Path) -> None:
     stack = UpStack(tmp_path, servers=1).start()
     try:
@@ -319,6 +321,7 @@ class Terminal:
         os.close(self.master)
 
 
+@pytest.mark.slow
 @needs_proc
 def test_demo_quits_with_the_dashboard_and_says_where_the_logs_are(tmp_path: Path) -> None:
     stack = UpStack(tmp_path, servers=1)
@@ -351,6 +354,7 @@ def test_demo_quits_with_the_dashboard_and_says_where_the_logs_are(tmp_path: Pat
         terminal.close()
 
 
+@pytest.mark.slow
 @needs_proc
 @pytest.mark.parametrize("paused", [False, True])
 def test_kill_9_of_ticslab_up_ends_every_child_within_2_s(tmp_path: Path, paused: bool) -> None:
@@ -367,6 +371,7 @@ def test_kill_9_of_ticslab_up_ends_every_child_within_2_s(tmp_path: Path, paused
     wait_until(lambda: not any(listening(port) for port in ports), timeout=1.0, what="ports free")
 
 
+@pytest.mark.slow
 @needs_proc
 def test_two_stacks_keep_their_own_tokens_never_on_a_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

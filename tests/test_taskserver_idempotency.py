@@ -41,6 +41,7 @@ def test_repeat_answers_the_original_task_marked_as_replay(
     assert "ticslab_taskserver_idempotent_replays_total 1.0" in httpx.get(two.url + "/metrics").text
 
 
+@pytest.mark.slow
 def test_same_key_sent_concurrently_and_repeatedly_to_both_servers_makes_one_task(
     pair: tuple[ServiceProcess, ...],
 ) -> None:

@@ -171,6 +171,7 @@ def test_quiesce_needs_the_token(servers: tuple[ServiceProcess, ...], headers: d
     assert httpx.post(one.url + "/tareas", json={"title": "x"}, timeout=0.5).status_code == 201
 
 
+@pytest.mark.slow
 def test_a_hold_gives_up_on_a_write_that_waits_for_another_process(tmp_path: Path) -> None:
     """A write waiting for another process's file lock is not waited for without bound."""
     path = tmp_path / "tasks.json"
