@@ -118,6 +118,13 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
+def weight_from_text(text: str) -> int | None:
+    """A weight written on a command line (``3``): a whole number from 0 to ``MAX_WEIGHT``,
+    or None. The balancer's ``--backend`` and ``ticslab up --weight`` both read it so."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() and int(text) <= MAX_WEIGHT else None
+
+
 def error_message(payload: bytes, field: str = "error") -> str | None:
     """The ``error`` field of a JSON error body (``field``: ``message`` from Docker), if it
     has one: every part that reports why another refused reads it here."""

@@ -304,7 +304,12 @@ def test_config_from_text_and_environment() -> None:
         "algorithm": "ip_hash",
         "port": 9,
     }
-    bad_weights = ("s=http://x:1 weight=257", "s=http://x:1 weight=-1", "s=http://x:1 w=2")
+    bad_weights = (
+        "s=http://x:1 weight=257",
+        "s=http://x:1 weight=-1",
+        "s=http://x:1 w=2",
+        "s=http://x:1 weight=³",
+    )
     for bad in ("server1", "server1=ftp://x", "=http://x", *bad_weights):
         with pytest.raises(ValueError):
             parse_backends(bad)

@@ -11,7 +11,7 @@ from yarl import URL
 
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.server import DEFAULT_WEIGHT
-from services.common import MAX_WEIGHT, allowed_hosts_from_env
+from services.common import MAX_WEIGHT, allowed_hosts_from_env, weight_from_text
 
 DEFAULT_BACKENDS = "server1=http://127.0.0.1:5001,server2=http://127.0.0.1:5002"
 
@@ -121,11 +121,12 @@ def parse_backend(text: str) -> Backend:
 
 def parse_weight(name: str, option: str) -> int:
     key, _, value = option.partition("=")
-    if key.strip() != "weight" or not value.strip().isdigit() or int(value) > MAX_WEIGHT:
+    weight = weight_from_text(value) if key.strip() == "weight" else None
+    if weight is None:
         raise ValueError(
             f"backend {name}: after the URL only 'weight=N' (0 to {MAX_WEIGHT}); got {option!r}"
         )
-    return int(value)
+    return weight
 
 
 def parse_backends(text: str) -> list[Backend]:

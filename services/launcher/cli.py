@@ -14,7 +14,13 @@ from rich.console import Console
 
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.config import BalancerConfig
-from services.common import MAX_WEIGHT, count, default_token_file, write_token_file
+from services.common import (
+    MAX_WEIGHT,
+    count,
+    default_token_file,
+    weight_from_text,
+    write_token_file,
+)
 from services.launcher.logs import ConsoleLogs
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
 
@@ -64,11 +70,12 @@ def weight_option(text: str) -> tuple[str, int]:
     """``server2=3`` -> ``("server2", 3)``; whether the server exists is checked later,
     once the number of servers is known."""
     name, _, value = text.partition("=")
-    if not name.strip() or not value.strip().isdigit() or int(value) > MAX_WEIGHT:
+    weight = weight_from_text(value)
+    if not name.strip() or weight is None:
         raise argparse.ArgumentTypeError(
             f"a weight is NAME=N with N from 0 to {MAX_WEIGHT}, e.g. server2=3; got {text!r}"
         )
-    return name.strip(), int(value)
+    return name.strip(), weight
 
 
 def options_from_args(args: argparse.Namespace) -> StackOptions:
