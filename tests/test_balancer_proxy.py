@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 
@@ -331,22 +333,36 @@ def test_a_server_in_maint_is_not_checked(balancer: ServiceProcess) -> None:
     wait_until(lambda: state_of(balancer, "server1") == "UP", what="server1 ready")
 
 
-def test_at_most_two_retries_never_on_the_same_server_twice() -> None:
+@pytest.mark.parametrize(("flags", "retries"), [((), 2), (("--retries", "0"), 0)])
+def test_retries_default_to_two_never_on_the_same_server_twice(
+    flags: tuple[str, ...], retries: int
+) -> None:
     names = [f"server{i}" for i in range(1, 5)]
     refusing = [(name, f"http://127.0.0.1:{free_port()}") for name in names]  # nobody listens
     # Checks never conclude (fall 100): only the request's own refused connects mark DOWN.
-    process = balancer_process(refusing, "round_robin", "--fall", "100").start()
+    process = balancer_process(refusing, "round_robin", "--fall", "100", *flags).start()
     try:
         answer = httpx.put(process.url + "/tareas/1", json={"title": "x"})
         assert answer.status_code == 503
         assert answer.json()["error"] == "no task server available"
         servers = status_of(process)["servers"]
         tried = [s["tries_total"] for s in servers]
-        assert sorted(tried) == [0, 1, 1, 1], tried  # 1 try + 2 retries, three servers
-        assert sum(s["retries"] for s in servers) == 2
+        assert sorted(tried) == [0] * (3 - retries) + [1] * (1 + retries), tried
+        assert sum(s["retries"] for s in servers) == retries
         assert answer.json()["servers"] == {s["name"]: s["state"] for s in servers}
     finally:
         process.close()
+
+
+def test_retries_out_of_range_are_refused_at_start() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "services.cli", "balancer", "--retries", "11"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert finished.returncode == 2
+    assert "--retries is 0 to 10" in finished.stderr
 
 
 def test_connect_and_response_timeouts_are_configurable(echoes: list[EchoBackend]) -> None:

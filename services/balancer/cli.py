@@ -7,6 +7,7 @@ import sys
 
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.config import (
+    MAX_RETRIES,
     BalancerConfig,
     backend_settings,
     env_defaults,
@@ -110,6 +111,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fall", type=int, default=defaults.fall, help="failed checks to DOWN")
     parser.add_argument("--rise", type=int, default=defaults.rise, help="passed checks to UP")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=defaults.max_retries,
+        metavar="N",
+        help=f"other servers a failed request is tried on before the client sees the failure "
+        f"(0 to {MAX_RETRIES}; default {defaults.max_retries}; 0 shows every crash to clients)",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     parser.add_argument(
         "--token", help="bearer token for /control writes (env TICSLAB_TOKEN; default: generated)"
@@ -154,6 +163,7 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         check_timeout=args.check_timeout,
         fall=args.fall,
         rise=args.rise,
+        max_retries=args.retries,
         slow_start=args.slow_start,
         eject_after_5xx=args.eject_after_5xx,
         eject_time=args.eject_time,

@@ -13,6 +13,9 @@ from services.balancer.algorithms import ALGORITHMS
 from services.balancer.server import DEFAULT_WEIGHT
 from services.common import MAX_WEIGHT, allowed_hosts_from_env, weight_from_text
 
+# A failed try is retried on other servers at most this often (--retries; there are rarely
+# more servers than that to try).
+MAX_RETRIES = 10
 DEFAULT_BACKENDS = "server1=http://127.0.0.1:5001,server2=http://127.0.0.1:5002"
 
 
@@ -85,6 +88,8 @@ class BalancerConfig:
                 raise ValueError(f"backend {name}: the weight must be 0 to {MAX_WEIGHT}")
         if not (0 <= self.slow_start < math.inf and 0 < self.eject_time < math.inf):
             raise ValueError("--slow-start is 0 or more seconds, --eject-time more than 0")
+        if not 0 <= self.max_retries <= MAX_RETRIES:
+            raise ValueError(f"--retries is 0 to {MAX_RETRIES}")
         if self.eject_after_5xx < 0:
             raise ValueError("--eject-after-5xx is 0 (off) or more")
         if not self.check_path.startswith("/"):
