@@ -143,11 +143,12 @@ def balancer_config(*up_args: str) -> BalancerConfig:
 def test_weights_and_balancer_tuning_reach_the_balancer() -> None:
     config = balancer_config(
         "--servers", "3", "--weight", "server2=3", "--weight", "server3=0",
-        "--slow-start", "20", "--eject-after-5xx", "5", "--eject-time", "15",
+        "--slow-start", "20", "--eject-after-5xx", "5", "--eject-time", "15", "--retries", "0",
     )  # fmt: skip
     assert [name for name, _ in config.backends] == ["server1", "server2", "server3"]
     assert config.weights == {"server2": 3, "server3": 0}
     assert (config.slow_start, config.eject_after_5xx, config.eject_time) == (20, 5, 15)
+    assert config.max_retries == 0
     defaults = BalancerConfig()
     config = balancer_config()  # none given: the balancer's own defaults
     assert config.weights == {}
@@ -156,6 +157,7 @@ def test_weights_and_balancer_tuning_reach_the_balancer() -> None:
         defaults.eject_after_5xx,
         defaults.eject_time,
     )
+    assert config.max_retries == defaults.max_retries
 
 
 def test_a_weight_for_a_server_that_does_not_exist_is_refused() -> None:

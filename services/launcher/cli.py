@@ -64,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds an ejection lasts, times the server's ejections so far (the balancer's "
         f"--eject-time; default {tuning.eject_time:g})",
     )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        metavar="N",
+        help="other servers a failed request is tried on (the balancer's --retries; default "
+        f"{tuning.max_retries}; 0 lets clients see every crash)",
+    )
 
 
 def weight_option(text: str) -> tuple[str, int]:
@@ -90,6 +97,7 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         slow_start=args.slow_start,
         eject_after_5xx=args.eject_after_5xx,
         eject_time=args.eject_time,
+        retries=args.retries,
     )
 
 

@@ -43,6 +43,7 @@ class StackOptions:
     slow_start: float | None = None
     eject_after_5xx: int | None = None
     eject_time: float | None = None
+    retries: int | None = None
 
     @property
     def server_ports(self) -> list[int]:
@@ -62,6 +63,7 @@ class StackOptions:
             "--slow-start": self.slow_start,
             "--eject-after-5xx": self.eject_after_5xx,
             "--eject-time": self.eject_time,
+            "--retries": self.retries,
         }
         return [f"{flag}={value}" for flag, value in given.items() if value is not None]
 
