@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("services.launcher.cli", "start the whole stack as local processes (no Docker)"),
     "demo": ("services.launcher.demo", "start the local stack and open the dashboard"),
     "dashboard": ("dashboard.cli", "open the Textual dashboard"),
+    "experiment": (
+        "services.experiment.cli",
+        "measure the handout's claims on a throwaway stack (algorithms, race, failover)",
+    ),
 }
 
 

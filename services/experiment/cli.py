@@ -1,0 +1,122 @@
+"""``ticslab experiment NAME``: run one experiment, print it, write ``--json``/``--html``.
+
+Exit status: 0 when every claim of the handout held, 3 when the run finished but some claim
+did not (the numbers are still printed and written), 1 when it could not run, 2 for bad flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+CLAIM_FAILED = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from services.experiment import algorithms, failover, race
+
+    sub = parser.add_subparsers(dest="scenario", required=True, metavar="NAME")
+    algo = sub.add_parser(
+        "algorithms",
+        help="the five algorithms (and yours) with one slow server",
+        description="The same workload through each algorithm; server2 answers --slow-ms late.",
+    )
+    defaults = algorithms.Settings()
+    algo.add_argument("--requests", type=int, default=defaults.requests, help="per algorithm")
+    algo.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    algo.add_argument("--slow-ms", type=int, default=defaults.slow_ms, help="server2's delay")
+    algo.add_argument(
+        "--ip-clients",
+        type=int,
+        default=defaults.ip_clients,
+        metavar="K",
+        help="send from K loopback addresses, 127.0.0.2 and up, so IP hash's affinity shows "
+        "(default 0: all from 127.0.0.1)",
+    )
+    algo.add_argument(
+        "--algorithm",
+        dest="plugin",
+        metavar="FILE.py:CLASS",
+        help="your own algorithm, measured after the built-in ones (docs/algorithm-plugin.md)",
+    )
+    race_parser = sub.add_parser(
+        "race",
+        help="concurrent writers with and without the file lock",
+        description="Two clients POST at once to two servers sharing tasks.json, with the "
+        "lock and without it (the nolock fault mode); counts the tasks lost.",
+    )
+    race_defaults = race.Settings()
+    race_parser.add_argument("--clients", type=int, default=race_defaults.clients)
+    race_parser.add_argument(
+        "--posts", type=int, default=race_defaults.posts, help="per client, all at once"
+    )
+    fail = sub.add_parser(
+        "failover",
+        help="kill a server under load, with and without retries",
+        description="POSTs under load; server1 is killed --kill-at seconds in, once with the "
+        "balancer's retries and once with --retries 0.",
+    )
+    fail_defaults = failover.Settings()
+    fail.add_argument("--seconds", type=float, default=fail_defaults.seconds, help="of load")
+    fail.add_argument("--kill-at", type=float, default=fail_defaults.kill_at)
+    fail.add_argument("--concurrency", type=int, default=fail_defaults.concurrency)
+    fail.add_argument(
+        "--work-ms", type=int, default=fail_defaults.work_ms, help="each request's delay"
+    )
+    for each in (algo, race_parser, fail):
+        each.add_argument("--json", type=Path, metavar="FILE", help="write the result as JSON")
+        each.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report")
+
+
+def scenario(args: argparse.Namespace) -> tuple[Any, Callable[[Any], Any]]:
+    """The settings from the flags, and the function that runs them."""
+    from services.experiment import algorithms, failover, race
+
+    if args.scenario == "algorithms":
+        return algorithms.Settings(
+            args.requests, args.concurrency, args.slow_ms, args.ip_clients, args.plugin
+        ), algorithms.run
+    if args.scenario == "race":
+        return race.Settings(args.clients, args.posts), race.run
+    return failover.Settings(
+        args.seconds, args.kill_at, args.concurrency, args.work_ms
+    ), failover.run
+
+
+def run(args: argparse.Namespace) -> int:
+    from services.experiment import html, terminal
+    from services.experiment.lab import LabError
+
+    console = Console(highlight=False)
+    settings, run_scenario = scenario(args)
+    problems = settings.problems()
+    if problems:
+        print(f"ticslab experiment {args.scenario}: {'; '.join(problems)}", file=sys.stderr)
+        return 2
+    console.print(
+        f"ticslab experiment {args.scenario}: starting a throwaway stack on free ports / "
+        "levantando un stack desechable en puertos libres",
+        markup=False,
+    )
+    try:
+        with console.status("measuring / midiendo..."):
+            result = run_scenario(settings)
+    except LabError as error:
+        console.print(f"ticslab experiment {args.scenario}: {error}", markup=False)
+        return 1
+    console.print(terminal.render(result))
+    written = []
+    if args.json:
+        args.json.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
+        written.append(str(args.json))
+    if args.html:
+        args.html.write_text(html.page(result), encoding="utf-8")
+        written.append(str(args.html))
+    console.print(terminal.summary_line(result, written), markup=False)
+    return 0 if result.held else CLAIM_FAILED

@@ -1,0 +1,131 @@
+"""A throwaway stack for one experiment: free ports, a temporary data folder, its own token.
+
+It never touches a class stack: nothing is bound to the usual ports, nothing is written to
+``data/`` or to the token files ``ticslab dashboard`` reads, and every process is gone when
+the ``with`` block ends (the launcher's supervisor ties them to this process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.launcher.logs import FileLogs
+from services.launcher.ports import listening_socket, port_is_free
+from services.launcher.stack import HOST, Stack, StackOptions, StartError
+
+READY_SECONDS = 20.0  # every server UP behind the balancer, or the experiment gives up
+
+
+class LabError(Exception):
+    """The throwaway stack could not be started or driven; the message says why."""
+
+
+@dataclass
+class Lab:
+    """A running throwaway stack: where it listens, its token and its tasks file."""
+
+    balancer_url: str
+    token: str
+    tasks_file: Path
+    servers: list[str]
+
+    def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """A ``/control`` call with the stack's token; LabError if it is refused."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        answer = httpx.request(
+            method, self.balancer_url + path, json=body, headers=headers, timeout=10
+        )
+        if answer.status_code >= 400:
+            raise LabError(f"{method} {path} answered {answer.status_code}: {answer.text[:200]}")
+        return answer.json()
+
+    def set_algorithm(self, name: str) -> None:
+        self.control("PUT", "/control/algorithm", {"algorithm": name})
+
+    def set_fault(self, server: str, mode: str, **params: Any) -> None:
+        self.control("PUT", f"/control/servers/{server}/fault", {"mode": mode, **params})
+
+    def stored_tasks(self) -> list[dict[str, Any]]:
+        """What ``tasks.json`` holds now, read as any student would, with ``json.load``."""
+        with self.tasks_file.open("rb") as file:
+            return json.load(file)
+
+    def wait_until_all_up(self, timeout: float = READY_SECONDS) -> None:
+        """Poll ``/status`` until every server is UP: health checks need a round or two."""
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                status = httpx.get(self.balancer_url + "/status", timeout=2).json()
+                states = {s["name"]: s["state"] for s in status["servers"]}
+                if states and all(state == "UP" for state in states.values()):
+                    return
+            time.sleep(0.1)
+        raise LabError(f"the servers did not all come UP within {timeout:g} s: {states}")
+
+
+def free_ports(count: int) -> tuple[int, int]:
+    """A free port for the balancer and the first of ``count`` consecutive free ones for the
+    servers (``ticslab up`` numbers them in a row), picked by the kernel and checked."""
+    for _ in range(50):
+        with listening_socket(HOST) as balancer, listening_socket(HOST) as first:
+            balancer_port, first_port = balancer.getsockname()[1], first.getsockname()[1]
+        ports = range(first_port, first_port + count)
+        if balancer_port not in ports and all(port_is_free(port) for port in ports):
+            return balancer_port, first_port
+    raise LabError(f"found no {count} consecutive free ports on {HOST}")
+
+
+def last_lines(folder: Path, count: int = 5) -> str:
+    """The end of each process's log, for an error: the folder is deleted with the stack."""
+    parts = []
+    for log in sorted(folder.glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-count:]
+        parts += [f"  {log.stem}: {line}" for line in lines]
+    return "\n".join(parts)
+
+
+@contextlib.contextmanager
+def throwaway_stack(
+    algorithm: str = "round_robin", servers: int = 2, retries: int | None = None
+) -> Iterator[Lab]:
+    """Start a stack with no clients; stop it and delete its folder when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="ticslab-experiment-") as folder:
+        balancer_port, first_port = free_ports(servers)
+        options = StackOptions(
+            servers=servers,
+            clients=0,
+            balancer_port=balancer_port,
+            first_server_port=first_port,
+            data_dir=Path(folder),
+            algorithm=algorithm,
+            retries=retries,
+        )
+        token = secrets.token_urlsafe(24)
+        logs = FileLogs(Path(folder) / "logs")
+        stack = Stack(options, token, logs)
+        try:
+            try:
+                stack.start()
+            except StartError as error:
+                logs.close()
+                raise LabError(
+                    f"could not start the experiment's stack: {error}\n{last_lines(logs.folder)}"
+                ) from error
+            names = [f"server{number}" for number in range(1, servers + 1)]
+            lab = Lab(options.balancer_url, token, options.tasks_file, names)
+            lab.wait_until_all_up()
+            yield lab
+        finally:
+            stack.stop()
+            logs.close()
