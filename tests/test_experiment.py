@@ -1,0 +1,109 @@
+"""``ticslab experiment``: each scenario on a real throwaway stack, its JSON checked for the
+lesson it teaches; the reports' rendering and the flags' checks on fixed data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from support import TICSLAB
+
+from services.experiment import html, terminal
+from services.experiment.result import Claim, Result
+
+RUN_SECONDS = 120  # a bound for each run; the small settings below take 5-15 s
+
+
+def experiment(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """Run ``ticslab experiment ARGS --json --html`` in an empty folder with its own state
+    folder; returns the process and the JSON, after checking nothing else was written."""
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "TICSLAB_TOKEN": ""}
+    finished = subprocess.run(
+        [*TICSLAB, "experiment", *args, "--json", "result.json", "--html", "report.html"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_SECONDS,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    # A throwaway stack: no data/ folder, no token file, only the two reports.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "result.json"]
+    report = (tmp_path / "report.html").read_text()
+    assert "<svg" in report and not any(s in report for s in ("<script", "src=", "href="))
+    return finished, json.loads((tmp_path / "result.json").read_text())
+
+
+@pytest.mark.slow
+def test_algorithms_show_when_each_algorithm_fits(tmp_path: Path) -> None:
+    _, result = experiment(
+        tmp_path, "algorithms", "--requests", "200", "--slow-ms", "150", "--ip-clients", "3"
+    )
+    assert result["scenario"] == "algorithms"
+    rows = {row["algorithm"]: row for row in result["results"]}
+    assert list(rows) == ["random", "round_robin", "least_connections", "response_time", "ip_hash"]
+    for row in rows.values():
+        assert set(row) >= {"share", "p50_ms", "p95_ms", "p99_ms", "errors"}
+        assert row["errors"] == 0 and row["requests"] == 200
+    blind = min(rows["random"]["p95_ms"], rows["round_robin"]["p95_ms"])
+    assert rows["response_time"]["p95_ms"] < blind
+    assert rows["least_connections"]["p95_ms"] < blind
+    assert all(abs(share - 0.5) <= 0.05 for share in rows["round_robin"]["share"].values())
+    # Three client addresses, each always on one server.
+    assert set(rows["ip_hash"]["clients"]) == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+    assert all(len(servers) == 1 for servers in rows["ip_hash"]["clients"].values())
+    assert rows["random"]["affinity"] < 1.0
+    assert all(claim["held"] for claim in result["claims"])
+
+
+@pytest.mark.slow
+def test_failover_retries_hide_a_crash_and_no_retries_show_it(tmp_path: Path) -> None:
+    _, result = experiment(tmp_path, "failover", "--seconds", "3", "--kill-at", "1")
+    runs = {row["run"]: row for row in result["results"]}
+    assert runs["retries"]["failed"] == 0 and runs["retries"]["retries"] == 2
+    assert runs["no retries"]["failed"] > 0 and runs["no retries"]["retries"] == 0
+    assert all(row["lost"] == 0 and row["created"] > 100 for row in runs.values())
+    # The chart's series: before the kill nothing failed in either run.
+    before = int(1 / result["series"]["bucket_seconds"])
+    assert sum(result["series"]["no retries"]["failed"][:before]) == 0
+    assert all(claim["held"] for claim in result["claims"])
+
+
+def test_bad_settings_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    for args, message in (
+        (["algorithms", "--requests", "0"], "--requests is 1 to 100000"),
+        (["failover", "--seconds", "2", "--kill-at", "3"], "--kill-at is 0 or more"),
+        (["race", "--posts", "100000"], "--posts is 1 to 500"),
+    ):
+        finished = subprocess.run(
+            [*TICSLAB, "experiment", *args], capture_output=True, text=True, timeout=30
+        )
+        assert finished.returncode == 2, finished
+        assert message in finished.stderr
+
+
+def hostile_result() -> Result:
+    """An algorithms result whose plugin name is markup and script."""
+    name = "<script>alert(1)</script>[bold]\x1b]0;x\x07"
+    row = {
+        "algorithm": name, "requests": 10, "share": {"server1": 0.5, "server2": 0.5},
+        "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "errors": 0, "affinity": 0.5,
+        "clients": {"127.0.0.1": {"server1": 5, "server2": 5}},
+    }  # fmt: skip
+    return Result("algorithms", {"plugin": name}, [row], [Claim("a", "b", False)], {}, 1.0)
+
+
+def test_reports_show_names_from_a_plugin_as_text() -> None:
+    result = hostile_result()
+    page = html.page(result)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    console = Console(width=120, record=True, color_system=None)
+    console.print(terminal.render(result))
+    text = console.export_text()
+    assert "\x1b" not in text and "\\x1b" in text and "[bold]" in text
+    assert "did not hold" in text
