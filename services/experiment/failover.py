@@ -7,6 +7,7 @@ always in flight on the server when it dies: those are the ones retries must sav
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -88,7 +89,7 @@ def row(lab: Lab, name: str, outcomes: list[Outcome]) -> dict[str, Any]:
 
 def timeline(outcomes: list[Outcome], seconds: float) -> dict[str, list[int]]:
     """Answers per bucket of the load: ``ok`` and ``failed`` (by when the call began)."""
-    buckets = int(seconds / BUCKET_SECONDS) + 1
+    buckets = math.ceil(seconds / BUCKET_SECONDS)
     ok, bad = [0] * buckets, [0] * buckets
     for outcome in outcomes:
         index = min(int(outcome.started / BUCKET_SECONDS), buckets - 1)

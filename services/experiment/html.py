@@ -30,7 +30,9 @@ pre { background: #f5f5f5; padding: 1rem; overflow-x: auto; }
 def page(result: Result) -> str:
     """The report for ``result``: settings, claims, a table and charts, and the raw JSON."""
     body = {"algorithms": _algorithms, "race": _race, "failover": _failover}[result.scenario]
-    settings = ", ".join(f"{escape(k)}={escape(str(v))}" for k, v in result.settings.items())
+    settings = ", ".join(
+        f"{escape(k)}={escape(str(v))}" for k, v in result.settings.items() if v is not None
+    )
     raw = escape(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     return (
         f"<!doctype html>\n<html lang='es'><head><meta charset='utf-8'>"
@@ -81,12 +83,20 @@ def bars(rows: Sequence[tuple[str, Sequence[tuple[float, str]]]], top: float, un
     return "".join(parts) + "</svg>"
 
 
-def columns(ok: Sequence[int], bad: Sequence[int], marker: int, marker_label: str) -> str:
-    """Columns over time, the good part green and the failed part red above it, with a
-    vertical line before column ``marker``."""
+def columns(
+    ok: Sequence[int], bad: Sequence[int], bucket: float, marker: float, marker_label: str
+) -> str:
+    """One column per ``bucket`` seconds, the good part green and the failed part red above
+    it, a dashed line at ``marker`` seconds, the seconds below and the tallest count."""
     top = max((g + b for g, b in zip(ok, bad, strict=True)), default=0) or 1
     step, height = WIDTH / max(len(ok), 1), 120
-    parts = [f"<svg width='{WIDTH + 20}' height='{height + 20}' role='img'>"]
+    parts = [
+        f"<svg width='{WIDTH + 60}' height='{height + 36}' role='img'>"
+        f"<text x='{WIDTH + 14}' y='12'>{top}</text>"
+    ]
+    for second in range(int(len(ok) * bucket) + 1):
+        x = 10 + second / bucket * step
+        parts.append(f"<text x='{x:.1f}' y='{height + 32}'>{second} s</text>")
     for i, (good, failed) in enumerate(zip(ok, bad, strict=True)):
         x = 10 + i * step
         good_h, bad_h = height * good / top, height * failed / top
@@ -96,7 +106,7 @@ def columns(ok: Sequence[int], bad: Sequence[int], marker: int, marker_label: st
             f"<rect x='{x:.1f}' y='{height - good_h - bad_h:.1f}' width='{step - 1:.1f}' "
             f"height='{bad_h:.1f}' fill='{BAD}'/>"
         )
-    x = 10 + marker * step
+    x = 10 + marker / bucket * step
     parts.append(
         f"<line x1='{x:.1f}' y1='0' x2='{x:.1f}' y2='{height}' stroke='#222' "
         f"stroke-dasharray='4 3'/><text x='{x + 4:.1f}' y='{height + 15}'>"
@@ -172,7 +182,8 @@ def _failover(result: Result) -> str:
         + columns(
             result.series[r["run"]]["ok"],
             result.series[r["run"]]["failed"],
-            int(kill_at / bucket),
+            bucket,
+            kill_at,
             f"{kill_at:g} s: kill server1",
         )
         for r in rows

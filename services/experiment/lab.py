@@ -42,9 +42,12 @@ class Lab:
     def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """A ``/control`` call with the stack's token; LabError if it is refused."""
         headers = {"Authorization": f"Bearer {self.token}"}
-        answer = httpx.request(
-            method, self.balancer_url + path, json=body, headers=headers, timeout=10
-        )
+        try:
+            answer = httpx.request(
+                method, self.balancer_url + path, json=body, headers=headers, timeout=10
+            )
+        except httpx.HTTPError as error:
+            raise LabError(f"{method} {path} got no answer: {error}") from error
         if answer.status_code >= 400:
             raise LabError(f"{method} {path} answered {answer.status_code}: {answer.text[:200]}")
         return answer.json()
