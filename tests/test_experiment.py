@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from rich.console import Console
-from support import TICSLAB
+from support import TICSLAB, wait_until
 
 from services.experiment import html, terminal
 from services.experiment.result import Claim, Result
@@ -107,3 +109,37 @@ def test_reports_show_names_from_a_plugin_as_text() -> None:
     text = console.export_text()
     assert "\x1b" not in text and "\\x1b" in text and "[bold]" in text
     assert "did not hold" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_experiment_leaves_no_process_and_no_folder(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    process = subprocess.Popen(
+        [*TICSLAB, "experiment", "algorithms"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        me = psutil.Process(process.pid)
+        # The stack is up when its folder holds a tasks file and three processes run.
+        wait_until(
+            lambda: len(me.children()) == 3 and any(tmp_path.glob("*/tasks.json")),
+            timeout=30,
+            what="the experiment's stack",
+        )
+        children = me.children(recursive=True)
+        process.send_signal(sig)
+        assert process.wait(timeout=30) == 128 + sig
+        wait_until(
+            lambda: not any(c.is_running() and c.status() != "zombie" for c in children),
+            what="the stack's processes to end",
+        )
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        process.kill()
+        process.wait()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,8 @@ def scenario(args: argparse.Namespace) -> tuple[Any, Callable[[Any], Any]]:
 def run(args: argparse.Namespace) -> int:
     from services.experiment import html, terminal
     from services.experiment.lab import LabError
+    from services.launcher.cli import stop_signals
+    from services.launcher.demo import leave
 
     console = Console(highlight=False)
     settings, run_scenario = scenario(args)
@@ -104,12 +107,18 @@ def run(args: argparse.Namespace) -> int:
         "levantando un stack desechable en puertos libres",
         markup=False,
     )
+    # A polite kill or a closed terminal unwinds like Ctrl+C: the stack and its folder go.
+    leaving = [sig for sig in stop_signals() if sig != signal.SIGINT]
+    previous = {sig: signal.signal(sig, leave) for sig in leaving}
     try:
         with console.status("measuring / midiendo..."):
             result = run_scenario(settings)
     except LabError as error:
         console.print(f"ticslab experiment {args.scenario}: {error}", markup=False)
         return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     console.print(terminal.render(result))
     written = []
     if args.json:
