@@ -63,7 +63,7 @@ class Balancer:
             weight = config.weights.get(name, DEFAULT_WEIGHT)
             self.servers.append(self._new_server(name, url, weight))
         self.algorithm = config.algorithm
-        self._pick = algorithms.make(config.algorithm)
+        self._pick = algorithms.make(config.algorithm).pick
         self._up: tuple[Server, ...] = ()
         self._refresh_up()
         self.events = EventLog()
@@ -293,7 +293,7 @@ class Balancer:
 
     def set_algorithm(self, name: str, who: str | None = None) -> str:
         """Switch the algorithm live; returns the previous one. ValueError if unknown."""
-        pick = algorithms.make(name)
+        pick = algorithms.make(name).pick
         previous, self.algorithm, self._pick = self.algorithm, name, pick
         self.events.add(
             "algorithm",
