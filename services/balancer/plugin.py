@@ -69,7 +69,6 @@ class Guarded:
     servers it was given, is reported, and round robin over the same servers answers."""
 
     def __init__(self, plugin: Plugin, algorithm: Any, report: Report) -> None:
-        self.name = plugin.name
         self._plugin = plugin
         self._pick = algorithm.pick
         self._fallback = RoundRobin()
