@@ -88,6 +88,13 @@ def test_every_word_the_balancer_sends_has_a_spanish_one() -> None:
     assert t.term("alg", "newer_one") == "newer_one"  # a newer balancer's word, as sent
 
 
+def test_a_student_algorithms_name_is_shown_as_sent_and_printable() -> None:
+    """A plugin's name comes from a student's code (docs/algorithm-plugin.md)."""
+    for lang in ("en", "es"):
+        assert Translator(lang).term("alg", "dos_al_azar") == "dos_al_azar"
+        assert Translator(lang).term("alg", "mío\x1b[2J\u202e") == "mío\\x1b[2J\\u202e"
+
+
 @pytest.mark.parametrize("code", REASON_CODES)
 def test_every_reason_code_has_a_sentence_in_both_languages(code: str) -> None:
     assert EN[f"reason_{code}"] and ES[f"reason_{code}"] != EN[f"reason_{code}"]
