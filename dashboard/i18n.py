@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.common import printable
+
 EN: dict[str, str] = {
     "title": "ticslab · load balancer",
     # Server table columns.
@@ -59,6 +61,10 @@ EN: dict[str, str] = {
     "ev_control": "{server} {action} → {result} (by {who})",
     "ev_control_failed": "{server} {action} FAILED: {result} (by {who})",
     "ev_algorithm": "algorithm {from} → {to} (by {who})",
+    "ev_algorithm_error": "algorithm {algorithm} FAILED at {where}: {error}; round robin "
+    "answered instead",
+    "ev_algorithm_error_returned": "algorithm {algorithm} FAILED at {where}: pick returned "
+    "{returned}, not one of the servers it was given; round robin answered instead",
     "ev_weight": "{server} weight {from} → {to} (by {who})",
     "ev_discovery": "{server} {action}: {url} (by {who})",
     "ev_stats": "statistics reset (by {who})",
@@ -254,6 +260,10 @@ ES: dict[str, str] = {
     "ev_control": "{server} {action} → {result} (por {who})",
     "ev_control_failed": "{server} {action} FALLÓ: {result} (por {who})",
     "ev_algorithm": "algoritmo {from} → {to} (por {who})",
+    "ev_algorithm_error": "algoritmo {algorithm} FALLÓ en {where}: {error}; respondió round "
+    "robin en su lugar",
+    "ev_algorithm_error_returned": "algoritmo {algorithm} FALLÓ en {where}: pick devolvió "
+    "{returned}, que no es uno de los servidores que recibió; respondió round robin en su lugar",
     "ev_weight": "{server} peso {from} → {to} (por {who})",
     "ev_discovery": "{server} {action}: {url} (por {who})",
     "ev_stats": "estadísticas puestas a cero (por {who})",
@@ -410,9 +420,10 @@ class Translator:
     def term(self, kind: str, word: object) -> str:
         """A word the balancer sends (``action``, ``result``, ``process``, ``mode``, ``alg``,
         ``keyname``) in the chosen language: ``<kind>_<word>`` from the catalogue, else the
-        word as sent, so a newer balancer's word is still shown."""
+        word as sent (a newer balancer's, a plugin algorithm's name from a student's code),
+        made printable."""
         key = f"{kind}_{word}"
-        return self(key) if key in EN else str(word)
+        return self(key) if key in EN else printable(str(word))
 
     def result(self, action: object, result: object) -> str:
         """A control action's result: ``stopped``, ``already exited``, a state, a fault mode."""

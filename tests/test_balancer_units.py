@@ -40,21 +40,21 @@ def make_balancer(**overrides: object) -> Balancer:
 
 def test_round_robin_alternates_exactly() -> None:
     pool = servers("a", "b", "c")
-    pick = algorithms.make("round_robin")
+    pick = algorithms.make("round_robin").pick
     assert [pick(pool, "x").name for _ in range(7)] == ["a", "b", "c", "a", "b", "c", "a"]
 
 
 def test_random_spreads_evenly_within_tolerance() -> None:
     random.seed(7)
     pool = servers("a", "b")
-    counts = Counter(algorithms.make("random")(pool, "x").name for _ in range(4000))
+    counts = Counter(algorithms.make("random").pick(pool, "x").name for _ in range(4000))
     assert 1800 < counts["a"] < 2200
 
 
 def test_least_connections_takes_the_idlest_and_breaks_ties_at_random() -> None:
     a, b, c = servers("a", "b", "c")
     a.in_flight, b.in_flight, c.in_flight = 3, 1, 1
-    pick = algorithms.make("least_connections")
+    pick = algorithms.make("least_connections").pick
     counts = Counter(pick([a, b, c], "x").name for _ in range(1000))
     assert counts["a"] == 0
     assert 400 < counts["b"] < 600
@@ -65,7 +65,7 @@ def test_response_time_prefers_the_faster_server_and_weighs_in_flight() -> None:
     for _ in range(3):
         fast.observe_latency(0.002, 200)
         slow.observe_latency(0.050, 200)
-    pick = algorithms.make("response_time")
+    pick = algorithms.make("response_time").pick
     assert pick([fast, slow], "x") is fast
     fast.in_flight = 40  # 0.002 * 41 > 0.050 * 1
     assert pick([fast, slow], "x") is slow
@@ -75,7 +75,7 @@ def test_response_time_does_not_reward_fast_errors() -> None:
     failing, healthy = servers("failing", "healthy")
     healthy.observe_latency(0.010, 200)
     failing.observe_latency(0.001, 503)  # a quick error counts as a slow answer
-    assert algorithms.make("response_time")([failing, healthy], "x") is healthy
+    assert algorithms.make("response_time").pick([failing, healthy], "x") is healthy
 
 
 def test_peak_ewma_jumps_up_at_once_and_decays_over_time() -> None:
@@ -89,7 +89,7 @@ def test_peak_ewma_jumps_up_at_once_and_decays_over_time() -> None:
 
 def test_ip_hash_is_sticky_and_moves_only_the_departed_servers_clients() -> None:
     pool = servers("a", "b", "c")
-    pick = algorithms.make("ip_hash")
+    pick = algorithms.make("ip_hash").pick
     clients = [f"10.0.{i // 250}.{i % 250}" for i in range(3000)]
     before = {ip: pick(pool, ip).name for ip in clients}
     assert all(pick(pool, ip).name == before[ip] for ip in clients[:200])  # sticky

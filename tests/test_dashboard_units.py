@@ -88,6 +88,13 @@ def test_every_word_the_balancer_sends_has_a_spanish_one() -> None:
     assert t.term("alg", "newer_one") == "newer_one"  # a newer balancer's word, as sent
 
 
+def test_a_student_algorithms_name_is_shown_as_sent_and_printable() -> None:
+    """A plugin's name comes from a student's code (docs/algorithm-plugin.md)."""
+    for lang in ("en", "es"):
+        assert Translator(lang).term("alg", "dos_al_azar") == "dos_al_azar"
+        assert Translator(lang).term("alg", "mío\x1b[2J\u202e") == "mío\\x1b[2J\\u202e"
+
+
 @pytest.mark.parametrize("code", REASON_CODES)
 def test_every_reason_code_has_a_sentence_in_both_languages(code: str) -> None:
     assert EN[f"reason_{code}"] and ES[f"reason_{code}"] != EN[f"reason_{code}"]
@@ -601,6 +608,10 @@ async def events_of_every_kind() -> list[dict[str, Any]]:
         balancer.add_server("server3", "http://ticslab-server3-1:5001", who="docker")
         balancer.remove_server("server3", who="docker")
         balancer.record_failure("docker discovery failed (OSError: gone); restarted in 1 s")
+        balancer.record_algorithm_error(
+            "/lab/mine.py:7", "ZeroDivisionError: division by zero", None
+        )
+        balancer.record_algorithm_error("/lab/mine.py:5", None, "None")
     finally:
         await control.stop()
     return balancer.events.since(0)
@@ -630,6 +641,18 @@ async def test_every_event_the_balancer_emits_reads_with_its_own_fields() -> Non
             "server3 quitado: http://ticslab-server3-1:5001 (por docker)",
         ],
     }
+    failed = [event for event in events if event["kind"] == "algorithm_error"]
+    assert len(failed) == 1  # the second came within ALGORITHM_ERROR_QUIET of the first
+    plugin = {**failed[0], "algorithm": "mi_algoritmo"}  # a plugin's name is shown as sent
+    assert EventsPanel(Translator("es")).render_event(plugin).plain[9:] == (
+        "algoritmo mi_algoritmo FALLÓ en /lab/mine.py:7: ZeroDivisionError: division by zero; "
+        "respondió round robin en su lugar"
+    )
+    returned = {**plugin, "where": "/lab/mine.py:5", "error": None, "returned": "None"}
+    assert EventsPanel(Translator("en")).render_event(returned).plain[9:] == (
+        "algorithm mi_algoritmo FAILED at /lab/mine.py:5: pick returned None, not one of the "
+        "servers it was given; round robin answered instead"
+    )
 
 
 @pytest.mark.smoke

@@ -167,6 +167,43 @@ def test_a_weight_for_a_server_that_does_not_exist_is_refused() -> None:
     assert options.problems() == ["--weight server5: there is no server5 (server1 to server2)"]
 
 
+def test_a_plugin_reaches_the_balancer_by_its_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mine.py").write_text(
+        "class Mine:\n    def pick(self, servers, client):\n        return servers[0]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    config = balancer_config("--algorithm", "mine.py:Mine")
+    assert config.algorithm == "Mine" and config.algorithm_names[-1] == "Mine"
+    assert config.plugin is not None and config.plugin.path == tmp_path / "mine.py"
+    monkeypatch.setenv("TICSLAB_ALGORITHM", "mine.py:Mine")  # as the balancer reads it
+    parser = argparse.ArgumentParser()
+    up.add_arguments(parser)
+    assert up.options_from_args(parser.parse_args([])).algorithm == "mine.py:Mine"
+    assert (
+        up.options_from_args(parser.parse_args(["--algorithm", "ip_hash"])).algorithm == "ip_hash"
+    )
+
+
+def test_up_refuses_a_broken_plugin_before_starting_anything(tmp_path: Path) -> None:
+    stack = UpStack(tmp_path, servers=1)
+    bad = tmp_path / "bad.py"
+    bad.write_text("class Mine:\n    def pick(self, servers, client):\n        return servers[0\n")
+    done = subprocess.run(
+        [*stack.command("up"), "--algorithm", f"{bad}:Mine"],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert f"could not start the stack: {bad}:3: syntax error" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not listening(stack.balancer_port) and not listening(stack.server_ports[0])
+    assert not (tmp_path / "data").exists()
+
+
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
 

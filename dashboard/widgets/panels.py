@@ -99,6 +99,13 @@ class TasksPanel(Static):
         self.update(text)
 
 
+# The fields an event's sentence may name, as the balancer sends them ("-" when absent).
+EVENT_FIELDS = (
+    "server", "from", "to", "reason", "action", "result", "who", "url", "kind",
+    "where", "error", "returned",  # an algorithm_error's
+)  # fmt: skip
+
+
 class EventsPanel(RichLog):
     """The timeline: only new events are appended, the log is never redrawn whole."""
 
@@ -122,8 +129,7 @@ class EventsPanel(RichLog):
 
     def render_event(self, event: dict[str, Any]) -> Text:
         values = {
-            key: event.get(key) if event.get(key) is not None else "-"
-            for key in ("server", "from", "to", "reason", "action", "result", "who", "url", "kind")
+            key: event.get(key) if event.get(key) is not None else "-" for key in EVENT_FIELDS
         }
         values["algorithm"] = self.t.term("alg", event.get("algorithm") or "-")
         values["servers"] = ", ".join(event.get("servers") or {}) or "-"
@@ -168,6 +174,8 @@ class EventsPanel(RichLog):
             return "ev_control_failed"
         if kind == "state" and event.get("from") is None:
             return "ev_state_first"  # a server's first verdict: nothing to change from
+        if kind == "algorithm_error" and event.get("returned") is not None:
+            return "ev_algorithm_error_returned"  # a pick that returned no server of its own
         key = f"ev_{kind}"
         return key if key in EN else "ev_other"
 
@@ -176,5 +184,11 @@ class EventsPanel(RichLog):
         kind = event.get("kind")
         if kind == "state":
             return {"DOWN": "bold red", "UP": "bold green"}.get(str(event.get("to")), "bold")
-        styles = {"control": "cyan", "algorithm": "magenta", "start": "bold", "failure": "bold red"}
+        styles = {
+            "control": "cyan",
+            "algorithm": "magenta",
+            "algorithm_error": "bold magenta",
+            "start": "bold",
+            "failure": "bold red",
+        }
         return styles.get(str(kind), "")

@@ -1,10 +1,15 @@
-"""The five ways to choose a server. Each gets only servers that may take the try.
+"""The five built-in ways to choose a server, and the one interface a student's own algorithm
+shares with them (a plugin: services/balancer/plugin.py, docs/algorithm-plugin.md).
 
-A strategy is a function ``pick(candidates, client) -> Server``; ``candidates`` is never
-empty, keeps the configured order and holds only servers of effective weight above 0;
-``client`` is the client's address (for ``ip_hash``). Every strategy honours weights
-(``Server.effective_weight``: the configured weight, ramped during a slow start): with equal
-weights each behaves exactly as its unweighted form.
+An algorithm is a class with an optional ``name`` (else the class's name) and a method
+``pick(self, servers, client) -> server``. The balancer makes a fresh instance each time it
+switches to one, so whatever an algorithm remembers (round robin's counters) lives on the
+instance. ``servers`` is never empty, keeps the configured order and holds only servers that
+may take this try (UP, of effective weight above 0, not yet tried by this request);
+``client`` is the client's address (for ``ip_hash``). An algorithm reads a server only
+through ``ServerView``, the built-ins as much as a plugin. Every built-in honours weights
+(``effective_weight``: the configured weight, ramped during a slow start): with equal weights
+each behaves exactly as its unweighted form.
 """
 
 from __future__ import annotations
@@ -13,62 +18,91 @@ import hashlib
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol, TypeVar
 
-from services.balancer.server import Server
-
-Pick = Callable[[Sequence[Server], str], Server]
 # Round robin remembers servers a retry skipped; past this many absent ones, it forgets them.
 MAX_FORGOTTEN = 16
 
 
-def _weights(candidates: Sequence[Server]) -> list[float]:
+class ServerView(Protocol):
+    """What an algorithm may read of a server: a small surface kept stable for students'
+    algorithms (docs/algorithm-plugin.md). ``Server`` (server.py) has more; it may change."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def in_flight(self) -> int: ...  # requests sent to it and not yet answered
+    @property
+    def weight(self) -> int: ...  # configured, 0 to 256
+    def effective_weight(self, now: float) -> float: ...  # now: time.monotonic()
+    def latency_cost(self, now: float) -> float: ...  # seconds, peak EWMA decayed to now
+
+
+S = TypeVar("S", bound=ServerView)
+
+
+class Algorithm(Protocol):
+    """The interface; ``name`` is optional on a plugin's class."""
+
+    def pick(self, servers: Sequence[S], client: str) -> S: ...
+
+
+def _weights(servers: Sequence[ServerView]) -> list[float]:
     now = time.monotonic()
-    return [server.effective_weight(now) for server in candidates]
+    return [server.effective_weight(now) for server in servers]
 
 
-def pick_random(candidates: Sequence[Server], client: str) -> Server:
+class Random:
     """The handout's choice: any server, with probability in proportion to its weight."""
-    return random.choices(candidates, weights=_weights(candidates))[0]
+
+    name = "random"
+
+    def pick(self, servers: Sequence[S], client: str) -> S:
+        return random.choices(servers, weights=_weights(servers))[0]
 
 
-def round_robin() -> Pick:
+class RoundRobin:
     """Each server in turn, as often as its weight says, spread out: nginx's smooth weighted
     round robin (weights 3:1 give a a b a, a a b a, ... never a a a b). A change of any
     configured weight starts the cycle again, so it takes effect at once."""
-    current: dict[Server, float] = {}
-    configured: dict[Server, int] = {}
 
-    def pick(candidates: Sequence[Server], client: str) -> Server:
-        if any(configured.get(server, server.weight) != server.weight for server in candidates):
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self.current: dict[Hashable, float] = {}
+        self.configured: dict[Hashable, int] = {}
+
+    def pick(self, servers: Sequence[S], client: str) -> S:
+        current, configured = self.current, self.configured
+        if any(configured.get(server, server.weight) != server.weight for server in servers):
             current.clear()
-        configured.update((server, server.weight) for server in candidates)
-        if len(current) > 2 * len(candidates) + MAX_FORGOTTEN:
-            _forget_absent(current, candidates)  # servers that left (discovery)
-            _forget_absent(configured, candidates)
-        weights = _weights(candidates)
-        for server, weight in zip(candidates, weights, strict=True):
+        configured.update((server, server.weight) for server in servers)
+        if len(current) > 2 * len(servers) + MAX_FORGOTTEN:
+            _forget_absent(current, servers)  # servers that left (discovery)
+            _forget_absent(configured, servers)
+        weights = _weights(servers)
+        for server, weight in zip(servers, weights, strict=True):
             current[server] = current.get(server, 0.0) + weight
-        chosen = max(candidates, key=lambda server: current[server])  # the first on ties
+        chosen = max(servers, key=lambda server: current[server])  # the first on ties
         current[chosen] -= sum(weights)
         return chosen
 
-    return pick
 
-
-def _forget_absent(remembered: dict[Server, Any], candidates: Sequence[Server]) -> None:
-    for server in [s for s in remembered if s not in candidates]:
+def _forget_absent(remembered: dict[Hashable, Any], servers: Sequence[ServerView]) -> None:
+    for server in [s for s in remembered if s not in servers]:
         del remembered[server]
 
 
-def _lowest(candidates: Sequence[Server], cost: Callable[[Server, float], float]) -> Server:
+def _lowest(servers: Sequence[S], cost: Callable[[S, float], float]) -> S:
     """The cheapest server, its cost divided by its weight; ties are broken at random so no
     server is always first."""
-    best: list[Server] = []
+    best: list[S] = []
     best_cost = float("inf")
     now = time.monotonic()
-    for server in candidates:
+    for server in servers:
         value = cost(server, now) / server.effective_weight(now)
         if value < best_cost:
             best, best_cost = [server], value
@@ -77,28 +111,36 @@ def _lowest(candidates: Sequence[Server], cost: Callable[[Server, float], float]
     return best[0] if len(best) == 1 else random.choice(best)
 
 
-def pick_least_connections(candidates: Sequence[Server], client: str) -> Server:
+class LeastConnections:
     """Fewest requests in flight per unit of weight, counting this one (HAProxy
     ``leastconn``)."""
-    return _lowest(candidates, lambda server, now: server.in_flight + 1)
+
+    name = "least_connections"
+
+    def pick(self, servers: Sequence[S], client: str) -> S:
+        return _lowest(servers, lambda server, now: server.in_flight + 1)
 
 
-def pick_response_time(candidates: Sequence[Server], client: str) -> Server:
+class ResponseTime:
     """Peak-EWMA latency, decayed to now, times (in flight + 1): Finagle's and Linkerd's
     cost, per unit of weight."""
-    return _lowest(
-        candidates, lambda server, now: server.latency_cost(now) * (server.in_flight + 1)
-    )
+
+    name = "response_time"
+
+    def pick(self, servers: Sequence[S], client: str) -> S:
+        return _lowest(
+            servers, lambda server, now: server.latency_cost(now) * (server.in_flight + 1)
+        )
 
 
-def _score(client: str, server: Server) -> float:
+def _score(client: str, server: ServerView) -> float:
     """A fixed number strictly between 0 and 1 for the pair: 52 bits plus a half, which a
     float holds exactly (with 53, the largest would round up to 1 and its log be 0)."""
     digest = hashlib.blake2b(f"{client}|{server.name}".encode(), digest_size=8).digest()
     return ((int.from_bytes(digest, "big") >> 12) + 0.5) / 2**52
 
 
-def pick_ip_hash(candidates: Sequence[Server], client: str) -> Server:
+class IpHash:
     """Weighted rendezvous (highest random weight) hashing of the client address.
 
     Each (client, server) pair gets a fixed score and the client goes to its highest-scoring
@@ -106,26 +148,26 @@ def pick_ip_hash(candidates: Sequence[Server], client: str) -> Server:
     back when it returns. The score ``-weight / ln(u)`` gives each server a share of clients
     in proportion to its weight (with equal weights, the order of ``u`` alone).
     """
-    now = time.monotonic()
-    return max(
-        candidates,
-        key=lambda server: -server.effective_weight(now) / math.log(_score(client, server)),
-    )
+
+    name = "ip_hash"
+
+    def pick(self, servers: Sequence[S], client: str) -> S:
+        now = time.monotonic()
+        return max(
+            servers,
+            key=lambda server: -server.effective_weight(now) / math.log(_score(client, server)),
+        )
 
 
-# Name -> a fresh strategy: the one list of algorithms, in the order the dashboard cycles.
-STRATEGIES: dict[str, Callable[[], Pick]] = {
-    "random": lambda: pick_random,
-    "round_robin": round_robin,
-    "least_connections": lambda: pick_least_connections,
-    "response_time": lambda: pick_response_time,
-    "ip_hash": lambda: pick_ip_hash,
+# Name -> class: the built-ins, in the order the dashboard cycles them.
+BUILT_INS: dict[str, Callable[[], Algorithm]] = {
+    cls.name: cls for cls in (Random, RoundRobin, LeastConnections, ResponseTime, IpHash)
 }
-ALGORITHMS = tuple(STRATEGIES)
+ALGORITHMS = tuple(BUILT_INS)
 
 
-def make(name: str) -> Pick:
-    """A fresh strategy for ``name``; ValueError names the valid ones."""
-    if name not in STRATEGIES:
+def make(name: str) -> Algorithm:
+    """A fresh instance of the built-in ``name``; ValueError names the valid ones."""
+    if name not in BUILT_INS:
         raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
-    return STRATEGIES[name]()
+    return BUILT_INS[name]()

@@ -7,6 +7,7 @@ state change goes through ``_transition`` and becomes an event.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -26,7 +27,11 @@ from services.balancer.server import (
 )
 from services.common import MAX_WEIGHT, ErrorLog, Uptime, count, utc_now_iso
 
+log = logging.getLogger("ticslab.balancer")
 ADMIN_STATES = ("DRAIN", "MAINT", "READY")
+# A plugin's failed picks: each distinct one is an event, but at most one every this many
+# seconds, so a pick that fails on every request floods neither the timeline nor the log.
+ALGORITHM_ERROR_QUIET = 10.0
 # An ejection lasts --eject-time times the number of ejections so far, up to this many times.
 MAX_EJECTION_FACTOR = 6
 
@@ -62,8 +67,6 @@ class Balancer:
         for name, url in config.backends:
             weight = config.weights.get(name, DEFAULT_WEIGHT)
             self.servers.append(self._new_server(name, url, weight))
-        self.algorithm = config.algorithm
-        self._pick = algorithms.make(config.algorithm)
         self._up: tuple[Server, ...] = ()
         self._refresh_up()
         self.events = EventLog()
@@ -73,6 +76,13 @@ class Balancer:
         self.no_backend = 0
         self.rate = RateWindow()
         self.checks: Checks = NoChecks()
+        self.plugin = config.plugin
+        self.algorithm_names = config.algorithm_names
+        self.algorithm_errors = 0  # a plugin's picks that failed (round robin answered)
+        self._reported: set[str] = set()
+        self._quiet_until = 0.0
+        self.algorithm = config.algorithm
+        self._pick = self._fresh(config.algorithm).pick
 
     def start(self) -> None:
         """Record the start on the timeline."""
@@ -109,6 +119,36 @@ class Balancer:
         if not candidates:
             return None
         return self._pick(candidates, client)
+
+    def _fresh(self, name: str) -> algorithms.Algorithm:
+        """A new instance of ``name``; ValueError if unknown, PluginError (a ValueError) if
+        the plugin's constructor raises."""
+        if self.plugin is not None and name == self.plugin.name:
+            return self.plugin.start(self.record_algorithm_error)
+        return algorithms.make(name)
+
+    def record_algorithm_error(self, where: str, error: str | None, returned: str | None) -> None:
+        """A plugin's pick raised ``error`` or returned ``returned`` instead of one of its
+        servers, at ``where`` (file:line); round robin answered. Counted every time; each
+        distinct failure is logged and put on the timeline once (``ALGORITHM_ERROR_QUIET``)."""
+        self.algorithm_errors += 1
+        problem = error or f"pick returned {returned}, not one of the servers it was given"
+        reason = f"{where}: {problem}; round robin answered instead"
+        now = time.monotonic()
+        if reason in self._reported or now < self._quiet_until:
+            return
+        self._reported.add(reason)
+        self._quiet_until = now + ALGORITHM_ERROR_QUIET
+        log.warning("algorithm %s failed: %s", self.algorithm, reason)
+        self.events.add(
+            "algorithm_error",
+            None,
+            algorithm=self.algorithm,
+            where=where,
+            error=error,
+            returned=returned,
+            reason=reason,
+        )
 
     def _refresh_up(self) -> None:
         """The servers that may take new traffic: UP, with a weight above 0."""
@@ -292,8 +332,9 @@ class Balancer:
         return previous
 
     def set_algorithm(self, name: str, who: str | None = None) -> str:
-        """Switch the algorithm live; returns the previous one. ValueError if unknown."""
-        pick = algorithms.make(name)
+        """Switch to a fresh instance of ``name`` live; returns the previous one. ValueError
+        if unknown, PluginError if the plugin's constructor raises (nothing changes then)."""
+        pick = self._fresh(name).pick
         previous, self.algorithm, self._pick = self.algorithm, name, pick
         self.events.add(
             "algorithm",
@@ -311,6 +352,7 @@ class Balancer:
         self.errors.reset()
         self.requests_total = 0
         self.no_backend = 0
+        self.algorithm_errors = 0
         self.rate = RateWindow()
         self.events.add("stats", None, action="reset", who=who)
 

@@ -13,6 +13,8 @@ from services.balancer.config import (
     env_defaults,
     parse_backend,
 )
+from services.balancer.plugin import HOW, choose
+from services.common import printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--algorithm",
-        choices=ALGORITHMS,
-        help="how to pick a server (env TICSLAB_ALGORITHM; random)",
+        metavar=f"NAME|{HOW}",
+        help=f"how to pick a server: {', '.join(ALGORITHMS)}, or your own class in a Python "
+        "file, loaded at start (docs/algorithm-plugin.md) (env TICSLAB_ALGORITHM; random)",
     )
     for flag, value, text in (
         ("--connect-timeout", defaults.connect_timeout, "seconds to open a connection"),
@@ -149,6 +152,7 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         settings.update(backend_settings(args.backend))
     elif settings.get("discover") == "docker" and "backends" not in settings:
         settings["backends"] = []  # discovery supplies them
+    settings["algorithm"], settings["plugin"] = choose(str(settings.get("algorithm", "random")))
     return BalancerConfig(
         **settings,  # type: ignore[arg-type]
         connect_timeout=args.connect_timeout,
@@ -177,9 +181,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = config_from_args(args)
-    except ValueError as error:
-        print(f"ticslab balancer: {error}", file=sys.stderr)
+        config.token = ensure_token(config.token, f"http://{config.host}:{config.port}")
+        app = create_app(config)  # a plugin's constructor runs again here
+    except ValueError as error:  # PluginError too: one line naming the file, no traceback
+        print(f"ticslab balancer: {printable(str(error))}", file=sys.stderr)
         return 2
-    config.token = ensure_token(config.token, f"http://{config.host}:{config.port}")
-    serve_edge(create_app(config), config, log_level=args.log_level)
+    serve_edge(app, config, log_level=args.log_level)
     return 0

@@ -10,6 +10,7 @@ from typing import NamedTuple
 from yarl import URL
 
 from services.balancer.algorithms import ALGORITHMS
+from services.balancer.plugin import HOW, Plugin
 from services.balancer.server import DEFAULT_WEIGHT
 from services.common import MAX_WEIGHT, allowed_hosts_from_env, weight_from_text
 
@@ -29,6 +30,9 @@ class BalancerConfig:
         default_factory=lambda: [(b.name, b.url) for b in parse_backends(DEFAULT_BACKENDS)]
     )
     algorithm: str = "random"
+    # A student's own algorithm (plugin.py), loaded at start from --algorithm FILE.py:CLASS
+    # (never over the network); its name is one more algorithm, switchable live.
+    plugin: Plugin | None = None
     # Weights by server name (HAProxy's ``weight``, 0-256); a server not named has weight 1.
     weights: dict[str, int] = field(default_factory=dict)
     # A server back in rotation ramps its weight up over this many seconds (HAProxy's
@@ -73,9 +77,10 @@ class BalancerConfig:
     allowed_hosts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
+        if self.algorithm not in self.algorithm_names:
             raise ValueError(
-                f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}"
+                f"unknown algorithm {self.algorithm!r}; choose one of "
+                f"{', '.join(self.algorithm_names)}, or your own as {HOW}"
             )
         names = [name for name, _ in self.backends]
         if len(set(names)) != len(names):
@@ -94,6 +99,11 @@ class BalancerConfig:
             raise ValueError("--eject-after-5xx is 0 (off) or more")
         if not self.check_path.startswith("/"):
             raise ValueError(f"the health path must start with /; got {self.check_path!r}")
+
+    @property
+    def algorithm_names(self) -> tuple[str, ...]:
+        """The built-ins, then the plugin's, in the order the dashboard cycles them."""
+        return ALGORITHMS if self.plugin is None else (*ALGORITHMS, self.plugin.name)
 
 
 class Backend(NamedTuple):

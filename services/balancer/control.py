@@ -23,7 +23,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from services.balancer.algorithms import ALGORITHMS
 from services.balancer.balancer import Balancer
 from services.balancer.drivers import (
     Driver,
@@ -33,6 +32,7 @@ from services.balancer.drivers import (
     answer_text,
     choose_driver,
 )
+from services.balancer.plugin import PluginError
 from services.common import (
     DRIVER_ACTIONS,
     FAULT_MODES,
@@ -172,7 +172,7 @@ class Control:
                 "driver_missing": none.reason if none else None,
                 "servers": servers,
                 "algorithm": self.balancer.algorithm,
-                "algorithms": list(ALGORITHMS),
+                "algorithms": list(self.balancer.algorithm_names),
                 "fault_modes": list(FAULT_MODES),
             }
         )
@@ -279,11 +279,15 @@ class Control:
             return refusal
         body = await _json_object(request)
         name = body.get("algorithm") if body else None
-        if name not in ALGORITHMS:
+        names = self.balancer.algorithm_names  # only these: a file is never named over HTTP
+        if name not in names:
             return json_error(
-                400, f'send {{"algorithm": NAME}} with NAME one of {", ".join(ALGORITHMS)}'
+                400, f'send {{"algorithm": NAME}} with NAME one of {", ".join(names)}'
             )
-        previous = self.balancer.set_algorithm(name, who=_who(request))
+        try:
+            previous = self.balancer.set_algorithm(name, who=_who(request))
+        except PluginError as error:  # its constructor raised: the current one stays
+            return json_error(500, str(error))
         return JSONResponse({"algorithm": name, "previous": previous})
 
     async def weight(self, request: Request) -> Response:

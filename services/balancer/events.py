@@ -1,5 +1,6 @@
 """The timeline the dashboard polls: the start, state changes, control actions, algorithm
-switches, discovered servers, statistics resets and background loops that crashed."""
+switches, discovered servers, statistics resets, background loops that crashed and a
+plugin algorithm's failed picks."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from services.common import utc_now_iso
 KEPT_EVENTS = 500
 # Every kind ``add`` accepts: a new kind is declared here, and the dashboard's tests fail
 # until it has a sentence in both languages (dashboard/i18n.py, ``ev_<kind>``).
-KINDS = ("start", "state", "control", "algorithm", "weight", "discovery", "stats", "failure")
+KINDS = (
+    "start",
+    "state",
+    "control",
+    "algorithm",
+    "algorithm_error",
+    "weight",
+    "discovery",
+    "stats",
+    "failure",
+)
 # Every ``reason_code`` a ``state`` event may carry: the English ``reason`` is for people, the
 # code (and the fields it names, docs/api.md) lets the dashboard say it in Spanish. A new code
 # is declared here, and the dashboard's tests fail until it has a sentence in both languages.

@@ -6,7 +6,6 @@ import html
 import time
 from typing import TYPE_CHECKING, Any
 
-from services.balancer.config import ALGORITHMS
 from services.balancer.server import EJECTED, Server
 
 if TYPE_CHECKING:
@@ -82,7 +81,8 @@ def status(balancer: Balancer) -> dict[str, Any]:
     servers = [server_status(server, now, window_total, tries_total) for server in balancer.servers]
     return {
         "algorithm": balancer.algorithm,
-        "algorithms": list(ALGORITHMS),
+        "algorithms": list(balancer.algorithm_names),
+        "algorithm_errors": balancer.algorithm_errors,
         "uptime": balancer.uptime.seconds,
         "active_servers": balancer.servers_up,
         "servers_up": balancer.servers_up,
@@ -115,6 +115,14 @@ def _weight_text(server: dict[str, Any]) -> str:
     """``3``, or ``3 (now 0.6)`` while a slow start ramps it up."""
     weight, effective = server["weight"], server["effective_weight"]
     return str(weight) if effective == weight else f"{weight} (now {effective:g})"
+
+
+def _algorithm_errors(data: dict[str, Any]) -> str:
+    """A plugin's failed picks, when there were any (the events say where and why)."""
+    failed = data["algorithm_errors"]
+    if not failed:
+        return ""
+    return f' (<span style="color:#cf222e">errores / errors: {failed}</span>; ver / see /events)'
 
 
 def status_html(data: dict[str, Any], refresh_seconds: int = 2) -> str:
@@ -171,7 +179,7 @@ th {{ background: #f3f3f3; font-size: .85em; }}
 </style></head>
 <body>
 <h1>Balanceador de carga / Load balancer</h1>
-<p>Algoritmo / Algorithm: <b>{html.escape(data["algorithm"])}</b> &middot;
+<p>Algoritmo / Algorithm: <b>{html.escape(data["algorithm"])}</b>{_algorithm_errors(data)} &middot;
 Servidores activos / Active servers: <b>{data["active_servers"]} / {data["servers_total"]}</b>
 &middot; Solicitudes / Requests: <b>{data["requests_total"]}</b>
 &middot; {data["requests_per_second"]:.1f} sol/s</p>

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.config import BalancerConfig
+from services.balancer.plugin import HOW
 from services.common import (
     MAX_WEIGHT,
     count,
@@ -32,7 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-server-port", type=int, default=5001, help="server1's port")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="holds tasks.json")
     parser.add_argument("--token", help="control token (default: TICSLAB_TOKEN or a new one)")
-    parser.add_argument("--algorithm", choices=ALGORITHMS, default="random")
+    parser.add_argument(
+        "--algorithm",
+        metavar=f"NAME|{HOW}",
+        help=f"{', '.join(ALGORITHMS)}, or your own class in a Python file, checked before "
+        "anything starts (docs/algorithm-plugin.md) (env TICSLAB_ALGORITHM; random)",
+    )
     parser.add_argument(
         "--weight",
         action="append",
@@ -92,7 +98,7 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         balancer_port=args.balancer_port,
         first_server_port=args.first_server_port,
         data_dir=args.data_dir,
-        algorithm=args.algorithm,
+        algorithm=args.algorithm or os.environ.get("TICSLAB_ALGORITHM") or "random",
         weights=dict(args.weight),
         slow_start=args.slow_start,
         eject_after_5xx=args.eject_after_5xx,

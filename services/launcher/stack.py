@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
+from services.balancer.plugin import absolute, choose
 from services.common import log_config
 from services.launcher.api import supervisor_app
 from services.launcher.logs import LogSink
@@ -37,7 +38,7 @@ class StackOptions:
     balancer_port: int = 8080
     first_server_port: int = 5001
     data_dir: Path = Path("data")
-    algorithm: str = "random"
+    algorithm: str = "random"  # a built-in's name, or a plugin's FILE.py:CLASS
     # For the balancer; None keeps its own default.
     weights: dict[str, int] = field(default_factory=dict)  # by server name
     slow_start: float | None = None
@@ -70,6 +71,10 @@ class StackOptions:
     def problems(self) -> list[str]:
         """Why these options cannot work, in words (empty when they can)."""
         found = []
+        try:
+            choose(self.algorithm)  # a plugin is loaded here, as the balancer will load it
+        except ValueError as error:
+            found.append(str(error))
         if self.servers < 1:
             found.append("--servers must be at least 1")
         if self.clients < 0:
@@ -117,7 +122,7 @@ def plan(options: StackOptions, token: str, supervisor_url: str) -> list[Process
     ]
     balancer = python_command(
         "balancer", "--host", HOST, "--port", str(options.balancer_port),
-        "--algorithm", options.algorithm, "--driver", "local", *backends,
+        "--algorithm", absolute(options.algorithm), "--driver", "local", *backends,
         *options.balancer_flags(),
     )  # fmt: skip
     specs.append(
