@@ -30,17 +30,20 @@ def render(result: Result) -> RenderableType:
 
 def _algorithms(result: Result) -> list[RenderableType]:
     servers = list(result.results[0]["share"]) if result.results else []
-    table = _table(
+    title = Text(
         "algorithms: share per server, latency in ms / algoritmos: reparto, latencia en ms",
+        style="bold",
+    )
+    table = _table(
         ["algorithm", *servers, "p50", "p95", "p99", "errors", "affinity"],
     )
     for row in result.results:
         table.add_row(
             printable(row["algorithm"]),
             *(f"{row['share'][server]:.0%}" for server in servers),
-            f"{row['p50_ms']:.1f}",
-            f"{row['p95_ms']:.1f}",
-            f"{row['p99_ms']:.1f}",
+            f"{row['p50_ms']:.0f}",
+            f"{row['p95_ms']:.0f}",
+            f"{row['p99_ms']:.0f}",
             str(row["errors"]),
             f"{row['affinity']:.2f}",
         )
@@ -48,7 +51,7 @@ def _algorithms(result: Result) -> list[RenderableType]:
         "errors = errores, affinity = afinidad (1.00: each client on one server / "
         "cada cliente en un servidor)"
     )
-    return [table, legend, Text(), _algorithm_chart(result.results, servers)]
+    return [title, table, legend, Text(), _algorithm_chart(result.results, servers)]
 
 
 def _algorithm_chart(rows: list[dict[str, Any]], servers: list[str]) -> RenderableType:
@@ -71,8 +74,11 @@ def _algorithm_chart(rows: list[dict[str, Any]], servers: list[str]) -> Renderab
 
 
 def _race(result: Result) -> list[RenderableType]:
-    table = _table(
+    title = Text(
         "race: tasks answered 201, stored and lost / carrera: tareas con 201, guardadas, perdidas",
+        style="bold",
+    )
+    table = _table(
         ["storage", "sent", "201", "stored", "lost", "ids twice"],
     )
     table.add_column("stored / lost")
@@ -88,12 +94,14 @@ def _race(result: Result) -> list[RenderableType]:
         "storage = almacenamiento, sent = enviadas, stored = guardadas, lost = perdidas, "
         "ids twice = ids repetidos (one id given to two tasks / un id dado a dos tareas)"
     )
-    return [table, legend]
+    return [title, table, legend]
 
 
 def _failover(result: Result) -> list[RenderableType]:
+    title = Text(
+        "failover: a server killed under load / caída de un servidor con carga", style="bold"
+    )
     table = _table(
-        "failover: a server killed under load / caída de un servidor con carga",
         ["run", "retries", "sent", "201", "failed", "lost"],
     )
     table.add_column("failures")
@@ -104,6 +112,7 @@ def _failover(result: Result) -> list[RenderableType]:
             str(row["failed"]), str(row["lost"]), failures or "-",
         )  # fmt: skip
     lines: list[RenderableType] = [
+        title,
         table,
         _legend(
             "run = corrida, retries = reintentos, sent = enviadas, failed = fallidas, "
@@ -123,9 +132,9 @@ def _failover(result: Result) -> list[RenderableType]:
     return lines
 
 
-def _table(title: str, headers: list[str]) -> Table:
+def _table(headers: list[str]) -> Table:
     """A table whose first column is a name and the others numbers."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for i, header in enumerate(headers):
         table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
     return table
