@@ -43,12 +43,17 @@ def experiment(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[
 
 @pytest.mark.slow
 def test_algorithms_show_when_each_algorithm_fits(tmp_path: Path) -> None:
+    template = Path(__file__).parent.parent / "docs" / "examples" / "mi_algoritmo.py"
     _, result = experiment(
-        tmp_path, "algorithms", "--requests", "200", "--slow-ms", "150", "--ip-clients", "3"
-    )
+        tmp_path, "algorithms", "--requests", "200", "--slow-ms", "150", "--ip-clients", "3",
+        "--algorithm", f"{template}:MiAlgoritmo",
+    )  # fmt: skip
     assert result["scenario"] == "algorithms"
     rows = {row["algorithm"]: row for row in result["results"]}
-    assert list(rows) == ["random", "round_robin", "least_connections", "response_time", "ip_hash"]
+    # The five built-ins, then the student's class measured beside them.
+    assert list(rows) == [
+        "random", "round_robin", "least_connections", "response_time", "ip_hash", "dos_al_azar"
+    ]  # fmt: skip
     for row in rows.values():
         assert set(row) >= {"share", "p50_ms", "p95_ms", "p99_ms", "errors"}
         assert row["errors"] == 0 and row["requests"] == 200
