@@ -133,6 +133,8 @@ async def test_the_spanish_ui_shows_events_algorithms_and_faults_in_spanish() ->
             "2  latencia: +300 ms por solicitud",
             "3  cuelgue: sin respuesta por 30 s",
             "4  no saludable: /health responde 503",
+            "5  sin candado: escribe tasks.json sin el bloqueo de archivo — PIERDE TAREAS a "
+            "propósito (lección de condiciones de carrera)",
         ]
 
 
