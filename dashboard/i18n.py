@@ -114,6 +114,7 @@ EN: dict[str, str] = {
     "mode_latency": "latency",
     "mode_hang": "hang",
     "mode_unhealthy": "unhealthy",
+    "mode_nolock": "nolock",
     "alg_random": "random",
     "alg_round_robin": "round_robin",
     "alg_least_connections": "least_connections",
@@ -205,6 +206,10 @@ EN: dict[str, str] = {
     "fault_latency": "latency: +300 ms per request",
     "fault_hang": "hang: no answer for 30 s",
     "fault_unhealthy": "unhealthy: /health answers 503",
+    "fault_nolock": (
+        "nolock: writes tasks.json without the file lock — LOSES TASKS on purpose "
+        "(race-condition lesson)"
+    ),
     "cancel": "Cancel",
 }
 
@@ -309,6 +314,7 @@ ES: dict[str, str] = {
     "mode_latency": "latencia",
     "mode_hang": "cuelgue",
     "mode_unhealthy": "no saludable",
+    "mode_nolock": "sin candado",
     "alg_random": "Aleatorio",
     "alg_round_robin": "Round Robin",
     "alg_least_connections": "Menor número de conexiones",
@@ -397,6 +403,10 @@ ES: dict[str, str] = {
     "fault_latency": "latencia: +300 ms por solicitud",
     "fault_hang": "cuelgue: sin respuesta por 30 s",
     "fault_unhealthy": "no saludable: /health responde 503",
+    "fault_nolock": (
+        "sin candado: escribe tasks.json sin el bloqueo de archivo — PIERDE TAREAS a propósito "
+        "(lección de condiciones de carrera)"
+    ),
     "cancel": "Cancelar",
 }
 

@@ -38,8 +38,9 @@ from starlette.responses import JSONResponse
 KEYS_HEADER = "Idempotency-Key-Support"
 KEYS_SHARED = "shared"
 # The fault modes a task server can be put in (services/taskserver/faults.py): the balancer's
-# /control passes on only these, and the dashboard offers each.
-FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy")
+# /control passes on only these, and the dashboard offers each. ``nolock`` loses tasks on
+# purpose (services/taskserver/nolock.py); no mode but ``none`` is ever a default.
+FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy", "nolock")
 # A balancer weight (HAProxy's): 0 takes no new traffic, 256 is the most. The dashboard
 # bounds its weight keys by it, so it lives here, not with the balancer's server.
 MAX_WEIGHT = 256

@@ -148,6 +148,12 @@ class ServiceProcess:
         httpx.get(self.url + path, timeout=1.0)
         return True
 
+    def log(self) -> str:
+        """What the process wrote to stderr so far (its log lines). Read with pread: the
+        process shares the file's offset, and a seek would make it write over its own lines."""
+        fd = self._stderr.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
     def signal(self, signum: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)

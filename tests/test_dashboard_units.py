@@ -140,6 +140,8 @@ async def test_the_spanish_ui_shows_events_algorithms_and_faults_in_spanish() ->
             "2  latencia: +300 ms por solicitud",
             "3  cuelgue: sin respuesta por 30 s",
             "4  no saludable: /health responde 503",
+            "5  sin candado: escribe tasks.json sin el bloqueo de archivo — PIERDE TAREAS a "
+            "propósito (lección de condiciones de carrera)",
         ]
 
 
@@ -182,6 +184,46 @@ def test_every_fault_mode_is_offered_with_a_text() -> None:
     assert [body["mode"] for _, body in FAULTS] == list(FAULT_MODES)
     assert {f"fault_{mode}" for mode in FAULT_MODES} <= set(EN)
     assert set(CLASS_PARAMETERS) <= set(FAULT_MODES)
+
+
+@pytest.mark.parametrize(
+    ("lang", "warning", "notice"),
+    [
+        (
+            "en",
+            "nolock: writes tasks.json without the file lock — LOSES TASKS on purpose "
+            "(race-condition lesson)",
+            "server1: fault mode is now nolock.",
+        ),
+        (
+            "es",
+            "sin candado: escribe tasks.json sin el bloqueo de archivo — PIERDE TAREAS a "
+            "propósito (lección de condiciones de carrera)",
+            "server1: el modo de falla ahora es sin candado.",
+        ),
+    ],
+)
+async def test_the_fault_menu_offers_nolock_with_its_warning(
+    lang: str, warning: str, notice: str
+) -> None:
+    """The mode that loses tasks on purpose says so, in red, whole on a 100x30 screen."""
+    balancer = FixtureBalancer()
+    app = fixture_app(balancer=balancer, lang=lang)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await loaded(pilot)
+        await pilot.press("f")
+        await pilot.pause()
+        button = app.screen.query_one("#fault-nolock", Button)
+        assert str(button.label) == f"5  {warning}"
+        assert button.variant == "error"
+        assert app.screen.region.contains_region(button.region)
+        assert words(button).strip("▔▁ ") == f"5 {warning}"  # wrapped, never cut
+        await pilot.press("5")
+        (sent,) = await until_found(pilot, lambda: balancer.writes)
+        assert sent.url.path == "/control/servers/server1/fault"
+        assert json.loads(sent.content) == {"mode": "nolock"}
+        toasts = await until_found(pilot, lambda: list(app.screen.query(Toast)))
+        assert notice in [words(toast) for toast in toasts]
 
 
 def test_error_types_are_named_in_the_chosen_language() -> None:

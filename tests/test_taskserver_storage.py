@@ -271,3 +271,66 @@ def test_changes_other_than_appends_are_parsed_in_full(tmp_path: Path) -> None:
     raw = path.read_bytes()
     path.write_bytes(raw[: -len(b"\n]\n")] + b',\n  {"id": 1, "title": "twin"}\n]\n')
     assert "appears twice" in (mine.problem() or "")
+
+
+def test_a_file_replaced_between_a_creates_read_and_its_append_is_never_torn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a writer without the lock (fault mode nolock) can replace the file there; an
+    append at the old size would then land inside the new file. The create reads it again."""
+    path = tmp_path / "tasks.json"
+    store = TaskStore(path, "server1")
+    store.prepare()
+    store.create("first")
+    real_load = store._load
+    replaced: list[bool] = []
+
+    def load_then_replace(exact: bool = False) -> None:
+        real_load(exact)
+        if not replaced:  # once: a longer file, so an append at the old size would tear it
+            replaced.append(True)
+            rest = [{"id": 7, "title": "written without the lock, longer than the first one"}]
+            storage._replace_file(path, orjson.dumps([*orjson.loads(path.read_bytes()), *rest]))
+
+    monkeypatch.setattr(store, "_load", load_then_replace)
+    task, _ = store.create("second")
+    assert task["id"] == 8  # above the id the replaced file holds
+    assert [t["id"] for t in orjson.loads(path.read_bytes())] == [1, 7, 8]
+    assert [t["id"] for t in TaskStore(path, "server2").list()] == [1, 7, 8]
+
+
+def test_replaced_every_time_the_create_rewrites_the_file_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "tasks.json"
+    store = TaskStore(path, "server1")
+    store.prepare()
+    store.create("first")
+    real_load = store._load
+    loads: list[int] = []
+
+    def load_then_replace(exact: bool = False) -> None:
+        real_load(exact)
+        loads.append(1)
+        storage._replace_file(path, path.read_bytes())  # same content, another inode
+
+    monkeypatch.setattr(store, "_load", load_then_replace)
+    task, _ = store.create("second")
+    assert len(loads) == storage.APPEND_ATTEMPTS
+    stored = orjson.loads(path.read_bytes())
+    assert [(t["id"], t["title"]) for t in stored] == [(1, "first"), (task["id"], "second")]
+    assert task["id"] > 1  # each attempt took a new id: gaps, never a repeat
+
+
+def test_a_high_water_mark_raised_elsewhere_is_honoured_without_a_full_read(
+    tmp_path: Path,
+) -> None:
+    """Fault mode nolock raises tasks.json.lastid for ids it gave clients and may have lost;
+    a store whose memory still matches the file must not hand those ids out again."""
+    path = tmp_path / "tasks.json"
+    store = TaskStore(path, "server1")
+    store.prepare()
+    assert store.create("first")[0]["id"] == 1
+    (tmp_path / "tasks.json.lastid").write_text("41")
+    assert store.create("second")[0]["id"] == 42
+    assert (tmp_path / "tasks.json.lastid").read_text() == "42"

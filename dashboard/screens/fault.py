@@ -21,6 +21,8 @@ CLASS_PARAMETERS: dict[str, dict[str, Any]] = {
     "latency": {"ms": 300},
     "hang": {"max_seconds": 30},
 }
+# Modes that lose data on purpose: their button is drawn as a warning (red).
+DESTRUCTIVE = frozenset({"nolock"})
 # Every mode a task server has, in its order: the body of each choice's ``PUT .../fault``.
 FAULTS: tuple[tuple[str, dict[str, Any]], ...] = tuple(
     (mode, {"mode": mode, **CLASS_PARAMETERS.get(mode, {})}) for mode in FAULT_MODES
@@ -46,7 +48,10 @@ class FaultScreen(ModalScreen[dict[str, Any] | None]):
             body.border_title = Content(self.t("fault_title", server=self.server))
             for number, (mode, _) in enumerate(FAULTS):
                 label = f"{number}  {self.t('fault_' + mode)}"
-                yield Button(label, action=f"screen.pick({number})", id=f"fault-{mode}")
+                variant = "error" if mode in DESTRUCTIVE else "default"
+                yield Button(
+                    label, variant=variant, action=f"screen.pick({number})", id=f"fault-{mode}"
+                )
             yield Label(self.t("cancel") + ": Escape")
 
     def action_pick(self, number: int) -> None:

@@ -8,6 +8,7 @@ process's file lock occupies one thread, never the whole pool.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,8 +37,9 @@ from services.common import (
     json_error,
     token_matches,
 )
-from services.taskserver.faults import FaultMiddleware, FaultState
+from services.taskserver.faults import NOLOCK, FaultMiddleware, FaultState
 from services.taskserver.metrics import Metrics, ObserveMiddleware, unexpected_error_message
+from services.taskserver.nolock import create_without_lock
 from services.taskserver.storage import (
     LOCK_TIMEOUT_SECONDS,
     KeyReused,
@@ -60,6 +62,8 @@ from services.taskserver.validation import (
 from services.taskserver.writers import HOLD_WAIT_SECONDS, QueueTimeout, WriteQueue
 
 ROUTES_HINT = "try GET /tareas, GET /api/tasks or GET /health"
+
+log = logging.getLogger("ticslab.taskserver")
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,9 @@ def create_app(settings: Settings) -> Starlette:
     async def create_task(request: Request) -> Response:
         key = idempotency_key(request)
         title, completed = new_task_fields(await read_json(request))
+        if faults.mode == NOLOCK:  # naive on purpose: no write queue, no lock, no key
+            task = await in_thread(create_without_lock, store, title, completed)
+            return OrjsonResponse(task, 201)
         task, replayed = await write(store.create, title, completed, key)
         if replayed:
             metrics.replays.inc()
@@ -137,7 +144,9 @@ def create_app(settings: Settings) -> Starlette:
             "tasks_file": {"path": str(settings.tasks_file), "ok": problem is None},
             "fault": faults.mode,
         }
-        declared = {KEYS_HEADER: KEYS_SHARED}  # keys are checked in the shared tasks.json
+        # Keys are checked in the shared tasks.json, except by nolock's naive creates: then
+        # the balancer must not resend a POST that may have reached this server.
+        declared = {KEYS_HEADER: KEYS_SHARED} if faults.mode != NOLOCK else {}
         if problem:
             return OrjsonResponse({**body, "status": "error", "error": problem}, 503, declared)
         if faults.mode == "unhealthy":
@@ -148,7 +157,13 @@ def create_app(settings: Settings) -> Starlette:
     async def info(request: Request) -> Response:
         pid = os.getpid()
         return OrjsonResponse(
-            {"server": settings.name, "port": settings.port, "pid": pid, "version": __version__}
+            {
+                "server": settings.name,
+                "port": settings.port,
+                "pid": pid,
+                "version": __version__,
+                "fault": faults.mode,  # shown even while a hang holds /health
+            }
         )
 
     async def error_stats(request: Request) -> Response:
@@ -163,7 +178,19 @@ def create_app(settings: Settings) -> Starlette:
 
     async def set_fault(request: Request) -> Response:
         _require_admin(request, settings)
-        return OrjsonResponse(faults.set(parse_object(await read_body(request))))
+        before = faults.mode
+        fault = faults.set(parse_object(await read_body(request)))
+        if fault["mode"] == NOLOCK:
+            log.warning(
+                "%s: fault mode nolock is ON: creates write %s without the file lock and WILL "
+                "LOSE TASKS (on purpose, the race-condition lesson); "
+                'PUT /admin/fault {"mode": "none"} ends it',
+                settings.name,
+                settings.tasks_file,
+            )
+        elif before == NOLOCK:
+            log.info("%s: fault mode nolock is off (now %s)", settings.name, fault["mode"])
+        return OrjsonResponse(fault)
 
     async def quiesce(request: Request) -> Response:
         """Hold this server's writes for a moment, so a pause cannot freeze the file lock."""

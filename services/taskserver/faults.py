@@ -2,13 +2,15 @@
 
 ``error`` answers 500 to a fraction of requests, ``latency`` delays them, ``hang`` holds them
 until the mode changes or its bound passes (then the mode clears itself), ``unhealthy`` makes
-``/health`` answer 503 while the API keeps working. The admin, metrics, statistics and info
-routes are never touched, so a broken server can still be watched and repaired.
+``/health`` answer 503 while the API keeps working, ``nolock`` creates tasks without the file
+lock, so concurrent creates lose tasks (``nolock.py``; the route applies it, not this
+middleware). The admin, metrics, statistics and info routes are never touched, so a broken
+server can still be watched and repaired.
 
-``error`` and ``latency`` are faults of the traffic: they leave ``/health`` alone, so the class
-sees a server that fails (or is slow) on part of its requests stay in rotation while its errors
-are counted. ``hang`` takes ``/health`` too (a hung process answers nothing), and
-``unhealthy`` only it.
+``error`` and ``latency`` are faults of the traffic, ``nolock`` one of the writes: they leave
+``/health`` alone, so the class sees a server that fails (or is slow, or loses tasks) on part
+of its requests stay in rotation while its errors are counted. ``hang`` takes ``/health`` too
+(a hung process answers nothing), and ``unhealthy`` only it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ from services.taskserver.validation import InputError
 
 EXEMPT_PATHS = ("/admin/", "/metrics", "/errors/stats", "/info")
 HEALTH_PATH = "/health"
-TRAFFIC_FAULTS = ("error", "latency")  # they leave /health alone
+NOLOCK = "nolock"
+TRAFFIC_FAULTS = ("error", "latency", NOLOCK)  # they leave /health alone
+NOLOCK_WARNING = (
+    "creates read and write tasks.json without the file lock: concurrent creates LOSE TASKS "
+    "(on purpose, the race-condition lesson); Idempotency-Key is ignored"
+)
 MAX_LATENCY_MS = 60_000
 MAX_HANG_SECONDS = 600.0
 DEFAULTS = {"rate": 0.5, "ms": 500, "max_seconds": 30.0}
@@ -47,6 +54,8 @@ class FaultState:
         description = {"mode": self.mode, **self.params}
         if self.mode == "hang":
             description["remaining_seconds"] = round(self._until - time.monotonic(), 3)
+        elif self.mode == NOLOCK:
+            description["warning"] = NOLOCK_WARNING
         return description
 
     def set(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,9 @@ LOCK_POLL_SECONDS = 0.001
 # with the version it already has (the writer may be a frozen process).
 READ_LOCK_WAIT_SECONDS = 0.2
 WINDOWS_RENAME_ATTEMPTS = 50
+# A create that finds the file replaced since it read it (only fault mode nolock replaces it
+# without the lock) reads it again; the last attempt rewrites it instead of appending.
+APPEND_ATTEMPTS = 3
 CLOSING = b"\n]\n"  # how every version this module writes ends (orjson, indent 2, newline)
 # The last bytes of the file each store remembers: an unchanged tail (which holds the newest
 # task, so the highest id) is part of the proof that the file is the version in memory.
@@ -151,30 +154,29 @@ class TaskStore:
         """Add a task; with a key already used for the same task, return that task and
         ``True`` instead. A key used for a different task raises :class:`KeyReused`."""
         digest = request_digest(title, completed)
+        private = {KEY_FIELD: idempotency_key, DIGEST_FIELD: digest} if idempotency_key else {}
         with self._exclusive():
-            self._load()
-            if idempotency_key and (earlier := self._earlier(idempotency_key, digest)):
-                return earlier, True
-            task_id = self._next_id
-            if task_id > MAX_TASK_ID:
-                problem = f"every task id up to {MAX_TASK_ID} is used; renumber or reset it"
-                raise TasksFileError(self.path, problem)
-            now = utc_now_iso()
-            task: Task = {
-                "id": task_id,
-                "title": title,
-                "completed": completed,
-                "created_at": now,
-                "updated_at": now,
-                "server": self.server,
-            }
-            private = {KEY_FIELD: idempotency_key, DIGEST_FIELD: digest} if idempotency_key else {}
-            self._remember_last_id(task_id)  # first: a crash after the write cannot free the id
-            if self._appendable():
-                self._append(task, private)
-            else:
-                self._rewrite([*self._stored(), {**task, **private}])
-            return task, False
+            attempt = 1
+            while True:
+                self._load()
+                if idempotency_key and (earlier := self._earlier(idempotency_key, digest)):
+                    return earlier, True
+                # Also the high-water mark as it is now: a server in fault mode nolock raises
+                # it without touching this one's memory (docs/design/taskserver.md).
+                task_id = max(self._next_id, self._last_id() + 1)
+                if task_id > MAX_TASK_ID:
+                    problem = f"every task id up to {MAX_TASK_ID} is used; renumber or reset it"
+                    raise TasksFileError(self.path, problem)
+                task = new_task(task_id, title, completed, self.server)
+                self._remember_last_id(task_id)  # first: a crash after the write cannot free it
+                if not self._appendable() or attempt == APPEND_ATTEMPTS:
+                    self._rewrite([*self._stored(), {**task, **private}])
+                    return task, False
+                if self._append(task, private):
+                    return task, False
+                # Replaced since it was read, by a writer without the lock (fault mode nolock):
+                # read it again, and after a few such rounds rewrite it, which is always safe.
+                attempt += 1
 
     def update(self, task_id: int, changes: dict[str, Any]) -> Task:
         """Apply ``changes`` (title and/or completed) and stamp ``updated_at``."""
@@ -193,6 +195,27 @@ class TaskStore:
             old = self._find(task_id)
             self._rewrite([self._with_private(task) for task in self._tasks if task is not old])
             return old
+
+    def raise_last_id(self, task_id: int) -> None:
+        """Make ``tasks.json.lastid`` at least ``task_id``, under the lock: fault mode nolock
+        hands out ids without it, and no id a client was given may be handed out again."""
+        with self._exclusive():
+            if task_id > self._last_id():
+                self._remember_last_id(task_id)
+
+    def replace_without_lock(self, entries: list[Task]) -> None:
+        """Fault mode nolock's write: ``entries`` (as stored) become the whole file, WITHOUT
+        the file lock. Never a torn or foreign-format file: a temporary file renamed over it,
+        as :meth:`_rewrite` does. The journal is emptied first, as a rewrite does: it names
+        the version being replaced, and a stale one could cut a later file that gets its
+        inode number back. The version in memory is left alone (it is not locked here); the
+        next use sees a new file and reads it."""
+        raw = orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        try:
+            self._clear_journal(durable=True)
+            _replace_file(self.path, raw)
+        except OSError as error:
+            raise TasksFileError(self.path, f"cannot be written: {error.strerror}") from None
 
     def problem(self) -> str | None:
         """Why reads or writes cannot proceed right now, or None; for ``/health``."""
@@ -373,14 +396,24 @@ class TaskStore:
         finally:
             self.writer_lock.release()
 
-    def _append(self, task: Task, private: dict[str, str]) -> None:
-        """Write ``task`` before the closing bracket, in place (the journal makes it undoable)."""
+    def _append(self, task: Task, private: dict[str, str]) -> bool:
+        """Write ``task`` before the closing bracket, in place (the journal makes it undoable).
+        False, with nothing written, when the file is no longer the version in memory: only
+        a writer without the lock (fault mode nolock) can have replaced it since it was read,
+        and writing at the old size into the new file would tear it."""
         entry = orjson.dumps({**task, **private}, option=orjson.OPT_INDENT_2)
         added = b",\n  " + entry.replace(b"\n", b"\n  ") + CLOSING
         inode, size, _ = self._signature
         try:
             fd = os.open(self.path, os.O_WRONLY)
             try:
+                opened = os.fstat(fd)
+                if (opened.st_ino, opened.st_size) != (inode, size):
+                    self._forget()
+                    return False
+                # Replaced from here on, this writes to the old inode, which nobody reads any
+                # more: the task is lost (the nolock lesson), the file is never torn. Nobody
+                # changes an inode in place without the lock.
                 self._write_journal(inode, size)
                 written = os.pwrite(fd, added, size - len(CLOSING))
                 if written != len(added):
@@ -398,25 +431,18 @@ class TaskStore:
         self._clear_journal()
         self._index([{**task, **private}])
         self._seen(_signature(stat), self._tail[: -len(CLOSING)] + added)
+        return True
 
     def _rewrite(self, entries: list[Task]) -> None:
         """Replace the file atomically (temporary file, fsync, rename, fsync the folder) and
         take ``entries`` as the version in memory."""
         raw = orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-        temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
         try:
             # A journal must never outlive the version it names: the new file may even get
             # the old inode number back, and a stale journal would then cut it.
             self._clear_journal(durable=True)
-            with open(temporary, "xb") as handle:
-                handle.write(raw)
-                handle.flush()
-                os.fsync(handle.fileno())
-                stat = os.fstat(handle.fileno())
-            _rename_over(temporary, self.path)
-            _fsync_folder(self.path.parent)
+            stat = _replace_file(self.path, raw)
         except OSError as error:
-            temporary.unlink(missing_ok=True)
             self._forget()
             raise TasksFileError(self.path, f"cannot be written: {error.strerror}") from None
         next_id = self._next_id
@@ -507,6 +533,51 @@ class TaskStore:
             handle.flush()
             os.fsync(handle.fileno())
         self._forget()
+
+
+def new_task(task_id: int, title: str, completed: bool, server: str) -> Task:
+    """A task's public fields, in the order the file holds them."""
+    now = utc_now_iso()
+    return {
+        "id": task_id,
+        "title": title,
+        "completed": completed,
+        "created_at": now,
+        "updated_at": now,
+        "server": server,
+    }
+
+
+def read_tasks(path: Path) -> list[Task]:
+    """Every task in ``path`` as stored (private fields too), read whole and checked like any
+    read (:class:`TasksFileError` when it does not parse); a missing file holds none."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise TasksFileError(path, f"cannot be read: {error.strerror}") from None
+    return _parse(raw, path)
+
+
+def _replace_file(path: Path, raw: bytes) -> os.stat_result:
+    """``raw`` becomes ``path``'s content at once: a uniquely named temporary file in the
+    same folder, fsynced, renamed over it, then the folder fsynced so the rename survives a
+    power cut too. Readers see the old file or the new one, never a mix. Answers the new
+    file's stat; raises OSError (the temporary file removed)."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "xb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+            stat = os.fstat(handle.fileno())
+        _rename_over(temporary, path)
+        _fsync_folder(path.parent)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
+    return stat
 
 
 def _new_tasks(data: bytes, known: dict[int, Task]) -> list[Task] | None:

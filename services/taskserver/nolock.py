@@ -1,0 +1,69 @@
+"""Fault mode ``nolock``: create a task the way naive code does, and lose tasks on purpose.
+
+The lesson of the shared ``tasks.json``: every server reads the file, adds its task and writes
+the file back. Without the lock, two of them (or two threads of one) read the same version,
+and the second write replaces the first::
+
+    server1 reads [1, 2]
+                                   server2 reads [1, 2]
+    server1 writes [1, 2, 3 "a"]   -> 201 {"id": 3, "title": "a"}
+                                   server2 writes [1, 2, 3 "b"]   -> 201 {"id": 3, "title": "b"}
+
+Task "a" was answered 201 and is gone; both were given id 3. That is all this mode changes:
+creates skip the file lock and this server's write queue (``writers.py``), and ignore
+``Idempotency-Key`` (naive code keeps no keys). Reads, updates and deletes stay normal.
+
+What it keeps, so that the lesson costs nothing afterwards:
+
+- **The file is never torn nor left in another format**: the new version goes to a uniquely
+  named temporary file in the same folder that is renamed over ``tasks.json``
+  (:meth:`TaskStore.replace_without_lock`), in the exact format the normal store writes. A
+  file that does not parse is never written (503, as always).
+- **No id a client was given is handed out again** once the mode is back to ``none``: the
+  high-water mark (``tasks.json.lastid``) is raised under the lock before the write, the one
+  step that takes it, and normal creates take the next id above it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from services.taskserver.storage import (
+    MAX_TASK_ID,
+    Task,
+    TasksFileError,
+    TaskStore,
+    new_task,
+    read_tasks,
+)
+
+# A read may catch a normal server's append half-written (a server in mode none beside this
+# one): read again, briefly, before answering 503 with what does not parse.
+READ_ATTEMPTS = 3
+READ_RETRY_SECONDS = 0.002
+
+
+def create_without_lock(store: TaskStore, title: str, completed: bool) -> Task:
+    """Read the whole file, take the highest id in it + 1, append the task, write the whole
+    file back: no lock around it, so concurrent creates overwrite each other's tasks."""
+    entries = _read(store)  # 1. read everything (no lock)
+    task_id = max((entry["id"] for entry in entries), default=0) + 1  # 2. next id, as read
+    if task_id > MAX_TASK_ID:
+        problem = f"every task id up to {MAX_TASK_ID} is used; renumber or reset it"
+        raise TasksFileError(store.path, problem)
+    task = new_task(task_id, title, completed, store.server)
+    store.raise_last_id(task_id)  # so mode none never hands this id out again
+    store.replace_without_lock([*entries, task])  # 3. append, 4. write it all back (no lock)
+    return task
+
+
+def _read(store: TaskStore) -> list[Task]:
+    attempt = 1
+    while True:
+        try:
+            return read_tasks(store.path)
+        except TasksFileError:
+            if attempt == READ_ATTEMPTS:
+                raise
+        attempt += 1
+        time.sleep(READ_RETRY_SECONDS)
