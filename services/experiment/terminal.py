@@ -17,8 +17,7 @@ from services.common import printable
 from services.experiment.result import Result
 
 SERVER_COLOURS = ("cyan", "magenta", "yellow", "green", "blue", "bright_red")
-BAR_WIDTH = 30
-SHORT_BAR = 20
+BAR_WIDTH = 20
 SPARKS = " ▁▂▃▄▅▆▇█"
 
 
@@ -60,7 +59,7 @@ def _algorithm_chart(rows: list[dict[str, Any]], servers: list[str]) -> Renderab
     chart.add_row(Text("share / reparto", style="bold"), "", Text("p95", style="bold"))
     slowest = max((row["p95_ms"] for row in rows), default=0.0) or 1.0
     for row in rows:
-        p95 = Text("█" * max(1, round(SHORT_BAR * row["p95_ms"] / slowest)), style="red")
+        p95 = Text("█" * max(1, round(BAR_WIDTH * row["p95_ms"] / slowest)), style="red")
         chart.add_row(
             stacked_bar([row["share"][server] for server in servers]),
             Text(printable(row["algorithm"])),
@@ -159,7 +158,7 @@ def stacked_bar(shares: Sequence[float]) -> Text:
     """One bar split in each server's colour by its share."""
     bar = Text()
     for i, share in enumerate(shares):
-        bar.append("█" * round(SHORT_BAR * share), style=SERVER_COLOURS[i % len(SERVER_COLOURS)])
+        bar.append("█" * round(BAR_WIDTH * share), style=SERVER_COLOURS[i % len(SERVER_COLOURS)])
     return bar
 
 
