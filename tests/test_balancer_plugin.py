@@ -8,7 +8,6 @@ import re
 import subprocess
 import textwrap
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -217,14 +216,6 @@ ALWAYS_SERVER2 = """\
         def pick(self, servers, client):
             return next((s for s in servers if s.name == "server2"), servers[0])
 """
-
-
-@pytest.fixture(scope="module")
-def echoes() -> Iterator[list[EchoBackend]]:
-    backends = [EchoBackend("server1").start(), EchoBackend("server2").start()]
-    yield backends
-    for backend in backends:
-        backend.close()
 
 
 def upstreams(url: str, count: int) -> Counter[str]:

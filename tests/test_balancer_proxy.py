@@ -24,14 +24,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def echoes() -> Iterator[list[EchoBackend]]:
-    backends = [EchoBackend("server1").start(), EchoBackend("server2").start()]
-    yield backends
-    for backend in backends:
-        backend.close()
-
-
-@pytest.fixture(scope="module")
 def balancer(echoes: list[EchoBackend]) -> Iterator[ServiceProcess]:
     process = balancer_process([(e.name, e.url) for e in echoes], "round_robin").start()
     yield process

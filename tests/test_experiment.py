@@ -15,6 +15,7 @@ import pytest
 from rich.console import Console
 from support import TICSLAB, wait_until
 
+from services.cli import main
 from services.experiment import html, terminal
 from services.experiment.result import Claim, Result
 
@@ -81,17 +82,16 @@ def test_failover_retries_hide_a_crash_and_no_retries_show_it(tmp_path: Path) ->
     assert all(claim["held"] for claim in result["claims"])
 
 
-def test_bad_settings_are_refused_before_anything_starts(tmp_path: Path) -> None:
+def test_bad_settings_are_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     for args, message in (
         (["algorithms", "--requests", "0"], "--requests is 1 to 100000"),
         (["failover", "--seconds", "2", "--kill-at", "3"], "--kill-at is 0 or more"),
         (["race", "--posts", "100000"], "--posts is 1 to 500"),
     ):
-        finished = subprocess.run(
-            [*TICSLAB, "experiment", *args], capture_output=True, text=True, timeout=30
-        )
-        assert finished.returncode == 2, finished
-        assert message in finished.stderr
+        assert main(["experiment", *args]) == 2
+        assert message in capsys.readouterr().err
 
 
 def hostile_result() -> Result:

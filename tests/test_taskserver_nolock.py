@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 from support import ServiceProcess, taskserver_pair, wait_until
-from test_balancer_helpers import TOKEN, balancer_process, state_of
+from test_balancer_helpers import TOKEN, balancer_process
 
 from services.common import KEYS_HEADER
 from services.taskserver import storage
@@ -182,30 +182,6 @@ def test_the_balancer_passes_the_mode_on_and_still_refuses_unknown_ones(
         events = httpx.get(balancer.url + "/events").json()["events"]
         faults = [event for event in events if event["kind"] == "control"]
         assert [event["fault"]["mode"] for event in faults] == ["nolock"]
-    finally:
-        balancer.close()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["nolock", "none"])
-async def test_the_class_experiment_through_a_round_robin_balancer(
-    pair: tuple[ServiceProcess, ServiceProcess], tmp_path: Path, mode: str
-) -> None:
-    """2 clients x 100 POSTs at once through the balancer: nolock loses some, none nothing."""
-    backends = [("server1", pair[0].url), ("server2", pair[1].url)]
-    balancer = balancer_process(backends, "round_robin").start()
-    try:
-        for name in ("server1", "server2"):
-            wait_until(lambda name=name: state_of(balancer, name) == "UP", what=f"{name} UP")
-            url = f"{balancer.url}/control/servers/{name}/fault"
-            assert httpx.put(url, json={"mode": mode}, headers=AUTH).status_code == 200
-        answers = await post_at_once([balancer.url], clients=2, each=100, tag=mode)
-        lost = losses(answers, tmp_path / "tasks.json")
-        assert {answer.headers["x-upstream-server"] for answer in answers} == {
-            "server1",
-            "server2",
-        }
-        assert lost > 0 if mode == "nolock" else lost == 0
     finally:
         balancer.close()
 
