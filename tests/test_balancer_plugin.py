@@ -76,7 +76,24 @@ BROKEN = {
         mine("name = 'round_robin'", *PICK),
         ":1: 'round_robin' is a built-in algorithm's name",
     ),
-    "name not a text": (mine("name = 3", *PICK), ":1: Mine.name must be a text, not 3"),
+    "name not a text": (
+        mine("name = 3", *PICK),
+        ":1: Mine.name must be 1 to 40 letters, digits, _ or -, not 3",
+    ),
+    "name with a space": (
+        mine("name = 'ip_hash '", *PICK),
+        ":1: Mine.name must be 1 to 40 letters, digits, _ or -, not 'ip_hash '",
+    ),
+    "name that raises": (
+        "class Meta(type):\n"
+        "    @property\n"
+        "    def name(cls):\n"
+        "        raise RuntimeError('no')\n"
+        "class Mine(metaclass=Meta):\n"
+        "    def pick(self, servers, client):\n"
+        "        return servers[0]\n",
+        ":4: RuntimeError: no while checking it",
+    ),
 }
 
 
@@ -153,12 +170,37 @@ def test_a_failing_pick_is_reported_with_its_line_and_round_robin_answers(tmp_pa
     assert len(set(reports)) == 2 and wrong.name == "ReturnsAName"
 
 
-def test_exit_in_a_pick_does_not_end_the_balancer(tmp_path: Path) -> None:
-    source = (
-        "import sys\n\nclass Leaves:\n    def pick(self, servers, client):\n        sys.exit(3)\n"
+ODD_PICKS = {
+    "exit": ("import sys\n", "sys.exit(3)", "SystemExit: 3"),
+    "Ctrl+C": ("", "raise KeyboardInterrupt", "KeyboardInterrupt"),
+    "a message that raises": (
+        "class Unprintable(Exception):\n    def __str__(self):\n        raise ValueError('no')\n",
+        "raise Unprintable()",
+        "Unprintable",
+    ),
+    "a long message": ("", "raise ValueError('x' * 100_000)", "ValueError: " + "x" * 300 + "..."),
+    "emptied servers": ("", "servers.clear()", None),
+    "a server of its own": (
+        "", "servers.append(object()); return servers[-1]", None
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ODD_PICKS)
+def test_an_odd_pick_costs_no_request(tmp_path: Path, case: str) -> None:
+    """exit(), Ctrl+C, an unprintable or huge error, or a pick that changes the list it was
+    given: round robin still answers from the servers the balancer offered."""
+    before, body, error = ODD_PICKS[case]
+    source = f"{before}\nclass Odd:\n    def pick(self, servers, client):\n        {body}\n"
+    reports: list[tuple[str, str | None, str | None]] = []
+    algorithm = plugin.load(f"{write(tmp_path, source)}:Odd").start(
+        lambda *report: reports.append(report)
     )
-    algorithm = plugin.load(f"{write(tmp_path, source)}:Leaves").start(lambda *report: None)
-    assert algorithm.pick(pool("a"), "c").name == "a"
+    servers = pool("a", "b")
+    assert algorithm.pick(servers, "c") in servers
+    assert len(servers) == 2 and len(reports) == 1
+    if error is not None:
+        assert reports[0][1] == error
 
 
 def told(balancer: Balancer) -> list[str]:
@@ -185,11 +227,13 @@ def test_failures_are_all_counted_and_each_distinct_one_told_once(
     for _ in range(3):
         eager.choose([], "c")
     eager.set_algorithm("round_robin")
-    eager.set_algorithm("raises")  # a fresh instance: the same failure is not told again
+    eager.set_algorithm("raises")  # switched to again: its failure is told again, once
+    eager.choose([], "c")
     eager.choose([], "c")
     eager.record_algorithm_error(f"{tmp_path}/mine.py:5", None, "None")
-    assert len(told(eager)) == 2 and eager.algorithm_errors == 5
-    assert told(eager)[1].endswith(
+    assert len(told(eager)) == 3 and eager.algorithm_errors == 6
+    assert told(eager)[1] == told(eager)[0]
+    assert told(eager)[2].endswith(
         "pick returned None, not one of the servers it was given; round robin answered instead"
     )
 

@@ -336,6 +336,7 @@ class Balancer:
         if unknown, PluginError if the plugin's constructor raises (nothing changes then)."""
         pick = self._fresh(name).pick
         previous, self.algorithm, self._pick = self.algorithm, name, pick
+        self._reported.clear()  # a plugin switched to again tells its failures again
         self.events.add(
             "algorithm",
             None,
@@ -353,6 +354,7 @@ class Balancer:
         self.requests_total = 0
         self.no_backend = 0
         self.algorithm_errors = 0
+        self._reported.clear()
         self.rate = RateWindow()
         self.events.add("stats", None, action="reset", who=who)
 

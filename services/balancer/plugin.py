@@ -12,10 +12,12 @@ it runs on: that is left out (docs/algorithm-plugin.md).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import inspect
 import itertools
 import os
+import re
 import reprlib
 import sys
 import traceback
@@ -29,6 +31,9 @@ from services.balancer.algorithms import ALGORITHMS, RoundRobin, S
 from services.common import printable
 
 HOW = "FILE.py:CLASS"
+# A plugin's name is shown in /status, the dashboard and reports: short and plain.
+NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
+MAX_MESSAGE = 300  # characters of an exception's message kept in an event or log line
 # Reports a failed pick: where (file:line), the exception, or what was returned instead.
 Report = Callable[[str, str | None, str | None], None]
 _module_numbers = itertools.count(1)
@@ -59,7 +64,7 @@ class Plugin:
     def instance(self) -> Any:
         try:
             return self.cls()
-        except (Exception, SystemExit) as error:
+        except BaseException as error:  # exit() in a constructor included
             raised = f"{self.cls.__name__}() raised {describe(error)}"
             raise PluginError(f"{where(error, self.path, self.cls)}: {raised}") from error
 
@@ -75,9 +80,12 @@ class Guarded:
         self._report = report
 
     def pick(self, servers: Sequence[S], client: str) -> S:
+        servers = tuple(servers)  # the plugin's own copy: what it does to it stays with it
         try:
             chosen = self._pick(servers, client)
-        except (Exception, SystemExit) as error:  # exit() in a pick must not end the balancer
+        except asyncio.CancelledError:
+            raise  # the request was cancelled, not the pick's fault
+        except BaseException as error:  # exit() or KeyboardInterrupt in a pick included
             self._report(where(error, self._plugin.path), describe(error), None)
             return self._fallback.pick(servers, client)
         if any(chosen is server for server in servers):
@@ -113,8 +121,8 @@ def _absolute(file: str) -> Path:
     return Path(os.path.abspath(os.path.expanduser(file)))
 
 
-def load(spec: str) -> Plugin:
-    """The class ``FILE.py:CLASS`` names, run and checked as the balancer will use it."""
+def _load(spec: str) -> Plugin:
+    """``load`` for the failures it names itself."""
     file, _, class_name = spec.rpartition(":")
     if not file or not class_name:
         raise PluginError(f"write your algorithm as {HOW}, e.g. mi_algoritmo.py:MiAlgoritmo")
@@ -137,8 +145,10 @@ def load(spec: str) -> Plugin:
     if inspect.iscoroutinefunction(cls.pick):
         raise PluginError(f"{at}: {class_name}.pick must be a plain def, not an async def")
     name = getattr(cls, "name", class_name)
-    if not isinstance(name, str) or not name.strip():
-        raise PluginError(f"{at}: {class_name}.name must be a text, not {shown(name)}")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise PluginError(
+            f"{at}: {class_name}.name must be 1 to 40 letters, digits, _ or -, not {shown(name)}"
+        )
     if name in ALGORITHMS:
         raise PluginError(
             f"{at}: {name!r} is a built-in algorithm's name; give {class_name} a name of its "
@@ -147,6 +157,18 @@ def load(spec: str) -> Plugin:
     plugin = Plugin(name, cls, path, _defined_at(cls.pick, path))
     _check_signature(plugin, plugin.instance())  # a raising constructor is found now
     return plugin
+
+
+def load(spec: str) -> Plugin:
+    """The class ``FILE.py:CLASS`` names, run and checked as the balancer will use it; any
+    failure, even of an odd class (a ``name`` property that raises), is a PluginError."""
+    try:
+        return _load(spec)
+    except PluginError:
+        raise
+    except BaseException as error:
+        path = _absolute(spec.rpartition(":")[0])
+        raise PluginError(f"{where(error, path)}: {describe(error)} while checking it") from error
 
 
 def _run(path: Path) -> ModuleType:
@@ -162,7 +184,7 @@ def _run(path: Path) -> ModuleType:
     except SyntaxError as error:
         del sys.modules[name]
         raise PluginError(f"{error.filename}:{error.lineno}: syntax error: {error.msg}") from error
-    except (Exception, SystemExit) as error:
+    except BaseException as error:
         del sys.modules[name]
         raise PluginError(f"{where(error, path)}: {describe(error)} while loading") from error
     return module
@@ -208,8 +230,14 @@ def where(error: BaseException, path: Path, defined: Any = None) -> str:
 
 
 def describe(error: BaseException) -> str:
-    """``ZeroDivisionError: division by zero``, made printable."""
-    text = str(error)
+    """``ZeroDivisionError: division by zero``, made printable and cut at ``MAX_MESSAGE``
+    characters; an error whose message cannot even be made is named by its type."""
+    try:
+        text = str(error)
+    except BaseException:
+        text = ""
+    if len(text) > MAX_MESSAGE:
+        text = text[:MAX_MESSAGE] + "..."
     return printable(f"{type(error).__name__}: {text}" if text else type(error).__name__)
 
 
