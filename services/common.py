@@ -119,6 +119,24 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
+def raise_fd_limit() -> int | None:
+    """Raise the soft limit of open files to the hard one, as HAProxy does: the balancer and
+    ``ticslab experiment`` hold a socket per connection. Returns the limit now in force; None
+    when there is none (unlimited, or Windows, which has no such limit to read)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # e.g. macOS refuses RLIM_INFINITY: keep the soft limit
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def weight_from_text(text: str) -> int | None:
     """A weight written on a command line (``3``): a whole number from 0 to ``MAX_WEIGHT``,
     or None. The balancer's ``--backend`` and ``ticslab up --weight`` both read it so."""

@@ -46,7 +46,7 @@ def experiment(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[
 def test_algorithms_show_when_each_algorithm_fits(tmp_path: Path) -> None:
     template = Path(__file__).parent.parent / "docs" / "examples" / "mi_algoritmo.py"
     _, result = experiment(
-        tmp_path, "algorithms", "--requests", "200", "--slow-ms", "150", "--ip-clients", "3",
+        tmp_path, "algorithms", "--requests", "160", "--slow-ms", "200", "--ip-clients", "6",
         "--algorithm", f"{template}:MiAlgoritmo",
     )  # fmt: skip
     assert result["scenario"] == "algorithms"
@@ -57,14 +57,16 @@ def test_algorithms_show_when_each_algorithm_fits(tmp_path: Path) -> None:
     ]  # fmt: skip
     for row in rows.values():
         assert set(row) >= {"share", "p50_ms", "p95_ms", "p99_ms", "errors"}
-        assert row["errors"] == 0 and row["requests"] == 200
+        assert row["errors"] == 0 and row["requests"] == 160 and row["algorithm_errors"] == 0
     blind = min(rows["random"]["p95_ms"], rows["round_robin"]["p95_ms"])
     assert rows["response_time"]["p95_ms"] < blind
     assert rows["least_connections"]["p95_ms"] < blind
     assert all(abs(share - 0.5) <= 0.05 for share in rows["round_robin"]["share"].values())
-    # Three client addresses, each always on one server.
-    assert set(rows["ip_hash"]["clients"]) == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
-    assert all(len(servers) == 1 for servers in rows["ip_hash"]["clients"].values())
+    # Six client addresses, each always on one server, and not all on the same one.
+    clients = rows["ip_hash"]["clients"]
+    assert set(clients) == {f"127.0.0.{n}" for n in range(2, 8)}
+    assert all(len(servers) == 1 for servers in clients.values())
+    assert {server for servers in clients.values() for server in servers} == {"server1", "server2"}
     assert rows["random"]["affinity"] < 1.0
     assert all(claim["held"] for claim in result["claims"])
 
@@ -96,11 +98,11 @@ def test_bad_settings_are_refused_before_anything_starts(
 
 def hostile_result() -> Result:
     """An algorithms result whose plugin name is markup and script."""
-    name = "<script>alert(1)</script>[bold]\x1b]0;x\x07"
+    name = "<script>alert(1)</script>[/b][bold]\x1b]0;x\x07"
     row = {
         "algorithm": name, "requests": 10, "share": {"server1": 0.5, "server2": 0.5},
         "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "errors": 0, "affinity": 0.5,
-        "clients": {"127.0.0.1": {"server1": 5, "server2": 5}},
+        "clients": {"127.0.0.1": {"server1": 5, "server2": 5}}, "algorithm_errors": 3,
     }  # fmt: skip
     return Result("algorithms", {"plugin": name}, [row], [Claim("a", "b", False)], {}, 1.0)
 
@@ -112,8 +114,11 @@ def test_reports_show_names_from_a_plugin_as_text() -> None:
     console = Console(width=120, record=True, color_system=None)
     console.print(terminal.render(result))
     text = console.export_text()
-    assert "\x1b" not in text and "\\x1b" in text and "[bold]" in text
-    assert "did not hold" in text
+    assert "\x1b" not in text
+    # As text wherever it is shown: the table, the chart and the failing pick's line.
+    assert text.count("[/b][bold]\\x1b]0;x\\x07") == 3, text
+    assert "its pick failed 3 times" in text and "did not hold" in text
+    assert "its pick failed 3 times" in page
 
 
 @pytest.mark.slow

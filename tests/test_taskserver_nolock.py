@@ -4,6 +4,7 @@ file, and leave nothing behind once the mode is back to none."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from test_balancer_helpers import TOKEN, balancer_process
 from services.common import KEYS_HEADER
 from services.taskserver import storage
 from services.taskserver.faults import NOLOCK_WARNING
-from services.taskserver.nolock import create_without_lock
-from services.taskserver.storage import TaskStore
+from services.taskserver.nolock import read_naively, write_naively
+from services.taskserver.storage import Task, TaskStore
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -189,6 +190,14 @@ def test_the_balancer_passes_the_mode_on_and_still_refuses_unknown_ones(
 # -- in one process: the store's side -------------------------------------------------------
 
 
+def create_without_lock(store: TaskStore, title: str, completed: bool) -> Task:
+    """The three steps the task server takes for a create in mode nolock."""
+    entries, task = read_naively(store, title, completed)
+    store.raise_last_id(task["id"])
+    write_naively(store, entries, task)
+    return task
+
+
 def test_a_nolock_create_keeps_the_stores_format_and_its_keys(tmp_path: Path) -> None:
     path = tmp_path / "tasks.json"
     normal = TaskStore(path, "server1")
@@ -214,3 +223,30 @@ def test_a_nolock_create_never_writes_over_a_file_that_does_not_parse(tmp_path: 
     with pytest.raises(storage.TasksFileError, match="not valid JSON"):
         create_without_lock(TaskStore(path, "server1"), "lost", completed=False)
     assert path.read_text() == '[{"id": 1, "title": "half'
+
+
+@pytest.mark.slow
+async def test_nolock_creates_waiting_for_the_lock_hold_no_thread(
+    pair: tuple[ServiceProcess, ServiceProcess],
+) -> None:
+    """Their one locked step waits in the write queue: 60 of them behind a held lock (more
+    than the thread pool's 40) leave /health answering at once."""
+    server = pair[0]
+    set_mode(server, "nolock")
+    held = httpx.post(server.url + "/admin/quiesce", json={"seconds": 8}, headers=AUTH)
+    assert held.status_code == 200, held.text
+    limits = httpx.Limits(max_connections=100)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
+        posts = [
+            asyncio.create_task(http.post("/tareas", json={"title": f"held {n}"}))
+            for n in range(60)
+        ]
+        try:
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:  # while the 60 arrive and wait
+                assert (await http.get("/health", timeout=1)).status_code == 200
+        finally:
+            await http.delete("/admin/quiesce", headers=AUTH)
+            answers = await asyncio.gather(*posts)
+    assert [answer.status_code for answer in answers] == [201] * 60
+    set_mode(server, "none")

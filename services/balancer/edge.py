@@ -8,13 +8,12 @@ the hard one (as HAProxy does) and the connection cap is lowered, if need be, to
 from __future__ import annotations
 
 import logging
-import resource
 from typing import Any
 
 from services.balancer.config import BalancerConfig
 from services.balancer.protocol import GuardedHttpProtocol, Limits
 from services.balancer.proxy import UpstreamAborted
-from services.common import serve
+from services.common import raise_fd_limit, serve
 
 # Descriptors kept for everything but client connections and their upstream ones: listening
 # sockets, health checks, logs, the Docker socket.
@@ -23,22 +22,10 @@ UNLIMITED = 1_000_000  # connections, where the descriptor limit is infinite
 log = logging.getLogger("ticslab.balancer")
 
 
-def raise_fd_limit() -> int:
-    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; returns the limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass  # e.g. macOS refuses RLIM_INFINITY: keep the soft limit
-    return soft
-
-
-def connection_cap(wanted: int | None, fd_limit: int) -> int:
+def connection_cap(wanted: int | None, fd_limit: int | None) -> int:
     """The most client connections that fit (each may hold an upstream connection too), or
-    ``wanted`` if fewer."""
-    fits = UNLIMITED if fd_limit == resource.RLIM_INFINITY else (fd_limit - RESERVED_FDS) // 2
+    ``wanted`` if fewer; ``fd_limit`` None: no limit."""
+    fits = UNLIMITED if fd_limit is None else (fd_limit - RESERVED_FDS) // 2
     return max(1, min(fits, wanted or fits))
 
 

@@ -13,11 +13,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from services.balancer.algorithms import ALGORITHMS
 from services.experiment.lab import Lab, LabError, throwaway_stack
 from services.experiment.load import Call, Outcome, failed, latency_ms, run_load, shares
 from services.experiment.result import Claim, Result
 
-BUILT_IN = ("random", "round_robin", "least_connections", "response_time", "ip_hash")
 SLOW_SERVER = "server2"
 PATH = "/api/tasks?limit=1"
 MAX_SECONDS_PER_ALGORITHM = 15.0  # the defaults take about 5 s each; a slow machine stops here
@@ -26,9 +26,9 @@ ROUND_ROBIN_TOLERANCE = 0.05  # "near 50/50": each share within 5 points
 
 @dataclass
 class Settings:
-    requests: int = 400
-    concurrency: int = 8
-    slow_ms: int = 200
+    requests: int = 300
+    concurrency: int = 4
+    slow_ms: int = 250
     ip_clients: int = 0  # 0: every call from 127.0.0.1; K: from 127.0.0.2 .. 127.0.0.(K+1)
     plugin: str | None = None  # path/to/file.py:ClassName, measured after the built-ins
 
@@ -51,12 +51,14 @@ def run(settings: Settings) -> Result:
     began = time.monotonic()
     result = Result("algorithms", vars(settings).copy())
     with throwaway_stack(algorithm=settings.plugin or "round_robin") as lab:
-        names = [*BUILT_IN, *([plugin_name(lab)] if settings.plugin else [])]
+        names = [*ALGORITHMS, *([plugin_name(lab)] if settings.plugin else [])]
         lab.set_fault(SLOW_SERVER, "latency", ms=settings.slow_ms)
         for name in names:
             lab.set_algorithm(name)
+            lab.control("POST", "/control/stats/reset")  # algorithm_errors counts this run's
             outcomes = measure(lab, settings, sources)
             result.results.append(row(name, outcomes, lab.servers, sources))
+            result.results[-1]["algorithm_errors"] = lab.status()["algorithm_errors"]
     result.claims = claims(result.results, settings)
     result.seconds = time.monotonic() - began
     return result
@@ -97,12 +99,14 @@ def row(
     name: str, outcomes: list[Outcome], servers: list[str], sources: list[str | None]
 ) -> dict[str, Any]:
     """One algorithm's numbers: shares, latency percentiles, errors, and per client address
-    where its calls went (``affinity``: the smallest fraction of a client's calls that went
-    to its most used server; 1.0 means every client always reached the same server)."""
+    where its answered calls went (``affinity``: the smallest fraction of a client's answered
+    calls that its most used server answered; 1.0: every client always reached the same
+    server)."""
     by_client: dict[str, Counter[str]] = {}
     for outcome in outcomes:
-        address = sources[outcome.call.client] or "127.0.0.1"
-        by_client.setdefault(address, Counter())[outcome.server or "none"] += 1
+        if outcome.server:
+            address = sources[outcome.call.client] or "127.0.0.1"
+            by_client.setdefault(address, Counter())[outcome.server] += 1
     affinity = min((max(c.values()) / sum(c.values()) for c in by_client.values()), default=0.0)
     return {
         "algorithm": name,

@@ -1,7 +1,8 @@
 """``ticslab experiment NAME``: run one experiment, print it, write ``--json``/``--html``.
 
 Exit status: 0 when every claim of the handout held, 3 when the run finished but some claim
-did not (the numbers are still printed and written), 1 when it could not run, 2 for bad flags.
+did not (the numbers are still printed and written), 1 when its stack could not be started or
+driven, 2 for bad flags.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def scenario(args: argparse.Namespace) -> tuple[Any, Callable[[Any], Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from services.common import raise_fd_limit
     from services.experiment import html, terminal
     from services.experiment.lab import LabError
     from services.launcher.cli import stop_signals
@@ -98,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(highlight=False)
     settings, run_scenario = scenario(args)
-    problems = settings.problems()
+    problems = settings.problems() + [
+        f"--{flag} {path}: there is no folder {path.parent}"
+        for flag, path in (("json", args.json), ("html", args.html))
+        if path is not None and not path.parent.is_dir()
+    ]
     if problems:
         print(f"ticslab experiment {args.scenario}: {'; '.join(problems)}", file=sys.stderr)
         return 2
@@ -107,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         "levantando un stack desechable en puertos libres",
         markup=False,
     )
+    raise_fd_limit()  # a race holds a connection per POST, all at once
     # A polite kill or a closed terminal unwinds like Ctrl+C: the stack and its folder go.
     leaving = [sig for sig in stop_signals() if sig != signal.SIGINT]
     previous = {sig: signal.signal(sig, leave) for sig in leaving}

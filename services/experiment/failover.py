@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from services.balancer.config import BalancerConfig
 from services.experiment.lab import Lab, throwaway_stack
 from services.experiment.load import Call, Outcome, failed, run_load
 from services.experiment.result import Claim, Result
@@ -78,7 +79,7 @@ def row(lab: Lab, name: str, outcomes: list[Outcome]) -> dict[str, Any]:
             statuses[key] = statuses.get(key, 0) + 1
     return {
         "run": name,
-        "retries": 2 if RUNS[name] is None else RUNS[name],
+        "retries": BalancerConfig().max_retries if RUNS[name] is None else RUNS[name],
         "sent": len(outcomes),
         "created": len(created),
         "failed": sum(statuses.values()),

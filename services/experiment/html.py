@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from services.experiment.result import Result
+from services.experiment.result import Result, pick_failures
 
 COLOURS = ("#1f9bb4", "#b4399f", "#d9a21b", "#3a9b3a", "#3b5fc4", "#d43f3a")
 OK, BAD = "#3a9b3a", "#d43f3a"
@@ -144,8 +144,14 @@ def _algorithms(result: Result) -> str:
         max((r["p95_ms"] for r in rows), default=1.0),
         "ms",
     )
+    failing = "".join(
+        f"<p class='failed'>✘ {escape(r['algorithm'])}: {escape(pick_failures(r))}</p>"
+        for r in rows
+        if r.get("algorithm_errors")
+    )
     return (
-        f"<h2>Results / Resultados</h2>{table}<h3>Share / Reparto</h3><p>{legend}</p>{shares}"
+        f"<h2>Results / Resultados</h2>{table}{failing}"
+        f"<h3>Share / Reparto</h3><p>{legend}</p>{shares}"
         f"<h3>p95 latency / latencia p95</h3>{p95}"
     )
 
@@ -153,9 +159,9 @@ def _algorithms(result: Result) -> str:
 def _race(result: Result) -> str:
     rows = result.results
     table = _table(
-        ["storage", "sent", "201", "stored", "lost", "ids given twice"],
-        [[r["storage"], r["sent"], r["expected"], r["stored"], r["lost"], r["duplicate_ids"]]
-         for r in rows],
+        ["storage", "sent", "201", "stored", "lost", "no 201", "ids given twice"],
+        [[r["storage"], r["sent"], r["expected"], r["stored"], r["lost"], r["unanswered"],
+          r["duplicate_ids"]] for r in rows],
     )  # fmt: skip
     chart = bars(
         [(r["storage"], [(r["stored"], OK), (r["lost"], BAD)]) for r in rows],

@@ -52,6 +52,10 @@ class Lab:
             raise LabError(f"{method} {path} answered {answer.status_code}: {answer.text[:200]}")
         return answer.json()
 
+    def status(self) -> Any:
+        """The balancer's ``/status``."""
+        return self.control("GET", "/status")
+
     def set_algorithm(self, name: str) -> None:
         self.control("PUT", "/control/algorithm", {"algorithm": name})
 

@@ -44,3 +44,12 @@ class Result:
             "series": self.series,
             "seconds": round(self.seconds, 2),
         }
+
+
+def pick_failures(row: dict[str, Any]) -> str:
+    """The sentence both reports show for a plugin whose pick failed."""
+    return (
+        f"its pick failed {row['algorithm_errors']} times, and round robin answered those "
+        f"requests (the balancer's /events say where) / su pick falló "
+        f"{row['algorithm_errors']} veces y respondió round robin"
+    )

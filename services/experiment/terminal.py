@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from services.common import printable
-from services.experiment.result import Result
+from services.experiment.result import Result, pick_failures
 
 SERVER_COLOURS = ("cyan", "magenta", "yellow", "green", "blue", "bright_red")
 BAR_WIDTH = 20
@@ -30,7 +30,7 @@ def render(result: Result) -> RenderableType:
 def _algorithms(result: Result) -> list[RenderableType]:
     servers = list(result.results[0]["share"]) if result.results else []
     title = Text(
-        "algorithms: share per server, latency in ms / algoritmos: reparto, latencia en ms",
+        "algorithms: share and latency (ms) / algoritmos: reparto y latencia (ms)",
         style="bold",
     )
     table = _table(
@@ -38,7 +38,7 @@ def _algorithms(result: Result) -> list[RenderableType]:
     )
     for row in result.results:
         table.add_row(
-            printable(row["algorithm"]),
+            Text(printable(row["algorithm"])),  # a plugin's name: text, never markup
             *(f"{row['share'][server]:.0%}" for server in servers),
             f"{row['p50_ms']:.0f}",
             f"{row['p95_ms']:.0f}",
@@ -50,7 +50,13 @@ def _algorithms(result: Result) -> list[RenderableType]:
         "errors = errores, affinity = afinidad (1.00: each client on one server / "
         "cada cliente en un servidor)"
     )
-    return [title, table, legend, Text(), _algorithm_chart(result.results, servers)]
+    failing = [_pick_failures(row) for row in result.results if row.get("algorithm_errors")]
+    return [title, table, legend, *failing, Text(), _algorithm_chart(result.results, servers)]
+
+
+def _pick_failures(row: dict[str, Any]) -> Text:
+    """A plugin whose pick failed: its row measured round robin for those requests."""
+    return Text(f"✘ {printable(row['algorithm'])}: {pick_failures(row)}", style="bold red")
 
 
 def _algorithm_chart(rows: list[dict[str, Any]], servers: list[str]) -> RenderableType:
@@ -93,6 +99,10 @@ def _race(result: Result) -> list[RenderableType]:
         "storage = almacenamiento, sent = enviadas, stored = guardadas, lost = perdidas, "
         "ids twice = ids repetidos (one id given to two tasks / un id dado a dos tareas)"
     )
+    unanswered = sum(row.get("unanswered", 0) for row in result.results)
+    if unanswered:
+        note = f"{unanswered} POSTs got no 201 (neither stored nor lost) / sin 201"
+        return [title, table, legend, Text(note, style="yellow")]
     return [title, table, legend]
 
 
@@ -121,7 +131,7 @@ def _failover(result: Result) -> list[RenderableType]:
         Text("answers over time / respuestas en el tiempo", style="bold"),
     ]
     bucket = result.series["bucket_seconds"]
-    kill_index = int(result.settings["kill_at"] / bucket)
+    kill_index = round(result.settings["kill_at"] / bucket)
     for row in result.results:
         series = result.series[row["run"]]
         lines.append(timeline_line(f"{row['run']:<11}", series["ok"], series["failed"]))

@@ -21,7 +21,8 @@ What it keeps, so that the lesson costs nothing afterwards:
   file that does not parse is never written (503, as always).
 - **No id a client was given is handed out again** once the mode is back to ``none``: the
   high-water mark (``tasks.json.lastid``) is raised under the lock before the write, the one
-  step that takes it, and normal creates take the next id above it.
+  step that takes it (through the server's write queue, so a held lock holds no thread), and
+  normal creates take the next id above it.
 """
 
 from __future__ import annotations
@@ -43,18 +44,23 @@ READ_ATTEMPTS = 3
 READ_RETRY_SECONDS = 0.002
 
 
-def create_without_lock(store: TaskStore, title: str, completed: bool) -> Task:
-    """Read the whole file, take the highest id in it + 1, append the task, write the whole
-    file back: no lock around it, so concurrent creates overwrite each other's tasks."""
-    entries = _read(store)  # 1. read everything (no lock)
-    task_id = max((entry["id"] for entry in entries), default=0) + 1  # 2. next id, as read
+def read_naively(store: TaskStore, title: str, completed: bool) -> tuple[list[Task], Task]:
+    """Steps 1 and 2 of a naive create: read the whole file (no lock), and make the task with
+    the highest id in it + 1. The caller raises ``tasks.json.lastid`` to that id, the one
+    step under the lock (queued as every write, so waiting for it holds no thread), then
+    writes the file back with ``write_naively``."""
+    entries = _read(store)
+    task_id = max((entry["id"] for entry in entries), default=0) + 1
     if task_id > MAX_TASK_ID:
         problem = f"every task id up to {MAX_TASK_ID} is used; renumber or reset it"
         raise TasksFileError(store.path, problem)
-    task = new_task(task_id, title, completed, store.server)
-    store.raise_last_id(task_id)  # so mode none never hands this id out again
-    store.replace_without_lock([*entries, task])  # 3. append, 4. write it all back (no lock)
-    return task
+    return entries, new_task(task_id, title, completed, store.server)
+
+
+def write_naively(store: TaskStore, entries: list[Task], task: Task) -> None:
+    """Steps 3 and 4: append the task to what was read and write it all back, no lock: a
+    create that read the same version meanwhile is overwritten."""
+    store.replace_without_lock([*entries, task])
 
 
 def _read(store: TaskStore) -> list[Task]:
