@@ -167,6 +167,11 @@ def test_a_weight_for_a_server_that_does_not_exist_is_refused() -> None:
     assert options.problems() == ["--weight server5: there is no server5 (server1 to server2)"]
 
 
+def test_retries_out_of_range_are_refused_before_anything_starts() -> None:
+    options = StackOptions(balancer_port=free_port(), first_server_port=free_run(2), retries=11)
+    assert options.problems() == ["--retries is 0 to 10"]
+
+
 def test_a_plugin_reaches_the_balancer_by_its_absolute_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

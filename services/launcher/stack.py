@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
+from services.balancer.config import MAX_RETRIES
 from services.balancer.plugin import absolute, choose
 from services.common import log_config
 from services.launcher.api import supervisor_app
@@ -79,6 +80,8 @@ class StackOptions:
             found.append("--servers must be at least 1")
         if self.clients < 0:
             found.append("--clients cannot be negative")
+        if self.retries is not None and not 0 <= self.retries <= MAX_RETRIES:
+            found.append(f"--retries is 0 to {MAX_RETRIES}")
         names = {f"server{number}" for number in range(1, self.servers + 1)}
         for name in sorted(self.weights.keys() - names):
             found.append(f"--weight {name}: there is no {name} (server1 to server{self.servers})")
