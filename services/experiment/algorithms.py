@@ -7,6 +7,7 @@ choice of server, not the work. Server2 carries the latency fault for the whole 
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections import Counter
@@ -89,7 +90,11 @@ def plugin_name(lab: Lab) -> str:
 
 
 def measure(lab: Lab, settings: Settings, sources: list[str | None]) -> list[Outcome]:
-    calls = [Call("GET", PATH, client=i % len(sources)) for i in range(settings.requests)]
+    """Each call from a client address drawn at random: taken in turn, with an even number
+    of clients, round robin would send each client's calls to one server and look sticky."""
+    calls = [
+        Call("GET", PATH, client=random.randrange(len(sources))) for _ in range(settings.requests)
+    ]
     return run_load(
         lab.balancer_url, calls, settings.concurrency, sources, MAX_SECONDS_PER_ALGORITHM
     )
