@@ -160,8 +160,8 @@ def test_race_loses_tasks_without_the_lock_and_none_with_it(tmp_path: Path) -> N
     _, result = experiment(tmp_path, "race")
     rows = {row["storage"]: row for row in result["results"]}
     assert rows["locked"] == {
-        "storage": "locked", "sent": 200, "expected": 200, "stored": 200, "lost": 0, "unanswered": 0,
-        "duplicate_ids": 0, "by_server": {"server1": 100, "server2": 100},
+        "storage": "locked", "sent": 200, "expected": 200, "stored": 200, "lost": 0,
+        "unanswered": 0, "duplicate_ids": 0, "by_server": {"server1": 100, "server2": 100},
     }  # fmt: skip
     unlocked = rows["unlocked"]
     assert unlocked["expected"] == 200 and unlocked["lost"] > 0
