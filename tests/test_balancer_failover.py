@@ -252,7 +252,12 @@ def sequential_shares(url: str, seconds: float) -> Counter[str]:
 @pytest.mark.slow
 def test_response_time_avoids_a_slow_server_and_comes_back_to_it_once_fixed(stack) -> None:
     """The lesson of response_time: a slow server gets little traffic, and once it is fast
-    again (its cost decays and it is tried again) the two share the traffic."""
+    again (its cost decays and it is tried again) the two share the traffic.
+
+    "Share" is each above the 10 % the slow one was held under, not near 50/50: with
+    sequential requests response_time sends each to whichever server answered faster of
+    late, and on a busy 2-core machine one of two equal servers is steadily a little faster
+    (a CI run saw 84/16)."""
     balancer, servers, _ = stack
     auth = {"Authorization": f"Bearer {HELPERS_TOKEN}"}
     switched = httpx.put(
@@ -266,7 +271,7 @@ def test_response_time_avoids_a_slow_server_and_comes_back_to_it_once_fixed(stac
     sequential_shares(balancer.url, 10)  # 0-10 s after the fix
     healed = sequential_shares(balancer.url, 5)  # 10-15 s after
     total = sum(healed.values())
-    assert all(0.25 <= healed[name] / total <= 0.75 for name in ("server1", "server2")), healed
+    assert all(healed[name] / total >= 0.10 for name in ("server1", "server2")), healed
 
 
 def test_a_server_failing_half_its_requests_stays_in_rotation_and_is_counted(stack) -> None:
