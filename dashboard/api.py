@@ -145,6 +145,11 @@ class BalancerClient:
     async def events(self, since: int | None = None) -> dict[str, Any]:
         return await self._get("/events", **({} if since is None else {"since": since}))
 
+    async def history(self, since: int | None = None) -> dict[str, Any]:
+        """Per-second samples of the balancer's last minutes (``/history``), newer than
+        ``since`` (a unix second) when given."""
+        return await self._get("/history", **({} if since is None else {"since": since}))
+
     async def tasks(self, newest: int) -> TaskList:
         """The ``newest`` tasks and the total (``X-Total-Count``). A server that does not page
         (the seed's API) answers the whole list, oldest first, without the header."""

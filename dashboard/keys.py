@@ -84,7 +84,9 @@ KEYS: tuple[Key, ...] = (
         button="btn_algorithm",
     ),
     Key("r", "reset_stats", "key_reset", write=True, show=False, button="btn_reset"),
-    Key("space", "toggle_refresh", "key_refresh_pause", short="short_refresh_pause"),
+    Key("c", "toggle_charts", "key_charts", short="short_charts"),
+    # Not in the Footer since the charts took its room at 100 columns in Spanish; in ``?``.
+    Key("space", "toggle_refresh", "key_refresh_pause", show=False, short="short_refresh_pause"),
     Key("plus,equals_sign", "refresh_rate(-1)", "key_faster", show=False, display="+"),
     Key("minus", "refresh_rate(1)", "key_slower", show=False, display="-"),
     Key("q", "quit", "key_quit"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable
 from typing import Any
 
@@ -26,8 +26,9 @@ from dashboard.poll import Poller, Snapshot, backoff_delay
 from dashboard.screens.fault import FaultScreen
 from dashboard.screens.help import HelpScreen
 from dashboard.themes import HIGH_CONTRAST
+from dashboard.widgets.charts import ChartsView
 from dashboard.widgets.controls import ControlBar
-from dashboard.widgets.panels import ErrorsPanel, EventsPanel, TasksPanel
+from dashboard.widgets.panels import EVENTS_KEPT, ErrorsPanel, EventsPanel, TasksPanel
 from dashboard.widgets.servers import ServerTable
 from dashboard.widgets.statusbar import Banner, StatusBar
 from dashboard.widgets.totals import Totals
@@ -83,6 +84,9 @@ class DashboardApp(App[int]):
         self.errors_panel = ErrorsPanel(self.t)
         self.tasks_panel = TasksPanel(self.t)
         self.events_panel = EventsPanel(self.t)
+        self.charts = ChartsView(self.t)
+        # The events the charts mark (the panel keeps its own rendered lines).
+        self.timeline: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
 
     # ---- layout ----
     def compose(self) -> ComposeResult:
@@ -96,6 +100,7 @@ class DashboardApp(App[int]):
                 yield self.errors_panel
                 yield self.tasks_panel
                 yield self.events_panel
+        yield self.charts
         if not self.read_only:
             yield ControlBar(self.t)
         yield Footer(compact=True, show_command_palette=False)
@@ -185,6 +190,22 @@ class DashboardApp(App[int]):
             self.errors_panel.show(snapshot.errors)
         self.tasks_panel.show(snapshot.tasks)
         self.events_panel.add(snapshot.new_events, snapshot.events_restarted)
+        if snapshot.events_restarted:
+            self.timeline.clear()
+        self.timeline.extend(snapshot.new_events)
+        if self.poller.charts_open and (
+            snapshot.history_changed or snapshot.history_missing or snapshot.new_events
+        ):
+            self.draw_charts(missing=snapshot.history_missing)
+
+    def draw_charts(self, missing: bool = False) -> None:
+        history = self.poller.history
+        note = None
+        if missing:
+            note = self.t("chart_no_history")
+        elif history.since is None:
+            note = self.t("chart_waiting")
+        self.charts.draw(history, history.markers(self.timeline), note)
 
     @property
     def screen_main(self) -> Screen[Any]:
@@ -388,6 +409,16 @@ class DashboardApp(App[int]):
         self.status_bar.show_refresh(self.refresh_seconds, self.refresh_paused)
         self.notify(self.t("n_refresh_rate", seconds=f"{self.refresh_seconds:g}"))
         self.poll_now()
+
+    def action_toggle_charts(self) -> None:
+        """Charts in place of the tables (or back); every key still works under them, so a
+        server stopped with ``1`` shows on the chart as it happens."""
+        shown = not self.poller.charts_open
+        self.poller.charts_open = shown
+        self.screen_main.set_class(shown, "-charts")
+        if shown:
+            self.draw_charts()
+            self.poll_now()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.t, self.read_only))

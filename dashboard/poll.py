@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dashboard.api import ApiError, BalancerClient, TaskList
+from dashboard.history import History
 
 T = TypeVar("T")
 MAX_BACKOFF = 5.0
@@ -32,6 +33,9 @@ class Snapshot:
     tasks: TaskList | None = None
     new_events: list[dict[str, Any]] = field(default_factory=list)
     events_restarted: bool = False
+    # The chart view is open: did /history bring a new second, and does the balancer keep one?
+    history_changed: bool = False
+    history_missing: bool = False
 
 
 def backoff_delay(failures: int, refresh: float) -> float:
@@ -50,12 +54,15 @@ async def optional(call: Awaitable[Any], shape: type[T]) -> T | None:
 
 
 class Poller:
-    """Fetches ``/status`` (required) plus errors, new events and tasks (best effort)."""
+    """Fetches ``/status`` (required) plus errors, new events and tasks (best effort), and
+    while the chart view is open (``charts_open``) the seconds of ``/history`` not seen yet."""
 
     def __init__(self, client: BalancerClient) -> None:
         self.client = client
         self.last_event_id: int | None = None
         self._tasks_read_at = -TASKS_EVERY
+        self.history = History()
+        self.charts_open = False
 
     async def fetch(self) -> Snapshot:
         status, errors, events = await asyncio.gather(
@@ -78,6 +85,10 @@ class Poller:
         if status.get("servers_up", 0) > 0 and now - self._tasks_read_at >= TASKS_EVERY:
             self._tasks_read_at = now
             snapshot.tasks = await optional(self.client.tasks(TASKS_SHOWN), TaskList)
+        if self.charts_open:
+            answer = await optional(self.client.history(self.history.since), dict)
+            snapshot.history_missing = answer is None and self.history.since is None
+            snapshot.history_changed = answer is not None and self.history.add(answer)
         return snapshot
 
     def _take_events(self, snapshot: Snapshot, answer: dict[str, Any] | None) -> None:

@@ -19,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
-from fixtures.dashboard.balancer import fixture_app, loaded
+from fixtures.dashboard.balancer import fixture_app, loaded, open_charts
 from textual.pilot import Pilot
 
 SIZE = (100, 30)
@@ -107,3 +107,9 @@ def test_help_screen_column_legend_in_spanish(snap_compare) -> None:
 
     app = fixture_app(lang="es")
     assert snap_compare(app, terminal_size=SIZE, run_before=open_help_at_the_legend)
+
+
+def test_chart_view(snap_compare) -> None:
+    """Five minutes of fixed history: server2 joining, server3's slow spell and its 500s,
+    server3 stopped, the algorithm switched; each event a line on the time axis."""
+    assert snap_compare(fixture_app(), terminal_size=SIZE, run_before=open_charts)

@@ -1,0 +1,179 @@
+"""The balancer's last five minutes as the chart view draws them: per-second samples from
+``/history`` and markers from the events timeline.
+
+Plain data, no Textual, so it is tested directly. Everything comes from the network: a
+sample or an event of the wrong shape is skipped, a number that is not finite counts as none.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from dashboard.format import real
+
+WINDOW_SECONDS = 300  # what the charts show
+MAX_SERVERS = 16  # lines drawn; a balancer may list more, the charts show the first ones
+MAX_ERROR_TYPES = 4  # the most frequent types get a line each, the rest one "other" line
+LABEL_LENGTH = 14  # a marker's label on the time axis
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One second: tries per server, its p95 per server (ms), errors by type, overall p95."""
+
+    t: int
+    tries: dict[str, float]
+    p95_by_server: dict[str, float]
+    errors: dict[str, int]
+    p95: float | None
+
+
+@dataclass(frozen=True)
+class Marker:
+    """An event on the time axis: ``x`` seconds from the newest sample (0 or less)."""
+
+    x: float
+    kind: str  # "down", "up", "action", "fault", "algorithm"
+    server: str
+    detail: str
+
+
+class History:
+    """The newest ``WINDOW_SECONDS`` samples, by second; ``since`` is what to ask for next."""
+
+    def __init__(self) -> None:
+        self._samples: dict[int, Sample] = {}
+        self.servers: list[str] = []
+
+    @property
+    def since(self) -> int | None:
+        return max(self._samples) if self._samples else None
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [self._samples[t] for t in sorted(self._samples)]
+
+    def add(self, answer: Any) -> bool:
+        """Take a ``/history`` answer; True when it brought a new second."""
+        if not isinstance(answer, dict):
+            return False
+        listed = answer.get("servers")
+        if isinstance(listed, list):
+            self.servers = [name for name in listed if isinstance(name, str)][:MAX_SERVERS]
+        fresh = [s for s in map(_sample, _list(answer.get("samples"))) if s is not None]
+        fresh = [s for s in fresh if s.t not in self._samples]
+        for sample in fresh:
+            self._samples[sample.t] = sample
+        if self._samples:
+            oldest = max(self._samples) - WINDOW_SECONDS
+            for t in [t for t in self._samples if t <= oldest]:
+                del self._samples[t]
+        return bool(fresh)
+
+    def xs(self) -> list[int]:
+        """Each sample's second, as seconds before the newest (so the axis ends at 0)."""
+        newest = self.since or 0
+        return [t - newest for t in sorted(self._samples)]
+
+    def tries(self, server: str) -> list[float]:
+        return [sample.tries.get(server, 0.0) for sample in self.samples]
+
+    def p95(self, server: str) -> tuple[list[int], list[float]]:
+        """The seconds in which ``server`` answered, and its p95 in each (ms)."""
+        newest = self.since or 0
+        points = [
+            (s.t - newest, s.p95_by_server[server])
+            for s in self.samples
+            if server in s.p95_by_server
+        ]
+        return [x for x, _ in points], [y for _, y in points]
+
+    def errors(self) -> dict[str, list[int]]:
+        """Errors per second by type: the most frequent types in the window, then "other"."""
+        totals: Counter[str] = Counter()
+        for sample in self.samples:
+            totals.update(sample.errors)
+        shown = [kind for kind, _ in totals.most_common(MAX_ERROR_TYPES)]
+        lines = {kind: [s.errors.get(kind, 0) for s in self.samples] for kind in shown}
+        if len(totals) > len(shown):
+            lines["other"] = [
+                sum(n for kind, n in s.errors.items() if kind not in shown) for s in self.samples
+            ]
+        return lines
+
+    def markers(self, events: Iterable[Any]) -> list[Marker]:
+        """The events of the window worth a line on the charts: a server going DOWN or UP,
+        a kill/stop/start/pause, a fault switched, the algorithm changed."""
+        newest = self.since
+        if newest is None:
+            return []
+        found = []
+        for event in events:
+            marker = _marker(event, newest)
+            if marker is not None and -WINDOW_SECONDS <= marker.x <= 1:
+                found.append(marker)
+        return found
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _sample(raw: Any) -> Sample | None:
+    if not isinstance(raw, dict) or isinstance(raw.get("t"), bool):
+        return None
+    t = raw.get("t")
+    if not isinstance(t, int):
+        return None
+    servers = raw.get("servers") if isinstance(raw.get("servers"), dict) else {}
+    tries: dict[str, float] = {}
+    p95s: dict[str, float] = {}
+    for name, numbers in list(servers.items())[:MAX_SERVERS]:
+        if isinstance(name, str) and isinstance(numbers, dict):
+            tries[name] = real(numbers.get("tries")) or 0.0
+            if (p95 := real(numbers.get("p95_ms"))) is not None:
+                p95s[name] = p95
+    errors = raw.get("errors") if isinstance(raw.get("errors"), dict) else {}
+    counted = {
+        kind: int(n)
+        for kind, value in errors.items()
+        if isinstance(kind, str) and (n := real(value)) is not None and n > 0
+    }
+    return Sample(t, tries, p95s, counted, real(raw.get("p95_ms")))
+
+
+def _marker(event: Any, newest: int) -> Marker | None:
+    if not isinstance(event, dict):
+        return None
+    when = _epoch(event.get("time"))
+    if when is None:
+        return None
+    x = when - newest
+    server = str(event.get("server") or "")[:LABEL_LENGTH]
+    kind = event.get("kind")
+    if kind == "state" and event.get("to") in ("DOWN", "UP"):
+        return Marker(x, str(event["to"]).lower(), server, "")
+    if kind == "control" and event.get("ok") is not False:
+        action = str(event.get("action") or "")
+        if action == "fault":
+            fault = event.get("fault") if isinstance(event.get("fault"), dict) else {}
+            return Marker(x, "fault", server, str(fault.get("mode") or "")[:LABEL_LENGTH])
+        if action in ("stop", "start", "kill", "restart", "pause", "unpause"):
+            return Marker(x, "action", server, action)
+    if kind == "algorithm":
+        return Marker(x, "algorithm", "", str(event.get("to") or "")[:LABEL_LENGTH])
+    return None
+
+
+def _epoch(stamp: Any) -> float | None:
+    """Unix seconds of an ISO 8601 stamp (the balancer's ``time``), or None."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,147 @@
+"""The chart view: the balancer's last five minutes (requests per server, errors by type,
+p95 latency), with a line at each event that explains a change: a server DOWN or UP, a kill,
+a fault, the algorithm switched.
+
+Drawn by plotext inside Textual (textual-plotext). A chart is rebuilt only when a new second
+of history arrives, so it costs the same at any refresh rate. Labels come from the network
+already printable (dashboard/api.py), and plotext's output is read as ANSI, never as markup.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual_plotext import PlotextPlot
+from textual_plotext.plot import Plot
+
+from dashboard.history import WINDOW_SECONDS, History, Marker
+from dashboard.i18n import Translator
+
+RGB = tuple[int, int, int]
+# A server keeps its colour (by its place in the balancer's list) in every chart.
+SERVER_COLOURS: tuple[RGB, ...] = (
+    (0, 200, 215), (215, 80, 215), (230, 190, 40), (80, 200, 80), (90, 130, 255), (255, 140, 60),
+)  # fmt: skip
+ERROR_COLOURS: tuple[RGB, ...] = ((255, 90, 90), (255, 170, 60), (230, 230, 80), (200, 120, 255))
+OTHER_COLOUR: RGB = (160, 160, 160)
+MARKER_COLOURS: dict[str, RGB] = {
+    "down": (255, 70, 70),
+    "up": (70, 210, 100),
+    "action": (255, 170, 40),
+    "fault": (200, 120, 255),
+    "algorithm": (120, 180, 255),
+}
+MINUTE_TICKS = range(-WINDOW_SECONDS, 1, 60)
+# Which markers get a label on the time axis when they are too close for two: a server going
+# DOWN or UP first, then what was done to one, then the algorithm; the newest first among
+# equals. The others keep their line.
+LABEL_PRIORITY = {"down": 0, "up": 0, "action": 1, "fault": 1, "algorithm": 2}
+# Seconds of axis a label needs (about 12 characters at 100 columns): two labels, or a label
+# and a minute tick, closer than this would overwrite each other, so one gives way.
+LABEL_ROOM = 35
+# plotext's "hd" (2x2 blocks a cell) stays legible on a projector; braille dots do not.
+MARKER = "hd"
+
+
+def server_colour(index: int) -> RGB:
+    return SERVER_COLOURS[index % len(SERVER_COLOURS)]
+
+
+class HistoryChart(PlotextPlot):
+    """One chart of the view; ``plot`` draws its lines, the rest (axis, markers) is shared."""
+
+    def __init__(self, t: Translator, title_key: str, chart_id: str) -> None:
+        super().__init__(id=chart_id, classes="chart")
+        self.t = t
+        self.title_key = title_key
+
+    def draw(self, history: History, markers: list[Marker], note: str | None = None) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        plt.title(self.t(self.title_key) if note is None else f"{self.t(self.title_key)}: {note}")
+        if note is None and history.since is not None:
+            self.plot(plt, history)
+        plt.xlim(-WINDOW_SECONDS, 0)
+        for marker in markers:
+            plt.vline(marker.x, MARKER_COLOURS[marker.kind])
+        ticks, labels = self.ticks(markers)
+        plt.xticks(ticks, labels)
+        self.refresh()
+
+    def plot(self, plt: Plot, history: History) -> None:
+        raise NotImplementedError
+
+    def ticks(self, markers: list[Marker]) -> tuple[list[float], list[str]]:
+        """Labels for the markers that have room (by ``LABEL_PRIORITY``), then the minute
+        ticks that have room beside them."""
+        labelled: list[Marker] = []
+        for marker in sorted(markers, key=lambda m: (LABEL_PRIORITY[m.kind], -m.x)):
+            if all(abs(marker.x - other.x) >= LABEL_ROOM for other in labelled):
+                labelled.append(marker)
+        ticks: list[float] = [m.x for m in labelled]
+        labels = [self.label(m) for m in labelled]
+        for tick in MINUTE_TICKS:
+            if all(abs(tick - m.x) >= LABEL_ROOM for m in labelled):
+                ticks.append(tick)
+                labels.append(self.t("chart_now") if tick == 0 else f"{tick // 60}m")
+        return ticks, labels
+
+    def label(self, marker: Marker) -> str:
+        if marker.kind == "down":
+            return f"↓{marker.server}"
+        if marker.kind == "up":
+            return f"↑{marker.server}"
+        if marker.kind == "algorithm":
+            return self.t.term("alg", marker.detail)
+        if marker.kind == "fault":
+            return f"{marker.server} {self.t.term('mode', marker.detail)}"
+        return f"{self.t.term('action', marker.detail)} {marker.server}"
+
+
+class TrafficChart(HistoryChart):
+    """Requests per second each server received (its tries: a retry counts where it went)."""
+
+    def plot(self, plt: Plot, history: History) -> None:
+        for index, server in enumerate(history.servers):
+            tries = history.tries(server)
+            plt.plot(history.xs(), tries, label=server, color=server_colour(index), marker=MARKER)
+
+
+class ErrorsChart(HistoryChart):
+    """Error answers per second by the course's type (404_NOT_FOUND, 500_INTERNAL_ERROR...)."""
+
+    def plot(self, plt: Plot, history: History) -> None:
+        for index, (kind, counts) in enumerate(history.errors().items()):
+            colour = OTHER_COLOUR if kind == "other" else ERROR_COLOURS[index % len(ERROR_COLOURS)]
+            label = self.t("chart_other") if kind == "other" else kind
+            plt.plot(history.xs(), counts, label=label, color=colour, marker=MARKER)
+
+
+class LatencyChart(HistoryChart):
+    """Each server's p95 latency per second, in ms (only the seconds it answered in)."""
+
+    def plot(self, plt: Plot, history: History) -> None:
+        for index, server in enumerate(history.servers):
+            xs, ys = history.p95(server)
+            if xs:
+                plt.plot(xs, ys, label=server, color=server_colour(index), marker=MARKER)
+
+
+class ChartsView(Vertical):
+    """The three charts, one above the other, sharing the time axis and the markers."""
+
+    def __init__(self, t: Translator) -> None:
+        super().__init__(id="charts")
+        self.t = t
+        self.charts = (
+            TrafficChart(t, "chart_requests", "chart-requests"),
+            ErrorsChart(t, "chart_errors", "chart-errors"),
+            LatencyChart(t, "chart_latency", "chart-latency"),
+        )
+
+    def compose(self) -> ComposeResult:
+        yield from self.charts
+
+    def draw(self, history: History, markers: list[Marker], note: str | None = None) -> None:
+        for chart in self.charts:
+            chart.draw(history, markers, note)

@@ -1,0 +1,173 @@
+"""The chart view: the history model on hostile and known data, the markers and their
+labels, and the view in the app (key, incremental reads, read-only, no /history)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded, open_charts, words
+
+from dashboard.history import WINDOW_SECONDS, History, Marker
+from dashboard.i18n import Translator
+from dashboard.widgets.charts import TrafficChart
+
+T0 = 1_764_670_000  # a unix second
+
+
+def sample(t: int, **fields: Any) -> dict[str, Any]:
+    return {"t": t, "servers": {"s1": {"tries": 3, "p95_ms": 2.0}}, "errors": {}, **fields}
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def test_history_keeps_the_newest_five_minutes_and_says_what_to_ask_for_next() -> None:
+    history = History()
+    assert history.since is None and history.markers([{"kind": "state"}]) == []
+    assert history.add({"servers": ["s1"], "samples": [sample(T0 + i) for i in range(400)]})
+    assert history.since == T0 + 399
+    assert len(history.samples) == WINDOW_SECONDS
+    assert history.xs()[0] == -(WINDOW_SECONDS - 1) and history.xs()[-1] == 0
+    assert not history.add({"samples": [sample(T0 + 399)]})  # nothing new
+    assert history.add({"samples": [sample(T0 + 400)]}) and history.since == T0 + 400
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None, [], "x", {"samples": "x"}, {"samples": [None, 1, "x"]},
+        {"samples": [{"t": True}, {"t": "1"}, {"t": 1.5}]},
+        {"servers": "s1", "samples": [{"t": T0, "servers": {"s1": "x"}, "errors": [1]}]},
+    ],
+)  # fmt: skip
+def test_answers_of_the_wrong_shape_are_skipped_never_fatal(answer: Any) -> None:
+    history = History()
+    history.add(answer)
+    assert history.tries("s1") in ([], [0.0])
+
+
+def test_numbers_that_are_not_finite_count_as_none() -> None:
+    history = History()
+    odd = {
+        "t": T0,
+        "servers": {"s1": {"tries": float("nan"), "p95_ms": "1"}},
+        "errors": {"404_NOT_FOUND": float("inf"), "500_INTERNAL_ERROR": -3},
+    }
+    history.add({"servers": ["s1"], "samples": [odd]})
+    assert history.tries("s1") == [0.0]
+    assert history.p95("s1") == ([], [])
+    assert history.errors() == {}
+
+
+def test_errors_get_a_line_per_frequent_type_and_one_for_the_rest() -> None:
+    history = History()
+    kinds = ["500_INTERNAL_ERROR", "404_NOT_FOUND", "400_BAD_REQUEST", "502_BAD_GATEWAY"]
+    samples = [
+        sample(T0 + i, errors={kind: i + 1 for kind in kinds} | {"503_X": 1, "504_Y": 1})
+        for i in range(3)
+    ]
+    history.add({"samples": samples})
+    lines = history.errors()
+    assert list(lines)[:4] == kinds and lines["other"] == [2, 2, 2]
+
+
+def test_markers_are_the_events_that_explain_a_change() -> None:
+    history = History()
+    history.add({"samples": [sample(T0)]})
+    events = [
+        {"kind": "state", "time": iso(T0 - 10), "server": "s1", "from": "UP", "to": "DOWN"},
+        {"kind": "state", "time": iso(T0 - 5), "server": "s1", "to": "UP"},
+        {"kind": "state", "time": iso(T0 - 5), "server": "s1", "to": "DRAIN"},  # no marker
+        {"kind": "control", "time": iso(T0 - 20), "server": "s2", "action": "kill", "ok": True},
+        {"kind": "control", "time": iso(T0 - 21), "server": "s2", "action": "kill", "ok": False},
+        {"kind": "control", "time": iso(T0 - 30), "server": "s2", "action": "fault",
+         "fault": {"mode": "latency", "ms": 300}},
+        {"kind": "algorithm", "time": iso(T0 - 40), "from": "random", "to": "round_robin"},
+        {"kind": "state", "time": iso(T0 - WINDOW_SECONDS - 5), "server": "s1", "to": "UP"},
+        {"kind": "state", "time": "yesterday", "server": "s1", "to": "UP"},
+        "not an event",
+    ]  # fmt: skip
+    assert history.markers(events) == [
+        Marker(-10, "down", "s1", ""),
+        Marker(-5, "up", "s1", ""),
+        Marker(-20, "action", "s2", "kill"),
+        Marker(-30, "fault", "s2", "latency"),
+        Marker(-40, "algorithm", "", "round_robin"),
+    ]
+
+
+def test_a_server_going_down_keeps_its_label_beside_a_newer_algorithm_change() -> None:
+    chart = TrafficChart(Translator("en"), "chart_requests", "c")
+    markers = [
+        Marker(-61, "action", "server3", "stop"),
+        Marker(-60, "down", "server3", ""),
+        Marker(-50, "algorithm", "", "round_robin"),
+        Marker(-200, "up", "server2", ""),
+    ]
+    ticks, labels = chart.ticks(markers)
+    assert labels[:2] == ["↓server3", "↑server2"]  # the stop and the algorithm: lines only
+    assert {"-1m", "-3m"}.isdisjoint(labels) and {"-5m", "-4m", "-2m", "now"} <= set(labels)
+    assert ticks[:2] == [-60, -200]
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+async def test_c_shows_the_charts_in_place_of_the_tables_and_back(read_only: bool) -> None:
+    balancer = FixtureBalancer()
+    app = fixture_app(balancer=balancer, read_only=read_only)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        assert not any(r.url.path == "/history" for r in balancer.requests)  # only when open
+        await open_charts(pilot)
+        assert app.query_one("#charts").display and not app.query_one("#body").display
+        text = words(app.query_one("#chart-requests"))
+        assert "↑server2" in text and "↓server3" in text and "now" in text
+        app.poll_now()
+        first = len(balancer.requests)
+        deadline = time.monotonic() + 10
+        while not any(r.url.path == "/history" for r in balancer.requests[first:]):
+            assert time.monotonic() < deadline
+            await pilot.pause(0.05)
+        asked = [r for r in balancer.requests if r.url.path == "/history"]
+        assert "since" not in asked[0].url.params  # the whole window first
+        assert asked[-1].url.params["since"] == str(app.poller.history.since)  # then what's new
+        await pilot.press("c")
+        await pilot.pause()
+        assert app.query_one("#body").display and not app.query_one("#charts").display
+
+
+async def test_a_balancer_without_history_says_so_on_the_charts() -> None:
+    balancer = FixtureBalancer()
+    del balancer.answers["/history"]  # answered 404
+    app = fixture_app(balancer=balancer)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("c")
+        deadline = time.monotonic() + 10
+        while "keeps no history" not in words(app.query_one("#chart-requests")):
+            assert time.monotonic() < deadline, words(app.query_one("#chart-requests"))
+            await pilot.pause(0.05)
+
+
+async def test_labels_from_the_network_are_drawn_as_text() -> None:
+    balancer = FixtureBalancer()
+    events = balancer.answers["/events"]["events"]
+    hostile = {"id": 99, "time": "2026-11-26T21:42:30.000Z", "server": "[bold]x\x1b[31m"}
+    events.append({**events[-2], **hostile})  # a server going DOWN
+    app = fixture_app(balancer=balancer)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_charts(pilot)
+        text = words(app.query_one("#chart-requests"))
+        assert "↓[bold]x\\x1b" in text
+
+
+def test_the_fixture_history_answers_since() -> None:
+    balancer = FixtureBalancer()
+    with httpx.Client(transport=balancer.transport, base_url="http://b") as client:
+        newest = balancer.answers["/history"]["samples"][-1]["t"]
+        assert client.get("/history", params={"since": newest - 3}).json()["samples"][0]["t"] == (
+            newest - 2
+        )
