@@ -214,6 +214,12 @@ class ErrorLog:
     def total(self) -> int:
         return sum(self._by_type.values())
 
+    @property
+    def by_type(self) -> dict[str, int]:
+        """Errors counted by type since start or reset, the types seen only (a copy): the
+        balancer's history takes their differences each second."""
+        return dict(self._by_type)
+
     def stats(self) -> dict[str, Any]:
         """``total_errors``, ``error_types``, ``recent_errors`` (newest first) and ``by_status``."""
         types = dict.fromkeys(COURSE_ERROR_TYPES, 0) | dict(self._by_type)

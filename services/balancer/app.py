@@ -23,15 +23,16 @@ from services.balancer.config import BalancerConfig
 from services.balancer.control import Control
 from services.balancer.discovery import DockerDiscovery
 from services.balancer.health import HealthChecker
+from services.balancer.history import History
 from services.balancer.proxy import Proxy
 from services.balancer.routes import balancer_routes
 from services.common import foreign_host_error, host_allowed, json_error
 
 
-def owned_routes(balancer: Balancer, control: Control) -> list[BaseRoute]:
+def owned_routes(balancer: Balancer, history: History, control: Control) -> list[BaseRoute]:
     """Every route the balancer answers itself; any other path is proxied to a server."""
     return [
-        *balancer_routes(balancer),
+        *balancer_routes(balancer, history),
         *control.routes(),
     ]
 
@@ -116,7 +117,8 @@ def create_app(config: BalancerConfig) -> BalancerApp:
     # Without a configured token nobody can use /control writes (the CLI always sets one).
     control = Control(balancer, config.token or secrets.token_urlsafe(24), config.driver)
     discovery = DockerDiscovery(balancer) if config.discover == "docker" else None
-    routes = owned_routes(balancer, control)
+    history = History(balancer)
+    routes = owned_routes(balancer, history, control)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -126,6 +128,8 @@ def create_app(config: BalancerConfig) -> BalancerApp:
             await proxy.start()
             started.push_async_callback(proxy.stop)
             balancer.start()
+            history.start()
+            started.push_async_callback(history.stop)
             await health.start(balancer.servers)
             started.push_async_callback(health.stop)
             await control.start()

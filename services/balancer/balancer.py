@@ -74,6 +74,7 @@ class Balancer:
         self.uptime = Uptime()
         self.requests_total = 0
         self.no_backend = 0
+        self.resets = 0  # times reset_stats zeroed the counters (history.py's deltas)
         self.rate = RateWindow()
         self.checks: Checks = NoChecks()
         self.plugin = config.plugin
@@ -356,6 +357,7 @@ class Balancer:
         self.algorithm_errors = 0
         self._reported.clear()
         self.rate = RateWindow()
+        self.resets += 1
         self.events.add("stats", None, action="reset", who=who)
 
     # Discovery -----------------------------------------------------------------------------

@@ -1,6 +1,9 @@
-"""The balancer's own endpoints: /health, /status, /errors/stats, /events, /metrics."""
+"""The balancer's own endpoints: /health, /status, /history, /errors/stats, /events,
+/metrics."""
 
 from __future__ import annotations
+
+import math
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
@@ -8,6 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from services.balancer.balancer import Balancer
+from services.balancer.history import History
 from services.balancer.metrics import exposition, registry_for
 from services.balancer.status import errors_stats, status, status_html
 from services.common import json_error
@@ -25,7 +29,24 @@ def wants_html(request: Request) -> bool:
     return "text/html" in accept and "application/json" not in accept.split(",")[0]
 
 
-def balancer_routes(balancer: Balancer) -> list[BaseRoute]:
+MAX_SINCE_CHARACTERS = 32
+
+
+def since_seconds(text: str) -> float:
+    """``/history``'s ``since``: unix seconds, a whole or decimal number from 0. ValueError
+    for anything else (not a number, inf or nan, negative, over 32 characters)."""
+    if len(text) > MAX_SINCE_CHARACTERS:
+        raise ValueError(f"since must be unix seconds; got {len(text)} characters")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"since must be unix seconds (a number), got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"since must be unix seconds (a finite number, 0 or more), got {text!r}")
+    return value
+
+
+def balancer_routes(balancer: Balancer, history: History) -> list[BaseRoute]:
     registry = registry_for(balancer)
 
     async def health(request: Request) -> JSONResponse:
@@ -42,6 +63,14 @@ def balancer_routes(balancer: Balancer) -> list[BaseRoute]:
             return json_error(400, str(error))
         data = status(balancer)
         return HTMLResponse(status_html(data)) if html else JSONResponse(data)
+
+    async def history_page(request: Request) -> JSONResponse:
+        text = request.query_params.get("since")
+        try:
+            after = None if text is None else since_seconds(text)
+        except ValueError as error:
+            return json_error(400, str(error))
+        return JSONResponse(history.payload(after))
 
     async def errors(request: Request) -> JSONResponse:
         return JSONResponse(errors_stats(balancer))
@@ -62,6 +91,7 @@ def balancer_routes(balancer: Balancer) -> list[BaseRoute]:
     return [
         Route("/health", health, methods=["GET"]),
         Route("/status", status_page, methods=["GET"]),
+        Route("/history", history_page, methods=["GET"]),
         Route("/errors/stats", errors, methods=["GET"]),
         Route("/events", events, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
