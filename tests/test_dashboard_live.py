@@ -267,3 +267,30 @@ async def test_a_hostile_title_and_path_from_the_stack_are_shown_escaped(
             "the hostile path",
         )
         assert not ACTED_ON.search("".join(tasks + errors))
+
+
+@pytest.mark.slow
+async def test_the_charts_mark_a_server_stopped_under_them(stack: ServiceProcess) -> None:
+    """On a real stack: open the charts, stop server1 with ``1`` (keys work under them), and
+    its DOWN shows as a labelled line; a second dashboard opened later draws the same
+    history (the balancer keeps it, not the dashboard)."""
+    app = dashboard(stack.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.status, "the first poll")
+        await pilot.press("c")
+        await until(pilot, lambda: len(app.poller.history.samples) >= 2, "two seconds of history")
+        await pilot.press("1")
+        await until(
+            pilot,
+            lambda: "↓server1" in " ".join(rendered(app.query_one("#chart-requests"))),
+            "the DOWN marker on the chart",
+        )
+        seen = app.poller.history.samples
+        await pilot.press("1")  # start it again: the stack is left as it was found
+        await until(pilot, lambda: state_on_screen(app, "server1") == "UP", "server1 UP")
+    late = dashboard(stack.url)
+    async with late.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: late.status, "the first poll")
+        await pilot.press("c")
+        await until(pilot, lambda: late.poller.history.samples, "the history")
+        assert late.poller.history.samples[: len(seen)] == seen
