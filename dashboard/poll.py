@@ -82,7 +82,8 @@ class Poller:
         # /tareas goes through the balancer to a task server: skip it when none is UP so
         # the dashboard does not add 503s to the error statistics the class is watching.
         now = time.monotonic()
-        if status.get("servers_up", 0) > 0 and now - self._tasks_read_at >= TASKS_EVERY:
+        tasks_due = now - self._tasks_read_at >= TASKS_EVERY and not self.charts_open
+        if status.get("servers_up", 0) > 0 and tasks_due:
             self._tasks_read_at = now
             snapshot.tasks = await optional(self.client.tasks(TASKS_SHOWN), TaskList)
         if self.charts_open:

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded, open_charts, words
 
-from dashboard.history import WINDOW_SECONDS, History, Marker
+from dashboard.history import WINDOW_SECONDS, History, Marker, thin
 from dashboard.i18n import Translator
-from dashboard.widgets.charts import TrafficChart
+from dashboard.widgets.charts import ChartsView, TrafficChart
 
 T0 = 1_764_670_000  # a unix second
 
@@ -171,3 +171,33 @@ def test_the_fixture_history_answers_since() -> None:
         assert client.get("/history", params={"since": newest - 3}).json()["samples"][0]["t"] == (
             newest - 2
         )
+
+
+def test_thin_combines_the_seconds_of_each_multiple_of_step_so_points_hold_still() -> None:
+    xs, ys = list(range(-6, 1)), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert thin(xs, ys, 1) == (xs, ys)
+    # Seconds 100..106: groups 99-101, 102-104, 105-107, each at its newest second.
+    assert thin(xs, ys, 3, origin=106) == ([-5, -2, 0], [1.5, 4.0, 6.5])
+    assert thin(xs, ys, 3, origin=106, combine=max) == ([-5, -2, 0], [2.0, 5.0, 7.0])
+    # A second later the first groups keep their values (they only move left).
+    later = thin([x - 1 for x in xs] + [0], [*ys, 8.0], 3, origin=107)
+    assert later == ([-6, -3, 0], [1.5, 4.0, 7.0])
+    assert thin([], [], 3) == ([], [])
+
+
+def test_the_charts_are_drawn_again_only_when_a_point_begins_or_a_marker_comes() -> None:
+    view = ChartsView(Translator("en"))
+    drawn: list[int] = []
+    for chart in view.charts:
+        chart.draw = lambda history, markers, note: drawn.append(1)  # type: ignore[method-assign]
+    step = view.charts[0].step()  # not laid out: the narrowest plot, 15 s a point
+    history = History()
+    start = T0 - T0 % step
+    draws = []
+    for second in range(2 * step):
+        history.add({"samples": [sample(start + second)]})
+        view.draw(history, [])
+        draws.append(len(drawn) // 3)
+    assert draws == [1] * step + [2] * step  # once at the start, once at the next point
+    view.draw(history, [Marker(0, "down", "s1", "")])  # a marker: at once
+    assert len(drawn) == 9

@@ -14,7 +14,7 @@ from textual.containers import Vertical
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
-from dashboard.history import WINDOW_SECONDS, History, Marker
+from dashboard.history import WINDOW_SECONDS, History, Marker, thin
 from dashboard.i18n import Translator
 
 RGB = tuple[int, int, int]
@@ -41,6 +41,8 @@ LABEL_PRIORITY = {"down": 0, "up": 0, "action": 1, "fault": 1, "algorithm": 2}
 LABEL_ROOM = 35
 # plotext's "hd" (2x2 blocks a cell) stays legible on a projector; braille dots do not.
 MARKER = "hd"
+# Cells of a chart's width that are not its plot (the y-axis numbers and the frame).
+AXIS_CELLS = 12
 
 
 def server_colour(index: int) -> RGB:
@@ -60,7 +62,7 @@ class HistoryChart(PlotextPlot):
         plt.clear_figure()
         plt.title(self.t(self.title_key) if note is None else f"{self.t(self.title_key)}: {note}")
         if note is None and history.since is not None:
-            self.plot(plt, history)
+            self.plot(plt, history, self.step())
         plt.xlim(-WINDOW_SECONDS, 0)
         for marker in markers:
             plt.vline(marker.x, MARKER_COLOURS[marker.kind])
@@ -68,8 +70,14 @@ class HistoryChart(PlotextPlot):
         plt.xticks(ticks, labels)
         self.refresh()
 
-    def plot(self, plt: Plot, history: History) -> None:
+    def plot(self, plt: Plot, history: History, step: int) -> None:
         raise NotImplementedError
+
+    def step(self) -> int:
+        """Seconds per point: about one point per cell of plot (a 100-column terminal draws
+        one every 3 s, a 160-column one every 2 s), which is all the cells can show."""
+        cells = max(self.size.width - AXIS_CELLS, 20)
+        return max(1, round(WINDOW_SECONDS / cells))
 
     def ticks(self, markers: list[Marker]) -> tuple[list[float], list[str]]:
         """Labels for the markers that have room (by ``LABEL_PRIORITY``), then the minute
@@ -99,30 +107,34 @@ class HistoryChart(PlotextPlot):
 
 
 class TrafficChart(HistoryChart):
-    """Requests per second each server received (its tries: a retry counts where it went)."""
+    """Requests per second each server received (its tries: a retry counts where it went),
+    averaged over the seconds a point stands for."""
 
-    def plot(self, plt: Plot, history: History) -> None:
+    def plot(self, plt: Plot, history: History, step: int) -> None:
         for index, server in enumerate(history.servers):
-            tries = history.tries(server)
-            plt.plot(history.xs(), tries, label=server, color=server_colour(index), marker=MARKER)
+            xs, ys = thin(history.xs(), history.tries(server), step, history.since or 0)
+            plt.plot(xs, ys, label=server, color=server_colour(index), marker=MARKER)
 
 
 class ErrorsChart(HistoryChart):
-    """Error answers per second by the course's type (404_NOT_FOUND, 500_INTERNAL_ERROR...)."""
+    """Error answers per second by the course's type (404_NOT_FOUND, 500_INTERNAL_ERROR...),
+    averaged over the seconds a point stands for."""
 
-    def plot(self, plt: Plot, history: History) -> None:
+    def plot(self, plt: Plot, history: History, step: int) -> None:
         for index, (kind, counts) in enumerate(history.errors().items()):
             colour = OTHER_COLOUR if kind == "other" else ERROR_COLOURS[index % len(ERROR_COLOURS)]
             label = self.t("chart_other") if kind == "other" else kind
-            plt.plot(history.xs(), counts, label=label, color=colour, marker=MARKER)
+            xs, ys = thin(history.xs(), [float(n) for n in counts], step, history.since or 0)
+            plt.plot(xs, ys, label=label, color=colour, marker=MARKER)
 
 
 class LatencyChart(HistoryChart):
     """Each server's p95 latency per second, in ms (only the seconds it answered in)."""
 
-    def plot(self, plt: Plot, history: History) -> None:
+    def plot(self, plt: Plot, history: History, step: int) -> None:
+        """A point is the slowest second's p95 among those it stands for."""
         for index, server in enumerate(history.servers):
-            xs, ys = history.p95(server)
+            xs, ys = thin(*history.p95(server), step, history.since or 0, combine=max)
             if xs:
                 plt.plot(xs, ys, label=server, color=server_colour(index), marker=MARKER)
 
@@ -133,6 +145,7 @@ class ChartsView(Vertical):
     def __init__(self, t: Translator) -> None:
         super().__init__(id="charts")
         self.t = t
+        self._drawn: tuple[object, ...] = ()
         self.charts = (
             TrafficChart(t, "chart_requests", "chart-requests"),
             ErrorsChart(t, "chart_errors", "chart-errors"),
@@ -143,5 +156,15 @@ class ChartsView(Vertical):
         yield from self.charts
 
     def draw(self, history: History, markers: list[Marker], note: str | None = None) -> None:
+        """Draw again when a point begins (every ``step`` seconds: the points' values only
+        change then), or the markers or the note change, so a marker shows at once."""
+        step = self.charts[0].step()
+        newest = history.since
+        point = None if newest is None else newest // step
+        when = [(m.x + (newest or 0), m.kind, m.server, m.detail) for m in markers]  # not x
+        drawn = (point, step, when, note)
+        if drawn == self._drawn:
+            return
+        self._drawn = drawn
         for chart in self.charts:
             chart.draw(history, markers, note)
