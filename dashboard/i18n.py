@@ -147,6 +147,8 @@ EN: dict[str, str] = {
     "chart_waiting": "waiting for the first seconds of history",
     "chart_no_history": "this balancer keeps no history (/history)",
     "key_quit": "Quit",
+    "key_next_panel": "Next panel: errors, tasks, events (under 100 columns, one at a time)",
+    "key_columns": "Server table: traffic or detail columns (under 100 columns)",
     "keyname_space": "space",
     # Footer words (short: the footer must fit 100 columns).
     "short_toggle_n": "Start/stop",
@@ -156,6 +158,8 @@ EN: dict[str, str] = {
     "short_weight": "Weight",
     "short_algorithm": "Algorithm",
     "short_refresh_pause": "Pause",
+    "short_next_panel": "Next panel",
+    "short_columns": "Columns",
     # Buttons.
     "btn_toggle": "Start/stop",
     "btn_kill": "Kill",
@@ -355,6 +359,10 @@ ES: dict[str, str] = {
     "chart_waiting": "esperando los primeros segundos de historia",
     "chart_no_history": "este balanceador no guarda historia (/history)",
     "key_quit": "Salir",
+    "key_next_panel": "Panel siguiente: errores, tareas, eventos (con menos de 100 columnas, "
+    "uno a la vez)",
+    "key_columns": "Tabla de servidores: columnas de tráfico o de detalle (con menos de 100 "
+    "columnas)",
     "keyname_space": "espacio",
     "short_toggle_n": "Iniciar/detener",
     "short_kill": "Matar",
@@ -363,6 +371,8 @@ ES: dict[str, str] = {
     "short_weight": "Peso",
     "short_algorithm": "Algoritmo",
     "short_refresh_pause": "Pausa",
+    "short_next_panel": "Otro panel",
+    "short_columns": "Columnas",
     "btn_toggle": "Iniciar/detener",
     "btn_kill": "Matar",
     "btn_pause": "Congelar",

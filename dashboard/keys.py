@@ -22,6 +22,8 @@ class Key:
     display: str | None = None
     short: str | None = None  # i18n key of the Footer's word; the full text when None
     button: str | None = None  # i18n key of its button's label; no button when None
+    narrow: bool = False  # only under 100 columns (the ``-narrow`` layout): elsewhere refused
+    # and not in the Footer, which has no cell to spare at 100 columns
 
     @property
     def action_name(self) -> str:
@@ -33,6 +35,9 @@ class Key:
 # screen (``?``) gives the full descriptions.
 KEYS: tuple[Key, ...] = (
     Key("question_mark", "help", "key_help", display="?"),
+    # Right after ``?``, so that at 80 columns the Footer shows them before it runs out.
+    Key("v", "next_panel", "key_next_panel", short="short_next_panel", narrow=True),
+    Key("w", "switch_columns", "key_columns", short="short_columns", narrow=True),
     *(
         Key(
             str(n),
@@ -100,3 +105,4 @@ def key_label(key: Key, t: Translator) -> str:
 
 
 WRITE_ACTIONS: frozenset[str] = frozenset(key.action_name for key in KEYS if key.write)
+NARROW_ACTIONS: frozenset[str] = frozenset(key.action_name for key in KEYS if key.narrow)

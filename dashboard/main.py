@@ -7,12 +7,12 @@ import contextlib
 import sys
 from collections import defaultdict, deque
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from textual import work
 from textual.app import App, ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Vertical
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header
@@ -20,7 +20,7 @@ from textual.widgets import Footer, Header
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
 from dashboard.format import safe_url
 from dashboard.i18n import Translator
-from dashboard.keys import KEYS, WRITE_ACTIONS, key_label
+from dashboard.keys import KEYS, NARROW_ACTIONS, WRITE_ACTIONS, key_label
 from dashboard.options import CONTRAST_THEME, Options, parse_options
 from dashboard.poll import Poller, Snapshot, backoff_delay
 from dashboard.screens.fault import FaultScreen
@@ -28,7 +28,7 @@ from dashboard.screens.help import HelpScreen
 from dashboard.themes import HIGH_CONTRAST
 from dashboard.widgets.charts import ChartsView
 from dashboard.widgets.controls import ControlBar
-from dashboard.widgets.panels import EVENTS_KEPT, ErrorsPanel, EventsPanel, TasksPanel
+from dashboard.widgets.panels import EVENTS_KEPT, ErrorsPanel, EventsPanel, Panels, TasksPanel
 from dashboard.widgets.servers import ServerTable
 from dashboard.widgets.statusbar import Banner, StatusBar
 from dashboard.widgets.totals import Totals
@@ -36,12 +36,25 @@ from services.common import MAX_WEIGHT
 
 REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 DEFAULT_THEME = "textual-dark"
+# The size classes dashboard.tcss and the widgets read. Everything fits 100x30; under 100
+# columns (a student's 80x24 laptop) the table shows the columns that matter first and the
+# panels come one at a time; under 30 rows the header goes and the totals take one line.
+NARROW_BELOW = 100
+SHORT_BELOW = 30
 
 
 class DashboardApp(App[int]):
     """Shows the balancer's ``/status``, ``/errors/stats``, ``/events`` and ``/tareas``."""
 
     CSS_PATH = "dashboard.tcss"
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-narrow"),
+        (NARROW_BELOW, "-wide"),
+    ]
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-short"),
+        (SHORT_BELOW, "-tall"),
+    ]
 
     def __init__(
         self,
@@ -87,6 +100,8 @@ class DashboardApp(App[int]):
         self.charts = ChartsView(self.t)
         # The events the charts mark (the panel keeps its own rendered lines).
         self.timeline: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
+        # One at a time under 100 columns, the events first: they say what just happened.
+        self.panels = Panels(self.errors_panel, self.tasks_panel, self.events_panel, current=2)
 
     # ---- layout ----
     def compose(self) -> ComposeResult:
@@ -96,10 +111,7 @@ class DashboardApp(App[int]):
         yield self.totals
         with Vertical(id="body"):
             yield self.servers
-            with Horizontal(id="panels"):
-                yield self.errors_panel
-                yield self.tasks_panel
-                yield self.events_panel
+            yield self.panels
         yield self.charts
         if not self.read_only:
             yield ControlBar(self.t)
@@ -216,8 +228,10 @@ class DashboardApp(App[int]):
         """The main screen, even while a modal screen is on top of it."""
         return self.servers.screen
 
-    # ---- read-only: the one guard for every control key and button ----
+    # ---- the one guard for every key and button: read-only, and the small-screen keys ----
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in NARROW_ACTIONS:
+            return self.screen_main.has_class("-narrow")
         return not (self.read_only and action in WRITE_ACTIONS)
 
     # ---- control actions (each runs in a worker, so the UI never waits) ----
@@ -423,6 +437,12 @@ class DashboardApp(App[int]):
         if shown:
             self.draw_charts()
             self.poll_now()
+
+    def action_next_panel(self) -> None:
+        self.panels.show_next()
+
+    def action_switch_columns(self) -> None:
+        self.servers.toggle_details()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.t, self.read_only))

@@ -23,6 +23,8 @@ from fixtures.dashboard.balancer import fixture_app, loaded, open_charts
 from textual.pilot import Pilot
 
 SIZE = (100, 30)
+LAPTOP = (80, 24)  # a student's default terminal (docs/dashboard.md, "Small terminals")
+PROJECTOR = (160, 45)
 PINS = Path(__file__).resolve().parents[1] / ".ci" / "constraints-snapshots.txt"
 
 
@@ -109,7 +111,38 @@ def test_help_screen_column_legend_in_spanish(snap_compare) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=open_help_at_the_legend)
 
 
+def test_laptop_80x24(snap_compare) -> None:
+    """The traffic columns with no sideways scrolling, the events panel alone, totals in a line."""
+    assert snap_compare(fixture_app(), terminal_size=LAPTOP, run_before=loaded)
+
+
+def test_laptop_80x24_details_and_errors_read_only_in_spanish(snap_compare) -> None:
+    """After ``w`` and ``v``: the detail columns and the errors panel, full width."""
+
+    async def details_and_errors(pilot: Pilot) -> None:
+        await loaded(pilot)
+        await pilot.press("w", "v")
+        await pilot.pause()
+
+    app = fixture_app(token=None, read_only=True, lang="es")
+    assert snap_compare(app, terminal_size=LAPTOP, run_before=details_and_errors)
+
+
+def test_projector_160x45_read_only(snap_compare) -> None:
+    app = fixture_app(token=None, read_only=True)
+    assert snap_compare(app, terminal_size=PROJECTOR, run_before=loaded)
+
+
 def test_chart_view(snap_compare) -> None:
     """Five minutes of fixed history: server2 joining, server3's slow spell and its 500s,
     server3 stopped, the algorithm switched; each event a line on the time axis."""
     assert snap_compare(fixture_app(), terminal_size=SIZE, run_before=open_charts)
+
+
+def test_chart_view_on_the_projector_in_spanish(snap_compare) -> None:
+    app = fixture_app(token=None, read_only=True, lang="es")
+    assert snap_compare(app, terminal_size=PROJECTOR, run_before=open_charts)
+
+
+def test_chart_view_on_a_laptop(snap_compare) -> None:
+    assert snap_compare(fixture_app(), terminal_size=LAPTOP, run_before=open_charts)

@@ -1,14 +1,23 @@
 """The three panels under the server table: errors, tasks and the events timeline.
 
+Side by side from 100 columns up; under that (the ``-narrow`` class) one at a time, full
+width, the next one a key away (``v``): side by side at 80 columns the errors and tasks
+panels would be 20 cells wide, mostly ellipses.
+
 Their text comes from the network already ``printable`` (dashboard/api.py) and is only ever
 appended to ``Text``, never parsed as markup: a title ``[/oops]`` is shown as written.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.events import Resize
+from textual.widget import Widget
 from textual.widgets import RichLog, Static
 
 from dashboard import format as fmt
@@ -115,17 +124,30 @@ class EventsPanel(RichLog):
         )
         self.t = t
         self.border_title = t("events_title")
+        # Lines that came while the panel was hidden (under 100 columns, another panel shown).
+        self._pending: deque[Text] = deque(maxlen=EVENTS_KEPT)
 
     def on_mount(self) -> None:
         # Stay on the newest event when the panel shrinks (the disconnected banner, a
         # smaller terminal), until the user scrolls up to read older ones.
         self.anchor()
 
+    def on_resize(self, event: Resize) -> None:
+        self._write_pending()
+
     def add(self, events: list[dict[str, Any]], restarted: bool = False) -> None:
         if restarted:
             self.clear()
-        for event in events:
-            self.write(self.render_event(event))
+            self._pending.clear()
+        self._pending.extend(self.render_event(event) for event in events)
+        self._write_pending()
+
+    def _write_pending(self) -> None:
+        """A line is wrapped at the width the log has when it is written, and a hidden
+        panel has none (it would be cut every 20 cells): hidden, the lines wait."""
+        if self.scrollable_content_region.width:
+            while self._pending:
+                self.write(self._pending.popleft())
 
     def render_event(self, event: dict[str, Any]) -> Text:
         values = {
@@ -192,3 +214,29 @@ class EventsPanel(RichLog):
             "failure": "bold red",
         }
         return styles.get(str(kind), "")
+
+
+class Panels(Horizontal):
+    """Holds the three panels and which one is shown when only one fits (``-current``)."""
+
+    def __init__(self, *panels: Widget, current: int) -> None:
+        super().__init__(id="panels")
+        self.panels = panels
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        yield from self.panels
+
+    def on_mount(self) -> None:
+        self.panels[self.current].add_class("-current")
+
+    def on_resize(self, event: Resize) -> None:
+        # The panel and column keys are in the Footer only under 100 columns: the screen's
+        # size class has just been set, so let the Footer ask again.
+        self.refresh_bindings()
+
+    def show_next(self) -> None:
+        """Show the next panel (under 100 columns, where only one is shown)."""
+        self.panels[self.current].remove_class("-current")
+        self.current = (self.current + 1) % len(self.panels)
+        self.panels[self.current].add_class("-current")

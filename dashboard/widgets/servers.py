@@ -1,6 +1,10 @@
 """The server table: one row per server, updated cell by cell as values change.
 
 A ``str`` cell would be read as markup, so a cell holding a server's name is ``Text``.
+
+Every column fits 100 columns (16 servers, Spanish titles). On a narrower screen (the
+``-narrow`` class, see ``DashboardApp.HORIZONTAL_BREAKPOINTS``) the table shows either the
+columns that matter first or the details (``w``), so it never scrolls sideways at 80 columns.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ WIDTHS: dict[str, int] = {
     "errors": 11,
     "check": 5,
 }
+# Under 100 columns: what the lesson is watching (where the traffic goes, how fast, how well
+# answered), or, after ``w``, what is left (about 60 cells).
+TRAFFIC_COLUMNS = ("server", "state", "share", "rps", "busy", "latency", "responses")
+DETAIL_COLUMNS = ("server", "state", "since", "weight", "responses", "errors", "check")
 GAP = 1  # cells between columns (the table's own padding is 0: two cells each is too wide)
 SCROLLBAR = 1
 # The traffic share is the lesson: its bar gets every spare cell, up to 30. With 16 servers at
@@ -109,6 +117,8 @@ class ServerTable(DataTable):
         self._cells: dict[str, dict[str, Text | str]] = {}
         self._history: dict[str, deque[float]] = {}
         self._bar = MIN_BAR
+        self._columns: tuple[str, ...] = ()
+        self.details = False  # under 100 columns: the detail columns instead of the traffic ones
 
     @property
     def selected_server(self) -> str | None:
@@ -128,8 +138,23 @@ class ServerTable(DataTable):
         self._draw()
 
     def on_resize(self, event: events.Resize) -> None:
-        if self._servers and self.bar_width() != self._bar:
+        if self._servers and self.column_layout() != (self._columns, self._bar):
             self._draw()
+
+    def toggle_details(self) -> None:
+        """Under 100 columns: the detail columns instead of the traffic ones, or back."""
+        self.details = not self.details
+        self._draw()
+
+    def column_layout(self) -> tuple[tuple[str, ...], int]:
+        """The columns shown and the share bar's width, as the screen's size allows."""
+        return self.visible_columns(), self.bar_width()
+
+    def visible_columns(self) -> tuple[str, ...]:
+        """Every column from 100 columns up; under that, the traffic or the detail ones."""
+        if not self.screen.has_class("-narrow"):
+            return tuple(WIDTHS)
+        return DETAIL_COLUMNS if self.details else TRAFFIC_COLUMNS
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """Move the ``▶`` to the selected row (two cells change, nothing else)."""
@@ -138,17 +163,19 @@ class ServerTable(DataTable):
 
     def bar_width(self) -> int:
         """The widest share bar the table's width allows, within MIN_BAR..MAX_BAR."""
-        columns = self.column_widths(MIN_BAR)
+        columns = self.column_widths(MIN_BAR, self.visible_columns())
         used = sum(width for key, (_, width) in columns.items() if key != "share")
         used += PERCENT + GAP
         return min(max(self.size.width - SCROLLBAR - used, MIN_BAR), MAX_BAR)
 
-    def column_widths(self, bar: int) -> dict[str, tuple[str, int]]:
-        """Column key -> (header, width including the gap after it) for a bar of ``bar``."""
+    def column_widths(self, bar: int, keys: tuple[str, ...]) -> dict[str, tuple[str, int]]:
+        """Column key -> (header, width including the gap after it) for the columns ``keys``
+        with a bar of ``bar``."""
         names = [str(server.get("name")) for server in self._servers]
         content = dict(WIDTHS, share=bar + PERCENT)
         content["server"] = max([len(f"{MARK} 1 {name}") for name in names] + [WIDTHS["server"]])
-        last = list(content)[-1]
+        content = {key: content[key] for key in keys}
+        last = keys[-1]
         columns = {}
         for key, width in content.items():
             label = self.t(f"col_{key}")
@@ -158,14 +185,14 @@ class ServerTable(DataTable):
         return columns
 
     def _draw(self) -> None:
-        bar = self.bar_width()
+        columns, bar = self.column_layout()
         names = [str(server.get("name")) for server in self._servers]
-        rows = {
-            name: self.cells(index, server, bar)
-            for index, (name, server) in enumerate(zip(names, self._servers, strict=True), 1)
-        }
-        if names != list(self._cells) or bar != self._bar:
-            self._bar = bar
+        rows = {}
+        for index, (name, server) in enumerate(zip(names, self._servers, strict=True), 1):
+            cells = self.cells(index, server, bar)
+            rows[name] = {key: cells[key] for key in columns}
+        if names != list(self._cells) or (columns, bar) != (self._columns, self._bar):
+            self._columns, self._bar = columns, bar
             self._rebuild(rows)
             return
         for name, cells in rows.items():
@@ -178,10 +205,10 @@ class ServerTable(DataTable):
             self.update_cell(name, column, value)
 
     def _rebuild(self, rows: dict[str, dict[str, Text | str]]) -> None:
-        """Only when servers appear or disappear, or the bar's width changes."""
+        """Only when servers appear or disappear, or the columns or the bar's width change."""
         cursor = self.cursor_row
         self.clear(columns=True)
-        for key, (label, width) in self.column_widths(self._bar).items():
+        for key, (label, width) in self.column_widths(self._bar, self._columns).items():
             self.add_column(label, width=width, key=key)
         for name, cells in rows.items():
             self.add_row(*cells.values(), key=name)

@@ -10,7 +10,9 @@ from dashboard.i18n import Translator
 
 
 class Total(Horizontal):
-    """A label beside a ``Digits``; the digits are redrawn only when the value changes."""
+    """A label beside a ``Digits``; the digits are redrawn only when the value changes.
+
+    Under 30 rows (the ``-short`` class) the value is plain text on one line instead."""
 
     def __init__(self, label: str, id: str) -> None:
         super().__init__(id=id, classes="total")
@@ -19,11 +21,13 @@ class Total(Horizontal):
     def compose(self) -> ComposeResult:
         yield Label(self._label, classes="total-label")
         yield Digits("-")
+        yield Label("-", classes="total-value")
 
     def show(self, value: str) -> None:
         digits = self.query_one(Digits)
         if digits.value != value:
             digits.update(value)
+            self.query_one(".total-value", Label).update(value)
 
 
 class Totals(Horizontal):
