@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = (
@@ -139,10 +140,15 @@ class Chromium:
         if self._http is not None:
             await self._http.close()
         if self.proc is not None and self.proc.poll() is None:
+            # Its helpers (renderer, network service) outlive it a moment, writing the profile.
+            helpers = psutil.Process(self.proc.pid).children(recursive=True)
             self.proc.terminate()
             try:
                 await asyncio.to_thread(self.proc.wait, 10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 await asyncio.to_thread(self.proc.wait)
+            _, left = await asyncio.to_thread(psutil.wait_procs, helpers, 10)
+            for helper in left:
+                helper.kill()
         shutil.rmtree(self.profile, ignore_errors=True)
