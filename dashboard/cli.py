@@ -1,22 +1,54 @@
-"""``ticslab dashboard`` and ``open_dashboard()``, the entry point ``ticslab demo`` calls."""
+"""``ticslab dashboard``, ``open_dashboard()`` (what ``ticslab demo`` opens) and
+``serve_web()`` (what ``--web`` serves)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
+from dashboard import web
+from dashboard.format import safe_url
 from dashboard.main import DashboardApp
 from dashboard.options import Options, options_from_args, resolve_options
 from dashboard.options import add_arguments as add_options
+from services.common import printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The same flags as ``python -m dashboard`` and ``textual run dashboard``."""
+    """The same flags as ``python -m dashboard`` and ``textual run dashboard``, and ``--web``."""
     add_options(parser)
+    group = parser.add_argument_group("in a browser / en un navegador")
+    group.add_argument(
+        "--web",
+        action="store_true",
+        help="serve the dashboard to browsers instead (one dashboard process per tab); "
+        "read-only unless --token or TICSLAB_TOKEN is given",
+    )
+    group.add_argument(
+        "--host",
+        metavar="ADDRESS",
+        help=f"address the page listens on (default {web.DEFAULT_HOST}: this machine only)",
+    )
+    group.add_argument(
+        "--port", type=web.port_number, help=f"port of the page (default {web.DEFAULT_PORT})"
+    )
+    group.add_argument(
+        "--allow-remote-control", action="store_true", help=web.REMOTE_CONTROL_HELP.format("--host")
+    )
+    # Given by the web server to each tab's dashboard, which then ends with that server.
+    parser.add_argument("--served-by", type=int, metavar="PID", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
     """``ticslab dashboard ...``."""
+    if args.served_by is not None:
+        web.follow_server(args.served_by)
+    if args.web:
+        return run_web(args)
+    if args.host or args.port or args.allow_remote_control:
+        print("--host, --port and --allow-remote-control go with --web", file=sys.stderr)
+        return 2
     return run_options(options_from_args(args))
 
 
@@ -33,3 +65,42 @@ def open_dashboard(url: str, token: str | None = None, **options: Any) -> int:
     Without ``token`` the token file is tried; with no token at all it opens read-only.
     """
     return run_options(resolve_options(url, token, **options))
+
+
+def run_web(args: argparse.Namespace) -> int:
+    """``ticslab dashboard --web``: control only with a token given (never the token file)."""
+    web_options = web.web_options(
+        args.url,
+        args.token,
+        host=args.host or web.DEFAULT_HOST,
+        port=args.port or web.DEFAULT_PORT,
+        read_only=args.read_only,
+        allow_remote_control=args.allow_remote_control,
+        refresh=args.refresh,
+        lang=args.lang,
+        theme=args.theme,
+    )
+    problems = web.problems(web_options)
+    if problems:
+        print(printable("; ".join(problems)), file=sys.stderr)
+        return 1
+    balancer = printable(safe_url(web_options.dashboard.url))
+    header = f"ticslab dashboard: {balancer} in a browser / en un navegador"
+    entry = f"  dashboard  {web.banner_entry(web_options)}"
+    return serve_web(web_options, [header, entry, "Ctrl+C stops it / Ctrl+C lo detiene."])
+
+
+def serve_web(web_options: web.WebOptions, banner: list[str]) -> int:
+    """Say who else can open the page, print ``banner``, serve until Ctrl+C; 0, or 1 when the
+    page could not be served. Check ``web.problems`` first."""
+    from dashboard.web_server import serve
+
+    for line in web.exposure_warning(web_options):
+        print(printable(line), file=sys.stderr)
+    print("\n".join(printable(line) for line in banner), flush=True)
+    try:
+        serve(web_options)
+    except OSError as error:
+        print(printable(f"could not serve the dashboard: {error}"), file=sys.stderr)
+        return 1
+    return 0

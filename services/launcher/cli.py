@@ -114,8 +114,9 @@ def stack_token(args: argparse.Namespace, options: StackOptions) -> tuple[str, P
     return token, write_token_file(token, default_token_file(options.balancer_url))
 
 
-def banner(options: StackOptions, token_path: Path) -> str:
-    """What is where, in English and Spanish."""
+def banner(options: StackOptions, token_path: Path, dashboard: str | None = None) -> str:
+    """What is where, in English and Spanish; ``dashboard`` is what its line says (``ticslab
+    demo --web``: the page's address), else the command that opens it."""
     lines = [
         f"ticslab up: balancer + {count(options.servers, 'task server')}"
         f" + {count(options.clients, 'client')}",
@@ -128,7 +129,7 @@ def banner(options: StackOptions, token_path: Path) -> str:
     lines += [
         f"  tasks      {options.tasks_file}",
         f"  token      {token_path}  (Authorization: Bearer $(cat {token_path}))",
-        f"  dashboard  ticslab dashboard --url {options.balancer_url}",
+        f"  dashboard  {dashboard or f'ticslab dashboard --url {options.balancer_url}'}",
     ]
     return "\n".join(lines)
 

@@ -1,7 +1,9 @@
-"""``ticslab demo``: ``ticslab up`` plus the dashboard in the same terminal.
+"""``ticslab demo``: ``ticslab up`` plus the dashboard in the same terminal, or (``--web``)
+served to browsers.
 
-The dashboard owns the terminal, so the processes' logs go to files under DATA_DIR/logs.
-Quitting the dashboard stops the stack.
+The dashboard owns the terminal, so the processes' logs go to files under DATA_DIR/logs (with
+``--web`` too: the terminal keeps the banner). Quitting the dashboard, or Ctrl+C with
+``--web``, stops the stack.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from types import FrameType
 
 from rich.console import Console
 
+from dashboard import web
 from services.launcher import cli as up
 from services.launcher.logs import FileLogs
 from services.launcher.stack import Stack, StartError
@@ -23,14 +26,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     up.add_arguments(parser)
     add_display_arguments(parser)  # --read-only, --refresh, --lang, --theme
+    group = parser.add_argument_group("in a browser / en un navegador")
+    group.add_argument(
+        "--web",
+        action="store_true",
+        help="serve the dashboard to browsers instead of opening it here; on loopback its "
+        "keys control the stack",
+    )
+    group.add_argument(
+        "--web-host",
+        metavar="ADDRESS",
+        help=f"address the page listens on (default {web.DEFAULT_HOST}: this machine only)",
+    )
+    group.add_argument(
+        "--web-port",
+        type=web.port_number,
+        metavar="PORT",
+        help=f"port of the page (default {web.DEFAULT_PORT})",
+    )
+    group.add_argument(
+        "--allow-remote-control",
+        action="store_true",
+        help=web.REMOTE_CONTROL_HELP.format("--web-host"),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from dashboard.cli import open_dashboard
+    from dashboard.cli import open_dashboard, serve_web
 
     console = Console(highlight=False, soft_wrap=True)
+    if not args.web and (args.web_host or args.web_port or args.allow_remote_control):
+        console.print("--web-host, --web-port and --allow-remote-control go with --web")
+        return 2
     options = up.options_from_args(args)
-    token, _ = up.stack_token(args, options)
+    token, token_path = up.stack_token(args, options)
+    web_options = None
+    if args.web:
+        web_options = web.web_options(
+            options.balancer_url,
+            token,
+            host=args.web_host or web.DEFAULT_HOST,
+            port=args.web_port or web.DEFAULT_PORT,
+            read_only=args.read_only,
+            allow_remote_control=args.allow_remote_control,
+            refresh=args.refresh,
+            lang=args.lang,
+            theme=args.theme,
+        )
+        problems = web.problems(web_options, "--web-host")
+        if problems:  # before anything starts; --web-host is the user's words: not markup
+            console.print(f"could not serve the dashboard: {'; '.join(problems)}", markup=False)
+            return 1
     log_dir = options.data_dir / "logs"
     logs = FileLogs(log_dir)
     console.print(f"starting the stack; logs go to {log_dir}/ / registros en {log_dir}/")
@@ -45,14 +91,19 @@ def run(args: argparse.Namespace) -> int:
     leaving = [sig for sig in up.stop_signals() if sig != signal.SIGINT]  # Ctrl+C: a key there
     previous = {sig: signal.signal(sig, leave) for sig in leaving}
     try:
-        code = open_dashboard(
-            options.balancer_url,
-            token,
-            read_only=args.read_only,
-            refresh=args.refresh,
-            lang=args.lang,
-            theme=args.theme,
-        )
+        if web_options is not None:
+            banner = up.banner(options, token_path, web.banner_entry(web_options))
+            stop = "Ctrl+C stops everything / Ctrl+C detiene todo."
+            code = serve_web(web_options, [*banner.splitlines(), stop])
+        else:
+            code = open_dashboard(
+                options.balancer_url,
+                token,
+                read_only=args.read_only,
+                refresh=args.refresh,
+                lang=args.lang,
+                theme=args.theme,
+            )
     finally:
         stack.stop()
         logs.close()
