@@ -74,7 +74,10 @@ def losses(answers: list[httpx.Response], path: Path, before: int = 0) -> int:
     return len(answers) - len(kept)
 
 
-@pytest.mark.parametrize("mode", ["nolock", "none"])
+@pytest.mark.parametrize(
+    "mode",
+    ["nolock", pytest.param("none", marks=pytest.mark.slow)],  # none: as every write test
+)
 async def test_two_servers_on_one_file_lose_tasks_only_without_the_lock(
     pair: tuple[ServiceProcess, ServiceProcess], tmp_path: Path, mode: str
 ) -> None:
