@@ -20,17 +20,20 @@ WINDOW_SECONDS = 300  # what the charts show
 MAX_SERVERS = 16  # lines drawn; a balancer may list more, the charts show the first ones
 MAX_ERROR_TYPES = 4  # the most frequent types get a line each, the rest one "other" line
 LABEL_LENGTH = 14  # a marker's label on the time axis
+# Numbers beyond these are a misbehaving balancer's: cut, so the chart never overflows.
+MAX_COUNT = 1e9
+MAX_MS = 1e7
+CLOCK_STEP_SECONDS = 5  # the balancer's "now" this far behind the newest sample: clock stepped back
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One second: tries per server, its p95 per server (ms), errors by type, overall p95."""
+    """One second: tries per server, its p95 per server (ms), errors by type."""
 
     t: int
     tries: dict[str, float]
     p95_by_server: dict[str, float]
     errors: dict[str, int]
-    p95: float | None
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class History:
 
     def __init__(self) -> None:
         self._samples: dict[int, Sample] = {}
-        self.servers: list[str] = []
+        self.servers: list[str] = []  # drawn: the balancer's, then any gone but in the window
+        self._colours: dict[str, int] = {}  # a server's colour, kept from when it was first seen
 
     @property
     def since(self) -> int | None:
@@ -59,12 +63,14 @@ class History:
         return [self._samples[t] for t in sorted(self._samples)]
 
     def add(self, answer: Any) -> bool:
-        """Take a ``/history`` answer; True when it brought a new second."""
+        """Take a ``/history`` answer; True when it brought a new second (or, the balancer's
+        clock having stepped back, emptied the history so the next read starts again)."""
         if not isinstance(answer, dict):
             return False
-        listed = answer.get("servers")
-        if isinstance(listed, list):
-            self.servers = [name for name in listed if isinstance(name, str)][:MAX_SERVERS]
+        now = real(answer.get("now"))
+        if now is not None and self.since is not None and now < self.since - CLOCK_STEP_SECONDS:
+            self._samples.clear()
+            return True
         fresh = [s for s in map(_sample, _list(answer.get("samples"))) if s is not None]
         fresh = [s for s in fresh if s.t not in self._samples]
         for sample in fresh:
@@ -73,7 +79,27 @@ class History:
             oldest = max(self._samples) - WINDOW_SECONDS
             for t in [t for t in self._samples if t <= oldest]:
                 del self._samples[t]
+        listed = answer.get("servers")
+        self._name_servers(listed if isinstance(listed, list) else [])
         return bool(fresh)
+
+    def colour(self, server: str) -> int:
+        """The server's colour number: the same for as long as it is drawn."""
+        return self._colours.get(server, 0)
+
+    def _name_servers(self, listed: list[Any]) -> None:
+        """The balancer's servers first, then those gone that still have seconds in the
+        window (a server removed by discovery keeps its line until it scrolls off)."""
+        in_window = {name for sample in self._samples.values() for name in sample.tries}
+        names = [name for name in listed if isinstance(name, str)]
+        names += sorted(in_window - set(names))
+        self.servers = names[:MAX_SERVERS]
+        for name in [n for n in self._colours if n not in self.servers]:
+            del self._colours[name]
+        for name in self.servers:
+            if name not in self._colours:
+                taken = set(self._colours.values())
+                self._colours[name] = next(i for i in range(MAX_SERVERS) if i not in taken)
 
     def xs(self) -> list[int]:
         """Each sample's second, as seconds before the newest (so the axis ends at 0)."""
@@ -154,16 +180,16 @@ def _sample(raw: Any) -> Sample | None:
     p95s: dict[str, float] = {}
     for name, numbers in list(servers.items())[:MAX_SERVERS]:
         if isinstance(name, str) and isinstance(numbers, dict):
-            tries[name] = real(numbers.get("tries")) or 0.0
+            tries[name] = min(real(numbers.get("tries")) or 0.0, MAX_COUNT)
             if (p95 := real(numbers.get("p95_ms"))) is not None:
-                p95s[name] = p95
+                p95s[name] = min(p95, MAX_MS)
     errors = raw.get("errors") if isinstance(raw.get("errors"), dict) else {}
     counted = {
-        kind: int(n)
+        kind: int(min(n, MAX_COUNT))
         for kind, value in errors.items()
         if isinstance(kind, str) and (n := real(value)) is not None and n > 0
     }
-    return Sample(t, tries, p95s, counted, real(raw.get("p95_ms")))
+    return Sample(t, tries, p95s, counted)
 
 
 def _marker(event: Any, newest: int) -> Marker | None:

@@ -149,6 +149,18 @@ def test_a_late_tick_or_a_clock_stepped_back_loses_no_count() -> None:
     assert [(s["t"], s["requests"]) for s in history.since()] == [(T0, 0), (T0 + 3, 2)]
 
 
+def test_a_clock_stepped_back_an_hour_starts_the_history_again_at_once() -> None:
+    balancer = make_balancer()
+    history = History(balancer)
+    for second in range(1, 4):
+        history.tick(T0 + second)
+    serve(balancer, "server1", [1.0])
+    history.tick(T0 + 4 - 3600)  # NTP stepped the clock back an hour
+    assert [(s["t"], s["requests"]) for s in history.since()] == [(T0 + 3 - 3600, 1)]
+    history.tick(T0 + 5 - 3600)
+    assert [s["t"] for s in history.since()] == [T0 + 3 - 3600, T0 + 4 - 3600]
+
+
 def test_since_returns_only_later_seconds_oldest_first() -> None:
     history = History(make_balancer(), clock=lambda: T0 + 4.5)
     for second in range(1, 5):

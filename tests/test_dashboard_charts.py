@@ -201,3 +201,30 @@ def test_the_charts_are_drawn_again_only_when_a_point_begins_or_a_marker_comes()
     assert draws == [1] * step + [2] * step  # once at the start, once at the next point
     view.draw(history, [Marker(0, "down", "s1", "")])  # a marker: at once
     assert len(drawn) == 9
+
+
+def test_a_server_removed_keeps_its_line_and_no_server_changes_colour() -> None:
+    history = History()
+    both = {"a": {"tries": 1}, "b": {"tries": 1}, "c": {"tries": 1}}
+    history.add({"servers": ["a", "b", "c"], "samples": [sample(T0, servers=both)]})
+    colours = {name: history.colour(name) for name in "abc"}
+    gone = {"a": {"tries": 1}, "c": {"tries": 1}}
+    history.add({"servers": ["a", "c"], "samples": [sample(T0 + 1, servers=gone)]})
+    assert history.servers == ["a", "c", "b"]  # b still has a second in the window
+    assert {name: history.colour(name) for name in "abc"} == colours
+    history.add({"servers": ["a", "c"], "samples": [sample(T0 + 400, servers=gone)]})
+    assert history.servers == ["a", "c"]  # b's seconds scrolled off
+
+
+def test_a_balancer_clock_stepped_back_starts_the_history_again() -> None:
+    history = History()
+    history.add({"now": T0 + 10.5, "samples": [sample(T0 + i) for i in range(10)]})
+    assert history.add({"now": T0 - 3600.0, "samples": []})  # stepped back an hour
+    assert history.since is None  # the next read asks for the whole window again
+
+
+def test_numbers_too_big_to_draw_are_cut() -> None:
+    history = History()
+    huge = {"s1": {"tries": 1e308, "p95_ms": 1e308}}
+    history.add({"servers": ["s1"], "samples": [sample(T0, servers=huge)]})
+    assert history.tries("s1") == [1e9] and history.p95("s1") == ([0], [1e7])

@@ -111,9 +111,10 @@ class TrafficChart(HistoryChart):
     averaged over the seconds a point stands for."""
 
     def plot(self, plt: Plot, history: History, step: int) -> None:
-        for index, server in enumerate(history.servers):
+        for server in history.servers:
             xs, ys = thin(history.xs(), history.tries(server), step, history.since or 0)
-            plt.plot(xs, ys, label=server, color=server_colour(index), marker=MARKER)
+            colour = server_colour(history.colour(server))
+            plt.plot(xs, ys, label=server, color=colour, marker=MARKER)
 
 
 class ErrorsChart(HistoryChart):
@@ -133,10 +134,11 @@ class LatencyChart(HistoryChart):
 
     def plot(self, plt: Plot, history: History, step: int) -> None:
         """A point is the slowest second's p95 among those it stands for."""
-        for index, server in enumerate(history.servers):
+        for server in history.servers:
             xs, ys = thin(*history.p95(server), step, history.since or 0, combine=max)
             if xs:
-                plt.plot(xs, ys, label=server, color=server_colour(index), marker=MARKER)
+                colour = server_colour(history.colour(server))
+                plt.plot(xs, ys, label=server, color=colour, marker=MARKER)
 
 
 class ChartsView(Vertical):

@@ -23,6 +23,8 @@ from services.common import percentile
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
 
+# A second this far before the newest sample means the wall clock was stepped back.
+CLOCK_STEP_SECONDS = 5
 INTERVAL_SECONDS = 1
 CAPACITY = 600  # samples: ten minutes, for a chart of five
 
@@ -115,9 +117,13 @@ class History:
 
     def tick(self, now: float) -> None:
         """Store the sample of the second that ended before ``now``. When that second is
-        not after the last sample's (the clock stepped back, or the sleep woke a hair early)
-        nothing is stored and the next tick counts it."""
+        not after the last sample's (the sleep woke a hair early) nothing is stored and the
+        next tick counts it; when it is far behind, the clock was stepped back (NTP, a
+        suspended laptop's resync): the samples are from another timeline, and are dropped,
+        so the history goes on from now instead of stopping for the length of the step."""
         second = math.floor(now) - INTERVAL_SECONDS
+        if self.samples and second < self.samples[-1]["t"] - CLOCK_STEP_SECONDS:
+            self.samples.clear()
         if self.samples and second <= self.samples[-1]["t"]:
             return
         reading = read(self.balancer)
