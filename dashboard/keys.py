@@ -106,3 +106,8 @@ def key_label(key: Key, t: Translator) -> str:
 
 WRITE_ACTIONS: frozenset[str] = frozenset(key.action_name for key in KEYS if key.write)
 NARROW_ACTIONS: frozenset[str] = frozenset(key.action_name for key in KEYS if key.narrow)
+# The actions that act on the selected row of the server table: refused while the chart view
+# hides the table, so no key acts on a server the screen does not show selected.
+ON_SELECTED: frozenset[str] = frozenset(
+    {"toggle_selected", "server_action", "drain_toggle", "fault_menu", "weight"}
+)

@@ -20,7 +20,7 @@ from textual.widgets import Footer, Header
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
 from dashboard.format import safe_url
 from dashboard.i18n import Translator
-from dashboard.keys import KEYS, NARROW_ACTIONS, WRITE_ACTIONS, key_label
+from dashboard.keys import KEYS, NARROW_ACTIONS, ON_SELECTED, WRITE_ACTIONS, key_label
 from dashboard.options import CONTRAST_THEME, Options, parse_options
 from dashboard.poll import Poller, Snapshot, backoff_delay
 from dashboard.screens.fault import FaultScreen
@@ -79,6 +79,7 @@ class DashboardApp(App[int]):
         self.status: dict[str, Any] | None = None
         self.failures = 0
         self._wake = asyncio.Event()
+        self._poll_once_more = False  # one poll even while paused (opening the charts)
         # One control action at a time per server (two quick presses act in turn).
         self._server_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.register_theme(HIGH_CONTRAST)
@@ -144,9 +145,10 @@ class DashboardApp(App[int]):
         """The only poller: the next poll starts after the previous one has finished."""
         while True:
             self._wake.clear()
-            if self.refresh_paused and self.status is not None:
+            if self.refresh_paused and self.status is not None and not self._poll_once_more:
                 await self._wake.wait()
                 continue
+            self._poll_once_more = False
             delay = await self.poll_once()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
@@ -232,6 +234,8 @@ class DashboardApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in NARROW_ACTIONS:
             return self.screen_main.has_class("-narrow")
+        if action in ON_SELECTED and self.poller.charts_open:
+            return False  # the table (and its selection) is hidden under the charts
         return not (self.read_only and action in WRITE_ACTIONS)
 
     # ---- control actions (each runs in a worker, so the UI never waits) ----
@@ -434,9 +438,13 @@ class DashboardApp(App[int]):
         shown = not self.poller.charts_open
         self.poller.charts_open = shown
         self.screen_main.set_class(shown, "-charts")
+        self.refresh_bindings()  # the keys on the selected row go, or come back
         if shown:
             self.draw_charts()
-            self.poll_now()
+        elif self.status is not None:
+            self.servers.show(list(self.status.get("servers") or []))  # at once, then a poll
+        self._poll_once_more = True  # the history, or the tables, even while paused
+        self.poll_now()
 
     def action_next_panel(self) -> None:
         self.panels.show_next()

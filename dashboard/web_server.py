@@ -60,7 +60,12 @@ class DashboardServer(Server):
         ``127.0.0.1``, and a rebound name away)."""
         if request.host.lower() != self.web.netloc.lower():
             raise web.HTTPTemporaryRedirect(self.web.url + "/")
-        return await super().handle_index(request)
+        response = await super().handle_index(request)
+        # Never inside another site's frame: its page could lure keys (1 stops a server) into
+        # a hidden one, whose WebSocket would carry this page's own Origin.
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        return response
 
     async def handle_websocket(self, request: web.Request) -> web.StreamResponse:
         if not self.from_the_page(request):

@@ -228,3 +228,27 @@ def test_numbers_too_big_to_draw_are_cut() -> None:
     huge = {"s1": {"tries": 1e308, "p95_ms": 1e308}}
     history.add({"servers": ["s1"], "samples": [sample(T0, servers=huge)]})
     assert history.tries("s1") == [1e9] and history.p95("s1") == ([0], [1e7])
+
+
+async def test_under_the_charts_keys_on_the_hidden_selection_do_nothing_number_keys_act() -> None:
+    balancer = FixtureBalancer()
+    app = fixture_app(balancer=balancer)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_charts(pilot)
+        await pilot.press("k", "d", "greater_than_sign")
+        await pilot.pause()
+        assert balancer.writes == []  # nothing on screen names the selected server
+        await pilot.press("1")
+        deadline = time.monotonic() + 10
+        while not balancer.writes:
+            assert time.monotonic() < deadline, "1 did not act under the charts"
+            await pilot.pause(0.05)
+        assert "server1" in str(balancer.writes[0].url)
+
+
+async def test_opening_the_charts_while_refresh_is_paused_still_reads_the_history() -> None:
+    app = fixture_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("space")
+        await open_charts(pilot)  # fails (deadline) if no /history is read while paused

@@ -287,7 +287,7 @@ async def test_the_charts_mark_a_server_stopped_under_them(stack: ServiceProcess
         )
         seen = app.poller.history.samples
         await pilot.press("1")  # start it again: the stack is left as it was found
-        await until(pilot, lambda: state_on_screen(app, "server1") == "UP", "server1 UP")
+        await until(pilot, lambda: status(stack.url)["servers"][0]["state"] == "UP", "server1 UP")
     late = dashboard(stack.url)
     async with late.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: late.status, "the first poll")

@@ -301,6 +301,9 @@ def test_the_page_is_served_without_token_or_command(served: WebServer) -> None:
     assert "services.cli" not in page.text
     assert served.proc is not None
     assert TOKEN not in " ".join(psutil.Process(served.proc.pid).cmdline())
+    # Never framed by another site, which could lure keys into a hidden frame.
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
 
 
 def test_the_banner_names_the_page_and_that_its_keys_control(served: WebServer) -> None:

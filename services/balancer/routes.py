@@ -14,7 +14,7 @@ from services.balancer.balancer import Balancer
 from services.balancer.history import History
 from services.balancer.metrics import exposition, registry_for
 from services.balancer.status import errors_stats, status, status_html
-from services.common import json_error
+from services.common import OrjsonResponse, json_error
 
 
 def wants_html(request: Request) -> bool:
@@ -64,13 +64,13 @@ def balancer_routes(balancer: Balancer, history: History) -> list[BaseRoute]:
         data = status(balancer)
         return HTMLResponse(status_html(data)) if html else JSONResponse(data)
 
-    async def history_page(request: Request) -> JSONResponse:
+    async def history_page(request: Request) -> Response:
         text = request.query_params.get("since")
         try:
             after = None if text is None else since_seconds(text)
         except ValueError as error:
             return json_error(400, str(error))
-        return JSONResponse(history.payload(after))
+        return OrjsonResponse(history.payload(after))
 
     async def errors(request: Request) -> JSONResponse:
         return JSONResponse(errors_stats(balancer))

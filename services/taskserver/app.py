@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from anyio import to_thread
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from services import __version__
@@ -30,6 +29,7 @@ from services.common import (
     KEYS_HEADER,
     KEYS_SHARED,
     ErrorLog,
+    OrjsonResponse,
     Uptime,
     bearer_token,
     foreign_host_message,
@@ -73,13 +73,6 @@ class Settings:
     port: int = 0
     token: str | None = None
     allowed_hosts: tuple[str, ...] = ()  # Host names for /admin besides services/common.py's
-
-
-class OrjsonResponse(JSONResponse):
-    """JSON rendered by orjson: listing 10,000 tasks takes ~2 ms instead of ~30."""
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 class SimulatedFailure(Exception):
