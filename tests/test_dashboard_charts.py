@@ -3,6 +3,7 @@ labels, and the view in the app (key, incremental reads, read-only, no /history)
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -190,7 +191,7 @@ def test_the_charts_are_drawn_again_only_when_a_point_begins_or_a_marker_comes()
     drawn: list[int] = []
     for chart in view.charts:
         chart.draw = lambda history, markers, note: drawn.append(1)  # type: ignore[method-assign]
-    step = view.charts[0].step()  # not laid out: the narrowest plot, 15 s a point
+    step = view.charts[0].step()  # not laid out: as at 100 columns, 3 s a point
     history = History()
     start = T0 - T0 % step
     draws = []
@@ -252,3 +253,26 @@ async def test_opening_the_charts_while_refresh_is_paused_still_reads_the_histor
         await loaded(pilot)
         await pilot.press("space")
         await open_charts(pilot)  # fails (deadline) if no /history is read while paused
+
+
+@pytest.mark.parametrize("cells", [68, 88, 148])  # the plot at 80, 100 and 160 columns
+def test_no_two_labels_on_the_time_axis_overlap(
+    cells: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chart = TrafficChart(Translator("es"), "chart_requests", "c")
+    monkeypatch.setattr(chart, "plot_cells", lambda: cells)
+    markers = [
+        Marker(-155, "fault", "server3", "latency"),
+        Marker(-100, "action", "server12", "kill"),
+        Marker(-98, "down", "server12", ""),
+        Marker(-20, "algorithm", "", "least_connections"),
+        Marker(-8, "up", "server12", ""),
+    ]
+    ticks, labels = chart.ticks(markers)
+    per_cell = WINDOW_SECONDS / cells
+    centres = [
+        ((x + WINDOW_SECONDS) / per_cell, len(text)) for x, text in zip(ticks, labels, strict=True)
+    ]
+    spans = sorted((centre - width / 2, centre + width / 2) for centre, width in centres)
+    assert all(left[1] < right[0] for left, right in itertools.pairwise(spans)), labels
+    assert "↓server12" in labels  # a server going DOWN always gets its label

@@ -36,9 +36,6 @@ MINUTE_TICKS = range(-WINDOW_SECONDS, 1, 60)
 # DOWN or UP first, then what was done to one, then the algorithm; the newest first among
 # equals. The others keep their line.
 LABEL_PRIORITY = {"down": 0, "up": 0, "action": 1, "fault": 1, "algorithm": 2}
-# Seconds of axis a label needs (about 12 characters at 100 columns): two labels, or a label
-# and a minute tick, closer than this would overwrite each other, so one gives way.
-LABEL_ROOM = 35
 # plotext's "hd" (2x2 blocks a cell) stays legible on a projector; braille dots do not.
 MARKER = "hd"
 # Cells of a chart's width that are not its plot (the y-axis numbers and the frame).
@@ -76,23 +73,33 @@ class HistoryChart(PlotextPlot):
     def step(self) -> int:
         """Seconds per point: about one point per cell of plot (a 100-column terminal draws
         one every 3 s, a 160-column one every 2 s), which is all the cells can show."""
-        cells = max(self.size.width - AXIS_CELLS, 20)
-        return max(1, round(WINDOW_SECONDS / cells))
+        return max(1, round(WINDOW_SECONDS / self.plot_cells()))
 
     def ticks(self, markers: list[Marker]) -> tuple[list[float], list[str]]:
         """Labels for the markers that have room (by ``LABEL_PRIORITY``), then the minute
-        ticks that have room beside them."""
-        labelled: list[Marker] = []
+        ticks that have room beside them; room is counted in cells, as the labels are."""
+        seconds_per_cell = WINDOW_SECONDS / self.plot_cells()
+
+        def apart(x: float, label: str, others: list[tuple[float, str]]) -> bool:
+            return all(
+                abs(x - at) >= ((len(label) + len(text)) / 2 + 1) * seconds_per_cell
+                for at, text in others
+            )
+
+        chosen: list[tuple[float, str]] = []
         for marker in sorted(markers, key=lambda m: (LABEL_PRIORITY[m.kind], -m.x)):
-            if all(abs(marker.x - other.x) >= LABEL_ROOM for other in labelled):
-                labelled.append(marker)
-        ticks: list[float] = [m.x for m in labelled]
-        labels = [self.label(m) for m in labelled]
+            if apart(marker.x, label := self.label(marker), chosen):
+                chosen.append((marker.x, label))
+        labelled = list(chosen)
         for tick in MINUTE_TICKS:
-            if all(abs(tick - m.x) >= LABEL_ROOM for m in labelled):
-                ticks.append(tick)
-                labels.append(self.t("chart_now") if tick == 0 else f"{tick // 60}m")
-        return ticks, labels
+            text = self.t("chart_now") if tick == 0 else f"{tick // 60}m"
+            if apart(tick, text, labelled):
+                chosen.append((tick, text))
+        return [x for x, _ in chosen], [text for _, text in chosen]
+
+    def plot_cells(self) -> int:
+        """Cells of the plot's width (the whole width before layout: 100 columns)."""
+        return max((self.size.width or 100) - AXIS_CELLS, 20)
 
     def label(self, marker: Marker) -> str:
         if marker.kind == "down":
