@@ -173,6 +173,7 @@ def test_kill_under_heavy_load(stack) -> None:
     kill_under_load(stack, requests=2000, workers=32)
 
 
+@pytest.mark.slow  # 2.5-3 s: the default run stays near 3 minutes
 def test_hung_server_is_marked_down_and_no_request_waits_past_one_retry(stack) -> None:
     balancer, servers, _ = stack
     victim = servers[0]

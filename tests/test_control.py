@@ -321,6 +321,7 @@ class Writer(Background):
             self.failures.append(f"{answer.status_code}: {answer.text}")
 
 
+@pytest.mark.slow  # 2.5-3 s: the default run stays near 3 minutes
 def test_pause_never_freezes_a_server_holding_the_tasks_file_lock(stack: UpStack) -> None:
     """Pausing server2 while it writes must never stall writes on server1 (shared lock).
 
