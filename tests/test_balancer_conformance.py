@@ -253,6 +253,7 @@ def test_a_post_that_timed_out_is_not_sent_again(balancer: ServiceProcess) -> No
     assert not any(s["idempotency_keys"] for s in servers)  # httpbin promised nothing
 
 
+@pytest.mark.slow  # 2-2.3 s: the default run stays near 3 minutes
 def test_slow_answers_never_take_a_healthy_server_out(balancer: ServiceProcess) -> None:
     async def scenario() -> tuple[list[int], int, list[str]]:
         async with httpx.AsyncClient(base_url=balancer.url, timeout=10) as client:

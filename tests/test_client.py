@@ -280,6 +280,7 @@ def test_ctrl_c_stops_cleanly_and_prints_the_report_so_far(
     assert report["elapsed_s"] < 30
 
 
+@pytest.mark.slow  # 2-2.3 s: the default run stays near 3 minutes
 def test_then_steady_keeps_a_failed_runs_exit_code_and_names_it_at_the_end(
     server: ServiceProcess,
 ) -> None:

@@ -146,6 +146,7 @@ class RecordingTransport(httpx.AsyncHTTPTransport):
         return await super().handle_async_request(request)
 
 
+@pytest.mark.slow  # 2-2.3 s: the default run stays near 3 minutes
 async def test_read_only_offers_no_control_and_sends_no_write(stack: ServiceProcess) -> None:
     transport = RecordingTransport()
     events_before = httpx.get(stack.url + "/events").json()["last_id"]
@@ -171,6 +172,7 @@ async def test_read_only_offers_no_control_and_sends_no_write(stack: ServiceProc
     assert [e for e in new_events["events"] if e["kind"] in ("control", "algorithm")] == []
 
 
+@pytest.mark.slow  # 2-2.3 s: the default run stays near 3 minutes
 async def test_disconnected_banner_appears_and_clears(
     stack: ServiceProcess, tmp_path: Path
 ) -> None:
