@@ -70,8 +70,7 @@ def row(lab: Lab, name: str, outcomes: list[Outcome]) -> dict[str, Any]:
     """``failed``: what clients saw go wrong (no answer or an error status); ``lost``: tasks
     answered 201 that tasks.json does not hold."""
     created = [outcome.task for outcome in outcomes if outcome.task is not None]
-    in_file = {(task.get("id"), task.get("title")) for task in lab.stored_tasks()}
-    lost = sum((task.get("id"), task.get("title")) not in in_file for task in created)
+    lost = lab.lost(created)
     statuses: dict[str, int] = {}
     for outcome in outcomes:
         if failed(outcome):

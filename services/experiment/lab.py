@@ -62,10 +62,12 @@ class Lab:
     def set_fault(self, server: str, mode: str, **params: Any) -> None:
         self.control("PUT", f"/control/servers/{server}/fault", {"mode": mode, **params})
 
-    def stored_tasks(self) -> list[dict[str, Any]]:
-        """What ``tasks.json`` holds now, read as any student would, with ``json.load``."""
+    def lost(self, created: list[dict[str, Any]]) -> int:
+        """How many of the tasks answered 201 (``created``) ``tasks.json`` does not hold (same
+        id and title), read as any student would, with ``json.load``."""
         with self.tasks_file.open("rb") as file:
-            return json.load(file)
+            in_file = {(task.get("id"), task.get("title")) for task in json.load(file)}
+        return sum((task.get("id"), task.get("title")) not in in_file for task in created)
 
     def wait_until_all_up(self, timeout: float = READY_SECONDS) -> None:
         """Poll ``/status`` until every server is UP: health checks need a round or two."""

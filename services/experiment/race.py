@@ -65,15 +65,14 @@ def row(lab: Lab, storage: str, outcomes: list[Outcome]) -> dict[str, Any]:
     title); ``lost``: the difference. ``unanswered``: POSTs without a 201 (none is expected;
     they are neither stored nor lost). ``duplicate_ids``: ids a 201 gave to two tasks."""
     created = [outcome.task for outcome in outcomes if outcome.task is not None]
-    in_file = {(task.get("id"), task.get("title")) for task in lab.stored_tasks()}
-    stored = sum((task.get("id"), task.get("title")) in in_file for task in created)
+    lost = lab.lost(created)
     ids = Counter(task.get("id") for task in created)
     return {
         "storage": storage,
         "sent": len(outcomes),
         "expected": len(created),
-        "stored": stored,
-        "lost": len(created) - stored,
+        "stored": len(created) - lost,
+        "lost": lost,
         "unanswered": len(outcomes) - len(created),
         "duplicate_ids": sum(n - 1 for n in ids.values() if n > 1),
         "by_server": dict(Counter(o.server for o in outcomes if o.task is not None)),
