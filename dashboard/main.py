@@ -192,10 +192,6 @@ class DashboardApp(App[int]):
         self.status_bar.show_connection("connected")
         self.status_bar.show_algorithm(str(status.get("algorithm", "?")))
         servers = status.get("servers") or []
-        # Under the charts the table and panels are hidden: they catch up when shown again.
-        tables = not self.poller.charts_open
-        if tables:
-            self.servers.show(servers)
         errors = snapshot.errors.get("total_errors") if snapshot.errors else None
         self.totals.show(
             int(status.get("requests_total") or 0),
@@ -203,9 +199,11 @@ class DashboardApp(App[int]):
             int(status.get("servers_up") or 0),
             int(status.get("servers_total") or len(servers)),
         )
-        if tables and snapshot.errors is not None:
-            self.errors_panel.show(snapshot.errors)
-        if tables:
+        # Under the charts the table and panels are hidden: they catch up when shown again.
+        if not self.poller.charts_open:
+            self.servers.show(servers)
+            if snapshot.errors is not None:
+                self.errors_panel.show(snapshot.errors)
             self.tasks_panel.show(snapshot.tasks)
         self.events_panel.add(snapshot.new_events, snapshot.events_restarted)
         if snapshot.events_restarted:
