@@ -69,17 +69,7 @@ def open_dashboard(url: str, token: str | None = None, **options: Any) -> int:
 
 def run_web(args: argparse.Namespace) -> int:
     """``ticslab dashboard --web``: control only with a token given (never the token file)."""
-    web_options = web.web_options(
-        args.url,
-        args.token,
-        host=args.host or web.DEFAULT_HOST,
-        port=args.port or web.DEFAULT_PORT,
-        read_only=args.read_only,
-        allow_remote_control=args.allow_remote_control,
-        refresh=args.refresh,
-        lang=args.lang,
-        theme=args.theme,
-    )
+    web_options = web.web_options_from_args(args, args.url, args.token, args.host, args.port)
     problems = web.problems(web_options)
     if problems:
         print(printable("; ".join(problems)), file=sys.stderr)

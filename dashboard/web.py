@@ -106,6 +106,25 @@ def web_options(
     return WebOptions(host, port, dashboard, mode)
 
 
+def web_options_from_args(
+    args: argparse.Namespace, url: str, token: str | None, host: str | None, port: int | None
+) -> WebOptions:
+    """``web_options`` with the display and control flags both ``dashboard --web`` and
+    ``demo --web`` take (``--read-only``, ``--allow-remote-control``, ``--refresh``,
+    ``--lang``, ``--theme``); each names its own host and port flags."""
+    return web_options(
+        url,
+        token,
+        host=host or DEFAULT_HOST,
+        port=port or DEFAULT_PORT,
+        read_only=args.read_only,
+        allow_remote_control=args.allow_remote_control,
+        refresh=args.refresh,
+        lang=args.lang,
+        theme=args.theme,
+    )
+
+
 def is_loopback(host: str) -> bool:
     """Only this machine can reach ``host``: ``localhost`` or a loopback address."""
     if host.lower() == "localhost":

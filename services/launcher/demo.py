@@ -62,16 +62,8 @@ def run(args: argparse.Namespace) -> int:
     token, token_path = up.stack_token(args, options)
     web_options = None
     if args.web:
-        web_options = web.web_options(
-            options.balancer_url,
-            token,
-            host=args.web_host or web.DEFAULT_HOST,
-            port=args.web_port or web.DEFAULT_PORT,
-            read_only=args.read_only,
-            allow_remote_control=args.allow_remote_control,
-            refresh=args.refresh,
-            lang=args.lang,
-            theme=args.theme,
+        web_options = web.web_options_from_args(
+            args, options.balancer_url, token, args.web_host, args.web_port
         )
         problems = web.problems(web_options, "--web-host")
         if problems:  # before anything starts; --web-host is the user's words: not markup
