@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import re
 import shutil
@@ -102,12 +103,19 @@ def pids_where(test: Callable[[Path], bool]) -> list[int]:
 async def wait_until_async(
     check: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> None:
-    """``wait_until`` for coroutines: polls ``check`` without blocking the event loop."""
+    """``wait_until`` for coroutines: polls ``check`` without blocking the event loop.
+
+    ``check`` may be a coroutine function, so a probe can itself be an async HTTP call."""
     deadline = time.monotonic() + timeout
-    while not check():
+    while not await _checked(check):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
         await asyncio.sleep(interval)
+
+
+async def _checked(check: Callable[[], object]) -> object:
+    result = check()
+    return await result if inspect.isawaitable(result) else result
 
 
 class ServiceProcess:
