@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from services.common import printable
+from services.lang import Translator as BaseTranslator
 
 EN: dict[str, str] = {
     "title": "ticslab · load balancer",
@@ -441,19 +440,11 @@ ES: dict[str, str] = {
 CATALOGS: dict[str, dict[str, str]] = {"en": EN, "es": ES}
 
 
-class Translator:
-    """``t("key", name=value)``: the text for ``key`` in the chosen language, formatted."""
+class Translator(BaseTranslator):
+    """The dashboard's catalogue, with the balancer's words (``term``, ``result``)."""
 
     def __init__(self, lang: str) -> None:
-        self.lang = lang if lang in CATALOGS else "en"
-        self._catalog = CATALOGS[self.lang]
-
-    def knows(self, key: str) -> bool:
-        return key in EN
-
-    def __call__(self, key: str, **values: Any) -> str:
-        text = self._catalog.get(key) or EN[key]
-        return text.format(**values) if values else text
+        super().__init__(CATALOGS, lang)
 
     def term(self, kind: str, word: object) -> str:
         """A word the balancer sends (``action``, ``result``, ``process``, ``mode``, ``alg``,

@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass
 
 from services.common import default_token_file, read_token_file
+from services.lang import add_lang_argument, chosen
 
 DEFAULT_URL = "http://localhost:8080"
-LANGUAGES = ("es", "en")
 CONTRAST_THEME = "ticslab-contrast"
 MIN_REFRESH = 0.25
 MAX_REFRESH = 30.0
@@ -29,35 +29,6 @@ class Options:
     refresh: float = 1.0
     lang: str = "en"
     theme: str | None = None
-
-
-LANG_ENV = "TICSLAB_LANG"
-
-
-def language(text: str) -> str:
-    """An argparse type: ``es`` or ``en`` (any case), from ``--lang`` or ``TICSLAB_LANG``."""
-    value = text.strip().lower()
-    if value not in LANGUAGES:
-        raise argparse.ArgumentTypeError(f"{text!r}: use {' or '.join(LANGUAGES)}")
-    return value
-
-
-def default_language() -> str:
-    """``TICSLAB_LANG`` when it names a language, else the locale's: containers (the dashboard
-    image has no Spanish locale) and terminals whose locale is not the class's language."""
-    try:
-        return language(os.environ.get(LANG_ENV, ""))
-    except argparse.ArgumentTypeError:
-        return locale_language()
-
-
-def locale_language() -> str:
-    """``es`` when the user's locale is Spanish, else ``en``."""
-    for name in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
-        value = os.environ.get(name, "")
-        if value:
-            return "es" if value.lower().startswith("es") else "en"
-    return "en"
 
 
 def positive_seconds(text: str) -> float:
@@ -103,14 +74,7 @@ def add_display_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds between polls (default %(default)s)",
     )
-    parser.add_argument(
-        "--lang",
-        type=language,
-        choices=LANGUAGES,
-        # A string default goes through ``language``: a bad TICSLAB_LANG is a usage error.
-        default=os.environ.get(LANG_ENV) or None,
-        help=f"interface language (env {LANG_ENV}, else the locale: LC_ALL, LC_MESSAGES, LANG)",
-    )
+    add_lang_argument(parser)
     parser.add_argument("--theme", default=None, help="Textual theme name")
 
 
@@ -131,7 +95,7 @@ def resolve_options(
         token=token,
         read_only=bool(read_only or not token),
         refresh=refresh,
-        lang=lang or default_language(),
+        lang=chosen(lang),
         theme=theme,
     )
 

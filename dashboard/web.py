@@ -27,7 +27,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from dashboard.options import Options, default_language
+from dashboard.options import Options
+from services.lang import chosen
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -100,7 +101,7 @@ def web_options(
         token=token if control else None,
         read_only=not control,
         refresh=refresh,
-        lang=lang or default_language(),
+        lang=chosen(lang),
         theme=theme,
     )
     return WebOptions(host, port, dashboard, mode)
