@@ -1,8 +1,9 @@
-"""Every word the dashboard shows, in Spanish and English (``--lang`` picks)."""
+"""Every word the dashboard shows, in Spanish and English (``--lang`` picks); the events'
+sentences are the balancer's (services/balancer/messages.py)."""
 
 from __future__ import annotations
 
-from services.common import printable
+from services.balancer.messages import EventText
 from services.lang import Translator as BaseTranslator
 
 EN: dict[str, str] = {
@@ -54,71 +55,6 @@ EN: dict[str, str] = {
     "tasks_none": "No tasks yet.",
     "tasks_unavailable": "Tasks unavailable (no server UP).",
     "events_title": "Events",
-    "ev_start": "balancer started: algorithm {algorithm}, servers {servers}",
-    "ev_state": "{server} {from} → {to}: {reason}",
-    "ev_state_first": "{server} → {to}: {reason}",
-    "ev_control": "{server} {action} → {result} (by {who})",
-    "ev_control_failed": "{server} {action} FAILED: {result} (by {who})",
-    "ev_algorithm": "algorithm {from} → {to} (by {who})",
-    "ev_algorithm_error": "algorithm {algorithm} FAILED at {where}: {error}; round robin "
-    "answered instead",
-    "ev_algorithm_error_returned": "algorithm {algorithm} FAILED at {where}: pick returned "
-    "{returned}, not one of the servers it was given; round robin answered instead",
-    "ev_weight": "{server} weight {from} → {to} (by {who})",
-    "ev_discovery": "{server} {action}: {url} (by {who})",
-    "ev_stats": "statistics reset (by {who})",
-    "ev_failure": "FAILURE: {reason}",
-    "ev_other": "{kind}: {server} {reason}",
-    # State reasons by ``reason_code`` (services/balancer/events.py): in English, the
-    # balancer's own words.
-    "reason_first_check_passed": "{reason}",
-    "reason_checks_passed": "{reason}",
-    "reason_checks_failed": "{reason}",
-    "reason_refused_live": "{reason}",
-    "reason_live_failures": "{reason}",
-    "reason_ejected": "{reason}",
-    "reason_ejection_over": "{reason}",
-    "reason_set_drain": "{reason}",
-    "reason_set_maint": "{reason}",
-    "reason_set_ready": "{reason}",
-    # Words the balancer sends (``Translator.term``): actions, their results, process states,
-    # fault modes, algorithms; in English, as sent.
-    "action_start": "start",
-    "action_stop": "stop",
-    "action_kill": "kill",
-    "action_restart": "restart",
-    "action_pause": "pause",
-    "action_unpause": "unpause",
-    "action_drain": "drain",
-    "action_maint": "maint",
-    "action_ready": "ready",
-    "action_fault": "fault",
-    "action_added": "added",
-    "action_removed": "removed",
-    "result_started": "started",
-    "result_stopped": "stopped",
-    "result_killed": "killed",
-    "result_restarted": "restarted",
-    "result_paused": "paused",
-    "result_unpaused": "unpaused",
-    "result_already": "already {state}",
-    "process_running": "running",
-    "process_exited": "exited",
-    "process_paused": "paused",
-    "process_created": "created",
-    "process_restarting": "restarting",
-    "process_removed": "removed",
-    "mode_none": "none",
-    "mode_error": "error",
-    "mode_latency": "latency",
-    "mode_hang": "hang",
-    "mode_unhealthy": "unhealthy",
-    "mode_nolock": "nolock",
-    "alg_random": "random",
-    "alg_round_robin": "round_robin",
-    "alg_least_connections": "least_connections",
-    "alg_response_time": "response_time",
-    "alg_ip_hash": "ip_hash",
     # Keys (Footer and help).
     "key_toggle_n": "Start/stop server",
     "key_toggle": "Start/stop selected",
@@ -271,67 +207,6 @@ ES: dict[str, str] = {
     "tasks_none": "Aún no hay tareas.",
     "tasks_unavailable": "Tareas no disponibles (ningún servidor UP).",
     "events_title": "Eventos",
-    "ev_start": "balanceador iniciado: algoritmo {algorithm}, servidores {servers}",
-    "ev_state": "{server} {from} → {to}: {reason}",
-    "ev_state_first": "{server} → {to}: {reason}",
-    "ev_control": "{server} {action} → {result} (por {who})",
-    "ev_control_failed": "{server} {action} FALLÓ: {result} (por {who})",
-    "ev_algorithm": "algoritmo {from} → {to} (por {who})",
-    "ev_algorithm_error": "algoritmo {algorithm} FALLÓ en {where}: {error}; respondió round "
-    "robin en su lugar",
-    "ev_algorithm_error_returned": "algoritmo {algorithm} FALLÓ en {where}: pick devolvió "
-    "{returned}, que no es uno de los servidores que recibió; respondió round robin en su lugar",
-    "ev_weight": "{server} peso {from} → {to} (por {who})",
-    "ev_discovery": "{server} {action}: {url} (por {who})",
-    "ev_stats": "estadísticas puestas a cero (por {who})",
-    "ev_failure": "FALLA: {reason}",
-    "ev_other": "{kind}: {server} {reason}",
-    "reason_first_check_passed": "primer veredicto: chequeo superado ({detail})",
-    "reason_checks_passed": "chequeos superados seguidos: {checks}",
-    "reason_checks_failed": "chequeos fallidos seguidos: {checks} ({detail})",
-    "reason_refused_live": "conexión rechazada con tráfico real",
-    "reason_live_failures": "fallas seguidas con tráfico real: {failures} ({detail})",
-    "reason_ejected": "{answers} respuestas 5xx seguidas; fuera por {seconds} s",
-    "reason_ejection_over": "fin de la expulsión",
-    "reason_set_drain": "drenaje pedido por control",
-    "reason_set_maint": "mantención pedida por control",
-    "reason_set_ready": "vuelta al servicio pedida por control",
-    "action_start": "iniciar",
-    "action_stop": "detener",
-    "action_kill": "matar",
-    "action_restart": "reiniciar",
-    "action_pause": "congelar",
-    "action_unpause": "descongelar",
-    "action_drain": "drenar",
-    "action_maint": "mantención",
-    "action_ready": "listo",
-    "action_fault": "falla",
-    "action_added": "agregado",
-    "action_removed": "quitado",
-    "result_started": "iniciado",
-    "result_stopped": "detenido",
-    "result_killed": "matado",
-    "result_restarted": "reiniciado",
-    "result_paused": "congelado",
-    "result_unpaused": "descongelado",
-    "result_already": "ya estaba {state}",
-    "process_running": "en ejecución",
-    "process_exited": "detenido",
-    "process_paused": "congelado",
-    "process_created": "creado",
-    "process_restarting": "reiniciándose",
-    "process_removed": "eliminado",
-    "mode_none": "ninguna",
-    "mode_error": "error",
-    "mode_latency": "latencia",
-    "mode_hang": "cuelgue",
-    "mode_unhealthy": "no saludable",
-    "mode_nolock": "sin candado",
-    "alg_random": "Aleatorio",
-    "alg_round_robin": "Round Robin",
-    "alg_least_connections": "Menor número de conexiones",
-    "alg_response_time": "Tiempo de respuesta",
-    "alg_ip_hash": "Hash IP",
     "key_toggle_n": "Iniciar/detener servidor",
     "key_toggle": "Iniciar/detener seleccionado",
     "key_kill": "Matar (caída)",
@@ -441,24 +316,19 @@ CATALOGS: dict[str, dict[str, str]] = {"en": EN, "es": ES}
 
 
 class Translator(BaseTranslator):
-    """The dashboard's catalogue, with the balancer's words (``term``, ``result``)."""
+    """The dashboard's catalogue; the balancer's words and event sentences come from the
+    balancer's own (``events``: services/balancer/messages.py), so the log says them alike."""
 
     def __init__(self, lang: str) -> None:
         super().__init__(CATALOGS, lang)
+        self.events = EventText(self.lang)
 
     def term(self, kind: str, word: object) -> str:
-        """A word the balancer sends (``action``, ``result``, ``process``, ``mode``, ``alg``,
-        ``keyname``) in the chosen language: ``<kind>_<word>`` from the catalogue, else the
-        word as sent (a newer balancer's, a plugin algorithm's name from a student's code),
-        made printable."""
+        """A word in the chosen language: ``<kind>_<word>`` from this catalogue (``keyname``),
+        else a word the balancer sends (``EventText.term``: as sent when it is unknown)."""
         key = f"{kind}_{word}"
-        return self(key) if key in EN else printable(str(word))
+        return self(key) if key in EN else self.events.term(kind, word)
 
     def result(self, action: object, result: object) -> str:
         """A control action's result: ``stopped``, ``already exited``, a state, a fault mode."""
-        if action == "fault":
-            return self.term("mode", result)
-        text = str(result)
-        if text.startswith("already "):
-            return self("result_already", state=self.term("process", text.removeprefix("already ")))
-        return self.term("result", text)
+        return self.events.result(action, result)

@@ -93,15 +93,23 @@ class PrintableLog(logging.Filter):
 
 
 def log_config() -> dict[str, Any]:
-    """uvicorn's logging settings with ``PrintableLog`` on the handler its lines go through,
-    which writes the ``ticslab.*`` loggers' lines too."""
+    """uvicorn's logging settings with ``PrintableLog`` on the handlers its lines go through,
+    and the ``ticslab.*`` loggers' lines on the same stream, with their time."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["filters"] = {"printable": {"()": PrintableLog}}
-    for handler in ("default", "access"):  # access lines carry request paths, if turned on
+    # The lab's own lines (a server went DOWN, a retry) carry the time they happened, so a
+    # class can follow the story in ``ticslab up``'s output, a log file or ``docker logs``.
+    config["formatters"]["timed"] = {
+        **config["formatters"]["default"],
+        "fmt": "%(asctime)s %(levelprefix)s %(message)s",
+        "datefmt": "%Y-%m-%d %H:%M:%S",
+    }
+    config["handlers"]["ticslab"] = {**config["handlers"]["default"], "formatter": "timed"}
+    for handler in ("default", "access", "ticslab"):  # access lines carry request paths
         config["handlers"][handler]["filters"] = ["printable"]
-    config["loggers"]["ticslab"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["loggers"]["ticslab"] = {"handlers": ["ticslab"], "level": "INFO", "propagate": False}
     return config
 
 

@@ -283,3 +283,41 @@ async def state_events_of_every_reason() -> list[dict[str, Any]]:
     for state in ("DRAIN", "MAINT", "READY"):
         balancer.set_admin_state("server2", state, who="teacher")
     return [event for event in balancer.events.since(0) if event["kind"] == "state"]
+
+
+async def events_of_every_kind() -> list[dict[str, Any]]:
+    """A real balancer's events, made by its real ``/control`` routes (in process, no driver)
+    and discovery calls; no health checks are wired in, so no server is ever reached."""
+    from starlette.applications import Starlette
+
+    from services.balancer.balancer import Balancer
+    from services.balancer.config import BalancerConfig
+    from services.balancer.control import Control
+
+    balancer = Balancer(BalancerConfig(backends=[("server1", "http://127.0.0.1:5001")]))
+    control = Control(balancer, "secret", "none")
+    balancer.start()
+    await control.start()
+    transport = httpx.ASGITransport(Starlette(routes=control.routes()))
+    auth = {"Authorization": "Bearer secret"}
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", headers=auth
+        ) as http:
+            assert (await http.post("/control/servers/server1/drain")).status_code == 200
+            assert (await http.post("/control/servers/server1/kill")).status_code == 409
+            answer = await http.put("/control/algorithm", json={"algorithm": "ip_hash"})
+            assert answer.status_code == 200
+            answer = await http.put("/control/servers/server1/weight", json={"weight": 3})
+            assert answer.status_code == 200
+            assert (await http.post("/control/stats/reset")).status_code == 200
+        balancer.add_server("server3", "http://ticslab-server3-1:5001", who="docker")
+        balancer.remove_server("server3", who="docker")
+        balancer.record_failure("docker discovery failed (OSError: gone); restarted in 1 s")
+        balancer.record_algorithm_error(
+            "/lab/mine.py:7", "ZeroDivisionError: division by zero", None
+        )
+        balancer.record_algorithm_error("/lab/mine.py:5", None, "None")
+    finally:
+        await control.stop()
+    return balancer.events.since(0)

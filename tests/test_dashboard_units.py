@@ -8,14 +8,12 @@ import argparse
 import asyncio
 import json
 import time
-from string import Formatter
 from typing import Any
 
 import httpx
 import pytest
 from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded, rendered, words
-from starlette.applications import Starlette
-from support import ACTED_ON, state_events_of_every_reason
+from support import ACTED_ON, events_of_every_kind
 from textual.widgets import Button, Label, Static
 from textual.widgets._footer import FooterKey
 from textual.widgets._toast import Toast
@@ -37,11 +35,9 @@ from dashboard.screens.fault import CLASS_PARAMETERS, FAULTS
 from dashboard.widgets.panels import ErrorsPanel, EventsPanel
 from dashboard.widgets.servers import STATE_STYLES, weight_text
 from services.balancer.algorithms import ALGORITHMS
-from services.balancer.balancer import Balancer
-from services.balancer.config import BalancerConfig
-from services.balancer.control import ADMIN_ACTIONS, Control
+from services.balancer.control import ADMIN_ACTIONS
 from services.balancer.drivers.docker import RESULTS
-from services.balancer.events import KINDS, REASON_CODES
+from services.balancer.messages import EventText
 from services.common import DRIVER_ACTIONS, FAULT_MODES
 
 
@@ -57,11 +53,7 @@ SAME_IN_BOTH = {
     "col_latency",  # p50/p95ms
     "col_responses",  # 2xx/4xx/5xx
     "col_errors",  # 400/404/500
-    "ev_state",  # {server} {from} → {to}: {reason}
-    "ev_state_first",
-    "ev_other",
     "n_action_ok",
-    "mode_error",  # "error" in Spanish too
 }
 
 
@@ -93,28 +85,6 @@ def test_a_student_algorithms_name_is_shown_as_sent_and_printable() -> None:
     for lang in ("en", "es"):
         assert Translator(lang).term("alg", "dos_al_azar") == "dos_al_azar"
         assert Translator(lang).term("alg", "mío\x1b[2J\u202e") == "mío\\x1b[2J\\u202e"
-
-
-@pytest.mark.parametrize("code", REASON_CODES)
-def test_every_reason_code_has_a_sentence_in_both_languages(code: str) -> None:
-    assert EN[f"reason_{code}"] and ES[f"reason_{code}"] != EN[f"reason_{code}"]
-
-
-async def test_every_state_change_reads_in_spanish_from_its_reason_code() -> None:
-    """From a real balancer's events: no English reason is left in the Spanish timeline, the
-    English one shows the balancer's words, and an unknown code falls back to ``reason``."""
-    events = await state_events_of_every_reason()
-    english, spanish = EventsPanel(Translator("en")), EventsPanel(Translator("es"))
-    for event in events:
-        assert english.reason(event) == event["reason"]
-        assert event["reason"] not in spanish.reason(event), event
-    failed = next(event for event in events if event["reason_code"] == "checks_failed")
-    assert spanish.reason(failed) == "chequeos fallidos seguidos: 2 (timeout)"
-    ejected = next(event for event in events if event["reason_code"] == "ejected")
-    assert spanish.reason(ejected) == "2 respuestas 5xx seguidas; fuera por 0.01 s"
-    newer = {"kind": "state", "reason": "went to lunch", "reason_code": "lunch"}
-    assert spanish.reason(newer) == "went to lunch"
-    assert spanish.reason({**failed, "checks": None}) == failed["reason"]  # a field missing
 
 
 async def test_the_spanish_ui_shows_events_algorithms_and_faults_in_spanish() -> None:
@@ -617,57 +587,13 @@ async def test_a_slow_balancer_never_gets_overlapping_polls() -> None:
     assert most == 1
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_every_event_kind_the_balancer_declares_has_a_sentence_in_both_languages(
-    kind: str,
-) -> None:
-    """``KINDS`` is every kind ``EventLog.add`` accepts: one declared without an
-    ``ev_<kind>`` sentence would show as the catch-all ``ev_other``."""
-    assert EventsPanel.text_key({"kind": kind, "from": "UP"}) == f"ev_{kind}"
-    assert EN[f"ev_{kind}"] and ES[f"ev_{kind}"]
-
-
-async def events_of_every_kind() -> list[dict[str, Any]]:
-    """A real balancer's events, made by its real ``/control`` routes (in process, no driver)
-    and discovery calls; no health checks are wired in, so no server is ever reached."""
-    balancer = Balancer(BalancerConfig(backends=[("server1", "http://127.0.0.1:5001")]))
-    control = Control(balancer, "secret", "none")
-    balancer.start()
-    await control.start()
-    transport = httpx.ASGITransport(Starlette(routes=control.routes()))
-    auth = {"Authorization": "Bearer secret"}
-    try:
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://127.0.0.1", headers=auth
-        ) as http:
-            assert (await http.post("/control/servers/server1/drain")).status_code == 200
-            assert (await http.post("/control/servers/server1/kill")).status_code == 409
-            answer = await http.put("/control/algorithm", json={"algorithm": "ip_hash"})
-            assert answer.status_code == 200
-            answer = await http.put("/control/servers/server1/weight", json={"weight": 3})
-            assert answer.status_code == 200
-            assert (await http.post("/control/stats/reset")).status_code == 200
-        balancer.add_server("server3", "http://ticslab-server3-1:5001", who="docker")
-        balancer.remove_server("server3", who="docker")
-        balancer.record_failure("docker discovery failed (OSError: gone); restarted in 1 s")
-        balancer.record_algorithm_error(
-            "/lab/mine.py:7", "ZeroDivisionError: division by zero", None
-        )
-        balancer.record_algorithm_error("/lab/mine.py:5", None, "None")
-    finally:
-        await control.stop()
-    return balancer.events.since(0)
-
-
-async def test_every_event_the_balancer_emits_reads_with_its_own_fields() -> None:
+async def test_the_events_panel_says_every_event_in_the_balancers_sentences() -> None:
+    """The panel's line is the time, then the balancer's own sentence (messages.py)."""
     events = await events_of_every_kind()
-    assert {event["kind"] for event in events} == set(KINDS)
-    for event in events:
-        key = EventsPanel.text_key(event)
-        carried = {name for name, value in event.items() if value is not None}
-        for catalog in (EN, ES):
-            formatted = {name for _, name, _, _ in Formatter().parse(catalog[key]) if name}
-            assert formatted <= carried, f"{key} shows {formatted - carried}, absent: {event}"
+    for lang in ("en", "es"):
+        panel, text = EventsPanel(Translator(lang)), EventText(lang)
+        for event in events:
+            assert panel.render_event(event).plain[9:] == text.sentence(event)
     discovery = [event for event in events if event["kind"] == "discovery"]
     shown = {
         lang: [EventsPanel(Translator(lang)).render_event(e).plain[9:] for e in discovery]

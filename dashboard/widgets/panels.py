@@ -22,7 +22,7 @@ from textual.widgets import RichLog, Static
 
 from dashboard import format as fmt
 from dashboard.api import TaskList
-from dashboard.i18n import EN, Translator
+from dashboard.i18n import Translator
 
 # The panels take every line left under the table: render more than fits, newest first,
 # and let the panel cut the oldest at its bottom edge (the poll reads the newest 40 tasks).
@@ -108,13 +108,6 @@ class TasksPanel(Static):
         self.update(text)
 
 
-# The fields an event's sentence may name, as the balancer sends them ("-" when absent).
-EVENT_FIELDS = (
-    "server", "from", "to", "reason", "action", "result", "who", "url", "kind",
-    "where", "error", "returned",  # an algorithm_error's
-)  # fmt: skip
-
-
 class EventsPanel(RichLog):
     """The timeline: only new events are appended, the log is never redrawn whole."""
 
@@ -150,56 +143,10 @@ class EventsPanel(RichLog):
                 self.write(self._pending.popleft())
 
     def render_event(self, event: dict[str, Any]) -> Text:
-        values = {
-            key: event.get(key) if event.get(key) is not None else "-" for key in EVENT_FIELDS
-        }
-        values["algorithm"] = self.t.term("alg", event.get("algorithm") or "-")
-        values["servers"] = ", ".join(event.get("servers") or {}) or "-"
-        kind = event.get("kind")
-        if kind == "algorithm":
-            values["from"] = self.t.term("alg", values["from"])
-            values["to"] = self.t.term("alg", values["to"])
-        elif kind == "state":
-            values["reason"] = self.reason(event)
-        elif kind in ("control", "discovery"):
-            values["action"] = self.t.term("action", values["action"])
-            if kind == "control" and event.get("ok") is not False:  # a failure's words stay
-                values["result"] = self.t.result(event.get("action"), values["result"])
+        """The event's time, then its sentence (the one the balancer's log says)."""
         text = Text(f"{fmt.local_time(event.get('time'))} ", style="dim")
-        text.append(self.t(self.text_key(event), **values), style=self.style(event))
+        text.append(self.t.events.sentence(event), style=self.style(event))
         return text
-
-    def reason(self, event: dict[str, Any]) -> str:
-        """A state change's reason from its ``reason_code`` and fields, in the chosen language;
-        the balancer's English ``reason`` for a code the catalogue lacks (a newer balancer's)
-        or an event without the fields its code names."""
-        reason = str(event.get("reason") or "-")
-        key = f"reason_{event.get('reason_code')}"
-        if not self.t.knows(key):
-            return reason
-        fields = {
-            name: f"{number:g}" if (number := fmt.real(value)) is not None else value
-            for name in ("detail", "checks", "failures", "answers", "seconds")
-            if (value := event.get(name)) is not None
-        }
-        try:
-            return self.t(key, reason=reason, **fields)
-        except KeyError:
-            return reason
-
-    @staticmethod
-    def text_key(event: dict[str, Any]) -> str:
-        """``ev_<kind>`` or a variant of it; ``ev_other`` for a kind the catalogue lacks (a
-        newer balancer's), so an unknown kind is shown, never a crash."""
-        kind = event.get("kind")
-        if kind == "control" and event.get("ok") is False:
-            return "ev_control_failed"
-        if kind == "state" and event.get("from") is None:
-            return "ev_state_first"  # a server's first verdict: nothing to change from
-        if kind == "algorithm_error" and event.get("returned") is not None:
-            return "ev_algorithm_error_returned"  # a pick that returned no server of its own
-        key = f"ev_{kind}"
-        return key if key in EN else "ev_other"
 
     @staticmethod
     def style(event: dict[str, Any]) -> str:

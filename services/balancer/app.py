@@ -125,6 +125,8 @@ def create_app(config: BalancerConfig) -> BalancerApp:
         """Each part is closed on the way out, in reverse order, and so is every part already
         started when a later one fails to start (a driver or discovery that cannot work)."""
         async with AsyncExitStack() as started:
+            balancer.journal.start(balancer.record_failure)
+            started.push_async_callback(balancer.journal.stop)  # last: says every retry
             await proxy.start()
             started.push_async_callback(proxy.stop)
             balancer.start()

@@ -7,7 +7,6 @@ state change goes through ``_transition`` and becomes an event.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -15,6 +14,7 @@ from typing import Any, Protocol
 from services.balancer import algorithms
 from services.balancer.config import BalancerConfig
 from services.balancer.events import EventLog
+from services.balancer.journal import Journal
 from services.balancer.server import (
     DEFAULT_WEIGHT,
     DOWN,
@@ -27,7 +27,6 @@ from services.balancer.server import (
 )
 from services.common import MAX_WEIGHT, ErrorLog, Uptime, count, utc_now_iso
 
-log = logging.getLogger("ticslab.balancer")
 ADMIN_STATES = ("DRAIN", "MAINT", "READY")
 # A plugin's failed picks: each distinct one is an event, but at most one every this many
 # seconds, so a pick that fails on every request floods neither the timeline nor the log.
@@ -69,7 +68,8 @@ class Balancer:
             self.servers.append(self._new_server(name, url, weight))
         self._up: tuple[Server, ...] = ()
         self._refresh_up()
-        self.events = EventLog()
+        self.journal = Journal(config.lang)  # every event is also a line of the log
+        self.events = EventLog(listener=self.journal.event)
         self.errors = ErrorLog()
         self.uptime = Uptime()
         self.requests_total = 0
@@ -140,7 +140,6 @@ class Balancer:
             return
         self._reported.add(reason)
         self._quiet_until = now + ALGORITHM_ERROR_QUIET
-        log.warning("algorithm %s failed: %s", self.algorithm, reason)
         self.events.add(
             "algorithm_error",
             None,

@@ -5,13 +5,14 @@ plugin algorithm's failed picks."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from services.common import utc_now_iso
 
 KEPT_EVENTS = 500
-# Every kind ``add`` accepts: a new kind is declared here, and the dashboard's tests fail
-# until it has a sentence in both languages (dashboard/i18n.py, ``ev_<kind>``).
+# Every kind ``add`` accepts: a new kind is declared here, and the tests fail until it has a
+# sentence in both languages (services/balancer/messages.py, ``ev_<kind>``).
 KINDS = (
     "start",
     "state",
@@ -24,8 +25,8 @@ KINDS = (
     "failure",
 )
 # Every ``reason_code`` a ``state`` event may carry: the English ``reason`` is for people, the
-# code (and the fields it names, docs/api.md) lets the dashboard say it in Spanish. A new code
-# is declared here, and the dashboard's tests fail until it has a sentence in both languages.
+# code (and the fields it names, docs/api.md) lets the log and the dashboard say it in Spanish.
+# A new code is declared here, and the tests fail until it has a sentence in both languages.
 REASON_CODES = (
     "first_check_passed",  # detail
     "checks_passed",  # checks
@@ -40,12 +41,17 @@ REASON_CODES = (
 )
 
 
-class EventLog:
-    """Numbered events, oldest first; only the last ``KEPT_EVENTS`` are kept."""
+Listener = Callable[[dict[str, Any]], None]
 
-    def __init__(self, keep: int = KEPT_EVENTS) -> None:
+
+class EventLog:
+    """Numbered events, oldest first; only the last ``KEPT_EVENTS`` are kept. ``listener``
+    hears each one as it is recorded (the balancer's log lines, journal.py)."""
+
+    def __init__(self, keep: int = KEPT_EVENTS, listener: Listener | None = None) -> None:
         self._events: deque[dict[str, Any]] = deque(maxlen=keep)
         self.last_id = 0
+        self.listener = listener
 
     def add(self, kind: str, server: str | None = None, **fields: Any) -> dict[str, Any]:
         """Record one event and return it: ``id``, ``time``, ``kind``, ``server`` + fields."""
@@ -57,6 +63,8 @@ class EventLog:
         event = {"id": self.last_id, "time": utc_now_iso(), "kind": kind, "server": server}
         event.update(fields)
         self._events.append(event)
+        if self.listener is not None:
+            self.listener(event)
         return event
 
     def since(self, event_id: int = 0) -> list[dict[str, Any]]:

@@ -270,6 +270,8 @@ class Proxy:
                 headers.append((IDEMPOTENCY_KEY, uuid.uuid4().hex))
             failure = await self._try(scope, send, server, target, headers, body)
             if failure is None:
+                if len(tried) > 1:  # a failure the client never saw: summed up in the log
+                    self.balancer.journal.retried(tried[0].name, server.name)
                 return
             keyed = server.honours_keys and has_idempotency_key(headers)
             if not may_retry(failure, method, keyed):
