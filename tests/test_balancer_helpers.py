@@ -32,6 +32,7 @@ class EchoBackend:
         self.url = f"http://127.0.0.1:{self.port}"
         self.delay = 0.0  # seconds added to every echo answer
         self.healthy = True
+        self.health_error = "told to fail"  # the reason /health gives while unhealthy
         self.declares_keys = False  # says Idempotency-Key-Support: shared on /health
         self.hits = 0
         self._server = uvicorn.Server(
@@ -42,7 +43,7 @@ class EchoBackend:
     def _app(self) -> Starlette:
         async def health(request: Request) -> Response:
             if not self.healthy:
-                return JSONResponse({"status": "error", "error": "told to fail"}, 503)
+                return JSONResponse({"status": "error", "error": self.health_error}, 503)
             declared = {KEYS_HEADER: KEYS_SHARED} if self.declares_keys else {}
             return JSONResponse({"status": "ok", "server": self.name}, headers=declared)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import pty
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from services.balancer import cli as balancer_cli
 from services.balancer.config import BalancerConfig
 from services.common import default_token_file
 from services.launcher import cli as up
+from services.launcher import demo
 from services.launcher.stack import StackOptions, plan
 
 
@@ -138,6 +140,18 @@ def balancer_config(*up_args: str) -> BalancerConfig:
     return balancer_cli.config_from_args(
         balancer_parser.parse_args(argv[argv.index("balancer") + 1 :])
     )
+
+
+def test_the_language_reaches_the_balancers_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ticslab up --lang`` and ``ticslab demo --lang`` (the dashboard's flag) both choose
+    the language of the balancer's log; unset, the balancer reads TICSLAB_LANG itself."""
+    monkeypatch.delenv("TICSLAB_LANG", raising=False)
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    assert balancer_config("--lang", "es").lang == "es"
+    assert balancer_config().lang == "en"
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    assert up.options_from_args(parser.parse_args(["--lang", "es"])).lang == "es"
 
 
 def test_weights_and_balancer_tuning_reach_the_balancer() -> None:
@@ -270,6 +284,36 @@ def test_ctrl_c_stops_everything_and_frees_every_port(tmp_path: Path) -> None:
         assert [port for port in ports if listening(port)] == []
         assert "stopped: no process left running" in stack.output()
         assert "client1   | " in stack.output()  # each process's log, prefixed with its name
+    finally:
+        stack.close()
+
+
+def relayed(stack: UpStack, sentence: str) -> bool:
+    """Whether ``ticslab up`` relayed a line of the balancer's own log (its time, its level)
+    that says ``sentence``."""
+    line = rf"^balancer +\| \S+ \S+ (INFO|WARNING): +{re.escape(sentence)}"
+    return re.search(line, stack.output(), re.MULTILINE) is not None
+
+
+@pytest.mark.slow
+def test_up_relays_the_balancers_story_in_spanish_with_who_did_it(tmp_path: Path) -> None:
+    """``ticslab up --lang es``: a stop and a start through /control, with the token, are
+    told in the balancer's relayed lines with who asked, and so are the state changes they
+    cause; the token itself never is."""
+    stack = UpStack(tmp_path, servers=2)
+    stack.args += ["--lang", "es"]
+    stack.start()
+    try:
+        auth = {"Authorization": f"Bearer {stack.token}"}
+        control = f"{stack.url}/control/servers/server1"
+        for action, said in (
+            ("stop", ["server1 detener → detenido (por 127.0.0.1)", "server1 UP → DOWN: "]),
+            ("start", ["server1 iniciar → iniciado (por 127.0.0.1)", "server1 DOWN → UP: "]),
+        ):
+            assert httpx.post(f"{control}/{action}", headers=auth, timeout=15).status_code == 200
+            for sentence in said:
+                wait_until(lambda s=sentence: relayed(stack, s), what=repr(sentence))
+        assert stack.token not in stack.output()
     finally:
         stack.close()
 

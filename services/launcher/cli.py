@@ -22,11 +22,18 @@ from services.common import (
     weight_from_text,
     write_token_file,
 )
+from services.lang import add_lang_argument
 from services.launcher.logs import ConsoleLogs
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_stack_arguments(parser)
+    add_lang_argument(parser, "language of the balancer's log: state changes, control actions")
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """What runs and how (``ticslab demo`` takes these, and ``--lang`` with the dashboard's)."""
     parser.add_argument("--servers", type=int, default=2, help="task servers (default 2)")
     parser.add_argument("--clients", type=int, default=2, help="client emulators (0 for none)")
     parser.add_argument("--balancer-port", type=int, default=8080)
@@ -104,6 +111,7 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         eject_after_5xx=args.eject_after_5xx,
         eject_time=args.eject_time,
         retries=args.retries,
+        lang=args.lang,
     )
 
 

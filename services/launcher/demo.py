@@ -24,8 +24,8 @@ from services.launcher.stack import Stack, StartError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dashboard.options import add_display_arguments
 
-    up.add_arguments(parser)
-    add_display_arguments(parser)  # --read-only, --refresh, --lang, --theme
+    up.add_stack_arguments(parser)
+    add_display_arguments(parser)  # --read-only, --refresh, --lang (the balancer's too), --theme
     group = parser.add_argument_group("in a browser / en un navegador")
     group.add_argument(
         "--web",

@@ -46,6 +46,7 @@ class StackOptions:
     eject_after_5xx: int | None = None
     eject_time: float | None = None
     retries: int | None = None
+    lang: str | None = None  # of the balancer's log; None: TICSLAB_LANG or the locale
 
     @property
     def server_ports(self) -> list[int]:
@@ -60,12 +61,14 @@ class StackOptions:
         return self.data_dir / "tasks.json"
 
     def balancer_flags(self) -> list[str]:
-        """The balancer's tuning flags that were given (the balancer checks their values)."""
+        """The balancer's tuning flags that were given (the balancer checks their values), and
+        the language of its log."""
         given = {
             "--slow-start": self.slow_start,
             "--eject-after-5xx": self.eject_after_5xx,
             "--eject-time": self.eject_time,
             "--retries": self.retries,
+            "--lang": self.lang,
         }
         return [f"{flag}={value}" for flag, value in given.items() if value is not None]
 
