@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
-from services.common import error_message, printable
+from services.common import DASHBOARD_AGENT, error_message, printable
 
 TIMEOUT = httpx.Timeout(3.0, connect=2.0)
 NOT_JSON = object()
@@ -90,7 +90,7 @@ class BalancerClient:
         timeout: httpx.Timeout = TIMEOUT,
     ) -> None:
         self.read_only = read_only or not token
-        headers = {"Accept": "application/json", "User-Agent": "ticslab-dashboard"}
+        headers = {"Accept": "application/json", "User-Agent": DASHBOARD_AGENT}
         self._token = token
         self._http = httpx.AsyncClient(
             base_url=url, headers=headers, timeout=timeout, transport=transport

@@ -37,6 +37,8 @@ from starlette.responses import JSONResponse
 # that may have reached a server again (docs/design/balancer.md, "Retries").
 KEYS_HEADER = "Idempotency-Key-Support"
 KEYS_SHARED = "shared"
+# The dashboard's User-Agent: the balancer's log says an action came from the dashboard.
+DASHBOARD_AGENT = "ticslab-dashboard"
 # The fault modes a task server can be put in (services/taskserver/faults.py): the balancer's
 # /control passes on only these, and the dashboard offers each. ``nolock`` loses tasks on
 # purpose (services/taskserver/nolock.py); no mode but ``none`` is ever a default.

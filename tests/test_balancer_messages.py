@@ -9,13 +9,19 @@ import logging
 from string import Formatter
 
 import aiohttp
+import httpx
 import pytest
+from starlette.applications import Starlette
 from support import ACTED_ON, events_of_every_kind, state_events_of_every_reason
 
+from services.balancer.balancer import Balancer
+from services.balancer.config import BalancerConfig
+from services.balancer.control import Control
 from services.balancer.events import KINDS, REASON_CODES
 from services.balancer.health import describe_failure
 from services.balancer.journal import MAX_PAIRS, Journal, level
 from services.balancer.messages import CATALOGUE, EN, ES, EventText
+from services.common import DASHBOARD_AGENT
 from services.lang import missing_keys
 
 # Written the same in both languages: placeholders, and words that are Spanish too.
@@ -74,6 +80,24 @@ async def test_every_state_change_reads_in_spanish_from_its_reason_code() -> Non
     newer = {"kind": "state", "reason": "went to lunch", "reason_code": "lunch"}
     assert spanish.reason(newer) == "went to lunch"
     assert spanish.reason({**failed, "checks": None}) == failed["reason"]  # a field missing
+
+
+async def test_an_action_from_the_dashboard_says_so_and_who_asked() -> None:
+    """The dashboard names itself (its User-Agent): its actions read "desde el panel"; the
+    same action from curl does not, and neither has the token in it."""
+    balancer = Balancer(BalancerConfig(backends=[("server1", "http://127.0.0.1:5001")]))
+    control = Control(balancer, "s3cret-token", "none")
+    transport = httpx.ASGITransport(Starlette(routes=control.routes()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        for agent in (DASHBOARD_AGENT, "curl/8.5.0"):
+            headers = {"Authorization": "Bearer s3cret-token", "User-Agent": agent}
+            answer = await http.post("/control/servers/server1/drain", headers=headers)
+            assert answer.status_code == 200
+    said = [EventText("es").sentence(e) for e in balancer.events.since(0) if e["kind"] == "control"]
+    assert said == [
+        "server1 drenar → DRAIN (desde el panel, por 127.0.0.1)",
+        "server1 drenar → DRAIN (por 127.0.0.1)",
+    ]
 
 
 def failures() -> list[tuple[BaseException, str]]:

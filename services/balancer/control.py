@@ -34,6 +34,7 @@ from services.balancer.drivers import (
 )
 from services.balancer.plugin import PluginError
 from services.common import (
+    DASHBOARD_AGENT,
     DRIVER_ACTIONS,
     FAULT_MODES,
     bearer_token,
@@ -133,6 +134,8 @@ class Control:
         return name, await _json_object(request)
 
     def _event(self, request: Request, server: str | None, action: str, **fields: Any) -> None:
+        if request.headers.get("user-agent") == DASHBOARD_AGENT:
+            fields["via"] = "dashboard"  # so the log says "from the dashboard"
         self.balancer.events.add("control", server, action=action, who=_who(request), **fields)
 
     def _admin_url(self, name: str, route: str) -> str:

@@ -23,6 +23,7 @@ EN: dict[str, str] = {
     "ev_state": "{server} {from} → {to}: {reason}",
     "ev_state_first": "{server} → {to}: {reason}",
     "ev_control": "{server} {action} → {result} (by {who})",
+    "ev_control_dashboard": "{server} {action} → {result} (from the dashboard, by {who})",
     "ev_control_failed": "{server} {action} FAILED: {result} (by {who})",
     "ev_algorithm": "algorithm {from} → {to} (by {who})",
     "ev_algorithm_error": "algorithm {algorithm} FAILED at {where}: {error}; round robin "
@@ -114,6 +115,7 @@ ES: dict[str, str] = {
     "ev_state": "{server} {from} → {to}: {reason}",
     "ev_state_first": "{server} → {to}: {reason}",
     "ev_control": "{server} {action} → {result} (por {who})",
+    "ev_control_dashboard": "{server} {action} → {result} (desde el panel, por {who})",
     "ev_control_failed": "{server} {action} FALLÓ: {result} (por {who})",
     "ev_algorithm": "algoritmo {from} → {to} (por {who})",
     "ev_algorithm_error": "algoritmo {algorithm} FALLÓ en {where}: {error}; respondió round "
@@ -305,6 +307,8 @@ class EventText(Translator):
         kind = event.get("kind")
         if kind == "control" and event.get("ok") is False:
             return "ev_control_failed"
+        if kind == "control" and event.get("via") == "dashboard":
+            return "ev_control_dashboard"
         if kind == "state" and event.get("from") is None:
             return "ev_state_first"  # a server's first verdict: nothing to change from
         if kind == "algorithm_error" and event.get("returned") is not None:
