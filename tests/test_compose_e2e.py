@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -265,6 +266,11 @@ class TestHandoutStack:
         finally:
             handout.compose("start", "server1")
         wait_until(lambda: handout.states()["server1"] == "UP", 60, 0.5, "server1 UP again")
+        # "Observa los logs": the balancer's own lines tell it, in .env's language (es).
+        told = self.log(handout, "balancer")
+        assert "balanceador iniciado" in told, told[-3000:]
+        assert re.search(r" WARNING: +server1 UP → DOWN: ", told), told[-3000:]
+        assert re.search(r" INFO: +server1 DOWN → UP: ", told), told[-3000:]
 
     def test_control_endpoint_stops_and_starts_server2_through_docker(self, handout: Stack) -> None:
         control = httpx.get(handout.url + "/control", timeout=5).json()
