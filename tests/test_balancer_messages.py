@@ -139,7 +139,7 @@ def test_each_connection_failure_is_said_in_spanish_with_its_numbers(
         ("503 Service Unavailable: storage is read-only", "respondió 503: (mensaje del sistema) "
          "storage is read-only"),
         ("Docker refused to stop: container is marked for removal",
-         "Docker se negó a stop: (mensaje del sistema) container is marked for removal"),
+         "Docker se negó a detener: (mensaje del sistema) container is marked for removal"),
         ("Docker engine at /var/run/docker.sock did not answer: connection refused",
          "Docker en /var/run/docker.sock no respondió: conexión rechazada"),
         ("disk on fire", "(mensaje del sistema) disk on fire"),
@@ -196,3 +196,20 @@ def test_retries_are_summed_up_per_pair_in_bounded_memory(
             journal.retried(f"s{number}", "server1")
             assert len(journal._retried) <= MAX_PAIRS
     assert len(caplog.records) == MAX_PAIRS  # the early summary, before the last pair
+
+
+def test_a_sentence_that_cannot_be_said_never_stops_a_state_change(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log listens inside ``EventLog.add``: a bug in a sentence is logged, and the
+    server's state still changes."""
+    balancer = Balancer(BalancerConfig(backends=[("server1", "http://127.0.0.1:5001")]))
+
+    def broken(event: object) -> str:
+        raise KeyError("missing")
+
+    monkeypatch.setattr(balancer.journal.text, "sentence", broken)
+    with caplog.at_level(logging.INFO, logger="ticslab.balancer"):
+        assert balancer.set_admin_state("server1", "DRAIN") == "DRAIN"
+    assert balancer.events.since(0)[-1]["to"] == "DRAIN"
+    assert "could not say the state event" in caplog.text

@@ -64,7 +64,14 @@ class Journal:
         self.flush()
 
     def event(self, event: dict[str, Any]) -> None:
-        log.log(level(event), "%s", self.text.sentence(event))
+        """One line for ``event``; a sentence that cannot be said is a logged bug, never a
+        state change that fails halfway (the listener runs inside ``EventLog.add``)."""
+        try:
+            sentence = self.text.sentence(event)
+        except Exception:  # a bug in the catalogue, by definition: the tests say every event
+            log.exception("could not say the %s event %s", event.get("kind"), event.get("id"))
+            return
+        log.log(level(event), "%s", sentence)
 
     def retried(self, failed: str, server: str) -> None:
         """A request failed on ``failed`` and ``server`` answered it: the client never knew."""

@@ -150,7 +150,7 @@ ES: dict[str, str] = {
     "detail_http": "respondió {status}",
     "detail_http_why": "respondió {status}: {why}",
     "detail_docker_refused": "Docker se negó a {action}: {why}",
-    "detail_docker_failed": "Docker falló al {action}: {why}",
+    "detail_docker_failed": "Docker falló al intentar {action}: {why}",
     "detail_docker_silent": "Docker en {where} no respondió: {why}",
     "os_unknown_name": "nombre o servicio desconocido",
     "os_name_lookup": "falla temporal al resolver el nombre",
@@ -274,7 +274,9 @@ class EventText(Translator):
                 for name in NESTED:
                     if name in fields:
                         fields[name] = self.detail(fields[name])
-                return self(key, **fields)
+                if "action" in fields:  # a control action Docker refused: its word
+                    fields["action"] = self.term("action", fields["action"])
+                return self(key, **fields).rstrip()
         if (os_key := OS_WORDS.get(raw.lower())) is not None:
             return self(os_key)
         return self("system_words", text=raw)
