@@ -112,13 +112,14 @@ def _race(result: Result, t: Translator) -> list[RenderableType]:
         table.add_row(name, *(span(*spread[figure]) for figure in figures))
         expected = row["expected"] or 1
         bar = Text("█" * round(BAR_WIDTH * row["stored"] / expected), style="green")
-        bar.append("█" * round(BAR_WIDTH * row["lost"] / expected), style="red")
+        bar.append("░" * round(BAR_WIDTH * row["lost"] / expected), style="red")
         chart.add_row(Text(f"{name:<{max(map(len, names))}} ") + bar)
     lines = [*_heading(result, t, "race_title"), table, Text(t("race_legend"), style="dim")]
     unanswered = sum(run.get("unanswered", 0) for row in result.results for run in row["runs"])
     if unanswered:
         lines.append(Text(t("race_unanswered", count=unanswered), style="yellow"))
-    return [*lines, Text(), chart]
+    legend = Text.assemble(("█ ", "green"), t("h_stored"), "  ", ("░ ", "red"), t("h_lost"))
+    return [*lines, Text(), chart, legend]
 
 
 def _failover(result: Result, t: Translator) -> list[RenderableType]:
