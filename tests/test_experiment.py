@@ -17,7 +17,9 @@ from support import TICSLAB, wait_until
 
 from services.cli import main
 from services.experiment import html, terminal
-from services.experiment.result import Claim, Result
+from services.experiment.i18n import CATALOGUE
+from services.experiment.result import LAB, Claim, Result, combine
+from services.lang import Translator
 
 RUN_SECONDS = 120  # a bound for each run; the small settings below take 5-15 s
 
@@ -46,40 +48,48 @@ def experiment(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[
 def test_algorithms_show_when_each_algorithm_fits(tmp_path: Path) -> None:
     template = Path(__file__).parent.parent / "docs" / "examples" / "mi_algoritmo.py"
     _, result = experiment(
-        tmp_path, "algorithms", "--requests", "160", "--slow-ms", "200", "--ip-clients", "6",
+        tmp_path, "algorithms", "--requests", "160", "--slow-ms", "200", "--repeat", "2",
         "--algorithm", f"{template}:MiAlgoritmo",
     )  # fmt: skip
-    assert result["scenario"] == "algorithms"
+    assert result["scenario"] == "algorithms" and result["repeats"] == 2
     rows = {row["algorithm"]: row for row in result["results"]}
     # The five built-ins, then the student's class measured beside them.
     assert list(rows) == [
         "random", "round_robin", "least_connections", "response_time", "ip_hash", "dos_al_azar"
     ]  # fmt: skip
     for row in rows.values():
-        assert set(row) >= {"share", "p50_ms", "p95_ms", "p99_ms", "errors"}
+        assert set(row) >= {"share", "p50_ms", "p95_ms", "p99_ms", "errors", "spread"}
         assert row["errors"] == 0 and row["requests"] == 160 and row["algorithm_errors"] == 0
+        assert [run["requests"] for run in row["runs"]] == [160, 160]
     blind = min(rows["random"]["p95_ms"], rows["round_robin"]["p95_ms"])
     assert rows["response_time"]["p95_ms"] < blind
-    assert rows["least_connections"]["p95_ms"] < blind
+    assert rows["least_connections"]["share"]["server2"] < 0.25
     assert all(abs(share - 0.5) <= 0.05 for share in rows["round_robin"]["share"].values())
-    # Six client addresses, each always on one server, and not all on the same one.
+    # By default six client addresses, each always on one server, and not all on the same one.
     clients = rows["ip_hash"]["clients"]
     assert set(clients) == {f"127.0.0.{n}" for n in range(2, 8)}
     assert all(len(servers) == 1 for servers in clients.values())
     assert {server for servers in clients.values() for server in servers} == {"server1", "server2"}
     assert rows["random"]["affinity"] < 1.0
-    assert all(claim["held"] for claim in result["claims"])
+    assert all(claim["held"] and claim["margin"] >= 0 for claim in result["claims"])
+    assert result["notes"] == [
+        "IP hash put 4 client addresses on server1, 2 client addresses on server2, always the "
+        "same ones: it keeps affinity, it does not look at load"
+    ]
 
 
 @pytest.mark.slow
 def test_failover_retries_hide_a_crash_and_no_retries_show_it(tmp_path: Path) -> None:
     _, result = experiment(tmp_path, "failover", "--seconds", "3", "--kill-at", "1")
+    assert result["repeats"] == 3
     runs = {row["run"]: row for row in result["results"]}
+    # Each repeat killed server1 again: the second and third were started and came back.
+    assert all(run["failed"] > 0 for run in runs["no retries"]["runs"])
     assert runs["retries"]["failed"] == 0 and runs["retries"]["retries"] == 2
     assert runs["no retries"]["failed"] > 0 and runs["no retries"]["retries"] == 0
     assert all(row["lost"] == 0 and row["created"] > 100 for row in runs.values())
     # The chart's series: before the kill nothing failed in either run.
-    before = int(1 / result["series"]["bucket_seconds"])
+    before = int(1 / result["series"]["bucket_seconds"])  # all repeats added up
     assert sum(result["series"]["no retries"]["failed"][:before]) == 0
     assert all(claim["held"] for claim in result["claims"])
 
@@ -104,19 +114,25 @@ def hostile_result() -> Result:
         "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "errors": 0, "affinity": 0.5,
         "clients": {"127.0.0.1": {"server1": 5, "server2": 5}}, "algorithm_errors": 3,
     }  # fmt: skip
-    return Result("algorithms", {"plugin": name}, [row], [Claim("a", "b", False)], {}, 1.0)
+    row = {**combine([row], ["share", "p50_ms", "p95_ms", "p99_ms"]), "algorithm_errors": 3}
+    claim = Claim("locked_keeps_all", LAB, (1,), 0, False, "against_lost")
+    settings = {"plugin": name, "ip_clients": 0, "requests": 10, "concurrency": 1, "slow_ms": 9}
+    return Result("algorithms", settings, [row], [claim], {}, 1.0)
 
 
 def test_reports_show_names_from_a_plugin_as_text() -> None:
     result = hostile_result()
-    page = html.page(result)
+    t = Translator(CATALOGUE, "en")
+    page = html.page(result, t)
     assert "<script>" not in page and "&lt;script&gt;" in page
     console = Console(width=120, record=True, color_system=None)
-    console.print(terminal.render(result))
+    console.print(terminal.render(result, t))
     text = console.export_text()
     assert "\x1b" not in text
-    # As text wherever it is shown: the table, the chart and the failing pick's line.
-    assert text.count("[/b][bold]\\x1b]0;x\\x07") == 3, text
+    # As text wherever it is shown: the table and the failing pick's line whole, the chart's
+    # narrow name column folded over lines.
+    assert text.count("[/b][bold]\\x1b]0;x\\x07") == 2, text
+    assert "][bold]\\x1b]0;" in text
     assert "its pick failed 3 times" in text and "did not hold" in text
     assert "its pick failed 3 times" in page
 
@@ -159,11 +175,13 @@ def test_a_stopped_experiment_leaves_no_process_and_no_folder(
 def test_race_loses_tasks_without_the_lock_and_none_with_it(tmp_path: Path) -> None:
     _, result = experiment(tmp_path, "race")
     rows = {row["storage"]: row for row in result["results"]}
-    assert rows["locked"] == {
-        "storage": "locked", "sent": 200, "expected": 200, "stored": 200, "lost": 0,
-        "unanswered": 0, "duplicate_ids": 0, "by_server": {"server1": 100, "server2": 100},
-    }  # fmt: skip
-    unlocked = rows["unlocked"]
-    assert unlocked["expected"] == 200 and unlocked["lost"] > 0
-    assert unlocked["stored"] + unlocked["lost"] == unlocked["expected"]
+    assert result["repeats"] == 3 and all(len(row["runs"]) == 3 for row in rows.values())
+    for run in rows["locked"]["runs"]:
+        assert run == {
+            "storage": "locked", "sent": 200, "expected": 200, "stored": 200, "lost": 0,
+            "unanswered": 0, "duplicate_ids": 0, "by_server": {"server1": 100, "server2": 100},
+        }  # fmt: skip
+    for run in rows["unlocked"]["runs"]:
+        assert run["expected"] == 200 and run["lost"] > 0
+        assert run["stored"] + run["lost"] == run["expected"]
     assert all(claim["held"] for claim in result["claims"])

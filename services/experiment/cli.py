@@ -17,6 +17,9 @@ from typing import Any
 
 from rich.console import Console
 
+from services.experiment.result import REPEATS
+from services.lang import add_lang_argument
+
 CLAIM_FAILED = 3
 
 
@@ -30,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="The same workload through each algorithm; server2 answers --slow-ms late.",
     )
     defaults = algorithms.Settings()
-    algo.add_argument("--requests", type=int, default=defaults.requests, help="per algorithm")
+    algo.add_argument(
+        "--requests", type=int, default=defaults.requests, help="per algorithm and run"
+    )
     algo.add_argument("--concurrency", type=int, default=defaults.concurrency)
     algo.add_argument("--slow-ms", type=int, default=defaults.slow_ms, help="server2's delay")
     algo.add_argument(
@@ -39,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.ip_clients,
         metavar="K",
         help="send from K loopback addresses, 127.0.0.2 and up, so IP hash's affinity shows "
-        "(default 0: all from 127.0.0.1)",
+        f"(default {algorithms.DEFAULT_IP_CLIENTS} where the system answers on them, else "
+        "127.0.0.1 only; 0: all from 127.0.0.1)",
     )
     algo.add_argument(
         "--algorithm",
@@ -72,8 +78,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--work-ms", type=int, default=fail_defaults.work_ms, help="each request's delay"
     )
     for each in (algo, race_parser, fail):
+        each.add_argument(
+            "--repeat",
+            type=int,
+            default=REPEATS,
+            metavar="N",
+            help=f"measure N times; a claim holds only if it holds every time (default {REPEATS})",
+        )
         each.add_argument("--json", type=Path, metavar="FILE", help="write the result as JSON")
         each.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report")
+        add_lang_argument(each, "the reports' and messages' language")
 
 
 def scenario(args: argparse.Namespace) -> tuple[Any, Callable[[Any], Any]]:
@@ -82,57 +96,61 @@ def scenario(args: argparse.Namespace) -> tuple[Any, Callable[[Any], Any]]:
 
     if args.scenario == "algorithms":
         return algorithms.Settings(
-            args.requests, args.concurrency, args.slow_ms, args.ip_clients, args.plugin
-        ), algorithms.run
+            args.requests, args.concurrency, args.slow_ms, args.ip_clients, args.plugin,
+            args.repeat,
+        ), algorithms.run  # fmt: skip
     if args.scenario == "race":
-        return race.Settings(args.clients, args.posts), race.run
+        return race.Settings(args.clients, args.posts, args.repeat), race.run
     return failover.Settings(
-        args.seconds, args.kill_at, args.concurrency, args.work_ms
+        args.seconds, args.kill_at, args.concurrency, args.work_ms, args.repeat
     ), failover.run
 
 
 def run(args: argparse.Namespace) -> int:
     from services.common import raise_fd_limit
     from services.experiment import html, terminal
+    from services.experiment.i18n import CATALOGUE
     from services.experiment.lab import LabError
+    from services.experiment.result import say
+    from services.lang import Translator, chosen
     from services.launcher.cli import stop_signals
     from services.launcher.demo import leave
 
     console = Console(highlight=False)
+    t = Translator(CATALOGUE, chosen(args.lang))
     settings, run_scenario = scenario(args)
     problems = settings.problems() + [
-        f"--{flag} {path}: there is no folder {path.parent}"
+        ("problem_folder", {"flag": flag, "path": path, "folder": path.parent})
         for flag, path in (("json", args.json), ("html", args.html))
         if path is not None and not path.parent.is_dir()
     ]
     if problems:
-        print(f"ticslab experiment {args.scenario}: {'; '.join(problems)}", file=sys.stderr)
+        told = "; ".join(say(t, problem) for problem in problems)
+        print(t("bad_flags", name=args.scenario, problems=told), file=sys.stderr)
         return 2
-    console.print(
-        f"ticslab experiment {args.scenario}: starting a throwaway stack on free ports / "
-        "levantando un stack desechable en puertos libres",
-        markup=False,
-    )
+    console.print(t("starting", name=args.scenario), markup=False)
     raise_fd_limit()  # a race holds a connection per POST, all at once
     # A polite kill or a closed terminal unwinds like Ctrl+C: the stack and its folder go.
     leaving = [sig for sig in stop_signals() if sig != signal.SIGINT]
     previous = {sig: signal.signal(sig, leave) for sig in leaving}
     try:
-        with console.status("measuring / midiendo..."):
+        with console.status(t("measuring", repeat=settings.repeat)):
             result = run_scenario(settings)
     except LabError as error:
-        console.print(f"ticslab experiment {args.scenario}: {error}", markup=False)
+        message = t("failed", name=args.scenario, error=error.text(t))
+        console.print(message, markup=False)
         return 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    console.print(terminal.render(result))
+    console.print(terminal.render(result, t))
     written = []
     if args.json:
-        args.json.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
+        report = json.dumps(result.to_json(t), indent=2, ensure_ascii=False)
+        args.json.write_text(report + "\n", encoding="utf-8")
         written.append(str(args.json))
     if args.html:
-        args.html.write_text(html.page(result), encoding="utf-8")
+        args.html.write_text(html.page(result, t), encoding="utf-8")
         written.append(str(args.html))
-    console.print(terminal.summary_line(result, written), markup=False)
+    console.print(terminal.summary_line(result, written, t), markup=False)
     return 0 if result.held else CLAIM_FAILED

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from services.experiment.result import Result, pick_failures
+from services.experiment.result import HANDOUT, LAB, Result, algorithm_name, parameters, say, span
+from services.lang import Translator
 
 COLOURS = ("#1f9bb4", "#b4399f", "#d9a21b", "#3a9b3a", "#3b5fc4", "#d43f3a")
 OK, BAD = "#3a9b3a", "#d43f3a"
@@ -22,36 +23,41 @@ table { border-collapse: collapse; margin: 1rem 0; }
 th, td { border: 1px solid #ccc; padding: .25rem .6rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .held { color: #2a7a2a; } .failed { color: #b52b27; font-weight: bold; }
+.note { color: #8a6d00; } small { color: #555; font-weight: normal; }
 svg text { font-size: 12px; font-family: system-ui, sans-serif; }
 pre { background: #f5f5f5; padding: 1rem; overflow-x: auto; }
 """
 
 
-def page(result: Result) -> str:
+def page(result: Result, t: Translator) -> str:
     """The report for ``result``: settings, claims, a table and charts, and the raw JSON."""
     body = {"algorithms": _algorithms, "race": _race, "failover": _failover}[result.scenario]
-    settings = ", ".join(
-        f"{escape(k)}={escape(str(v))}" for k, v in result.settings.items() if v is not None
-    )
-    raw = escape(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    raw = escape(json.dumps(result.to_json(t), indent=2, ensure_ascii=False))
+    notes = "".join(f"<p class='note'>{escape(say(t, note))}</p>" for note in result.notes)
+    title = escape(t(f"{result.scenario}_title", repeat=result.repeats))
     return (
-        f"<!doctype html>\n<html lang='es'><head><meta charset='utf-8'>"
+        f"<!doctype html>\n<html lang='{t.lang}'><head><meta charset='utf-8'>"
         f"<title>ticslab experiment {escape(result.scenario)}</title><style>{STYLE}</style>"
         f"</head><body><h1>ticslab experiment {escape(result.scenario)}</h1>"
-        f"<p>{settings} &middot; {result.seconds:.1f} s</p>"
-        f"{_claims(result)}{body(result)}"
+        f"<p>{title}</p><p>{escape(parameters(result, t))} &middot; {result.seconds:.1f} s</p>"
+        f"{_claims(result, t)}{body(result, t)}{notes}"
         f"<details><summary>JSON</summary><pre>{raw}</pre></details></body></html>\n"
     )
 
 
-def _claims(result: Result) -> str:
-    items = "".join(
-        f"<li class='{'held' if c.held else 'failed'}'>"
-        f"{'✔ held / se cumple' if c.held else '✘ did not hold / no se cumple'}: "
-        f"{escape(c.en)} / <i>{escape(c.es)}</i></li>"
-        for c in result.claims
-    )
-    return f"<h2>The handout says / El apunte dice</h2><ul>{items}</ul>"
+def _claims(result: Result, t: Translator) -> str:
+    parts = []
+    for source, title in ((HANDOUT, "handout_says"), (LAB, "lab_shows")):
+        items = "".join(
+            f"<li class='{'held' if c.held else 'failed'}'>"
+            f"{escape(t('held') if c.held else t('not_held'))}: {escape(c.text(t))}"
+            f"<br><small>{escape(c.detail(t))}</small></li>"
+            for c in result.claims
+            if c.source == source
+        )
+        if items:
+            parts.append(f"<h2>{escape(t(title))}</h2><ul>{items}</ul>")
+    return "".join(parts)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -115,22 +121,22 @@ def columns(
     return "".join(parts) + "</svg>"
 
 
-def _algorithms(result: Result) -> str:
+def _algorithms(result: Result, t: Translator) -> str:
     rows = result.results
     servers = list(rows[0]["share"]) if rows else []
+    names = [algorithm_name(r["algorithm"], t) for r in rows]
     table = _table(
-        ["algorithm", *(f"{s} share" for s in servers), "p50 ms", "p95 ms", "p99 ms", "errors",
-         "affinity"],
-        [[r["algorithm"], *(f"{r['share'][s]:.0%}" for s in servers), r["p50_ms"], r["p95_ms"],
-          r["p99_ms"], r["errors"], r["affinity"]] for r in rows],
+        [t("h_algorithm"), *servers, "p50 ms", "p95 ms", "p99 ms", t("h_errors"),
+         t("h_affinity")],
+        [[name, *(span(*[100 * v for v in r["spread"]["share"][s]], suffix="%")
+                  for s in servers),
+          *(span(*r["spread"][f], 1) for f in ("p50_ms", "p95_ms", "p99_ms")), r["errors"],
+          f"{r['affinity']:.2f}"] for name, r in zip(names, rows, strict=True)],
     )  # fmt: skip
     shares = bars(
         [
-            (
-                r["algorithm"],
-                [(round(100 * r["share"][s]), _colour(i)) for i, s in enumerate(servers)],
-            )
-            for r in rows
+            (name, [(round(100 * r["share"][s]), _colour(i)) for i, s in enumerate(servers)])
+            for name, r in zip(names, rows, strict=True)
         ],
         100,
         "%",
@@ -140,61 +146,67 @@ def _algorithms(result: Result) -> str:
         for i, s in enumerate(servers)
     )
     p95 = bars(
-        [(r["algorithm"], [(r["p95_ms"], BAD)]) for r in rows],
+        [(name, [(r["p95_ms"], BAD)]) for name, r in zip(names, rows, strict=True)],
         max((r["p95_ms"] for r in rows), default=1.0),
         "ms",
     )
     failing = "".join(
-        f"<p class='failed'>✘ {escape(r['algorithm'])}: {escape(pick_failures(r))}</p>"
-        for r in rows
+        "<p class='failed'>✘ "
+        f"{escape(t('pick_failures', name=name, count=r['algorithm_errors']))}</p>"
+        for name, r in zip(names, rows, strict=True)
         if r.get("algorithm_errors")
     )
     return (
-        f"<h2>Results / Resultados</h2>{table}{failing}"
-        f"<h3>Share / Reparto</h3><p>{legend}</p>{shares}"
-        f"<h3>p95 latency / latencia p95</h3>{p95}"
+        f"<h2>{escape(t('results'))}</h2>{table}<p>{escape(t('affinity_legend'))}</p>{failing}"
+        f"<h3>{escape(t('chart_share'))}</h3><p>{legend}</p>{shares}"
+        f"<h3>{escape(t('chart_p95'))}</h3>{p95}"
     )
 
 
-def _race(result: Result) -> str:
+def _race(result: Result, t: Translator) -> str:
     rows = result.results
+    figures = ("sent", "expected", "stored", "lost", "unanswered", "duplicate_ids")
     table = _table(
-        ["storage", "sent", "201", "stored", "lost", "no 201", "ids given twice"],
-        [[r["storage"], r["sent"], r["expected"], r["stored"], r["lost"], r["unanswered"],
-          r["duplicate_ids"]] for r in rows],
+        [t("h_storage"), t("h_sent"), "201", t("h_stored"), t("h_lost"), t("h_no_201"),
+         t("h_ids_twice")],
+        [[t(f"storage_{r['storage']}"), *(span(*r["spread"][f]) for f in figures)]
+         for r in rows],
     )  # fmt: skip
     chart = bars(
-        [(r["storage"], [(r["stored"], OK), (r["lost"], BAD)]) for r in rows],
+        [(t(f"storage_{r['storage']}"), [(r["stored"], OK), (r["lost"], BAD)]) for r in rows],
         max((r["expected"] for r in rows), default=1),
-        "tasks answered 201",
+        t("tasks_201"),
     )
     return (
-        f"<h2>Results / Resultados</h2>{table}"
-        f"<h3>Stored (green) and lost (red) / Guardadas (verde) y perdidas (rojo)</h3>{chart}"
+        f"<h2>{escape(t('results'))}</h2>{table}<p>{escape(t('race_legend'))}</p>"
+        f"<h3>{escape(t('race_chart'))}</h3>{chart}"
     )
 
 
-def _failover(result: Result) -> str:
+def _failover(result: Result, t: Translator) -> str:
     rows = result.results
+    names = [t(f"run_{r['run'].replace(' ', '_')}") for r in rows]
     table = _table(
-        ["run", "--retries", "sent", "201", "failed", "lost"],
-        [[r["run"], r["retries"], r["sent"], r["created"], r["failed"], r["lost"]] for r in rows],
-    )
+        [t("h_run"), t("h_retries"), t("h_sent"), "201", t("h_failed"), t("h_lost")],
+        [[name, r["retries"], *(span(*r["spread"][f]) for f in ("sent", "created", "failed",
+                                                                  "lost"))]
+         for name, r in zip(names, rows, strict=True)],
+    )  # fmt: skip
     bucket = result.series["bucket_seconds"]
     kill_at = result.settings["kill_at"]
+    title = t("timeline_title", bucket=f"{bucket:g}")
     charts = "".join(
-        f"<h3>{escape(r['run'])}: answers every {bucket:g} s, failed in red / respuestas cada "
-        f"{bucket:g} s, fallidas en rojo</h3>"
+        f"<h3>{escape(name)}: {escape(title)}</h3>"
         + columns(
             result.series[r["run"]]["ok"],
             result.series[r["run"]]["failed"],
             bucket,
             kill_at,
-            f"{kill_at:g} s: kill server1",
+            t("kill_marker", kill_at=f"{kill_at:g}"),
         )
-        for r in rows
+        for name, r in zip(names, rows, strict=True)
     )
-    return f"<h2>Results / Resultados</h2>{table}{charts}"
+    return f"<h2>{escape(t('results'))}</h2>{table}{charts}"
 
 
 def _colour(index: int) -> str:

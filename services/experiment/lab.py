@@ -19,6 +19,9 @@ from typing import Any
 
 import httpx
 
+from services.common import printable
+from services.experiment.i18n import CATALOGUE
+from services.lang import Translator
 from services.launcher.logs import FileLogs
 from services.launcher.ports import listening_socket, port_is_free
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
@@ -27,7 +30,16 @@ READY_SECONDS = 20.0  # every server UP behind the balancer, or the experiment g
 
 
 class LabError(Exception):
-    """The throwaway stack could not be started or driven; the message says why."""
+    """The throwaway stack could not be started or driven: ``key`` (a sentence of
+    ``i18n.CATALOGUE``) and its fields say why, in the reader's language; ``str()`` is the
+    English."""
+
+    def __init__(self, key: str, **values: Any) -> None:
+        self.key, self.values = key, values
+        super().__init__(Translator(CATALOGUE, "en")(key, **values))
+
+    def text(self, t: Translator) -> str:
+        return t(self.key, **self.values)
 
 
 @dataclass
@@ -47,9 +59,15 @@ class Lab:
                 method, self.balancer_url + path, json=body, headers=headers, timeout=10
             )
         except httpx.HTTPError as error:
-            raise LabError(f"{method} {path} got no answer: {error}") from error
+            raise LabError("lab_no_answer", method=method, path=path, error=error) from error
         if answer.status_code >= 400:
-            raise LabError(f"{method} {path} answered {answer.status_code}: {answer.text[:200]}")
+            raise LabError(
+                "lab_refused",
+                method=method,
+                path=path,
+                status=answer.status_code,
+                body=printable(answer.text[:200]),
+            )
         return answer.json()
 
     def status(self) -> Any:
@@ -80,7 +98,7 @@ class Lab:
                 if states and all(state == "UP" for state in states.values()):
                     return
             time.sleep(0.1)
-        raise LabError(f"the servers did not all come UP within {timeout:g} s: {states}")
+        raise LabError("lab_not_up", seconds=f"{timeout:g}", states=states)
 
 
 def free_ports(count: int) -> tuple[int, int]:
@@ -92,7 +110,7 @@ def free_ports(count: int) -> tuple[int, int]:
         ports = range(first_port, first_port + count)
         if balancer_port not in ports and all(port_is_free(port) for port in ports):
             return balancer_port, first_port
-    raise LabError(f"found no {count} consecutive free ports on {HOST}")
+    raise LabError("lab_ports", count=count, host=HOST)
 
 
 def last_lines(folder: Path, count: int = 5) -> str:
@@ -128,9 +146,8 @@ def throwaway_stack(
                 stack.start()
             except StartError as error:
                 logs.close()
-                raise LabError(
-                    f"could not start the experiment's stack: {error}\n{last_lines(logs.folder)}"
-                ) from error
+                details = f"{error}\n{last_lines(logs.folder)}".rstrip()
+                raise LabError("lab_start", error=details) from error
             names = [f"server{number}" for number in range(1, servers + 1)]
             lab = Lab(options.balancer_url, token, options.tasks_file, names)
             lab.wait_until_all_up()

@@ -1,6 +1,8 @@
 """An experiment's result in the terminal: a table, a chart drawn with Rich, the claims.
 
-Every label is in English and Spanish, as the rest of the lab's terminal output.
+Every word comes from ``i18n`` in the reader's language; a figure measured on every repeat
+shows its spread (``min–max``). Tables fit 80 columns: the name column wraps, the numbers
+never do.
 """
 
 from __future__ import annotations
@@ -10,65 +12,84 @@ from typing import Any
 
 from rich import box
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from services.common import printable
-from services.experiment.result import Result, pick_failures
+from services.experiment.result import HANDOUT, LAB, Result, algorithm_name, parameters, say, span
+from services.lang import Translator
 
 SERVER_COLOURS = ("cyan", "magenta", "yellow", "green", "blue", "bright_red")
 BAR_WIDTH = 20
 SPARKS = " ▁▂▃▄▅▆▇█"
+NAME_WIDTH = 14  # names wrap past this, so a table or chart line fits in 80 columns
 
 
-def render(result: Result) -> RenderableType:
+def render(result: Result, t: Translator) -> RenderableType:
     """The whole report for ``result``."""
     body = {"algorithms": _algorithms, "race": _race, "failover": _failover}[result.scenario]
-    return Group(*body(result), Text(), _claims(result))
+    notes = [Text(say(t, note), style="yellow") for note in result.notes]
+    return Group(*body(result, t), *notes, Text(), _claims(result, t))
 
 
-def _algorithms(result: Result) -> list[RenderableType]:
+def _heading(result: Result, t: Translator, key: str) -> list[RenderableType]:
+    return [
+        Text(t(key, repeat=result.repeats), style="bold"),
+        Text(parameters(result, t), style="dim"),
+    ]
+
+
+def _algorithms(result: Result, t: Translator) -> list[RenderableType]:
     servers = list(result.results[0]["share"]) if result.results else []
-    title = Text(
-        "algorithms: share and latency (ms) / algoritmos: reparto y latencia (ms)",
-        style="bold",
-    )
-    table = _table(
-        ["algorithm", *servers, "p50", "p95", "p99", "errors", "affinity"],
-    )
+    # p99 stays in the JSON and the HTML page: with it the table would not fit 80 columns.
+    table = _table([t("h_algorithm"), *servers, "p50 ms", "p95 ms", t("h_errors"), t("h_affinity")])
     for row in result.results:
+        spread = row["spread"]
         table.add_row(
-            Text(printable(row["algorithm"])),  # a plugin's name: text, never markup
-            *(f"{row['share'][server]:.0%}" for server in servers),
-            f"{row['p50_ms']:.0f}",
-            f"{row['p95_ms']:.0f}",
-            f"{row['p99_ms']:.0f}",
+            Text(algorithm_name(row["algorithm"], t)),  # a plugin's name: text, never markup
+            *(span(*[100 * s for s in spread["share"][server]], suffix="%") for server in servers),
+            span(*spread["p50_ms"]),
+            span(*spread["p95_ms"]),
             str(row["errors"]),
             f"{row['affinity']:.2f}",
         )
-    legend = _legend(
-        "errors = errores, affinity = afinidad (1.00: each client on one server / "
-        "cada cliente en un servidor)"
+    failing = [
+        Text("✘ " + _pick_failures(row, t), style="bold red")
+        for row in result.results
+        if row.get("algorithm_errors")
+    ]
+    return [
+        *_heading(result, t, "algorithms_title"),
+        table,
+        Text(t("affinity_legend"), style="dim"),
+        *failing,
+        Text(),
+        _algorithm_chart(result.results, servers, t),
+    ]
+
+
+def _pick_failures(row: dict[str, Any], t: Translator) -> str:
+    """A plugin whose pick failed: its row measured Round Robin for those requests."""
+    return t(
+        "pick_failures", name=algorithm_name(row["algorithm"], t), count=row["algorithm_errors"]
     )
-    failing = [_pick_failures(row) for row in result.results if row.get("algorithm_errors")]
-    return [title, table, legend, *failing, Text(), _algorithm_chart(result.results, servers)]
 
 
-def _pick_failures(row: dict[str, Any]) -> Text:
-    """A plugin whose pick failed: its row measured round robin for those requests."""
-    return Text(f"✘ {printable(row['algorithm'])}: {pick_failures(row)}", style="bold red")
-
-
-def _algorithm_chart(rows: list[dict[str, Any]], servers: list[str]) -> RenderableType:
-    """Per algorithm: its share bar in the servers' colours, and its p95 as a red bar."""
+def _algorithm_chart(
+    rows: list[dict[str, Any]], servers: list[str], t: Translator
+) -> RenderableType:
+    """Per algorithm: its mean share bar in the servers' colours, and its p95 as a red bar."""
     chart = Table.grid(padding=(0, 1))
-    chart.add_row(Text("share / reparto", style="bold"), "", Text("p95", style="bold"))
+    chart.add_column(no_wrap=True)
+    chart.add_column(max_width=NAME_WIDTH, overflow="fold")
+    chart.add_column(no_wrap=True)
+    chart.add_row(Text(t("chart_share"), style="bold"), "", Text(t("chart_p95"), style="bold"))
     slowest = max((row["p95_ms"] for row in rows), default=0.0) or 1.0
     for row in rows:
         p95 = Text("█" * max(1, round(BAR_WIDTH * row["p95_ms"] / slowest)), style="red")
         chart.add_row(
             stacked_bar([row["share"][server] for server in servers]),
-            Text(printable(row["algorithm"])),
+            Text(algorithm_name(row["algorithm"], t)),
             p95 + Text(f" {row['p95_ms']:.0f} ms"),
         )
     legend = Text("  ").join(
@@ -78,80 +99,74 @@ def _algorithm_chart(rows: list[dict[str, Any]], servers: list[str]) -> Renderab
     return Group(chart, legend)
 
 
-def _race(result: Result) -> list[RenderableType]:
-    title = Text(
-        "race: tasks answered 201, stored and lost / carrera: tareas con 201, guardadas, perdidas",
-        style="bold",
-    )
+def _race(result: Result, t: Translator) -> list[RenderableType]:
     table = _table(
-        ["storage", "sent", "201", "stored", "lost", "ids twice"],
+        [t("h_storage"), t("h_sent"), "201", t("h_stored"), t("h_lost"), t("h_ids_twice")]
     )
-    table.add_column("stored / lost")
-    for row in result.results:
+    chart = Table.grid(padding=(0, 1))
+    chart.add_row(Text(t("race_chart"), style="bold"))
+    names = [t(f"storage_{row['storage']}") for row in result.results]
+    for name, row in zip(names, result.results, strict=True):
+        spread = row["spread"]
+        figures = ("sent", "expected", "stored", "lost", "duplicate_ids")
+        table.add_row(name, *(span(*spread[figure]) for figure in figures))
         expected = row["expected"] or 1
         bar = Text("█" * round(BAR_WIDTH * row["stored"] / expected), style="green")
-        bar.append("█" * round(BAR_WIDTH * row["lost"] / expected), style="red")
-        table.add_row(
-            row["storage"], str(row["sent"]), str(row["expected"]), str(row["stored"]),
-            str(row["lost"]), str(row["duplicate_ids"]), bar,
-        )  # fmt: skip
-    legend = _legend(
-        "storage = almacenamiento, sent = enviadas, stored = guardadas, lost = perdidas, "
-        "ids twice = ids repetidos (one id given to two tasks / un id dado a dos tareas)"
-    )
-    unanswered = sum(row.get("unanswered", 0) for row in result.results)
+        bar.append("░" * round(BAR_WIDTH * row["lost"] / expected), style="red")
+        chart.add_row(Text(f"{name:<{max(map(len, names))}} ") + bar)
+    lines = [*_heading(result, t, "race_title"), table, Text(t("race_legend"), style="dim")]
+    unanswered = sum(run.get("unanswered", 0) for row in result.results for run in row["runs"])
     if unanswered:
-        note = f"{unanswered} POSTs got no 201 (neither stored nor lost) / sin 201"
-        return [title, table, legend, Text(note, style="yellow")]
-    return [title, table, legend]
+        lines.append(Text(t("race_unanswered", count=unanswered), style="yellow"))
+    legend = Text.assemble(("█ ", "green"), t("h_stored"), "  ", ("░ ", "red"), t("h_lost"))
+    return [*lines, Text(), chart, legend]
 
 
-def _failover(result: Result) -> list[RenderableType]:
-    title = Text(
-        "failover: a server killed under load / caída de un servidor con carga", style="bold"
-    )
-    table = _table(
-        ["run", "retries", "sent", "201", "failed", "lost"],
-    )
-    table.add_column("failures")
+def _failover(result: Result, t: Translator) -> list[RenderableType]:
+    table = _table([t("h_run"), t("h_retries"), t("h_sent"), "201", t("h_failed"), t("h_lost")])
+    names = {row["run"]: t(f"run_{row['run'].replace(' ', '_')}") for row in result.results}
+    failures = []
     for row in result.results:
-        failures = ", ".join(f"{n}x {status}" for status, n in sorted(row["failures"].items()))
+        spread = row["spread"]
         table.add_row(
-            row["run"], str(row["retries"]), str(row["sent"]), str(row["created"]),
-            str(row["failed"]), str(row["lost"]), failures or "-",
-        )  # fmt: skip
-    lines: list[RenderableType] = [
-        title,
-        table,
-        _legend(
-            "run = corrida, retries = reintentos, sent = enviadas, failed = fallidas, "
-            "lost = perdidas, failures = fallos"
-        ),
-        Text(),
-        Text("answers over time / respuestas en el tiempo", style="bold"),
-    ]
+            names[row["run"]],
+            str(row["retries"]),
+            *(span(*spread[name]) for name in ("sent", "created", "failed", "lost")),
+        )
+        if row["failures"]:
+            counts = ", ".join(
+                f"{t('no_answer') if status == 'no answer' else status} ×{n}"
+                for status, n in sorted(row["failures"].items())
+            )
+            failures.append(Text(f"{t('h_failures')} ({names[row['run']]}): {counts}"))
     bucket = result.series["bucket_seconds"]
-    kill_index = round(result.settings["kill_at"] / bucket)
-    for row in result.results:
-        series = result.series[row["run"]]
-        lines.append(timeline_line(f"{row['run']:<11}", series["ok"], series["failed"]))
-    lines.append(
-        Text(" " * (11 + kill_index) + f"↑ {result.settings['kill_at']:g} s: kill server1")
-    )
+    kill_at = result.settings["kill_at"]
+    width = max(len(name) for name in names.values()) + 1
+    lines: list[RenderableType] = [
+        *_heading(result, t, "failover_title"),
+        table,
+        *failures,
+        Text(),
+        Text(t("timeline_title", bucket=f"{bucket:g}"), style="bold"),
+    ]
+    for run, name in names.items():
+        series = result.series[run]
+        lines.append(timeline_line(f"{name:<{width}}", series["ok"], series["failed"]))
+    marker = t("kill_marker", kill_at=f"{kill_at:g}")
+    marker = " " * (width + round(kill_at / bucket)) + "↑ " + marker
+    lines.append(Text(marker))
     return lines
 
 
 def _table(headers: list[str]) -> Table:
-    """A table whose first column is a name and the others numbers."""
+    """A table whose first column is a name (it may wrap) and the others numbers."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+        if i == 0:
+            table.add_column(header, justify="left", min_width=NAME_WIDTH, overflow="fold")
+        else:
+            table.add_column(header, justify="right", no_wrap=True)
     return table
-
-
-def _legend(text: str) -> Text:
-    """The Spanish for a table's short English headers, under it."""
-    return Text(text, style="dim")
 
 
 def timeline_line(label: str, ok: Sequence[int], bad: Sequence[int]) -> Text:
@@ -172,19 +187,26 @@ def stacked_bar(shares: Sequence[float]) -> Text:
     return bar
 
 
-def _claims(result: Result) -> RenderableType:
-    lines = [Text("the handout says / el apunte dice", style="bold")]
-    for claim in result.claims:
-        mark = (
-            Text("✔ held / se cumple  ", style="green")
-            if claim.held
-            else Text("✘ did not hold / no se cumple  ", style="bold red")
-        )
-        lines.append(mark + Text(f"{claim.en} / {claim.es}"))
+def _claims(result: Result, t: Translator) -> RenderableType:
+    """The handout's claims, then the lab's, each with its verdict and the numbers behind it."""
+    lines: list[RenderableType] = []
+    for source, title in ((HANDOUT, "handout_says"), (LAB, "lab_shows")):
+        claims = [claim for claim in result.claims if claim.source == source]
+        if claims:
+            lines.append(Text(t(title), style="bold"))
+        for claim in claims:
+            mark = (
+                Text(t("held") + "  ", style="green")
+                if claim.held
+                else Text(t("not_held") + "  ", style="bold red")
+            )
+            lines.append(mark + Text(claim.text(t)))
+            lines.append(Padding(Text(claim.detail(t), style="dim"), (0, 0, 0, 3)))
     return Group(*lines)
 
 
-def summary_line(result: Result, written: list[str]) -> str:
+def summary_line(result: Result, written: list[str], t: Translator) -> str:
     """The last line: how long it took and which files were written."""
-    files = f"; wrote {', '.join(written)}" if written else ""
-    return f"{result.scenario}: {result.seconds:.1f} s{files}"
+    files = t("wrote", files=", ".join(written)) if written else ""
+    seconds = f"{result.seconds:.1f}"
+    return t("summary", name=result.scenario, seconds=seconds, repeat=result.repeats) + files
