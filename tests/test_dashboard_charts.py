@@ -231,20 +231,77 @@ def test_numbers_too_big_to_draw_are_cut() -> None:
     assert history.tries("s1") == [1e9] and history.p95("s1") == ([0], [1e7])
 
 
-async def test_under_the_charts_keys_on_the_hidden_selection_do_nothing_number_keys_act() -> None:
+@pytest.mark.parametrize(
+    ("lang", "said"),
+    [
+        ("en", "k (Kill) acts on the selected server, which the charts hide: press c to go "
+         "back to the table first."),
+        ("es", "k (Matar) actúa sobre el servidor seleccionado, que los gráficos ocultan: "
+         "primero presiona c para volver a la tabla."),
+    ],
+)  # fmt: skip
+async def test_under_the_charts_keys_on_the_hidden_selection_say_why_number_keys_act(
+    lang: str, said: str
+) -> None:
+    """A refused key says so, naming the key as pressed and what it does; it sends nothing."""
     balancer = FixtureBalancer()
-    app = fixture_app(balancer=balancer)
+    app = fixture_app(balancer=balancer, lang=lang)
     async with app.run_test(size=(100, 30)) as pilot:
         await open_charts(pilot)
-        await pilot.press("k", "d", "greater_than_sign")
+        await pilot.press("k", "d", "greater_than_sign", "comma")
         await pilot.pause()
         assert balancer.writes == []  # nothing on screen names the selected server
+        notes = [note.message for note in app._notifications]
+        assert notes[0] == said
+        weight = Translator(lang)("short_weight")
+        assert [note.split(")")[0] for note in notes[1:]] == [
+            f"d ({Translator(lang)('short_drain')}",
+            f"> ({weight}",
+            f", ({weight}",
+        ]
         await pilot.press("1")
         deadline = time.monotonic() + 10
         while not balancer.writes:
             assert time.monotonic() < deadline, "1 did not act under the charts"
             await pilot.pause(0.05)
         assert "server1" in str(balancer.writes[0].url)
+
+
+async def test_keys_refused_in_read_only_mode_under_the_charts_add_no_chart_notice() -> None:
+    """Read-only refuses them anyway (and ``?`` says why): no advice to go back to a table."""
+    app = fixture_app(read_only=True, token=None)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_charts(pilot)
+        await pilot.press("k")
+        await pilot.pause()
+        assert not [n for n in app._notifications if "charts hide" in n.message]
+
+
+@pytest.mark.parametrize(
+    ("lang", "legend", "algorithm"),
+    [
+        ("en", ["500 internal error", "404 not found"], "least_connect…"),
+        ("es", ["500 error interno", "404 no encontrado"], "Menor número…"),
+    ],
+)
+async def test_error_legends_and_algorithm_labels_are_translated_then_fitted(
+    lang: str, legend: list[str], algorithm: str
+) -> None:
+    """The errors chart names the types as the errors panel does, never ``500_INTERNAL_ERROR``;
+    an algorithm's name is translated whole, then cut to the axis label's length."""
+    balancer = FixtureBalancer()
+    events = balancer.answers["/events"]["events"]
+    switch = {"id": 98, "time": "2026-11-26T21:42:00.000Z", "kind": "algorithm", "server": None}
+    events.append(switch | {"from": "round_robin", "to": "least_connections", "who": "x"})
+    app = fixture_app(balancer=balancer, lang=lang)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await open_charts(pilot)
+        chart = app.query_one("#chart-errors")
+        text = words(chart)
+        assert all(name in text for name in legend)
+        assert "INTERNAL" not in text and "NOT_FOUND" not in text
+        assert algorithm in words(app.query_one("#chart-requests"))
+        assert "least_connecti " not in words(app.query_one("#chart-requests"))
 
 
 async def test_opening_the_charts_while_refresh_is_paused_still_reads_the_history() -> None:

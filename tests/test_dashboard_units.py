@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
+from pathlib import Path
 from string import Formatter
 from typing import Any
 
@@ -23,7 +25,7 @@ from textual.widgets._toast import Toast
 from dashboard import format as fmt
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
 from dashboard.i18n import EN, ES, Translator
-from dashboard.keys import KEYS, WRITE_ACTIONS
+from dashboard.keys import KEYS, WRITE_ACTIONS, key_label
 from dashboard.main import DashboardApp
 from dashboard.options import (
     Options,
@@ -795,3 +797,82 @@ async def until_found(pilot, check, timeout: float = 10.0):  # type: ignore[no-u
         assert time.monotonic() < deadline, f"timed out waiting for {check}"
         await pilot.pause(0.05)
     return found
+
+
+@pytest.mark.parametrize(
+    ("lang", "means", "wrong"),
+    [
+        ("en", ["READ-ONLY, for the projector", "send nothing", "teacher"], "start with a"),
+        ("es", ["SOLO LECTURA, para el proyector", "no envían nada", "docente"], "inicie"),
+    ],
+)
+async def test_the_read_only_help_says_what_read_only_is_for_and_how_control_is_had(
+    lang: str, means: list[str], wrong: str
+) -> None:
+    """Chosen on purpose for the projector: no hint of a mistake to fix."""
+    app = fixture_app(3, lang=lang, read_only=True, token=None)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        said = " ".join(str(app.screen.query_one("#help-read-only", Static).content).split())
+        assert all(part in said for part in means) and wrong not in said
+        assert "--token" in said and "TICSLAB_TOKEN" in said
+        legend = words(app.screen.query_one("#help-columns", Static))
+        assert app.t("col_fault") in legend  # the fault column, shown only while one is on
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "dashboard.md"
+
+
+def docs_rows(cells: int) -> list[list[str]]:
+    """The rows of docs/dashboard.md's tables with ``cells`` cells, split and stripped."""
+    rows = []
+    for line in DOCS.read_text().splitlines():
+        parts = [part.strip() for part in line.strip().strip("|").split(" | ")]
+        if line.startswith("| ") and len(parts) == cells and not parts[0].startswith("-"):
+            rows.append(parts)
+    return rows
+
+
+def test_the_docs_list_every_binding_as_the_footer_and_the_help_show_it() -> None:
+    en, es = Translator("en"), Translator("es")
+    expected, seen = [], set()
+    for key in KEYS:
+        if key.text in seen:
+            continue
+        seen.add(key.text)
+        labels = dict.fromkeys([key_label(key, en), key_label(key, es)])
+        word = key.short or key.text
+        footer = f"{en(word)} / {es(word)}" if key.show else "—"
+        expected.append([" / ".join(f"`{label}`" for label in labels), footer])
+        expected[-1] += [en(key.text), es(key.text)]
+    documented = [row for row in docs_rows(4) if row[0] != "key" and row[0].startswith("`")]
+    assert documented == expected
+
+
+FOOTER_MODES: dict[str, dict[str, Any]] = {
+    "control": {},
+    "control, charts (`c`)": {},
+    "read-only": {"token": None, "read_only": True},
+}
+
+
+@pytest.mark.slow  # six dashboards a language: 8-14 s on a loaded machine
+@pytest.mark.parametrize("lang", ["en", "es"])
+async def test_the_docs_show_the_footer_as_it_is_drawn(lang: str) -> None:
+    """Each mode's footer at 100 and at 80 columns, key by key, as docs/dashboard.md says."""
+    rows = {(row[0], row[1]): row[2:] for row in docs_rows(4) if row[0] in ("en", "es")}
+    for mode, options in FOOTER_MODES.items():
+        wide, narrow = (
+            re.findall(r"`([^`]+)` ([^·]+?)(?: ·|$)", cell) for cell in rows[lang, mode]
+        )
+        for size, keys in (((100, 30), wide), ((80, 24), [*wide[:1], *narrow, *wide[1:]])):
+            app = fixture_app(3, lang=lang, **options)
+            async with app.run_test(size=size) as pilot:
+                await loaded(pilot)
+                if "charts" in mode:
+                    await pilot.press("c")
+                    await pilot.pause()
+                shown = [(key.key_display, key.description) for key in app.query(FooterKey)]
+                assert shown == keys, (mode, size)
