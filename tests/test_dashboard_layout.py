@@ -156,13 +156,7 @@ FAULT_WORDS = {"en": ("latency", "nolock"), "es": ("latencia", "sin candado")}
 
 @pytest.mark.parametrize(
     ("lang", "servers", "size"),
-    [
-        ("en", 3, (100, 30)),
-        ("es", 16, (100, 30)),
-        ("es", 16, SMALL),
-        ("en", 16, SMALL),
-        ("es", 3, (160, 45)),
-    ],
+    [("es", 16, (100, 30)), ("en", 16, SMALL), ("es", 16, SMALL), ("en", 3, (160, 45))],
 )
 async def test_a_servers_fault_is_in_its_row_and_the_table_still_fits(
     lang: str, servers: int, size: tuple[int, int]

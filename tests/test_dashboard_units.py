@@ -44,6 +44,7 @@ from services.balancer.config import BalancerConfig
 from services.balancer.control import ADMIN_ACTIONS, Control
 from services.balancer.drivers.docker import RESULTS
 from services.balancer.events import KINDS, REASON_CODES
+from services.balancer.server import Server
 from services.common import DRIVER_ACTIONS, FAULT_MODES
 
 
@@ -876,3 +877,17 @@ async def test_the_docs_show_the_footer_as_it_is_drawn(lang: str) -> None:
                     await pilot.pause()
                 shown = [(key.key_display, key.description) for key in app.query(FooterKey)]
                 assert shown == keys, (mode, size)
+
+
+def test_a_servers_fault_lasts_until_none_or_a_hangs_end() -> None:
+    """What /status says of the fault set through /control (services/balancer/server.py)."""
+    server = Server("server1", "http://127.0.0.1:5001")
+    now = time.monotonic()
+    assert server.fault_now(now) is None
+    server.set_fault({"mode": "error", "rate": 0.5})
+    assert server.fault_now(now + 3600) == {"mode": "error", "rate": 0.5}
+    server.set_fault({"mode": "hang", "max_seconds": 30.0, "remaining_seconds": 30.0})
+    assert server.fault_now(time.monotonic()) == {"mode": "hang", "max_seconds": 30.0}
+    assert server.fault_now(time.monotonic() + 31) is None  # the task server ended it too
+    server.set_fault({"mode": "none"})
+    assert server.fault_now(now) is None
