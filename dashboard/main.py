@@ -471,8 +471,10 @@ class DashboardApp(App[int]):
         self.refresh_bindings()  # the keys on the selected row go, or come back
         if shown:
             self.draw_charts()
-        elif self.status is not None:
-            self.servers.show(list(self.status.get("servers") or []))  # at once, then a poll
+        else:
+            self.servers.focus()  # hidden, it lost the focus: the arrow keys select again
+            if self.status is not None:
+                self.servers.show(list(self.status.get("servers") or []))  # at once, then a poll
         self._poll_once_more = True  # the history, or the tables, even while paused
         self.poll_now()
 

@@ -138,6 +138,10 @@ async def test_c_shows_the_charts_in_place_of_the_tables_and_back(read_only: boo
         await pilot.press("c")
         await pilot.pause()
         assert app.query_one("#body").display and not app.query_one("#charts").display
+        if not read_only:
+            await pilot.press("down")  # the table has the focus again: the arrows select
+            await pilot.pause()
+            assert app.servers.selected_server == "server2"
 
 
 async def test_a_balancer_without_history_says_so_on_the_charts() -> None:
