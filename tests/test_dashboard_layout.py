@@ -261,3 +261,14 @@ def test_terminal_size_is_the_kernels_size_of_the_pty_even_without_sigwinch(
     finally:
         os.close(master)
         os.close(slave)
+
+
+async def test_a_fault_mode_from_the_network_is_escaped_and_cut() -> None:
+    balancer = FixtureBalancer(3)
+    hostile = "[bold]\x1b[31m" + "x" * 500
+    balancer.answers["/status"]["servers"][0]["fault"] = {"mode": hostile}
+    app = fixture_app(balancer=balancer)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        assert app.servers.get_cell("server1", "fault").plain == "[bold]\\x1b[…"
+        assert fits_its_width(app)

@@ -17,6 +17,7 @@ from textual import events
 from textual.widgets import DataTable
 
 from dashboard import format as fmt
+from dashboard.history import fit
 from dashboard.i18n import Translator
 from dashboard.screens.fault import DESTRUCTIVE
 
@@ -61,6 +62,7 @@ STATE_STYLES = {
 }
 RAMP = "↗"  # a slow start: the server takes less than its weight for now
 HISTORY = 4  # sparkline points
+FAULT_WIDTH = 12  # "no saludable"; a longer mode (a newer server's, as sent) is cut
 
 
 def takes_new_traffic(server: dict[str, Any]) -> bool:
@@ -105,7 +107,7 @@ def fault_text(server: dict[str, Any], t: Translator) -> Text:
     if not mode or mode == "none":
         return Text("")
     style = "bold white on red3" if mode in DESTRUCTIVE else "bold yellow"
-    return Text(t.term("mode", mode), style=style)
+    return Text(fit(t.term("mode", str(mode)), FAULT_WIDTH), style=style)
 
 
 def check_text(check: dict[str, Any] | None) -> Text:
