@@ -124,6 +124,10 @@ async def test_c_shows_the_charts_in_place_of_the_tables_and_back(read_only: boo
         assert not any(r.url.path == "/history" for r in balancer.requests)  # only when open
         await open_charts(pilot)
         assert app.query_one("#charts").display and not app.query_one("#body").display
+        if read_only:  # refused anyway (``?`` says why): no advice to go back to a table
+            await pilot.press("k")
+            await pilot.pause()
+            assert not [n for n in app._notifications if "charts hide" in n.message]
         text = words(app.query_one("#chart-requests"))
         assert "↑server2" in text and "↓server3" in text and "now" in text
         app.poll_now()
@@ -235,19 +239,15 @@ def test_numbers_too_big_to_draw_are_cut() -> None:
     assert history.tries("s1") == [1e9] and history.p95("s1") == ([0], [1e7])
 
 
-@pytest.mark.parametrize(
-    ("lang", "said"),
-    [
-        ("en", "k (Kill) acts on the selected server, which the charts hide: press c to go "
-         "back to the table first."),
-        ("es", "k (Matar) actúa sobre el servidor seleccionado, que los gráficos ocultan: "
-         "primero presiona c para volver a la tabla."),
-    ],
-)  # fmt: skip
-async def test_under_the_charts_keys_on_the_hidden_selection_say_why_number_keys_act(
-    lang: str, said: str
-) -> None:
+async def test_under_the_charts_keys_on_the_hidden_selection_say_why_number_keys_act() -> None:
     """A refused key says so, naming the key as pressed and what it does; it sends nothing."""
+    lang, said = (
+        "es",
+        (
+            "k (Matar) actúa sobre el servidor seleccionado, que los gráficos ocultan: primero "
+            "presiona c para volver a la tabla."
+        ),
+    )
     balancer = FixtureBalancer()
     app = fixture_app(balancer=balancer, lang=lang)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -271,28 +271,20 @@ async def test_under_the_charts_keys_on_the_hidden_selection_say_why_number_keys
         assert "server1" in str(balancer.writes[0].url)
 
 
-async def test_keys_refused_in_read_only_mode_under_the_charts_add_no_chart_notice() -> None:
-    """Read-only refuses them anyway (and ``?`` says why): no advice to go back to a table."""
-    app = fixture_app(read_only=True, token=None)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await open_charts(pilot)
-        await pilot.press("k")
-        await pilot.pause()
-        assert not [n for n in app._notifications if "charts hide" in n.message]
+def test_error_types_and_marker_words_are_translated_whole_then_fitted() -> None:
+    english = TrafficChart(Translator("en"), "chart_requests", "c")
+    assert english.t.error_type("500_INTERNAL_ERROR") == "500 internal error"
+    assert english.t.error_type("599_NEWER_ONE") == "599 newer one"
+    assert english.label(Marker(0, "algorithm", "", "least_connections")) == "least_connect…"
+    spanish = TrafficChart(Translator("es"), "chart_requests", "c")
+    assert spanish.label(Marker(0, "algorithm", "", "least_connections")) == "Menor número…"
+    assert spanish.label(Marker(0, "fault", "server2", "unhealthy")) == "server2 no saludable"
 
 
-@pytest.mark.parametrize(
-    ("lang", "legend", "algorithm"),
-    [
-        ("en", ["500 internal error", "404 not found"], "least_connect…"),
-        ("es", ["500 error interno", "404 no encontrado"], "Menor número…"),
-    ],
-)
-async def test_error_legends_and_algorithm_labels_are_translated_then_fitted(
-    lang: str, legend: list[str], algorithm: str
-) -> None:
+async def test_error_legends_and_algorithm_labels_are_translated_then_fitted() -> None:
     """The errors chart names the types as the errors panel does, never ``500_INTERNAL_ERROR``;
     an algorithm's name is translated whole, then cut to the axis label's length."""
+    lang, legend, algorithm = "es", ["500 error interno", "404 no encontrado"], "Menor número…"
     balancer = FixtureBalancer()
     events = balancer.answers["/events"]["events"]
     switch = {"id": 98, "time": "2026-11-26T21:42:00.000Z", "kind": "algorithm", "server": None}
