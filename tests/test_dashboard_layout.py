@@ -248,6 +248,7 @@ async def test_a_fault_mode_from_the_network_is_escaped_and_cut_and_the_column_e
     balancer = FixtureBalancer(3)
     hostile = "[bold]\x1b[31m" + "x" * 500
     balancer.answers["/status"]["servers"][0]["fault"] = {"mode": hostile}
+    balancer.answers["/status"]["servers"][1]["fault"] = {"mode": ["not", "text"]}
     app = fixture_app(balancer=balancer)
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(pilot)

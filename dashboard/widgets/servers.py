@@ -37,9 +37,9 @@ WIDTHS: dict[str, int] = {
     "errors": 11,
     "check": 5,
 }
+WIDE_COLUMNS = tuple(key for key in WIDTHS if key != "fault")  # the fault's: while one is on
 # Under 100 columns: what the lesson is watching (where the traffic goes, how fast, how well
 # answered), or, after ``w``, what is left (about 60 cells).
-WIDE_COLUMNS = tuple(key for key in WIDTHS if key != "fault")  # the fault's: while one is on
 TRAFFIC_COLUMNS = ("server", "state", "share", "rps", "busy", "latency", "responses")
 DETAIL_COLUMNS = ("server", "state", "since", "weight", "responses", "errors", "check")
 # While a fault column is shown, the columns given up, in this order, when the table would
@@ -101,13 +101,13 @@ def triple(values: dict[str, Any] | None, keys: tuple[str, ...]) -> str:
 
 def fault_text(server: dict[str, Any], t: Translator) -> Text:
     """The fault mode set on the server in the chosen language (``latencia``); nolock, which
-    loses tasks, in red; empty when none is on."""
+    loses tasks, in red; empty when none is on (or the balancer sent no mode as text)."""
     fault = server.get("fault")
     mode = fault.get("mode") if isinstance(fault, dict) else None
-    if not mode or mode == "none":
+    if not isinstance(mode, str) or mode in ("", "none"):
         return Text("")
     style = "bold white on red3" if mode in DESTRUCTIVE else "bold yellow"
-    return Text(fit(t.term("mode", str(mode)), FAULT_WIDTH), style=style)
+    return Text(fit(t.term("mode", mode), FAULT_WIDTH), style=style)
 
 
 def check_text(check: dict[str, Any] | None) -> Text:
