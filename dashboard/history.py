@@ -19,7 +19,8 @@ from dashboard.format import real
 WINDOW_SECONDS = 300  # what the charts show
 MAX_SERVERS = 16  # lines drawn; a balancer may list more, the charts show the first ones
 MAX_ERROR_TYPES = 4  # the most frequent types get a line each, the rest one "other" line
-LABEL_LENGTH = 14  # a marker's label on the time axis
+LABEL_LENGTH = 14  # a marker's server name, and its word once translated, on the time axis
+DETAIL_LENGTH = 64  # a marker's word as sent: kept whole to be translated, then fitted
 # Numbers beyond these are a misbehaving balancer's: cut, so the chart never overflows.
 MAX_COUNT = 1e9
 MAX_MS = 1e7
@@ -146,6 +147,12 @@ class History:
         return found
 
 
+def fit(text: str, length: int = LABEL_LENGTH) -> str:
+    """``text`` cut to ``length`` cells with an ellipsis; cut after it is translated, so that
+    the catalogue still finds the whole word."""
+    return text if len(text) <= length else text[: length - 1].rstrip() + "…"
+
+
 def thin(
     xs: list[int],
     ys: list[float],
@@ -207,11 +214,11 @@ def _marker(event: Any, newest: int) -> Marker | None:
         action = str(event.get("action") or "")
         if action == "fault":
             fault = event.get("fault") if isinstance(event.get("fault"), dict) else {}
-            return Marker(x, "fault", server, str(fault.get("mode") or "")[:LABEL_LENGTH])
+            return Marker(x, "fault", server, str(fault.get("mode") or "")[:DETAIL_LENGTH])
         if action in ("stop", "start", "kill", "restart", "pause", "unpause"):
             return Marker(x, "action", server, action)
     if kind == "algorithm":
-        return Marker(x, "algorithm", "", str(event.get("to") or "")[:LABEL_LENGTH])
+        return Marker(x, "algorithm", "", str(event.get("to") or "")[:DETAIL_LENGTH])
     return None
 
 

@@ -20,6 +20,7 @@ EN: dict[str, str] = {
     "col_responses": "2xx/4xx/5xx",
     "col_errors": "400/404/500",
     "col_check": "Check",
+    "col_fault": "Fault",
     # Totals and status bar.
     "total_requests": "Requests",
     "total_errors": "Errors",
@@ -121,13 +122,18 @@ EN: dict[str, str] = {
     "n_no_server": "There is no server {number}.",
     "n_no_selection": "Select a server first (arrow keys).",
     "n_no_data": "No data from the balancer yet.",
+    "n_charts_refused": "{pressed} ({action}) acts on the selected server, which the charts hide: "
+    "press c to go back to the table first.",
     "n_refresh_paused": "Refresh paused (space resumes).",
     "n_refresh_resumed": "Refresh resumed.",
     "n_refresh_rate": "Refreshing every {seconds}s.",
     # Help screen.
     "help_title": "Keys",
     "help_intro": "Control keys act on server N (1-9) or on the selected row (arrow keys).",
-    "help_read_only": "READ-ONLY: control keys and buttons are disabled (start with a token).",
+    "help_read_only": "READ-ONLY, for the projector: this screen only watches; the keys "
+    "that change servers are struck through and send nothing. Control is for the teacher's "
+    "own dashboard, started with the token (ticslab dashboard finds it on the machine that "
+    "runs the stack, or --token / TICSLAB_TOKEN).",
     "help_close": "Escape or ? closes this help.",
     "help_states": "States: UP serves traffic; DOWN failed its checks or was stopped; "
     "DRAIN finishes its requests and takes no new ones; MAINT is out of rotation; EJECTED "
@@ -147,6 +153,8 @@ EN: dict[str, str] = {
     "legend_responses": "answers by class: success, client error, server error",
     "legend_errors": "errors by status: bad request, not found, internal error",
     "legend_check": "its last health check: ✓ or ✗ and the HTTP status",
+    "legend_fault": "the fault mode set on it (f), shown only while one is on (nolock in red: "
+    "it loses tasks)",
     # Fault screen.
     "fault_title": "Fault mode for {server}",
     "fault_none": "none: healthy",
@@ -174,6 +182,7 @@ ES: dict[str, str] = {
     "col_responses": "2xx/4xx/5xx",
     "col_errors": "400/404/500",
     "col_check": "Salud",
+    "col_fault": "Falla",
     "total_requests": "Solicitudes",
     "total_errors": "Errores",
     "total_up": "Servidores UP",
@@ -269,16 +278,20 @@ ES: dict[str, str] = {
     "n_unreachable": "{what}: no se puede contactar al balanceador ({message}).",
     "n_read_only": "Panel de solo lectura: los controles están desactivados.",
     "n_no_server": "No existe el servidor {number}.",
-    "n_no_selection": "Primero seleccione un servidor (flechas).",
+    "n_no_selection": "Primero selecciona un servidor (flechas).",
     "n_no_data": "Aún no hay datos del balanceador.",
+    "n_charts_refused": "{pressed} ({action}) actúa sobre el servidor seleccionado, que los "
+    "gráficos ocultan: primero presiona c para volver a la tabla.",
     "n_refresh_paused": "Refresco en pausa (espacio lo reanuda).",
     "n_refresh_resumed": "Refresco reanudado.",
     "n_refresh_rate": "Refresco cada {seconds}s.",
     "help_title": "Teclas",
     "help_intro": "Las teclas de control actúan sobre el servidor N (1-9) o sobre la fila "
     "seleccionada (flechas).",
-    "help_read_only": "SOLO LECTURA: teclas de control y botones desactivados "
-    "(inicie con un token).",
+    "help_read_only": "SOLO LECTURA, para el proyector: esta pantalla solo observa; las "
+    "teclas que cambian servidores aparecen tachadas y no envían nada. El control es para el "
+    "panel del docente, iniciado con el token (ticslab dashboard lo encuentra en el "
+    "equipo que ejecuta el laboratorio, o --token / TICSLAB_TOKEN).",
     "help_close": "Escape o ? cierra esta ayuda.",
     "help_states": "Estados: UP atiende tráfico; DOWN falló sus chequeos o fue detenido; "
     "DRAIN termina sus solicitudes y no recibe nuevas; MAINT está fuera de rotación; EJECTED "
@@ -299,6 +312,8 @@ ES: dict[str, str] = {
     "legend_responses": "respuestas por clase: éxito, error del cliente, error del servidor",
     "legend_errors": "errores por código: solicitud inválida, no encontrado, error interno",
     "legend_check": "su último chequeo de salud: ✓ o ✗ y el código HTTP",
+    "legend_fault": "el modo de falla que tiene puesto (f), visible solo mientras hay uno "
+    "(sin candado en rojo: pierde tareas)",
     "fault_title": "Modo de falla de {server}",
     "fault_none": "ninguna: sano",
     "fault_error": "error: la mitad de las respuestas son 500",
@@ -328,6 +343,13 @@ class Translator(BaseTranslator):
         else a word the balancer sends (``EventText.term``: as sent when it is unknown)."""
         key = f"{kind}_{word}"
         return self(key) if key in EN else self.events.term(kind, word)
+
+    def error_type(self, kind: str) -> str:
+        """A course error type (``400_BAD_REQUEST``) as its code and its name in the chosen
+        language (``400 bad request``); a type the catalogue lacks keeps its own words."""
+        code, _, name = kind.partition("_")
+        label = f"error_{code}"
+        return f"{code} {self(label) if self.knows(label) else name.replace('_', ' ').lower()}"
 
     def result(self, action: object, result: object) -> str:
         """A control action's result: ``stopped``, ``already exited``, a state, a fault mode."""

@@ -79,7 +79,15 @@ KEYS: tuple[Key, ...] = (
         display="</>",
         short="short_weight",
     ),
-    Key("less_than_sign,comma", "weight(-1)", "key_weight", write=True, show=False),
+    Key(
+        "less_than_sign,comma",
+        "weight(-1)",
+        "key_weight",
+        write=True,
+        show=False,
+        display="<",
+        short="short_weight",
+    ),
     Key(
         "a",
         "cycle_algorithm",
@@ -111,3 +119,8 @@ NARROW_ACTIONS: frozenset[str] = frozenset(key.action_name for key in KEYS if ke
 ON_SELECTED: frozenset[str] = frozenset(
     {"toggle_selected", "server_action", "drain_toggle", "fault_menu", "weight"}
 )
+# Each key of those actions (``k``, ``full_stop``...) -> its entry: the chart view names the
+# key and what it does when it refuses one.
+ON_SELECTED_KEYS: dict[str, Key] = {
+    name: key for key in KEYS if key.action_name in ON_SELECTED for name in key.keys.split(",")
+}

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import sys
 from collections import defaultdict, deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import httpx
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.containers import Vertical
+from textual.geometry import Size
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header
@@ -20,11 +21,19 @@ from textual.widgets import Footer, Header
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
 from dashboard.format import safe_url
 from dashboard.i18n import Translator
-from dashboard.keys import KEYS, NARROW_ACTIONS, ON_SELECTED, WRITE_ACTIONS, key_label
+from dashboard.keys import (
+    KEYS,
+    NARROW_ACTIONS,
+    ON_SELECTED,
+    ON_SELECTED_KEYS,
+    WRITE_ACTIONS,
+    key_label,
+)
 from dashboard.options import CONTRAST_THEME, Options, parse_options
 from dashboard.poll import Poller, Snapshot, backoff_delay
 from dashboard.screens.fault import FaultScreen
 from dashboard.screens.help import HelpScreen
+from dashboard.terminal import CHECK_SECONDS, reads_the_terminal, terminal_size
 from dashboard.themes import HIGH_CONTRAST
 from dashboard.widgets.charts import ChartsView
 from dashboard.widgets.controls import ControlBar
@@ -91,6 +100,8 @@ class DashboardApp(App[int]):
                 show=key.show,
                 key_display=key_label(key, self.t),
             )
+        # Replaced in tests; ``follow_terminal`` compares it with the app's size.
+        self.read_terminal_size: Callable[[], Size | None] = terminal_size
         self.status_bar = StatusBar(self.t, self.display_url, self.read_only)
         self.banner = Banner()
         self.totals = Totals(self.t)
@@ -127,6 +138,15 @@ class DashboardApp(App[int]):
         self.status_bar.show_refresh(self.refresh_seconds, self.refresh_paused)
         self.servers.focus()
         self.poll_loop()
+        if reads_the_terminal(self):
+            self.set_interval(CHECK_SECONDS, self.follow_terminal)
+
+    def follow_terminal(self) -> None:
+        """A Resize when the terminal's size is not the app's (dashboard/terminal.py): a
+        resize Textual missed at start, or any since, is followed within ``CHECK_SECONDS``."""
+        size = self.read_terminal_size()
+        if size is not None and size != self.size:
+            self.post_message(events.Resize(size, size))
 
     def _pick_theme(self) -> str:
         wanted = self.options.theme or (CONTRAST_THEME if self.read_only else DEFAULT_THEME)
@@ -235,6 +255,18 @@ class DashboardApp(App[int]):
         if action in ON_SELECTED and self.poller.charts_open:
             return False  # the table (and its selection) is hidden under the charts
         return not (self.read_only and action in WRITE_ACTIONS)
+
+    def on_key(self, event: events.Key) -> None:
+        """A key ``check_action`` refused because the charts hide the selected row says so,
+        in words, instead of doing nothing (read-only refuses it anyway, and says it in ``?``)."""
+        key = ON_SELECTED_KEYS.get(event.key)
+        if key is None or not self.poller.charts_open or self.read_only:
+            return
+        if self.screen is not self.screen_main:
+            return  # a modal screen (help, fault picker) has the keys
+        shown = event.character or key_label(key, self.t)
+        action = self.t(key.short or key.text)
+        self.notify(self.t("n_charts_refused", pressed=shown, action=action), severity="warning")
 
     # ---- control actions (each runs in a worker, so the UI never waits) ----
     def _server_list(self) -> list[dict[str, Any]]:
@@ -439,8 +471,10 @@ class DashboardApp(App[int]):
         self.refresh_bindings()  # the keys on the selected row go, or come back
         if shown:
             self.draw_charts()
-        elif self.status is not None:
-            self.servers.show(list(self.status.get("servers") or []))  # at once, then a poll
+        else:
+            self.servers.focus()  # hidden, it lost the focus: the arrow keys select again
+            if self.status is not None:
+                self.servers.show(list(self.status.get("servers") or []))  # at once, then a poll
         self._poll_once_more = True  # the history, or the tables, even while paused
         self.poll_now()
 

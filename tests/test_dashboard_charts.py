@@ -124,6 +124,10 @@ async def test_c_shows_the_charts_in_place_of_the_tables_and_back(read_only: boo
         assert not any(r.url.path == "/history" for r in balancer.requests)  # only when open
         await open_charts(pilot)
         assert app.query_one("#charts").display and not app.query_one("#body").display
+        if read_only:  # refused anyway (``?`` says why): no advice to go back to a table
+            await pilot.press("k")
+            await pilot.pause()
+            assert not [n for n in app._notifications if "charts hide" in n.message]
         text = words(app.query_one("#chart-requests"))
         assert "↑server2" in text and "↓server3" in text and "now" in text
         app.poll_now()
@@ -138,6 +142,10 @@ async def test_c_shows_the_charts_in_place_of_the_tables_and_back(read_only: boo
         await pilot.press("c")
         await pilot.pause()
         assert app.query_one("#body").display and not app.query_one("#charts").display
+        if not read_only:
+            await pilot.press("down")  # the table has the focus again: the arrows select
+            await pilot.pause()
+            assert app.servers.selected_server == "server2"
 
 
 async def test_a_balancer_without_history_says_so_on_the_charts() -> None:
@@ -231,20 +239,65 @@ def test_numbers_too_big_to_draw_are_cut() -> None:
     assert history.tries("s1") == [1e9] and history.p95("s1") == ([0], [1e7])
 
 
-async def test_under_the_charts_keys_on_the_hidden_selection_do_nothing_number_keys_act() -> None:
+async def test_under_the_charts_keys_on_the_hidden_selection_say_why_number_keys_act() -> None:
+    """A refused key says so, naming the key as pressed and what it does; it sends nothing."""
+    lang, said = (
+        "es",
+        (
+            "k (Matar) actúa sobre el servidor seleccionado, que los gráficos ocultan: primero "
+            "presiona c para volver a la tabla."
+        ),
+    )
     balancer = FixtureBalancer()
-    app = fixture_app(balancer=balancer)
+    app = fixture_app(balancer=balancer, lang=lang)
     async with app.run_test(size=(100, 30)) as pilot:
         await open_charts(pilot)
-        await pilot.press("k", "d", "greater_than_sign")
+        await pilot.press("k", "d", "greater_than_sign", "comma")
         await pilot.pause()
         assert balancer.writes == []  # nothing on screen names the selected server
+        notes = [note.message for note in app._notifications]
+        assert notes[0] == said
+        weight = Translator(lang)("short_weight")
+        assert [note.split(")")[0] for note in notes[1:]] == [
+            f"d ({Translator(lang)('short_drain')}",
+            f"> ({weight}",
+            f", ({weight}",
+        ]
         await pilot.press("1")
         deadline = time.monotonic() + 10
         while not balancer.writes:
             assert time.monotonic() < deadline, "1 did not act under the charts"
             await pilot.pause(0.05)
         assert "server1" in str(balancer.writes[0].url)
+
+
+def test_error_types_and_marker_words_are_translated_whole_then_fitted() -> None:
+    english = TrafficChart(Translator("en"), "chart_requests", "c")
+    assert english.t.error_type("500_INTERNAL_ERROR") == "500 internal error"
+    assert english.t.error_type("599_NEWER_ONE") == "599 newer one"
+    assert english.label(Marker(0, "algorithm", "", "least_connections")) == "least_connect…"
+    spanish = TrafficChart(Translator("es"), "chart_requests", "c")
+    assert spanish.label(Marker(0, "algorithm", "", "least_connections")) == "Menor número…"
+    assert spanish.label(Marker(0, "fault", "server2", "unhealthy")) == "server2 no saludable"
+
+
+async def test_error_legends_and_algorithm_labels_are_translated_then_fitted() -> None:
+    """The errors chart names the types as the errors panel does, never ``500_INTERNAL_ERROR``;
+    an algorithm's name is translated whole, then cut to the axis label's length."""
+    lang, legend, algorithm = "es", ["500 error interno", "404 no encontrado"], "Menor número…"
+    balancer = FixtureBalancer()
+    events = balancer.answers["/events"]["events"]
+    switch = {"id": 98, "time": "2026-11-26T21:42:00.000Z", "kind": "algorithm", "server": None}
+    events.append(switch | {"from": "round_robin", "to": "least_connections", "who": "x"})
+    app = fixture_app(balancer=balancer, lang=lang)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await open_charts(pilot)
+        chart = app.query_one("#chart-errors")
+        text = words(chart)
+        assert all(name in text for name in legend)
+        assert "INTERNAL" not in text and "NOT_FOUND" not in text
+        assert algorithm in words(app.query_one("#chart-requests"))
+        assert "least_connecti " not in words(app.query_one("#chart-requests"))
 
 
 async def test_opening_the_charts_while_refresh_is_paused_still_reads_the_history() -> None:

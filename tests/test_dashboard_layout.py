@@ -8,16 +8,24 @@ tests/test_dashboard_snapshots.py.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import struct
+import sys
+import termios
 import time
 
 import pytest
 from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded, rendered, words
+from textual.geometry import Size
 from textual.pilot import Pilot
 from textual.widgets import Button, Header, Label
 from textual.widgets._footer import FooterKey
 
 from dashboard.main import DashboardApp
-from dashboard.widgets.servers import DETAIL_COLUMNS, TRAFFIC_COLUMNS, WIDTHS
+from dashboard.terminal import reads_the_terminal, terminal_size
+from dashboard.widgets.servers import DETAIL_COLUMNS, TRAFFIC_COLUMNS, WIDE_COLUMNS
 
 SMALL = (80, 24)
 READ_ONLY = {"token": None, "read_only": True}
@@ -129,6 +137,125 @@ async def test_resized_to_100x30_everything_is_shown_and_v_and_w_are_no_longer_o
         await pilot.resize_terminal(100, 30)
         await press(pilot, "v", "w")
         assert app.query_one(Header).region.height == 1 and app.totals.region.height == 3
-        assert columns(app) == tuple(WIDTHS) and fits_its_width(app)
+        assert columns(app) == WIDE_COLUMNS and fits_its_width(app)
         assert shown_panels(app) == ["errors", "tasks", "events"]
         assert not {"v", "w"} & footer_keys(app, 100)
+
+
+def with_faults(servers: int) -> FixtureBalancer:
+    """The fixtures with server1 on ``latency`` and server2 on ``nolock`` (docs/api.md)."""
+    balancer = FixtureBalancer(servers)
+    rows = balancer.answers["/status"]["servers"]
+    rows[0]["fault"] = {"mode": "latency", "ms": 300}
+    rows[1]["fault"] = {"mode": "nolock"}
+    return balancer
+
+
+FAULT_WORDS = {"en": ("latency", "nolock"), "es": ("latencia", "sin candado")}
+
+
+@pytest.mark.parametrize(
+    ("lang", "servers", "size"),
+    [("es", 16, (100, 30)), ("es", 16, SMALL), ("en", 3, (160, 45))],
+)
+async def test_a_servers_fault_is_in_its_row_and_the_table_still_fits(
+    lang: str, servers: int, size: tuple[int, int]
+) -> None:
+    """The fault column comes after the state while a fault is on, in the chosen language,
+    nolock in red; the columns a fault lesson needs least make room for it, so the table
+    never scrolls sideways (at 80 columns in both column sets)."""
+    app = fixture_app(balancer=with_faults(servers), lang=lang)
+    async with app.run_test(size=size) as pilot:
+        await loaded(pilot)
+        for _ in range(2 if size == SMALL else 1):
+            shown = columns(app)
+            assert shown[shown.index("state") + 1] == "fault" and fits_its_width(app), shown
+            cells = [app.servers.get_cell(name, "fault") for name in ("server1", "server2")]
+            assert tuple(cell.plain for cell in cells) == FAULT_WORDS[lang]
+            assert "red" in str(cells[1].style)
+            lines = rendered(app.servers)
+            assert FAULT_WORDS[lang][1] in lines[2]
+            assert not app.servers.get_cell("server3", "fault").plain
+            await press(pilot, "w")  # at 80 columns, the detail columns
+
+
+async def test_events_wrap_again_at_the_new_width_after_a_resize() -> None:
+    """Wrapped at 45 cells at 100 columns, each event is one line at 160, and wrapped again
+    (every word kept) back at 100."""
+    app = fixture_app(3)
+    sentence = "21:32:00 server3 added: http://ticslab-server3-1:5001 (by docker)"
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        assert not reads_the_terminal(app)  # headless: Textual's size, not a pty's
+        assert not any(sentence in line for line in rendered(app.events_panel))
+        await pilot.resize_terminal(160, 45)
+        await pilot.pause()
+        assert any(sentence in line for line in rendered(app.events_panel))
+        assert len(app.events_panel.lines) == 5  # one line per event
+        await pilot.resize_terminal(100, 30)
+        await pilot.pause()
+        assert not any(sentence in line for line in rendered(app.events_panel))
+        logged = " ".join(" ".join(line.text.split()) for line in app.events_panel.lines)
+        assert sentence in logged and len(app.events_panel.lines) > 5
+
+
+@pytest.mark.slow  # two rounds of the 0.5 s check: 3-5 s on a loaded machine
+async def test_the_dashboard_follows_a_terminal_size_textual_missed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``docker-compose run``'s race: the app drawn at 80x24 in a 150-column pty that sent no
+    SIGWINCH. The periodic check posts the pty's size, and keeps following it."""
+    monkeypatch.setattr("dashboard.main.reads_the_terminal", lambda app: True)
+    pty_size = Size(150, 40)
+    app = fixture_app(3)
+    app.read_terminal_size = lambda: pty_size
+    async with app.run_test(size=SMALL) as pilot:
+        await loaded(pilot)
+        deadline = time.monotonic() + 10
+        while app.screen.size != pty_size:
+            assert time.monotonic() < deadline, f"still {app.screen.size}"
+            await pilot.pause(0.05)
+        await pilot.pause()
+        assert columns(app) == WIDE_COLUMNS and app.servers.size.width == 150
+        pty_size = Size(120, 30)
+        while app.screen.size != pty_size:
+            assert time.monotonic() < deadline + 10, f"still {app.screen.size}"
+            await pilot.pause(0.05)
+
+
+def test_terminal_size_is_the_kernels_size_of_the_pty_even_without_sigwinch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Set on the pty's master side (as docker does), read on the side the app draws on."""
+    master, slave = pty.openpty()
+    try:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))
+        with os.fdopen(os.dup(slave), "w") as stdout:
+            monkeypatch.setattr(sys, "__stdout__", stdout)
+            assert terminal_size() == Size(150, 40)
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+            assert terminal_size() == Size(120, 30)
+        with open(os.devnull, "w") as stdout:
+            monkeypatch.setattr(sys, "__stdout__", stdout)
+            assert terminal_size() is None
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+async def test_a_fault_mode_from_the_network_is_escaped_and_cut_and_the_column_ends() -> None:
+    """With the last fault gone, the column goes and what gave way comes back."""
+    balancer = FixtureBalancer(3)
+    hostile = "[bold]\x1b[31m" + "x" * 500
+    balancer.answers["/status"]["servers"][0]["fault"] = {"mode": hostile}
+    balancer.answers["/status"]["servers"][1]["fault"] = {"mode": ["not", "text"]}
+    app = fixture_app(balancer=balancer)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        assert app.servers.get_cell("server1", "fault").plain == "[bold]\\x1b[…"
+        assert fits_its_width(app)
+        assert app.status is not None
+        app.status["servers"][0]["fault"] = None
+        app.servers.show(app.status["servers"])
+        await pilot.pause()
+        assert columns(app) == WIDE_COLUMNS and fits_its_width(app)

@@ -296,3 +296,32 @@ async def test_the_charts_mark_a_server_stopped_under_them(stack: ServiceProcess
         await pilot.press("c")
         await until(pilot, lambda: late.poller.history.samples, "the history")
         assert late.poller.history.samples[: len(seen)] == seen
+
+
+def fault_of(url: str, name: str) -> Any:
+    return next(s for s in status(url)["servers"] if s["name"] == name)["fault"]
+
+
+@pytest.mark.slow  # a stop and a start of server2: 3-5 s
+async def test_a_fault_picked_with_f_is_in_its_row_until_the_process_is_stopped(
+    stack: ServiceProcess,
+) -> None:
+    """f on server2, latency: /status carries it and the row says it in Spanish; stopping the
+    server (a new process has no fault) ends it on both."""
+    app = dashboard(stack.url, lang="es")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.status, "the first poll")
+        await pilot.press("down", "f")
+        await until(pilot, lambda: app.screen.id == "fault", "the fault picker")
+        await pilot.press("2")  # latency, 300 ms
+        column = app.servers.columns
+        await until(pilot, lambda: "fault" in [k.value for k in column], "the Falla column")
+        assert app.servers.get_cell("server2", "fault").plain == "latencia"
+        assert fault_of(stack.url, "server2") == {"mode": "latency", "ms": 300}
+        assert fault_of(stack.url, "server1") is None
+        await pilot.press("2")  # stop server2
+        await until(pilot, lambda: "fault" not in [k.value for k in column], "no Falla column")
+        assert fault_of(stack.url, "server2") is None
+        await pilot.press("2")  # start it again: the stack is left as it was found
+        await until(pilot, lambda: state_on_screen(app, "server2") == "UP", "server2 UP")
+        assert fault_of(stack.url, "server2") is None

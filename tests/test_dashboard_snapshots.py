@@ -19,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
-from fixtures.dashboard.balancer import fixture_app, loaded, open_charts
+from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded, open_charts
 from textual.pilot import Pilot
 
 # Not in the default run: they only compare at the pinned versions, where .ci/run runs them.
@@ -149,3 +149,36 @@ def test_chart_view_on_the_projector_in_spanish(snap_compare) -> None:
 
 def test_chart_view_on_a_laptop(snap_compare) -> None:
     assert snap_compare(fixture_app(), terminal_size=LAPTOP, run_before=open_charts)
+
+
+def with_faults() -> FixtureBalancer:
+    """server1 on latency, server2 on nolock (/status's ``fault``, docs/api.md)."""
+    balancer = FixtureBalancer()
+    rows = balancer.answers["/status"]["servers"]
+    rows[0]["fault"] = {"mode": "latency", "ms": 300}
+    rows[1]["fault"] = {"mode": "nolock"}
+    return balancer
+
+
+def test_faults_in_their_rows_in_spanish(snap_compare) -> None:
+    """The Falla column after the state; time in state and 400/404/500 give way at 100."""
+    app = fixture_app(balancer=with_faults(), lang="es")
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded)
+
+
+def test_faults_in_their_rows_on_a_laptop(snap_compare) -> None:
+    assert snap_compare(
+        fixture_app(balancer=with_faults()), terminal_size=LAPTOP, run_before=loaded
+    )
+
+
+def test_read_only_help_in_spanish(snap_compare) -> None:
+    """What read-only is for and how a teacher gets control, with no hint of a mistake."""
+
+    async def open_help(pilot: Pilot) -> None:
+        await loaded(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    app = fixture_app(token=None, read_only=True, lang="es")
+    assert snap_compare(app, terminal_size=SIZE, run_before=open_help)

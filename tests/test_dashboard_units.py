@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +23,7 @@ from textual.widgets._toast import Toast
 from dashboard import format as fmt
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
 from dashboard.i18n import EN, ES, Translator
-from dashboard.keys import KEYS, WRITE_ACTIONS
+from dashboard.keys import KEYS, WRITE_ACTIONS, key_label
 from dashboard.main import DashboardApp
 from dashboard.options import (
     Options,
@@ -38,6 +40,7 @@ from services.balancer.algorithms import ALGORITHMS
 from services.balancer.control import ADMIN_ACTIONS
 from services.balancer.drivers.docker import RESULTS
 from services.balancer.messages import EventText
+from services.balancer.server import Server
 from services.common import DRIVER_ACTIONS, FAULT_MODES
 
 
@@ -721,3 +724,94 @@ async def until_found(pilot, check, timeout: float = 10.0):  # type: ignore[no-u
         assert time.monotonic() < deadline, f"timed out waiting for {check}"
         await pilot.pause(0.05)
     return found
+
+
+def test_the_read_only_help_says_what_it_is_for_in_english_too() -> None:
+    said = EN["help_read_only"]
+    assert "READ-ONLY, for the projector" in said and "teacher" in said
+    assert "--token" in said and "TICSLAB_TOKEN" in said and "start with a" not in said
+
+
+async def test_the_read_only_help_says_what_read_only_is_for_and_how_control_is_had() -> None:
+    """Chosen on purpose for the projector: no hint of a mistake to fix."""
+    means, wrong = ["SOLO LECTURA, para el proyector", "no envían nada", "docente"], "inicie"
+    app = fixture_app(3, lang="es", read_only=True, token=None)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        said = " ".join(str(app.screen.query_one("#help-read-only", Static).content).split())
+        assert all(part in said for part in means) and wrong not in said
+        assert "--token" in said and "TICSLAB_TOKEN" in said
+        legend = words(app.screen.query_one("#help-columns", Static))
+        assert app.t("col_fault") in legend  # the fault column, shown only while one is on
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "dashboard.md"
+
+
+def docs_rows(cells: int) -> list[list[str]]:
+    """The rows of docs/dashboard.md's tables with ``cells`` cells, split and stripped."""
+    rows = []
+    for line in DOCS.read_text().splitlines():
+        parts = [part.strip() for part in line.strip().strip("|").split(" | ")]
+        if line.startswith("| ") and len(parts) == cells and not parts[0].startswith("-"):
+            rows.append(parts)
+    return rows
+
+
+def test_the_docs_list_every_binding_as_the_footer_and_the_help_show_it() -> None:
+    en, es = Translator("en"), Translator("es")
+    expected, seen = [], set()
+    for key in KEYS:
+        if key.text in seen:
+            continue
+        seen.add(key.text)
+        labels = dict.fromkeys([key_label(key, en), key_label(key, es)])
+        word = key.short or key.text
+        footer = f"{en(word)} / {es(word)}" if key.show else "—"
+        expected.append([" / ".join(f"`{label}`" for label in labels), footer])
+        expected[-1] += [en(key.text), es(key.text)]
+    documented = [row for row in docs_rows(4) if row[0] != "key" and row[0].startswith("`")]
+    assert documented == expected
+
+
+FOOTER_MODES: dict[str, dict[str, Any]] = {
+    "control": {},
+    "control, charts (`c`)": {},
+    "read-only": {"token": None, "read_only": True},
+}
+
+
+@pytest.mark.slow  # six dashboards a language: 8-14 s on a loaded machine
+@pytest.mark.parametrize("lang", ["en", "es"])
+async def test_the_docs_show_the_footer_as_it_is_drawn(lang: str) -> None:
+    """Each mode's footer at 100 and at 80 columns, key by key, as docs/dashboard.md says."""
+    rows = {(row[0], row[1]): row[2:] for row in docs_rows(4) if row[0] in ("en", "es")}
+    for mode, options in FOOTER_MODES.items():
+        wide, narrow = (
+            re.findall(r"`([^`]+)` ([^·]+?)(?: ·|$)", cell) for cell in rows[lang, mode]
+        )
+        for size, keys in (((100, 30), wide), ((80, 24), [*wide[:1], *narrow, *wide[1:]])):
+            app = fixture_app(3, lang=lang, **options)
+            async with app.run_test(size=size) as pilot:
+                await loaded(pilot)
+                if "charts" in mode:
+                    await pilot.press("c")
+                    await pilot.pause()
+                shown = [(key.key_display, key.description) for key in app.query(FooterKey)]
+                assert shown == keys, (mode, size)
+
+
+def test_a_servers_fault_lasts_until_none_or_a_hangs_end() -> None:
+    """What /status says of the fault set through /control (services/balancer/server.py)."""
+    server = Server("server1", "http://127.0.0.1:5001")
+    now = time.monotonic()
+    assert server.fault_now(now) is None
+    server.set_fault({"mode": "error", "rate": 0.5})
+    assert server.fault_now(now + 3600) == {"mode": "error", "rate": 0.5}
+    server.set_fault({"mode": "hang", "max_seconds": 30.0, "remaining_seconds": 30.0})
+    assert server.fault_now(time.monotonic()) == {"mode": "hang", "max_seconds": 30.0}
+    assert server.fault_now(time.monotonic() + 31) is None  # the task server ended it too
+    server.set_fault({"mode": "none"})
+    assert server.fault_now(now) is None

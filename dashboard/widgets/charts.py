@@ -14,7 +14,7 @@ from textual.containers import Vertical
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
-from dashboard.history import WINDOW_SECONDS, History, Marker, thin
+from dashboard.history import WINDOW_SECONDS, History, Marker, fit, thin
 from dashboard.i18n import Translator
 
 RGB = tuple[int, int, int]
@@ -107,9 +107,9 @@ class HistoryChart(PlotextPlot):
         if marker.kind == "up":
             return f"↑{marker.server}"
         if marker.kind == "algorithm":
-            return self.t.term("alg", marker.detail)
+            return fit(self.t.term("alg", marker.detail))
         if marker.kind == "fault":
-            return f"{marker.server} {self.t.term('mode', marker.detail)}"
+            return f"{marker.server} {fit(self.t.term('mode', marker.detail))}"
         return f"{self.t.term('action', marker.detail)} {marker.server}"
 
 
@@ -125,13 +125,13 @@ class TrafficChart(HistoryChart):
 
 
 class ErrorsChart(HistoryChart):
-    """Error answers per second by the course's type (404_NOT_FOUND, 500_INTERNAL_ERROR...),
-    averaged over the seconds a point stands for."""
+    """Error answers per second by the course's type, named as the errors panel names them
+    (``404 not found``, ``404 no encontrado``), averaged over the seconds a point stands for."""
 
     def plot(self, plt: Plot, history: History, step: int) -> None:
         for index, (kind, counts) in enumerate(history.errors().items()):
             colour = OTHER_COLOUR if kind == "other" else ERROR_COLOURS[index % len(ERROR_COLOURS)]
-            label = self.t("chart_other") if kind == "other" else kind
+            label = self.t("chart_other") if kind == "other" else self.t.error_type(kind)
             xs, ys = thin(history.xs(), [float(n) for n in counts], step, history.since or 0)
             plt.plot(xs, ys, label=label, color=colour, marker=MARKER)
 

@@ -53,12 +53,10 @@ class ErrorsPanel(Static):
             return Text(self.t("errors_none"))
         count_width = max(len(str(count)) for count in types.values())
         for kind, count in sorted(types.items()):
-            code, _, name = kind.partition("_")
+            code, _, name = self.t.error_type(kind).partition(" ")
             text.append(f"{code}", style="bold")
             style = "bold red" if code.startswith("5") else "bold yellow"
             text.append(f" {count:>{count_width}}", style=style)
-            label = f"error_{code}"
-            name = self.t(label) if self.t.knows(label) else name.replace("_", " ").lower()
             text.append(f" {name}\n")
         text.append(self.t("errors_recent") + "\n", style="underline")
         for error in (stats.get("recent_errors") or [])[:RECENT_ERRORS_SHOWN]:
@@ -119,6 +117,9 @@ class EventsPanel(RichLog):
         self.border_title = t("events_title")
         # Lines that came while the panel was hidden (under 100 columns, another panel shown).
         self._pending: deque[Text] = deque(maxlen=EVENTS_KEPT)
+        # Lines written, and the width they were wrapped at: a new width wraps them again.
+        self._written: deque[Text] = deque(maxlen=EVENTS_KEPT)
+        self._wrapped_at = 0
 
     def on_mount(self) -> None:
         # Stay on the newest event when the panel shrinks (the disconnected banner, a
@@ -126,21 +127,32 @@ class EventsPanel(RichLog):
         self.anchor()
 
     def on_resize(self, event: Resize) -> None:
+        """A log keeps its lines as wrapped when written: at a new width, write them again
+        (at most ``EVENTS_KEPT``), so they fill the wider panel or stay whole in a narrower one."""
+        width = self.scrollable_content_region.width
+        if width and self._wrapped_at and width != self._wrapped_at:
+            self.clear()
+            self._pending = deque([*self._written, *self._pending], maxlen=EVENTS_KEPT)
+            self._written.clear()
         self._write_pending()
 
     def add(self, events: list[dict[str, Any]], restarted: bool = False) -> None:
         if restarted:
             self.clear()
             self._pending.clear()
+            self._written.clear()
         self._pending.extend(self.render_event(event) for event in events)
         self._write_pending()
 
     def _write_pending(self) -> None:
         """A line is wrapped at the width the log has when it is written, and a hidden
         panel has none (it would be cut every 20 cells): hidden, the lines wait."""
-        if self.scrollable_content_region.width:
+        if width := self.scrollable_content_region.width:
+            self._wrapped_at = width
             while self._pending:
-                self.write(self._pending.popleft())
+                line = self._pending.popleft()
+                self._written.append(line)
+                self.write(line)
 
     def render_event(self, event: dict[str, Any]) -> Text:
         """The event's time, then its sentence (the one the balancer's log says)."""

@@ -17,13 +17,16 @@ from textual import events
 from textual.widgets import DataTable
 
 from dashboard import format as fmt
+from dashboard.history import fit
 from dashboard.i18n import Translator
+from dashboard.screens.fault import DESTRUCTIVE
 
 # Column key -> width of its content; the header's width wins when it is longer. The share
 # column's width comes from the bar (see ``bar_width``), the server column's from the names.
 WIDTHS: dict[str, int] = {
     "server": 11,  # "▶ 1 server1"
     "state": 7,  # "EJECTED"
+    "fault": 0,  # the longest fault shown; the column is there only while a fault is on
     "since": 6,
     "weight": 4,  # "256↗"
     "share": 0,
@@ -34,10 +37,14 @@ WIDTHS: dict[str, int] = {
     "errors": 11,
     "check": 5,
 }
+WIDE_COLUMNS = tuple(key for key in WIDTHS if key != "fault")  # the fault's: while one is on
 # Under 100 columns: what the lesson is watching (where the traffic goes, how fast, how well
 # answered), or, after ``w``, what is left (about 60 cells).
 TRAFFIC_COLUMNS = ("server", "state", "share", "rps", "busy", "latency", "responses")
 DETAIL_COLUMNS = ("server", "state", "since", "weight", "responses", "errors", "check")
+# While a fault column is shown, the columns given up, in this order, when the table would
+# otherwise not fit its width (the bar under MIN_BAR): what a fault lesson needs least.
+MAKE_ROOM = ("since", "errors", "weight", "check", "latency")
 GAP = 1  # cells between columns (the table's own padding is 0: two cells each is too wide)
 SCROLLBAR = 1
 # The traffic share is the lesson: its bar gets every spare cell, up to 30. With 16 servers at
@@ -55,6 +62,7 @@ STATE_STYLES = {
 }
 RAMP = "↗"  # a slow start: the server takes less than its weight for now
 HISTORY = 4  # sparkline points
+FAULT_WIDTH = 12  # "no saludable"; a longer mode (a newer server's, as sent) is cut
 
 
 def takes_new_traffic(server: dict[str, Any]) -> bool:
@@ -89,6 +97,17 @@ def triple(values: dict[str, Any] | None, keys: tuple[str, ...]) -> str:
     """``12/3/0``: three counters in one narrow column (a missing one counts 0)."""
     values = values or {}
     return "/".join(fmt.number(values.get(key, 0)) for key in keys)
+
+
+def fault_text(server: dict[str, Any], t: Translator) -> Text:
+    """The fault mode set on the server in the chosen language (``latencia``); nolock, which
+    loses tasks, in red; empty when none is on (or the balancer sent no mode as text)."""
+    fault = server.get("fault")
+    mode = fault.get("mode") if isinstance(fault, dict) else None
+    if not isinstance(mode, str) or mode in ("", "none"):
+        return Text("")
+    style = "bold white on red3" if mode in DESTRUCTIVE else "bold yellow"
+    return Text(fit(t.term("mode", mode), FAULT_WIDTH), style=style)
 
 
 def check_text(check: dict[str, Any] | None) -> Text:
@@ -151,10 +170,22 @@ class ServerTable(DataTable):
         return self.visible_columns(), self.bar_width()
 
     def visible_columns(self) -> tuple[str, ...]:
-        """Every column from 100 columns up; under that, the traffic or the detail ones."""
+        """Every column from 100 columns up; under that, the traffic or the detail ones.
+        The fault column, after the state, only while a server has a fault, and room made
+        for it (``MAKE_ROOM``) when the table would not fit otherwise."""
         if not self.screen.has_class("-narrow"):
-            return tuple(WIDTHS)
-        return DETAIL_COLUMNS if self.details else TRAFFIC_COLUMNS
+            keys = list(WIDE_COLUMNS)
+        else:
+            keys = list(DETAIL_COLUMNS if self.details else TRAFFIC_COLUMNS)
+        if not any(fault_text(server, self.t) for server in self._servers):
+            return tuple(keys)
+        keys.insert(keys.index("state") + 1, "fault")
+        for key in MAKE_ROOM:
+            if self.fits(tuple(keys)) or not self.size.width:
+                break
+            if key in keys:
+                keys.remove(key)
+        return tuple(keys)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """Move the ``▶`` to the selected row (two cells change, nothing else)."""
@@ -163,10 +194,19 @@ class ServerTable(DataTable):
 
     def bar_width(self) -> int:
         """The widest share bar the table's width allows, within MIN_BAR..MAX_BAR."""
-        columns = self.column_widths(MIN_BAR, self.visible_columns())
+        return min(max(self.bar_room(self.visible_columns()), MIN_BAR), MAX_BAR)
+
+    def bar_room(self, keys: tuple[str, ...]) -> int:
+        """The cells the table's width leaves the share bar with the columns ``keys``."""
+        columns = self.column_widths(MIN_BAR, keys)
         used = sum(width for key, (_, width) in columns.items() if key != "share")
-        used += PERCENT + GAP
-        return min(max(self.size.width - SCROLLBAR - used, MIN_BAR), MAX_BAR)
+        return self.size.width - SCROLLBAR - used - PERCENT - GAP
+
+    def fits(self, keys: tuple[str, ...]) -> bool:
+        """The columns ``keys`` fit the table's width (with a bar of MIN_BAR, if shown)."""
+        if "share" in keys:
+            return self.bar_room(keys) >= MIN_BAR
+        return self.bar_room(keys) + PERCENT + GAP >= 0
 
     def column_widths(self, bar: int, keys: tuple[str, ...]) -> dict[str, tuple[str, int]]:
         """Column key -> (header, width including the gap after it) for the columns ``keys``
@@ -174,6 +214,7 @@ class ServerTable(DataTable):
         names = [str(server.get("name")) for server in self._servers]
         content = dict(WIDTHS, share=bar + PERCENT)
         content["server"] = max([len(f"{MARK} 1 {name}") for name in names] + [WIDTHS["server"]])
+        content["fault"] = max(len(fault_text(server, self.t)) for server in self._servers or [{}])
         content = {key: content[key] for key in keys}
         last = keys[-1]
         columns = {}
@@ -231,6 +272,7 @@ class ServerTable(DataTable):
         return {
             "server": self.server_cell(index, name),
             "state": state_text(str(server.get("state", "?"))),
+            "fault": fault_text(server, self.t),
             "since": fmt.duration(server.get("since_seconds")),
             "weight": weight_text(server),
             "share": share_text(server.get("share_10s") if receives else 0, bar),

@@ -45,6 +45,8 @@ from services.common import (
 )
 
 ADMIN_ACTIONS = {"drain": "DRAIN", "maint": "MAINT", "ready": "READY"}
+# Driver results after which the server's process is gone or new: its fault mode with it.
+PROCESS_RESTARTS = frozenset({"stopped", "killed", "started", "restarted"})
 FAULT_TIMEOUT = 5.0
 # How long a server holds its writes before a pause: the driver must freeze it within this
 # (Docker answers in tens of ms); longer only delays writes after a quick unpause.
@@ -215,6 +217,8 @@ class Control:
             quiesce = _frozen_in_time(quiesce, time.monotonic() - started)
         if action == "unpause":
             await self._end_quiesce(name)
+        if done["result"] in PROCESS_RESTARTS:
+            self.balancer.get(name).set_fault(None)  # a new process starts with no fault
         self.balancer.request_check(name)  # so /status follows within a moment
         self._event(request, name, action, result=done["result"], ok=True, **quiesce)
         state = self.balancer.get(name).state
@@ -268,6 +272,7 @@ class Control:
             return json_error(502, message)
         if answer.status_code == 200:
             fault = answer.json()
+            self.balancer.get(name).set_fault(fault)
             self._event(request, name, "fault", fault=fault, result=fault.get("mode"), ok=True)
             return JSONResponse({"server": name, "action": "fault", "fault": fault})
         message = answer_text(answer, "error")

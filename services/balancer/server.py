@@ -141,6 +141,10 @@ class Server:
         # what it measured and starts a slow start, even when it passes through DRAIN.
         self.out_of_rotation = False
         self.stats = ServerStats()
+        # The fault mode last set through /control (None: none), until its process restarts
+        # or, for a hang, until it ends by itself: ``/status`` shows it in the server's row.
+        self.fault: dict[str, Any] | None = None
+        self.fault_until = math.inf
 
     def __repr__(self) -> str:
         return f"Server({self.name!r}, {self.url!r}, {self.state})"
@@ -199,6 +203,21 @@ class Server:
             weight = math.exp(-(now - self.ewma_at) / EWMA_TAU)
             self.ewma = self.ewma * weight + seconds * (1.0 - weight)
         self.ewma_at = now
+
+    def set_fault(self, fault: dict[str, Any] | None) -> None:
+        """Remember the fault the task server took (``none`` is no fault); a hang clears
+        itself on the server after ``remaining_seconds``, so it does here too."""
+        mode = fault.get("mode") if fault else None
+        self.fault = fault if isinstance(mode, str) and mode != "none" else None
+        remaining = fault.get("remaining_seconds") if self.fault else None
+        timed = isinstance(remaining, int | float) and not isinstance(remaining, bool)
+        self.fault_until = time.monotonic() + remaining if timed else math.inf
+
+    def fault_now(self, now: float) -> dict[str, Any] | None:
+        """The fault still on at ``now`` (monotonic), without the hang's countdown."""
+        if self.fault is None or now >= self.fault_until:
+            return None
+        return {k: v for k, v in self.fault.items() if k != "remaining_seconds"}
 
     def reset_stats(self) -> None:
         self.stats = ServerStats()

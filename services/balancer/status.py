@@ -70,6 +70,7 @@ def server_status(
         "ejected_for": round(max(0.0, server.ejected_until - now), 1)
         if server.state == EJECTED
         else None,
+        "fault": server.fault_now(now),
     }
 
 
