@@ -374,12 +374,13 @@ class TestHandoutStack:
         froze server2) are reaped by Docker's init (`init: true`), not kept as <defunct>."""
         containers = ("server1", "server2", "balancer")
         for container in containers:
-            assert docker("exec", container, "ps", "-o", "comm=", "-p", "1") == "docker-init"
             docker("exec", container, "sh", "-c", "sleep 0.1 &")  # orphaned at once
 
         def sleeping(container: str) -> bool:
+            """A `sleep` still running (a zombie has state Z: it has finished)."""
             table = docker("exec", container, "ps", "-eo", "stat=,comm=")
-            return any(line.split()[1:] == ["sleep"] for line in table.splitlines())
+            rows = [line.split() for line in table.splitlines()]
+            return any(row[1:] == ["sleep"] and not row[0].startswith("Z") for row in rows)
 
         wait_until(
             lambda: not any(sleeping(c) for c in containers), 30, 0.2, "the orphans finished"
@@ -387,6 +388,7 @@ class TestHandoutStack:
         for container in containers:
             table = docker("exec", container, "ps", "aux")
             assert "<defunct>" not in table, f"{container}:\n{table}"
+            assert docker("exec", container, "ps", "-o", "comm=", "-p", "1") == "docker-init"
 
     def test_faults_reach_the_task_servers_with_the_shared_token(self, handout: Stack) -> None:
         auth = {"Authorization": f"Bearer {handout.token}"}
@@ -502,3 +504,17 @@ def test_a_name_another_project_holds_is_found_before_up(compose: Compose) -> No
     finally:
         docker("rm", "-f", other)
         stack.down()
+
+
+@pytest.mark.parametrize(
+    ("file", "builder"), [("docker-compose.yml", "server1"), ("docker-compose.scale.yml", "server")]
+)
+def test_compose_v1_takes_the_service_that_builds_the_image_first(file: str, builder: str) -> None:
+    """Compose 1.29 ignores `pull_policy: never` and goes through the services in this order:
+    one that only names ticslab:latest before its builder would be pulled from a registry
+    (and fail) on an engine that never built it, a student's first `up --build`."""
+    if isinstance(tool := compose_for("v1"), str):
+        pytest.skip(tool)
+    done = run([*tool.command, "-f", file, "config", "--services"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == builder, done.stdout
