@@ -369,9 +369,10 @@ class TestHandoutStack:
         wait_until(lambda: health("server2") == "healthy", 60, 0.5, "server2 healthy again")
 
     def test_no_process_is_left_defunct(self, handout: Stack) -> None:
-        """The handout's `docker exec -it server1 ps aux`: the orphans `docker exec` leaves (a
-        student's background job, a health check killed on its timeout while the pause test
-        froze server2) are reaped by Docker's init (`init: true`), not kept as <defunct>."""
+        """The handout's `docker exec -it server1 ps aux`: an orphan that `docker exec` leaves
+        (a background job of a student's shell; once also the python of a shell-form health
+        check that Docker killed on its timeout) is reaped by Docker's init (`init: true`),
+        not kept as <defunct> by ticslab, which never waits for children it did not start."""
         containers = ("server1", "server2", "balancer")
         for container in containers:
             docker("exec", container, "sh", "-c", "sleep 0.1 &")  # orphaned at once
