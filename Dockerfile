@@ -55,12 +55,13 @@ ENV TICSLAB_TASKS_FILE=/app/data/tasks.json \
 USER ticslab
 
 # Every serving role listens on TICSLAB_PORT (5001, 5002 for task servers, 8080 for the
-# balancer) and answers /health with 200 only when it can serve. Compose turns this off for the
-# client emulators and the dashboard, which serve nothing.
+# balancer) and answers /health with 200 only when it can serve. Compose replaces it for the
+# client emulators (a check that they run) and turns it off for the dashboard: they serve nothing.
 ENV TICSLAB_PORT=8080
+# The exec form (no shell between Docker and python): a check that Docker kills on its timeout
+# leaves no orphan behind.
 HEALTHCHECK --interval=3s --timeout=3s --start-period=30s --retries=3 \
-    CMD python -c "import os, urllib.request; \
-urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ['TICSLAB_PORT'], timeout=2)"
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ['TICSLAB_PORT'], timeout=2)"]
 
 ENTRYPOINT ["ticslab"]
 CMD ["--help"]

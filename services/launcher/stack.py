@@ -20,6 +20,7 @@ from services.launcher.api import supervisor_app
 from services.launcher.logs import LogSink
 from services.launcher.ports import holder, listening_socket, taken_ports
 from services.launcher.supervisor import ActionError, ProcessSpec, Supervisor
+from services.launcher.windows import refusal
 
 HOST = "127.0.0.1"
 # Clients of the local stack make steady, gentle traffic for as long as the stack runs.
@@ -168,6 +169,8 @@ class Stack:
 
     def start(self) -> None:
         """Check the options, start every process; StartError (nothing left running) if not."""
+        if line := refusal("up"):  # ticslab experiment's stacks too
+            raise StartError(line)
         problems = self.options.problems()
         if problems:
             raise StartError("; ".join(problems))
