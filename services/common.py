@@ -110,7 +110,7 @@ def log_config() -> dict[str, Any]:
 
 
 def json_error(
-    status: int, message: str = "", *, code: str = "", lang: str = "en", **fields: Any
+    status: int, message: str = "", /, *, code: str = "", lang: str = "en", **fields: Any
 ) -> JSONResponse:
     """A JSON error body a student can read and a script can parse: ``{"error": sentence,
     "code": code, **fields}``, the sentence ``code``'s in services/errors.py in ``lang``,

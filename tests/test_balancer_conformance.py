@@ -235,7 +235,8 @@ def test_body_over_the_limit_is_413(httpbins: list[ServiceProcess]) -> None:
     try:
         answer = httpx.post(process.url + "/anything", content=b"x" * 1001)
         assert answer.status_code == 413
-        assert answer.json()["error"] == "request body over 1000 bytes"
+        assert answer.json()["code"] == "body_too_large"
+        assert answer.json()["limit_bytes"] == 1000
         assert httpx.post(process.url + "/anything", content=b"x" * 1000).status_code == 200
     finally:
         process.close()

@@ -202,6 +202,7 @@ def test_all_down_answers_503_json_naming_every_state(
     assert response.status_code == 503
     assert response.json() == {
         "error": "no task server available",
+        "code": "no_server",
         "servers": {"server1": "DOWN", "server2": "DOWN"},
     }
     health = httpx.get(balancer.url + "/health")

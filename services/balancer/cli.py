@@ -15,6 +15,7 @@ from services.balancer.config import (
 )
 from services.balancer.plugin import HOW, choose
 from services.common import printable
+from services.lang import add_lang_argument, chosen
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(0 to {MAX_RETRIES}; default {defaults.max_retries}; 0 shows every crash to clients)",
     )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    add_lang_argument(parser)
     parser.add_argument(
         "--token", help="bearer token for /control writes (env TICSLAB_TOKEN; default: generated)"
     )
@@ -171,6 +173,7 @@ def config_from_args(args: argparse.Namespace) -> BalancerConfig:
         slow_start=args.slow_start,
         eject_after_5xx=args.eject_after_5xx,
         eject_time=args.eject_time,
+        lang=chosen(args.lang),
     )
 
 

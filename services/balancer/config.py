@@ -75,6 +75,8 @@ class BalancerConfig:
     # Host names besides loopback, IP addresses and the Compose service names that control
     # requests may carry (DNS rebinding guard, services/common.py).
     allowed_hosts: list[str] = field(default_factory=list)
+    # The class's language: of error answers to requests without Accept-Language.
+    lang: str = "en"
 
     def __post_init__(self) -> None:
         if self.algorithm not in self.algorithm_names:
