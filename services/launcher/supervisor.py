@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from services.common import CAN_FREEZE, DRIVER_ACTIONS, FREEZE_ACTIONS
+from services.lang import Translator
+from services.launcher.i18n import TEXT
 from services.launcher.logs import LogSink
 from services.lifeline import Lifeline
 
@@ -72,8 +74,9 @@ class Managed:
 class Supervisor:
     """Every process of one ``ticslab up``, by name."""
 
-    def __init__(self, logs: LogSink) -> None:
+    def __init__(self, logs: LogSink, lang: str = "en") -> None:
         self.logs = logs
+        self.t = Translator(TEXT, lang)
         self.processes: dict[str, Managed] = {}
         self.closing = False
         # One action at a time per process: two concurrent starts of a stopped server would
@@ -110,11 +113,9 @@ class Supervisor:
         if managed.expected_exit or self.closing:
             return
         if code == 0 and managed.spec.role == "client":
-            self.logs.note(f"{managed.spec.name} finished its run (exit code 0)")
+            self.logs.note(self.t("finished", name=managed.spec.name))
         else:
-            self.logs.note(
-                f"{managed.spec.name} exited unexpectedly with code {code} (not restarted)"
-            )
+            self.logs.note(self.t("died", name=managed.spec.name, code=code))
 
     async def wait_listening(self, managed: Managed, timeout: float = START_SECONDS) -> None:
         """Wait until the process answers its health URL; ActionError if it exits or hangs."""
@@ -127,14 +128,16 @@ class Supervisor:
                 proc = managed.proc
                 if proc is None or proc.returncode is not None:
                     code = proc.returncode if proc else None
-                    raise ActionError(502, f"{managed.spec.name} exited with code {code}")
+                    message = self.t("start_exited", name=managed.spec.name, code=code)
+                    raise ActionError(502, message)
                 try:
                     await client.get(url)
                     return
                 except httpx.HTTPError:
                     pass
                 if asyncio.get_running_loop().time() > deadline:
-                    raise ActionError(502, f"{managed.spec.name} did not listen within {timeout}s")
+                    message = self.t("start_timeout", name=managed.spec.name, seconds=timeout)
+                    raise ActionError(502, message)
                 await asyncio.sleep(0.1)
 
     async def terminate(self, managed: Managed, timeout: float = STOP_SECONDS) -> None:
@@ -185,7 +188,7 @@ class Supervisor:
             if self.closing:
                 raise ActionError(409, "the stack is stopping")
             result = await getattr(self, f"_{action}")(managed)
-        self.logs.note(f"{name}: {action} -> {result}")
+        self.logs.note(self.t("action_done", name=name, action=action, result=result))
         return {"server": name, "action": action, "result": result, "process": managed.state}
 
     async def _stop(self, managed: Managed) -> str:

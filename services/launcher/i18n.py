@@ -1,0 +1,92 @@
+"""What ``ticslab up`` and ``ticslab demo`` print (banner, refusals, stop lines, the
+supervisor's notes), in English and Spanish: the language of ``--lang`` / ``TICSLAB_LANG``,
+which every process of the stack is also given."""
+
+from __future__ import annotations
+
+from services.lang import Catalogue
+
+TEXT: Catalogue = {
+    "en": {
+        "servers_1": "1 task server",
+        "servers_n": "{n} task servers",
+        "clients_1": "1 client",
+        "clients_n": "{n} clients",
+        "banner_title": "ticslab up: balancer + {servers} + {clients}",
+        "label_balancer": "balancer",
+        "label_tasks": "tasks",
+        "label_token": "token",
+        "label_dashboard": "dashboard",
+        "weight": "weight {weight}",
+        "stop_hint": "Ctrl+C stops everything.",
+        "could_not_start": "could not start the stack: {error}",
+        "could_not_start_logs": "could not start the stack: {error} (see {log_dir}/)",
+        "stopping": "stopping everything...",
+        "stopped": "stopped: no process left running",
+        "demo_starting": "starting the stack; logs go to {log_dir}/",
+        "demo_stopped": "stack stopped; logs: {log_dir}/",
+        "web_flags": "--web-host, --web-port and --allow-remote-control go with --web",
+        "could_not_serve": "could not serve the dashboard: {problems}",
+        "unknown_algorithm": "unknown algorithm {name!r}; choose one of {names}, or your own "
+        "as FILE.py:CLASS",
+        "servers_min": "--servers must be at least 1",
+        "clients_negative": "--clients cannot be negative",
+        "retries_range": "--retries is 0 to {maximum}",
+        "weight_no_server": "--weight {name}: there is no {name} (server1 to server{servers})",
+        "ports_range": "ports must be 1..65535, not {low}..{high}",
+        "port_shared": "the balancer port {port} is also a task server port",
+        "port_taken": "port {port} is already in use on {host}; free it or pick another",
+        "port_taken_by": "port {port} is already in use on {host}: {holder}; free it or pick "
+        "another",
+        "holder_ticslab": "an earlier ticslab process holds it (pid {pid}: {command}); stop "
+        "it: kill {pid}",
+        "holder_other": "pid {pid} holds it ({command})",
+        "finished": "{name} finished its run (exit code 0)",
+        "died": "{name} exited unexpectedly with code {code} (not restarted)",
+        "action_done": "{name}: {action} -> {result}",
+        "start_exited": "{name} exited with code {code}",
+        "start_timeout": "{name} did not listen within {seconds:g}s",
+        "see_log": "{error}; see its log lines above",
+    },
+    "es": {
+        "servers_1": "1 servidor de tareas",
+        "servers_n": "{n} servidores de tareas",
+        "clients_1": "1 cliente",
+        "clients_n": "{n} clientes",
+        "banner_title": "ticslab up: balanceador + {servers} + {clients}",
+        "label_balancer": "balanceador",
+        "label_tasks": "tareas",
+        "label_token": "token",
+        "label_dashboard": "panel",
+        "weight": "peso {weight}",
+        "stop_hint": "Ctrl+C detiene todo.",
+        "could_not_start": "no se pudieron iniciar los servicios: {error}",
+        "could_not_start_logs": "no se pudieron iniciar los servicios: {error} (mira {log_dir}/)",
+        "stopping": "deteniendo todo...",
+        "stopped": "detenido: no queda ningún proceso en marcha",
+        "demo_starting": "iniciando los servicios; los registros van a {log_dir}/",
+        "demo_stopped": "servicios detenidos; registros: {log_dir}/",
+        "web_flags": "--web-host, --web-port y --allow-remote-control van con --web",
+        "could_not_serve": "no se pudo servir el panel: {problems}",
+        "unknown_algorithm": "algoritmo desconocido {name!r}; elige uno de {names}, o el tuyo "
+        "como ARCHIVO.py:CLASE",
+        "servers_min": "--servers debe ser al menos 1",
+        "clients_negative": "--clients no puede ser negativo",
+        "retries_range": "--retries va de 0 a {maximum}",
+        "weight_no_server": "--weight {name}: no existe {name} (server1 a server{servers})",
+        "ports_range": "los puertos van de 1 a 65535, no {low}..{high}",
+        "port_shared": "el puerto del balanceador {port} es también el de un servidor de tareas",
+        "port_taken": "el puerto {port} ya está en uso en {host}; libéralo o elige otro",
+        "port_taken_by": "el puerto {port} ya está en uso en {host}: {holder}; libéralo o "
+        "elige otro",
+        "holder_ticslab": "lo ocupa un proceso ticslab anterior (pid {pid}: {command}); "
+        "detenlo: kill {pid}",
+        "holder_other": "lo ocupa el pid {pid} ({command})",
+        "finished": "{name} terminó su ejecución (código de salida 0)",
+        "died": "{name} terminó inesperadamente con código {code} (no se reinicia)",
+        "action_done": "{name}: {action} -> {result}",
+        "start_exited": "{name} terminó con código {code}",
+        "start_timeout": "{name} no empezó a escuchar en {seconds:g} s",
+        "see_log": "{error}; mira sus líneas de registro más arriba",
+    },
+}
