@@ -179,17 +179,21 @@ class Supervisor:
         """Carry out a control action on a task server; the answer names result and state."""
         managed = self.processes.get(name)
         if managed is None or managed.spec.role != "taskserver":
-            raise ActionError(404, f"no task server named '{name}' in this ticslab up")
+            raise ActionError(404, self.t("not_ours", name=name))
         if action not in DRIVER_ACTIONS:
-            raise ActionError(409, f"unknown action '{action}'")
+            raise ActionError(409, self.t("unknown_action", action=action))
         if action in FREEZE_ACTIONS and not CAN_FREEZE:
-            raise ActionError(409, f"'{action}' needs SIGSTOP/SIGCONT, which Windows lacks")
+            raise ActionError(409, self.t("no_freeze", action=action))
         async with self._locks[name]:
             if self.closing:
-                raise ActionError(409, "the stack is stopping")
+                raise ActionError(409, self.t("closing"))
             result = await getattr(self, f"_{action}")(managed)
         self.logs.note(self.t("action_done", name=name, action=action, result=result))
         return {"server": name, "action": action, "result": result, "process": managed.state}
+
+    def _not_in(self, managed: Managed, wanted: str) -> str:
+        """Why an action needs ``managed`` in the state ``wanted``."""
+        return self.t("not_in_state", name=managed.spec.name, state=managed.state, wanted=wanted)
 
     async def _stop(self, managed: Managed) -> str:
         if managed.state == "exited":
@@ -200,7 +204,7 @@ class Supervisor:
     async def _kill(self, managed: Managed) -> str:
         proc = managed.proc
         if proc is None or managed.state == "exited":
-            raise ActionError(409, f"{managed.spec.name} is not running")
+            raise ActionError(409, self.t("not_running", name=managed.spec.name))
         managed.expected_exit = True
         proc.kill()
         await proc.wait()
@@ -222,7 +226,7 @@ class Supervisor:
 
     async def _pause(self, managed: Managed) -> str:
         if managed.state != "running":
-            raise ActionError(409, f"{managed.spec.name} is {managed.state}, not running")
+            raise ActionError(409, self._not_in(managed, "running"))
         assert managed.proc is not None
         os.kill(managed.proc.pid, signal.SIGSTOP)
         await asyncio.to_thread(wait_stopped, managed.proc.pid)
@@ -231,7 +235,7 @@ class Supervisor:
 
     async def _unpause(self, managed: Managed) -> str:
         if managed.state != "paused":
-            raise ActionError(409, f"{managed.spec.name} is {managed.state}, not paused")
+            raise ActionError(409, self._not_in(managed, "paused"))
         assert managed.proc is not None
         os.kill(managed.proc.pid, signal.SIGCONT)
         managed.paused = False
