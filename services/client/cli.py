@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from services.client.config import THEN_EXIT, THEN_STEADY, ClientConfig, parse_duration
+from services.client.i18n import TEXT
 from services.client.plan import MAX_ERROR_SHARE
+from services.lang import Translator, add_lang_argument, chosen
 
 DEFAULT_TASKS = 100
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
@@ -148,6 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for option in OPTIONS:
         option.add_to(parser)
+    add_lang_argument(parser, "language of the report and every line printed")
     bound = parser.add_mutually_exclusive_group()
     bound.add_argument(
         "--tasks",
@@ -186,6 +189,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         progress_every=args.progress_every,
         then=args.then,
         steady_rate=args.steady_rate,
+        lang=chosen(args.lang),
     )
 
 
@@ -197,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except (ValueError, argparse.ArgumentTypeError) as error:
-        print(f"error: bad client setting / ajuste inválido: {error}", file=sys.stderr)
+        message = Translator(TEXT, chosen(args.lang))("bad_setting", error=error)
+        print(message, file=sys.stderr)
         return 2
     console = Console(soft_wrap=True, highlight=False)
     errors = Console(stderr=True, soft_wrap=True, highlight=False)
