@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.balancer.algorithms import HANDOUT_NAMES
 from services.common import printable
 from services.lang import Translator as BaseTranslator
 
@@ -327,11 +328,7 @@ ES: dict[str, str] = {
     "mode_hang": "cuelgue",
     "mode_unhealthy": "no saludable",
     "mode_nolock": "sin candado",
-    "alg_random": "Aleatorio",
-    "alg_round_robin": "Round Robin",
-    "alg_least_connections": "Menor número de conexiones",
-    "alg_response_time": "Tiempo de respuesta",
-    "alg_ip_hash": "Hash IP",
+    **{f"alg_{name}": text for name, text in HANDOUT_NAMES.items()},
     "key_toggle_n": "Iniciar/detener servidor",
     "key_toggle": "Iniciar/detener seleccionado",
     "key_kill": "Matar (caída)",
