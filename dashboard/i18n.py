@@ -391,7 +391,7 @@ ES: dict[str, str] = {
     "n_unreachable": "{what}: no se puede contactar al balanceador ({message}).",
     "n_read_only": "Panel de solo lectura: los controles están desactivados.",
     "n_no_server": "No existe el servidor {number}.",
-    "n_no_selection": "Primero seleccione un servidor (flechas).",
+    "n_no_selection": "Primero selecciona un servidor (flechas).",
     "n_no_data": "Aún no hay datos del balanceador.",
     "n_refresh_paused": "Refresco en pausa (espacio lo reanuda).",
     "n_refresh_resumed": "Refresco reanudado.",
@@ -400,7 +400,7 @@ ES: dict[str, str] = {
     "help_intro": "Las teclas de control actúan sobre el servidor N (1-9) o sobre la fila "
     "seleccionada (flechas).",
     "help_read_only": "SOLO LECTURA: teclas de control y botones desactivados "
-    "(inicie con un token).",
+    "(inicia con un token).",
     "help_close": "Escape o ? cierra esta ayuda.",
     "help_states": "Estados: UP atiende tráfico; DOWN falló sus chequeos o fue detenido; "
     "DRAIN termina sus solicitudes y no recibe nuevas; MAINT está fuera de rotación; EJECTED "
