@@ -17,7 +17,7 @@ from services.balancer.algorithms import ALGORITHMS
 from services.balancer.config import MAX_RETRIES
 from services.balancer.plugin import absolute, choose
 from services.common import log_config
-from services.lang import LANG_ENV, Translator
+from services.lang import LANG_ENV, Translator, default_language
 from services.launcher.api import supervisor_app
 from services.launcher.i18n import TEXT
 from services.launcher.logs import LogSink
@@ -49,7 +49,9 @@ class StackOptions:
     eject_after_5xx: int | None = None
     eject_time: float | None = None
     retries: int | None = None
-    lang: str = "en"  # of what the launcher prints, and given to every process of the stack
+    # What the launcher prints and every process of the stack speaks (``ticslab experiment``'s
+    # stacks: the environment's, TICSLAB_LANG or the locale).
+    lang: str = field(default_factory=default_language)
 
     @property
     def server_ports(self) -> list[int]:
