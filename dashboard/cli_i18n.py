@@ -18,6 +18,9 @@ TEXT: Catalogue = {
         "{flag} 192.168.1.20 (ip address, ifconfig or ipconfig show it)",
         "bad_host": "{flag} {host}: {error}",
         "cannot_listen": "cannot listen on {host}:{port}: {error}",
+        "arg_port": "a port is 1 to 65535, not {text!r}",
+        "arg_not_seconds": "not a number of seconds: {text!r}",
+        "arg_refresh": "refresh must be between {low} and {high} seconds, got {value}",
     },
     "es": {
         "web_flags": "--host, --port y --allow-remote-control van con --web",
@@ -31,5 +34,8 @@ TEXT: Catalogue = {
         "muestran)",
         "bad_host": "{flag} {host}: {error}",
         "cannot_listen": "no se puede escuchar en {host}:{port}: {error}",
+        "arg_port": "un puerto va de 1 a 65535, no {text!r}",
+        "arg_not_seconds": "no es un número de segundos: {text!r}",
+        "arg_refresh": "refresh debe estar entre {low} y {high} segundos, no {value}",
     },
 }

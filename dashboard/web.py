@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from dashboard.cli_i18n import TEXT as CLI_TEXT
 from dashboard.options import Options
-from services.lang import Translator, chosen
+from services.lang import Translator, chosen, default_language
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -140,7 +140,9 @@ def is_loopback(host: str) -> bool:
 def port_number(text: str) -> int:
     """An argparse type: a TCP port to listen on."""
     if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
-        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {text!r}")
+        # In the environment's language: --lang is not read yet.
+        t = Translator(CLI_TEXT, default_language())
+        raise argparse.ArgumentTypeError(t("arg_port", text=text))
     return int(text)
 
 

@@ -184,7 +184,25 @@ def test_client_errors_in_spanish() -> None:
         [*TICSLAB, "client", "--url", url], env=env_duration, capture_output=True, text=True
     )
     assert done.returncode == 2
-    assert "error: ajuste inválido del cliente: not a duration" in done.stderr
+    assert "error: ajuste inválido del cliente: no es una duración: 'pronto'" in done.stderr
+
+
+BAD_VALUES = [
+    # command and a bad flag value, and the Spanish reason argparse shows (exit code 2)
+    (["up", "--weight", "server2"], "un peso es NOMBRE=N con N de 0 a 256"),
+    (["demo", "--refresh", "0"], "refresh debe estar entre 0.25 y 30.0 segundos, no 0.0"),
+    (["dashboard", "--web", "--port", "99999"], "un puerto va de 1 a 65535, no '99999'"),
+    (["client", "--rate", "-1"], "debe ser 0 (sin límite) o más, no -1.0"),
+    (["client", "--concurrency", "muchos"], "'muchos' no es un número"),
+    (["client", "--then", "luego"], "'luego': usa exit o steady"),
+]
+
+
+@pytest.mark.parametrize(("args", "reason"), BAD_VALUES, ids=[" ".join(a) for a, _ in BAD_VALUES])
+def test_a_bad_flag_value_is_refused_in_spanish(args: list[str], reason: str) -> None:
+    done = ticslab(*args)
+    assert done.returncode == 2
+    assert reason in done.stderr
 
 
 @pytest.mark.slow

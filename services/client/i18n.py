@@ -67,6 +67,15 @@ TEXT: Catalogue = {
         "list_failed": "could not list the tasks: {error}",
         "too_many_pages": "more than {pages} pages of tasks",
         "bad_setting": "error: bad client setting: {error}",
+        "arg_not_number": "{text!r} is not a number",
+        "arg_at_least_1": "must be 1 or more, not {value}",
+        "arg_name": "{text!r}: use 1 to 40 letters, digits, '-', '_' or '.' (it starts every "
+        "title)",
+        "arg_rate": "must be 0 (no limit) or more, not {value}",
+        "arg_positive": "must be more than 0, not {value}",
+        "arg_then": "{text!r}: use {exit} or {steady}",
+        "arg_share": "must be between 0 and {maximum}, not {value}",
+        "arg_duration": "not a duration: {text!r} (try 30s, 500ms, 2m)",
     },
     "es": {
         "ok": "OK",
@@ -129,5 +138,14 @@ TEXT: Catalogue = {
         "list_failed": "no se pudo listar las tareas: {error}",
         "too_many_pages": "más de {pages} páginas de tareas",
         "bad_setting": "error: ajuste inválido del cliente: {error}",
+        "arg_not_number": "{text!r} no es un número",
+        "arg_at_least_1": "debe ser 1 o más, no {value}",
+        "arg_name": "{text!r}: usa de 1 a 40 letras, dígitos, '-', '_' o '.' (encabeza cada "
+        "título)",
+        "arg_rate": "debe ser 0 (sin límite) o más, no {value}",
+        "arg_positive": "debe ser más que 0, no {value}",
+        "arg_then": "{text!r}: usa {exit} o {steady}",
+        "arg_share": "debe estar entre 0 y {maximum}, no {value}",
+        "arg_duration": "no es una duración: {text!r} (prueba 30s, 500ms, 2m)",
     },
 }

@@ -21,7 +21,7 @@ from services.common import (
     weight_from_text,
     write_token_file,
 )
-from services.lang import Translator, add_lang_argument, chosen
+from services.lang import Translator, add_lang_argument, chosen, default_language
 from services.launcher.i18n import TEXT
 from services.launcher.logs import ConsoleLogs
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
@@ -93,9 +93,9 @@ def weight_option(text: str) -> tuple[str, int]:
     name, _, value = text.partition("=")
     weight = weight_from_text(value)
     if not name.strip() or weight is None:
-        raise argparse.ArgumentTypeError(
-            f"a weight is NAME=N with N from 0 to {MAX_WEIGHT}, e.g. server2=3; got {text!r}"
-        )
+        # In the environment's language: --lang is not read yet.
+        refusal = Translator(TEXT, default_language())("arg_weight", maximum=MAX_WEIGHT, text=text)
+        raise argparse.ArgumentTypeError(refusal)
     return name.strip(), weight
 
 

@@ -54,6 +54,7 @@ TEXT: Catalogue = {
         "not_running": "{name} is not running",
         "not_in_state": "{name} is {state}, not {wanted}",
         "action_failed": "{action} {name} failed: {error}",
+        "arg_weight": "a weight is NAME=N with N from 0 to {maximum}, e.g. server2=3; got {text!r}",
     },
     "es": {
         "servers_1": "1 servidor de tareas",
@@ -102,5 +103,6 @@ TEXT: Catalogue = {
         "not_running": "{name} no está en marcha",
         "not_in_state": "{name} está {state}, no {wanted}",
         "action_failed": "{action} {name} falló: {error}",
+        "arg_weight": "un peso es NOMBRE=N con N de 0 a {maximum}, p. ej. server2=3; no {text!r}",
     },
 }
