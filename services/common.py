@@ -175,8 +175,7 @@ def error_message(payload: bytes, field: str = "error") -> str | None:
 
 
 def count(number: int, noun: str) -> str:
-    """``1 check``, ``2 checks``: event reasons and ``ticslab up``'s banner are read by
-    students."""
+    """``1 check``, ``2 checks``: event reasons are read by students."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
