@@ -156,33 +156,40 @@ def test_the_same_refusal_in_english(tmp_path: Path) -> None:
     assert "could not start the stack: --servers must be at least 1" in done.stdout
 
 
-def test_demo_refuses_bad_options_in_spanish(tmp_path: Path) -> None:
+def test_demo_refuses_flags_that_go_with_web_in_spanish(tmp_path: Path) -> None:
     done = ticslab("demo", "--web-port", "8001", *stack_args(tmp_path))
     assert done.returncode == 2
     assert "--web-host, --web-port y --allow-remote-control van con --web" in done.stdout
+
+
+def test_demo_refuses_bad_retries_in_spanish(tmp_path: Path) -> None:
     done = ticslab("demo", "--retries", "99", *stack_args(tmp_path))
     assert done.returncode == 1
     assert "no se pudieron iniciar los servicios: --retries va de 0 a 10" in done.stdout
 
 
-def test_dashboard_refuses_bad_options_in_spanish(taken_port: int) -> None:
+def test_dashboard_refuses_flags_that_go_with_web_in_spanish() -> None:
     done = ticslab("dashboard", "--port", "9000")
     assert done.returncode == 2
     assert "--host, --port y --allow-remote-control van con --web" in done.stderr
+
+
+def test_dashboard_names_a_port_in_use_in_spanish(taken_port: int) -> None:
     done = ticslab("dashboard", "--web", "--port", str(taken_port))
     assert done.returncode == 1
     assert f"no se puede escuchar en 127.0.0.1:{taken_port}" in done.stderr
 
 
-def test_client_errors_in_spanish() -> None:
+def test_client_without_a_balancer_says_so_in_spanish() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     done = ticslab("client", "--url", url, "--wait", "0.3s", "--tasks", "1")
     assert done.returncode == 2
     assert f"error: ningún balanceador respondió en {url}/health en 0.3s" in done.stderr
-    env_duration = {**os.environ, "TICSLAB_LANG": "es", "TICSLAB_DURATION": "pronto"}
-    done = subprocess.run(
-        [*TICSLAB, "client", "--url", url], env=env_duration, capture_output=True, text=True
-    )
+
+
+def test_client_refuses_a_bad_setting_in_spanish() -> None:
+    env = {**os.environ, "TICSLAB_LANG": "es", "TICSLAB_DURATION": "pronto"}
+    done = subprocess.run([*TICSLAB, "client"], env=env, capture_output=True, text=True)
     assert done.returncode == 2
     assert "error: ajuste inválido del cliente: no es una duración: 'pronto'" in done.stderr
 
