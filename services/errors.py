@@ -100,6 +100,12 @@ ERRORS: Catalogue = {
         "upstream_reset": "the task server closed the connection without answering",
         "upstream_timeout": "the task server did not answer in time",
         "bad_upstream_status": "{server} answered status {upstream_status}, which is not proxied",
+        # The balancer: its connections (the process's language: no header is read yet).
+        "too_many_connections": "too many connections: try again in a moment",
+        "headers_too_large": "request header section over {limit_bytes} bytes",
+        "unparsable": "invalid HTTP request: it could not be parsed",
+        "headers_timeout": "request headers not received within {seconds:g} s",
+        "body_timeout": "request body paused for more than {seconds:g} s",
     },
     "es": {
         "route_not_found": "no existe la ruta {method} {path}; prueba GET /tareas, GET "
@@ -180,5 +186,10 @@ ERRORS: Catalogue = {
         "upstream_reset": "el servidor de tareas cerró la conexión sin responder",
         "upstream_timeout": "el servidor de tareas no respondió a tiempo",
         "bad_upstream_status": "{server} respondió el estado {upstream_status}, que no se reenvía",
+        "too_many_connections": "demasiadas conexiones: intenta de nuevo en un momento",
+        "headers_too_large": "los encabezados de la solicitud pasan de {limit_bytes} bytes",
+        "unparsable": "solicitud HTTP inválida: no se pudo interpretar",
+        "headers_timeout": "los encabezados de la solicitud no llegaron en {seconds:g} s",
+        "body_timeout": "el cuerpo de la solicitud se detuvo por más de {seconds:g} s",
     },
 }

@@ -4,10 +4,12 @@ carries the same machine-readable ``code`` (and fields) in both languages."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from support import ServiceProcess, free_port, taskserver
 from test_balancer_helpers import TOKEN, balancer_process
@@ -170,3 +172,19 @@ def test_balancer_errors_are_spanish_when_it_runs_in_spanish(
     assert default.json()["code"] == code
     assert spanish in default.json()["error"]
     same_but_the_sentence(default.json(), english.json())
+
+
+def test_a_request_the_balancer_cannot_parse_is_refused_in_its_language(
+    spanish_balancer: ServiceProcess,
+) -> None:
+    with socket.create_connection(("127.0.0.1", spanish_balancer.port), timeout=10) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert orjson.loads(body) == {
+        "error": "solicitud HTTP inválida: no se pudo interpretar",
+        "code": "unparsable",
+    }
