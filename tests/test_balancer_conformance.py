@@ -479,6 +479,7 @@ def test_odd_upstream_answers_are_a_502_or_lose_only_the_bad_header() -> None:
     try:
         odd = httpx.get(process.url + "/odd-status")
         assert odd.status_code == 502 and "600" in odd.json()["error"]
+        assert odd.json()["code"] == "bad_upstream_status" and odd.json()["server"] == "server1"
         bad = httpx.get(process.url + "/bad-header")
         assert bad.status_code == 200 and bad.content == b"ok"
         assert bad.headers["x-good"] == "yes" and "x-bad" not in bad.headers

@@ -301,7 +301,7 @@ def test_then_steady_keeps_a_failed_runs_exit_code_and_names_it_at_the_end(
         output = Output(client)
         before = output.wait_for("steady traffic until stopped")
         assert "result: FAILED (exit code 1)" in before
-        assert "código de salida 1" in before.splitlines()[-1]
+        assert "exit code 1" in before.splitlines()[-1]
         client.send_signal(signal.SIGTERM)
         code = client.wait(timeout=10)
     finally:

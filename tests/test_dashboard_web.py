@@ -476,7 +476,7 @@ async def test_demo_web_gives_its_tabs_the_stack_s_token_and_ctrl_c_stops_everyt
             demo.proc.send_signal(signal.SIGINT)
             assert await asyncio.to_thread(demo.proc.wait, 30) == 0
         assert not any(map(running, everyone))
-        assert demo.output().rstrip().endswith(f"logs / registros: {demo.data}/logs/")
+        assert demo.output().rstrip().endswith(f"stack stopped; logs: {demo.data}/logs/")
     finally:
         demo.close()
 

@@ -471,6 +471,7 @@ class Proxy:
         server: Server | None,
         status: int,
         code: str,
+        /,
         kind: str | None = None,
         **fields: Any,
     ) -> None:
