@@ -132,7 +132,7 @@ class Control:
             return unknown
         return name, await _json_object(request)
 
-    def _error(self, request: Request, status: int, code: str, **fields: Any) -> Response:
+    def _error(self, request: Request, status: int, code: str, /, **fields: Any) -> Response:
         """The error ``code`` in the request's language."""
         return json_error(status, code=code, lang=language_of(request, self.balancer), **fields)
 

@@ -21,7 +21,7 @@ class InputError(Exception):
     """Bad input: answered with ``status`` (400 unless said) as the error ``code`` of
     services/errors.py, filled in with ``fields``, in the request's language."""
 
-    def __init__(self, code: str, status: int = 400, **fields: Any) -> None:
+    def __init__(self, code: str, status: int = 400, /, **fields: Any) -> None:
         super().__init__(code)
         self.code = code
         self.status = status
