@@ -8,11 +8,13 @@ import sys
 from typing import Any
 
 from dashboard import web
+from dashboard.cli_i18n import TEXT
 from dashboard.format import safe_url
 from dashboard.main import DashboardApp
 from dashboard.options import Options, options_from_args, resolve_options
 from dashboard.options import add_arguments as add_options
 from services.common import printable
+from services.lang import Translator, chosen
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.web:
         return run_web(args)
     if args.host or args.port or args.allow_remote_control:
-        print("--host, --port and --allow-remote-control go with --web", file=sys.stderr)
+        print(Translator(TEXT, chosen(args.lang))("web_flags"), file=sys.stderr)
         return 2
     return run_options(options_from_args(args))
 
@@ -74,10 +76,10 @@ def run_web(args: argparse.Namespace) -> int:
     if problems:
         print(printable("; ".join(problems)), file=sys.stderr)
         return 1
-    balancer = printable(safe_url(web_options.dashboard.url))
-    header = f"ticslab dashboard: {balancer} in a browser / en un navegador"
+    t = Translator(TEXT, web_options.dashboard.lang)
+    header = t("web_header", url=printable(safe_url(web_options.dashboard.url)))
     entry = f"  dashboard  {web.banner_entry(web_options)}"
-    return serve_web(web_options, [header, entry, "Ctrl+C stops it / Ctrl+C lo detiene."])
+    return serve_web(web_options, [header, entry, t("stop_hint")])
 
 
 def serve_web(web_options: web.WebOptions, banner: list[str]) -> int:
@@ -91,6 +93,7 @@ def serve_web(web_options: web.WebOptions, banner: list[str]) -> int:
     try:
         serve(web_options)
     except OSError as error:
-        print(printable(f"could not serve the dashboard: {error}"), file=sys.stderr)
+        t = Translator(TEXT, web_options.dashboard.lang)
+        print(printable(t("could_not_serve", error=error)), file=sys.stderr)
         return 1
     return 0

@@ -10,8 +10,9 @@ import argparse
 import os
 from dataclasses import dataclass
 
+from dashboard.cli_i18n import TEXT as CLI_TEXT
 from services.common import default_token_file, read_token_file
-from services.lang import add_lang_argument, chosen
+from services.lang import Translator, add_lang_argument, chosen, default_language
 
 DEFAULT_URL = "http://localhost:8080"
 CONTRAST_THEME = "ticslab-contrast"
@@ -33,14 +34,14 @@ class Options:
 
 def positive_seconds(text: str) -> float:
     """An argparse type: a refresh period within the bounds the poller accepts."""
+    t = Translator(CLI_TEXT, default_language())  # --lang is not read yet
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise argparse.ArgumentTypeError(t("arg_not_seconds", text=text)) from None
     if not MIN_REFRESH <= value <= MAX_REFRESH:
-        raise argparse.ArgumentTypeError(
-            f"refresh must be between {MIN_REFRESH} and {MAX_REFRESH} seconds, got {value}"
-        )
+        refusal = t("arg_refresh", low=MIN_REFRESH, high=MAX_REFRESH, value=value)
+        raise argparse.ArgumentTypeError(refusal)
     return value
 
 

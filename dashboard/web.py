@@ -27,8 +27,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+from dashboard.cli_i18n import TEXT as CLI_TEXT
 from dashboard.options import Options
-from services.lang import chosen
+from services.lang import Translator, chosen, default_language
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -139,38 +140,38 @@ def is_loopback(host: str) -> bool:
 def port_number(text: str) -> int:
     """An argparse type: a TCP port to listen on."""
     if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
-        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {text!r}")
+        # In the environment's language: --lang is not read yet.
+        t = Translator(CLI_TEXT, default_language())
+        raise argparse.ArgumentTypeError(t("arg_port", text=text))
     return int(text)
 
 
 def problems(web: WebOptions, host_flag: str = "--host") -> list[str]:
-    """Why the page cannot be served as asked, in words (empty when it can); ``host_flag``
-    is how the command spells ``--host``."""
+    """Why the page cannot be served as asked, in words of the dashboard's language (empty
+    when it can); ``host_flag`` is how the command spells ``--host``."""
+    t = Translator(CLI_TEXT, web.dashboard.lang)
     if os.name == "nt":
-        return ["--web runs on Linux and macOS (on Windows, use WSL)"]
+        return [t("no_windows")]
     if web.host in WILDCARDS:
-        return [
-            f"{host_flag} {web.host} listens on every address, but the page must name one for "
-            "the browser to connect back to: give this machine's address on the network, e.g. "
-            f"{host_flag} 192.168.1.20 (ip address, ifconfig or ipconfig show it)"
-        ]
-    problem = listen_problem(web.host, web.port, host_flag)
+        return [t("wildcard", flag=host_flag, host=web.host)]
+    problem = listen_problem(web.host, web.port, host_flag, web.dashboard.lang)
     return [problem] if problem else []
 
 
-def listen_problem(host: str, port: int, host_flag: str = "--host") -> str | None:
+def listen_problem(host: str, port: int, host_flag: str = "--host", lang: str = "en") -> str | None:
     """Why ``host:port`` cannot be listened on now (None when it can), checked before anything
     starts so that ``ticslab demo --web`` does not start a stack it cannot show."""
+    t = Translator(CLI_TEXT, lang)
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except OSError as error:
-        return f"{host_flag} {host}: {error.strerror or error}"
+        return t("bad_host", flag=host_flag, host=host, error=error.strerror or error)
     with socket.socket(family, kind, proto) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
         try:
             sock.bind(address)
         except OSError as error:
-            return f"cannot listen on {host}:{port}: {error.strerror or error}"
+            return t("cannot_listen", host=host, port=port, error=error.strerror or error)
     return None
 
 

@@ -29,8 +29,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from services.errors import ERRORS
+from services.lang import Translator, accepted_language
 
 # A task server declares on its health answers that it deduplicates ``Idempotency-Key`` across
 # every server of the pool (they share tasks.json): only then does the balancer send a POST
@@ -115,9 +119,23 @@ def log_config() -> dict[str, Any]:
     return config
 
 
-def json_error(status: int, message: str, **extra: Any) -> JSONResponse:
-    """A JSON error body a student can read: ``{"error": "..."}`` plus optional fields."""
-    return JSONResponse({"error": message, **extra}, status_code=status)
+def json_error(
+    status: int, message: str = "", /, *, code: str = "", lang: str = "en", **fields: Any
+) -> JSONResponse:
+    """A JSON error body a student can read and a script can parse: ``{"error": sentence,
+    "code": code, **fields}``, the sentence ``code``'s in services/errors.py in ``lang``,
+    filled in with ``fields`` (which stay in the body, for scripts). ``message`` without a
+    code is the older form, a sentence as given."""
+    if code:
+        message = Translator(ERRORS, lang)(code, **fields)
+        fields = {"code": code, **fields}
+    return JSONResponse({"error": message, **fields}, status_code=status)
+
+
+def asked_language(headers: Headers, default: str) -> str:
+    """The language of an error answer: the request's ``Accept-Language``, else ``default``
+    (the process's ``--lang`` / ``TICSLAB_LANG``)."""
+    return accepted_language(headers.get("accept-language"), default)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -167,8 +185,7 @@ def error_message(payload: bytes, field: str = "error") -> str | None:
 
 
 def count(number: int, noun: str) -> str:
-    """``1 check``, ``2 checks``: event reasons and ``ticslab up``'s banner are read by
-    students."""
+    """``1 check``, ``2 checks``: event reasons are read by students."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
@@ -289,17 +306,9 @@ def host_allowed(host: str | None, extra: Iterable[str] = ()) -> bool:
     return True
 
 
-def foreign_host_message(host: str | None) -> str:
-    """Why a control or admin request whose ``Host`` is not an allowed name gets 403."""
-    return (
-        f"Host {host!r} is not an allowed name for control requests: use 127.0.0.1 or "
-        "localhost, or allow it with --allowed-host (TICSLAB_ALLOWED_HOSTS)"
-    )
-
-
-def foreign_host_error(host: str | None) -> JSONResponse:
-    """The 403 JSON answer of ``foreign_host_message``."""
-    return json_error(403, foreign_host_message(host))
+def foreign_host_error(host: str | None, lang: str) -> JSONResponse:
+    """The 403 answer to a control or admin request whose ``Host`` is not an allowed name."""
+    return json_error(403, code="foreign_host", lang=lang, host=host)
 
 
 def bearer_token(request: Request) -> str | None:

@@ -235,7 +235,8 @@ def test_body_over_the_limit_is_413(httpbins: list[ServiceProcess]) -> None:
     try:
         answer = httpx.post(process.url + "/anything", content=b"x" * 1001)
         assert answer.status_code == 413
-        assert answer.json()["error"] == "request body over 1000 bytes"
+        assert answer.json()["code"] == "body_too_large"
+        assert answer.json()["limit_bytes"] == 1000
         assert httpx.post(process.url + "/anything", content=b"x" * 1000).status_code == 200
     finally:
         process.close()
@@ -478,6 +479,7 @@ def test_odd_upstream_answers_are_a_502_or_lose_only_the_bad_header() -> None:
     try:
         odd = httpx.get(process.url + "/odd-status")
         assert odd.status_code == 502 and "600" in odd.json()["error"]
+        assert odd.json()["code"] == "bad_upstream_status" and odd.json()["server"] == "server1"
         bad = httpx.get(process.url + "/bad-header")
         assert bad.status_code == 200 and bad.content == b"ok"
         assert bad.headers["x-good"] == "yes" and "x-bad" not in bad.headers

@@ -202,6 +202,7 @@ def test_all_down_answers_503_json_naming_every_state(
     assert response.status_code == 503
     assert response.json() == {
         "error": "no task server available",
+        "code": "no_server",
         "servers": {"server1": "DOWN", "server2": "DOWN"},
     }
     health = httpx.get(balancer.url + "/health")
@@ -249,6 +250,7 @@ def test_status_page_for_browsers_and_json_errors_on_owned_routes(
     assert page.headers["content-type"].startswith("text/html")
     assert 'http-equiv="refresh"' in page.text and "server1" in page.text and "UP" in page.text
     assert "ACTIVO" in page.text  # Spanish beside English
+    assert "<b>Round Robin</b> <small>(round_robin)</small>" in page.text  # the handout's name
     assert '<a href="/tareas">' in page.text and '<a href="/errors/stats">' in page.text
     chosen = httpx.get(balancer.url + "/status?format=html")
     assert chosen.headers["content-type"].startswith("text/html")

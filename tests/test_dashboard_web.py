@@ -309,7 +309,7 @@ def test_the_page_is_served_without_token_or_command(served: WebServer) -> None:
 def test_the_banner_names_the_page_and_that_its_keys_control(served: WebServer) -> None:
     output = served.output()
     assert f"  dashboard  http://127.0.0.1:{served.port}  ({web.CONTROL})" in output
-    assert "Ctrl+C stops it / Ctrl+C lo detiene." in output
+    assert "Ctrl+C stops it." in output
     assert TOKEN not in output
     assert "warning" not in output  # loopback
 
@@ -476,7 +476,7 @@ async def test_demo_web_gives_its_tabs_the_stack_s_token_and_ctrl_c_stops_everyt
             demo.proc.send_signal(signal.SIGINT)
             assert await asyncio.to_thread(demo.proc.wait, 30) == 0
         assert not any(map(running, everyone))
-        assert demo.output().rstrip().endswith(f"logs / registros: {demo.data}/logs/")
+        assert demo.output().rstrip().endswith(f"stack stopped; logs: {demo.data}/logs/")
     finally:
         demo.close()
 

@@ -432,7 +432,7 @@ def test_demo_quits_with_the_dashboard_and_says_where_the_logs_are(tmp_path: Pat
         assert demo.wait(timeout=30) == 0
         assert [pid for pid in kids if alive(pid)] == []
         log_dir = tmp_path / "data" / "logs"
-        line = f"stack stopped / servicios detenidos. logs / registros: {log_dir}/"
+        line = f"servicios detenidos; registros: {log_dir}/"
         wait_until(lambda: terminal.text().rstrip().endswith(line), what="the last line")
         assert (log_dir / "server1.log").exists()
     finally:

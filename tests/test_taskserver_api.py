@@ -156,7 +156,7 @@ def test_oversized_chunked_body_is_refused_with_413(client: httpx.Client) -> Non
 
     response = client.post("/tareas", content=chunks())
     assert response.status_code == 413
-    assert "64 KiB" in response.json()["error"]
+    assert "65536 bytes" in response.json()["error"]
     assert client.get("/errors/stats").json()["recent_errors"][0]["status"] == 413
 
 

@@ -35,21 +35,21 @@ JSON = {"Content-Type": "application/json"}
 BAD_INPUT = [
     ("POST", "/tareas", b"not json", {}, 400, "not valid JSON"),
     ("POST", "/tareas", b"", {}, 400, "empty"),
-    ("POST", "/tareas", b"[1, 2]", {}, 400, "must be a JSON object, not a list"),
-    ("POST", "/api/tasks", b'"hola"', {}, 400, "must be a JSON object, not text"),
+    ("POST", "/tareas", b"[1, 2]", {}, 400, "must be a JSON object, not of type array"),
+    ("POST", "/api/tasks", b'"hola"', {}, 400, "must be a JSON object, not of type string"),
     ("POST", "/api/tasks", b"{}", {}, 400, "'title' is missing"),
     ("POST", "/tareas", body({"title": ""}), {}, 400, "must not be empty"),
     ("POST", "/tareas", body({"title": "   "}), {}, 400, "must not be empty"),
-    ("POST", "/tareas", body({"title": 5}), {}, 400, "must be text, not a number"),
-    ("POST", "/tareas", body({"title": None}), {}, 400, "must be text, not null"),
+    ("POST", "/tareas", body({"title": 5}), {}, 400, "must be text, not of type number"),
+    ("POST", "/tareas", body({"title": None}), {}, 400, "must be text, not of type null"),
     ("POST", "/tareas", body({"title": "x" * 201}), {}, 400, "the maximum is 200"),
     ("POST", "/tareas", body({"title": "a", "completed": "yes"}), {}, 400, "'completed'"),
     ("POST", "/tareas", b'\xff\xfe{"title": "a"}', {}, 400, "not valid UTF-8 text"),
     ("POST", "/tareas", b'{"title": "caf\xe9"}', {}, 400, "not valid UTF-8 text"),
-    ("POST", "/tareas", body({"title": "a", "complete": True}), {}, 400, "field 'complete'"),
-    ("POST", "/api/tasks", body({"title": "a", "tags": [1, {}]}), {}, 400, "field 'tags'"),
-    ("PUT", "/tareas/1", body({"completado": True}), {}, 400, "unknown field 'completado'"),
-    ("POST", "/tareas", b"{" * 100_000, {}, 413, "64 KiB"),
+    ("POST", "/tareas", body({"title": "a", "complete": True}), {}, 400, "fields ['complete']"),
+    ("POST", "/api/tasks", body({"title": "a", "tags": [1, {}]}), {}, 400, "fields ['tags']"),
+    ("PUT", "/tareas/1", body({"completado": True}), {}, 400, "unknown fields ['completado']"),
+    ("POST", "/tareas", b"{" * 100_000, {}, 413, "65536 bytes"),
     ("POST", "/tareas", body({"title": "a"}), {"Idempotency-Key": "k" * 201}, 400, "Idempotency"),
     ("PUT", "/tareas/1", b"{}", {}, 400, "nothing to change"),
     ("PUT", "/tareas/1", body({"completed": 1}), {}, 400, "true or false"),
@@ -65,7 +65,7 @@ BAD_INPUT = [
     ("POST", "/tareas", body({"title": "a"}), TEXT, 415, "Content-Type is 'text/plain'"),
     ("POST", "/api/tasks", b"title=a", FORM, 415, "'Content-Type: application/json'"),
     ("PUT", "/tareas/1", body({"completed": True}), TEXT, 415, "not application/json"),
-    ("POST", "/tareas", body({"title": "a"}), {"Content-Type": ""}, 415, "is missing"),
+    ("POST", "/tareas", body({"title": "a"}), {"Content-Type": ""}, 415, "is '', not"),
 ]
 
 
@@ -111,7 +111,11 @@ def test_an_unexpected_failure_answers_json_500_and_is_counted(
 
     answer, stats = asyncio.run(ask())
     assert answer.status_code == 500
-    assert answer.json() == {"error": "unexpected server error: RuntimeError"}
+    assert answer.json() == {
+        "error": "unexpected server error: RuntimeError",
+        "code": "unexpected_error",
+        "type": "RuntimeError",
+    }
     assert stats["by_status"] == {"500": 1}
     assert stats["recent_errors"][0]["endpoint"] == "GET /tareas"
     assert stats["recent_errors"][0]["message"] == answer.json()["error"]

@@ -164,6 +164,14 @@ BUILT_INS: dict[str, Callable[[], Algorithm]] = {
     cls.name: cls for cls in (Random, RoundRobin, LeastConnections, ResponseTime, IpHash)
 }
 ALGORITHMS = tuple(BUILT_INS)
+# Each built-in by the handout's own name (docker-ejemplo-3), as the class reads it in Spanish.
+HANDOUT_NAMES = {
+    "random": "Aleatorio",
+    "round_robin": "Round Robin",
+    "least_connections": "Menor número de conexiones",
+    "response_time": "Tiempo de respuesta",
+    "ip_hash": "Hash IP",
+}
 
 
 def make(name: str) -> Algorithm:

@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -26,7 +27,7 @@ from services.balancer.health import HealthChecker
 from services.balancer.history import History
 from services.balancer.proxy import Proxy
 from services.balancer.routes import balancer_routes
-from services.common import foreign_host_error, host_allowed, json_error
+from services.common import asked_language, foreign_host_error, host_allowed, json_error
 
 
 def owned_routes(balancer: Balancer, history: History, control: Control) -> list[BaseRoute]:
@@ -63,31 +64,39 @@ GUARDED_PREFIXES = ("/control", "/admin")  # answered only for allowed Host name
 
 
 def host_problem(hosts: list[bytes], http_version: str) -> str | None:
-    """Why the request's ``Host`` headers are unacceptable (RFC 9112 section 3.2), or None."""
+    """The error code of why the request's ``Host`` headers are unacceptable (RFC 9112
+    section 3.2), or None."""
     if len(hosts) > 1:
-        return "more than one Host header"
+        return "host_repeated"
     if not hosts and http_version == "1.1":
-        return "an HTTP/1.1 request needs a Host header"
+        return "host_missing"
     return None
+
+
+def scope_language(scope: dict[str, Any], default: str) -> str:
+    """The language of an error answer to the request of ``scope``."""
+    return asked_language(Headers(scope=scope), default)
 
 
 class BalancerApp:
     """ASGI entry point: owned paths go to a small Starlette app, the rest to the proxy."""
 
     def __init__(
-        self, proxy: Proxy, admin: Starlette, owned: OwnedPaths, allowed_hosts: list[str]
+        self, proxy: Proxy, admin: Starlette, owned: OwnedPaths, config: BalancerConfig
     ) -> None:
         self.proxy = proxy
         self.admin = admin
         self.owned = owned
-        self.allowed_hosts = allowed_hosts
+        self.allowed_hosts = config.allowed_hosts
+        self.lang = config.lang
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             hosts = [value for name, value in scope["headers"] if name == b"host"]
             problem = host_problem(hosts, scope["http_version"])
             if problem is not None:
-                await json_error(400, problem)(scope, receive, send)
+                lang = scope_language(scope, self.lang)
+                await json_error(400, code=problem, lang=lang)(scope, receive, send)
                 return
             path = scope["path"]
             if path not in self.owned:
@@ -95,7 +104,8 @@ class BalancerApp:
                 return
             host = hosts[0].decode("latin-1") if hosts else None
             if path.startswith(GUARDED_PREFIXES) and not host_allowed(host, self.allowed_hosts):
-                await foreign_host_error(host)(scope, receive, send)
+                lang = scope_language(scope, self.lang)
+                await foreign_host_error(host, lang)(scope, receive, send)
                 return
         await self.admin(scope, receive, send)
 
@@ -103,6 +113,15 @@ class BalancerApp:
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     """Starlette's own 404/405 on owned paths, as the JSON error every other answer uses."""
     assert isinstance(error, HTTPException)
+    lang = scope_language(request.scope, request.app.state.lang)
+    where = {"method": request.method, "path": request.url.path}
+    if error.status_code == 405:
+        allowed = ", ".join(sorted(m.strip() for m in (error.headers or {})["Allow"].split(",")))
+        response = json_error(405, code="method_not_allowed", lang=lang, allowed=allowed, **where)
+        response.headers["Allow"] = allowed
+        return response
+    if error.status_code == 404:
+        return json_error(404, code="control_not_found", lang=lang, **where)
     return json_error(error.status_code, error.detail, path=request.url.path)
 
 
@@ -144,4 +163,5 @@ def create_app(config: BalancerConfig) -> BalancerApp:
     admin = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
-    return BalancerApp(proxy, admin, OwnedPaths(routes), config.allowed_hosts)
+    admin.state.lang = config.lang
+    return BalancerApp(proxy, admin, OwnedPaths(routes), config)

@@ -124,7 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(0 to {MAX_RETRIES}; default {defaults.max_retries}; 0 shows every crash to clients)",
     )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
-    add_lang_argument(parser, "language of the log lines: state changes, control actions")
+    add_lang_argument(
+        parser, "language of the log lines and of errors to requests without Accept-Language"
+    )
     parser.add_argument(
         "--token", help="bearer token for /control writes (env TICSLAB_TOKEN; default: generated)"
     )

@@ -75,7 +75,8 @@ class BalancerConfig:
     # Host names besides loopback, IP addresses and the Compose service names that control
     # requests may carry (DNS rebinding guard, services/common.py).
     allowed_hosts: list[str] = field(default_factory=list)
-    # The language of the log lines (services/lang.py): es or en.
+    # The class's language (services/lang.py): of the log lines, and of error answers to
+    # requests without Accept-Language.
     lang: str = "en"
 
     def __post_init__(self) -> None:

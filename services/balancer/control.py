@@ -15,6 +15,7 @@ import contextlib
 import secrets
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -33,10 +34,12 @@ from services.balancer.drivers import (
     choose_driver,
 )
 from services.balancer.plugin import PluginError
+from services.balancer.routes import language_of
 from services.common import (
     DASHBOARD_AGENT,
     DRIVER_ACTIONS,
     FAULT_MODES,
+    MAX_WEIGHT,
     bearer_token,
     default_token_file,
     json_error,
@@ -58,13 +61,13 @@ QUIESCE_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-async def admin_is_control(request: Request) -> Response:
+def admin_is_control(balancer: Balancer) -> Callable[[Request], Awaitable[Response]]:
     """404 for ``/admin/...`` on the balancer, naming the route to use instead."""
-    return json_error(
-        404,
-        "the task servers' /admin routes are not reachable through the balancer: use "
-        "/control (PUT /control/servers/{name}/fault), which records every change",
-    )
+
+    async def answer(request: Request) -> Response:
+        return json_error(404, code="admin_via_control", lang=language_of(request, balancer))
+
+    return answer
 
 
 class Control:
@@ -91,6 +94,7 @@ class Control:
     def routes(self) -> list[BaseRoute]:
         """``/control`` and everything under it: a mistyped control path gets the balancer's
         404, never a trip (with the token) to a task server."""
+        redirect = admin_is_control(self.balancer)
         return [
             Route("/control", self.overview, methods=["GET"]),
             Mount(
@@ -105,8 +109,8 @@ class Control:
             ),
             # The task servers' own /admin routes are never reached through the balancer:
             # every change goes through /control, where it is checked and recorded.
-            Route("/admin", admin_is_control, methods=ALL_METHODS),
-            Mount("/admin", routes=[Route("/{rest:path}", admin_is_control, methods=ALL_METHODS)]),
+            Route("/admin", redirect, methods=ALL_METHODS),
+            Mount("/admin", routes=[Route("/{rest:path}", redirect, methods=ALL_METHODS)]),
         ]
 
     # Helpers --------------------------------------------------------------------------------
@@ -115,11 +119,7 @@ class Control:
         """401 unless the request carries the right bearer token (constant-time comparison)."""
         if token_matches(bearer_token(request), self.token):
             return None
-        return json_error(
-            401,
-            "missing or wrong token: send 'Authorization: Bearer <token>' "
-            "(the token is in the token file or TICSLAB_TOKEN)",
-        )
+        return self._error(request, 401, "bad_token")
 
     async def _server_and_body(
         self, request: Request
@@ -130,10 +130,14 @@ class Control:
         if refusal:
             return refusal
         name = request.path_params["name"]
-        unknown = self._unknown_server(name)
+        unknown = self._unknown_server(request, name)
         if unknown:
             return unknown
         return name, await _json_object(request)
+
+    def _error(self, request: Request, status: int, code: str, /, **fields: Any) -> Response:
+        """The error ``code`` in the request's language."""
+        return json_error(status, code=code, lang=language_of(request, self.balancer), **fields)
 
     def _event(self, request: Request, server: str | None, action: str, **fields: Any) -> None:
         if request.headers.get("user-agent") == DASHBOARD_AGENT:
@@ -144,13 +148,16 @@ class Control:
         """``route`` of the task server ``name``'s ``/admin`` API."""
         return f"{self.balancer.get(name).url}/admin/{route}"
 
-    def _unknown_server(self, name: str) -> Response | None:
+    def _unknown_server(self, request: Request, name: str) -> Response | None:
         try:
             self.balancer.get(name)
         except KeyError:
-            known = ", ".join(s.name for s in self.balancer.servers) or "none"
-            return json_error(404, f"no server named '{name}' (servers: {known})")
+            return self._no_such_server(request, name)
         return None
+
+    def _no_such_server(self, request: Request, name: str) -> Response:
+        known = ", ".join(s.name for s in self.balancer.servers) or "-"
+        return self._error(request, 404, "unknown_server", server=name, servers=known)
 
     # Routes ---------------------------------------------------------------------------------
 
@@ -189,8 +196,8 @@ class Control:
         name, action = request.path_params["name"], request.path_params["action"]
         if action not in DRIVER_ACTIONS and action not in ADMIN_ACTIONS:
             actions = ", ".join([*DRIVER_ACTIONS, *ADMIN_ACTIONS])
-            return json_error(400, f"unknown action '{action}'; one of {actions}")
-        unknown = self._unknown_server(name)
+            return self._error(request, 400, "unknown_action", action=action, actions=actions)
+        unknown = self._unknown_server(request, name)
         if unknown:
             return unknown
         if action in ADMIN_ACTIONS:
@@ -211,8 +218,13 @@ class Control:
             if quiesce.get("quiesced"):
                 await self._end_quiesce(name)  # not frozen: let its writes go on now
             self._event(request, name, action, result=str(error), ok=False, **quiesce)
-            status = 409 if isinstance(error, DriverUnsupported) else 502
-            return json_error(status, str(error), driver=self.driver.name, **quiesce)
+            status, code = (
+                (409, "driver_unsupported")
+                if isinstance(error, DriverUnsupported)
+                else (502, "driver_failed")
+            )
+            fields = {"driver": self.driver.name, "detail": str(error), **quiesce}
+            return self._error(request, status, code, **fields)
         if quiesce:
             quiesce = _frozen_in_time(quiesce, time.monotonic() - started)
         if action == "unpause":
@@ -260,16 +272,16 @@ class Control:
             return checked
         name, body = checked
         if body is None or body.get("mode") not in FAULT_MODES:
-            return json_error(
-                400, f'send a JSON object like {{"mode": "error", "rate": 0.5}}; mode one of '
-                f"{', '.join(FAULT_MODES)}",
-            )  # fmt: skip
+            return self._error(request, 400, "bad_fault_body", modes=", ".join(FAULT_MODES))
+        # The task server words its refusal in the language this request asked for.
+        asked = {"Accept-Language": language_of(request, self.balancer)}
         try:
-            answer = await self._http.put(self._admin_url(name, "fault"), json=body)
+            answer = await self._http.put(self._admin_url(name, "fault"), json=body, headers=asked)
         except httpx.HTTPError as error:
-            message = f"{name} did not take the fault: {str(error) or type(error).__name__}"
+            detail = str(error) or type(error).__name__
+            message = f"{name} did not take the fault: {detail}"
             self._event(request, name, "fault", fault=body, result=message, ok=False)
-            return json_error(502, message)
+            return self._error(request, 502, "fault_not_taken", server=name, detail=detail)
         if answer.status_code == 200:
             fault = answer.json()
             self.balancer.get(name).set_fault(fault)
@@ -277,9 +289,10 @@ class Control:
             return JSONResponse({"server": name, "action": "fault", "fault": fault})
         message = answer_text(answer, "error")
         self._event(request, name, "fault", fault=body, result=message, ok=False)
-        if answer.status_code == 400:
-            return json_error(400, message)
-        return json_error(502, f"{name} refused the fault ({answer.status_code}): {message}")
+        if answer.status_code == 400:  # its own error body: sentence, code and fields
+            return Response(answer.content, 400, media_type="application/json")
+        fields = {"server": name, "upstream_status": answer.status_code, "detail": message}
+        return self._error(request, 502, "fault_refused", **fields)
 
     async def algorithm(self, request: Request) -> Response:
         refusal = self._refusal(request)
@@ -289,13 +302,11 @@ class Control:
         name = body.get("algorithm") if body else None
         names = self.balancer.algorithm_names  # only these: a file is never named over HTTP
         if name not in names:
-            return json_error(
-                400, f'send {{"algorithm": NAME}} with NAME one of {", ".join(names)}'
-            )
+            return self._error(request, 400, "bad_algorithm", algorithms=", ".join(names))
         try:
             previous = self.balancer.set_algorithm(name, who=_who(request))
         except PluginError as error:  # its constructor raised: the current one stays
-            return json_error(500, str(error))
+            return self._error(request, 500, "algorithm_failed", detail=str(error))
         return JSONResponse({"algorithm": name, "previous": previous})
 
     async def weight(self, request: Request) -> Response:
@@ -305,13 +316,13 @@ class Control:
             return checked
         name, body = checked
         if body is None or body.keys() != {"weight"}:
-            return json_error(400, 'send a JSON object with one field, like {"weight": 3}')
+            return self._error(request, 400, "bad_weight_body")
         try:
             previous = self.balancer.set_weight(name, body["weight"], who=_who(request))
-        except ValueError as error:
-            return json_error(400, f'send {{"weight": N}}: {error}')
+        except ValueError:
+            return self._error(request, 400, "bad_weight", maximum=MAX_WEIGHT)
         except KeyError:  # removed (discovery) while the body was read
-            return json_error(404, f"there is no server called {name!r}")
+            return self._no_such_server(request, name)
         return JSONResponse({"server": name, "weight": body["weight"], "previous": previous})
 
     async def reset_stats(self, request: Request) -> Response:

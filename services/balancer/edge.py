@@ -46,6 +46,7 @@ def serve_edge(app: Any, config: BalancerConfig, log_level: str = "info") -> Non
         request_timeout=config.request_timeout,
         max_header_bytes=config.max_header_bytes,
         max_connections=cap,
+        lang=config.lang,
     )
     logging.getLogger("uvicorn.error").addFilter(HideAbortedAnswers())
     serve(

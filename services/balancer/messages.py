@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from services.balancer.algorithms import HANDOUT_NAMES
 from services.common import printable
 from services.lang import Translator
 
@@ -190,11 +191,7 @@ ES: dict[str, str] = {
     "mode_hang": "cuelgue",
     "mode_unhealthy": "no saludable",
     "mode_nolock": "sin candado",
-    "alg_random": "Aleatorio",
-    "alg_round_robin": "Round Robin",
-    "alg_least_connections": "Menor número de conexiones",
-    "alg_response_time": "Tiempo de respuesta",
-    "alg_ip_hash": "Hash IP",
+    **{f"alg_{name}": text for name, text in HANDOUT_NAMES.items()},
 }
 
 CATALOGUE: dict[str, dict[str, str]] = {"en": EN, "es": ES}

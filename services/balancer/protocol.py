@@ -39,8 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from services.common import json_error
 
 CLIENT_GONE = "client disconnected"
 REQUEST_TARGET = "ticslab.request_target"
@@ -54,6 +55,7 @@ class Limits:
     request_timeout: float = 10.0
     max_header_bytes: int = 64 * 1024
     max_connections: int = 10_000
+    lang: str = "en"  # of its refusals: no header of the request is read yet
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -80,7 +82,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
         if len(self.connections) > self.limits.max_connections:
-            self._refuse(503, "too many connections: try again in a moment")
+            self._refuse(503, "too_many_connections")
             return
         self._start_timer(self._head_timeout)
 
@@ -104,8 +106,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 messages = self._messages
                 super().data_received(data[:room])  # the header section may end in the limit
                 if self._in_head and self._messages == messages:
-                    limit = self.limits.max_header_bytes
-                    self._refuse(431, f"request header section over {limit} bytes")
+                    self._refuse(431, "headers_too_large", limit_bytes=self.limits.max_header_bytes)
                     return
                 self.data_received(data[room:])  # the rest counts toward the next request's
                 return
@@ -119,7 +120,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """httptools could not parse the request: the same 400, as JSON like every error."""
-        self._refuse(400, "invalid HTTP request: it could not be parsed")
+        self._refuse(400, "unparsable")
 
     # Parser callbacks ----------------------------------------------------------------------
 
@@ -182,8 +183,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         elif self._head_bytes == 0:
             self.transport.close()  # a connection that never sent a byte
         else:
-            seconds = f"{self.limits.request_timeout:g}"
-            self._refuse(408, f"request headers not received within {seconds} s")
+            self._refuse(408, "headers_timeout", seconds=self.limits.request_timeout)
 
     def _body_timeout(self) -> None:
         self._timer = None
@@ -192,8 +192,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.pipeline:
             self._start_timer(self._body_timeout)  # uvicorn stopped reading: not the client's
         else:
-            seconds = f"{self.limits.request_timeout:g}"
-            self._refuse(408, f"request body paused for more than {seconds} s", own_body=True)
+            self._refuse(408, "body_timeout", own_body=True, seconds=self.limits.request_timeout)
 
     def _in_flight(self) -> bool:
         """A request on this connection is not answered yet."""
@@ -203,8 +202,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         """An answer has begun and is not complete: nothing else may be written now."""
         return any(c.response_started and not c.response_complete for c in self._running.values())
 
-    def _refuse(self, status: int, message: str, own_body: bool = False) -> None:
-        """Answer ``status`` with a JSON error, unless an answer is being written, and close.
+    def _refuse(self, status: int, code: str, own_body: bool = False, **fields: Any) -> None:
+        """Answer ``status`` with the JSON error ``code``, unless an answer is being written,
+        and close.
 
         A request running on this connection is told its client is gone. A client
         still sending would get a reset that destroys the answer before it is read: so the
@@ -216,7 +216,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return  # refused already
         # The answer to the request whose body stalled, or to one no other request precedes.
         if (own_body and not self._writing()) or not self._in_flight():
-            body = orjson.dumps({"error": message})
+            body = json_error(status, code=code, lang=self.limits.lang, **fields).body
             head = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
             self.transport.write(STATUS_LINE[status] + head + b"connection: close\r\n\r\n" + body)
         for cycle in self._running.values():

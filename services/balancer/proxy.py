@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
+from starlette.datastructures import Headers
 from yarl import URL
 
 from services.balancer.health import describe_failure
 from services.balancer.protocol import REQUEST_TARGET
 from services.balancer.server import Server
-from services.common import error_message, error_type
+from services.common import asked_language, error_message, error_type, json_error
 
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
@@ -72,23 +73,26 @@ HOLD_BYTES = 64 * 1024
 HOLD_SECONDS = 0.02
 
 CONNECT, REFUSED, TIMEOUT, RESET = "connect", "refused", "timeout", "reset"
-# What the client gets when every try failed, by the last failure's kind.
+# What the client gets when every try failed, by the last failure's kind: the status, the
+# course's error type and the error code (services/errors.py).
 GIVE_UP = {
-    None: (503, "503_SERVICE_UNAVAILABLE", "no task server available"),
-    CONNECT: (503, "503_SERVICE_UNAVAILABLE", "no task server available"),
-    REFUSED: (503, "503_SERVICE_UNAVAILABLE", "no task server available"),
-    RESET: (502, "502_BAD_GATEWAY", "the task server closed the connection without answering"),
-    TIMEOUT: (504, "504_GATEWAY_TIMEOUT", "the task server did not answer in time"),
+    None: (503, "503_SERVICE_UNAVAILABLE", "no_server"),
+    CONNECT: (503, "503_SERVICE_UNAVAILABLE", "no_server"),
+    REFUSED: (503, "503_SERVICE_UNAVAILABLE", "no_server"),
+    RESET: (502, "502_BAD_GATEWAY", "upstream_reset"),
+    TIMEOUT: (504, "504_GATEWAY_TIMEOUT", "upstream_timeout"),
 }
 
 
 class ClientError(Exception):
-    """The client's request cannot be forwarded: answered ``status`` with ``message``."""
+    """The client's request cannot be forwarded: answered ``status`` with the error ``code``
+    (services/errors.py), filled in with ``fields``."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, status: int, code: str, **fields: Any) -> None:
+        super().__init__(code)
         self.status = status
-        self.message = message
+        self.code = code
+        self.fields = fields
 
 
 class UpstreamAborted(Exception):
@@ -137,12 +141,12 @@ def request_target(scope: Scope) -> str:
     if raw[:1] != b"/":
         scheme, sep, rest = raw.partition(b"://")
         if not sep or scheme.lower() not in (b"http", b"https"):
-            raise ClientError(400, "the request target must be a path such as /tareas")
+            raise ClientError(400, "bad_target")
         cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
         raw = rest[cut:]
         raw = raw if raw[:1] == b"/" else b"/" + raw
     if b"#" in raw:
-        raise ClientError(400, "the request target must not contain a fragment (#)")
+        raise ClientError(400, "target_fragment")
     return raw.decode("latin-1")
 
 
@@ -154,9 +158,9 @@ def upgrade_problem(scope: Scope) -> ClientError | None:
     if upgrade is None:
         return None
     if upgrade.strip().lower() == b"websocket":
-        return ClientError(501, "the balancer does not proxy WebSocket connections")
+        return ClientError(501, "websocket")
     if headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
-        return ClientError(501, "protocol upgrades with a body are not supported: use HTTP/1.1")
+        return ClientError(501, "upgrade_with_body")
     return None
 
 
@@ -249,7 +253,7 @@ class Proxy:
             headers = forward_headers(scope, client)
             body = await self._read_body(receive)
         except ClientError as error:
-            await self._send_error(send, scope, None, error.status, error.message)
+            await self._send_error(send, scope, None, error.status, error.code, **error.fields)
             return
         if body is None:  # the client went away
             return
@@ -277,10 +281,11 @@ class Proxy:
             if not may_retry(failure, method, keyed):
                 break
             keyed_only = keyed_only or not replay_is_harmless(failure, method)
-        status, kind, message = GIVE_UP[failure]
+        status, kind, code = GIVE_UP[failure]
         if status == 503:  # no server could take it: none was UP, or every one refused
             self.balancer.no_backend += 1
-        await self._send_error(send, scope, tried[-1] if tried else None, status, message, kind)
+        last = tried[-1] if tried else None
+        await self._send_error(send, scope, last, status, code, kind=kind)
 
     async def _read_body(self, receive: Any) -> bytes | None:
         """The whole request body, None if the client went away; ClientError (413) past
@@ -294,7 +299,7 @@ class Proxy:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise ClientError(413, f"request body over {limit} bytes")
+                raise ClientError(413, "body_too_large", limit_bytes=limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -337,8 +342,8 @@ class Proxy:
                 return self._failed(server, error)
             self._answered(server, time.perf_counter() - started, response.status)
             if not 200 <= response.status <= 599:  # 1xx (101 too) or beyond HTTP's range
-                message = f"{server.name} answered status {response.status}, which is not proxied"
-                await self._send_error(send, scope, server, 502, message)
+                fields = {"server": server.name, "upstream_status": response.status}
+                await self._send_error(send, scope, server, 502, "bad_upstream_status", **fields)
                 return None
             await self._send_answer(scope, send, server, response, held, complete)
             return None
@@ -467,12 +472,18 @@ class Proxy:
         scope: Scope,
         server: Server | None,
         status: int,
-        message: str,
+        code: str,
+        /,
         kind: str | None = None,
+        **fields: Any,
     ) -> None:
-        """The balancer's own error answer; it names every server's state."""
+        """The balancer's own error answer, in the request's language; it names every
+        server's state."""
+        lang = asked_language(Headers(scope=scope), self.config.lang)
+        answer = json_error(status, code=code, lang=lang, **fields, servers=self.balancer.states())
+        message = orjson.loads(answer.body)["error"]
         self._record_error(scope, status, message, kind or error_type(status), server)
-        body = orjson.dumps({"error": message, "servers": self.balancer.states()})
+        body = answer.body
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         if status == 413:  # the rest of the request was not read: the connection ends
             headers.append((b"connection", b"close"))

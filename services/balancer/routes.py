@@ -14,7 +14,7 @@ from services.balancer.balancer import Balancer
 from services.balancer.history import History
 from services.balancer.metrics import exposition, registry_for
 from services.balancer.status import errors_stats, status, status_html
-from services.common import OrjsonResponse, json_error
+from services.common import OrjsonResponse, asked_language, json_error
 
 
 def wants_html(request: Request) -> bool:
@@ -46,6 +46,11 @@ def since_seconds(text: str) -> float:
     return value
 
 
+def language_of(request: Request, balancer: Balancer) -> str:
+    """The language of this request's error answer (``Accept-Language``, else the class's)."""
+    return asked_language(request.headers, balancer.config.lang)
+
+
 def balancer_routes(balancer: Balancer, history: History) -> list[BaseRoute]:
     registry = registry_for(balancer)
 
@@ -53,14 +58,16 @@ def balancer_routes(balancer: Balancer, history: History) -> list[BaseRoute]:
         up, total = balancer.servers_up, len(balancer.servers)
         body = {"status": "ok" if up else "error", "servers_up": up, "servers_total": total}
         if not up:
-            body["error"] = "no task server is UP"
-        return JSONResponse(body, status_code=200 if up else 503)
+            return json_error(503, code="no_server_up", lang=language_of(request, balancer), **body)
+        return JSONResponse(body)
 
     async def status_page(request: Request) -> Response:
         try:
             html = wants_html(request)
-        except ValueError as error:
-            return json_error(400, str(error))
+        except ValueError:
+            lang = language_of(request, balancer)
+            value = request.query_params["format"][:32]
+            return json_error(400, code="bad_format", lang=lang, value=value)
         data = status(balancer)
         return HTMLResponse(status_html(data)) if html else JSONResponse(data)
 
@@ -68,8 +75,9 @@ def balancer_routes(balancer: Balancer, history: History) -> list[BaseRoute]:
         text = request.query_params.get("since")
         try:
             after = None if text is None else since_seconds(text)
-        except ValueError as error:
-            return json_error(400, str(error))
+        except ValueError:
+            lang = language_of(request, balancer)
+            return json_error(400, code="bad_history_since", lang=lang, value=text[:32])
         return OrjsonResponse(history.payload(after))
 
     async def errors(request: Request) -> JSONResponse:
@@ -80,7 +88,8 @@ def balancer_routes(balancer: Balancer, history: History) -> list[BaseRoute]:
         try:
             since = int(text)
         except ValueError:
-            return json_error(400, f"since must be an event id (an integer), got {text!r}")
+            lang = language_of(request, balancer)
+            return json_error(400, code="bad_event_since", lang=lang, value=text[:32])
         return JSONResponse(
             {"last_id": balancer.events.last_id, "events": balancer.events.since(since)}
         )

@@ -6,6 +6,7 @@ import html
 import time
 from typing import TYPE_CHECKING, Any
 
+from services.balancer.algorithms import HANDOUT_NAMES
 from services.balancer.server import EJECTED, Server
 
 if TYPE_CHECKING:
@@ -118,6 +119,15 @@ def _weight_text(server: dict[str, Any]) -> str:
     return str(weight) if effective == weight else f"{weight} (now {effective:g})"
 
 
+def _algorithm_name(name: str) -> str:
+    """The handout's name of a built-in (the page is Spanish first), with the name the API
+    and ``--algorithm`` use beside it; a student's own algorithm by its name."""
+    handout = HANDOUT_NAMES.get(name)
+    if handout is None:
+        return f"<b>{html.escape(name)}</b>"
+    return f"<b>{handout}</b> <small>({name})</small>"
+
+
 def _algorithm_errors(data: dict[str, Any]) -> str:
     """A plugin's failed picks, when there were any (the events say where and why)."""
     failed = data["algorithm_errors"]
@@ -180,7 +190,7 @@ th {{ background: #f3f3f3; font-size: .85em; }}
 </style></head>
 <body>
 <h1>Balanceador de carga / Load balancer</h1>
-<p>Algoritmo / Algorithm: <b>{html.escape(data["algorithm"])}</b>{_algorithm_errors(data)} &middot;
+<p>Algoritmo / Algorithm: {_algorithm_name(data["algorithm"])}{_algorithm_errors(data)} &middot;
 Servidores activos / Active servers: <b>{data["active_servers"]} / {data["servers_total"]}</b>
 &middot; Solicitudes / Requests: <b>{data["requests_total"]}</b>
 &middot; {data["requests_per_second"]:.1f} sol/s</p>

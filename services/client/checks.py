@@ -10,7 +10,9 @@ from typing import Any
 
 import httpx
 
+from services.client.i18n import TEXT
 from services.client.runner import TASKS_PATH
+from services.lang import Translator
 
 HEALTH_PATH = "/health"
 HEALTH_POLL = 0.5  # seconds between two health probes
@@ -28,12 +30,13 @@ MAX_PAGES = 1000
 
 
 async def wait_for_health(
-    client: httpx.AsyncClient, wait: float, say: Callable[[str], None]
+    client: httpx.AsyncClient, wait: float, say: Callable[[str], None], lang: str = "en"
 ) -> str | None:
     """Poll ``/health`` until it answers 200; None then, else why the last probe failed.
 
     ``say`` is told once, when the first probe fails, so a student knows why nothing happens.
     """
+    t = Translator(TEXT, lang)
     url = str(client.base_url).rstrip("/") + HEALTH_PATH
     deadline = time.monotonic() + wait
     announced = False
@@ -45,14 +48,14 @@ async def wait_for_health(
         else:
             if response.status_code == 200:
                 if announced:
-                    say(f"{url} is up / está disponible")
+                    say(t("is_up", url=url))
                 return None
             reason = f"answered {response.status_code}"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return reason
         if not announced:
-            say(f"waiting for {url} (up to {wait:g}s) / esperando al balanceador ... ({reason})")
+            say(t("waiting", url=url, wait=wait, reason=reason))
             announced = True
         await asyncio.sleep(min(HEALTH_POLL, remaining))
 
@@ -72,9 +75,12 @@ class ListFailed(Exception):
     """A page of the task list could not be read, after every attempt."""
 
 
-async def check_losses(client: httpx.AsyncClient, kept: list[tuple[int, str]]) -> LossCheck:
+async def check_losses(
+    client: httpx.AsyncClient, kept: list[tuple[int, str]], lang: str = "en"
+) -> LossCheck:
     """Page through the tasks, newest first, until every kept id was seen, a page reaches
     below the oldest kept id or the list ends; then look for each id with its own title."""
+    t = Translator(TEXT, lang)
     check = LossCheck(checked=len(kept))
     wanted = {task_id for task_id, _ in kept}
     oldest = min(wanted, default=0)
@@ -84,7 +90,7 @@ async def check_losses(client: httpx.AsyncClient, kept: list[tuple[int, str]]) -
         try:
             page, total = await list_page(client, offset)
         except ListFailed as error:
-            check.error = f"could not list the tasks / no se pudo listar las tareas: {error}"
+            check.error = t("list_failed", error=error)
             return check
         present.update((task.get("id"), task.get("title")) for task in page)
         ids = [task_id for task in page if isinstance(task_id := task.get("id"), int)]
@@ -98,7 +104,7 @@ async def check_losses(client: httpx.AsyncClient, kept: list[tuple[int, str]]) -
             break
         offset += PAGE - OVERLAP
     else:
-        check.error = f"more than {MAX_PAGES} pages of tasks / más de {MAX_PAGES} páginas"
+        check.error = t("too_many_pages", pages=MAX_PAGES)
         return check
     lost = [title for task_id, title in kept if present.get(task_id) != title]
     check.lost_count = len(lost)

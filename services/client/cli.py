@@ -17,59 +17,71 @@ from pathlib import Path
 from typing import Any
 
 from services.client.config import THEN_EXIT, THEN_STEADY, ClientConfig, parse_duration
+from services.client.i18n import TEXT
 from services.client.plan import MAX_ERROR_SHARE
+from services.lang import Translator, add_lang_argument, chosen, default_language
 
 DEFAULT_TASKS = 100
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 
 
+def _refusal(key: str, **values: Any) -> argparse.ArgumentTypeError:
+    """A bad option value, in the environment's language (``--lang`` is not read yet)."""
+    return argparse.ArgumentTypeError(Translator(TEXT, default_language())(key, **values))
+
+
+def _number(text: str, kind: Callable[[str], Any]) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise _refusal("arg_not_number", text=text) from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+        raise _refusal("arg_at_least_1", value=value)
     return value
 
 
 def _client_name(text: str) -> str:
     if not _NAME.match(text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: use 1 to 40 letters, digits, '-', '_' or '.' (it starts every title)"
-        )
+        raise _refusal("arg_name", text=text)
     return text
 
 
 def _rate(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more, not {value}")
+        raise _refusal("arg_rate", value=value)
     return value
 
 
 def _positive_rate(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
+        raise _refusal("arg_positive", value=value)
     return value
 
 
 def _then(text: str) -> str:
     if text not in (THEN_EXIT, THEN_STEADY):
-        raise argparse.ArgumentTypeError(f"{text!r}: use {THEN_EXIT} or {THEN_STEADY}")
+        raise _refusal("arg_then", text=text, exit=THEN_EXIT, steady=THEN_STEADY)
     return text
 
 
 def _error_share(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not 0.0 <= value <= MAX_ERROR_SHARE:
-        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_ERROR_SHARE}, not {value}")
+        raise _refusal("arg_share", maximum=MAX_ERROR_SHARE, value=value)
     return value
 
 
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    except ValueError:
+        raise _refusal("arg_duration", text=text) from None
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for option in OPTIONS:
         option.add_to(parser)
+    add_lang_argument(parser, "language of the report and every line printed")
     bound = parser.add_mutually_exclusive_group()
     bound.add_argument(
         "--tasks",
@@ -186,6 +199,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         progress_every=args.progress_every,
         then=args.then,
         steady_rate=args.steady_rate,
+        lang=chosen(args.lang),
     )
 
 
@@ -197,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except (ValueError, argparse.ArgumentTypeError) as error:
-        print(f"error: bad client setting / ajuste inválido: {error}", file=sys.stderr)
+        message = Translator(TEXT, chosen(args.lang))("bad_setting", error=error)
+        print(message, file=sys.stderr)
         return 2
     console = Console(soft_wrap=True, highlight=False)
     errors = Console(stderr=True, soft_wrap=True, highlight=False)

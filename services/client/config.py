@@ -43,6 +43,7 @@ class ClientConfig:
     progress_every: float = 5.0
     then: str = THEN_EXIT  # THEN_STEADY: steady traffic after the report, until stopped
     steady_rate: float = 5.0  # requests per second of the steady phase
+    lang: str = "en"  # of what it prints (--lang, TICSLAB_LANG)
 
     def steady(self) -> ClientConfig:
         """The settings of the steady phase: unbounded, gentle, titled ``<name>-steady-000001``

@@ -17,36 +17,42 @@ from rich.progress import (
 )
 
 from services.client.config import ClientConfig
-from services.client.stats import Recorder, Snapshot
+from services.client.i18n import TEXT
+from services.client.stats import NO_SERVER_HEADER, Recorder, Snapshot
 from services.common import printable
+from services.lang import Translator
 
 LIVE_REFRESH = 0.25  # seconds between two redraws of the live bar
 
 
 def summary_line(config: ClientConfig, snap: Snapshot) -> str:
     """One line for Compose logs, e.g. ``client1 | tasks/tareas 42/100 | 63 req (31.5/s) | ...``."""
+    t = Translator(TEXT, config.lang)
+    tasks = t("progress_tasks")
     if config.tasks is not None:
-        done = f"tasks/tareas {snap.created}/{config.tasks}"
+        done = f"{tasks} {snap.created}/{config.tasks}"
     elif config.duration is not None:
-        done = f"tasks/tareas {snap.created}, {snap.elapsed:.0f}/{config.duration:g}s"
+        done = f"{tasks} {snap.created}, {snap.elapsed:.0f}/{config.duration:g}s"
     else:  # the steady phase, until stopped
-        done = f"tasks/tareas {snap.created}, {snap.elapsed:.0f}s"
+        done = f"{tasks} {snap.created}, {snap.elapsed:.0f}s"
     shares = " ".join(
-        f"{printable(name)} {100.0 * count / snap.requests:.0f}%"  # from X-Upstream-Server
+        f"{t('no_server_header') if name == NO_SERVER_HEADER else printable(name)}"
+        f" {100.0 * count / snap.requests:.0f}%"  # from X-Upstream-Server
         for name, count in sorted(snap.servers.items())
     )
     return (
         f"{config.name} | {done} | {snap.requests} req ({snap.rps:.1f}/s)"
-        f" | errors expected/esperados {snap.expected_errors}"
-        f" unexpected/inesperados {snap.unexpected_errors}" + (f" | {shares}" if shares else "")
+        " | "
+        + t("progress_errors", expected=snap.expected_errors, unexpected=snap.unexpected_errors)
+        + (f" | {shares}" if shares else "")
     )
 
 
-def _live_stats(snap: Snapshot) -> str:
-    return (
-        f"{snap.requests} req {snap.rps:.0f}/s · expected/esperados {snap.expected_errors}"
-        f" · unexpected/inesperados {snap.unexpected_errors}"
+def _live_stats(snap: Snapshot, lang: str) -> str:
+    errors = Translator(TEXT, lang)(
+        "live_errors", expected=snap.expected_errors, unexpected=snap.unexpected_errors
     )
+    return f"{snap.requests} req {snap.rps:.0f}/s · {errors}"
 
 
 async def _print_lines(config: ClientConfig, recorder: Recorder, console: Console) -> None:
@@ -59,7 +65,7 @@ def _redraw(config: ClientConfig, recorder: Recorder, progress: Progress, bar: T
     """Move the bar to the tasks created (of ``--tasks``) or the seconds run (of ``--duration``)."""
     snap = recorder.snapshot()
     done = snap.created if config.tasks is not None else min(snap.elapsed, config.duration or 0.0)
-    progress.update(bar, completed=done, stats=_live_stats(snap), refresh=True)
+    progress.update(bar, completed=done, stats=_live_stats(snap, config.lang), refresh=True)
 
 
 async def _live_bar(

@@ -17,28 +17,20 @@ from rich.text import Text
 
 from services.client.checks import LossCheck
 from services.client.config import ClientConfig
+from services.client.i18n import TEXT
 from services.client.plan import Kind
-from services.client.stats import Recorder
+from services.client.stats import NO_SERVER_HEADER, Recorder
 from services.common import percentile, printable
+from services.lang import Translator
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+# The verdict of each exit code: its style and its key in services/client/i18n.py.
 VERDICTS = {
-    EXIT_OK: "[green]OK[/]",
-    EXIT_FAILED: "[red]FAILED / FALLÓ[/]",
-    EXIT_INTERRUPTED: "[yellow]INTERRUPTED / INTERRUMPIDO[/]",
-}
-
-KIND_LABELS: dict[str, str] = {
-    Kind.CREATE: "create / crear",
-    Kind.EXTRA: "extra task / tarea extra",
-    Kind.LIST: "list / listar",
-    Kind.COMPLETE: "complete / completar",
-    Kind.DELETE: "delete / borrar",
-    Kind.FORCE_400: "forced 400: bad body / cuerpo inválido",
-    Kind.FORCE_404: "forced 404: missing id / id inexistente",
-    Kind.FORCE_500: "forced 500: simulate-error",
+    EXIT_OK: ("green", "ok"),
+    EXIT_FAILED: ("red", "failed"),
+    EXIT_INTERRUPTED: ("yellow", "interrupted"),
 }
 
 
@@ -130,131 +122,150 @@ def shown(text: object) -> str:
     return escape(printable(str(text)))
 
 
-def _statuses(counts: dict[str, int]) -> str:
-    return ", ".join(f"{status}: {n}" for status, n in counts.items()) or "none / ninguno"
+def _statuses(counts: dict[str, int], t: Translator) -> str:
+    return ", ".join(f"{status}: {n}" for status, n in counts.items()) or t("none")
 
 
-def render_report(report: dict[str, Any], console: Console) -> None:
-    """Print the report as tables and short lines, English with Spanish beside it."""
+def _verdict(code: int, t: Translator) -> str:
+    style, key = VERDICTS[code]
+    return f"[{style}]{t(key)}[/]"
+
+
+def _kind(kind: str, t: Translator) -> str:
+    """A kind of request in words (its key in ``--json`` when it has no words)."""
+    key = f"kind_{kind}"
+    return t(key) if t.knows(key) else kind
+
+
+def render_report(report: dict[str, Any], console: Console, lang: str = "en") -> None:
+    """Print the report as tables and short lines, in ``lang``."""
+    t = Translator(TEXT, lang)
     settings = report["settings"]
     bound = (
-        f"{settings['tasks']} tasks / tareas"
+        t("tasks_bound", n=settings["tasks"])
         if settings["tasks"] is not None
         else f"{settings['duration_s']:g}s"
     )
-    rate = f"{settings['rate']:g}/s" if settings["rate"] else "unlimited / sin límite"
+    rate = f"{settings['rate']:g}/s" if settings["rate"] else t("unlimited")
     console.print()
-    console.print(
-        f"[bold]ticslab client report / informe del cliente[/]: {report['client']}"
-        f" -> {report['url']}"
+    console.print(f"[bold]{t('title')}[/]: {shown(report['client'])} -> {shown(report['url'])}")
+    run = t(
+        "run",
+        bound=bound,
+        concurrency=settings["concurrency"],
+        rate=rate,
+        errors=settings["errors"],
     )
-    console.print(
-        f"run / ejecución: {bound}, concurrency / concurrencia {settings['concurrency']},"
-        f" rate / tasa {rate}, errors / errores {settings['errors']:.0%}"
-        + ("  [yellow]INTERRUPTED / INTERRUMPIDO[/]" if report["interrupted"] else "")
-    )
+    console.print(run + (f"  [yellow]{t('interrupted')}[/]" if report["interrupted"] else ""))
 
-    table = Table(title="requests by kind and status / solicitudes por tipo y estado")
-    table.add_column("kind / tipo")
-    table.add_column("requests", justify="right")
-    table.add_column("status / estado")
+    table = Table(title=t("by_kind"))
+    table.add_column(t("kind"))
+    table.add_column(t("requests"), justify="right")
+    table.add_column(t("status"))
     for kind, counts in report["requests"].items():
-        table.add_row(KIND_LABELS.get(kind, kind), str(sum(counts.values())), _statuses(counts))
-    table.add_row("[bold]total[/]", f"[bold]{report['requests_total']}[/]", "")
+        table.add_row(_kind(kind, t), str(sum(counts.values())), _statuses(counts, t))
+    table.add_row(f"[bold]{t('total')}[/]", f"[bold]{report['requests_total']}[/]", "")
     console.print(table)
 
-    servers = Table(title="traffic per server / tráfico por servidor (X-Upstream-Server)")
-    servers.add_column("server / servidor")
-    servers.add_column("requests", justify="right")
+    servers = Table(title=t("per_server"))
+    servers.add_column(t("server"))
+    servers.add_column(t("requests"), justify="right")
     servers.add_column("%", justify="right")
     for name, row in report["servers"].items():
-        servers.add_row(Text(printable(name)), str(row["requests"]), f"{row['percent']:.1f}")
+        shown_name = t("no_server_header") if name == NO_SERVER_HEADER else printable(name)
+        servers.add_row(Text(shown_name), str(row["requests"]), f"{row['percent']:.1f}")
     console.print(servers)
 
     errors = report["errors"]
-    console.print(
-        f"expected errors / errores esperados: {errors['expected']}"
-        f" ({_statuses(errors['expected_by_status'])})"
-    )
+    statuses = _statuses(errors["expected_by_status"], t)
+    console.print(t("expected", count=errors["expected"], statuses=statuses))
     style = "red" if errors["unexpected"] else "green"
     console.print(
-        f"unexpected errors / errores inesperados: [{style}]{errors['unexpected']}[/]"
-        + (f" ({_statuses(errors['unexpected_by_status'])})" if errors["unexpected"] else "")
-        + (f", retries / reintentos: {report['retries']}" if report["retries"] else "")
+        t("unexpected", count=f"[{style}]{errors['unexpected']}[/]")
+        + (f" ({_statuses(errors['unexpected_by_status'], t)})" if errors["unexpected"] else "")
+        + (", " + t("retries", count=report["retries"]) if report["retries"] else "")
     )
-    for sample in errors["unexpected_samples"]:
+    _render_samples(errors["unexpected_samples"], console)
+    console.print(t("latency", **report["latency_ms"]))
+    console.print(
+        t(
+            "throughput",
+            rps=report["throughput_rps"],
+            total=report["requests_total"],
+            elapsed=report["elapsed_s"],
+        )
+    )
+    _render_tasks(report, console, t)
+
+
+def _render_samples(samples: list[dict[str, Any]], console: Console) -> None:
+    """The unexpected answers kept as examples: network text, printable and never markup."""
+    for sample in samples:
         line = f"  - {sample['kind']} -> {sample['status']} ({sample['server'] or '?'}):"
         console.print(printable(f"{line} {sample['detail']}"), markup=False)
-    latency = report["latency_ms"]
-    console.print(
-        f"latency / latencia: p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms,"
-        f" p99 {latency['p99']:.1f} ms (max {latency['max']:.1f} ms)"
-    )
-    console.print(
-        f"throughput / rendimiento: {report['throughput_rps']:.1f} req/s"
-        f" ({report['requests_total']} in {report['elapsed_s']:.1f} s)"
-    )
-    _render_tasks(report, console)
 
 
-def _render_tasks(report: dict[str, Any], console: Console) -> None:
+def _render_tasks(report: dict[str, Any], console: Console, t: Translator) -> None:
     tasks = report["tasks"]
-    target = f" of {tasks['target']} / de {tasks['target']}" if tasks["target"] is not None else ""
+    target = t("of_target", target=tasks["target"]) if tasks["target"] is not None else ""
     console.print(
-        f"tasks created / tareas creadas: {tasks['created']}{target}"
-        + (f", failed / fallidas: {tasks['failed']}" if tasks["failed"] else "")
+        t("created", created=tasks["created"])
+        + target
+        + (t("created_failed", failed=tasks["failed"]) if tasks["failed"] else "")
     )
-    if report["lost"] is None:
-        console.print(
-            f"[red]lost / perdidas: unknown / desconocido[/] ({shown(tasks['check_error'])})"
-        )
-    else:
-        style = "red" if report["lost"] else "green"
-        console.print(
-            f"lost / perdidas: [{style}]{report['lost']}[/]"
-            f" (checked / verificadas {tasks['created']}, listed / listadas {tasks['listed']})"
-        )
-        if tasks["lost_titles"]:
-            console.print("  missing / faltan: " + ", ".join(tasks["lost_titles"]))
-    verdict = VERDICTS[report["exit_code"]]
-    console.print(f"result / resultado: {verdict} (exit code {report['exit_code']})")
+    checked = t("checked", checked=tasks["created"], listed=tasks["listed"])
+    console.print(
+        f"{t('lost')}: {_lost(report, t)}" + ("" if report["lost"] is None else f" {checked}")
+    )
+    if tasks["lost_titles"]:
+        console.print(f"  {t('missing')}: " + ", ".join(map(shown, tasks["lost_titles"])))
+    code = report["exit_code"]
+    console.print(f"{t('result')}: {_verdict(code, t)} ({t('exit_code', code=code)})")
 
 
-def _lost(report: dict[str, Any]) -> str:
+def _lost(report: dict[str, Any], t: Translator) -> str:
     if report["lost"] is None:
-        return f"[red]unknown / desconocido[/] ({shown(report['tasks']['check_error'])})"
+        return f"[red]{t('unknown')}[/] ({shown(report['tasks']['check_error'])})"
     return f"[{'red' if report['lost'] else 'green'}]{report['lost']}[/]"
 
 
-def render_steady(steady: dict[str, Any], run: dict[str, Any], console: Console) -> None:
+def render_steady(
+    steady: dict[str, Any], run: dict[str, Any], console: Console, lang: str = "en"
+) -> None:
     """The steady phase's summary once it is stopped (``steady``, a report of it), then the
     verdict of the run reported before it (``run``), which stays the exit code."""
+    t = Translator(TEXT, lang)
     shares = ", ".join(
         f"{shown(name)} {row['percent']:.0f}%" for name, row in steady["servers"].items()
     )
     errors = steady["errors"]
+    line = t(
+        "steady_line",
+        requests=steady["requests_total"],
+        elapsed=steady["elapsed_s"],
+        rps=steady["throughput_rps"],
+    )
     console.print()
     console.print(
-        f"[bold]steady traffic / tráfico constante[/]: {steady['client']},"
-        f" {steady['requests_total']} req in {steady['elapsed_s']:.1f} s"
-        f" ({steady['throughput_rps']:.1f}/s)" + (f"; {shares}" if shares else "")
+        f"[bold]{t('steady_title')}[/]: {shown(steady['client'])}, {line}"
+        + (f"; {shares}" if shares else "")
     )
     console.print(
-        f"  errors expected / errores esperados {errors['expected']}, unexpected / inesperados"
-        f" [{'red' if errors['unexpected'] else 'green'}]{errors['unexpected']}[/]"
-        + (f" ({_statuses(errors['unexpected_by_status'])})" if errors["unexpected"] else "")
+        "  "
+        + t("steady_errors", expected=errors["expected"])
+        + f" [{'red' if errors['unexpected'] else 'green'}]{errors['unexpected']}[/]"
+        + (f" ({_statuses(errors['unexpected_by_status'], t)})" if errors["unexpected"] else "")
     )
-    for sample in errors["unexpected_samples"]:
-        line = f"  - {sample['kind']} -> {sample['status']} ({sample['server'] or '?'}):"
-        console.print(printable(f"{line} {sample['detail']}"), markup=False)
+    _render_samples(errors["unexpected_samples"], console)
     console.print(
-        f"  tasks created / tareas creadas {steady['tasks']['created']},"
-        f" lost / perdidas {_lost(steady)} (not in the exit code / no cuenta en el código)"
+        "  "
+        + t("steady_tasks", created=steady["tasks"]["created"])
+        + f" {_lost(steady, t)} {t('steady_not_counted')}"
     )
     for title in steady["tasks"]["lost_titles"]:
-        console.print(f"  missing / falta: {shown(title)}")
+        console.print(f"  {t('missing')}: {shown(title)}")
+    code = run["exit_code"]
     console.print(
-        f"result of the run / resultado de la ejecución ({run['client']}):"
-        f" {VERDICTS[run['exit_code']]}, lost / perdidas {_lost(run)}"
-        f" (exit code {run['exit_code']})"
+        f"{t('run_result', client=shown(run['client']))}: {_verdict(code, t)},"
+        f" {t('lost')} {_lost(run, t)} ({t('exit_code', code=code)})"
     )

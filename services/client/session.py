@@ -20,6 +20,7 @@ from rich.console import Console
 
 from services.client.checks import LossCheck, check_losses, wait_for_health
 from services.client.config import THEN_STEADY, ClientConfig
+from services.client.i18n import TEXT
 from services.client.progress import show_progress
 from services.client.report import (
     EXIT_INTERRUPTED,
@@ -31,6 +32,7 @@ from services.client.report import (
 from services.client.runner import Load, make_client
 from services.client.stats import Recorder
 from services.common import printable
+from services.lang import Translator
 
 EXIT_NO_BALANCER = 2
 # The steady phase's loss check runs after ``docker stop``'s SIGTERM: it must end well within
@@ -68,30 +70,31 @@ async def run_session(config: ClientConfig, console: Console, errors: Console) -
     current = asyncio.current_task()
     assert current is not None
     _stop_on_signals(current)
+    t = Translator(TEXT, config.lang)
     async with make_client(config) as client:
         try:
             reason = await wait_for_health(
-                client, config.wait, lambda text: console.print(printable(text), markup=False)
+                client,
+                config.wait,
+                lambda text: console.print(printable(text), markup=False),
+                config.lang,
             )
         except asyncio.CancelledError:
-            errors.print("interrupted before the run started / interrumpido antes de empezar")
+            errors.print(t("interrupted_before"))
             return EXIT_INTERRUPTED
         if reason is not None:
-            errors.print(
-                f"error: no balancer answered at {config.base_url}/health within"
-                f" {config.wait:g}s ({printable(reason)}) / ningún balanceador respondió en"
-                f" {config.base_url}/health en {config.wait:g}s",
-                markup=False,
-            )
+            url = f"{config.base_url}/health"
+            failed = t("no_balancer", url=url, wait=config.wait, reason=printable(reason))
+            errors.print(failed, markup=False)
             return EXIT_NO_BALANCER
 
         recorder, check, interrupted, run_id = await _load(config, client, console)
 
     report = build_report(config, recorder, check, interrupted=interrupted, run_id=run_id)
-    render_report(report, console)
+    render_report(report, console, config.lang)
     if config.json_path is not None:
         write_json(report, config.json_path)
-        console.print(f"report written to / informe escrito en {config.json_path}", markup=False)
+        console.print(t("report_written", path=config.json_path), markup=False)
     if config.then == THEN_STEADY and not interrupted:
         await run_steady(config.steady(), report, console)
     return report["exit_code"]
@@ -118,33 +121,33 @@ async def _load(
     recorder.finish()
 
     checked = len(recorder.kept)
+    t = Translator(TEXT, config.lang)
     try:
         async with asyncio.timeout(check_within):
-            check = await check_losses(client, recorder.kept)
+            check = await check_losses(client, recorder.kept, config.lang)
     except asyncio.CancelledError:
         _uncancel()
-        check = LossCheck(checked=checked, error="interrupted / interrumpido")
+        check = LossCheck(checked=checked, error=t("check_interrupted"))
     except TimeoutError:
-        check = LossCheck(
-            checked=checked,
-            error=f"not done within {check_within:g}s / sin terminar en {check_within:g}s",
-        )
+        check = LossCheck(checked=checked, error=t("check_timeout", seconds=check_within))
     return recorder, check, interrupted, load.run_id
 
 
 async def run_steady(config: ClientConfig, run: dict[str, Any], console: Console) -> None:
     """Gentle traffic with ``config`` (``ClientConfig.steady()``) until a signal stops it, then
     its summary and the verdict of ``run``, the report printed before it."""
-    console.print(
-        f"{run['client']}: steady traffic until stopped / tráfico constante hasta que lo"
-        f" detengan: {config.rate:g} req/s, {config.concurrency} users / usuarios, tasks /"
-        f" tareas {config.name}-NNNNNN; Ctrl+C or / o docker stop -> exit code / código de"
-        f" salida {run['exit_code']}",
-        markup=False,
+    starting = Translator(TEXT, config.lang)(
+        "steady_start",
+        client=run["client"],
+        rate=config.rate,
+        users=config.concurrency,
+        name=config.name,
+        code=run["exit_code"],
     )
+    console.print(starting, markup=False)
     async with make_client(config) as client:
         recorder, check, _, run_id = await _load(
             config, client, console, check_within=STEADY_CHECK_SECONDS
         )
     steady = build_report(config, recorder, check, interrupted=True, run_id=run_id)
-    render_steady(steady, run, console)
+    render_steady(steady, run, console, config.lang)

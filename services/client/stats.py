@@ -10,7 +10,9 @@ from typing import Any
 from services.client.plan import FORCED, Kind, is_expected
 
 UNEXPECTED_SAMPLES = 10
-NO_SERVER_HEADER = "(none / ninguno)"  # answers without X-Upstream-Server, or with no answer
+# The --json report's key for answers without X-Upstream-Server, or no answer (kept as it was:
+# scripts read it); the printed report words it in its language.
+NO_SERVER_HEADER = "(none / ninguno)"
 
 
 @dataclass

@@ -23,20 +23,22 @@ def supervisor_app(supervisor: Supervisor, token: str) -> Starlette:
 
     async def processes(request: Request) -> Response:
         if not authorised(request):
-            return json_error(401, "missing or wrong bearer token")
+            return json_error(401, code="bad_token")
         listed = {name: m.describe() for name, m in supervisor.processes.items()}
         return JSONResponse({"processes": listed, "actions": list(LOCAL_ACTIONS)})
 
     async def act(request: Request) -> Response:
         if not authorised(request):
-            return json_error(401, "missing or wrong bearer token")
+            return json_error(401, code="bad_token")
         name, action = request.path_params["name"], request.path_params["action"]
         try:
             return JSONResponse(await supervisor.act(name, action))
         except ActionError as error:
             return json_error(error.status, str(error))
         except OSError as error:
-            return json_error(502, f"{action} {name} failed: {error}")
+            return json_error(
+                502, supervisor.t("action_failed", action=action, name=name, error=error)
+            )
 
     return Starlette(
         routes=[

@@ -17,24 +17,27 @@ from services.balancer.config import BalancerConfig
 from services.balancer.plugin import HOW
 from services.common import (
     MAX_WEIGHT,
-    count,
     default_token_file,
     weight_from_text,
     write_token_file,
 )
-from services.lang import add_lang_argument
+from services.lang import Translator, add_lang_argument, chosen, default_language
+from services.launcher.i18n import TEXT
 from services.launcher.logs import ConsoleLogs
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
 from services.launcher.windows import EXIT_CODE, refused
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``up``'s options: the stack's and ``--lang``."""
     add_stack_arguments(parser)
-    add_lang_argument(parser, "language of the balancer's log: state changes, control actions")
+    add_lang_argument(
+        parser, "language of what is printed and of every process (the balancer's log)"
+    )
 
 
 def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
-    """What runs and how (``ticslab demo`` takes these, and ``--lang`` with the dashboard's)."""
+    """The stack's options, shared with ``demo`` (which has its own ``--lang``)."""
     parser.add_argument("--servers", type=int, default=2, help="task servers (default 2)")
     parser.add_argument("--clients", type=int, default=2, help="client emulators (0 for none)")
     parser.add_argument("--balancer-port", type=int, default=8080)
@@ -93,9 +96,9 @@ def weight_option(text: str) -> tuple[str, int]:
     name, _, value = text.partition("=")
     weight = weight_from_text(value)
     if not name.strip() or weight is None:
-        raise argparse.ArgumentTypeError(
-            f"a weight is NAME=N with N from 0 to {MAX_WEIGHT}, e.g. server2=3; got {text!r}"
-        )
+        # In the environment's language: --lang is not read yet.
+        refusal = Translator(TEXT, default_language())("arg_weight", maximum=MAX_WEIGHT, text=text)
+        raise argparse.ArgumentTypeError(refusal)
     return name.strip(), weight
 
 
@@ -112,7 +115,7 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         eject_after_5xx=args.eject_after_5xx,
         eject_time=args.eject_time,
         retries=args.retries,
-        lang=args.lang,
+        lang=chosen(args.lang),
     )
 
 
@@ -124,23 +127,32 @@ def stack_token(args: argparse.Namespace, options: StackOptions) -> tuple[str, P
 
 
 def banner(options: StackOptions, token_path: Path, dashboard: str | None = None) -> str:
-    """What is where, in English and Spanish; ``dashboard`` is what its line says (``ticslab
-    demo --web``: the page's address), else the command that opens it."""
-    lines = [
-        f"ticslab up: balancer + {count(options.servers, 'task server')}"
-        f" + {count(options.clients, 'client')}",
-        f"  balancer   {options.balancer_url}  (/status, /events, /errors/stats, /metrics)",
+    """What is where, in the stack's language; ``dashboard`` is what its line says
+    (``ticslab demo --web``: the page's address), else the command that opens it."""
+    t = Translator(TEXT, options.lang)
+    servers, clients = options.servers, options.clients
+    title = t(
+        "banner_title",
+        servers=t("servers_1") if servers == 1 else t("servers_n", n=servers),
+        clients=t("clients_1") if clients == 1 else t("clients_n", n=clients),
+    )
+    rows = [
+        (
+            t("label_balancer"),
+            f"{options.balancer_url}  (/status, /events, /errors/stats, /metrics)",
+        )
     ]
     for number, port in enumerate(options.server_ports, start=1):
         weight = options.weights.get(f"server{number}")
-        given = "" if weight is None else f"  weight {weight}"
-        lines.append(f"  server{number:<4} http://{HOST}:{port}{given}")
-    lines += [
-        f"  tasks      {options.tasks_file}",
-        f"  token      {token_path}  (Authorization: Bearer $(cat {token_path}))",
-        f"  dashboard  {dashboard or f'ticslab dashboard --url {options.balancer_url}'}",
+        given = "" if weight is None else "  " + t("weight", weight=weight)
+        rows.append((f"server{number}", f"http://{HOST}:{port}{given}"))
+    rows += [
+        (t("label_tasks"), str(options.tasks_file)),
+        (t("label_token"), f"{token_path}  (Authorization: Bearer $(cat {token_path}))"),
+        (t("label_dashboard"), dashboard or f"ticslab dashboard --url {options.balancer_url}"),
     ]
-    return "\n".join(lines)
+    width = max(len(label) for label, _ in rows) + 2
+    return "\n".join([title, *(f"  {label:<{width}}{value}" for label, value in rows)])
 
 
 def stop_signals() -> list[signal.Signals]:
@@ -149,11 +161,12 @@ def stop_signals() -> list[signal.Signals]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if refused("up"):
+    if refused("up", args.lang):
         return EXIT_CODE
     console = Console(highlight=False, soft_wrap=True)
     logs = ConsoleLogs(console)
     options = options_from_args(args)
+    t = Translator(TEXT, options.lang)
     token, token_path = stack_token(args, options)
     stack = Stack(options, token, logs)
     stop = threading.Event()
@@ -167,15 +180,15 @@ def run(args: argparse.Namespace) -> int:
         try:
             stack.start()
         except StartError as error:
-            logs.note(f"could not start the stack: {error}")
+            logs.note(t("could_not_start", error=error))
             return 130 if stop.is_set() else 1
         logs.print(banner(options, token_path))
-        logs.print("Ctrl+C stops everything / Ctrl+C detiene todo.")
+        logs.print(t("stop_hint"))
         while not stop.wait(0.5):
             pass
-        logs.note("stopping everything...")
+        logs.note(t("stopping"))
         stack.stop()
-        logs.note("stopped: no process left running")
+        logs.note(t("stopped"))
         return 0
     finally:
         stack.stop()  # whatever went wrong above (even a closed output), no process is left

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import signal
-from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
 
 from dashboard import web
+from services.lang import Translator
 from services.launcher import cli as up
+from services.launcher.i18n import TEXT
 from services.launcher.logs import FileLogs
 from services.launcher.stack import Stack, StartError
 from services.launcher.windows import EXIT_CODE, refused
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dashboard.options import add_display_arguments
 
     up.add_stack_arguments(parser)
-    add_display_arguments(parser)  # --read-only, --refresh, --lang (the balancer's too), --theme
+    add_display_arguments(parser)  # --read-only, --refresh, --lang (the whole stack's too), --theme
     group = parser.add_argument_group("in a browser / en un navegador")
     group.add_argument(
         "--web",
@@ -58,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
     if refused("demo", args.lang):
         return EXIT_CODE
     console = Console(highlight=False, soft_wrap=True)
-    if not args.web and (args.web_host or args.web_port or args.allow_remote_control):
-        console.print("--web-host, --web-port and --allow-remote-control go with --web")
-        return 2
     options = up.options_from_args(args)
+    t = Translator(TEXT, options.lang)
+    if not args.web and (args.web_host or args.web_port or args.allow_remote_control):
+        console.print(t("web_flags"))
+        return 2
     token, token_path = up.stack_token(args, options)
     web_options = None
     if args.web:
@@ -70,17 +72,17 @@ def run(args: argparse.Namespace) -> int:
         )
         problems = web.problems(web_options, "--web-host")
         if problems:  # before anything starts; --web-host is the user's words: not markup
-            console.print(f"could not serve the dashboard: {'; '.join(problems)}", markup=False)
+            console.print(t("could_not_serve", problems="; ".join(problems)), markup=False)
             return 1
     log_dir = options.data_dir / "logs"
     logs = FileLogs(log_dir)
-    console.print(f"starting the stack; logs go to {log_dir}/ / registros en {log_dir}/")
+    console.print(t("demo_starting", log_dir=log_dir), markup=False)
     stack = Stack(options, token, logs)
     try:
         stack.start()
     except StartError as error:
         # The error names other programs (a port's holder): text, never markup.
-        console.print(f"could not start the stack: {error} (see {log_dir}/)", markup=False)
+        console.print(t("could_not_start_logs", error=error, log_dir=log_dir), markup=False)
         logs.close()
         return 1
     leaving = [sig for sig in up.stop_signals() if sig != signal.SIGINT]  # Ctrl+C: a key there
@@ -88,15 +90,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         if web_options is not None:
             banner = up.banner(options, token_path, web.banner_entry(web_options))
-            stop = "Ctrl+C stops everything / Ctrl+C detiene todo."
-            code = serve_web(web_options, [*banner.splitlines(), stop])
+            code = serve_web(web_options, [*banner.splitlines(), t("stop_hint")])
         else:
             code = open_dashboard(
                 options.balancer_url,
                 token,
                 read_only=args.read_only,
                 refresh=args.refresh,
-                lang=args.lang,
+                lang=options.lang,
                 theme=args.theme,
             )
     finally:
@@ -104,13 +105,8 @@ def run(args: argparse.Namespace) -> int:
         logs.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    console.print(stopped_line(log_dir))
+    console.print(t("demo_stopped", log_dir=log_dir), markup=False)
     return code
-
-
-def stopped_line(log_dir: Path) -> str:
-    """The last thing ``demo`` prints, once every process is gone."""
-    return f"stack stopped / servicios detenidos. logs / registros: {log_dir}/"
 
 
 def leave(signum: int, frame: FrameType | None) -> None:

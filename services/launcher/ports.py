@@ -33,8 +33,9 @@ def listening_socket(host: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
-def holder(port: int) -> str | None:
-    """Who listens on ``port``, in words for ``ticslab up``'s refusal (None if unknown).
+def holder(port: int) -> tuple[int, str, bool] | None:
+    """Who listens on ``port``, for ``ticslab up``'s refusal: its pid, its command line and
+    whether it is ticslab's (None if unknown).
 
     An earlier ticslab stack (one whose launcher was killed before this version tied its
     processes to it, or a process started by hand) is named with the command that stops it.
@@ -50,7 +51,5 @@ def holder(port: int) -> str | None:
         argv = process.cmdline()
     except (psutil.Error, OSError):
         return None
-    pid, command = process.pid, " ".join(argv)
-    if "services.cli" in argv or any(Path(arg).name == "ticslab" for arg in argv[:2]):
-        return f"an earlier ticslab process holds it (pid {pid}: {command}); stop it: kill {pid}"
-    return f"pid {pid} holds it ({command})"
+    ours = "services.cli" in argv or any(Path(arg).name == "ticslab" for arg in argv[:2])
+    return process.pid, " ".join(argv), ours

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import uvicorn
 
+from services.balancer.algorithms import ALGORITHMS
 from services.balancer.config import MAX_RETRIES
 from services.balancer.plugin import absolute, choose
 from services.common import log_config
+from services.lang import LANG_ENV, Translator, default_language
 from services.launcher.api import supervisor_app
+from services.launcher.i18n import TEXT
 from services.launcher.logs import LogSink
 from services.launcher.ports import holder, listening_socket, taken_ports
 from services.launcher.supervisor import ActionError, ProcessSpec, Supervisor
@@ -47,7 +50,9 @@ class StackOptions:
     eject_after_5xx: int | None = None
     eject_time: float | None = None
     retries: int | None = None
-    lang: str | None = None  # of the balancer's log; None: TICSLAB_LANG or the locale
+    # What the launcher prints and every process of the stack speaks (``ticslab experiment``'s
+    # stacks: the environment's, TICSLAB_LANG or the locale).
+    lang: str = field(default_factory=default_language)
 
     @property
     def server_ports(self) -> list[int]:
@@ -74,35 +79,43 @@ class StackOptions:
         return [f"{flag}={value}" for flag, value in given.items() if value is not None]
 
     def problems(self) -> list[str]:
-        """Why these options cannot work, in words (empty when they can)."""
+        """Why these options cannot work, in words of ``lang`` (empty when they can)."""
+        t = Translator(TEXT, self.lang)
         found = []
-        try:
-            choose(self.algorithm)  # a plugin is loaded here, as the balancer will load it
-        except ValueError as error:
-            found.append(str(error))
+        if ":" not in self.algorithm and self.algorithm not in ALGORITHMS:
+            found.append(t("unknown_algorithm", name=self.algorithm, names=", ".join(ALGORITHMS)))
+        else:
+            try:
+                choose(self.algorithm)  # a plugin is loaded here, as the balancer will load it
+            except ValueError as error:
+                found.append(str(error))
         if self.servers < 1:
-            found.append("--servers must be at least 1")
+            found.append(t("servers_min"))
         if self.clients < 0:
-            found.append("--clients cannot be negative")
+            found.append(t("clients_negative"))
         if self.retries is not None and not 0 <= self.retries <= MAX_RETRIES:
-            found.append(f"--retries is 0 to {MAX_RETRIES}")
+            found.append(t("retries_range", maximum=MAX_RETRIES))
         names = {f"server{number}" for number in range(1, self.servers + 1)}
         for name in sorted(self.weights.keys() - names):
-            found.append(f"--weight {name}: there is no {name} (server1 to server{self.servers})")
+            found.append(t("weight_no_server", name=name, servers=self.servers))
         ports = [self.balancer_port, *self.server_ports]
         if any(not 1 <= port <= 65535 for port in ports):
-            found.append(f"ports must be 1..65535, not {min(ports)}..{max(ports)}")
+            found.append(t("ports_range", low=min(ports), high=max(ports)))
         elif self.balancer_port in self.server_ports:
-            found.append(f"the balancer port {self.balancer_port} is also a task server port")
+            found.append(t("port_shared", port=self.balancer_port))
         else:
-            for port in taken_ports(ports, HOST):
-                who = holder(port)
-                found.append(
-                    f"port {port} is already in use on {HOST}"
-                    + (f": {who}" if who else "")
-                    + "; free it or pick another"
-                )
+            found += [self._taken(t, port) for port in taken_ports(ports, HOST)]
         return found
+
+    @staticmethod
+    def _taken(t: Translator, port: int) -> str:
+        """Why ``port`` cannot be used, naming its holder when it is known."""
+        who = holder(port)
+        if who is None:
+            return t("port_taken", port=port, host=HOST)
+        pid, command, ours = who
+        named = t("holder_ticslab" if ours else "holder_other", pid=pid, command=command)
+        return t("port_taken_by", port=port, host=HOST, holder=named)
 
 
 def python_command(*args: str) -> list[str]:
@@ -112,7 +125,7 @@ def python_command(*args: str) -> list[str]:
 
 def plan(options: StackOptions, token: str, supervisor_url: str) -> list[ProcessSpec]:
     """Every process of the stack, task servers first, then the balancer, then clients."""
-    env = {"TICSLAB_TOKEN": token}
+    env = {"TICSLAB_TOKEN": token, LANG_ENV: options.lang}
     specs = []
     for number, port in enumerate(options.server_ports, start=1):
         name = f"server{number}"
@@ -158,7 +171,7 @@ class Stack:
         self.options = options
         self.token = token
         self.logs = logs
-        self.supervisor = Supervisor(logs)
+        self.supervisor = Supervisor(logs, options.lang)
         self.supervisor_url = ""
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -239,4 +252,5 @@ class Stack:
             try:
                 await asyncio.gather(*(self.supervisor.wait_listening(m) for m in group))
             except ActionError as error:
-                raise StartError(f"{error}; see its log lines above") from error
+                see_log = Translator(TEXT, self.options.lang)("see_log", error=error)
+                raise StartError(see_log) from error

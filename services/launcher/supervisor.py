@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from services.common import CAN_FREEZE, DRIVER_ACTIONS, FREEZE_ACTIONS
+from services.lang import Translator
+from services.launcher.i18n import TEXT
 from services.launcher.logs import LogSink
 from services.lifeline import Lifeline
 
@@ -72,8 +74,9 @@ class Managed:
 class Supervisor:
     """Every process of one ``ticslab up``, by name."""
 
-    def __init__(self, logs: LogSink) -> None:
+    def __init__(self, logs: LogSink, lang: str = "en") -> None:
         self.logs = logs
+        self.t = Translator(TEXT, lang)
         self.processes: dict[str, Managed] = {}
         self.closing = False
         # One action at a time per process: two concurrent starts of a stopped server would
@@ -110,11 +113,9 @@ class Supervisor:
         if managed.expected_exit or self.closing:
             return
         if code == 0 and managed.spec.role == "client":
-            self.logs.note(f"{managed.spec.name} finished its run (exit code 0)")
+            self.logs.note(self.t("finished", name=managed.spec.name))
         else:
-            self.logs.note(
-                f"{managed.spec.name} exited unexpectedly with code {code} (not restarted)"
-            )
+            self.logs.note(self.t("died", name=managed.spec.name, code=code))
 
     async def wait_listening(self, managed: Managed, timeout: float = START_SECONDS) -> None:
         """Wait until the process answers its health URL; ActionError if it exits or hangs."""
@@ -127,14 +128,16 @@ class Supervisor:
                 proc = managed.proc
                 if proc is None or proc.returncode is not None:
                     code = proc.returncode if proc else None
-                    raise ActionError(502, f"{managed.spec.name} exited with code {code}")
+                    message = self.t("start_exited", name=managed.spec.name, code=code)
+                    raise ActionError(502, message)
                 try:
                     await client.get(url)
                     return
                 except httpx.HTTPError:
                     pass
                 if asyncio.get_running_loop().time() > deadline:
-                    raise ActionError(502, f"{managed.spec.name} did not listen within {timeout}s")
+                    message = self.t("start_timeout", name=managed.spec.name, seconds=timeout)
+                    raise ActionError(502, message)
                 await asyncio.sleep(0.1)
 
     async def terminate(self, managed: Managed, timeout: float = STOP_SECONDS) -> None:
@@ -176,17 +179,21 @@ class Supervisor:
         """Carry out a control action on a task server; the answer names result and state."""
         managed = self.processes.get(name)
         if managed is None or managed.spec.role != "taskserver":
-            raise ActionError(404, f"no task server named '{name}' in this ticslab up")
+            raise ActionError(404, self.t("not_ours", name=name))
         if action not in DRIVER_ACTIONS:
-            raise ActionError(409, f"unknown action '{action}'")
+            raise ActionError(409, self.t("unknown_action", action=action))
         if action in FREEZE_ACTIONS and not CAN_FREEZE:
-            raise ActionError(409, f"'{action}' needs SIGSTOP/SIGCONT, which Windows lacks")
+            raise ActionError(409, self.t("no_freeze", action=action))
         async with self._locks[name]:
             if self.closing:
-                raise ActionError(409, "the stack is stopping")
+                raise ActionError(409, self.t("closing"))
             result = await getattr(self, f"_{action}")(managed)
-        self.logs.note(f"{name}: {action} -> {result}")
+        self.logs.note(self.t("action_done", name=name, action=action, result=result))
         return {"server": name, "action": action, "result": result, "process": managed.state}
+
+    def _not_in(self, managed: Managed, wanted: str) -> str:
+        """Why an action needs ``managed`` in the state ``wanted``."""
+        return self.t("not_in_state", name=managed.spec.name, state=managed.state, wanted=wanted)
 
     async def _stop(self, managed: Managed) -> str:
         if managed.state == "exited":
@@ -197,7 +204,7 @@ class Supervisor:
     async def _kill(self, managed: Managed) -> str:
         proc = managed.proc
         if proc is None or managed.state == "exited":
-            raise ActionError(409, f"{managed.spec.name} is not running")
+            raise ActionError(409, self.t("not_running", name=managed.spec.name))
         managed.expected_exit = True
         proc.kill()
         await proc.wait()
@@ -219,7 +226,7 @@ class Supervisor:
 
     async def _pause(self, managed: Managed) -> str:
         if managed.state != "running":
-            raise ActionError(409, f"{managed.spec.name} is {managed.state}, not running")
+            raise ActionError(409, self._not_in(managed, "running"))
         assert managed.proc is not None
         os.kill(managed.proc.pid, signal.SIGSTOP)
         await asyncio.to_thread(wait_stopped, managed.proc.pid)
@@ -228,7 +235,7 @@ class Supervisor:
 
     async def _unpause(self, managed: Managed) -> str:
         if managed.state != "paused":
-            raise ActionError(409, f"{managed.spec.name} is {managed.state}, not paused")
+            raise ActionError(409, self._not_in(managed, "paused"))
         assert managed.proc is not None
         os.kill(managed.proc.pid, signal.SIGCONT)
         managed.paused = False

@@ -31,14 +31,14 @@ from services.common import (
     ErrorLog,
     OrjsonResponse,
     Uptime,
+    asked_language,
     bearer_token,
-    foreign_host_message,
     host_allowed,
     json_error,
     token_matches,
 )
 from services.taskserver.faults import NOLOCK, FaultMiddleware, FaultState
-from services.taskserver.metrics import Metrics, ObserveMiddleware, unexpected_error_message
+from services.taskserver.metrics import Metrics, ObserveMiddleware
 from services.taskserver.nolock import read_naively, write_naively
 from services.taskserver.storage import (
     LOCK_TIMEOUT_SECONDS,
@@ -61,8 +61,6 @@ from services.taskserver.validation import (
 )
 from services.taskserver.writers import HOLD_WAIT_SECONDS, QueueTimeout, WriteQueue
 
-ROUTES_HINT = "try GET /tareas, GET /api/tasks or GET /health"
-
 log = logging.getLogger("ticslab.taskserver")
 
 
@@ -73,6 +71,7 @@ class Settings:
     port: int = 0
     token: str | None = None
     allowed_hosts: tuple[str, ...] = ()  # Host names for /admin besides services/common.py's
+    lang: str = "en"  # of error answers to requests without Accept-Language
 
 
 class SimulatedFailure(Exception):
@@ -128,7 +127,7 @@ def create_app(settings: Settings) -> Starlette:
         return OrjsonResponse({"deleted": await write(store.delete, _path_id(request))})
 
     async def simulate_error(request: Request) -> Response:
-        raise SimulatedFailure(f"requested by {request.method} {request.url.path}")
+        raise SimulatedFailure(f"{request.method} {request.url.path}")
 
     async def health(request: Request) -> Response:
         problem = await in_thread(store.problem)
@@ -193,8 +192,8 @@ def create_app(settings: Settings) -> Starlette:
         seconds = quiesce_seconds(await read_body(request))
         left = await writes.hold(seconds)
         if left is None:
-            busy = f"a write here waited over {HOLD_WAIT_SECONDS:g} s for the tasks file lock"
-            return json_error(503, f"writes were not held: {busy}")
+            lang = language_of(request)
+            return json_error(503, code="writes_not_held", lang=lang, seconds=HOLD_WAIT_SECONDS)
         return OrjsonResponse({"server": settings.name, "writes_held_seconds": round(left, 3)})
 
     async def end_quiesce(request: Request) -> Response:
@@ -216,11 +215,11 @@ def create_app(settings: Settings) -> Starlette:
         route("/admin/fault", GET=get_fault, PUT=set_fault),
         route("/admin/quiesce", POST=quiesce, DELETE=end_quiesce),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(ObserveMiddleware, metrics=metrics, errors=errors),
-            Middleware(FaultMiddleware, faults=faults),
+            Middleware(FaultMiddleware, faults=faults, lang=settings.lang),
         ],
         exception_handlers={
             HTTPException: _http_error,
@@ -233,6 +232,8 @@ def create_app(settings: Settings) -> Starlette:
             Exception: _unexpected_error,
         },
     )
+    app.state.lang = settings.lang
+    return app
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -257,71 +258,73 @@ def _path_id(request: Request) -> int:
     return found
 
 
+def language_of(request: Request) -> str:
+    """The language of this request's error answer (``Accept-Language``, else the server's)."""
+    return asked_language(request.headers, request.app.state.lang)
+
+
 def _require_admin(request: Request, settings: Settings) -> None:
     """Admin routes answer an allowed Host (DNS rebinding guard) with the token, if set."""
     host = request.headers.get("host")
     if not host_allowed(host, settings.allowed_hosts):
-        raise InputError(foreign_host_message(host), 403)
+        raise InputError("foreign_host", 403, host=host)
     expected = settings.token
     if not expected:
-        message = "admin routes (fault, quiesce) are off: start the server with TICSLAB_TOKEN set"
-        raise InputError(message, 403)
+        raise InputError("admin_off", 403)
     if not token_matches(bearer_token(request), expected):
-        raise InputError("missing or wrong token: send 'Authorization: Bearer <token>'", 401)
+        raise InputError("bad_token", 401)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 (no route) and 405 (wrong method), as JSON."""
     assert isinstance(exc, HTTPException)
-    where = f"{request.method} {request.url.path}"
+    where = {"method": request.method, "path": request.url.path}
     headers = dict(exc.headers or {})
+    lang = language_of(request)
     if exc.status_code == 404:
-        message = f"there is no route {where}; {ROUTES_HINT}"
+        response = json_error(404, code="route_not_found", lang=lang, **where)
     elif exc.status_code == 405:
         # Starlette lists a route's methods in set order, which changes from run to run.
         headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
-        message = (
-            f"method {request.method} is not allowed on {request.url.path}; use {headers['Allow']}"
-        )
+        allowed = headers["Allow"]
+        response = json_error(405, code="method_not_allowed", lang=lang, allowed=allowed, **where)
     else:
-        message = exc.detail
-    response = json_error(exc.status_code, message)
+        response = json_error(exc.status_code, exc.detail)
     response.headers.update(headers)
     return response
 
 
 async def _input_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InputError)
-    return json_error(exc.status, exc.message)
+    return json_error(exc.status, code=exc.code, lang=language_of(request), **exc.fields)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return json_error(404, f"there is no task with id {exc.args[0]!r}")
+    return json_error(404, code="task_not_found", lang=language_of(request), id=exc.args[0])
 
 
 async def _key_reused(request: Request, exc: Exception) -> Response:
     """The IETF Idempotency-Key draft's answer to a key reused with a different request (the
     key is not repeated: error messages are shown on the public /errors/stats)."""
-    message = (
-        "this Idempotency-Key was already used to create a different task; "
-        "send a new key with each new task"
-    )
-    return json_error(422, message)
+    return json_error(422, code="key_reused", lang=language_of(request))
 
 
 async def _queue_timeout(request: Request, exc: Exception) -> Response:
-    return json_error(503, f"the tasks file is busy: this write {exc}")
+    assert isinstance(exc, QueueTimeout)
+    return json_error(503, code="tasks_file_busy", lang=language_of(request), seconds=exc.seconds)
 
 
 async def _file_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TasksFileError)
-    message = f"the tasks file cannot be used: {exc}"
-    return json_error(503, message, tasks_file=str(exc.path), problem=exc.problem)
+    fields = {"tasks_file": str(exc.path), "problem": exc.problem}
+    return json_error(503, code="tasks_file_error", lang=language_of(request), **fields)
 
 
 async def _simulated_failure(request: Request, exc: Exception) -> Response:
-    return json_error(500, f"simulated error: {exc}", simulated=True)
+    lang = language_of(request)
+    return json_error(500, code="simulated_error", lang=lang, endpoint=str(exc), simulated=True)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    return json_error(500, unexpected_error_message(exc))
+    lang = language_of(request)
+    return json_error(500, code="unexpected_error", lang=lang, type=type(exc).__name__)

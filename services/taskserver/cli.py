@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from services.lang import add_lang_argument, chosen
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
@@ -36,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env("TICSLAB_TASKS_FILE", "tasks.json"),
         help="the shared tasks file, created as [] if missing (TICSLAB_TASKS_FILE)",
     )
+    add_lang_argument(parser, "language of error answers to requests without Accept-Language")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         token=os.environ.get("TICSLAB_TOKEN") or None,
         allowed_hosts=tuple(args.allowed_host or allowed_hosts_from_env()),
+        lang=chosen(args.lang),
     )
     try:
         app = create_app(settings)

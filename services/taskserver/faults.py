@@ -21,9 +21,10 @@ import random
 import time
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.common import FAULT_MODES, json_error
+from services.common import FAULT_MODES, asked_language, json_error
 from services.taskserver.validation import InputError
 
 EXEMPT_PATHS = ("/admin/", "/metrics", "/errors/stats", "/info")
@@ -62,7 +63,7 @@ class FaultState:
         """Switch to the mode described by ``body`` (validated); releases held requests."""
         mode = body.get("mode")
         if mode not in FAULT_MODES:
-            raise InputError(f"'mode' must be one of {', '.join(FAULT_MODES)}")
+            raise InputError("bad_fault_mode", modes=", ".join(FAULT_MODES))
         params: dict[str, Any] = {}
         if mode == "error":
             params["rate"] = _number(body, "rate", 0.0, 1.0)
@@ -98,16 +99,17 @@ class FaultState:
 def _number(body: dict[str, Any], name: str, low: float, high: float) -> float:
     value = body.get(name, DEFAULTS[name])
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise InputError(f"'{name}' must be a number from {low:g} to {high:g}")
+        raise InputError("bad_fault_number", name=name, low=low, high=high)
     return value
 
 
 class FaultMiddleware:
     """Applies the current fault mode before a request reaches its route."""
 
-    def __init__(self, app: ASGIApp, faults: FaultState) -> None:
+    def __init__(self, app: ASGIApp, faults: FaultState, lang: str) -> None:
         self.app = app
         self.faults = faults
+        self.lang = lang  # of the answers to requests without Accept-Language
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._exempt(scope["path"]):
@@ -116,7 +118,8 @@ class FaultMiddleware:
         await self.faults.delay()
         if self.faults.should_fail():
             rate = self.faults.params["rate"]
-            response = json_error(500, f"fault injected: mode 'error' fails {rate:.0%} of requests")
+            lang = asked_language(Headers(scope=scope), self.lang)
+            response = json_error(500, code="fault_injected", lang=lang, rate=rate)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

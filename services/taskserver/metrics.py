@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import ErrorLog, error_message
+from services.errors import ERRORS
+from services.lang import Translator
 
 UNMATCHED = "unmatched"  # the route label of requests no route matched (keeps labels bounded)
 MAX_ERROR_BODY = 4096
@@ -104,7 +106,7 @@ class ObserveMiddleware:
 
 def unexpected_error_message(error: Exception) -> str:
     """The answer to a request that failed unexpectedly, and what the error log records."""
-    return f"unexpected server error: {type(error).__name__}"
+    return Translator(ERRORS, "en")("unexpected_error", type=type(error).__name__)
 
 
 def _phrase(status: int) -> str:

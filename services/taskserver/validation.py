@@ -11,21 +11,21 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_PAGE = 10_000  # tasks in one ?limit= page (no limit at all still lists every task)
 MAX_TITLE_CHARS = 200
 MAX_KEY_CHARS = 200
-EXAMPLE = 'send JSON like {"title": "comprar pan"}'
 # Fields the server sets itself: ignored in a body, so a task read with GET can be sent back.
 SERVER_FIELDS = frozenset({"id", "created_at", "updated_at", "server", "idempotency_key"})
-JSON_HINT = "send it with the header 'Content-Type: application/json'"
 # A quiesce covers the moment between its answer and a pause; minutes would only hide writes.
 MAX_QUIESCE_SECONDS = 30.0
 
 
 class InputError(Exception):
-    """Bad input: answered as ``{"error": message}`` with ``status`` (400 unless said)."""
+    """Bad input: answered with ``status`` (400 unless said) as the error ``code`` of
+    services/errors.py, filled in with ``fields``, in the request's language."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, code: str, status: int = 400, /, **fields: Any) -> None:
+        super().__init__(code)
+        self.code = code
         self.status = status
+        self.fields = fields
 
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -62,8 +62,7 @@ def require_json(request: Request, body: bytes) -> None:
         media.startswith("application/") and media.endswith("+json")
     ):
         return
-    shown = repr(declared[:60]) if declared else "missing"
-    raise InputError(f"the Content-Type is {shown}, not application/json; {JSON_HINT}", 415)
+    raise InputError("not_json", 415, content_type=declared[:60])
 
 
 def page_query(request: Request) -> tuple[int, int | None, bool]:
@@ -74,9 +73,7 @@ def page_query(request: Request) -> tuple[int, int | None, bool]:
     limit = _whole_number(query, "limit", MAX_PAGE)
     order = query.get("order", "asc")
     if order not in ("asc", "desc"):
-        raise InputError(
-            f"'order' must be asc (oldest first) or desc (newest first), not {order[:20]!r}"
-        )
+        raise InputError("bad_order", value=order[:20])
     return offset, limit, order == "desc"
 
 
@@ -84,33 +81,33 @@ def _whole_number(query: Any, name: str, maximum: int | None) -> int | None:
     raw = query.get(name)
     if raw is None:
         return None
-    top = f" from 0 to {maximum}" if maximum is not None else " (0 or more)"
+    limits = {} if maximum is None else {"maximum": maximum}
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
-        raise InputError(f"'{name}' must be a whole number{top}, not {raw[:20]!r}")
+        raise InputError(f"bad_{name}", value=raw[:20], **limits)
     value = int(raw)
     if maximum is not None and value > maximum:
-        raise InputError(f"'{name}' must be a whole number{top}, not {value}")
+        raise InputError(f"bad_{name}", value=raw, **limits)
     return value
 
 
 def _too_large(limit: int) -> InputError:
-    return InputError(f"the body is larger than {limit // 1024} KiB; send a smaller task", 413)
+    return InputError("body_too_large", 413, limit_bytes=limit)
 
 
 def parse_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object, or an error saying exactly what is wrong with it."""
     if not body.strip():
-        raise InputError(f"the body is empty; {EXAMPLE}")
+        raise InputError("body_empty")
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
-        raise InputError("the body is not valid UTF-8 text") from None
+        raise InputError("body_not_utf8") from None
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise InputError(f"the body is not valid JSON ({error}); {EXAMPLE}") from None
+        raise InputError("body_not_json", detail=str(error)) from None
     if not isinstance(data, dict):
-        raise InputError(f"the body must be a JSON object, not {_kind(data)}; {EXAMPLE}")
+        raise InputError("body_not_object", type=_kind(data))
     return data
 
 
@@ -118,7 +115,7 @@ def new_task_fields(data: dict[str, Any]) -> tuple[str, bool]:
     """``title`` (required) and ``completed`` (default false) of a POST."""
     _refuse_unknown_fields(data)
     if "title" not in data:
-        raise InputError(f"the field 'title' is missing; {EXAMPLE}")
+        raise InputError("field_missing", field="title")
     return check_title(data["title"]), check_completed(data.get("completed", False))
 
 
@@ -131,7 +128,7 @@ def task_changes(data: dict[str, Any]) -> dict[str, Any]:
     if "completed" in data:
         changes["completed"] = check_completed(data["completed"])
     if not changes:
-        raise InputError('nothing to change; send {"title": "..."} and/or {"completed": true}')
+        raise InputError("nothing_to_change")
     return changes
 
 
@@ -139,25 +136,23 @@ def _refuse_unknown_fields(data: dict[str, Any]) -> None:
     """A misspelt field (``"complete": true``) must not be silently dropped."""
     unknown = sorted(set(data) - {"title", "completed"} - SERVER_FIELDS)
     if unknown:
-        names = ", ".join(repr(name[:40]) for name in unknown[:3])
-        field = "field" if len(unknown) == 1 else "fields"
-        raise InputError(f"unknown {field} {names}; a task takes only 'title' and 'completed'")
+        raise InputError("unknown_fields", fields=[name[:40] for name in unknown[:3]])
 
 
 def check_title(title: Any) -> str:
     if not isinstance(title, str):
-        raise InputError(f"'title' must be text, not {_kind(title)}")
+        raise InputError("title_not_text", type=_kind(title))
     title = title.strip()
     if not title:
-        raise InputError("'title' must not be empty")
+        raise InputError("title_empty")
     if len(title) > MAX_TITLE_CHARS:
-        raise InputError(f"'title' has {len(title)} characters; the maximum is {MAX_TITLE_CHARS}")
+        raise InputError("title_too_long", length=len(title), maximum=MAX_TITLE_CHARS)
     return title
 
 
 def check_completed(completed: Any) -> bool:
     if not isinstance(completed, bool):
-        raise InputError(f"'completed' must be true or false, not {_kind(completed)}")
+        raise InputError("completed_not_bool", type=_kind(completed))
     return completed
 
 
@@ -169,9 +164,9 @@ def quiesce_seconds(body: bytes) -> float:
         data = None
     seconds = data.get("seconds") if isinstance(data, dict) and data.keys() == {"seconds"} else None
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise InputError('send JSON like {"seconds": 2}, with no other field')
+        raise InputError("bad_quiesce")
     if not 0 < seconds <= MAX_QUIESCE_SECONDS:
-        raise InputError(f"'seconds' must be above 0 and at most {MAX_QUIESCE_SECONDS:g}")
+        raise InputError("bad_quiesce_seconds", maximum=MAX_QUIESCE_SECONDS)
     return float(seconds)
 
 
@@ -187,21 +182,19 @@ def idempotency_key(request: Request) -> str | None:
     if key is None:
         return None
     if not 0 < len(key) <= MAX_KEY_CHARS or not all(" " < char < "\x7f" for char in key):
-        raise InputError(
-            f"the Idempotency-Key header must be 1 to {MAX_KEY_CHARS} visible ASCII characters"
-        )
+        raise InputError("bad_idempotency_key", maximum=MAX_KEY_CHARS)
     return key
 
 
 def _kind(value: Any) -> str:
-    """How a student would name a JSON value's type."""
+    """A JSON value's type, by JSON's own name (the same in every language)."""
     names = {
-        dict: "an object",
-        list: "a list",
-        str: "text",
-        bool: "true/false",
-        int: "a number",
-        float: "a number",
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
         type(None): "null",
     }
     return names.get(type(value), type(value).__name__)
