@@ -17,7 +17,7 @@ from support import state_events_of_every_reason
 from services.balancer import algorithms
 from services.balancer.app import OwnedPaths
 from services.balancer.balancer import Balancer
-from services.balancer.config import BalancerConfig, env_defaults, parse_backends
+from services.balancer.config import BalancerConfig, parse_backends
 from services.balancer.drivers import DriverUnsupported, answer_text, choose_driver
 from services.balancer.drivers.docker import ACTION_REQUESTS, RESULTS
 from services.balancer.events import KINDS, REASON_CODES
@@ -288,22 +288,11 @@ def test_owned_paths_cover_exact_and_templated_routes_only() -> None:
     assert "/status/" not in owned and "/tareas" not in owned and "/control" not in owned
 
 
-def test_config_from_text_and_environment() -> None:
+def test_config_from_text() -> None:
     assert parse_backends("server1=http://server1:5001, server2=http://server2:5002/ weight=3") == [
         ("server1", "http://server1:5001", 1),
         ("server2", "http://server2:5002", 3),
     ]
-    env = {
-        "TICSLAB_BACKENDS": "a=http://a:1 weight=0,b=http://b:2",
-        "TICSLAB_ALGORITHM": "ip_hash",
-        "TICSLAB_PORT": "9",
-    }
-    assert env_defaults(env) == {
-        "backends": [("a", "http://a:1"), ("b", "http://b:2")],
-        "weights": {"a": 0},
-        "algorithm": "ip_hash",
-        "port": 9,
-    }
     bad_weights = (
         "s=http://x:1 weight=257",
         "s=http://x:1 weight=-1",
