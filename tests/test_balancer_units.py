@@ -316,10 +316,19 @@ def test_a_check_timeout_while_live_traffic_is_answered_is_not_counted() -> None
         balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
     assert server.state == "UP" and server.consecutive_failures == 0
     assert "busy" in server.last_check["detail"]
-    server.answered_at = time.perf_counter() - 1.0  # no live answer since: a hang
-    for _ in range(2):
-        balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
+    server.answered_at = time.perf_counter() - 0.5  # shortly before the check, nothing waiting
+    balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
+    assert server.consecutive_failures == 0
+    server.in_flight = 1  # but a request sent to it is still waiting: a hang
+    balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
+    assert server.consecutive_failures == 1
+    server.in_flight = 0
+    server.answered_at = time.perf_counter() - 2.0  # no live answer for over an interval
+    balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
     assert server.state == "DOWN"
+    server.answered_at = time.perf_counter()
+    balancer.record_check(server, False, None, "connection refused", 1.0)
+    assert server.consecutive_failures == 3  # a refused check always counts
 
 
 def test_driver_none_by_choice_says_so_and_how_to_get_one() -> None:
