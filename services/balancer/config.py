@@ -56,7 +56,9 @@ class BalancerConfig:
     # While a server is changing state (one failure seen while UP, one success while DOWN) it
     # is checked this often, so fall/rise complete quickly (HAProxy's ``fastinter``).
     fast_check_interval: float = 0.25
-    check_timeout: float = 0.5
+    # As HAProxy, whose ``timeout check`` is ``inter`` unless set: a whole interval. 0.5 s let
+    # a server stalled for about a second flap on a busy laptop (bench/bench_checks.py).
+    check_timeout: float = 1.0
     check_path: str = "/health"
     fall: int = 2
     rise: int = 2
