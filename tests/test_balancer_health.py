@@ -196,3 +196,17 @@ def test_a_control_action_is_recorded_when_its_caller_gave_up(
         assert (event["server"], event["ok"]) == ("server1", True)
     finally:
         balancer.close()
+
+
+def test_the_dashboard_waits_as_long_as_the_slowest_control_action_may_take() -> None:
+    from dashboard.api import ACTION_TIMEOUT
+    from services.balancer.control import QUIESCE_TIMEOUT
+    from services.balancer.drivers import docker, local
+    from services.common import CONTROL_ACTION_SECONDS
+
+    def longest(timeout: httpx.Timeout) -> float:
+        return (timeout.connect or 0) + (timeout.read or 0)
+
+    slowest_driver = max(longest(local.TIMEOUT), float(docker.STOP_SECONDS) * 2)
+    assert longest(QUIESCE_TIMEOUT) + slowest_driver <= CONTROL_ACTION_SECONDS
+    assert ACTION_TIMEOUT.read is not None and ACTION_TIMEOUT.read > CONTROL_ACTION_SECONDS
