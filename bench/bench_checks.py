@@ -135,6 +135,7 @@ async def stall(server: ServiceProcess, until: float, seed: int) -> None:
 async def measure(
     balancer: ServiceProcess, servers: list[ServiceProcess], load: str, seconds: float
 ) -> Run:
+    """Flaps and the most servers DOWN over ``seconds`` of ``load`` (and stalls, if any)."""
     run = Run()
     until = time.monotonic() + seconds
     stalls = [stall(server, until, seed) for seed, server in enumerate(servers)]
@@ -167,13 +168,18 @@ async def time_to_down(balancer: ServiceProcess, victim: ServiceProcess) -> floa
 
 
 def one_run(
-    servers: list[ServiceProcess], flags: tuple[str, ...], load: str, seconds: float, hogs: int
+    servers: list[ServiceProcess],
+    flags: tuple[str, ...],
+    load: str,
+    seconds: float,
+    hogs: int,
+    stalled: bool,
 ) -> Run:
     """A fresh balancer with ``flags``, the CPUs saturated for the run and the freeze."""
     balancer = start_balancer([server.port for server in servers], flags)
     busy = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(hogs)]
     try:
-        run = asyncio.run(measure(balancer, servers, load, seconds))
+        run = asyncio.run(measure(balancer, servers if stalled else [], load, seconds))
         run.hang_down_after = asyncio.run(time_to_down(balancer, victim=servers[-1]))
         return run
     finally:
@@ -201,12 +207,19 @@ def main() -> int:
         metavar="'NAME=FLAGS'",
         help="another setting to measure, e.g. 'timeout 1 s=--check-timeout 1'",
     )
+    parser.add_argument(
+        "--stalls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stall the servers now and then (default: on)",
+    )
     args = parser.parse_args()
     settings = {**SETTINGS, **dict(args.setting)}
     console = Console(width=110)
     console.print(
         f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
-        f"{args.hogs} busy loops, {SERVERS} task servers, {args.seconds:g} s per run"
+        f"{args.hogs} busy loops, {SERVERS} task servers, {args.seconds:g} s per run, "
+        f"stalls {'on' if args.stalls else 'off'}"
     )
     runs: dict[tuple[str, str], Run] = {}
     with tempfile.TemporaryDirectory(prefix="bench-checks-") as tmp:
@@ -217,7 +230,9 @@ def main() -> int:
                 servers.append(start_taskserver(f"server{n}", tasks_file))
             for load in LOADS:
                 for name, flags in settings.items():
-                    runs[name, load] = one_run(servers, flags, load, args.seconds, args.hogs)
+                    runs[name, load] = one_run(
+                        servers, flags, load, args.seconds, args.hogs, args.stalls
+                    )
         finally:
             for server in servers:
                 server.close()
