@@ -210,3 +210,16 @@ def test_the_dashboard_waits_as_long_as_the_slowest_control_action_may_take() ->
     slowest_driver = max(longest(local.TIMEOUT), float(docker.STOP_SECONDS) * 2)
     assert longest(QUIESCE_TIMEOUT) + slowest_driver <= CONTROL_ACTION_SECONDS
     assert ACTION_TIMEOUT.read is not None and ACTION_TIMEOUT.read > CONTROL_ACTION_SECONDS
+
+
+def test_every_state_has_a_colour_and_a_spanish_word_where_it_is_shown() -> None:
+    from dashboard.i18n import CATALOGS
+    from dashboard.widgets.servers import STATE_STYLES
+    from services.balancer.server import STATES
+    from services.balancer.status import STATE_COLOURS, STATE_SPANISH
+
+    assert set(STATES) == STATE_STYLES.keys() == STATE_COLOURS.keys() == STATE_SPANISH.keys()
+    for language in ("en", "es"):
+        assert all(state in CATALOGS[language]["help_states"] for state in STATES)
+        assert all(state in CATALOGS[language]["legend_state"] for state in STATES)
+    assert "NUEVO" in CATALOGS["es"]["help_states"]
