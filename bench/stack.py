@@ -30,15 +30,15 @@ def start_taskserver(name: str, tasks_file: Path, token: str | None = None) -> S
     return taskserver(name, tasks_file, env={"TICSLAB_TOKEN": token} if token else None).start()
 
 
-def start_balancer(ports: list[int]) -> ServiceProcess:
+def start_balancer(ports: list[int], flags: tuple[str, ...] = ()) -> ServiceProcess:
     """A running ``ticslab balancer`` (round_robin) in front of server1, server2, ... on
-    ``ports``."""
+    ``ports``; ``flags`` come last."""
     port = free_port()
     backends = [f"--backend=server{i}=http://127.0.0.1:{p}" for i, p in enumerate(ports, 1)]
     args = ["balancer", "--port", str(port), "--algorithm", "round_robin"]
     # A token of its own, by environment: no benchmark writes the user's token file.
     env = {"TICSLAB_TOKEN": secrets.token_urlsafe(16)}
-    return ServiceProcess([*args, "--log-level", "warning", *backends], port, env).start()
+    return ServiceProcess([*args, "--log-level", "warning", *backends, *flags], port, env).start()
 
 
 def start_haproxy(ports: list[int], folder: Path) -> tuple[ServiceProcess, int]:

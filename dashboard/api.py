@@ -17,9 +17,13 @@ from typing import Any
 import httpx
 import orjson
 
-from services.common import DASHBOARD_AGENT, error_message, printable
+from services.common import CONTROL_ACTION_SECONDS, DASHBOARD_AGENT, error_message, printable
 
 TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+# A control action answers when it is done: as long as the slowest may take (a pause's hold,
+# then a restart), plus an ordinary answer's wait. Given up sooner, it still ends and is
+# recorded (the balancer's control.py), but the dashboard would say it failed.
+ACTION_TIMEOUT = httpx.Timeout(CONTROL_ACTION_SECONDS + TIMEOUT.read, connect=TIMEOUT.connect)
 NOT_JSON = object()
 
 
@@ -129,11 +133,12 @@ class BalancerClient:
         return await self._request("GET", path, params=params or None)
 
     async def _write(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        """The only way a write leaves the dashboard; refused in read-only mode."""
+        """The only way a write leaves the dashboard; refused in read-only mode. Every write
+        is a control action, given as long as the slowest may take (``ACTION_TIMEOUT``)."""
         if self.read_only:
             raise ReadOnlyError()
         headers = {"Authorization": f"Bearer {self._token}"}
-        return await self._request(method, path, json=body, headers=headers)
+        return await self._request(method, path, json=body, headers=headers, timeout=ACTION_TIMEOUT)
 
     # Reads (open routes).
     async def status(self) -> dict[str, Any]:

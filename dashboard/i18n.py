@@ -137,10 +137,11 @@ EN: dict[str, str] = {
     "help_close": "Escape or ? closes this help.",
     "help_states": "States: UP serves traffic; DOWN failed its checks or was stopped; "
     "DRAIN finishes its requests and takes no new ones; MAINT is out of rotation; EJECTED "
-    "answered too many 5xx in a row and is out for a while (outlier ejection).",
+    "answered too many 5xx in a row and is out for a while (outlier ejection); NEW just "
+    "appeared (a replica scaled up) and takes no traffic until its first check passes.",
     "help_columns": "Columns",
     "legend_server": "the number key that acts on it (1-9) and its name",
-    "legend_state": "UP, DOWN, DRAIN, MAINT or EJECTED (see States)",
+    "legend_state": "UP, DOWN, DRAIN, MAINT, EJECTED or NEW (see States)",
     "legend_since": "how long it has been in that state",
     "legend_weight": "its weight: its part of new traffic (0: none); ↗ while a slow start "
     "ramps it up",
@@ -295,10 +296,11 @@ ES: dict[str, str] = {
     "help_close": "Escape o ? cierra esta ayuda.",
     "help_states": "Estados: UP atiende tráfico; DOWN falló sus chequeos o fue detenido; "
     "DRAIN termina sus solicitudes y no recibe nuevas; MAINT está fuera de rotación; EJECTED "
-    "(EXPULSADO) respondió demasiados 5xx seguidos y queda fuera un rato.",
+    "(EXPULSADO) respondió demasiados 5xx seguidos y queda fuera un rato; NEW (NUEVO) acaba "
+    "de aparecer (una réplica más) y no recibe tráfico hasta pasar su primer chequeo.",
     "help_columns": "Columnas",
     "legend_server": "la tecla numérica que actúa sobre él (1-9) y su nombre",
-    "legend_state": "UP, DOWN, DRAIN, MAINT o EJECTED (ver Estados)",
+    "legend_state": "UP, DOWN, DRAIN, MAINT, EJECTED o NEW (ver Estados)",
     "legend_since": "cuánto tiempo lleva en ese estado",
     "legend_weight": "su peso: su parte del tráfico nuevo (0: nada); ↗ mientras un arranque "
     "lento lo hace subir",

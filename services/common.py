@@ -58,6 +58,13 @@ DRIVER_ACTIONS = ("stop", "start", "kill", "restart", *FREEZE_ACTIONS)
 CAN_FREEZE = hasattr(signal, "SIGSTOP")
 # The actions on a process of this machine (the supervisor's, so its local driver's too).
 LOCAL_ACTIONS = tuple(a for a in DRIVER_ACTIONS if CAN_FREEZE or a not in FREEZE_ACTIONS)
+# How long one /control action may take, so its caller (the dashboard) waits for its answer:
+# (connect, answer) seconds of the hold a pause first asks of the server (control.py), then of
+# the driver (the slowest: the local supervisor's restart, its 5 s stop and up to 20 s for the
+# new process to listen; Docker's stop and restart wait 5 s). Those calls are bounded by these.
+QUIESCE_WAIT = (1.0, 2.0)
+DRIVER_WAIT = (2.0, 30.0)
+CONTROL_ACTION_SECONDS = sum(QUIESCE_WAIT) + sum(DRIVER_WAIT)
 RECENT_ERRORS = 10
 # The course's scripts read these three keys; they are always present, even at zero.
 COURSE_ERROR_TYPES = ("400_BAD_REQUEST", "404_NOT_FOUND", "500_INTERNAL_ERROR")

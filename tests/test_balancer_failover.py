@@ -156,12 +156,11 @@ def kill_under_load(stack, requests: int, workers: int) -> None:
     assert server1["retries"] >= 1  # requests in flight on it were resent elsewhere
     events = httpx.get(balancer.url + "/events").json()["events"]
     (down,) = [e for e in events if e["server"] == "server1" and e.get("to") == "DOWN"]
-    assert down["reason"] in (
-        "connect refused on live traffic",
-        "2 checks failed: connection refused",
-        # under heavy load the requests in flight when it died are reset first (fall = 2)
-        "2 failures on live traffic: connection reset",
-    )
+    # Refused at once, or (under heavy load) the requests in flight when it died fail first
+    # (fall = 2), worded by how the socket broke: reset, or another OS error. Never a timeout:
+    # the kill, not the latency fault, takes it out.
+    assert down["reason_code"] in ("refused_live", "checks_failed", "live_failures"), down
+    assert "timeout" not in down["reason"], down
 
     victim.start()
     restarted = time.monotonic()

@@ -31,6 +31,7 @@ class EchoBackend:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.delay = 0.0  # seconds added to every echo answer
+        self.health_delay = 0.0  # seconds added to every /health answer
         self.healthy = True
         self.health_error = "told to fail"  # the reason /health gives while unhealthy
         self.declares_keys = False  # says Idempotency-Key-Support: shared on /health
@@ -42,6 +43,8 @@ class EchoBackend:
 
     def _app(self) -> Starlette:
         async def health(request: Request) -> Response:
+            if self.health_delay:
+                await asyncio.sleep(self.health_delay)
             if not self.healthy:
                 return JSONResponse({"status": "error", "error": self.health_error}, 503)
             declared = {KEYS_HEADER: KEYS_SHARED} if self.declares_keys else {}

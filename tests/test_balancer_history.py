@@ -121,8 +121,9 @@ def test_servers_that_come_and_go() -> None:
 
     _, second, third = history.since()
     assert list(second["servers"]) == ["server1", "server3", "server2"]
-    assert second["servers"]["server3"] == {"tries": 2, "p95_ms": 2.0, "state": "UP"}
-    assert second["servers"]["server2"] == {"tries": 1, "p95_ms": 3.0, "state": "UP"}
+    # Added servers are NEW until a check passes (none runs here).
+    assert second["servers"]["server3"] == {"tries": 2, "p95_ms": 2.0, "state": "NEW"}
+    assert second["servers"]["server2"] == {"tries": 1, "p95_ms": 3.0, "state": "NEW"}
     assert list(third["servers"]) == ["server1", "server2"]
     # The servers now, then those the returned samples still name.
     assert history.payload()["servers"] == ["server1", "server2", "server3"]

@@ -356,7 +356,7 @@ def test_retries_out_of_range_are_refused_at_start() -> None:
         timeout=30,
     )
     assert finished.returncode == 2
-    assert "--retries is 0 to 10" in finished.stderr
+    assert "argument --retries: expected a whole number, 0 to 10; got '11'" in finished.stderr
 
 
 def test_connect_and_response_timeouts_are_configurable(echoes: list[EchoBackend]) -> None:

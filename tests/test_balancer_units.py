@@ -17,7 +17,7 @@ from support import state_events_of_every_reason
 from services.balancer import algorithms
 from services.balancer.app import OwnedPaths
 from services.balancer.balancer import Balancer
-from services.balancer.config import BalancerConfig, env_defaults, parse_backends
+from services.balancer.config import BalancerConfig, parse_backends
 from services.balancer.drivers import DriverUnsupported, answer_text, choose_driver
 from services.balancer.drivers.docker import ACTION_REQUESTS, RESULTS
 from services.balancer.events import KINDS, REASON_CODES
@@ -288,22 +288,11 @@ def test_owned_paths_cover_exact_and_templated_routes_only() -> None:
     assert "/status/" not in owned and "/tareas" not in owned and "/control" not in owned
 
 
-def test_config_from_text_and_environment() -> None:
+def test_config_from_text() -> None:
     assert parse_backends("server1=http://server1:5001, server2=http://server2:5002/ weight=3") == [
         ("server1", "http://server1:5001", 1),
         ("server2", "http://server2:5002", 3),
     ]
-    env = {
-        "TICSLAB_BACKENDS": "a=http://a:1 weight=0,b=http://b:2",
-        "TICSLAB_ALGORITHM": "ip_hash",
-        "TICSLAB_PORT": "9",
-    }
-    assert env_defaults(env) == {
-        "backends": [("a", "http://a:1"), ("b", "http://b:2")],
-        "weights": {"a": 0},
-        "algorithm": "ip_hash",
-        "port": 9,
-    }
     bad_weights = (
         "s=http://x:1 weight=257",
         "s=http://x:1 weight=-1",
@@ -327,10 +316,19 @@ def test_a_check_timeout_while_live_traffic_is_answered_is_not_counted() -> None
         balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
     assert server.state == "UP" and server.consecutive_failures == 0
     assert "busy" in server.last_check["detail"]
-    server.answered_at = time.perf_counter() - 1.0  # no live answer since: a hang
-    for _ in range(2):
-        balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
+    server.answered_at = time.perf_counter() - 0.5  # shortly before the check, nothing waiting
+    balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
+    assert server.consecutive_failures == 0
+    server.in_flight = 1  # but a request sent to it is still waiting: a hang
+    balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
+    assert server.consecutive_failures == 1
+    server.in_flight = 0
+    server.answered_at = time.perf_counter() - 2.0  # no live answer for over an interval
+    balancer.record_check(server, False, None, "timeout after 0.5 s", 300.0)
     assert server.state == "DOWN"
+    server.answered_at = time.perf_counter()
+    balancer.record_check(server, False, None, "connection refused", 1.0)
+    assert server.consecutive_failures == 3  # a refused check always counts
 
 
 def test_driver_none_by_choice_says_so_and_how_to_get_one() -> None:

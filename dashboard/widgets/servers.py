@@ -59,6 +59,7 @@ STATE_STYLES = {
     "DRAIN": "bold black on yellow3",
     "MAINT": "bold black on cyan3",
     "EJECTED": "bold white on dark_orange3",
+    "NEW": "bold black on grey70",
 }
 RAMP = "↗"  # a slow start: the server takes less than its weight for now
 HISTORY = 4  # sparkline points

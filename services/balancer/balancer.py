@@ -21,6 +21,7 @@ from services.balancer.server import (
     DRAIN,
     EJECTED,
     MAINT,
+    NEW,
     UP,
     RateWindow,
     Server,
@@ -154,8 +155,8 @@ class Balancer:
         """The servers that may take new traffic: UP, with a weight above 0."""
         self._up = tuple(s for s in self.servers if s.state == UP and s.weight > 0)
 
-    def _new_server(self, name: str, url: str, weight: int) -> Server:
-        server = Server(name, url)
+    def _new_server(self, name: str, url: str, weight: int, state: str = UP) -> Server:
+        server = Server(name, url, state)
         server.weight = weight
         server.slow_start = self.config.slow_start
         return server
@@ -188,13 +189,14 @@ class Balancer:
     def record_check(
         self, server: Server, ok: bool, status: int | None, detail: str, duration_ms: float
     ) -> None:
-        """One active health check's verdict; applies fall/rise (HAProxy's semantics).
+        """One active health check's verdict; applies fall/rise (HAProxy's semantics), except
+        that a NEW server is UP at its first passing check.
 
-        A check that timed out while the server kept answering real traffic says "busy", not
-        "dead": it is shown but not counted, so a loaded last server is never taken out.
+        Busy is not dead: a check that timed out while the server kept answering real traffic
+        (``busy``) is shown but not counted, so a loaded server is never taken out by a slow
+        probe. A refused connection or a bad answer always counts.
         """
-        started = time.perf_counter() - duration_ms / 1000
-        busy = not ok and detail.startswith("timeout") and server.answered_at >= started
+        busy = not ok and detail.startswith("timeout") and self.busy(server, duration_ms)
         if busy:
             detail += " (busy: answered live traffic meanwhile, not counted)"
         server.last_check = {
@@ -209,7 +211,11 @@ class Balancer:
         if ok:
             server.consecutive_successes += 1
             server.consecutive_failures = 0
-            if not server.announced and server.state == UP:
+            if server.state == NEW:
+                server.healthy = True
+                reason = f"first verdict: check passed ({detail})"
+                self._transition(server, UP, reason, "first_check_passed", detail=detail)
+            elif not server.announced and server.state == UP:
                 self._announce(server, f"first verdict: check passed ({detail})", detail)
             if not server.healthy and server.consecutive_successes >= self.config.rise:
                 checks = server.consecutive_successes
@@ -218,12 +224,25 @@ class Balancer:
         else:
             server.consecutive_failures += 1
             server.consecutive_successes = 0
-            if server.healthy and server.consecutive_failures >= self.config.fall:
-                checks = server.consecutive_failures
-                reason = f"{count(checks, 'check')} failed: {detail}"
-                self._set_health(
-                    server, False, reason, "checks_failed", checks=checks, detail=detail
-                )
+            checks = server.consecutive_failures
+            if checks < self.config.fall:
+                return
+            reason = f"{count(checks, 'check')} failed: {detail}"
+            fields = {"checks": checks, "detail": detail}
+            if server.state == NEW:  # never in rotation: its first verdict, not a flap
+                self._transition(server, DOWN, reason, "checks_failed", **fields)
+            elif server.healthy:
+                self._set_health(server, False, reason, "checks_failed", **fields)
+
+    def busy(self, server: Server, duration_ms: float) -> bool:
+        """Whether live traffic vouches for ``server`` over a check that took ``duration_ms``:
+        it answered during the check, or within one check interval before it with nothing
+        left waiting on it since (a hung server has requests in flight and answers none)."""
+        started = time.perf_counter() - duration_ms / 1000
+        if server.answered_at >= started:
+            return True
+        recent = server.answered_at >= started - self.config.check_interval
+        return recent and server.in_flight == 0
 
     def _announce(self, server: Server, reason: str, detail: str) -> None:
         """A server's first verdict after start, when it confirms the assumed UP (``from``
@@ -362,10 +381,11 @@ class Balancer:
     # Discovery -----------------------------------------------------------------------------
 
     def add_server(self, name: str, url: str, who: str | None = None) -> Server:
-        """Add a backend (Docker discovery); it starts UP and is checked at once."""
+        """Add a backend (Docker discovery); it starts NEW, takes no traffic until its first
+        check passes, and is checked at once."""
         if any(server.name == name for server in self.servers):
             raise ValueError(f"a server called {name!r} already exists")
-        server = self._new_server(name, url, DEFAULT_WEIGHT)
+        server = self._new_server(name, url, DEFAULT_WEIGHT, NEW)
         self.servers.append(server)
         self._refresh_up()
         self.checks.watch(server)

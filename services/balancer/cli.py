@@ -3,40 +3,95 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.config import (
     MAX_RETRIES,
     BalancerConfig,
     backend_settings,
-    env_defaults,
     parse_backend,
 )
 from services.balancer.plugin import HOW, choose
 from services.common import printable
 from services.lang import add_lang_argument, chosen
 
+# Flags read from elsewhere: services/lang.py reads TICSLAB_LANG itself.
+NOT_SETTINGS = frozenset({"help", "lang"})
+# Each flag's variable is TICSLAB_ and its name, except these, which hold a comma-separated
+# list of what the flag repeats.
+LIST_VARIABLES = {"backend": "TICSLAB_BACKENDS", "allowed_host": "TICSLAB_ALLOWED_HOSTS"}
+# Flags whose setting in BalancerConfig has another name.
+FIELDS = {
+    "health_path": "check_path",
+    "max_body_size": "max_body_bytes",
+    "max_header_size": "max_header_bytes",
+    "retries": "max_retries",
+    "allowed_host": "allowed_hosts",
+}
+NOT_CONFIG = frozenset({"log_level"})  # how it is served, not what it does: run() reads it
+
+
+def seconds(text: str) -> float:
+    """A time in seconds above 0 (a timeout or interval of 0 or infinity never works)."""
+    return _seconds(text, zero=False)
+
+
+def seconds_or_zero(text: str) -> float:
+    return _seconds(text, zero=True)
+
+
+def _seconds(text: str, zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 if zero else value > 0) or not value < math.inf:
+        floor = "0 or more" if zero else "above 0"
+        raise argparse.ArgumentTypeError(f"expected seconds, {floor}; got {text!r}")
+    return value
+
+
+def whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A type for whole numbers from ``low`` (to ``high``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low or (high is not None and value > high):
+            span = f"{low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"expected a whole number, {span}; got {text!r}")
+        return value
+
+    return parse
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every flag, each with its variable named in ``--help`` (``given_values`` reads them)."""
     defaults = BalancerConfig()
-    parser.add_argument("--host", help="address to listen on (env TICSLAB_HOST; 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to listen on (env TICSLAB_PORT; 8080)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=whole(1, 65535), help="port to listen on (default 8080)")
     parser.add_argument(
         "--backend",
         action="append",
         type=parse_backend,
         metavar="'NAME=URL [weight=N]'",
         help="a task server, repeatable, with an optional weight from 0 (no new traffic) to "
-        "256 (default 1), e.g. 'server1=http://127.0.0.1:5001 weight=3' (env "
-        "TICSLAB_BACKENDS=NAME=URL,NAME=URL; default server1=http://127.0.0.1:5001 and "
-        "server2=http://127.0.0.1:5002)",
+        "256 (default 1), e.g. 'server1=http://127.0.0.1:5001 weight=3' (default "
+        "server1=http://127.0.0.1:5001 and server2=http://127.0.0.1:5002; in the variable: "
+        "NAME=URL,NAME=URL)",
     )
     parser.add_argument(
         "--algorithm",
         metavar=f"NAME|{HOW}",
         help=f"how to pick a server: {', '.join(ALGORITHMS)}, or your own class in a Python "
-        "file, loaded at start (docs/algorithm-plugin.md) (env TICSLAB_ALGORITHM; random)",
+        "file, loaded at start (docs/algorithm-plugin.md) (default random)",
     )
     for flag, value, text in (
         ("--connect-timeout", defaults.connect_timeout, "seconds to open a connection"),
@@ -59,9 +114,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ),
         ("--check-interval", defaults.check_interval, "seconds between health checks"),
         ("--fast-check-interval", defaults.fast_check_interval, "interval while state changes"),
-        ("--check-timeout", defaults.check_timeout, "seconds a health check may take"),
+        (
+            "--check-timeout",
+            defaults.check_timeout,
+            "seconds a health check may take (a timed-out check is not counted while the "
+            "server answers live traffic)",
+        ),
     ):
-        parser.add_argument(flag, type=float, default=value, help=f"{text} (default {value:g})")
+        parser.add_argument(flag, type=seconds, metavar="S", help=f"{text} (default {value:g})")
     for flag, value, text in (
         ("--max-body-size", defaults.max_body_bytes, "bytes of a request body (413 past it)"),
         (
@@ -70,10 +130,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "bytes of a request's header section (431 past it)",
         ),
     ):
-        parser.add_argument(flag, type=int, default=value, help=f"{text} (default {value})")
+        parser.add_argument(flag, type=whole(1), metavar="BYTES", help=f"{text} (default {value})")
     parser.add_argument(
         "--max-connections",
-        type=int,
+        type=whole(1),
+        metavar="N",
         help="open client connections, 503 past it (default: as many as the file-descriptor "
         "limit allows, two per connection)",
     )
@@ -82,101 +143,130 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="NAME",
         help="a Host name /control answers besides localhost, IP addresses and the Compose "
-        "service names; repeatable (env TICSLAB_ALLOWED_HOSTS=NAME,NAME)",
+        "service names; repeatable (in the variable: NAME,NAME)",
     )
     parser.add_argument(
         "--health-path",
-        help=f"path of each server's health check, 200 = healthy (env TICSLAB_HEALTH_PATH; "
-        f"{defaults.check_path})",
+        metavar="PATH",
+        help=f"path of each server's health check, 200 = healthy (default {defaults.check_path})",
     )
     parser.add_argument(
         "--slow-start",
-        type=float,
-        default=defaults.slow_start,
+        type=seconds_or_zero,
         metavar="S",
         help="seconds over which a server back in rotation ramps up from 5%% to its full weight "
         "(HAProxy's slowstart; default 0: at once)",
     )
     parser.add_argument(
         "--eject-after-5xx",
-        type=int,
-        default=defaults.eject_after_5xx,
+        type=whole(0),
         metavar="N",
         help="take a server out after N answers in a row were 5xx, never the last one left "
         "(outlier ejection; default 0: off, so forced errors stay in the counts)",
     )
     parser.add_argument(
         "--eject-time",
-        type=float,
-        default=defaults.eject_time,
+        type=seconds,
         metavar="S",
         help=f"seconds an ejection lasts, times the server's ejections so far, up to 6 "
         f"(default {defaults.eject_time:g})",
     )
-    parser.add_argument("--fall", type=int, default=defaults.fall, help="failed checks to DOWN")
-    parser.add_argument("--rise", type=int, default=defaults.rise, help="passed checks to UP")
+    parser.add_argument(
+        "--fall",
+        type=whole(1),
+        metavar="N",
+        help=f"failed checks to DOWN (default {defaults.fall})",
+    )
+    parser.add_argument(
+        "--rise", type=whole(1), metavar="N", help=f"passed checks to UP (default {defaults.rise})"
+    )
     parser.add_argument(
         "--retries",
-        type=int,
-        default=defaults.max_retries,
+        type=whole(0, MAX_RETRIES),
         metavar="N",
         help=f"other servers a failed request is tried on before the client sees the failure "
         f"(0 to {MAX_RETRIES}; default {defaults.max_retries}; 0 shows every crash to clients)",
     )
-    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    parser.add_argument("--log-level", metavar="LEVEL", help="uvicorn log level (default info)")
     add_lang_argument(
         parser, "language of the log lines and of errors to requests without Accept-Language"
     )
-    parser.add_argument(
-        "--token", help="bearer token for /control writes (env TICSLAB_TOKEN; default: generated)"
-    )
+    parser.add_argument("--token", help="bearer token for /control writes (default: generated)")
     parser.add_argument(
         "--driver",
         choices=("auto", "docker", "local", "none"),
-        help="what carries out stop/start/kill/pause (env TICSLAB_DRIVER; auto)",
+        help="what carries out stop/start/kill/pause (default auto)",
     )
     parser.add_argument(
         "--discover",
         choices=("docker",),
-        help="follow the task-server containers of our Compose project (env TICSLAB_DISCOVER)",
+        help="follow the task-server containers of our Compose project",
     )
+    for action in settings_flags(parser):
+        action.help = f"{action.help} [env {variable(action.dest)}]"
 
 
-def config_from_args(args: argparse.Namespace) -> BalancerConfig:
-    """Flags win over ``TICSLAB_*`` variables, which win over the handout's defaults."""
-    settings = env_defaults()
-    for name in ("host", "port", "algorithm", "token", "driver", "discover"):
-        if getattr(args, name) is not None:
-            settings[name] = getattr(args, name)
-    if args.health_path is not None:
-        settings["check_path"] = args.health_path
-    if args.allowed_host:
-        settings["allowed_hosts"] = args.allowed_host
-    if args.backend:
-        settings.update(backend_settings(args.backend))
-    elif settings.get("discover") == "docker" and "backends" not in settings:
+def settings_flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The flags that have a ``TICSLAB_*`` variable: all but --help and --lang."""
+    return [a for a in parser._actions if a.option_strings and a.dest not in NOT_SETTINGS]
+
+
+def variable(dest: str) -> str:
+    return LIST_VARIABLES.get(dest, f"TICSLAB_{dest.upper()}")
+
+
+def from_environment(action: argparse.Action, name: str, text: str) -> object:
+    """``text`` of variable ``name`` read as ``action``'s flag reads it; ValueError naming the
+    variable (a usage error, exit 2) when it cannot be."""
+    convert = action.type if callable(action.type) else str
+    try:
+        if action.dest in LIST_VARIABLES:
+            return [convert(part.strip()) for part in text.split(",") if part.strip()]
+        value = convert(text)
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+        raise ValueError(f"{name}: {error}") from None
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"{name}: {text!r} is not one of {', '.join(action.choices)}")
+    return value
+
+
+def given_values(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, object]:
+    """Each flag's value: from the command line, else from its ``TICSLAB_*`` variable (an
+    empty one is unset, as Compose passes ``${X:-}``); flags left at neither are absent."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    values: dict[str, object] = {}
+    for action in settings_flags(parser):
+        value = getattr(args, action.dest, None)
+        name = variable(action.dest)
+        if value is None and environ.get(name, "").strip():
+            value = from_environment(action, name, environ[name].strip())
+        if value is not None:
+            values[action.dest] = value
+    return values
+
+
+def config_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> BalancerConfig:
+    """Flags win over ``TICSLAB_*`` variables, which win over the defaults."""
+    values = given_values(args, os.environ if environ is None else environ)
+    values["lang"] = chosen(getattr(args, "lang", None))
+    return config_from_values(values)
+
+
+def config_from_values(values: dict[str, object]) -> BalancerConfig:
+    settings: dict[str, Any] = {
+        FIELDS.get(dest, dest): value
+        for dest, value in values.items()
+        if dest not in NOT_CONFIG and dest != "backend"
+    }
+    if "backend" in values:
+        settings.update(backend_settings(values["backend"]))  # type: ignore[arg-type]
+    elif settings.get("discover") == "docker":
         settings["backends"] = []  # discovery supplies them
     settings["algorithm"], settings["plugin"] = choose(str(settings.get("algorithm", "random")))
-    return BalancerConfig(
-        **settings,  # type: ignore[arg-type]
-        connect_timeout=args.connect_timeout,
-        response_timeout=args.response_timeout,
-        request_timeout=args.request_timeout,
-        keep_alive_timeout=args.keep_alive_timeout,
-        max_body_bytes=args.max_body_size,
-        max_header_bytes=args.max_header_size,
-        max_connections=args.max_connections,
-        check_interval=args.check_interval,
-        fast_check_interval=args.fast_check_interval,
-        check_timeout=args.check_timeout,
-        fall=args.fall,
-        rise=args.rise,
-        max_retries=args.retries,
-        slow_start=args.slow_start,
-        eject_after_5xx=args.eject_after_5xx,
-        eject_time=args.eject_time,
-        lang=chosen(args.lang),
-    )
+    return BalancerConfig(**settings)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,11 +275,12 @@ def run(args: argparse.Namespace) -> int:
     from services.balancer.edge import serve_edge
 
     try:
-        config = config_from_args(args)
+        values = given_values(args, os.environ)
+        config = config_from_values(values)
         config.token = ensure_token(config.token, f"http://{config.host}:{config.port}")
         app = create_app(config)  # a plugin's constructor runs again here
     except ValueError as error:  # PluginError too: one line naming the file, no traceback
         print(f"ticslab balancer: {printable(str(error))}", file=sys.stderr)
         return 2
-    serve_edge(app, config, log_level=args.log_level)
+    serve_edge(app, config, log_level=str(values.get("log_level", "info")))
     return 0

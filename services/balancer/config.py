@@ -1,9 +1,9 @@
-"""The balancer's settings: one dataclass, filled from the command line or the environment."""
+"""The balancer's settings: one dataclass, filled from the command line or the environment
+(cli.py: every flag has a ``TICSLAB_*`` variable)."""
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -12,7 +12,7 @@ from yarl import URL
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.plugin import HOW, Plugin
 from services.balancer.server import DEFAULT_WEIGHT
-from services.common import MAX_WEIGHT, allowed_hosts_from_env, weight_from_text
+from services.common import MAX_WEIGHT, weight_from_text
 
 # A failed try is retried on other servers at most this often (--retries; there are rarely
 # more servers than that to try).
@@ -56,7 +56,9 @@ class BalancerConfig:
     # While a server is changing state (one failure seen while UP, one success while DOWN) it
     # is checked this often, so fall/rise complete quickly (HAProxy's ``fastinter``).
     fast_check_interval: float = 0.25
-    check_timeout: float = 0.5
+    # As HAProxy, whose ``timeout check`` is ``inter`` unless set: a whole interval. 0.5 s let
+    # a server stalled for about a second flap on a busy laptop (bench/bench_checks.py).
+    check_timeout: float = 1.0
     check_path: str = "/health"
     fall: int = 2
     rise: int = 2
@@ -158,25 +160,3 @@ def backend_settings(backends: list[Backend]) -> dict[str, object]:
         "backends": [(backend.name, backend.url) for backend in backends],
         "weights": {b.name: b.weight for b in backends if b.weight != DEFAULT_WEIGHT},
     }
-
-
-def env_defaults(environ: dict[str, str] | None = None) -> dict[str, object]:
-    """Settings taken from ``TICSLAB_*`` variables (for Compose); flags override them."""
-    env = os.environ if environ is None else environ
-    found: dict[str, object] = {}
-    if env.get("TICSLAB_BACKENDS"):
-        found.update(backend_settings(parse_backends(env["TICSLAB_BACKENDS"])))
-    if env.get("TICSLAB_ALGORITHM"):
-        found["algorithm"] = env["TICSLAB_ALGORITHM"]
-    if env.get("TICSLAB_HOST"):
-        found["host"] = env["TICSLAB_HOST"]
-    if env.get("TICSLAB_PORT"):
-        found["port"] = int(env["TICSLAB_PORT"])
-    for key in ("token", "driver", "discover"):
-        if env.get(f"TICSLAB_{key.upper()}"):
-            found[key] = env[f"TICSLAB_{key.upper()}"]
-    if env.get("TICSLAB_ALLOWED_HOSTS"):
-        found["allowed_hosts"] = allowed_hosts_from_env(dict(env))
-    if env.get("TICSLAB_HEALTH_PATH"):
-        found["check_path"] = env["TICSLAB_HEALTH_PATH"]
-    return found

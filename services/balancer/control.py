@@ -11,11 +11,12 @@ whatever driver freezes it, it is not frozen holding the shared tasks file lock.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -36,10 +37,12 @@ from services.balancer.drivers import (
 from services.balancer.plugin import PluginError
 from services.balancer.routes import language_of
 from services.common import (
+    CONTROL_ACTION_SECONDS,
     DASHBOARD_AGENT,
     DRIVER_ACTIONS,
     FAULT_MODES,
     MAX_WEIGHT,
+    QUIESCE_WAIT,
     bearer_token,
     default_token_file,
     json_error,
@@ -55,7 +58,7 @@ FAULT_TIMEOUT = 5.0
 # (Docker answers in tens of ms); longer only delays writes after a quick unpause.
 QUIESCE_SECONDS = 2.0
 # Best effort: a server that is frozen or hung already must not delay the pause for long.
-QUIESCE_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
+QUIESCE_TIMEOUT = httpx.Timeout(QUIESCE_WAIT[1], connect=QUIESCE_WAIT[0])
 
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -82,14 +85,27 @@ class Control:
         self._http = httpx.AsyncClient(
             timeout=FAULT_TIMEOUT, headers={"Authorization": f"Bearer {token}"}
         )
+        self._unfinished: set[asyncio.Task[Response]] = set()  # actions still running
 
     async def start(self) -> None:
         """Choose the driver (DriverFailure when an explicitly asked one cannot work here)."""
         self.driver = await choose_driver(self.driver_kind, self.token)
 
     async def stop(self) -> None:
+        """Let the actions still running end (and be recorded), then close."""
+        if self._unfinished:
+            await asyncio.wait(self._unfinished, timeout=CONTROL_ACTION_SECONDS)
         await self.driver.aclose()
         await self._http.aclose()
+
+    async def _to_the_end(self, action: Coroutine[Any, Any, Response]) -> Response:
+        """Run ``action`` to its end and its event, even when the caller gives up: a client
+        that disconnects cancels its request (protocol.py), and a server stopped halfway
+        through with nothing on the timeline is what a student must never see."""
+        task = asyncio.create_task(action)
+        self._unfinished.add(task)
+        task.add_done_callback(self._unfinished.discard)
+        return await asyncio.shield(task)
 
     def routes(self) -> list[BaseRoute]:
         """``/control`` and everything under it: a mistyped control path gets the balancer's
@@ -204,7 +220,7 @@ class Control:
             state = self.balancer.set_admin_state(name, ADMIN_ACTIONS[action], who=_who(request))
             self._event(request, name, action, result=state, ok=True)
             return JSONResponse({"server": name, "action": action, "result": state, "state": state})
-        return await self._drive(request, name, action)
+        return await self._to_the_end(self._drive(request, name, action))
 
     async def _drive(self, request: Request, name: str, action: str) -> Response:
         """Hand ``action`` to the driver; 409 when it cannot, 502 when it failed."""
@@ -273,6 +289,9 @@ class Control:
         name, body = checked
         if body is None or body.get("mode") not in FAULT_MODES:
             return self._error(request, 400, "bad_fault_body", modes=", ".join(FAULT_MODES))
+        return await self._to_the_end(self._set_fault(request, name, body))
+
+    async def _set_fault(self, request: Request, name: str, body: dict[str, Any]) -> Response:
         # The task server words its refusal in the language this request asked for.
         asked = {"Accept-Language": language_of(request, self.balancer)}
         try:

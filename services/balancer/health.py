@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from services.balancer.background import Report, restarting
-from services.balancer.server import MAINT, Server
+from services.balancer.server import MAINT, NEW, Server
 from services.common import KEYS_HEADER, KEYS_SHARED, error_message
 
 # Of a failing check's body, this much is read: enough for the server's own reason (a task
@@ -113,9 +113,9 @@ class HealthChecker:
             waker.clear()
 
     def _interval(self, server: Server) -> float:
-        """Faster while the verdict is changing (HAProxy's ``fastinter``)."""
+        """Faster while the verdict is changing (HAProxy's ``fastinter``) or still to come."""
         changing = server.consecutive_failures if server.healthy else server.consecutive_successes
-        if changing:
+        if changing or server.state == NEW:
             return min(self.config.fast_check_interval, self.config.check_interval)
         return self.config.check_interval
 

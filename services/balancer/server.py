@@ -19,7 +19,9 @@ from yarl import URL
 from services.common import percentile, utc_now_iso
 
 UP, DOWN, DRAIN, MAINT, EJECTED = "UP", "DOWN", "DRAIN", "MAINT", "EJECTED"
-STATES = (UP, DOWN, DRAIN, MAINT, EJECTED)
+# A server that appeared while the balancer runs (discovery): no traffic until a check passes.
+NEW = "NEW"
+STATES = (UP, DOWN, DRAIN, MAINT, EJECTED, NEW)
 DEFAULT_WEIGHT = 1  # and MAX_WEIGHT (services/common.py): HAProxy's 0-256
 # A slow start begins at this share of the weight (never 0: the server must get some
 # traffic to warm up) and grows linearly to all of it.
@@ -101,9 +103,9 @@ class ServerStats:
 
 
 class Server:
-    """A backend: name, URL, state (UP/DOWN/DRAIN/MAINT), health-check memory and stats."""
+    """A backend: name, URL, state (``STATES``), health-check memory and stats."""
 
-    def __init__(self, name: str, url: str) -> None:
+    def __init__(self, name: str, url: str, state: str = UP) -> None:
         self.name = name
         self.name_bytes = name.encode()  # the X-Upstream-Server value, encoded once
         self.url = url.rstrip("/")
@@ -113,9 +115,11 @@ class Server:
         # Declared by its health checks: it deduplicates Idempotency-Key across the pool, so
         # a POST that may have reached it can be sent again (docs/design/balancer.md).
         self.honours_keys = False
-        self.state = UP  # optimistic start, as HAProxy: the first checks correct it quickly
+        # Configured servers start UP, as HAProxy's do (the first checks correct it quickly);
+        # one found later starts NEW (no verdict yet), as Envoy's ignore_new_hosts_until_first_hc.
+        self.state = state
         self.state_reason: str | None = None  # why it is in this state (its last state event)
-        self.healthy = True  # the health verdict, kept while DRAIN hides it from the state
+        self.healthy = state == UP  # the health verdict, kept while DRAIN hides it from the state
         self.since = time.monotonic()
         self.since_iso = utc_now_iso()
         self.announced = False  # its first verdict (or any change) is on the timeline

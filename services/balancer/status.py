@@ -19,6 +19,7 @@ STATE_COLOURS = {
     "DRAIN": "#9a6700",
     "MAINT": "#6e7781",
     "EJECTED": "#bc4c00",
+    "NEW": "#57606a",
 }
 STATE_SPANISH = {
     "UP": "ACTIVO",
@@ -26,6 +27,7 @@ STATE_SPANISH = {
     "DRAIN": "DRENANDO",
     "MAINT": "MANTENCIÓN",
     "EJECTED": "EXPULSADO",
+    "NEW": "NUEVO",
 }
 
 

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 
 from services.balancer.drivers.base import DriverFailure, DriverUnsupported, answer_text
-from services.common import LOCAL_ACTIONS
+from services.common import DRIVER_WAIT, LOCAL_ACTIONS
 
 # Restart waits for the process to listen again, so allow the supervisor time.
-TIMEOUT = httpx.Timeout(30.0, connect=2.0)
+TIMEOUT = httpx.Timeout(DRIVER_WAIT[1], connect=DRIVER_WAIT[0])
 
 
 class LocalDriver:
