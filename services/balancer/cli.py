@@ -243,6 +243,7 @@ def given_values(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[s
             value = from_environment(action, name, environ[name].strip())
         if value is not None:
             values[action.dest] = value
+    values["lang"] = chosen(getattr(args, "lang", None))  # TICSLAB_LANG is read by services.lang
     return values
 
 
@@ -250,9 +251,7 @@ def config_from_args(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> BalancerConfig:
     """Flags win over ``TICSLAB_*`` variables, which win over the defaults."""
-    values = given_values(args, os.environ if environ is None else environ)
-    values["lang"] = chosen(getattr(args, "lang", None))
-    return config_from_values(values)
+    return config_from_values(given_values(args, os.environ if environ is None else environ))
 
 
 def config_from_values(values: dict[str, object]) -> BalancerConfig:
