@@ -20,8 +20,10 @@ from support import TICSLAB, free_port, free_run, pids_where, taskserver, wait_u
 from services.balancer import cli as balancer_cli
 from services.balancer.config import BalancerConfig
 from services.common import default_token_file
+from services.lang import LANGUAGES
 from services.launcher import cli as up
 from services.launcher import demo
+from services.launcher.i18n import TEXT
 from services.launcher.stack import StackOptions, plan
 
 
@@ -96,7 +98,7 @@ class UpStack:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"ticslab up exited {self.proc.returncode}: {self.output()}")
-        return "Ctrl+C stops everything" in self.output()
+        return any(TEXT[lang]["stop_hint"] in self.output() for lang in LANGUAGES)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
