@@ -35,6 +35,8 @@ import httpx
 import pytest
 from support import docker, docker_engine_problem, free_port, wait_until
 
+from services.client.i18n import TEXT as CLIENT_TEXT
+
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,15 +245,17 @@ class TestHandoutStack:
     ) -> None:
         """The report first, then gentle traffic for the class's `docker-compose stop server1`,
         until `docker-compose stop` ends it promptly with the report's exit code."""
+        # .env says TICSLAB_LANG=es, and every service speaks it.
+        steady = CLIENT_TEXT["es"]["steady_start"].split(":")[1].strip()
         for client in ("client1", "client2"):
             wait_until(
-                lambda c=client: "steady traffic until stopped" in self.log(handout, c),
+                lambda c=client: steady in self.log(handout, c),
                 180,
                 0.5,
                 f"{client}'s report and steady traffic",
             )
             log = self.log(handout, client)
-            assert log.index("perdidas: 0") < log.index("steady traffic until stopped"), log
+            assert log.index("perdidas: 0") < log.index(steady), log
             assert exited(client) is None, f"{client} keeps running:\n{log[-2000:]}"
         before = handout.status()["requests_total"]
         wait_until(
@@ -277,7 +281,7 @@ class TestHandoutStack:
         done = one_shot.compose("run", "--rm", "--no-deps", "-T", "client1", timeout=120)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr
         assert "perdidas: 0" in done.stdout
-        assert "steady" not in done.stdout
+        assert CLIENT_TEXT["es"]["steady_title"] not in done.stdout
 
     @staticmethod
     def log(stack: Stack, container: str) -> str:
