@@ -65,10 +65,6 @@ class Latencies:
         quantile = min(1.0, (rank - 0.5) / (self.count - 1)) if self.count > 1 else 1.0
         return min(self._sketch.get_quantile_value(quantile) or 0.0, self.max)
 
-    def bins(self) -> int:
-        """How many bins the sketch holds (what its memory is made of)."""
-        return len(self._sketch.store.bins)
-
 
 class KeptTasks:
     """How many tasks the server said it created, and the id and number of the newest
