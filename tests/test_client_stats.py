@@ -5,6 +5,7 @@ newest tasks, for a time proportional to them, and says when it could not finish
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 import time
@@ -15,11 +16,14 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from rich.console import Console
 from support import ServiceProcess, free_port, taskserver
 
 from services.cli import main
 from services.client import checks, stats
+from services.client.config import ClientConfig
 from services.client.plan import Kind
+from services.client.report import build_report, render_report
 from services.client.stats import RELATIVE_ACCURACY, KeptTasks, Latencies, Recorder
 from services.common import percentile
 
@@ -216,3 +220,23 @@ def test_the_check_finds_each_of_2000_tasks_spread_over_a_list_of_20000(
     assert (found.checked, found.listed, found.lost_count) == (2000, 19_998, 2)
     assert found.lost_titles == ["big-005000", "big-015000"]
     assert took < checks.check_budget(len(kept)) / 2, took
+
+
+def test_a_balancer_naming_a_new_server_in_each_answer_fills_no_memory() -> None:
+    """X-Upstream-Server is network text: 5,000 different names of 10,000 characters are
+    counted under at most MAX_SERVERS names cut to MAX_SERVER_NAME, the rest as others, and
+    the report shows that bucket in words."""
+    recorder = Recorder()
+    for n in range(5_000):
+        recorder.record(Kind.LIST, "200", 0.001, f"{n}-" + "x" * 10_000)
+    assert len(recorder.servers) == stats.MAX_SERVERS + 1
+    assert max(map(len, recorder.servers)) == stats.MAX_SERVER_NAME
+    assert recorder.servers[stats.OTHER_SERVERS] == 5_000 - stats.MAX_SERVERS
+    assert sum(recorder.servers.values()) == 5_000
+    recorder.finish()
+    config = ClientConfig(url="http://127.0.0.1:9", name="c", tasks=0)
+    check = checks.LossCheck(lost_count=0)
+    report = build_report(config, recorder, check, interrupted=False, run_id="r")
+    screen = io.StringIO()
+    render_report(report, Console(file=screen, width=300), "es")
+    assert "(otros)" in screen.getvalue()

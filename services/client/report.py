@@ -19,7 +19,7 @@ from services.client.checks import LossCheck
 from services.client.config import ClientConfig
 from services.client.i18n import TEXT
 from services.client.plan import Kind
-from services.client.stats import NO_SERVER_HEADER, Recorder
+from services.client.stats import SERVER_KEYS, Recorder
 from services.common import printable
 from services.lang import Translator
 
@@ -173,7 +173,7 @@ def render_report(report: dict[str, Any], console: Console, lang: str = "en") ->
     servers.add_column(t("requests"), justify="right")
     servers.add_column("%", justify="right")
     for name, row in report["servers"].items():
-        shown_name = t("no_server_header") if name == NO_SERVER_HEADER else printable(name)
+        shown_name = t(SERVER_KEYS[name]) if name in SERVER_KEYS else printable(name)
         servers.add_row(Text(shown_name), str(row["requests"]), f"{row['percent']:.1f}")
     console.print(servers)
 

@@ -22,6 +22,13 @@ UNEXPECTED_SAMPLES = 10
 # The --json report's key for answers without X-Upstream-Server, or no answer (kept as it was:
 # scripts read it); the printed report words it in its language.
 NO_SERVER_HEADER = "(none / ninguno)"
+# X-Upstream-Server comes from the network: the recorder counts at most MAX_SERVERS names, each
+# cut at MAX_SERVER_NAME characters, and every answer from a further name under OTHER_SERVERS.
+MAX_SERVERS = 32
+MAX_SERVER_NAME = 100
+OTHER_SERVERS = "(others / otros)"
+# What the report and the progress line call those two keys (services/client/i18n.py).
+SERVER_KEYS = {NO_SERVER_HEADER: "no_server_header", OTHER_SERVERS: "other_servers"}
 
 
 # Every percentile the report prints is within 1 % of the exact nearest-rank one
@@ -140,7 +147,7 @@ class Recorder:
         """Count one request; ``status`` is the code (``"201"``) or a transport failure name."""
         self.by_kind.setdefault(kind.value, Counter())[status] += 1
         self.latencies.add(latency)
-        self.servers[server or NO_SERVER_HEADER] += 1
+        self.servers[self._server_key(server)] += 1
         if not is_expected(kind, status):
             self.unexpected[status] += 1
             self.unexpected_samples.append(
@@ -148,6 +155,13 @@ class Recorder:
             )
         elif kind in FORCED:
             self.expected[status] += 1
+
+    def _server_key(self, server: str | None) -> str:
+        """The key ``server`` is counted under: bounded in number and in length."""
+        name = server[:MAX_SERVER_NAME] if server else NO_SERVER_HEADER
+        if name in self.servers or len(self.servers) < MAX_SERVERS:
+            return name
+        return OTHER_SERVERS
 
     def keep(self, task_id: int, number: int) -> None:
         """Remember a task the server said it created (its title is the plan's ``number``),
