@@ -17,10 +17,10 @@ import httpx
 import psutil
 import pytest
 from rich.console import Console
-from support import ServiceProcess, free_port, taskserver
+from support import ServiceProcess, free_port, taskserver, wait_until_async
 
 from services.cli import main
-from services.client import checks, stats
+from services.client import checks, session, stats
 from services.client.config import ClientConfig
 from services.client.plan import Kind
 from services.client.report import build_report, render_report
@@ -240,3 +240,34 @@ def test_a_balancer_naming_a_new_server_in_each_answer_fills_no_memory() -> None
     screen = io.StringIO()
     render_report(report, Console(file=screen, width=300), "es")
     assert "(otros)" in screen.getvalue()
+
+
+def test_a_run_stopped_by_a_signal_checks_only_within_its_grace(
+    server: ServiceProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped (``ticslab up`` sends SIGKILL 5 s after SIGTERM), the check gets at most
+    INTERRUPTED_CHECK_SECONDS, and says it did not finish instead of being killed mid-way."""
+    monkeypatch.setattr(session, "INTERRUPTED_CHECK_SECONDS", 0.2)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    fault = {"mode": "latency", "ms": 400}
+    httpx.put(server.url + "/admin/fault", json=fault, headers=headers).raise_for_status()
+    report_path = tmp_path / "stopped.json"
+    config = ClientConfig(
+        url=server.url, name="w3", tasks=None, duration=60.0, errors=0.0, json_path=report_path
+    )
+    quiet = Console(file=io.StringIO())
+
+    async def stopped_run() -> int:
+        run = asyncio.create_task(session.run_session(config, quiet, quiet))
+        await wait_until_async(
+            lambda: tasks_file.exists() and "w3-" in tasks_file.read_text(),
+            what="a first task created",
+        )
+        run.cancel()  # what the first SIGINT or SIGTERM does
+        return await run
+
+    tasks_file = tmp_path / "tasks.json"
+    assert asyncio.run(stopped_run()) == 130
+    report = json.loads(report_path.read_text())
+    assert report["lost"] is None
+    assert report["tasks"]["check_error"].startswith("not done within 0.2s")

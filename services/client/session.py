@@ -48,6 +48,9 @@ EXIT_NO_BALANCER = 2
 # STEADY_CHECK_SECONDS.
 STEADY_CHECK_SECONDS = 8.0
 STEADY_KEPT_WINDOW = 10_000
+# A run stopped by a signal is on borrowed time too: ``ticslab up`` sends SIGKILL 5 s after its
+# SIGTERM (services/launcher/supervisor.py), and a check cut short by SIGKILL says nothing.
+INTERRUPTED_CHECK_SECONDS = 4.0
 
 
 def _stop_on_signals(task: asyncio.Task[Any]) -> None:
@@ -115,12 +118,12 @@ async def _load(
     client: httpx.AsyncClient,
     console: Console,
     window: int | None = None,
-    check_most: float = CHECK_MAX_SECONDS,
+    check_most: float | None = None,
 ) -> tuple[Recorder, LossCheck, bool, str]:
     """Load the balancer until the plan, the duration or a signal ends it, then look for the
     newest ``window`` (KEPT_WINDOW) tasks it created, for ``check_budget`` seconds (at most
-    ``check_most``): what was recorded, what the check found, whether a signal ended it, and
-    the run's id."""
+    ``check_most``; by default CHECK_MAX_SECONDS, INTERRUPTED_CHECK_SECONDS after a signal):
+    what was recorded, what the check found, whether a signal ended it, and the run's id."""
     recorder = Recorder(kept=KeptTasks(window))
     load = Load(config, client, recorder)
     interrupted = False
@@ -133,6 +136,8 @@ async def _load(
     recorder.finish()
 
     kept = [(task_id, task_title(config.name, n)) for task_id, n in recorder.kept.window()]
+    if check_most is None:
+        check_most = INTERRUPTED_CHECK_SECONDS if interrupted else CHECK_MAX_SECONDS
     within = check_budget(len(kept), check_most)
     t = Translator(TEXT, config.lang)
     try:
