@@ -8,7 +8,6 @@ import asyncio
 import io
 import json
 import random
-import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -161,13 +160,13 @@ def test_a_run_longer_than_the_window_checks_its_newest_tasks_and_says_so(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(stats, "KEPT_WINDOW", 30)
-    code, report = run_client(tmp_path, server.url, "--name", "w1", "--tasks", "80")
+    monkeypatch.setattr(stats, "KEPT_WINDOW", 15)
+    code, report = run_client(tmp_path, server.url, "--name", "w1", "--tasks", "40")
     assert code == 0
-    assert report["tasks"]["created"] == 80
-    assert report["tasks"]["checked"] == 30
+    assert report["tasks"]["created"] == 40
+    assert report["tasks"]["checked"] == 15
     assert report["lost"] == 0
-    assert "lost: 0 (checked the newest 30 of 80, listed 80)" in capsys.readouterr().out
+    assert "lost: 0 (checked the newest 15 of 40, listed 40)" in capsys.readouterr().out
 
 
 def test_a_check_out_of_time_claims_nothing_and_says_why(
@@ -188,38 +187,6 @@ def test_a_check_out_of_time_claims_nothing_and_says_why(
     assert report["lost"] is None
     assert report["tasks"]["check_error"] == "not done within 0.2s (looking for 2 tasks)"
     assert "lost: unknown (not done within 0.2s (looking for 2 tasks))" in capsys.readouterr().out
-
-
-def test_the_check_finds_each_of_2000_tasks_spread_over_a_list_of_20000(
-    tmp_path: Path,
-) -> None:
-    """A real server holding 20,000 tasks, one in ten this run's, two of those gone: the
-    check reads the list back page by page to the oldest, names the two, and does so well
-    within the time it gets."""
-    tasks_file = tmp_path / "tasks.json"
-    tasks = [
-        {"id": n, "title": f"big-{n:06d}" if n % 10 == 0 else f"other-{n}", "completed": False}
-        for n in range(1, 20_001)
-        if n not in (5_000, 15_000)
-    ]
-    tasks_file.write_text(json.dumps(tasks))
-    kept = [(n, f"big-{n:06d}") for n in range(10, 20_001, 10)]
-    service = taskserver("server1", tasks_file)
-    service.start()
-    try:
-
-        async def check() -> tuple[checks.LossCheck, float]:
-            async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
-                started = time.monotonic()
-                found = await checks.check_losses(client, kept)
-                return found, time.monotonic() - started
-
-        found, took = asyncio.run(check())
-    finally:
-        service.close()
-    assert (found.checked, found.listed, found.lost_count) == (2000, 19_998, 2)
-    assert found.lost_titles == ["big-005000", "big-015000"]
-    assert took < checks.check_budget(len(kept)) / 2, took
 
 
 def test_a_balancer_naming_a_new_server_in_each_answer_fills_no_memory() -> None:
