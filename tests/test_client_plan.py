@@ -157,7 +157,7 @@ def test_defaults_are_the_handouts_hundred_tasks(monkeypatch: pytest.MonkeyPatch
 
 def test_a_loss_check_that_could_not_list_the_tasks_fails_the_run() -> None:
     recorder = Recorder()
-    recorder.keep(1, "c-000001")
+    recorder.keep(1, 1)
     recorder.finish()
     check = LossCheck(checked=1, error="could not list the tasks")
     config = ClientConfig(url="http://127.0.0.1:9", name="c", tasks=1)

@@ -3,10 +3,13 @@ tasks.json behind a real balancer, as in the handout (docker-ejemplo-3)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from support import TICSLAB, Output, ServiceProcess, free_port, taskserver, wait_until
+
+from services.client import checks
 
 
 @dataclass
@@ -25,7 +30,13 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    tasks_file = tmp_path / "tasks.json"
+    with running_stack(tmp_path / "tasks.json") as started:
+        yield started
+
+
+@contextmanager
+def running_stack(tasks_file: Path) -> Iterator[Stack]:
+    """Two task servers sharing ``tasks_file`` behind a balancer, both UP; closed after."""
     names = ("server1", "server2")
     servers = [taskserver(name, tasks_file) for name in names]
     port = free_port()
@@ -186,3 +197,30 @@ def test_then_steady_reports_the_run_then_keeps_traffic_until_sigterm(
     # The run's 20 tasks, as its report says; the steady traffic's are titled apart.
     assert sorted(kept_titles(stack.tasks_file, "c2")) == [f"c2-{n:06d}" for n in range(1, 21)]
     assert read_report(report_path)["tasks"]["created"] == 20
+
+
+@pytest.mark.slow  # ~4 s: a stack started on a list of 20,000 tasks
+def test_the_check_finds_each_of_2000_tasks_spread_over_a_list_of_20000(tmp_path: Path) -> None:
+    """Through the balancer, on a list of 20,000 tasks of which one in ten is this run's and
+    two of those are gone: the check reads the list back page by page to the oldest, names
+    the two, and finishes within the time the client gives it."""
+    tasks_file = tmp_path / "tasks.json"
+    tasks = [
+        {"id": n, "title": f"big-{n:06d}" if n % 10 == 0 else f"other-{n}", "completed": False}
+        for n in range(1, 20_001)
+        if n not in (5_000, 15_000)
+    ]
+    tasks_file.write_text(json.dumps(tasks))
+    kept = [(n, f"big-{n:06d}") for n in range(10, 20_001, 10)]
+
+    async def check(url: str) -> tuple[checks.LossCheck, float]:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            started = time.monotonic()
+            found = await checks.check_losses(client, kept)
+            return found, time.monotonic() - started
+
+    with running_stack(tasks_file) as stack:
+        found, took = asyncio.run(check(stack.balancer.url))
+    assert (found.checked, found.listed, found.lost_count) == (2000, 19_998, 2)
+    assert found.lost_titles == ["big-005000", "big-015000"]
+    assert took < checks.check_budget(len(kept)), took

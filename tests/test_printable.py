@@ -128,7 +128,7 @@ def test_the_clients_report_shows_network_text_escaped_and_never_as_markup() -> 
     recorder = Recorder()
     detail = f"POST /api/tasks: {HOSTILE} [bold red]x[/]"
     recorder.record(Kind.CREATE, "502", 0.01, "[/oops]\x1b[2J", detail)
-    recorder.keep(1, "c-000001")
+    recorder.keep(1, 1)
     recorder.finish()
     check = LossCheck(checked=1, error=f"could not list the tasks: [/oops] {HOSTILE}")
     config = ClientConfig(url="http://127.0.0.1:9", name="c", tasks=1)

@@ -27,6 +27,17 @@ LOST_TITLES_SHOWN = 20
 PAGE = 1000
 OVERLAP = 100
 MAX_PAGES = 1000
+# The time the check gets: a base plus a share per task it looks for, bounded. A page of 1,000
+# tasks takes ~15 ms from a task server holding 100,000 (~30 ms through the balancer): a second
+# per 1,000 tasks leaves room for a busy machine and for other clients' tasks in between.
+CHECK_BASE_SECONDS = 10.0
+CHECK_SECONDS_PER_TASK = 0.001
+CHECK_MAX_SECONDS = 120.0
+
+
+def check_budget(looked_for: int, most: float = CHECK_MAX_SECONDS) -> float:
+    """Seconds the loss check may take to look for ``looked_for`` tasks, at most ``most``."""
+    return min(most, CHECK_BASE_SECONDS + CHECK_SECONDS_PER_TASK * looked_for)
 
 
 async def wait_for_health(

@@ -18,7 +18,7 @@ from rich.progress import (
 
 from services.client.config import ClientConfig
 from services.client.i18n import TEXT
-from services.client.stats import NO_SERVER_HEADER, Recorder, Snapshot
+from services.client.stats import SERVER_KEYS, Recorder, Snapshot
 from services.common import printable
 from services.lang import Translator
 
@@ -36,7 +36,7 @@ def summary_line(config: ClientConfig, snap: Snapshot) -> str:
     else:  # the steady phase, until stopped
         done = f"{tasks} {snap.created}, {snap.elapsed:.0f}s"
     shares = " ".join(
-        f"{t('no_server_header') if name == NO_SERVER_HEADER else printable(name)}"
+        f"{t(SERVER_KEYS[name]) if name in SERVER_KEYS else printable(name)}"
         f" {100.0 * count / snap.requests:.0f}%"  # from X-Upstream-Server
         for name, count in sorted(snap.servers.items())
     )

@@ -19,8 +19,8 @@ from services.client.checks import LossCheck
 from services.client.config import ClientConfig
 from services.client.i18n import TEXT
 from services.client.plan import Kind
-from services.client.stats import NO_SERVER_HEADER, Recorder
-from services.common import percentile, printable
+from services.client.stats import SERVER_KEYS, Recorder
+from services.common import printable
 from services.lang import Translator
 
 EXIT_OK = 0
@@ -43,7 +43,7 @@ def build_report(
     run_id: str,
 ) -> dict[str, Any]:
     """Everything the run found, in the shape docs/client.md documents for ``--json``."""
-    latencies = sorted(recorder.latencies)
+    latencies = recorder.latencies
     elapsed = recorder.elapsed
     total = recorder.requests
     unexpected = sum(recorder.unexpected.values())
@@ -82,16 +82,17 @@ def build_report(
         "latency_ms": {
             name: round(1000.0 * value, 2)
             for name, value in (
-                ("p50", percentile(latencies, 50)),
-                ("p95", percentile(latencies, 95)),
-                ("p99", percentile(latencies, 99)),
-                ("max", latencies[-1] if latencies else 0.0),
-                ("mean", sum(latencies) / len(latencies) if latencies else 0.0),
+                ("p50", latencies.percentile(50)),
+                ("p95", latencies.percentile(95)),
+                ("p99", latencies.percentile(99)),
+                ("max", latencies.max),
+                ("mean", latencies.mean),
             )
         },
         "tasks": {
             "target": config.tasks,
-            "created": len(recorder.kept),
+            "created": recorder.kept.count,
+            "checked": check.checked,
             "failed": recorder.creates_failed,
             "listed": check.listed,
             "lost_titles": check.lost_titles,
@@ -172,7 +173,7 @@ def render_report(report: dict[str, Any], console: Console, lang: str = "en") ->
     servers.add_column(t("requests"), justify="right")
     servers.add_column("%", justify="right")
     for name, row in report["servers"].items():
-        shown_name = t("no_server_header") if name == NO_SERVER_HEADER else printable(name)
+        shown_name = t(SERVER_KEYS[name]) if name in SERVER_KEYS else printable(name)
         servers.add_row(Text(shown_name), str(row["requests"]), f"{row['percent']:.1f}")
     console.print(servers)
 
@@ -213,7 +214,16 @@ def _render_tasks(report: dict[str, Any], console: Console, t: Translator) -> No
         + target
         + (t("created_failed", failed=tasks["failed"]) if tasks["failed"] else "")
     )
-    checked = t("checked", checked=tasks["created"], listed=tasks["listed"])
+    checked = (
+        t("checked", checked=tasks["checked"], listed=tasks["listed"])
+        if tasks["checked"] == tasks["created"]
+        else t(
+            "checked_newest",
+            checked=tasks["checked"],
+            created=tasks["created"],
+            listed=tasks["listed"],
+        )
+    )
     console.print(
         f"{t('lost')}: {_lost(report, t)}" + ("" if report["lost"] is None else f" {checked}")
     )

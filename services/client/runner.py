@@ -11,7 +11,7 @@ import httpx
 
 from services.client.config import ClientConfig
 from services.client.plan import Kind, Plan, Step, extra_title, is_expected, task_title
-from services.client.stats import Recorder
+from services.client.stats import LARGEST_ID, Recorder
 
 TASKS_PATH = "/api/tasks"
 # A list asks for the newest page, as an app listing tasks would: the whole list grows with
@@ -64,12 +64,16 @@ def describe_failure(error: httpx.HTTPError) -> str:
 
 
 def _task_in(response: httpx.Response) -> dict[str, Any] | None:
-    """The task a create answered with, or None when the body is not a task."""
+    """The task a create answered with, or None when the body is not a task (an id that is
+    not a whole number from 0 to LARGEST_ID is not one)."""
     try:
         task = response.json()
     except ValueError:
         return None
-    return task if isinstance(task, dict) and isinstance(task.get("id"), int) else None
+    if not isinstance(task, dict):
+        return None
+    task_id = task.get("id")
+    return task if type(task_id) is int and 0 <= task_id <= LARGEST_ID else None
 
 
 class Load:
@@ -130,7 +134,7 @@ class Load:
         if task is None:
             self.recorder.creates_failed += 1
         else:
-            self.recorder.keep(task["id"], title)
+            self.recorder.keep(task["id"], number)
 
     async def complete_extra(self) -> None:
         task = await self.create_extra()

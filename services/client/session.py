@@ -18,9 +18,16 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from services.client.checks import LossCheck, check_losses, wait_for_health
+from services.client.checks import (
+    CHECK_MAX_SECONDS,
+    LossCheck,
+    check_budget,
+    check_losses,
+    wait_for_health,
+)
 from services.client.config import THEN_STEADY, ClientConfig
 from services.client.i18n import TEXT
+from services.client.plan import task_title
 from services.client.progress import show_progress
 from services.client.report import (
     EXIT_INTERRUPTED,
@@ -30,14 +37,20 @@ from services.client.report import (
     write_json,
 )
 from services.client.runner import Load, make_client
-from services.client.stats import Recorder
+from services.client.stats import KeptTasks, Recorder
 from services.common import printable
 from services.lang import Translator
 
 EXIT_NO_BALANCER = 2
-# The steady phase's loss check runs after ``docker stop``'s SIGTERM: it must end well within
-# the 10 s Docker waits before SIGKILL.
-STEADY_CHECK_SECONDS = 5.0
+# The steady phase's loss check runs after ``docker stop``'s SIGTERM: it must end within the
+# 10 s Docker waits before SIGKILL, so it looks for the newest STEADY_KEPT_WINDOW tasks only
+# (about an hour at 5 requests/s; a few hundred ms of reading) and gets at most
+# STEADY_CHECK_SECONDS.
+STEADY_CHECK_SECONDS = 8.0
+STEADY_KEPT_WINDOW = 10_000
+# A run stopped by a signal is on borrowed time too: ``ticslab up`` sends SIGKILL 5 s after its
+# SIGTERM (services/launcher/supervisor.py), and a check cut short by SIGKILL says nothing.
+INTERRUPTED_CHECK_SECONDS = 4.0
 
 
 def _stop_on_signals(task: asyncio.Task[Any]) -> None:
@@ -104,12 +117,14 @@ async def _load(
     config: ClientConfig,
     client: httpx.AsyncClient,
     console: Console,
-    check_within: float | None = None,
+    window: int | None = None,
+    check_most: float | None = None,
 ) -> tuple[Recorder, LossCheck, bool, str]:
     """Load the balancer until the plan, the duration or a signal ends it, then look for the
-    tasks it created (for at most ``check_within`` seconds): what was recorded, what the check
-    found, whether a signal ended it, and the run's id."""
-    recorder = Recorder()
+    newest ``window`` (KEPT_WINDOW) tasks it created, for ``check_budget`` seconds (at most
+    ``check_most``; by default CHECK_MAX_SECONDS, INTERRUPTED_CHECK_SECONDS after a signal):
+    what was recorded, what the check found, whether a signal ended it, and the run's id."""
+    recorder = Recorder(kept=KeptTasks(window))
     load = Load(config, client, recorder)
     interrupted = False
     try:
@@ -120,16 +135,20 @@ async def _load(
         _uncancel()
     recorder.finish()
 
-    checked = len(recorder.kept)
+    kept = [(task_id, task_title(config.name, n)) for task_id, n in recorder.kept.window()]
+    if check_most is None:
+        check_most = INTERRUPTED_CHECK_SECONDS if interrupted else CHECK_MAX_SECONDS
+    within = check_budget(len(kept), check_most)
     t = Translator(TEXT, config.lang)
     try:
-        async with asyncio.timeout(check_within):
-            check = await check_losses(client, recorder.kept, config.lang)
+        async with asyncio.timeout(within):
+            check = await check_losses(client, kept, config.lang)
     except asyncio.CancelledError:
         _uncancel()
-        check = LossCheck(checked=checked, error=t("check_interrupted"))
+        check = LossCheck(checked=len(kept), error=t("check_interrupted"))
     except TimeoutError:
-        check = LossCheck(checked=checked, error=t("check_timeout", seconds=check_within))
+        error = t("check_timeout", seconds=round(within, 1), checked=len(kept))
+        check = LossCheck(checked=len(kept), error=error)
     return recorder, check, interrupted, load.run_id
 
 
@@ -147,7 +166,7 @@ async def run_steady(config: ClientConfig, run: dict[str, Any], console: Console
     console.print(starting, markup=False)
     async with make_client(config) as client:
         recorder, check, _, run_id = await _load(
-            config, client, console, check_within=STEADY_CHECK_SECONDS
+            config, client, console, STEADY_KEPT_WINDOW, STEADY_CHECK_SECONDS
         )
     steady = build_report(config, recorder, check, interrupted=True, run_id=run_id)
     render_steady(steady, run, console, config.lang)
