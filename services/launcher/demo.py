@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     log_dir = options.data_dir / "logs"
     logs = FileLogs(log_dir)
     console.print(t("demo_starting", log_dir=log_dir), markup=False)
-    stack = Stack(options, token, logs)
+    stack = Stack(options, token, logs, token_path)
     try:
         stack.start()
     except StartError as error:
