@@ -495,3 +495,68 @@ def test_two_stacks_keep_their_own_tokens_never_on_a_command_line(
     finally:
         for stack in stacks:
             stack.close()
+
+
+@pytest.mark.slow
+@needs_proc
+def test_a_refused_start_leaves_the_running_stacks_token_file_alone(tmp_path: Path) -> None:
+    """``ticslab up`` and ``demo`` on a running stack's balancer port are refused, and the
+    running stack's token file keeps its token (it still opens /control)."""
+    stack = UpStack(tmp_path, servers=1).start()
+    try:
+        token = stack.token
+        (tmp_path / "second").mkdir()
+        second = UpStack(tmp_path / "second", servers=1)
+        for command in ("up", "demo"):
+            args = [*second.command(command), "--balancer-port", str(stack.balancer_port)]
+            done = subprocess.run(args, env=stack.env(), capture_output=True, timeout=60)
+            assert done.returncode == 1
+            assert f"port {stack.balancer_port} is already in use" in done.stdout.decode()
+            assert stack.token_file.read_text().strip() == token
+        answer = httpx.post(
+            stack.url + "/control/servers/server1/drain",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert answer.status_code == 200
+    finally:
+        stack.close()
+
+
+@pytest.mark.slow
+@needs_proc
+@pytest.mark.parametrize(
+    ("lang", "warning"),
+    [
+        ("en", "warning: --token is visible to every user of this machine"),
+        ("es", "aviso: --token es visible para todos los usuarios de este equipo"),
+    ],
+)
+def test_token_file_keeps_the_token_out_of_every_command_line(
+    tmp_path: Path, lang: str, warning: str
+) -> None:
+    """``--token-file``: the stack uses its token and no process shows it; ``--token`` is
+    taken with a warning on stderr, in the environment's language."""
+    secret = f"s3cret-{lang}-token-from-a-file"
+    (tmp_path / "given").write_text(secret + "\n")
+    stack = UpStack(tmp_path, servers=1)
+    stack.args += ["--token-file", str(tmp_path / "given")]
+    stack.start()
+    try:
+        assert stack.token == secret
+        assert stack.proc is not None
+        for pid in [stack.proc.pid, *children(stack.proc.pid)]:
+            assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        answer = httpx.post(
+            stack.url + "/control/servers/server1/drain",
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        assert answer.status_code == 200
+    finally:
+        stack.close()
+    env = {**stack.env(), "TICSLAB_LANG": lang}
+    for command in ("up", "demo", "balancer", "dashboard"):
+        done = subprocess.run(
+            [*TICSLAB, command, "--token", "x", "--help"], env=env, capture_output=True, timeout=30
+        )
+        assert warning in done.stderr.decode(), command
+        assert "--token-file" in done.stdout.decode(), command

@@ -184,13 +184,14 @@ class Answering(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None: ...
 
 
-def test_a_start_whose_port_another_program_answers_on_fails() -> None:
+def test_a_start_whose_port_another_program_answers_on_fails(tmp_path: Path) -> None:
     """Our task server cannot bind the port, so it exits: the answer from the other program
     on that port must not pass for its start."""
     port = free_port()
     other = ThreadingHTTPServer(("127.0.0.1", port), Answering)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     argv = [*TICSLAB, "taskserver", "--name", "server1", "--port", str(port)]
+    argv += ["--tasks-file", str(tmp_path / "tasks.json")]
 
     async def scenario() -> str:
         supervisor = Supervisor(Recorded())
