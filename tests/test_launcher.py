@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -560,3 +561,25 @@ def test_token_file_keeps_the_token_out_of_every_command_line(
         )
         assert warning in done.stderr.decode(), command
         assert "--token-file" in done.stdout.decode(), command
+
+
+@pytest.mark.slow
+@needs_proc
+def test_a_second_ctrl_c_kills_a_stop_that_would_wait(tmp_path: Path) -> None:
+    """A task server frozen behind the launcher's back ignores SIGTERM for the 5 s grace; a
+    second Ctrl+C ends everything at once."""
+    stack = UpStack(tmp_path, servers=1).start()
+    try:
+        assert stack.proc is not None
+        kids = children(stack.proc.pid)
+        server = httpx.get(f"http://127.0.0.1:{stack.first_port}/info").json()["pid"]
+        os.kill(server, signal.SIGSTOP)
+        stack.proc.send_signal(signal.SIGINT)
+        wait_until(lambda: "stopping everything..." in stack.output(), what="the first stop")
+        second = time.monotonic()
+        assert stack.interrupt() == 0
+        assert time.monotonic() - second < 3.0
+        assert "stopping at once: every process is killed" in stack.output()
+        wait_until(lambda: not [pid for pid in kids if alive(pid)], what="every child gone")
+    finally:
+        stack.close()
