@@ -23,6 +23,7 @@ from services.balancer.config import BalancerConfig
 from services.common import default_token_file
 from services.launcher import cli as up
 from services.launcher import demo
+from services.launcher.i18n import TEXT
 from services.launcher.stack import StackOptions, plan
 
 
@@ -97,7 +98,7 @@ class UpStack:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"ticslab up exited {self.proc.returncode}: {self.output()}")
-        return "Ctrl+C stops everything" in self.output()
+        return any(texts["stop_hint"] in self.output() for texts in TEXT.values())  # es, en
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
