@@ -115,7 +115,11 @@ class Supervisor:
             raise
         finally:
             os.close(write_fd)  # the child holds its own copy
-        managed.relay = await self._relay(spec.name, read_fd)
+        try:
+            managed.relay = await self._relay(spec.name, read_fd)
+        except BaseException:  # unread, it would block on its first lines: never leave it so
+            managed.proc.kill()
+            raise
         managed.paused = False
         managed.expected_exit = False
         managed.watcher = asyncio.create_task(self._watch(managed, managed.proc, managed.relay))
