@@ -11,7 +11,7 @@ from dashboard import web
 from dashboard.cli_i18n import TEXT
 from dashboard.format import safe_url
 from dashboard.main import DashboardApp
-from dashboard.options import Options, options_from_args, resolve_options
+from dashboard.options import Options, given_token, options_from_args, resolve_options
 from dashboard.options import add_arguments as add_options
 from services.common import printable
 from services.lang import Translator, chosen
@@ -71,7 +71,7 @@ def open_dashboard(url: str, token: str | None = None, **options: Any) -> int:
 
 def run_web(args: argparse.Namespace) -> int:
     """``ticslab dashboard --web``: control only with a token given (never the token file)."""
-    web_options = web.web_options_from_args(args, args.url, args.token, args.host, args.port)
+    web_options = web.web_options_from_args(args, args.url, given_token(args), args.host, args.port)
     problems = web.problems(web_options)
     if problems:
         print(printable("; ".join(problems)), file=sys.stderr)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from dashboard.cli_i18n import TEXT as CLI_TEXT
-from services.common import default_token_file, read_token_file
+from services.common import add_token_arguments, default_token_file, read_token_file
 from services.lang import Translator, add_lang_argument, chosen, default_language
 
 DEFAULT_URL = "http://localhost:8080"
@@ -52,11 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("TICSLAB_URL", DEFAULT_URL),
         help="balancer URL (env TICSLAB_URL, default %(default)s)",
     )
-    parser.add_argument(
-        "--token",
-        default=os.environ.get("TICSLAB_TOKEN"),
-        help="control token (env TICSLAB_TOKEN, else the token file of the balancer at --url, "
-        f"e.g. {default_token_file()})",
+    add_token_arguments(
+        parser,
+        "else env TICSLAB_TOKEN, else the token file of the balancer at --url, "
+        f"e.g. {default_token_file()}",
     )
     add_display_arguments(parser)
 
@@ -105,12 +104,18 @@ def options_from_args(args: argparse.Namespace) -> Options:
     """Options from parsed flags (``ticslab dashboard`` and ``parse_options``)."""
     return resolve_options(
         args.url,
-        args.token,
+        given_token(args),
         read_only=args.read_only,
         refresh=args.refresh,
         lang=args.lang,
         theme=args.theme,
     )
+
+
+def given_token(args: argparse.Namespace) -> str | None:
+    """``--token``, else ``--token-file``'s, else TICSLAB_TOKEN (None: the token file of the
+    balancer's address is tried later, except by ``--web``)."""
+    return args.token or args.token_file or os.environ.get("TICSLAB_TOKEN")
 
 
 def parse_options(argv: list[str]) -> Options:

@@ -10,6 +10,7 @@ the network (the dashboard, the client's report, ``ticslab up``'s logs) shows it
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hmac
 import ipaddress
@@ -18,6 +19,7 @@ import math
 import os
 import re
 import signal
+import sys
 import time
 import traceback
 from collections import Counter, deque
@@ -34,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from services.errors import ERRORS
-from services.lang import Translator, accepted_language
+from services.lang import Catalogue, Translator, accepted_language, default_language
 
 # A task server declares on its health answers that it deduplicates ``Idempotency-Key`` across
 # every server of the pool (they share tasks.json): only then does the balancer send a POST
@@ -365,6 +367,62 @@ def write_token_file(token: str, path: Path) -> Path:
         handle.write(token + "\n")
     os.chmod(path, 0o600)
     return path
+
+
+# What the --token flags say, at parse time: in the environment's language (--lang is not read).
+TOKEN_TEXT: Catalogue = {
+    "en": {
+        "token_visible": "warning: --token is visible to every user of this machine (ps, "
+        "/proc); use --token-file FILE or the TICSLAB_TOKEN variable instead",
+        "token_unreadable": "no token in {path!r}: it cannot be read or is empty",
+        "token_help": "control token; every user of this machine sees it in ps: prefer "
+        "--token-file or TICSLAB_TOKEN",
+        "token_file_help": "read the control token from FILE (its first line), out of sight of ps",
+    },
+    "es": {
+        "token_visible": "aviso: --token es visible para todos los usuarios de este equipo "
+        "(ps, /proc); usa --token-file ARCHIVO o la variable TICSLAB_TOKEN",
+        "token_unreadable": "no hay token en {path!r}: no se puede leer o está vacío",
+        "token_help": "token de control; todo usuario de este equipo lo ve en ps: mejor "
+        "--token-file o TICSLAB_TOKEN",
+        "token_file_help": "lee el token de control de ARCHIVO (su primera línea), fuera de "
+        "la vista de ps",
+    },
+}
+
+
+class VisibleToken(argparse.Action):
+    """``--token``: taken, with a warning on stderr that ``ps`` shows it to every user."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(Translator(TOKEN_TEXT, default_language())("token_visible"), file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def token_from_file(text: str) -> str:
+    """``--token-file FILE``'s type: the token in FILE, or a usage error naming it."""
+    token = read_token_file(Path(text))
+    if token is None:
+        refusal = Translator(TOKEN_TEXT, default_language())("token_unreadable", path=text)
+        raise argparse.ArgumentTypeError(refusal)
+    return token.splitlines()[0].strip()
+
+
+def add_token_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--token`` (warned about) or ``--token-file FILE`` (its token in ``args.token_file``);
+    ``default`` says what is used without either."""
+    t = Translator(TOKEN_TEXT, default_language())
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--token", action=VisibleToken, help=f"{t('token_help')} ({default})")
+    group.add_argument(
+        "--token-file", type=token_from_file, metavar="FILE", help=t("token_file_help")
+    )
 
 
 def serve(app: Any, host: str, port: int, *, log_level: str = "info", **options: Any) -> None:

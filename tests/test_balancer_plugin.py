@@ -4,6 +4,7 @@ one more algorithm once loaded, and never the reason a request fails or the bala
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import textwrap
@@ -338,7 +339,8 @@ def test_a_failing_pick_in_a_real_balancer_costs_no_request(
 def test_the_balancer_refuses_a_broken_plugin_with_exit_2_and_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, "import json\n\nSETTINGS = json.loads('{')\n", "bad.py")
     done = subprocess.run(
-        [*TICSLAB, "balancer", "--token", TOKEN, "--algorithm", f"{path}:X"],
+        [*TICSLAB, "balancer", "--algorithm", f"{path}:X"],
+        env={**os.environ, "TICSLAB_TOKEN": TOKEN},  # --token would add its warning to stderr
         capture_output=True,
         text=True,
         timeout=30,

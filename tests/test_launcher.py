@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,6 @@ from support import TICSLAB, free_port, free_run, pids_where, taskserver, wait_u
 from services.balancer import cli as balancer_cli
 from services.balancer.config import BalancerConfig
 from services.common import default_token_file
-from services.lang import LANGUAGES
 from services.launcher import cli as up
 from services.launcher import demo
 from services.launcher.i18n import TEXT
@@ -98,7 +98,7 @@ class UpStack:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"ticslab up exited {self.proc.returncode}: {self.output()}")
-        return any(TEXT[lang]["stop_hint"] in self.output() for lang in LANGUAGES)
+        return any(texts["stop_hint"] in self.output() for texts in TEXT.values())  # es, en
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -497,3 +497,90 @@ def test_two_stacks_keep_their_own_tokens_never_on_a_command_line(
     finally:
         for stack in stacks:
             stack.close()
+
+
+@pytest.mark.slow
+@needs_proc
+def test_a_refused_start_leaves_the_running_stacks_token_file_alone(tmp_path: Path) -> None:
+    """``ticslab up`` and ``demo`` on a running stack's balancer port are refused, and the
+    running stack's token file keeps its token (it still opens /control)."""
+    stack = UpStack(tmp_path, servers=1).start()
+    try:
+        token = stack.token
+        (tmp_path / "second").mkdir()
+        second = UpStack(tmp_path / "second", servers=1)
+        for command in ("up", "demo"):
+            args = [*second.command(command), "--balancer-port", str(stack.balancer_port)]
+            done = subprocess.run(args, env=stack.env(), capture_output=True, timeout=60)
+            assert done.returncode == 1
+            assert f"port {stack.balancer_port} is already in use" in done.stdout.decode()
+            assert stack.token_file.read_text().strip() == token
+        answer = httpx.post(
+            stack.url + "/control/servers/server1/drain",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert answer.status_code == 200
+    finally:
+        stack.close()
+
+
+@pytest.mark.slow
+@needs_proc
+@pytest.mark.parametrize(
+    ("lang", "warning"),
+    [
+        ("en", "warning: --token is visible to every user of this machine"),
+        ("es", "aviso: --token es visible para todos los usuarios de este equipo"),
+    ],
+)
+def test_token_file_keeps_the_token_out_of_every_command_line(
+    tmp_path: Path, lang: str, warning: str
+) -> None:
+    """``--token-file``: the stack uses its token and no process shows it; ``--token`` is
+    taken with a warning on stderr, in the environment's language."""
+    secret = f"s3cret-{lang}-token-from-a-file"
+    (tmp_path / "given").write_text(secret + "\n")
+    stack = UpStack(tmp_path, servers=1)
+    stack.args += ["--token-file", str(tmp_path / "given")]
+    stack.start()
+    try:
+        assert stack.token == secret
+        assert stack.proc is not None
+        for pid in [stack.proc.pid, *children(stack.proc.pid)]:
+            assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        answer = httpx.post(
+            stack.url + "/control/servers/server1/drain",
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        assert answer.status_code == 200
+    finally:
+        stack.close()
+    env = {**stack.env(), "TICSLAB_LANG": lang}
+    for command in ("up", "demo", "balancer", "dashboard"):
+        done = subprocess.run(
+            [*TICSLAB, command, "--token", "x", "--help"], env=env, capture_output=True, timeout=30
+        )
+        assert warning in done.stderr.decode(), command
+        assert "--token-file" in done.stdout.decode(), command
+
+
+@pytest.mark.slow
+@needs_proc
+def test_a_second_ctrl_c_kills_a_stop_that_would_wait(tmp_path: Path) -> None:
+    """A task server frozen behind the launcher's back ignores SIGTERM for the 5 s grace; a
+    second Ctrl+C ends everything at once."""
+    stack = UpStack(tmp_path, servers=1).start()
+    try:
+        assert stack.proc is not None
+        kids = children(stack.proc.pid)
+        server = httpx.get(f"http://127.0.0.1:{stack.first_port}/info").json()["pid"]
+        os.kill(server, signal.SIGSTOP)
+        stack.proc.send_signal(signal.SIGINT)
+        wait_until(lambda: "stopping everything..." in stack.output(), what="the first stop")
+        second = time.monotonic()
+        assert stack.interrupt() == 0
+        assert time.monotonic() - second < 3.0
+        assert "stopping at once: every process is killed" in stack.output()
+        wait_until(lambda: not [pid for pid in kids if alive(pid)], what="every child gone")
+    finally:
+        stack.close()

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support import pids_where
+from support import pids_where, wait_until_async
 from test_launcher import alive
 
 from services.common import DRIVER_ACTIONS
@@ -54,6 +54,10 @@ def test_concurrent_starts_of_one_server_spawn_one_process() -> None:
         try:
             await supervisor.act("server1", "stop")
             answers = await asyncio.gather(*(supervisor.act("server1", "start") for _ in range(4)))
+            # A process just spawned shows its command line once its exec has finished.
+            started = supervisor.processes["server1"].proc
+            assert started is not None
+            await wait_until_async(lambda: started.pid in with_marker(marker), what="the exec")
             assert len(with_marker(marker)) == 1
             return sorted(str(answer["result"]) for answer in answers)
         finally:

@@ -17,11 +17,11 @@ from services.balancer.config import (
     parse_backend,
 )
 from services.balancer.plugin import HOW, choose
-from services.common import printable
+from services.common import add_token_arguments, printable
 from services.lang import add_lang_argument, chosen
 
 # Flags read from elsewhere: services/lang.py reads TICSLAB_LANG itself.
-NOT_SETTINGS = frozenset({"help", "lang"})
+NOT_SETTINGS = frozenset({"help", "lang", "token_file"})  # --token-file beats TICSLAB_TOKEN
 # Each flag's variable is TICSLAB_ and its name, except these, which hold a comma-separated
 # list of what the flag repeats.
 LIST_VARIABLES = {"backend": "TICSLAB_BACKENDS", "allowed_host": "TICSLAB_ALLOWED_HOSTS"}
@@ -191,7 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_lang_argument(
         parser, "language of the log lines and of errors to requests without Accept-Language"
     )
-    parser.add_argument("--token", help="bearer token for /control writes (default: generated)")
+    add_token_arguments(parser, "bearer token for /control writes; default: generated")
     parser.add_argument(
         "--driver",
         choices=("auto", "docker", "local", "none"),
@@ -243,6 +243,8 @@ def given_values(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[s
             value = from_environment(action, name, environ[name].strip())
         if value is not None:
             values[action.dest] = value
+    if getattr(args, "token_file", None):  # never together with --token
+        values["token"] = args.token_file
     values["lang"] = chosen(getattr(args, "lang", None))  # TICSLAB_LANG is read by services.lang
     return values
 

@@ -17,9 +17,9 @@ from services.balancer.config import BalancerConfig
 from services.balancer.plugin import HOW
 from services.common import (
     MAX_WEIGHT,
+    add_token_arguments,
     default_token_file,
     weight_from_text,
-    write_token_file,
 )
 from services.lang import Translator, add_lang_argument, chosen, default_language
 from services.launcher.i18n import TEXT
@@ -43,7 +43,9 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--balancer-port", type=int, default=8080)
     parser.add_argument("--first-server-port", type=int, default=5001, help="server1's port")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="holds tasks.json")
-    parser.add_argument("--token", help="control token (default: TICSLAB_TOKEN or a new one)")
+    add_token_arguments(
+        parser, "default: TICSLAB_TOKEN or a new one; every process gets it in its environment"
+    )
     parser.add_argument(
         "--algorithm",
         metavar=f"NAME|{HOW}",
@@ -120,10 +122,12 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
 
 
 def stack_token(args: argparse.Namespace, options: StackOptions) -> tuple[str, Path]:
-    """The token for this stack (given or new), stored in the token file of its balancer's
-    address, where ``ticslab dashboard --url`` looks for it."""
-    token = args.token or os.environ.get("TICSLAB_TOKEN") or secrets.token_urlsafe(24)
-    return token, write_token_file(token, default_token_file(options.balancer_url))
+    """The token for this stack (given or new) and the token file of its balancer's address,
+    where ``ticslab dashboard --url`` looks for it; ``Stack`` writes it there once the stack
+    is up."""
+    given = args.token or args.token_file or os.environ.get("TICSLAB_TOKEN")
+    token = given or secrets.token_urlsafe(24)
+    return token, default_token_file(options.balancer_url)
 
 
 def banner(options: StackOptions, token_path: Path, dashboard: str | None = None) -> str:
@@ -168,12 +172,15 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     t = Translator(TEXT, options.lang)
     token, token_path = stack_token(args, options)
-    stack = Stack(options, token, logs)
+    stack = Stack(options, token, logs, token_path)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        """The first signal stops everything in order; a second one kills at once."""
+        if stop.is_set():
+            logs.note(t("killing"))
+        stack.request_stop(now=stop.is_set())
         stop.set()
-        stack.request_stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals()}
     try:

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     log_dir = options.data_dir / "logs"
     logs = FileLogs(log_dir)
     console.print(t("demo_starting", log_dir=log_dir), markup=False)
-    stack = Stack(options, token, logs)
+    stack = Stack(options, token, logs, token_path)
     try:
         stack.start()
     except StartError as error:
@@ -101,9 +101,15 @@ def run(args: argparse.Namespace) -> int:
                 theme=args.theme,
             )
     finally:
+
+        def hurry(signum: int, frame: FrameType | None) -> None:
+            """While the stack stops, another signal kills every process at once."""
+            stack.request_stop(now=True)
+
+        stopping = {sig: signal.signal(sig, hurry) for sig in up.stop_signals()}
         stack.stop()
         logs.close()
-        for sig, handler in previous.items():
+        for sig, handler in {**stopping, **previous}.items():
             signal.signal(sig, handler)
     console.print(t("demo_stopped", log_dir=log_dir), markup=False)
     return code

@@ -55,6 +55,12 @@ TEXT: Catalogue = {
         "not_in_state": "{name} is {state}, not {wanted}",
         "action_failed": "{action} {name} failed: {error}",
         "arg_weight": "a weight is NAME=N with N from 0 to {maximum}, e.g. server2=3; got {text!r}",
+        "token_not_stored": "the token could not be stored: {error}",
+        "line_cut": " [... line cut: {count} more bytes]",
+        "relay_failed": "{name}'s output can no longer be shown ({error}); it is read and "
+        "dropped from now on, so {name} keeps running",
+        "watcher_failed": "watching {name} failed ({error}): its exit will not be reported",
+        "killing": "stopping at once: every process is killed",
     },
     "es": {
         "servers_1": "1 servidor de tareas",
@@ -104,5 +110,11 @@ TEXT: Catalogue = {
         "not_in_state": "{name} está {state}, no {wanted}",
         "action_failed": "{action} {name} falló: {error}",
         "arg_weight": "un peso es NOMBRE=N con N de 0 a {maximum}, p. ej. server2=3; no {text!r}",
+        "token_not_stored": "no se pudo guardar el token: {error}",
+        "line_cut": " [... línea cortada: {count} bytes más]",
+        "relay_failed": "ya no se puede mostrar la salida de {name} ({error}); desde ahora se "
+        "lee y se descarta, así {name} sigue funcionando",
+        "watcher_failed": "falló la vigilancia de {name} ({error}): no se avisará si termina",
+        "killing": "deteniendo de inmediato: se matan todos los procesos",
     },
 }

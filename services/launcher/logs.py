@@ -7,6 +7,8 @@ them came from the network (a task's title, a request path) and is shown escaped
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -18,6 +20,7 @@ from services.common import printable
 COLOURS = ("cyan", "green", "magenta", "yellow", "blue", "bright_red", "bright_cyan")
 LAUNCHER = "ticslab"
 NAME_WIDTH = 10  # the name column of ``name      | line``
+MAX_LINE = 16 * 1024  # bytes of one relayed line that are kept; the rest is cut and counted
 
 
 class LogSink(Protocol):
@@ -89,3 +92,85 @@ class FileLogs:
         for handle in self._files.values():
             handle.close()
         self._files.clear()
+
+
+class LineSplitter:
+    """Bytes in, lines out, in bounded memory whatever a child prints: a line longer than
+    ``limit`` keeps its first ``limit`` bytes and counts the bytes cut."""
+
+    def __init__(self, limit: int = MAX_LINE) -> None:
+        self.limit = limit
+        self._head = bytearray()
+        self._cut = 0
+
+    def feed(self, data: bytes) -> list[tuple[bytes, int]]:
+        """The lines ``data`` completes, each as (its kept bytes, how many bytes were cut)."""
+        *whole, rest = data.split(b"\n")
+        lines = []
+        for piece in whole:
+            self._keep(piece)
+            lines.append(self._take())
+        self._keep(rest)
+        return lines
+
+    def flush(self) -> list[tuple[bytes, int]]:
+        """At the end of the output: its last line, when that had no newline."""
+        return [self._take()] if self._head or self._cut else []
+
+    def _keep(self, piece: bytes) -> None:
+        room = max(0, self.limit - len(self._head))
+        self._head += piece[:room]
+        self._cut += max(0, len(piece) - room)
+
+    def _take(self) -> tuple[bytes, int]:
+        line = (bytes(self._head), self._cut)
+        self._head.clear()
+        self._cut = 0
+        return line
+
+
+class Relay(asyncio.Protocol):
+    """The reading end of a child's output pipe, read as fast as it comes and never paused, so
+    a child never blocks on a log write; each line goes to ``show``.
+
+    If ``show`` fails, ``failed`` is told once and the rest of the output is read and dropped:
+    the child keeps running, and the failure is said, not hidden.
+    """
+
+    def __init__(
+        self,
+        show: Callable[[bytes, int], None],
+        failed: Callable[[Exception], None],
+    ) -> None:
+        self.show = show
+        self.failed = failed
+        self.splitter = LineSplitter()
+        self.broken = False
+        self.transport: asyncio.BaseTransport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._show(self.splitter.feed(data))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._show(self.splitter.flush())
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _show(self, lines: list[tuple[bytes, int]]) -> None:
+        for line in lines:
+            if self.broken:
+                return
+            try:
+                self.show(*line)
+            except Exception as error:  # a sink that fails must not stop the draining
+                self.broken = True
+                self.failed(error)
+
+    def close(self) -> None:
+        """Stop reading (a grandchild may still hold the pipe open): nothing waits for EOF."""
+        if self.transport is not None:
+            self.transport.close()

@@ -53,3 +53,16 @@ def holder(port: int) -> tuple[int, str, bool] | None:
         return None
     ours = "services.cli" in argv or any(Path(arg).name == "ticslab" for arg in argv[:2])
     return process.pid, " ".join(argv), ours
+
+
+def listens(pid: int, port: int) -> bool:
+    """True when process ``pid`` itself has a socket listening on ``port`` (so an answer on
+    that port comes from it, not from another program that holds the port)."""
+    try:
+        process = psutil.Process(pid)
+        # psutil 6 renamed connections() to net_connections()
+        found = getattr(process, "net_connections", None) or process.connections
+        sockets = found(kind="tcp")
+    except (psutil.Error, OSError):
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in sockets)

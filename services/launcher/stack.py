@@ -16,7 +16,7 @@ import uvicorn
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.config import MAX_RETRIES
 from services.balancer.plugin import absolute, choose
-from services.common import log_config
+from services.common import log_config, write_token_file
 from services.lang import LANG_ENV, Translator, default_language
 from services.launcher.api import supervisor_app
 from services.launcher.i18n import TEXT
@@ -167,9 +167,14 @@ def plan(options: StackOptions, token: str, supervisor_url: str) -> list[Process
 class Stack:
     """Start with ``start()`` (returns once everything listens), end with ``stop()``."""
 
-    def __init__(self, options: StackOptions, token: str, logs: LogSink) -> None:
+    def __init__(
+        self, options: StackOptions, token: str, logs: LogSink, token_file: Path | None = None
+    ) -> None:
         self.options = options
         self.token = token
+        # Written only once every process listens: a stack that did not start (its port is
+        # another stack's) must not overwrite the running stack's token.
+        self.token_file = token_file
         self.logs = logs
         self.supervisor = Supervisor(logs, options.lang)
         self.supervisor_url = ""
@@ -193,12 +198,27 @@ class Stack:
         if self._error is not None:
             self._thread.join()
             raise StartError(str(self._error)) from self._error
+        if self.token_file is not None:
+            try:
+                write_token_file(self.token, self.token_file)
+            except OSError as error:
+                self.stop()
+                message = Translator(TEXT, self.options.lang)("token_not_stored", error=error)
+                raise StartError(message) from error
 
-    def request_stop(self) -> None:
-        """Ask the stack to stop, without waiting (safe from a signal handler)."""
+    def request_stop(self, now: bool = False) -> None:
+        """Ask the stack to stop, without waiting (safe from a signal handler); ``now`` (a
+        second Ctrl+C) kills every process instead of asking it to end."""
         self._stop_requested.set()
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
+        loop = self._loop
+        if loop is None or self._stop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._stop.set)
+            if now:
+                loop.call_soon_threadsafe(self.supervisor.kill_all)
+        except RuntimeError:  # the loop closed meanwhile: everything is stopped already
+            pass
 
     def stop(self) -> None:
         """Stop every process (clients, balancer, task servers) and wait until they are gone.

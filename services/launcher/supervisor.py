@@ -7,21 +7,24 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import httpx
 
-from services.common import CAN_FREEZE, DRIVER_ACTIONS, FREEZE_ACTIONS
+from services.common import CAN_FREEZE, DRIVER_ACTIONS, FREEZE_ACTIONS, printable
 from services.lang import Translator
 from services.launcher.i18n import TEXT
-from services.launcher.logs import LogSink
+from services.launcher.logs import LogSink, Relay
+from services.launcher.ports import listens
 from services.lifeline import Lifeline
 
 STOP_SECONDS = 5.0
 START_SECONDS = 20.0
 STOPPED_SECONDS = 1.0  # a SIGSTOP takes effect within microseconds; this is a safety bound
+DRAIN_SECONDS = 2.0  # for a process's last lines once it has exited (a grandchild may hold on)
 
 
 class ActionError(Exception):
@@ -53,6 +56,7 @@ class Managed:
     paused: bool = False
     expected_exit: bool = False  # set before we stop or kill it ourselves
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    relay: Relay | None = field(default=None, repr=False)
 
     @property
     def state(self) -> str:
@@ -86,30 +90,63 @@ class Supervisor:
         self.lifeline = Lifeline()
 
     async def spawn(self, spec: ProcessSpec) -> Managed:
-        """Start ``spec``'s process (replacing an exited one of the same name)."""
+        """Start ``spec``'s process (replacing an exited one of the same name).
+
+        Its output goes to a pipe of our own that a ``Relay`` reads, not to asyncio's
+        subprocess pipes: the process's exit is then seen at once, whether or not its output
+        has reached its end (a stop never waits for a pipe to be drained).
+        """
         managed = self.processes.get(spec.name) or Managed(spec)
         self.processes[spec.name] = managed
-        managed.proc = await asyncio.create_subprocess_exec(
-            *spec.argv,
-            env={**os.environ, **spec.env, **self.lifeline.env(), "PYTHONUNBUFFERED": "1"},
-            pass_fds=(self.lifeline.read_fd,),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            # Ctrl+C reaches only the launcher, which then stops everyone in order.
-            start_new_session=os.name != "nt",
-        )
+        read_fd, write_fd = os.pipe()
+        try:
+            managed.proc = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                env={**os.environ, **spec.env, **self.lifeline.env(), "PYTHONUNBUFFERED": "1"},
+                pass_fds=(self.lifeline.read_fd,),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=asyncio.subprocess.STDOUT,
+                # Ctrl+C reaches only the launcher, which then stops everyone in order.
+                start_new_session=os.name != "nt",
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)  # the child holds its own copy
+        try:
+            managed.relay = await self._relay(spec.name, read_fd)
+        except BaseException:  # unread, it would block on its first lines: never leave it so
+            managed.proc.kill()
+            raise
         managed.paused = False
         managed.expected_exit = False
-        managed.watcher = asyncio.create_task(self._watch(managed, managed.proc))
+        managed.watcher = asyncio.create_task(self._watch(managed, managed.proc, managed.relay))
+        managed.watcher.add_done_callback(lambda task: self._watcher_ended(spec.name, task))
         return managed
 
-    async def _watch(self, managed: Managed, proc: asyncio.subprocess.Process) -> None:
-        """Stream the output; when the process ends, say so if nobody asked it to."""
-        assert proc.stdout is not None
-        async for raw in proc.stdout:
-            self.logs.line(managed.spec.name, raw.decode(errors="replace").rstrip())
+    async def _relay(self, name: str, read_fd: int) -> Relay:
+        """Relay the pipe ``read_fd`` to the logs as ``name``'s lines."""
+
+        def show(data: bytes, cut: int) -> None:
+            text = data.decode(errors="replace").rstrip()
+            self.logs.line(name, text + (self.t("line_cut", count=cut) if cut else ""))
+
+        def failed(error: Exception) -> None:
+            self.report(self.t("relay_failed", name=name, error=error))
+
+        relay = Relay(show, failed)
+        pipe = os.fdopen(read_fd, "rb", buffering=0)
+        await asyncio.get_running_loop().connect_read_pipe(lambda: relay, pipe)
+        return relay
+
+    async def _watch(
+        self, managed: Managed, proc: asyncio.subprocess.Process, relay: Relay
+    ) -> None:
+        """When the process ends (and its last lines are shown), say so if nobody asked it to."""
         code = await proc.wait()
+        await asyncio.wait({relay.closed}, timeout=DRAIN_SECONDS)
         if managed.expected_exit or self.closing:
             return
         if code == 0 and managed.spec.role == "client":
@@ -117,8 +154,21 @@ class Supervisor:
         else:
             self.logs.note(self.t("died", name=managed.spec.name, code=code))
 
+    def _watcher_ended(self, name: str, task: asyncio.Task[None]) -> None:
+        """A watcher that fails is said: otherwise a death would go unreported."""
+        if not task.cancelled() and task.exception() is not None:
+            self.report(self.t("watcher_failed", name=name, error=task.exception()))
+
+    def report(self, text: str) -> None:
+        """A note that must be seen: on stderr when the logs themselves fail."""
+        try:
+            self.logs.note(text)
+        except Exception:
+            print(f"ticslab: {printable(text)}", file=sys.stderr)
+
     async def wait_listening(self, managed: Managed, timeout: float = START_SECONDS) -> None:
-        """Wait until the process answers its health URL; ActionError if it exits or hangs."""
+        """Wait until the process itself listens on its port and answers its health URL (not
+        some other program on that port); ActionError if it exits or hangs."""
         url = managed.spec.health_url
         if url is None:
             return
@@ -130,15 +180,23 @@ class Supervisor:
                     code = proc.returncode if proc else None
                     message = self.t("start_exited", name=managed.spec.name, code=code)
                     raise ActionError(502, message)
-                try:
-                    await client.get(url)
+                if await self._answers(client, proc.pid, managed.spec.port, url):
                     return
-                except httpx.HTTPError:
-                    pass
                 if asyncio.get_running_loop().time() > deadline:
                     message = self.t("start_timeout", name=managed.spec.name, seconds=timeout)
                     raise ActionError(502, message)
                 await asyncio.sleep(0.1)
+
+    @staticmethod
+    async def _answers(client: httpx.AsyncClient, pid: int, port: int | None, url: str) -> bool:
+        """True once process ``pid`` listens on ``port`` and ``url`` answers (any status)."""
+        if port is not None and not await asyncio.to_thread(listens, pid, port):
+            return False
+        try:
+            await client.get(url)
+        except httpx.HTTPError:
+            return False
+        return True
 
     async def terminate(self, managed: Managed, timeout: float = STOP_SECONDS) -> None:
         """SIGTERM (waking a frozen process so it can obey), SIGKILL after ``timeout``."""
@@ -158,9 +216,10 @@ class Supervisor:
         await self._drained(managed)
 
     async def _drained(self, managed: Managed) -> None:
-        """Let the watcher print the last lines before we report."""
+        """Let the watcher print the last lines before we report (bounded: it waits for the
+        pipe's end at most ``DRAIN_SECONDS``)."""
         if managed.watcher is not None:
-            await asyncio.wait({managed.watcher}, timeout=2.0)
+            await asyncio.wait({managed.watcher}, timeout=DRAIN_SECONDS + 1.0)
 
     async def stop_all(self) -> None:
         """Clients first, then the balancer, then the task servers: nothing left behind, even
@@ -169,7 +228,18 @@ class Supervisor:
         for role in ("client", "balancer", "taskserver"):
             group = [m for m in self.processes.values() if m.spec.role == role]
             await asyncio.gather(*(self._terminate_locked(m) for m in group))
+        for managed in self.processes.values():
+            if managed.relay is not None:
+                managed.relay.close()
         self.lifeline.close()
+
+    def kill_all(self) -> None:
+        """SIGKILL every process now (a second Ctrl+C): ``stop_all`` then finds them gone."""
+        for managed in self.processes.values():
+            proc = managed.proc
+            if proc is not None and proc.returncode is None:
+                managed.expected_exit = True
+                proc.kill()  # SIGKILL ends a frozen (SIGSTOP) process too
 
     async def _terminate_locked(self, managed: Managed) -> None:
         async with self._locks[managed.spec.name]:
