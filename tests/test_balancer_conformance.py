@@ -127,7 +127,8 @@ def test_options_star_is_a_400_not_a_500(balancer: ServiceProcess) -> None:
 
 def test_absolute_form_uses_its_path_only(balancer: ServiceProcess, canary: socket.socket) -> None:
     port = canary.getsockname()[1]
-    raw = f"GET http://127.0.0.1:{port}/anything/a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    authority = f"127.0.0.1:{port}"  # the Host header must name it (RFC 9112 3.2.2)
+    raw = f"GET http://{authority}/anything/a?b=1 HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode()
     answer = send_raw(balancer.port, raw)
     assert answer.status == 200
     assert json_body(answer)["url"].endswith("/anything/a?b=1")
