@@ -41,11 +41,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sys
 from asyncio import TimerHandle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from services.common import json_error, raise_fd_limit, serve
@@ -90,6 +92,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._deferred: tuple[int, str, dict[str, Any]] | None = None  # refusal awaiting answers
         self._messages = 0  # requests read whole on this connection
         self._body_bytes = 0  # of the request being read
+        self._declined: int | None = None  # body bytes still due of an upgrade not taken
+        self._fed = b""  # what the parser is reading now
+        self._after_upgrade: bytes | None = None  # what the parser left at an upgrade
         self._running: dict[asyncio.Task[None], Any] = {}  # request task -> its cycle
         self._cycles: set[Any] = set()  # every request started, from before its task runs
 
@@ -114,6 +119,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # refused: what the client still sends is read and dropped
+        if self._declined:
+            data = self._read_declined_body(data)
+            if self._declined:  # more of it to come
+                self._start_timer(self._body_timeout)
+            if not data:
+                return
         if self._in_head:
             if self._timer is None:  # any byte starts the header deadline (even a bare CRLF)
                 self._start_timer(self._head_timeout)
@@ -121,19 +132,48 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             if len(data) > room:
                 self._head_bytes += room
                 messages = self._messages
-                super().data_received(data[:room])  # the header section may end in the limit
+                self._parse(data[:room])  # the header section may end in the limit
                 if self._in_head and self._messages == messages:
                     self._refuse(431, "headers_too_large", limit_bytes=self.limits.max_header_bytes)
                     return
                 self.data_received(data[room:])  # the rest counts toward the next request's
                 return
             self._head_bytes += len(data)
-        super().data_received(data)
+        self._parse(data)
         if not self._in_head and not self._lingering:  # a body that has not all arrived
             self._start_timer(self._body_timeout)
 
+    def _parse(self, data: bytes) -> None:
+        """uvicorn's parsing of ``data``, then of what the parser left at an upgrade."""
+        self._fed = data
+        super().data_received(data)
+        rest, self._after_upgrade = self._after_upgrade, None
+        if rest:
+            self.data_received(rest)
+
     def _unsupported_upgrade_warning(self) -> None:
-        """Upgrades are answered by the proxy (501), not logged on every attempt."""
+        """An upgrade not taken (``Upgrade: h2c`` from ``curl --http2``; WebSocket on the
+        balancer, which answers it 501) goes on in HTTP/1.1, as HAProxy and nginx do, and
+        without a log line. httptools stops at an upgrade, before its body: the body and
+        what follows are read by a new parser (``_parse``, ``_read_declined_body``)."""
+        handled = sys.exc_info()[1]  # uvicorn calls this while handling HttpParserUpgrade
+        offset = handled.args[0] if isinstance(handled, httptools.HttpParserUpgrade) else None
+        if not isinstance(offset, int):
+            return
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's
+        self._after_upgrade = self._fed[offset:]
+
+    def _read_declined_body(self, data: bytes) -> bytes:
+        """The body of an upgrade not taken, from ``data``; returns what follows it."""
+        assert self._declined is not None
+        body, rest = data[: self._declined], data[self._declined :]
+        self._declined -= len(body)
+        self.on_body(body)
+        if self._declined == 0 and not self._lingering:
+            self._declined = None
+            self.on_message_complete()
+        return rest
 
     def send_400_response(self, msg: str) -> None:
         """httptools could not parse the request: the same 400, as JSON like every error."""
@@ -169,6 +209,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(413, "body_too_large", limit_bytes=limit)  # before any 100 Continue
             return
         self.scope["extensions"] = {REQUEST_TARGET: self.url}
+        if self.parser.should_upgrade() and not self._should_upgrade():
+            self._declined = announced_length(self.headers) or None  # httptools skips it
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -182,7 +224,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if self._lingering:
+        if self._lingering or self._declined:
             return
         super().on_message_complete()
         self._stop_timer()

@@ -169,6 +169,24 @@ def test_an_absolute_target_whose_host_differs_from_host_is_a_400(
     assert same.status == 200
 
 
+H2C = (  # what curl --http2 adds to a request over http://
+    b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+)
+
+
+def test_an_h2c_upgrade_with_a_body_is_answered_in_http_1_1(
+    edge: ServiceProcess, backends: list[RawBackend]
+) -> None:
+    post = b"POST /up HTTP/1.1\r\nHost: x\r\n" + H2C + b"Content-Length: 5\r\n\r\nhello"
+    get = b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    received = exchange(edge.port, post + get)  # curl --http2 -d hello, then one more
+    assert received.count(b"HTTP/1.1 200 ") == 2
+    first, second = sorted(seen(backends), key=lambda r: r.startswith(b"GET"))
+    assert first.startswith(b"POST /up ") and first.endswith(b"\r\n\r\nhello")
+    assert b"upgrade" not in first.lower() and second.startswith(b"GET /next ")
+
+
 def test_idle_keep_alive_connections_make_room_for_new_clients(
     backends: list[RawBackend],
 ) -> None:

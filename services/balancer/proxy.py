@@ -162,14 +162,15 @@ def request_target(scope: Scope) -> str:
 
 def upgrade_problem(scope: Scope) -> ClientError | None:
     """A protocol upgrade the balancer cannot carry: WebSocket (no tunnel), or another one
-    (``Upgrade: h2c`` from ``curl --http2``) with a body, which the parser does not read."""
+    (``Upgrade: h2c`` from ``curl --http2``) with a chunked body, which the protocol does not
+    read (services/protocol.py reads a ``Content-Length`` one: it goes on in HTTP/1.1)."""
     headers = dict(scope["headers"])
     upgrade = headers.get(b"upgrade")
     if upgrade is None:
         return None
     if upgrade.strip().lower() == b"websocket":
         return ClientError(501, "websocket")
-    if headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
+    if b"transfer-encoding" in headers:
         return ClientError(501, "upgrade_with_body")
     return None
 
