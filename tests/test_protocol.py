@@ -187,6 +187,7 @@ def test_an_h2c_upgrade_with_a_body_is_answered_in_http_1_1(
     assert b"upgrade" not in first.lower() and second.startswith(b"GET /next ")
 
 
+@pytest.mark.slow  # a balancer of its own (its cap): ~3 s
 def test_idle_keep_alive_connections_make_room_for_new_clients(
     backends: list[RawBackend],
 ) -> None:
