@@ -8,10 +8,9 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from services.balancer.config import parse_backend
-from services.balancer.edge import RESERVED_FDS, connection_cap
-from services.balancer.protocol import REQUEST_TARGET
 from services.balancer.proxy import ClientError, answer_headers, request_target
 from services.balancer.server import Server
+from services.protocol import REQUEST_TARGET, RESERVED_FDS, connection_cap
 
 pytestmark = pytest.mark.smoke  # also run at the lowest allowed versions (.ci/run)
 
@@ -97,6 +96,6 @@ def test_backend_urls_are_scheme_host_port_only() -> None:
 
 
 def test_connection_cap_fits_two_descriptors_per_connection() -> None:
-    assert connection_cap(None, 1024) == (1024 - RESERVED_FDS) // 2
-    assert connection_cap(100, 1024) == 100
-    assert connection_cap(5000, 1024) == (1024 - RESERVED_FDS) // 2
+    assert connection_cap(None, 1024, 2) == (1024 - RESERVED_FDS) // 2
+    assert connection_cap(100, 1024, 2) == 100
+    assert connection_cap(5000, 1024, 2) == (1024 - RESERVED_FDS) // 2

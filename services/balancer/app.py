@@ -78,6 +78,13 @@ def scope_language(scope: dict[str, Any], default: str) -> str:
     return asked_language(Headers(scope=scope), default)
 
 
+def raw_path(scope: dict[str, Any]) -> str:
+    """The path as the client wrote it: ``/%68ealth`` is no route of ours but a server's path
+    (HAProxy matches raw paths so; the proxy forwards it as written)."""
+    raw: bytes | None = scope.get("raw_path")
+    return scope["path"] if raw is None else raw.decode("latin-1")
+
+
 class BalancerApp:
     """ASGI entry point: owned paths go to a small Starlette app, the rest to the proxy."""
 
@@ -98,7 +105,7 @@ class BalancerApp:
                 lang = scope_language(scope, self.lang)
                 await json_error(400, code=problem, lang=lang)(scope, receive, send)
                 return
-            path = scope["path"]
+            path = raw_path(scope)
             if path not in self.owned:
                 await self.proxy(scope, receive, send)
                 return

@@ -1,8 +1,7 @@
-"""How the balancer is served: uvicorn with the guarded protocol, within the process's limits.
+"""How the balancer is served: uvicorn with the guarded protocol (services/protocol.py).
 
 The balancer is the edge of the lab: every client connection costs a file descriptor, and so
-does each connection it opens to a server. So at start the soft descriptor limit is raised to
-the hard one (as HAProxy does) and the connection cap is lowered, if need be, to fit in it.
+does each connection it opens to a server, so each connection counts two descriptors.
 """
 
 from __future__ import annotations
@@ -11,22 +10,10 @@ import logging
 from typing import Any
 
 from services.balancer.config import BalancerConfig
-from services.balancer.protocol import GuardedHttpProtocol, Limits
 from services.balancer.proxy import UpstreamAborted
-from services.common import raise_fd_limit, serve
+from services.protocol import Limits, serve_guarded
 
-# Descriptors kept for everything but client connections and their upstream ones: listening
-# sockets, health checks, logs, the Docker socket.
-RESERVED_FDS = 64
-UNLIMITED = 1_000_000  # connections, where the descriptor limit is infinite
-log = logging.getLogger("ticslab.balancer")
-
-
-def connection_cap(wanted: int | None, fd_limit: int | None) -> int:
-    """The most client connections that fit (each may hold an upstream connection too), or
-    ``wanted`` if fewer; ``fd_limit`` None: no limit."""
-    fits = UNLIMITED if fd_limit is None else (fd_limit - RESERVED_FDS) // 2
-    return max(1, min(fits, wanted or fits))
+FDS_PER_CONNECTION = 2  # the client's, and the upstream one it may hold
 
 
 class HideAbortedAnswers(logging.Filter):
@@ -39,23 +26,22 @@ class HideAbortedAnswers(logging.Filter):
 
 def serve_edge(app: Any, config: BalancerConfig, log_level: str = "info") -> None:
     """Serve ``app`` on the configured address with the client-side limits in force."""
-    cap = connection_cap(config.max_connections, raise_fd_limit())
-    if config.max_connections and cap < config.max_connections:
-        log.warning("at most %d connections: the file-descriptor limit allows no more", cap)
     limits = Limits(
         request_timeout=config.request_timeout,
         max_header_bytes=config.max_header_bytes,
-        max_connections=cap,
+        max_connections=config.max_connections,
+        max_body_bytes=config.max_body_bytes,
         lang=config.lang,
     )
     logging.getLogger("uvicorn.error").addFilter(HideAbortedAnswers())
-    serve(
+    serve_guarded(
         app,
         config.host,
         config.port,
+        limits,
+        fds_each=FDS_PER_CONNECTION,
+        keep_alive_timeout=config.keep_alive_timeout,
         log_level=log_level,
-        http=GuardedHttpProtocol.with_limits(limits),
-        timeout_keep_alive=config.keep_alive_timeout,
         # Upgrade requests reach the proxy as plain HTTP, which answers WebSocket ones 501.
         ws="none",
         # The edge: the client is the socket's peer, whatever X-Forwarded-* headers it sends.

@@ -12,7 +12,7 @@ docs/design/balancer.md ("The proxy"); in short:
   sending them; large or slow ones flow to the client as they arrive, in bounded memory.
 - Each phase has its own timeout: connect, then the longest the server may stay silent
   (before its headers, between two pieces of its body); a transfer that keeps going is
-  never cut. The client's side is bounded by the protocol (services/balancer/protocol.py).
+  never cut. The client's side is bounded by the protocol (services/protocol.py).
 - A request that may have reached a server is sent again only if replaying it cannot
   duplicate it: idempotent methods, or servers that declared they deduplicate
   ``Idempotency-Key`` across the pool (``Idempotency-Key-Support: shared`` on health checks).
@@ -33,9 +33,9 @@ from starlette.datastructures import Headers
 from yarl import URL
 
 from services.balancer.health import describe_failure
-from services.balancer.protocol import REQUEST_TARGET
 from services.balancer.server import Server
 from services.common import asked_language, error_message, error_type, json_error
+from services.protocol import REQUEST_TARGET
 
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
@@ -111,6 +111,12 @@ def classify(error: BaseException) -> str:
     return RESET
 
 
+def unreadable_answer(error: BaseException) -> bool:
+    """The server answered, but not in HTTP: a status past 999, a 1xx followed by more bytes,
+    garbage. It was read, so it is never sent again: one 502, as HAProxy answers it."""
+    return isinstance(error, aiohttp.ClientResponseError)
+
+
 def replay_is_harmless(kind: str, method: str) -> bool:
     """Nothing was sent (no connection), or sending again changes nothing (RFC 9110 9.2.2)."""
     return kind in (CONNECT, REFUSED) or method in IDEMPOTENT
@@ -131,8 +137,9 @@ def request_target(scope: Scope) -> str:
     """The path and query to send upstream, as the client wrote them.
 
     Origin-form (``/path?query``) is kept byte for byte (an empty ``?`` too); absolute-form
-    (``http://host/path``) gives its path and query only. Anything else (``*``,
-    ``*@host:port/x``, authority-form) is a 400: the host always comes from the server.
+    (``http://host/path``) gives its path and query only, and its authority must be the
+    ``Host`` header's (RFC 9112 section 3.2.2). Anything else (``*``, ``*@host:port/x``,
+    authority-form) is a 400: the host always comes from the server.
     """
     raw: bytes | None = scope.get("extensions", {}).get(REQUEST_TARGET)
     if raw is None:  # served by another ASGI server: rebuild it from the parsed parts
@@ -143,6 +150,9 @@ def request_target(scope: Scope) -> str:
         if not sep or scheme.lower() not in (b"http", b"https"):
             raise ClientError(400, "bad_target")
         cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+        hosts = [value for name, value in scope.get("headers", ()) if name == b"host"]
+        if any(host.lower() != rest[:cut].lower() for host in hosts):
+            raise ClientError(400, "target_host_differs")
         raw = rest[cut:]
         raw = raw if raw[:1] == b"/" else b"/" + raw
     if b"#" in raw:
@@ -152,14 +162,15 @@ def request_target(scope: Scope) -> str:
 
 def upgrade_problem(scope: Scope) -> ClientError | None:
     """A protocol upgrade the balancer cannot carry: WebSocket (no tunnel), or another one
-    (``Upgrade: h2c`` from ``curl --http2``) with a body, which the parser does not read."""
+    (``Upgrade: h2c`` from ``curl --http2``) with a chunked body, which the protocol does not
+    read (services/protocol.py reads a ``Content-Length`` one: it goes on in HTTP/1.1)."""
     headers = dict(scope["headers"])
     upgrade = headers.get(b"upgrade")
     if upgrade is None:
         return None
     if upgrade.strip().lower() == b"websocket":
         return ClientError(501, "websocket")
-    if headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
+    if b"transfer-encoding" in headers:
         return ClientError(501, "upgrade_with_body")
     return None
 
@@ -167,7 +178,8 @@ def upgrade_problem(scope: Scope) -> ClientError | None:
 def forward_headers(scope: Scope, client: str) -> list[tuple[str, str]]:
     """The client's headers minus hop-by-hop ones, plus ``X-Forwarded-For``/``-Proto``.
 
-    Taken before the body is read: trailer fields can never become headers here.
+    Taken before the body is read: trailer fields can never become headers here. Values are
+    UTF-8 text (``header_text``), so each reaches the server byte for byte.
     """
     drop = DROP_REQUEST
     forwarded_for = ""
@@ -175,15 +187,24 @@ def forward_headers(scope: Scope, client: str) -> list[tuple[str, str]]:
         if name == b"connection":
             drop = drop | connection_tokens(value)
         elif name == b"x-forwarded-for":
-            forwarded_for += value.decode("latin-1") + ", "
+            forwarded_for += header_text(value) + ", "
     headers = [
-        (name.decode("latin-1"), value.decode("latin-1"))
+        (name.decode("latin-1"), header_text(value))
         for name, value in scope["headers"]
         if name not in drop
     ]
     headers.append(("X-Forwarded-For", forwarded_for + client))
     headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
     return headers
+
+
+def header_text(value: bytes) -> str:
+    """A header value as aiohttp writes it back (UTF-8): every byte reaches the server as the
+    client sent it. Bytes that are not UTF-8 could not: ClientError 400, never rewritten."""
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise ClientError(400, "header_not_utf8") from None
 
 
 def connection_tokens(value: bytes) -> frozenset[bytes]:
@@ -339,6 +360,11 @@ class Proxy:
                 )
                 held, complete = await self._hold(response)
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                if unreadable_answer(error):
+                    await self._send_error(
+                        send, scope, server, 502, "bad_upstream_answer", server=server.name
+                    )
+                    return None
                 return self._failed(server, error)
             self._answered(server, time.perf_counter() - started, response.status)
             if not 200 <= response.status <= 599:  # 1xx (101 too) or beyond HTTP's range

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from services.balancer.cli import seconds, whole
 from services.lang import add_lang_argument, chosen
 
 
@@ -38,11 +39,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env("TICSLAB_TASKS_FILE", "tasks.json"),
         help="the shared tasks file, created as [] if missing (TICSLAB_TASKS_FILE)",
     )
+    parser.add_argument(
+        "--request-timeout",
+        type=seconds,
+        default=env("TICSLAB_REQUEST_TIMEOUT", "10"),
+        metavar="S",
+        help="seconds a client has to send its request headers, and for each pause in its "
+        "body (408 after; TICSLAB_REQUEST_TIMEOUT, default 10)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=whole(1),
+        default=env("TICSLAB_MAX_CONNECTIONS"),
+        metavar="N",
+        help="open client connections, 503 past it (TICSLAB_MAX_CONNECTIONS; default: as many "
+        "as the file-descriptor limit allows)",
+    )
     add_lang_argument(parser, "language of error answers to requests without Accept-Language")
 
 
 def run(args: argparse.Namespace) -> int:
-    from services.common import allowed_hosts_from_env, serve
+    from services.common import allowed_hosts_from_env
+    from services.protocol import Limits, serve_guarded
     from services.taskserver.app import Settings, create_app
     from services.taskserver.storage import TasksFileError
 
@@ -59,5 +77,12 @@ def run(args: argparse.Namespace) -> int:
     except TasksFileError as error:
         print(f"ticslab taskserver: {error}", file=sys.stderr)
         return 2
-    serve(app, args.host, args.port)
+    # The balancer's client-side bounds (a slowloris costs it nothing), one descriptor per
+    # connection; bodies are bounded by the app, which counts its 413 (validation.py).
+    limits = Limits(
+        request_timeout=args.request_timeout,
+        max_connections=args.max_connections,
+        lang=settings.lang,
+    )
+    serve_guarded(app, args.host, args.port, limits, fds_each=1)
     return 0

@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol with the limits an edge proxy needs (as HAProxy and nginx have).
+"""uvicorn's httptools protocol with the limits a server on a shared network needs (as HAProxy
+and nginx have): the balancer and the task servers are both served with it (``serve_guarded``).
 
 uvicorn parses HTTP with httptools, but on its own it bounds neither how long a client may take
 to send a request's header section nor how large that section may be, it appends the trailer
@@ -13,10 +14,14 @@ client has gone. This subclass adds exactly that, and nothing else:
 - a header section over ``max_header_bytes`` is answered 431 and closed, with no more read
   (bytes of a pipelined request that share a read with the one before are not counted: at
   most one read more);
+- a body announced (``Content-Length``) or grown (chunked) past ``max_body_bytes`` is answered
+  413 at once, before any ``100 Continue`` and before the app runs, and the connection lingers;
 - at most ``max_connections`` connections are open at once: the next one is answered 503 and
   closed at once, so its file descriptor is freed;
-- a refusal (400, 408, 431) is never written into another request's answer, and the
-  connection lingers so that the client reads it instead of a reset;
+- a refusal (400, 408, 413, 431) is never written into another request's answer, and the
+  connection lingers so that the client reads it instead of a reset. Unparsable bytes after
+  complete requests are refused only once those requests are answered: a request already
+  parsed is never dropped;
 - trailer fields are dropped, never merged into the headers (RFC 9110 section 6.5.1);
 - when a client disconnects before its answer is complete, the request's task is cancelled with
   ``CLIENT_GONE``, so its upstream request is cancelled too and in-flight counts stay true;
@@ -34,18 +39,27 @@ tests/test_balancer_conformance.py fails if a uvicorn release changes that.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
+import sys
 from asyncio import TimerHandle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from services.common import json_error
+from services.common import json_error, raise_fd_limit, serve
 
 CLIENT_GONE = "client disconnected"
 REQUEST_TARGET = "ticslab.request_target"
 LINGER_SECONDS = 2.0  # how long a refused client may go on sending before its reset
+# Descriptors kept for everything but client connections (and the balancer's upstream ones):
+# listening sockets, health checks, logs, the tasks file, the Docker socket.
+RESERVED_FDS = 64
+UNLIMITED = 1_000_000  # connections, where the descriptor limit is infinite
+log = logging.getLogger("ticslab.protocol")
 
 
 @dataclass(frozen=True)
@@ -54,7 +68,8 @@ class Limits:
 
     request_timeout: float = 10.0
     max_header_bytes: int = 64 * 1024
-    max_connections: int = 10_000
+    max_connections: int | None = None  # None: as many as the descriptors allow
+    max_body_bytes: int | None = None  # a request body past this is answered 413
     lang: str = "en"  # of its refusals: no header of the request is read yet
 
 
@@ -73,15 +88,22 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head = True  # reading a header section, or waiting for the next one
         self._head_bytes = 0
         self._timer: TimerHandle | None = None  # the header deadline, or the body's pause
-        self._lingering = False
+        self._lingering = False  # refused: nothing more is read
+        self._deferred: tuple[int, str, dict[str, Any]] | None = None  # refusal awaiting answers
         self._messages = 0  # requests read whole on this connection
+        self._body_bytes = 0  # of the request being read
+        self._declined: int | None = None  # body bytes still due of an upgrade not taken
+        self._fed = b""  # what the parser is reading now
+        self._after_upgrade: bytes | None = None  # what the parser left at an upgrade
         self._running: dict[asyncio.Task[None], Any] = {}  # request task -> its cycle
+        self._cycles: set[Any] = set()  # every request started, from before its task runs
 
     # Connections -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
-        if len(self.connections) > self.limits.max_connections:
+        cap = self.limits.max_connections
+        if cap is not None and len(self.connections) > cap and not self._free_a_slot():
             self._refuse(503, "too_many_connections")
             return
         self._start_timer(self._head_timeout)
@@ -97,6 +119,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # refused: what the client still sends is read and dropped
+        if self._declined:
+            data = self._read_declined_body(data)
+            if self._declined:  # more of it to come
+                self._start_timer(self._body_timeout)
+            if not data:
+                return
         if self._in_head:
             if self._timer is None:  # any byte starts the header deadline (even a bare CRLF)
                 self._start_timer(self._head_timeout)
@@ -104,23 +132,59 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             if len(data) > room:
                 self._head_bytes += room
                 messages = self._messages
-                super().data_received(data[:room])  # the header section may end in the limit
+                self._parse(data[:room])  # the header section may end in the limit
                 if self._in_head and self._messages == messages:
                     self._refuse(431, "headers_too_large", limit_bytes=self.limits.max_header_bytes)
                     return
                 self.data_received(data[room:])  # the rest counts toward the next request's
                 return
             self._head_bytes += len(data)
-        super().data_received(data)
+        self._parse(data)
         if not self._in_head and not self._lingering:  # a body that has not all arrived
             self._start_timer(self._body_timeout)
 
+    def _parse(self, data: bytes) -> None:
+        """uvicorn's parsing of ``data``, then of what the parser left at an upgrade."""
+        self._fed = data
+        super().data_received(data)
+        rest, self._after_upgrade = self._after_upgrade, None
+        if rest:
+            self.data_received(rest)
+
     def _unsupported_upgrade_warning(self) -> None:
-        """Upgrades are answered by the proxy (501), not logged on every attempt."""
+        """An upgrade not taken (``Upgrade: h2c`` from ``curl --http2``; WebSocket on the
+        balancer, which answers it 501) goes on in HTTP/1.1, as HAProxy and nginx do, and
+        without a log line. httptools stops at an upgrade, before its body: the body and
+        what follows are read by a new parser (``_parse``, ``_read_declined_body``)."""
+        handled = sys.exc_info()[1]  # uvicorn calls this while handling HttpParserUpgrade
+        offset = handled.args[0] if isinstance(handled, httptools.HttpParserUpgrade) else None
+        if not isinstance(offset, int):
+            return
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's
+        self._after_upgrade = self._fed[offset:]
+
+    def _read_declined_body(self, data: bytes) -> bytes:
+        """The body of an upgrade not taken, from ``data``; returns what follows it."""
+        assert self._declined is not None
+        body, rest = data[: self._declined], data[self._declined :]
+        self._declined -= len(body)
+        self.on_body(body)
+        if self._declined == 0 and not self._lingering:
+            self._declined = None
+            self.on_message_complete()
+        return rest
 
     def send_400_response(self, msg: str) -> None:
         """httptools could not parse the request: the same 400, as JSON like every error."""
         self._refuse(400, "unparsable")
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._deferred is not None and not self._waiting():
+            status, code, fields = self._deferred
+            self._deferred = None
+            self._answer_and_close(status, code, fields)
 
     # Parser callbacks ----------------------------------------------------------------------
 
@@ -135,12 +199,33 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self._lingering:
+            return  # the parser goes on through bytes read with the refused ones
         self._in_head = False
+        self._body_bytes = 0
         self._stop_timer()
+        limit = self.limits.max_body_bytes
+        if limit is not None and announced_length(self.headers) > limit:
+            self._refuse(413, "body_too_large", limit_bytes=limit)  # before any 100 Continue
+            return
         self.scope["extensions"] = {REQUEST_TARGET: self.url}
+        if self.parser.should_upgrade() and not self._should_upgrade():
+            self._declined = announced_length(self.headers) or None  # httptools skips it
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if self._lingering:
+            return
+        self._body_bytes += len(body)
+        limit = self.limits.max_body_bytes
+        if limit is not None and self._body_bytes > limit:  # chunked: known only now
+            self._refuse(413, "body_too_large", limit_bytes=limit)
+            return
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._lingering or self._declined:
+            return
         super().on_message_complete()
         self._stop_timer()
         self._in_head, self._head_bytes = True, 0
@@ -160,7 +245,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                     raise  # not ours: the server is shutting down
             finally:
                 del self._running[task]
+                self._cycles.discard(cycle)
 
+        self._cycles.add(cycle)  # at once: a refusal in the same read waits for its answer
         super()._start_asgi_task(cycle, tracked)
 
     # Bounds ----------------------------------------------------------------------------------
@@ -192,42 +279,91 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.pipeline:
             self._start_timer(self._body_timeout)  # uvicorn stopped reading: not the client's
         else:
-            self._refuse(408, "body_timeout", own_body=True, seconds=self.limits.request_timeout)
+            self._refuse(408, "body_timeout", seconds=self.limits.request_timeout)
 
     def _in_flight(self) -> bool:
         """A request on this connection is not answered yet."""
-        return bool(self.pipeline) or any(not c.response_complete for c in self._running.values())
+        return bool(self.pipeline) or any(not c.response_complete for c in self._cycles)
+
+    def _waiting(self) -> bool:
+        """A request read whole on this connection still has an answer to get."""
+        return bool(self.pipeline) or any(
+            not (c.response_complete or c.disconnected) for c in self._cycles
+        )
+
+    def _idle(self) -> bool:
+        """A keep-alive connection between requests, with nothing of the next one read."""
+        return self._messages > 0 and self._head_bytes == 0 and not self._in_flight()
+
+    def _free_a_slot(self) -> bool:
+        """Close an idle keep-alive connection for this new one (nginx reuses such
+        connections so; an idle one must not keep a new client out). False: none is idle."""
+        for other in self.connections:
+            if isinstance(other, GuardedHttpProtocol) and other is not self and other._idle():
+                other.transport.close()
+                return True
+        return False
+
+    def _abandon_current(self) -> None:
+        """The request being read is refused: its app is told its client is gone, and if it
+        waits its turn in the pipeline, it never runs."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return
+        cycle.disconnected = True
+        cycle.message_event.set()
+        for entry in list(self.pipeline):
+            if entry[0] is cycle:
+                self.pipeline.remove(entry)
 
     def _writing(self) -> bool:
         """An answer has begun and is not complete: nothing else may be written now."""
-        return any(c.response_started and not c.response_complete for c in self._running.values())
+        return any(c.response_started and not c.response_complete for c in self._cycles)
 
-    def _refuse(self, status: int, code: str, own_body: bool = False, **fields: Any) -> None:
-        """Answer ``status`` with the JSON error ``code``, unless an answer is being written,
-        and close.
+    def _refuse(self, status: int, code: str, **fields: Any) -> None:
+        """Refuse with ``status`` and the JSON error ``code``, read nothing more, and close.
 
-        A request running on this connection is told its client is gone. A client
-        still sending would get a reset that destroys the answer before it is read: so the
-        connection lingers (as nginx's ``lingering_close``), its writing side shut, whatever
-        arrives dropped, for at most ``LINGER_SECONDS``.
+        The request being read (if its head is complete) is abandoned; requests read whole
+        before it are answered first, and the refusal follows them (``on_response_complete``).
         """
         self._stop_timer()
         if self._lingering or self.transport.is_closing():
             return  # refused already
-        # The answer to the request whose body stalled, or to one no other request precedes.
-        if (own_body and not self._writing()) or not self._in_flight():
+        self._lingering = True
+        if not self._in_head:
+            self._abandon_current()
+        if self._waiting():
+            self._deferred = (status, code, fields)
+            return
+        self._answer_and_close(status, code, fields)
+
+    def _answer_and_close(self, status: int, code: str, fields: dict[str, Any]) -> None:
+        """Write the refusal, unless an answer is being written, and close.
+
+        A client still sending would get a reset that destroys the answer before it is read:
+        so the connection lingers (as nginx's ``lingering_close``), its writing side shut,
+        whatever arrives dropped, for at most ``LINGER_SECONDS``.
+        """
+        if self.transport.is_closing():
+            return
+        if not self._writing():
             body = json_error(status, code=code, lang=self.limits.lang, **fields).body
             head = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
             self.transport.write(STATUS_LINE[status] + head + b"connection: close\r\n\r\n" + body)
-        for cycle in self._running.values():
-            cycle.disconnected = True
-            cycle.message_event.set()
         if (self._in_head and self._head_bytes == 0) or not self.transport.can_write_eof():
             self.transport.close()
             return
-        self._lingering = True
         self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+def announced_length(headers: list[tuple[bytes, bytes]]) -> int:
+    """The ``Content-Length`` a request's head announces, 0 if none (httptools has checked
+    that it is one number)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)
+    return 0
 
 
 class CorkedTransport:
@@ -265,3 +401,30 @@ class CorkedTransport:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def connection_cap(wanted: int | None, fd_limit: int | None, fds_each: int) -> int:
+    """The most client connections that fit, each costing ``fds_each`` descriptors (the
+    balancer's may hold an upstream connection too), or ``wanted`` if fewer; ``fd_limit``
+    None: no limit."""
+    fits = UNLIMITED if fd_limit is None else (fd_limit - RESERVED_FDS) // fds_each
+    return max(1, min(fits, wanted or fits))
+
+
+def serve_guarded(
+    app: Any,
+    host: str,
+    port: int,
+    limits: Limits,
+    *,
+    fds_each: int,
+    keep_alive_timeout: float = 5.0,
+    **options: Any,
+) -> None:
+    """Serve ``app`` with ``GuardedHttpProtocol``, the descriptor limit raised to the hard one
+    (as HAProxy does) and the connection cap lowered, if need be, to fit in it."""
+    cap = connection_cap(limits.max_connections, raise_fd_limit(), fds_each)
+    if limits.max_connections and cap < limits.max_connections:
+        log.warning("at most %d connections: the file-descriptor limit allows no more", cap)
+    guarded = GuardedHttpProtocol.with_limits(dataclasses.replace(limits, max_connections=cap))
+    serve(app, host, port, http=guarded, timeout_keep_alive=keep_alive_timeout, **options)
