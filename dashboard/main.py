@@ -179,47 +179,33 @@ class DashboardApp(App[int]):
         self._wake.set()
 
     async def poll_once(self) -> float:
-        """One poll; returns how long to wait before the next one."""
+        """One poll; returns how long to wait before the next one. Whatever it raises, the
+        loop goes on: a poll that failed is said, and the next one backs off."""
         try:
             snapshot = await self.poller.fetch()
             self.apply(snapshot)
-        except ApiError as error:
-            self.failures += 1
-            delay = backoff_delay(self.failures, self.refresh_seconds)
-            self.show_disconnected(error.message, delay)
-            return delay
         except Exception as error:
             self.failures += 1
             delay = backoff_delay(self.failures, self.refresh_seconds)
-            self.show_poll_error(error, delay)
+            self.show_failure(error, delay)
             return delay
         self.failures = 0
         return self.refresh_seconds
 
-    def show_poll_error(self, error: Exception, delay: float) -> None:
-        """A poll that failed for another reason than the network (an answer of the wrong
-        shape, a bug): said in the status bar and the banner, and logged, never silent; the
-        last data stays on screen, dimmed, and the next poll comes after ``delay``."""
-        reason = printable(f"{type(error).__name__}: {error}")
-        self.log.error("poll failed", reason, error)
+    def show_failure(self, error: Exception, delay: float) -> None:
+        """The last data stays on screen, dimmed, under a banner saying why and when the next
+        poll comes: DISCONNECTED for the balancer's own refusals and silences (``ApiError``),
+        POLL ERROR for anything else (an answer of the wrong shape, a bug), also logged."""
+        if isinstance(error, ApiError):
+            state, reason = "disconnected", error.message
+        else:
+            state, reason = "poll_error", printable(f"{type(error).__name__}: {error}")
+            self.log.error("poll failed", reason, error)
         self.screen_main.set_class(True, "-disconnected")
-        self.status_bar.show_connection("poll_error")
+        self.status_bar.show_connection(state)
         self.banner.show(
             self.t(
-                "banner_poll_error",
-                url=self.display_url,
-                reason=reason,
-                delay=f"{delay:g}",
-                attempt=self.failures,
-            )
-        )
-
-    def show_disconnected(self, reason: str, delay: float) -> None:
-        self.screen_main.set_class(True, "-disconnected")
-        self.status_bar.show_connection("disconnected")
-        self.banner.show(
-            self.t(
-                "banner_disconnected",
+                f"banner_{state}",
                 url=self.display_url,
                 reason=reason,
                 delay=f"{delay:g}",

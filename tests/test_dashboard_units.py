@@ -842,9 +842,10 @@ async def test_a_malformed_status_is_said_in_the_status_bar_and_the_next_poll_ru
         polls = len(balancer.requests)
         await until_found(pilot, lambda: len(balancer.requests) > polls + 3)  # still polling
         balancer.answers["/status"] = {**good, "servers_up": "x"}  # raises in the poller
-        await until_found(pilot, lambda: "TypeError" in words(app.banner))
+        # Polls back off after failures (up to 5 s apart): a deadline of several of them.
+        await until_found(pilot, lambda: "TypeError" in words(app.banner), timeout=30)
         balancer.answers["/status"] = good
-        await until_found(pilot, lambda: not app.banner.display)
+        await until_found(pilot, lambda: not app.banner.display, timeout=30)
         assert str(connection.content) == app.t("connected")
 
 
