@@ -101,12 +101,13 @@ class TabProcess(AppService):
         if reader is None or process is None:
             return
         self._task = None
-        quit_by = asyncio.get_running_loop().time() + QUIT_SECONDS
+        loop = asyncio.get_running_loop()
+        quit_by = loop.time() + QUIT_SECONDS
         await self._download_manager.cancel_app_downloads(app_service_id=self.app_service_id)
         with contextlib.suppress(TimeoutError):  # its input may be full: it reads no more
             await asyncio.wait_for(self.send_meta({"type": "quit"}), QUIT_SECONDS)
-        await asyncio.wait({reader}, timeout=max(quit_by - asyncio.get_running_loop().time(), 0))
-        if not await exited(process, quit_by - asyncio.get_running_loop().time()):
+        await asyncio.wait({reader}, timeout=max(quit_by - loop.time(), 0))
+        if not await exited(process, quit_by - loop.time()):
             log.warning("a tab's dashboard (pid %s) did not quit: SIGTERM", process.pid)
             with contextlib.suppress(ProcessLookupError):
                 process.terminate()
@@ -115,7 +116,9 @@ class TabProcess(AppService):
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await exited(process, TERM_SECONDS)
-        await reader  # its output ends with it
+        # Its output ends with it; a bound all the same, should a child of its hold the pipe.
+        if not (await asyncio.wait({reader}, timeout=TERM_SECONDS))[0]:
+            reader.cancel()
 
 
 async def exited(process: Process, seconds: float) -> bool:
