@@ -27,7 +27,7 @@ from support import TICSLAB, free_port, free_run, wait_until, wait_until_async
 from test_balancer_helpers import TOKEN, EchoBackend, balancer_process
 
 from dashboard import web, web_server
-from dashboard.web_server import MAX_VIEWERS, DashboardServer, clamped
+from dashboard.web_server import DashboardServer, clamped
 from services.cli import main
 
 needs_chromium = pytest.mark.skipif(chromium_problem() is not None, reason=str(chromium_problem()))
@@ -156,7 +156,10 @@ def test_demo_refuses_a_page_it_cannot_serve_before_starting_the_stack(
 # The server's guards, in-process.
 
 
-async def test_the_socket_is_only_for_the_page_itself_and_at_most_max_viewers() -> None:
+async def test_the_socket_is_only_for_the_page_itself_and_at_most_max_viewers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(web_server, "MAX_VIEWERS", 2)
     server = DashboardServer(options())
     page = {"Host": "127.0.0.1:8000", "Origin": "http://127.0.0.1:8000"}
     refused = [
@@ -169,10 +172,18 @@ async def test_the_socket_is_only_for_the_page_itself_and_at_most_max_viewers() 
         answer = await server.handle_websocket(make_mocked_request("GET", "/ws", headers=headers))
         assert answer.status == 403, headers
     assert server.from_the_page(make_mocked_request("GET", "/ws", headers=page))
-    server.sessions.update(asyncio.ensure_future(asyncio.sleep(0)) for _ in range(MAX_VIEWERS))
-    answer = await server.handle_websocket(make_mocked_request("GET", "/ws", headers=page))
-    assert answer.status == 503
-    await asyncio.gather(*server.sessions)
+    # Live tab processes count, not sessions: two of them, whose sessions are long gone.
+    tabs = [await asyncio.create_subprocess_exec("sleep", "30") for _ in range(2)]
+    for tab in tabs:
+        server.track(tab)
+    try:
+        answer = await server.handle_websocket(make_mocked_request("GET", "/ws", headers=page))
+        assert answer.status == 503
+    finally:
+        for tab in tabs:
+            tab.kill()
+            await tab.wait()
+    assert server.live_tabs() == 0
 
 
 # Each tab's process, on a real server in this process running real commands (issue 23, 13).
