@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -73,6 +74,12 @@ def decoded(content: bytes) -> Any:
         return printable_json(orjson.loads(content))
     except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
         return NOT_JSON
+
+
+def server_path(server: str, *rest: str) -> str:
+    """``/control/servers/<server>/...`` with the name URL-quoted: a name with ``/``, ``?``,
+    ``#`` or spaces stays one path segment and never becomes a query or another route."""
+    return "/".join(["/control/servers", quote(server, safe=""), *rest])
 
 
 def total_count(response: httpx.Response) -> int | None:
@@ -183,13 +190,13 @@ class BalancerClient:
 
     # Writes (need the token).
     async def server_action(self, server: str, action: str) -> dict[str, Any]:
-        return await self._write("POST", f"/control/servers/{server}/{action}")
+        return await self._write("POST", server_path(server, action))
 
     async def set_fault(self, server: str, fault: dict[str, Any]) -> dict[str, Any]:
-        return await self._write("PUT", f"/control/servers/{server}/fault", fault)
+        return await self._write("PUT", server_path(server, "fault"), fault)
 
     async def set_weight(self, server: str, weight: int) -> dict[str, Any]:
-        return await self._write("PUT", f"/control/servers/{server}/weight", {"weight": weight})
+        return await self._write("PUT", server_path(server, "weight"), {"weight": weight})
 
     async def set_algorithm(self, algorithm: str) -> dict[str, Any]:
         return await self._write("PUT", "/control/algorithm", {"algorithm": algorithm})

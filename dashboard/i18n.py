@@ -29,10 +29,15 @@ EN: dict[str, str] = {
     "connected": "connected",
     "connecting": "connecting",
     "disconnected": "DISCONNECTED",
+    "poll_error": "POLL ERROR",
     "every": "every {seconds}s",
     "paused": "PAUSED",
     "read_only_badge": "READ-ONLY",
     "banner_connecting": "Connecting to {url} ...",
+    "banner_poll_error": (
+        "POLL ERROR reading {url}: {reason}. Showing the last data received; "
+        "polling again in {delay}s (attempt {attempt})."
+    ),
     "banner_disconnected": (
         "DISCONNECTED from {url}: {reason}. Showing the last data received; "
         "retrying in {delay}s (attempt {attempt})."
@@ -114,6 +119,7 @@ EN: dict[str, str] = {
     "n_weight": "{server}: weight {previous} → {weight}",
     "n_weight_limit": "{server}: the weight is already {weight} (0 to 256).",
     "n_failed": "{what} failed: {message}",
+    "n_worker_error": "{what} ended with an error: {message}",
     "n_bad_token": "{what} refused: wrong or missing token ({message}).",
     "n_conflict": "{what} is not possible with this driver: {message}",
     "n_driver": "{what}: the driver failed: {message}",
@@ -191,10 +197,15 @@ ES: dict[str, str] = {
     "connected": "conectado",
     "connecting": "conectando",
     "disconnected": "DESCONECTADO",
+    "poll_error": "ERROR DE LECTURA",
     "every": "cada {seconds}s",
     "paused": "EN PAUSA",
     "read_only_badge": "SOLO LECTURA",
     "banner_connecting": "Conectando con {url} ...",
+    "banner_poll_error": (
+        "ERROR DE LECTURA de {url}: {reason}. Se muestran los últimos datos recibidos; "
+        "nueva lectura en {delay}s (intento {attempt})."
+    ),
     "banner_disconnected": (
         "DESCONECTADO de {url}: {reason}. Se muestran los últimos datos recibidos; "
         "reintento en {delay}s (intento {attempt})."
@@ -273,6 +284,7 @@ ES: dict[str, str] = {
     "n_weight": "{server}: peso {previous} → {weight}",
     "n_weight_limit": "{server}: el peso ya es {weight} (0 a 256).",
     "n_failed": "{what} falló: {message}",
+    "n_worker_error": "{what} terminó con un error: {message}",
     "n_bad_token": "{what} rechazado: token incorrecto o ausente ({message}).",
     "n_conflict": "{what} no es posible con este driver: {message}",
     "n_driver": "{what}: falló el driver: {message}",

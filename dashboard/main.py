@@ -17,6 +17,7 @@ from textual.geometry import Size
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Footer, Header
+from textual.worker import Worker, WorkerState
 
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
 from dashboard.format import safe_url
@@ -41,7 +42,7 @@ from dashboard.widgets.panels import EVENTS_KEPT, ErrorsPanel, EventsPanel, Pane
 from dashboard.widgets.servers import ServerTable
 from dashboard.widgets.statusbar import Banner, StatusBar
 from dashboard.widgets.totals import Totals
-from services.common import MAX_WEIGHT
+from services.common import MAX_WEIGHT, printable
 
 REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 DEFAULT_THEME = "textual-dark"
@@ -178,24 +179,33 @@ class DashboardApp(App[int]):
         self._wake.set()
 
     async def poll_once(self) -> float:
-        """One poll; returns how long to wait before the next one."""
+        """One poll; returns how long to wait before the next one. Whatever it raises, the
+        loop goes on: a poll that failed is said, and the next one backs off."""
         try:
             snapshot = await self.poller.fetch()
-        except ApiError as error:
+            self.apply(snapshot)
+        except Exception as error:
             self.failures += 1
             delay = backoff_delay(self.failures, self.refresh_seconds)
-            self.show_disconnected(error.message, delay)
+            self.show_failure(error, delay)
             return delay
         self.failures = 0
-        self.apply(snapshot)
         return self.refresh_seconds
 
-    def show_disconnected(self, reason: str, delay: float) -> None:
+    def show_failure(self, error: Exception, delay: float) -> None:
+        """The last data stays on screen, dimmed, under a banner saying why and when the next
+        poll comes: DISCONNECTED for the balancer's own refusals and silences (``ApiError``),
+        POLL ERROR for anything else (an answer of the wrong shape, a bug), also logged."""
+        if isinstance(error, ApiError):
+            state, reason = "disconnected", error.message
+        else:
+            state, reason = "poll_error", printable(f"{type(error).__name__}: {error}")
+            self.log.error("poll failed", reason, error)
         self.screen_main.set_class(True, "-disconnected")
-        self.status_bar.show_connection("disconnected")
+        self.status_bar.show_connection(state)
         self.banner.show(
             self.t(
-                "banner_disconnected",
+                f"banner_{state}",
                 url=self.display_url,
                 reason=reason,
                 delay=f"{delay:g}",
@@ -267,6 +277,19 @@ class DashboardApp(App[int]):
         shown = event.character or key_label(key, self.t)
         action = self.t(key.short or key.text)
         self.notify(self.t("n_charts_refused", pressed=shown, action=action), severity="warning")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A control worker that raised (an answer of an unexpected shape, a bug) says so and
+        is logged: with ``exit_on_error=False`` it would otherwise end in silence. A poll loop
+        that ended so is started again (``poll_once`` already catches a poll's own errors)."""
+        worker = event.worker
+        if event.state != WorkerState.ERROR or worker.group not in ("control", "poll"):
+            return
+        reason = printable(f"{type(worker.error).__name__}: {worker.error}")
+        self.log.error(f"worker {worker.name} failed", reason, worker.error)
+        self.notify(self.t("n_worker_error", what=worker.name, message=reason), severity="error")
+        if worker.group == "poll":
+            self.poll_loop()
 
     # ---- control actions (each runs in a worker, so the UI never waits) ----
     def _server_list(self) -> list[dict[str, Any]]:

@@ -88,8 +88,9 @@ def resolve_options(
     theme: str | None = None,
 ) -> Options:
     """The one place that fills in the token from the token file and the language from
-    ``TICSLAB_LANG`` or the locale, and turns read-only on when there is no token."""
-    token = token or read_token_file(default_token_file(url))
+    ``TICSLAB_LANG`` or the locale, and turns read-only on when there is no token. A
+    read-only dashboard (a projector, a read-only web tab) never reads the token file."""
+    token = None if read_only else token or read_token_file(default_token_file(url))
     return Options(
         url=url.rstrip("/"),
         token=token,

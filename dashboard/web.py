@@ -34,6 +34,7 @@ from services.lang import Translator, chosen, default_language
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 TOKEN_ENV = "TICSLAB_TOKEN"
+TOKEN_FILE_ENV = "TICSLAB_TOKEN_FILE"
 PARENT_POLL_SECONDS = 0.5  # a tab's dashboard notices its server is gone within this
 WILDCARDS = frozenset({"0.0.0.0", "::"})
 
@@ -178,7 +179,8 @@ def listen_problem(host: str, port: int, host_flag: str = "--host", lang: str = 
 def dashboard_command(web: WebOptions, server_pid: int) -> str:
     """The command textual-serve runs for each tab, through a shell: the words are quoted by
     ``shlex.join``, and ``exec`` leaves no shell in between, so the dashboard is the server's
-    own child and can watch it (``--served-by``). The token is not here (``hand_over_token``)."""
+    own child and can watch it (``--served-by``). The token is not here (``hand_over_token``);
+    a read-only tab runs through ``env`` with ``TICSLAB_TOKEN_FILE`` set to ``/dev/null``."""
     options = web.dashboard
     argv = [
         sys.executable, "-m", "services.cli", "dashboard", "--url", options.url,
@@ -187,9 +189,11 @@ def dashboard_command(web: WebOptions, server_pid: int) -> str:
     ]  # fmt: skip
     if options.theme:
         argv += ["--theme", options.theme]
-    if options.read_only:
-        argv.append("--read-only")
-    return "exec " + shlex.join(argv)
+    if not options.read_only:
+        return "exec " + shlex.join(argv)
+    # A read-only tab is given no way to the token file: its path is the empty /dev/null.
+    no_token_file = f"{TOKEN_FILE_ENV}={os.devnull}"
+    return "exec " + shlex.join(["env", no_token_file, *argv, "--read-only"])
 
 
 def hand_over_token(web: WebOptions) -> None:

@@ -815,3 +815,87 @@ def test_a_servers_fault_lasts_until_none_or_a_hangs_end() -> None:
     assert server.fault_now(time.monotonic() + 31) is None  # the task server ended it too
     server.set_fault({"mode": "none"})
     assert server.fault_now(now) is None
+
+
+# Nothing freezes (issue 23, item 8): a poll or a control worker that raises says so, and the
+# dashboard goes on.
+
+
+@pytest.mark.parametrize(
+    ("lang", "label", "banner"),
+    [
+        ("en", "POLL ERROR", "POLL ERROR reading"),
+        pytest.param("es", "ERROR DE LECTURA", "ERROR DE LECTURA de", marks=pytest.mark.slow),
+    ],
+)
+async def test_a_malformed_status_is_said_in_the_status_bar_and_the_next_poll_runs(
+    lang: str, label: str, banner: str
+) -> None:
+    balancer = FixtureBalancer()
+    good = balancer.answers["/status"]
+    app = fixture_app(balancer=balancer, refresh=0.25, lang=lang)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await loaded(pilot)
+        # A string where a number is expected: int() of it raises inside apply().
+        balancer.answers["/status"] = {**good, "requests_total": "many \x1b[2J"}
+        connection = app.status_bar.query_one("#connection", Label)
+        await until_found(pilot, lambda: str(connection.content) == label)
+        said = words(app.banner)
+        assert banner in said and "ValueError" in said and "\\x1b[2J" in said
+        balancer.answers["/status"] = good  # the next poll comes, and shows it
+        await until_found(pilot, lambda: not app.banner.display)
+        assert str(connection.content) == app.t("connected")
+        balancer.answers["/status"] = {**good, "servers_up": "x"}  # raises in the poller
+        await until_found(pilot, lambda: "TypeError" in words(app.banner))
+        balancer.answers["/status"] = good
+        await until_found(pilot, lambda: not app.banner.display)
+
+
+async def test_a_control_answer_of_the_wrong_shape_is_said_and_the_next_action_works() -> None:
+    balancer = FixtureBalancer()
+    balancer.write_answer = ["not", "an", "object"]  # result.get() raises in the worker
+    app = fixture_app(balancer=balancer, lang="es")
+    async with app.run_test(size=(160, 40), notifications=True) as pilot:
+        await loaded(pilot)
+        await pilot.press("a")  # the next algorithm: its answer is read with .get()
+        toasts = await until_found(pilot, lambda: list(app.screen.query(Toast)))
+        said = words(toasts[0])
+        assert "send_algorithm terminó con un error: AttributeError" in said
+        balancer.write_answer = {"ok": True}
+        await pilot.press("r")
+        await until_found(
+            pilot, lambda: any(app.t("n_reset") in words(t) for t in app.screen.query(Toast))
+        )
+
+
+# Server names in control URLs (issue 23, item 22).
+
+
+async def test_a_server_name_is_one_quoted_segment_of_the_control_url() -> None:
+    balancer = FixtureBalancer()
+    client = BalancerClient("http://b", "token", transport=balancer.transport)
+    name = "a/b?c #d"
+    await client.server_action(name, "stop")
+    await client.set_fault(name, {"mode": "hang"})
+    await client.set_weight(name, 3)
+    await client.aclose()
+    paths = [request.url.raw_path for request in balancer.writes]
+    assert paths == [
+        b"/control/servers/a%2Fb%3Fc%20%23d/stop",
+        b"/control/servers/a%2Fb%3Fc%20%23d/fault",
+        b"/control/servers/a%2Fb%3Fc%20%23d/weight",
+    ]
+    assert all(not request.url.query for request in balancer.writes)
+
+
+# A read-only dashboard never reads the token file (issue 23, item 21).
+
+
+def test_a_read_only_dashboard_does_not_read_the_token_file(monkeypatch, tmp_path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    monkeypatch.setenv("TICSLAB_TOKEN_FILE", str(token_file))
+    monkeypatch.delenv("TICSLAB_TOKEN", raising=False)
+    assert resolve_options("http://b", read_only=True).token is None
+    assert parse_options(["--read-only"]).token is None
+    assert resolve_options("http://b").token == "from-file"  # control still finds it

@@ -6,14 +6,18 @@ headless Chromium (marker ``browser``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shlex
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
+import aiohttp.web
 import httpx
 import psutil
 import pytest
@@ -22,8 +26,8 @@ from browser import Chromium, chromium_problem
 from support import TICSLAB, free_port, free_run, wait_until, wait_until_async
 from test_balancer_helpers import TOKEN, EchoBackend, balancer_process
 
-from dashboard import web
-from dashboard.web_server import MAX_VIEWERS, DashboardServer
+from dashboard import web, web_server
+from dashboard.web_server import DashboardServer, clamped
 from services.cli import main
 
 needs_chromium = pytest.mark.skipif(chromium_problem() is not None, reason=str(chromium_problem()))
@@ -152,7 +156,10 @@ def test_demo_refuses_a_page_it_cannot_serve_before_starting_the_stack(
 # The server's guards, in-process.
 
 
-async def test_the_socket_is_only_for_the_page_itself_and_at_most_max_viewers() -> None:
+async def test_the_socket_is_only_for_the_page_itself_and_at_most_max_viewers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(web_server, "MAX_VIEWERS", 2)
     server = DashboardServer(options())
     page = {"Host": "127.0.0.1:8000", "Origin": "http://127.0.0.1:8000"}
     refused = [
@@ -165,10 +172,168 @@ async def test_the_socket_is_only_for_the_page_itself_and_at_most_max_viewers() 
         answer = await server.handle_websocket(make_mocked_request("GET", "/ws", headers=headers))
         assert answer.status == 403, headers
     assert server.from_the_page(make_mocked_request("GET", "/ws", headers=page))
-    server.sessions.update(asyncio.ensure_future(asyncio.sleep(0)) for _ in range(MAX_VIEWERS))
-    answer = await server.handle_websocket(make_mocked_request("GET", "/ws", headers=page))
-    assert answer.status == 503
-    await asyncio.gather(*server.sessions)
+    # Live tab processes count, not sessions: two of them, whose sessions are long gone.
+    tabs = [await asyncio.create_subprocess_exec("sleep", "30") for _ in range(2)]
+    for tab in tabs:
+        server.track(tab)
+    try:
+        answer = await server.handle_websocket(make_mocked_request("GET", "/ws", headers=page))
+        assert answer.status == 503
+    finally:
+        for tab in tabs:
+            tab.kill()
+            await tab.wait()
+    assert server.live_tabs() == 0
+
+
+# Each tab's process, on a real server in this process running real commands (issue 23, 13).
+
+
+def test_a_tab_s_terminal_size_is_clamped() -> None:
+    assert clamped(10000, "1500") == (web_server.MAX_COLUMNS, web_server.MAX_ROWS)
+    assert clamped("140", 40) == (140, 40)
+    assert clamped(0, -5) == (1, 1)
+    assert clamped(None, "1e9") == (80, 24)
+    assert clamped(True, [1]) == (80, 24)
+
+
+class ServedCommand:
+    """A ``DashboardServer`` in this process on a free port whose tabs run ``command`` (a
+    shell line, as textual-serve runs it) instead of a dashboard."""
+
+    def __init__(self, command: str) -> None:
+        served = web.web_options("http://127.0.0.1:9", None, port=free_port())
+        self.server = DashboardServer(served)
+        self.server.command = command
+        self.url = served.url
+
+    async def __aenter__(self) -> ServedCommand:
+        self.runner = aiohttp.web.AppRunner(await self.server._make_app())
+        await self.runner.setup()
+        await aiohttp.web.TCPSite(self.runner, "127.0.0.1", self.server.web.port).start()
+        self.http = aiohttp.ClientSession()
+        return self
+
+    async def connect(self, width: int = 140, height: int = 40) -> aiohttp.ClientWebSocketResponse:
+        address = f"{self.url}/ws?width={width}&height={height}"
+        return await self.http.ws_connect(address, origin=self.url)
+
+    async def refused(self) -> bool:
+        """Whether a new tab is refused for lack of a slot (503)."""
+        try:
+            ws = await self.connect()
+        except aiohttp.WSServerHandshakeError as error:
+            return error.status == 503
+        await ws.close()
+        return False
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Once every tab's session has ended (its process reaped, its pipes closed)."""
+        await self.http.close()
+        try:
+            await wait_until_async(lambda: not self.server.sessions, 10, what="sessions ended")
+        finally:
+            for process in list(self.server.processes):  # only when a test failed
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            await self.runner.cleanup()
+
+
+async def test_the_first_size_and_every_resize_are_clamped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_server, "QUIT_SECONDS", 0.2)  # cat does not quit: SIGTERM ends it
+    sizes, received = tmp_path / "sizes", tmp_path / "stdin"
+    command = f'echo "$COLUMNS $ROWS" > {sizes}; exec cat > {received}'
+    async with ServedCommand(command) as served:
+        ws = await served.connect(10000, 10000)
+        await wait_until_async(lambda: sizes.exists() and sizes.read_text(), 10, what="sizes")
+        assert sizes.read_text().split() == ["500", "200"]
+        await ws.send_json(["resize", {"width": 1500, "height": 1500}])
+        await ws.send_json(["resize", {"width": "many", "height": 30}])
+        await wait_until_async(lambda: received.read_bytes().count(b"resize") == 2, 10)
+        resizes = [
+            json.loads(part[part.index(b"{") :].split(b"}")[0] + b"}")
+            for part in received.read_bytes().split(b"M")[1:]
+        ]
+        assert [(r["width"], r["height"]) for r in resizes] == [(500, 200), (80, 30)]
+        await ws.close()
+
+
+def running_script(script: Path) -> list[psutil.Process]:
+    """The processes of this test's server's tabs running ``script``, not yet exited."""
+    kids = psutil.Process().children(recursive=True)
+    return [kid for kid in kids if str(script) in command_line(kid) and running(kid)]
+
+
+# Writes 4 KiB packets, ignoring SIGTERM and its stdin (so it never hears "quit").
+STUBBORN = r"""
+import signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+out = sys.stdout.buffer
+out.write(b"__GANGLION__\n")
+for _ in range(30_000):  # 2 minutes at most
+    out.write(b"D" + (4096).to_bytes(4, "big") + b"x" * 4096)
+    out.flush()
+    time.sleep(0.004)
+"""
+
+
+@pytest.mark.slow
+async def test_a_tab_process_that_does_not_quit_is_killed_and_holds_its_slot_till_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_server, "MAX_VIEWERS", 1)
+    monkeypatch.setattr(web_server, "QUIT_SECONDS", 0.5)
+    monkeypatch.setattr(web_server, "TERM_SECONDS", 0.5)
+    script = tmp_path / "stubborn.py"
+    script.write_text(STUBBORN)
+    async with ServedCommand(f"exec {shlex.quote(sys.executable)} {script}") as served:
+        ws = await served.connect()
+        await ws.receive_bytes(timeout=10)  # it runs, and its output reaches the tab
+        (process,) = running_script(script)
+        assert await served.refused()  # one tab process at most
+        await ws.close()
+        assert await served.refused()  # its session is over, but its process still lives
+        await wait_until_async(lambda: not running(process), 10, what="SIGTERM, then SIGKILL")
+        assert not await served.refused()
+
+
+# Writes 1 MiB once it has been told to quit, then exits: blocked for good if nobody reads.
+TALKS_ON_QUIT = r"""
+import signal, sys, pathlib
+done = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGTERM, lambda *_: (done.write_text("terminated"), sys.exit(1)))
+out = sys.stdout.buffer
+out.write(b"__GANGLION__\n")
+out.flush()
+seen = b""
+while b'"quit"' not in seen:
+    chunk = sys.stdin.buffer.read1(4096)
+    if not chunk:
+        break
+    seen = seen[-64:] + chunk
+for _ in range(256):
+    out.write(b"D" + (4096).to_bytes(4, "big") + b"x" * 4096)
+out.flush()
+done.write_text("quit")
+"""
+
+
+async def test_a_tab_s_output_is_read_to_the_end_after_its_browser_has_gone(
+    tmp_path: Path,
+) -> None:
+    script, done = tmp_path / "talks.py", tmp_path / "done"
+    script.write_text(TALKS_ON_QUIT)
+    command = f"exec {shlex.quote(sys.executable)} {script} {done}"
+    async with ServedCommand(command) as served:
+        ws = await served.connect()
+        await wait_until_async(lambda: running_script(script), 10, what="its process")
+        (process,) = running_script(script)
+        await ws.close()
+        await wait_until_async(lambda: done.exists() and done.read_text(), 10, what="its end")
+        assert done.read_text() == "quit"  # it said all it had to, then quit: no SIGTERM
+        await wait_until_async(lambda: not running(process), 10, what="its exit")
 
 
 # A real server in front of a real balancer.
@@ -361,6 +526,23 @@ async def test_read_only_tabs_get_no_token_even_when_the_server_has_one(
             (dashboard,) = server.dashboards()
             assert "TICSLAB_TOKEN" not in dashboard.environ()
             assert dashboard.cmdline()[-1] == "--read-only"
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+async def test_a_read_only_tab_has_no_way_to_the_token_file(balancer, tmp_path: Path) -> None:
+    """The token file is a FIFO nobody writes: opening it would block the tab's dashboard
+    before its first poll. The page is read-only, so it must never try."""
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    env = {"TICSLAB_TOKEN_FILE": str(fifo)}
+    server = WebServer(tmp_path, balancer.url, "--read-only", env=env).start()
+    try:
+        async with Tab(server.url) as tab:
+            await tab.wait_for("server1", "READ-ONLY")
+            (dashboard,) = server.dashboards()
+            assert dashboard.environ()["TICSLAB_TOKEN_FILE"] == os.devnull
     finally:
         server.close()
 

@@ -38,9 +38,9 @@ class StatusBar(Horizontal):
         return label
 
     def show_connection(self, state: str) -> None:
-        """``state`` is ``connected``, ``connecting`` or ``disconnected``."""
+        """``state`` is ``connected``, ``connecting``, ``disconnected`` or ``poll_error``."""
         label = self._set("connection", self.t(state))
-        for name in ("connected", "connecting", "disconnected"):
+        for name in ("connected", "connecting", "disconnected", "poll_error"):
             label.set_class(name == state, f"-{name}")
 
     def show_algorithm(self, algorithm: str) -> None:
