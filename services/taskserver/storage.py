@@ -15,14 +15,17 @@ has not changed in a way it has not seen, reading only the bytes another server 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +58,23 @@ KEY_FIELD, DIGEST_FIELD = "idempotency_key", "request_digest"
 # Free space below which /health reports the disk as full: an append needs well under 1 KiB,
 # but the journal, a rewrite and the file system's own metadata need room too.
 MIN_FREE_BYTES = 1 << 20
+# A server that starts removes temporary files older than this (a crash's leftovers); younger
+# ones may be a nolock write in flight on another server, which takes milliseconds.
+LEFTOVER_SECONDS = 60.0
+# A journal record names the bytes just before its append's start (their CRC-32), so a cut
+# can only land where that append began.
+JOURNAL_PREFIX_BYTES = 64
+JOURNAL_VERSION = b"j2"
 
 
 class TasksFileError(Exception):
     """The tasks file cannot be used (does not parse, cannot be read or written, is locked)."""
 
-    def __init__(self, path: Path, problem: str) -> None:
+    def __init__(self, path: Path, problem: str, code: str = "tasks_file_error") -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+        self.code = code  # of services/errors.py
 
 
 class TaskNotFound(LookupError):
@@ -76,6 +87,47 @@ class KeyReused(Exception):
 
 Signature = tuple[int, int, int]  # st_ino, st_size, st_mtime_ns
 NOTHING_READ: Signature = (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    """``tasks.json.journal`` while an append is in flight: the file (inode) and its size
+    before it, the CRC-32 of the bytes just before the append's start, the bytes appended,
+    and whether a whole append may be kept (not when its writer failed and could not undo
+    it: it was never answered, and keeping it would let a keyless retry make two tasks).
+    A checksum over it all tells a whole record from one cut short or edited."""
+
+    inode: int
+    size: int
+    prefix_crc: int
+    added: bytes
+    keep: bool = True
+
+    def encode(self) -> bytes:
+        mode = b"keep" if self.keep else b"cut"
+        fields = [b"%d" % self.inode, b"%d" % self.size, mode, b"%08x" % self.prefix_crc]
+        body = b" ".join([JOURNAL_VERSION, *fields, base64.b64encode(self.added)])
+        return body + b" %08x\n" % zlib.crc32(body)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> JournalRecord:
+        """The record in ``raw``; ValueError saying why it is not one this module wrote."""
+        fields = raw.split(b" ")
+        if len(fields) != 7 or fields[0] != JOURNAL_VERSION or not raw.endswith(b"\n"):
+            raise ValueError("is not a whole record (cut short, or not written by ticslab)")
+        try:
+            checksum = int(fields[6], 16)
+            if checksum != zlib.crc32(b" ".join(fields[:6])) or fields[3] not in (b"keep", b"cut"):
+                raise ValueError
+            return cls(
+                int(fields[1]),
+                int(fields[2]),
+                int(fields[4], 16),
+                base64.b64decode(fields[5], validate=True),
+                fields[3] == b"keep",
+            )
+        except ValueError:
+            raise ValueError("does not match its checksum (cut short or edited)") from None
 
 
 def request_digest(title: Any, completed: Any) -> str:
@@ -102,6 +154,8 @@ class TaskStore:
         # The highest id ever handed out: deleting the newest task must not free its id.
         self._last_id_path = path.with_name(path.name + ".lastid")
         self._journal_path = path.with_name(path.name + ".journal")
+        self._cut_pending: JournalRecord | None = None  # an append failed here, not yet cut
+        self._lock_wait_since = 0.0  # monotonic start of a wait for the file lock; 0: none
         self._forget()
 
     # -- the public operations -------------------------------------------------------------
@@ -113,8 +167,12 @@ class TaskStore:
         except OSError as error:
             raise TasksFileError(self.path, f"cannot create its folder: {error.strerror}") from None
         with self._exclusive():
+            # Only old ones: a younger one may be another server's nolock write in flight.
+            old = time.time() - LEFTOVER_SECONDS
             for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-                leftover.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    if leftover.stat().st_mtime < old:
+                        leftover.unlink()
             if not self.path.exists():
                 self._rewrite([])
             if not self._journal_path.exists():  # created once, its folder entry made durable
@@ -193,6 +251,10 @@ class TaskStore:
         with self._exclusive():
             self._load(exact=True)
             old = self._find(task_id)
+            # The floor is the file's highest id too (a file from before the record, or a
+            # hand edit): store it before the newest task, and the proof of its id, is gone.
+            if (highest := self._next_id - 1) > self._last_id():
+                self._remember_last_id(highest)
             self._rewrite([self._with_private(task) for task in self._tasks if task is not old])
             return old
 
@@ -222,9 +284,32 @@ class TaskStore:
         try:
             with self._cache_lock:
                 self._refresh()
+            self._last_id()
+            self._check_journal()
         except TasksFileError as error:
             return str(error)
         return _storage_problem(self.path, self._file_lock.lock_file)
+
+    def _check_journal(self) -> None:
+        """Raise if the journal is damaged, without the lock: a record read while a writer
+        writes it may look cut short, so it counts only if a second read finds the same."""
+        try:
+            first = self._journal_path.read_bytes()
+            if not first:
+                return
+            with contextlib.suppress(ValueError):
+                JournalRecord.decode(first)
+                return
+            time.sleep(0.01)
+            if self._journal_path.read_bytes() == first:
+                self._journal_record(first)
+        except OSError:
+            return  # gone or unreadable meanwhile: the next lock holder will say
+
+    def lock_wait(self) -> float:
+        """Seconds a write here has been waiting for another process's file lock (0: none)."""
+        since = self._lock_wait_since
+        return time.monotonic() - since if since else 0.0
 
     # -- the version in memory -------------------------------------------------------------
 
@@ -328,7 +413,8 @@ class TaskStore:
         self._forget()
         self._index(entries)
         self._seen(signature, raw)
-        self._next_id = max(self._next_id, self._last_id() + 1)
+        with contextlib.suppress(TasksFileError):  # reads go on; writes check it themselves
+            self._next_id = max(self._next_id, self._last_id() + 1)
 
     def _unchanged(self, fd: int, signature: Signature) -> bool:
         """Same inode, size and mtime, and the same last bytes (so the same newest task)."""
@@ -361,13 +447,29 @@ class TaskStore:
         return True
 
     def _last_id(self) -> int:
-        """The id high-water mark; 0 when its file is missing, unreadable or out of range
-        (ids then stay unique among the stored tasks: max id + 1)."""
+        """The id high-water mark; 0 when none was stored yet. One that cannot be read or is
+        not an id refuses new ids: guessing low could give a deleted newest task's id again."""
         try:
-            last = int(self._last_id_path.read_bytes())
-        except (OSError, ValueError):
+            with open(self._last_id_path, "rb") as handle:
+                raw = handle.read(64)
+        except FileNotFoundError:
             return 0
-        return last if 0 <= last <= MAX_TASK_ID else 0
+        except OSError as error:
+            raise self._unrecorded(f"cannot be read: {error.strerror}") from None
+        try:
+            last = int(raw)
+        except ValueError:
+            last = -1
+        if not 0 <= last <= MAX_TASK_ID:
+            raise self._unrecorded(f"holds {raw[:24]!r}, not an id from 0 to {MAX_TASK_ID}")
+        return last
+
+    def _unrecorded(self, why: str) -> TasksFileError:
+        problem = (
+            f"its id record {self._last_id_path.name} {why}; write in it the highest id "
+            "ever given (at least the highest in the file)"
+        )
+        return TasksFileError(self.path, problem, "task_ids_unrecorded")
 
     # -- changing the file -----------------------------------------------------------------
 
@@ -379,6 +481,7 @@ class TaskStore:
         if not self.writer_lock.acquire(timeout=wait):
             raise TasksFileError(self.path, f"a write here waited more than {wait:g} s")
         try:
+            self._lock_wait_since = time.monotonic()
             try:
                 self._file_lock.acquire(timeout=wait, poll_interval=LOCK_POLL_SECONDS)
             except Timeout:
@@ -387,6 +490,8 @@ class TaskStore:
             except OSError as error:
                 problem = f"its lock file cannot be opened: {error.strerror}"
                 raise TasksFileError(self.path, problem) from None
+            finally:
+                self._lock_wait_since = 0.0
             try:
                 with self._cache_lock:
                     self._recover()
@@ -401,9 +506,10 @@ class TaskStore:
         False, with nothing written, when the file is no longer the version in memory: only
         a writer without the lock (fault mode nolock) can have replaced it since it was read,
         and writing at the old size into the new file would tear it."""
-        entry = orjson.dumps({**task, **private}, option=orjson.OPT_INDENT_2)
-        added = b",\n  " + entry.replace(b"\n", b"\n  ") + CLOSING
+        added = _append_bytes({**task, **private})
         inode, size, _ = self._signature
+        before = self._tail[: -len(CLOSING)]
+        record = JournalRecord(inode, size, _prefix_crc(before), added)
         try:
             fd = os.open(self.path, os.O_WRONLY)
             try:
@@ -414,7 +520,7 @@ class TaskStore:
                 # Replaced from here on, this writes to the old inode, which nobody reads any
                 # more: the task is lost (the nolock lesson), the file is never torn. Nobody
                 # changes an inode in place without the lock.
-                self._write_journal(inode, size)
+                self._write_journal(record)
                 written = os.pwrite(fd, added, size - len(CLOSING))
                 if written != len(added):
                     raise OSError(28, "short write (is the disk full?)")
@@ -423,10 +529,7 @@ class TaskStore:
             finally:
                 os.close(fd)
         except OSError as error:
-            with contextlib.suppress(OSError):  # else the next lock holder undoes it
-                self._undo_append(inode, size, keep_whole=False)  # never answered: cut it
-                self._clear_journal()
-            self._forget()
+            self._cut_back(record)
             raise TasksFileError(self.path, f"cannot be written: {error.strerror}") from None
         self._clear_journal()
         self._index([{**task, **private}])
@@ -451,21 +554,37 @@ class TaskStore:
         self._next_id = max(self._next_id, next_id)
         self._seen(_signature(stat), raw)
 
-    def _remember_last_id(self, task_id: int) -> None:
-        """Best effort (without it, ids stay unique among stored tasks: max id + 1), but
-        never half-written: a temporary file renamed over it."""
-        temporary = self._last_id_path.with_name(self._last_id_path.name + ".tmp")
+    def _cut_back(self, record: JournalRecord) -> None:
+        """Undo an append that failed here: it was never answered, so it is cut even if
+        whole. If that fails too, the journal is marked ``cut`` (and this process remembers
+        it), so the next lock holder cuts it instead of keeping a task nobody was given."""
+        self._forget()
+        try:
+            self._undo_append(record, keep_whole=False)
+            self._clear_journal()
+            return
+        except (OSError, TasksFileError):
+            pass
+        self._cut_pending = replace(record, keep=False)
         with contextlib.suppress(OSError):
-            temporary.write_bytes(str(task_id).encode())
-            os.replace(temporary, self._last_id_path)
+            self._write_journal(self._cut_pending)
+
+    def _remember_last_id(self, task_id: int) -> None:
+        """Store the id high-water mark durably (file and folder fsynced) before the id is
+        used; a mark that cannot be stored refuses the write, since ids must never repeat."""
+        try:
+            _replace_file(self._last_id_path, str(task_id).encode())
+        except OSError as error:
+            problem = f"its id record {self._last_id_path.name} cannot be written: {error.strerror}"
+            raise TasksFileError(self.path, problem, "task_ids_unrecorded") from None
 
     # -- the journal: undoing an append a crash cut short ----------------------------------
 
-    def _write_journal(self, inode: int, size: int) -> None:
-        """Record, durably and before the append, the file's inode and size without it."""
+    def _write_journal(self, entry: JournalRecord) -> None:
+        """Record, durably and before the append, the file as it is without it."""
         fd = os.open(self._journal_path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            record = f"{inode} {size}\n".encode()
+            record = entry.encode()
             os.ftruncate(fd, 0)
             if os.pwrite(fd, record, 0) != len(record):
                 raise OSError(28, "short write (is the disk full?)")
@@ -496,43 +615,95 @@ class TaskStore:
 
     def _recover(self) -> None:
         """Finish what a writer that died mid-append left (caller holds the file lock): keep
-        the append if it is whole, else cut the file back to where it ended before it."""
+        the append if it is whole, else cut the file back to where it ended before it. A
+        record that is not whole, or does not match the file, leaves the file as it is."""
         try:
-            record = self._journal_path.read_bytes().split()
+            raw = self._journal_path.read_bytes()
         except FileNotFoundError:
             return
         except OSError as error:
             raise TasksFileError(
                 self.path, f"its journal cannot be read: {error.strerror}"
             ) from None
-        if len(record) != 2 or not all(part.isdigit() for part in record):
+        if not raw:
             return
-        inode, size = int(record[0]), int(record[1])
+        record = self._journal_record(raw)
+        if (pending := self._cut_pending) and (pending.inode, pending.size) == (
+            record.inode,
+            record.size,
+        ):
+            record = pending  # this process failed that append: never keep it
         try:
-            self._undo_append(inode, size, keep_whole=True)
+            self._undo_append(record, keep_whole=record.keep)
         except OSError as error:
             raise TasksFileError(self.path, f"cannot be repaired: {error.strerror}") from None
+        self._cut_pending = None
         self._clear_journal()
 
-    def _undo_append(self, inode: int, size: int, keep_whole: bool) -> None:
-        """Cut the file back to ``size`` bytes, unless ``keep_whole`` and the append after
-        them is whole (a crash after its write: it is kept, and made durable)."""
+    def _journal_record(self, raw: bytes) -> JournalRecord:
+        try:
+            return JournalRecord.decode(raw)
+        except ValueError as error:
+            raise self._damaged(f"its journal record {error}") from None
+
+    def _damaged(self, why: str) -> TasksFileError:
+        """A journal that cannot be trusted: the file is left as it is for a person."""
+        problem = (
+            f"{why}; the file was left as it is: check that it ends with a whole task, "
+            f"then empty {self._journal_path.name}"
+        )
+        return TasksFileError(self.path, problem, "tasks_journal_damaged")
+
+    def _undo_append(self, record: JournalRecord, keep_whole: bool) -> None:
+        """Cut the file back to ``record.size`` bytes, unless ``keep_whole`` and the append
+        after them is whole (a crash after its write: it is kept, and made durable). Only
+        when the cut lands on that append's start and removes nothing but part of it."""
         with contextlib.suppress(FileNotFoundError), open(self.path, "r+b") as handle:
             stat = os.fstat(handle.fileno())
-            if size < len(CLOSING) or stat.st_ino != inode or stat.st_size < size - len(CLOSING):
-                return  # replaced or cut by hand since (or not a journal we wrote): stale
-            handle.seek(size - len(CLOSING))
-            after = handle.read()
-            whole = after[:1] == b"," and after.endswith(CLOSING)
-            if keep_whole and whole and _new_tasks(after[1:], {}) is not None:
+            cut = record.size - len(CLOSING)
+            if cut < 0 or stat.st_ino != record.inode or stat.st_size < cut:
+                return  # replaced or emptied since: the record is stale
+            start = max(0, cut - JOURNAL_PREFIX_BYTES)
+            handle.seek(start)
+            before, after = handle.read(cut - start), handle.read()
+            if _prefix_crc(before) != record.prefix_crc:
+                raise self._damaged(f"the journal names an append at byte {cut}, not there")
+            if not _part_of(after, record.added):
+                raise self._damaged(
+                    f"the {len(after)} bytes after byte {cut} are not the journal's append"
+                )
+            if keep_whole and after == record.added:
                 os.fsync(handle.fileno())  # the writer may have died before its fsync
                 return
-            handle.seek(size - len(CLOSING))
+            handle.seek(cut)
             handle.write(CLOSING)
-            handle.truncate(size)
+            handle.truncate(record.size)
             handle.flush()
             os.fsync(handle.fileno())
         self._forget()
+
+
+def _append_bytes(entry: Task) -> bytes:
+    """What an append writes over the closing bracket: exactly a full write's bytes there."""
+    rendered = orjson.dumps(entry, option=orjson.OPT_INDENT_2)
+    return b",\n  " + rendered.replace(b"\n", b"\n  ") + CLOSING
+
+
+def _prefix_crc(before: bytes) -> int:
+    """CRC-32 of the last bytes before an append's start, which fix where it began."""
+    return zlib.crc32(before[-JOURNAL_PREFIX_BYTES:])
+
+
+def _part_of(after: bytes, added: bytes) -> bool:
+    """True when ``after`` (the bytes from an append's start) can be what a crash left of
+    ``added``: no longer, and each byte the append's own, zero (a power cut's unwritten
+    page) or, in the first three, the closing bracket it wrote over."""
+    if len(after) > len(added):
+        return False
+    return all(
+        byte in (added[i], 0) or (i < len(CLOSING) and byte == CLOSING[i])
+        for i, byte in enumerate(after)
+    )
 
 
 def new_task(task_id: int, title: str, completed: bool, server: str) -> Task:
