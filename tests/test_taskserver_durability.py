@@ -104,19 +104,23 @@ def test_an_append_whose_undo_failed_is_never_kept(
     assert titles == ["one", "retried"]
 
 
-def test_a_server_starting_mid_lesson_leaves_a_young_temporary_file(tmp_path: Path) -> None:
-    """A nolock write in flight on another server must not lose its file; a crash's old
-    leftover is still removed (``prepare`` is what a starting server does)."""
+def test_a_server_starting_mid_lesson_leaves_a_young_nolock_file(tmp_path: Path) -> None:
+    """A nolock write in flight on another server, without the lock, must not lose its file;
+    a crash's leftovers are still removed: any old one, and any of a writer that held the lock
+    (``prepare``, what a starting server does, holds it)."""
     path = tmp_path / "tasks.json"
     path.write_text("[]\n")
-    young, old = tmp_path / ".tasks.json.young.tmp", tmp_path / ".tasks.json.old.tmp"
-    young.write_text("[]\n")
-    old.write_text("[]\n")
+    young = tmp_path / f".tasks.json.young{storage.NOLOCK_SUFFIX}"
+    old = tmp_path / f".tasks.json.old{storage.NOLOCK_SUFFIX}"
+    locked = tmp_path / ".tasks.json.lastid.dead.tmp"
+    for leftover in (young, old, locked):
+        leftover.write_text("[]\n")
     long_ago = time.time() - 2 * storage.LEFTOVER_SECONDS
     os.utime(old, (long_ago, long_ago))
     TaskStore(path, "server1").prepare()
     assert young.exists()
     assert not old.exists()
+    assert not locked.exists()
 
 
 def test_a_hold_cancelled_while_waiting_for_the_writer_lock_gives_its_turn_back() -> None:

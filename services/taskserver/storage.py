@@ -58,8 +58,10 @@ KEY_FIELD, DIGEST_FIELD = "idempotency_key", "request_digest"
 # Free space below which /health reports the disk as full: an append needs well under 1 KiB,
 # but the journal, a rewrite and the file system's own metadata need room too.
 MIN_FREE_BYTES = 1 << 20
-# A server that starts removes temporary files older than this (a crash's leftovers); younger
-# ones may be a nolock write in flight on another server, which takes milliseconds.
+# A server that starts removes fault mode nolock's temporary files (named with this suffix)
+# only when older than this: a younger one may be a write in flight on another server, without
+# the lock, which takes milliseconds. Every other temporary file is a dead lock holder's.
+NOLOCK_SUFFIX = ".nolock.tmp"
 LEFTOVER_SECONDS = 60.0
 # A journal record names the bytes just before its append's start (their CRC-32), so a cut
 # can only land where that append began.
@@ -167,11 +169,12 @@ class TaskStore:
         except OSError as error:
             raise TasksFileError(self.path, f"cannot create its folder: {error.strerror}") from None
         with self._exclusive():
-            # Only old ones: a younger one may be another server's nolock write in flight.
+            # Every writer but nolock's holds the lock, so their files are a dead writer's;
+            # a young nolock file may be another server's write in flight.
             old = time.time() - LEFTOVER_SECONDS
             for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
                 with contextlib.suppress(FileNotFoundError):
-                    if leftover.stat().st_mtime < old:
+                    if not leftover.name.endswith(NOLOCK_SUFFIX) or leftover.stat().st_mtime < old:
                         leftover.unlink()
             if not self.path.exists():
                 self._rewrite([])
@@ -275,7 +278,7 @@ class TaskStore:
         raw = orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         try:
             self._clear_journal(durable=True)
-            _replace_file(self.path, raw)
+            _replace_file(self.path, raw, NOLOCK_SUFFIX)
         except OSError as error:
             raise TasksFileError(self.path, f"cannot be written: {error.strerror}") from None
 
@@ -731,12 +734,12 @@ def read_tasks(path: Path) -> list[Task]:
     return _parse(raw, path)
 
 
-def _replace_file(path: Path, raw: bytes) -> os.stat_result:
+def _replace_file(path: Path, raw: bytes, suffix: str = ".tmp") -> os.stat_result:
     """``raw`` becomes ``path``'s content at once: a uniquely named temporary file in the
     same folder, fsynced, renamed over it, then the folder fsynced so the rename survives a
     power cut too. Readers see the old file or the new one, never a mix. Answers the new
     file's stat; raises OSError (the temporary file removed)."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}{suffix}")
     try:
         with open(temporary, "xb") as handle:
             handle.write(raw)
