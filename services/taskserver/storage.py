@@ -67,6 +67,9 @@ LEFTOVER_SECONDS = 60.0
 # can only land where that append began.
 JOURNAL_PREFIX_BYTES = 64
 JOURNAL_VERSION = b"j2"
+# Far above any record (a task is well under 2 KiB); a longer journal is not one we wrote,
+# and reading it whole would be unbounded.
+JOURNAL_MAX_BYTES = 1 << 16
 
 
 class TasksFileError(Exception):
@@ -297,14 +300,17 @@ class TaskStore:
         """Raise if the journal is damaged, without the lock: a record read while a writer
         writes it may look cut short, so it counts only if a second read finds the same."""
         try:
-            first = self._journal_path.read_bytes()
+            with open(self._journal_path, "rb") as handle:
+                first = handle.read(JOURNAL_MAX_BYTES)
             if not first:
                 return
             with contextlib.suppress(ValueError):
                 JournalRecord.decode(first)
                 return
             time.sleep(0.01)
-            if self._journal_path.read_bytes() == first:
+            with open(self._journal_path, "rb") as handle:
+                again = handle.read(JOURNAL_MAX_BYTES)
+            if again == first:
                 self._journal_record(first)
         except OSError:
             return  # gone or unreadable meanwhile: the next lock holder will say
@@ -621,7 +627,8 @@ class TaskStore:
         the append if it is whole, else cut the file back to where it ended before it. A
         record that is not whole, or does not match the file, leaves the file as it is."""
         try:
-            raw = self._journal_path.read_bytes()
+            with open(self._journal_path, "rb") as handle:
+                raw = handle.read(JOURNAL_MAX_BYTES)
         except FileNotFoundError:
             return
         except OSError as error:
@@ -668,7 +675,8 @@ class TaskStore:
                 return  # replaced or emptied since: the record is stale
             start = max(0, cut - JOURNAL_PREFIX_BYTES)
             handle.seek(start)
-            before, after = handle.read(cut - start), handle.read()
+            before = handle.read(cut - start)
+            after = handle.read(len(record.added) + 1)  # one more: more is never one task
             if _prefix_crc(before) != record.prefix_crc:
                 raise self._damaged(f"the journal names an append at byte {cut}, not there")
             if not _part_of(after, record.added):
