@@ -29,12 +29,11 @@ def fd_name(fd: int) -> str:
 def test_lastid_is_durable_before_the_append_relies_on_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without fsyncs a power cut can bring back an older high-water mark, file or rename,
-    and an id answered 201 before it would be handed out again."""
+    """Without fsyncs a power cut can bring back an older high-water mark, or none, and an id
+    answered 201 before it would be handed out again (after a reset, or a delete)."""
     path = tmp_path / "tasks.json"
     store = TaskStore(path, "server1")
     store.prepare()
-    store.create("one")
     steps: list[str] = []
     real_fsync, real_replace, real_pwrite = os.fsync, os.replace, os.pwrite
 
@@ -54,14 +53,17 @@ def test_lastid_is_durable_before_the_append_relies_on_it(
     monkeypatch.setattr(os, "fsync", recording_fsync)
     monkeypatch.setattr(os, "replace", recording_replace)
     monkeypatch.setattr(os, "pwrite", recording_pwrite)
-    store.create("two")
-    temporary = next(
-        i for i, step in enumerate(steps) if step.startswith("fsync .tasks.json.lastid")
-    )
-    renamed = steps.index("rename over tasks.json.lastid")
-    folder = steps.index("fsync folder", renamed)
-    assert temporary < renamed < folder < steps.index("write tasks.json"), steps
-    assert (tmp_path / "tasks.json.lastid").read_text() == "2"
+    store.create("one")  # the record is new: its folder entry too
+    written = steps.index("write tasks.json.lastid")
+    synced = steps.index("fsync tasks.json.lastid")
+    folder = steps.index("fsync folder", synced)
+    assert written < synced < folder < steps.index("rename over tasks.json"), steps
+    steps.clear()
+    store.create("two")  # appended: the record is rewritten in place
+    written = steps.index("write tasks.json.lastid")
+    synced = steps.index("fsync tasks.json.lastid")
+    assert written < synced < steps.index("write tasks.json"), steps
+    assert (tmp_path / "tasks.json.lastid").read_text().split()[0] == "2"
 
 
 @pytest.mark.parametrize("mark_fails", [False, True], ids=["another server", "this server"])
@@ -149,7 +151,7 @@ def post(url: str, title: str) -> httpx.Response:
     return httpx.post(url + "/tareas", json={"title": title}, timeout=15)
 
 
-@pytest.mark.parametrize("damage", ["3x", "", "-1", str(2**63)])
+@pytest.mark.parametrize("damage", ["3x", "", "-1", str(2**63), "3 00000000", "3 ab 1"])
 def test_a_corrupt_lastid_never_gives_a_deleted_newest_tasks_id_again(
     tmp_path: Path, damage: str
 ) -> None:
@@ -187,7 +189,7 @@ def test_a_lastid_that_cannot_be_written_refuses_creates(tmp_path: Path) -> None
         assert health.status_code == 503 and "tasks.json.lastid" in health.json()["error"]
         lastid.rmdir()
         assert post(server.url, "b").json()["id"] == 2
-        assert lastid.read_text() == "2"
+        assert lastid.read_text().split()[0] == "2"
     finally:
         server.close()
 

@@ -290,11 +290,20 @@ class TaskStore:
         try:
             with self._cache_lock:
                 self._refresh()
-            self._last_id()
+            self._check_last_id()
             self._check_journal()
         except TasksFileError as error:
             return str(error)
         return _storage_problem(self.path, self._file_lock.lock_file)
+
+    def _check_last_id(self) -> None:
+        """``_last_id`` for /health, without the lock: a record read while a create writes it
+        may look torn, so it counts only if a read 10 ms later fails too."""
+        try:
+            self._last_id()
+        except TasksFileError:
+            time.sleep(0.01)
+            self._last_id()
 
     def _check_journal(self) -> None:
         """Raise if the journal is damaged, without the lock: a record read while a writer
@@ -465,10 +474,7 @@ class TaskStore:
             return 0
         except OSError as error:
             raise self._unrecorded(f"cannot be read: {error.strerror}") from None
-        try:
-            last = int(raw)
-        except ValueError:
-            last = -1
+        last = _id_record(raw)
         if not 0 <= last <= MAX_TASK_ID:
             raise self._unrecorded(f"holds {raw[:24]!r}, not an id from 0 to {MAX_TASK_ID}")
         return last
@@ -579,13 +585,27 @@ class TaskStore:
             self._write_journal(self._cut_pending)
 
     def _remember_last_id(self, task_id: int) -> None:
-        """Store the id high-water mark durably (file and folder fsynced) before the id is
-        used; a mark that cannot be stored refuses the write, since ids must never repeat."""
+        """Store the id high-water mark durably before the id is used; a mark that cannot be
+        stored refuses the write, since ids must never repeat. Written in place and fsynced
+        (one fsync, as the journal: a rename would need two), with a checksum, so a torn
+        record reads as damaged (creates refused), never as a lower id; the folder is fsynced
+        when the file is new."""
+        record = b"%d %08x\n" % (task_id, zlib.crc32(b"%d" % task_id))
         try:
-            _replace_file(self._last_id_path, str(task_id).encode())
+            created = not self._last_id_path.exists()
+            fd = os.open(self._last_id_path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                if os.pwrite(fd, record, 0) != len(record):
+                    raise OSError(28, "short write (is the disk full?)")
+                if os.fstat(fd).st_size != len(record):  # a longer hand-written one
+                    os.ftruncate(fd, len(record))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                _fsync_folder(self._last_id_path.parent)
         except OSError as error:
-            problem = f"its id record {self._last_id_path.name} cannot be written: {error.strerror}"
-            raise TasksFileError(self.path, problem, "task_ids_unrecorded") from None
+            raise self._unrecorded(f"cannot be written: {error.strerror}") from None
 
     # -- the journal: undoing an append a crash cut short ----------------------------------
 
@@ -692,6 +712,21 @@ class TaskStore:
             handle.flush()
             os.fsync(handle.fileno())
         self._forget()
+
+
+def _id_record(raw: bytes) -> int:
+    """The id in a ``tasks.json.lastid`` record (``<id> <crc32>``, or an id written by
+    hand); -1 when it is neither."""
+    fields = raw.split()
+    try:
+        last = int(fields[0])
+    except (IndexError, ValueError):
+        return -1
+    if len(fields) == 1 and raw.strip() == fields[0]:
+        return last
+    if len(fields) == 2 and fields[1] == b"%08x" % zlib.crc32(fields[0]):
+        return last
+    return -1
 
 
 def _append_bytes(entry: Task) -> bytes:
