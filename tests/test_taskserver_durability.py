@@ -233,3 +233,30 @@ def test_health_says_when_another_process_holds_the_lock(tmp_path: Path) -> None
         assert "warning" not in httpx.get(server.url + "/health").json()["tasks_file"]
     finally:
         server.close()
+
+
+@pytest.mark.slow  # a server process: 1-3 s
+def test_a_server_with_a_damaged_journal_starts_and_answers_503_naming_it(
+    tmp_path: Path,
+) -> None:
+    """The issue's case: a record cut short (``"<inode> 3"``) used to cut 19 tasks down to
+    ``\\n]\\n``. Now the server starts, touches nothing, and every write and /health say why."""
+    path = tmp_path / "tasks.json"
+    path.write_bytes(orjson.dumps([{"id": n, "title": f"t{n}"} for n in range(1, 20)]))
+    before = path.read_bytes()
+    (tmp_path / "tasks.json.journal").write_text(f"{path.stat().st_ino} 3")
+    server = taskserver("server1", path).start()
+    try:
+        refused = post(server.url, "x")
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "tasks_journal_damaged"
+        assert "journal record" in refused.json()["problem"]
+        health = httpx.get(server.url + "/health")
+        assert health.status_code == 503 and "journal record" in health.json()["error"]
+        assert len(httpx.get(server.url + "/tareas").json()) == 19  # reads still answer
+        assert path.read_bytes() == before
+        (tmp_path / "tasks.json.journal").write_bytes(b"")  # what the message asks
+        assert post(server.url, "x").json()["id"] == 20
+        assert httpx.get(server.url + "/health").status_code == 200
+    finally:
+        server.close()

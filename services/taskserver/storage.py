@@ -171,19 +171,29 @@ class TaskStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise TasksFileError(self.path, f"cannot create its folder: {error.strerror}") from None
-        with self._exclusive():
-            # Every writer but nolock's holds the lock, so their files are a dead writer's;
-            # a young nolock file may be another server's write in flight.
-            old = time.time() - LEFTOVER_SECONDS
-            for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-                with contextlib.suppress(FileNotFoundError):
-                    if not leftover.name.endswith(NOLOCK_SUFFIX) or leftover.stat().st_mtime < old:
-                        leftover.unlink()
-            if not self.path.exists():
-                self._rewrite([])
-            if not self._journal_path.exists():  # created once, its folder entry made durable
-                self._clear_journal(durable=True)
-                _fsync_folder(self.path.parent)
+        try:
+            with self._exclusive():
+                self._tidy()
+        except TasksFileError as error:
+            if error.code != "tasks_journal_damaged":
+                raise
+            # Start anyway, touching nothing: every write and /health name it until a person
+            # looks (a server that refused to start would say it once, in a log).
+
+    def _tidy(self) -> None:
+        """A starting server's work under the lock: a crash's leftovers, a missing file."""
+        # Every writer but nolock's holds the lock, so their files are a dead writer's; a young
+        # nolock file may be another server's write in flight.
+        old = time.time() - LEFTOVER_SECONDS
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if not leftover.name.endswith(NOLOCK_SUFFIX) or leftover.stat().st_mtime < old:
+                    leftover.unlink()
+        if not self.path.exists():
+            self._rewrite([])
+        if not self._journal_path.exists():  # created once, its folder entry made durable
+            self._clear_journal(durable=True)
+            _fsync_folder(self.path.parent)
 
     def page(
         self, offset: int = 0, limit: int | None = None, newest_first: bool = False
