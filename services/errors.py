@@ -56,6 +56,9 @@ ERRORS: Catalogue = {
         "tasks_file_busy": "the tasks file is busy: this write waited more than {seconds:g} s "
         "for the writes before it",
         "tasks_file_error": "the tasks file cannot be used: {tasks_file}: {problem}",
+        "tasks_journal_damaged": "the tasks file was not repaired: {tasks_file}: {problem}",
+        "task_ids_unrecorded": "new tasks are refused, so that no id is given twice: "
+        "{tasks_file}: {problem}",
         "simulated_error": "simulated error: requested by {endpoint}",
         "unexpected_error": "unexpected server error: {type}",
         "fault_injected": "fault injected: mode 'error' fails {rate:.0%} of requests",
@@ -147,6 +150,9 @@ ERRORS: Catalogue = {
         "tasks_file_busy": "el archivo de tareas está ocupado: esta escritura esperó más de "
         "{seconds:g} s a las anteriores",
         "tasks_file_error": "no se puede usar el archivo de tareas: {tasks_file}: {problem}",
+        "tasks_journal_damaged": "el archivo de tareas no se reparó: {tasks_file}: {problem}",
+        "task_ids_unrecorded": "se rechazan tareas nuevas, para que ningún id se entregue dos "
+        "veces: {tasks_file}: {problem}",
         "simulated_error": "error simulado: lo pidió {endpoint}",
         "unexpected_error": "error inesperado del servidor: {type}",
         "fault_injected": "falla inyectada: el modo 'error' hace fallar el {rate:.0%} de las "

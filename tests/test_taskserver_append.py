@@ -8,7 +8,8 @@ import contextlib
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -42,24 +43,42 @@ def test_creates_append_in_place_in_the_format_of_a_full_write(tmp_path: Path) -
     assert not storage.TaskStore(path, "x")._journal_pending()
 
 
-def die_mid_append(path: Path, added: bytes) -> None:
-    """What a writer that dies mid-append leaves: the journal, and ``added`` written over the
-    closing bracket (part of a task, or zeros after a power cut)."""
-    stat = path.stat()
+def journal_record(path: Path, added: bytes, size: int | None = None) -> storage.JournalRecord:
+    """The record a writer makes before appending ``added`` to ``path`` at ``size``."""
+    raw = path.read_bytes()[:size]
+    before = raw[: -len(storage.CLOSING)]
+    return storage.JournalRecord(path.stat().st_ino, len(raw), storage._prefix_crc(before), added)
+
+
+def a_task_appended(task_id: int) -> bytes:
+    return storage._append_bytes(storage.new_task(task_id, "dying", False, "dying"))
+
+
+def die_mid_append(path: Path, written: Callable[[bytes], bytes]) -> None:
+    """What a writer that dies mid-append leaves: the journal, and ``written(append)`` over
+    the closing bracket (part of the task, or zeros after a power cut)."""
+    added = a_task_appended(3)
+    record = journal_record(path, added)
     with FileLock(str(path) + ".lock"):
-        TaskStore(path, "dying")._write_journal(stat.st_ino, stat.st_size)
+        TaskStore(path, "dying")._write_journal(record)
         with open(path, "r+b") as handle:
-            handle.seek(stat.st_size - len(storage.CLOSING))
-            handle.write(added)
+            handle.seek(record.size - len(storage.CLOSING))
+            handle.write(written(added))
 
 
 @pytest.mark.parametrize(
-    "added",
-    [b',\n  {\n    "id": 3,\n    "title": "ha', b",\n  {", b"\0" * 300, b",\n"],
-    ids=["half a task", "a bracket", "zeros", "a comma"],
+    "written",
+    [
+        lambda added: added[:40],
+        lambda added: added[:4],
+        lambda added: b"\0" * len(added),
+        lambda added: added[:2],
+        lambda added: added[:30] + b"\0" * 20 + added[50:-1],
+    ],
+    ids=["half a task", "a bracket", "zeros", "a comma", "a torn page"],
 )
 def test_an_append_cut_short_is_undone_by_the_next_lock_holder(
-    tmp_path: Path, added: bytes
+    tmp_path: Path, written: Callable[[bytes], bytes]
 ) -> None:
     path = tmp_path / "tasks.json"
     store = TaskStore(path, "server1")
@@ -67,7 +86,7 @@ def test_an_append_cut_short_is_undone_by_the_next_lock_holder(
     store.create("one")
     store.create("two")
     before = path.read_bytes()
-    die_mid_append(path, added)
+    die_mid_append(path, written)
     assert store.create("three")[0]["id"] == 3
     assert [task["title"] for task in orjson.loads(path.read_bytes())] == ["one", "two", "three"]
     assert path.read_bytes().startswith(before[: -len(storage.CLOSING)])
@@ -79,9 +98,10 @@ def test_a_whole_append_whose_journal_survived_is_kept(tmp_path: Path) -> None:
     store = TaskStore(path, "server1")
     store.prepare()
     store.create("one")
-    stat = path.stat()
+    size = path.stat().st_size
     store.create("two")
-    store._write_journal(stat.st_ino, stat.st_size)  # as if never cleared
+    appended = path.read_bytes()[size - len(storage.CLOSING) :]
+    store._write_journal(journal_record(path, appended, size))  # as if never cleared
     other = TaskStore(path, "server2")
     assert [task["title"] for task in other.list()] == ["one", "two"]
     other.create("three")
@@ -99,12 +119,13 @@ def test_a_read_during_another_servers_append_answers_the_version_before(
     store.create("one")
     reader = TaskStore(path, "server2")
     assert [task["title"] for task in reader.list()] == ["one"]
-    stat = path.stat()
+    added = a_task_appended(2)
+    record = journal_record(path, added)
     with FileLock(str(path) + ".lock"):  # the writer, still alive, mid-append
-        TaskStore(path, "writer")._write_journal(stat.st_ino, stat.st_size)
+        TaskStore(path, "writer")._write_journal(record)
         with open(path, "r+b") as handle:
-            handle.seek(stat.st_size - len(storage.CLOSING))
-            handle.write(b',\n  {\n    "id": 2,')
+            handle.seek(record.size - len(storage.CLOSING))
+            handle.write(added[:20])
         assert [task["title"] for task in reader.list()] == ["one"]
         assert reader.problem() is None
     fresh = TaskStore(path, "server3")  # nothing in memory: it must repair to answer
@@ -221,7 +242,8 @@ def test_ids_stay_in_the_range_every_json_reader_holds(tmp_path: Path) -> None:
     (tmp_path / "tasks.json.lastid").write_text(str(2**63 - 2))  # edited by hand
     store = TaskStore(path, "server1")
     store.prepare()
-    assert store.create("a")[0]["id"] == 1  # an impossible high-water mark is ignored
+    with pytest.raises(storage.TasksFileError, match="not an id from 0 to"):
+        store.create("a")  # an impossible high-water mark is refused, not guessed low
     (tmp_path / "tasks.json.lastid").write_text(str(MAX_TASK_ID - 1))
     store._forget()
     assert store.create("b")[0]["id"] == MAX_TASK_ID
@@ -332,16 +354,79 @@ def test_a_rewrite_makes_the_journal_durably_empty_before_it_renames(
     assert (tmp_path / "tasks.json.journal").read_bytes() == b""
 
 
-@pytest.mark.parametrize("record", ["{inode} 1", "{inode} 0", "x y", "1 2 3", "-5 9"])
-def test_a_journal_we_did_not_write_is_ignored(tmp_path: Path, record: str) -> None:
+def test_a_stale_journal_record_is_ignored(tmp_path: Path) -> None:
+    """A whole record naming another inode (the file was replaced since) or a longer file
+    than there is (emptied by hand since) cuts nothing."""
     path = tmp_path / "tasks.json"
     store = TaskStore(path, "server1")
     store.prepare()
     store.create("one")
-    journal = record.format(inode=path.stat().st_ino)
-    (tmp_path / "tasks.json.journal").write_text(journal)
-    assert store.create("two")[0]["id"] == 2
-    assert store.problem() is None
+    record = journal_record(path, a_task_appended(2))
+    for stale in (replace(record, inode=record.inode + 1), replace(record, size=10**6)):
+        store._write_journal(stale)
+        assert store.problem() is None
+        store.create("again")
+    assert [task["title"] for task in store.list()] == ["one", "again", "again"]
+
+
+DAMAGED_RECORDS = {
+    "cut short": lambda record: record.encode()[:-10],
+    "inode and size only": lambda record: b"%d 3" % record.inode,
+    "half a size": lambda record: record.encode().replace(
+        b" %d " % record.size, b" %d " % (record.size // 2), 1
+    ),
+    "the old format": lambda record: b"%d %d\n" % (record.inode, record.size),
+    "garbage": lambda record: b"x y",
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_RECORDS.values(), ids=DAMAGED_RECORDS.keys())
+def test_a_damaged_journal_record_never_cuts_the_file(
+    tmp_path: Path, damage: Callable[[storage.JournalRecord], bytes]
+) -> None:
+    """It used to cut 19 tasks down to `\n]\n`: now the file is left as it is, every write
+    and /health name the problem, and emptying the journal is the way on."""
+    path = tmp_path / "tasks.json"
+    store = TaskStore(path, "server1")
+    store.prepare()
+    for n in range(19):
+        store.create(f"t{n}")
+    before = path.read_bytes()
+    (tmp_path / "tasks.json.journal").write_bytes(damage(journal_record(path, b"")))
+    with pytest.raises(storage.TasksFileError, match="journal record") as refused:
+        TaskStore(path, "server2").create("x")
+    assert refused.value.code == "tasks_journal_damaged"
+    assert "journal record" in (TaskStore(path, "server3").problem() or "")
+    assert path.read_bytes() == before
+    (tmp_path / "tasks.json.journal").write_bytes(b"")  # what the message asks a person to do
+    assert TaskStore(path, "server2").create("x")[0]["id"] == 20
+
+
+def test_a_record_whose_cut_does_not_land_on_its_append_leaves_the_file(tmp_path: Path) -> None:
+    """Whole records that do not match the file: the bytes before the cut are not the ones
+    the append followed, or the bytes after it are not one partial task, the journal's."""
+    path = tmp_path / "tasks.json"
+    store = TaskStore(path, "server1")
+    store.prepare()
+    sizes = []
+    for title in ("one", "two", "three"):
+        sizes.append(path.stat().st_size)
+        store.create(title)
+    whole = path.read_bytes()
+    three = whole[sizes[2] - len(storage.CLOSING) :]
+    cases = {
+        "not there": replace(journal_record(path, three, sizes[2]), prefix_crc=0),
+        "are not the journal's append": journal_record(path, a_task_appended(3), sizes[2]),
+        "bytes after": journal_record(path, three, sizes[1]),  # two tasks after the cut
+    }
+    for words, record in cases.items():
+        store._write_journal(record)
+        with pytest.raises(storage.TasksFileError, match=words) as refused:
+            TaskStore(path, "server2").create("x")
+        assert refused.value.code == "tasks_journal_damaged"
+        assert path.read_bytes() == whole, words
+    store._write_journal(journal_record(path, three, sizes[2]))  # the true record: kept
+    assert TaskStore(path, "server2").create("four")[0]["id"] == 4
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,10 @@ from services.taskserver.writers import HOLD_WAIT_SECONDS, QueueTimeout, WriteQu
 
 log = logging.getLogger("ticslab.taskserver")
 
+# /health reports a write waiting this long for another process's file lock (a normal
+# contended wait is milliseconds).
+LOCK_WAIT_REPORTED_SECONDS = 0.5
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -131,11 +135,19 @@ def create_app(settings: Settings) -> Starlette:
 
     async def health(request: Request) -> Response:
         problem = await in_thread(store.problem)
+        tasks_file: dict[str, Any] = {"path": str(settings.tasks_file), "ok": problem is None}
+        if (waited := store.lock_wait()) >= LOCK_WAIT_REPORTED_SECONDS:
+            # Still 200: every server shares the lock, and reads still answer.
+            tasks_file["lock_wait_seconds"] = round(waited, 1)
+            tasks_file["warning"] = (
+                f"a write here has waited {waited:.1f} s for the lock, held by another "
+                f"process; writes give up after {LOCK_TIMEOUT_SECONDS:g} s (503)"
+            )
         body: dict[str, Any] = {
             "status": "ok",
             "server": settings.name,
             "uptime": uptime.seconds,
-            "tasks_file": {"path": str(settings.tasks_file), "ok": problem is None},
+            "tasks_file": tasks_file,
             "fault": faults.mode,
         }
         # Keys are checked in the shared tasks.json, except by nolock's naive creates: then
@@ -317,7 +329,7 @@ async def _queue_timeout(request: Request, exc: Exception) -> Response:
 async def _file_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TasksFileError)
     fields = {"tasks_file": str(exc.path), "problem": exc.problem}
-    return json_error(503, code="tasks_file_error", lang=language_of(request), **fields)
+    return json_error(503, code=exc.code, lang=language_of(request), **fields)
 
 
 async def _simulated_failure(request: Request, exc: Exception) -> Response:

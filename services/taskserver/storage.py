@@ -15,14 +15,17 @@ has not changed in a way it has not seen, reading only the bytes another server 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +58,28 @@ KEY_FIELD, DIGEST_FIELD = "idempotency_key", "request_digest"
 # Free space below which /health reports the disk as full: an append needs well under 1 KiB,
 # but the journal, a rewrite and the file system's own metadata need room too.
 MIN_FREE_BYTES = 1 << 20
+# A server that starts removes fault mode nolock's temporary files (named with this suffix)
+# only when older than this: a younger one may be a write in flight on another server, without
+# the lock, which takes milliseconds. Every other temporary file is a dead lock holder's.
+NOLOCK_SUFFIX = ".nolock.tmp"
+LEFTOVER_SECONDS = 60.0
+# A journal record names the bytes just before its append's start (their CRC-32), so a cut
+# can only land where that append began.
+JOURNAL_PREFIX_BYTES = 64
+JOURNAL_VERSION = b"j2"
+# Far above any record (a task is well under 2 KiB); a longer journal is not one we wrote,
+# and reading it whole would be unbounded.
+JOURNAL_MAX_BYTES = 1 << 16
 
 
 class TasksFileError(Exception):
     """The tasks file cannot be used (does not parse, cannot be read or written, is locked)."""
 
-    def __init__(self, path: Path, problem: str) -> None:
+    def __init__(self, path: Path, problem: str, code: str = "tasks_file_error") -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+        self.code = code  # of services/errors.py
 
 
 class TaskNotFound(LookupError):
@@ -76,6 +92,47 @@ class KeyReused(Exception):
 
 Signature = tuple[int, int, int]  # st_ino, st_size, st_mtime_ns
 NOTHING_READ: Signature = (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    """``tasks.json.journal`` while an append is in flight: the file (inode) and its size
+    before it, the CRC-32 of the bytes just before the append's start, the bytes appended,
+    and whether a whole append may be kept (not when its writer failed and could not undo
+    it: it was never answered, and keeping it would let a keyless retry make two tasks).
+    A checksum over it all tells a whole record from one cut short or edited."""
+
+    inode: int
+    size: int
+    prefix_crc: int
+    added: bytes
+    keep: bool = True
+
+    def encode(self) -> bytes:
+        mode = b"keep" if self.keep else b"cut"
+        fields = [b"%d" % self.inode, b"%d" % self.size, mode, b"%08x" % self.prefix_crc]
+        body = b" ".join([JOURNAL_VERSION, *fields, base64.b64encode(self.added)])
+        return body + b" %08x\n" % zlib.crc32(body)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> JournalRecord:
+        """The record in ``raw``; ValueError saying why it is not one this module wrote."""
+        fields = raw.split(b" ")
+        if len(fields) != 7 or fields[0] != JOURNAL_VERSION or not raw.endswith(b"\n"):
+            raise ValueError("is not a whole record (cut short, or not written by ticslab)")
+        try:
+            checksum = int(fields[6], 16)
+            if checksum != zlib.crc32(b" ".join(fields[:6])) or fields[3] not in (b"keep", b"cut"):
+                raise ValueError
+            return cls(
+                int(fields[1]),
+                int(fields[2]),
+                int(fields[4], 16),
+                base64.b64decode(fields[5], validate=True),
+                fields[3] == b"keep",
+            )
+        except ValueError:
+            raise ValueError("does not match its checksum (cut short or edited)") from None
 
 
 def request_digest(title: Any, completed: Any) -> str:
@@ -102,6 +159,8 @@ class TaskStore:
         # The highest id ever handed out: deleting the newest task must not free its id.
         self._last_id_path = path.with_name(path.name + ".lastid")
         self._journal_path = path.with_name(path.name + ".journal")
+        self._cut_pending: JournalRecord | None = None  # an append failed here, not yet cut
+        self._lock_wait_since = 0.0  # monotonic start of a wait for the file lock; 0: none
         self._forget()
 
     # -- the public operations -------------------------------------------------------------
@@ -112,14 +171,29 @@ class TaskStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise TasksFileError(self.path, f"cannot create its folder: {error.strerror}") from None
-        with self._exclusive():
-            for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-                leftover.unlink(missing_ok=True)
-            if not self.path.exists():
-                self._rewrite([])
-            if not self._journal_path.exists():  # created once, its folder entry made durable
-                self._clear_journal(durable=True)
-                _fsync_folder(self.path.parent)
+        try:
+            with self._exclusive():
+                self._tidy()
+        except TasksFileError as error:
+            if error.code != "tasks_journal_damaged":
+                raise
+            # Start anyway, touching nothing: every write and /health name it until a person
+            # looks (a server that refused to start would say it once, in a log).
+
+    def _tidy(self) -> None:
+        """A starting server's work under the lock: a crash's leftovers, a missing file."""
+        # Every writer but nolock's holds the lock, so their files are a dead writer's; a young
+        # nolock file may be another server's write in flight.
+        old = time.time() - LEFTOVER_SECONDS
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if not leftover.name.endswith(NOLOCK_SUFFIX) or leftover.stat().st_mtime < old:
+                    leftover.unlink()
+        if not self.path.exists():
+            self._rewrite([])
+        if not self._journal_path.exists():  # created once, its folder entry made durable
+            self._clear_journal(durable=True)
+            _fsync_folder(self.path.parent)
 
     def page(
         self, offset: int = 0, limit: int | None = None, newest_first: bool = False
@@ -193,6 +267,10 @@ class TaskStore:
         with self._exclusive():
             self._load(exact=True)
             old = self._find(task_id)
+            # The floor is the file's highest id too (a file from before the record, or a
+            # hand edit): store it before the newest task, and the proof of its id, is gone.
+            if (highest := self._next_id - 1) > self._last_id():
+                self._remember_last_id(highest)
             self._rewrite([self._with_private(task) for task in self._tasks if task is not old])
             return old
 
@@ -213,7 +291,7 @@ class TaskStore:
         raw = orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         try:
             self._clear_journal(durable=True)
-            _replace_file(self.path, raw)
+            _replace_file(self.path, raw, NOLOCK_SUFFIX)
         except OSError as error:
             raise TasksFileError(self.path, f"cannot be written: {error.strerror}") from None
 
@@ -222,9 +300,44 @@ class TaskStore:
         try:
             with self._cache_lock:
                 self._refresh()
+            self._check_last_id()
+            self._check_journal()
         except TasksFileError as error:
             return str(error)
         return _storage_problem(self.path, self._file_lock.lock_file)
+
+    def _check_last_id(self) -> None:
+        """``_last_id`` for /health, without the lock: a record read while a create writes it
+        may look torn, so it counts only if a read 10 ms later fails too."""
+        try:
+            self._last_id()
+        except TasksFileError:
+            time.sleep(0.01)
+            self._last_id()
+
+    def _check_journal(self) -> None:
+        """Raise if the journal is damaged, without the lock: a record read while a writer
+        writes it may look cut short, so it counts only if a second read finds the same."""
+        try:
+            with open(self._journal_path, "rb") as handle:
+                first = handle.read(JOURNAL_MAX_BYTES)
+            if not first:
+                return
+            with contextlib.suppress(ValueError):
+                JournalRecord.decode(first)
+                return
+            time.sleep(0.01)
+            with open(self._journal_path, "rb") as handle:
+                again = handle.read(JOURNAL_MAX_BYTES)
+            if again == first:
+                self._journal_record(first)
+        except OSError:
+            return  # gone or unreadable meanwhile: the next lock holder will say
+
+    def lock_wait(self) -> float:
+        """Seconds a write here has been waiting for another process's file lock (0: none)."""
+        since = self._lock_wait_since
+        return time.monotonic() - since if since else 0.0
 
     # -- the version in memory -------------------------------------------------------------
 
@@ -328,7 +441,8 @@ class TaskStore:
         self._forget()
         self._index(entries)
         self._seen(signature, raw)
-        self._next_id = max(self._next_id, self._last_id() + 1)
+        with contextlib.suppress(TasksFileError):  # reads go on; writes check it themselves
+            self._next_id = max(self._next_id, self._last_id() + 1)
 
     def _unchanged(self, fd: int, signature: Signature) -> bool:
         """Same inode, size and mtime, and the same last bytes (so the same newest task)."""
@@ -361,13 +475,26 @@ class TaskStore:
         return True
 
     def _last_id(self) -> int:
-        """The id high-water mark; 0 when its file is missing, unreadable or out of range
-        (ids then stay unique among the stored tasks: max id + 1)."""
+        """The id high-water mark; 0 when none was stored yet. One that cannot be read or is
+        not an id refuses new ids: guessing low could give a deleted newest task's id again."""
         try:
-            last = int(self._last_id_path.read_bytes())
-        except (OSError, ValueError):
+            with open(self._last_id_path, "rb") as handle:
+                raw = handle.read(64)
+        except FileNotFoundError:
             return 0
-        return last if 0 <= last <= MAX_TASK_ID else 0
+        except OSError as error:
+            raise self._unrecorded(f"cannot be read: {error.strerror}") from None
+        last = _id_record(raw)
+        if not 0 <= last <= MAX_TASK_ID:
+            raise self._unrecorded(f"holds {raw[:24]!r}, not an id from 0 to {MAX_TASK_ID}")
+        return last
+
+    def _unrecorded(self, why: str) -> TasksFileError:
+        problem = (
+            f"its id record {self._last_id_path.name} {why}; write in it the highest id "
+            "ever given (at least the highest in the file)"
+        )
+        return TasksFileError(self.path, problem, "task_ids_unrecorded")
 
     # -- changing the file -----------------------------------------------------------------
 
@@ -379,6 +506,7 @@ class TaskStore:
         if not self.writer_lock.acquire(timeout=wait):
             raise TasksFileError(self.path, f"a write here waited more than {wait:g} s")
         try:
+            self._lock_wait_since = time.monotonic()
             try:
                 self._file_lock.acquire(timeout=wait, poll_interval=LOCK_POLL_SECONDS)
             except Timeout:
@@ -387,6 +515,8 @@ class TaskStore:
             except OSError as error:
                 problem = f"its lock file cannot be opened: {error.strerror}"
                 raise TasksFileError(self.path, problem) from None
+            finally:
+                self._lock_wait_since = 0.0
             try:
                 with self._cache_lock:
                     self._recover()
@@ -401,9 +531,10 @@ class TaskStore:
         False, with nothing written, when the file is no longer the version in memory: only
         a writer without the lock (fault mode nolock) can have replaced it since it was read,
         and writing at the old size into the new file would tear it."""
-        entry = orjson.dumps({**task, **private}, option=orjson.OPT_INDENT_2)
-        added = b",\n  " + entry.replace(b"\n", b"\n  ") + CLOSING
+        added = _append_bytes({**task, **private})
         inode, size, _ = self._signature
+        before = self._tail[: -len(CLOSING)]
+        record = JournalRecord(inode, size, _prefix_crc(before), added)
         try:
             fd = os.open(self.path, os.O_WRONLY)
             try:
@@ -414,7 +545,7 @@ class TaskStore:
                 # Replaced from here on, this writes to the old inode, which nobody reads any
                 # more: the task is lost (the nolock lesson), the file is never torn. Nobody
                 # changes an inode in place without the lock.
-                self._write_journal(inode, size)
+                self._write_journal(record)
                 written = os.pwrite(fd, added, size - len(CLOSING))
                 if written != len(added):
                     raise OSError(28, "short write (is the disk full?)")
@@ -423,10 +554,7 @@ class TaskStore:
             finally:
                 os.close(fd)
         except OSError as error:
-            with contextlib.suppress(OSError):  # else the next lock holder undoes it
-                self._undo_append(inode, size, keep_whole=False)  # never answered: cut it
-                self._clear_journal()
-            self._forget()
+            self._cut_back(record)
             raise TasksFileError(self.path, f"cannot be written: {error.strerror}") from None
         self._clear_journal()
         self._index([{**task, **private}])
@@ -451,21 +579,51 @@ class TaskStore:
         self._next_id = max(self._next_id, next_id)
         self._seen(_signature(stat), raw)
 
-    def _remember_last_id(self, task_id: int) -> None:
-        """Best effort (without it, ids stay unique among stored tasks: max id + 1), but
-        never half-written: a temporary file renamed over it."""
-        temporary = self._last_id_path.with_name(self._last_id_path.name + ".tmp")
+    def _cut_back(self, record: JournalRecord) -> None:
+        """Undo an append that failed here: it was never answered, so it is cut even if
+        whole. If that fails too, the journal is marked ``cut`` (and this process remembers
+        it), so the next lock holder cuts it instead of keeping a task nobody was given."""
+        self._forget()
+        try:
+            self._undo_append(record, keep_whole=False)
+            self._clear_journal()
+            return
+        except (OSError, TasksFileError):
+            pass
+        self._cut_pending = replace(record, keep=False)
         with contextlib.suppress(OSError):
-            temporary.write_bytes(str(task_id).encode())
-            os.replace(temporary, self._last_id_path)
+            self._write_journal(self._cut_pending)
+
+    def _remember_last_id(self, task_id: int) -> None:
+        """Store the id high-water mark durably before the id is used; a mark that cannot be
+        stored refuses the write, since ids must never repeat. Written in place and fsynced
+        (one fsync, as the journal: a rename would need two), with a checksum, so a torn
+        record reads as damaged (creates refused), never as a lower id; the folder is fsynced
+        when the file is new."""
+        record = b"%d %08x\n" % (task_id, zlib.crc32(b"%d" % task_id))
+        try:
+            created = not self._last_id_path.exists()
+            fd = os.open(self._last_id_path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                if os.pwrite(fd, record, 0) != len(record):
+                    raise OSError(28, "short write (is the disk full?)")
+                if os.fstat(fd).st_size != len(record):  # a longer hand-written one
+                    os.ftruncate(fd, len(record))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                _fsync_folder(self._last_id_path.parent)
+        except OSError as error:
+            raise self._unrecorded(f"cannot be written: {error.strerror}") from None
 
     # -- the journal: undoing an append a crash cut short ----------------------------------
 
-    def _write_journal(self, inode: int, size: int) -> None:
-        """Record, durably and before the append, the file's inode and size without it."""
+    def _write_journal(self, entry: JournalRecord) -> None:
+        """Record, durably and before the append, the file as it is without it."""
         fd = os.open(self._journal_path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            record = f"{inode} {size}\n".encode()
+            record = entry.encode()
             os.ftruncate(fd, 0)
             if os.pwrite(fd, record, 0) != len(record):
                 raise OSError(28, "short write (is the disk full?)")
@@ -496,43 +654,112 @@ class TaskStore:
 
     def _recover(self) -> None:
         """Finish what a writer that died mid-append left (caller holds the file lock): keep
-        the append if it is whole, else cut the file back to where it ended before it."""
+        the append if it is whole, else cut the file back to where it ended before it. A
+        record that is not whole, or does not match the file, leaves the file as it is."""
         try:
-            record = self._journal_path.read_bytes().split()
+            with open(self._journal_path, "rb") as handle:
+                raw = handle.read(JOURNAL_MAX_BYTES)
         except FileNotFoundError:
             return
         except OSError as error:
             raise TasksFileError(
                 self.path, f"its journal cannot be read: {error.strerror}"
             ) from None
-        if len(record) != 2 or not all(part.isdigit() for part in record):
+        if not raw:
             return
-        inode, size = int(record[0]), int(record[1])
+        record = self._journal_record(raw)
+        if (pending := self._cut_pending) and (pending.inode, pending.size) == (
+            record.inode,
+            record.size,
+        ):
+            record = pending  # this process failed that append: never keep it
         try:
-            self._undo_append(inode, size, keep_whole=True)
+            self._undo_append(record, keep_whole=record.keep)
         except OSError as error:
             raise TasksFileError(self.path, f"cannot be repaired: {error.strerror}") from None
+        self._cut_pending = None
         self._clear_journal()
 
-    def _undo_append(self, inode: int, size: int, keep_whole: bool) -> None:
-        """Cut the file back to ``size`` bytes, unless ``keep_whole`` and the append after
-        them is whole (a crash after its write: it is kept, and made durable)."""
+    def _journal_record(self, raw: bytes) -> JournalRecord:
+        try:
+            return JournalRecord.decode(raw)
+        except ValueError as error:
+            raise self._damaged(f"its journal record {error}") from None
+
+    def _damaged(self, why: str) -> TasksFileError:
+        """A journal that cannot be trusted: the file is left as it is for a person."""
+        problem = (
+            f"{why}; the file was left as it is: check that it ends with a whole task, "
+            f"then empty {self._journal_path.name}"
+        )
+        return TasksFileError(self.path, problem, "tasks_journal_damaged")
+
+    def _undo_append(self, record: JournalRecord, keep_whole: bool) -> None:
+        """Cut the file back to ``record.size`` bytes, unless ``keep_whole`` and the append
+        after them is whole (a crash after its write: it is kept, and made durable). Only
+        when the cut lands on that append's start and removes nothing but part of it."""
         with contextlib.suppress(FileNotFoundError), open(self.path, "r+b") as handle:
             stat = os.fstat(handle.fileno())
-            if size < len(CLOSING) or stat.st_ino != inode or stat.st_size < size - len(CLOSING):
-                return  # replaced or cut by hand since (or not a journal we wrote): stale
-            handle.seek(size - len(CLOSING))
-            after = handle.read()
-            whole = after[:1] == b"," and after.endswith(CLOSING)
-            if keep_whole and whole and _new_tasks(after[1:], {}) is not None:
+            cut = record.size - len(CLOSING)
+            if cut < 0 or stat.st_ino != record.inode or stat.st_size < cut:
+                return  # replaced or emptied since: the record is stale
+            start = max(0, cut - JOURNAL_PREFIX_BYTES)
+            handle.seek(start)
+            before = handle.read(cut - start)
+            after = handle.read(len(record.added) + 1)  # one more: more is never one task
+            if _prefix_crc(before) != record.prefix_crc:
+                raise self._damaged(f"the journal names an append at byte {cut}, not there")
+            if not _part_of(after, record.added):
+                raise self._damaged(
+                    f"the {len(after)} bytes after byte {cut} are not the journal's append"
+                )
+            if keep_whole and after == record.added:
                 os.fsync(handle.fileno())  # the writer may have died before its fsync
                 return
-            handle.seek(size - len(CLOSING))
+            handle.seek(cut)
             handle.write(CLOSING)
-            handle.truncate(size)
+            handle.truncate(record.size)
             handle.flush()
             os.fsync(handle.fileno())
         self._forget()
+
+
+def _id_record(raw: bytes) -> int:
+    """The id in a ``tasks.json.lastid`` record (``<id> <crc32>``, or an id written by
+    hand); -1 when it is neither."""
+    fields = raw.split()
+    try:
+        last = int(fields[0])
+    except (IndexError, ValueError):
+        return -1
+    if len(fields) == 1 and raw.strip() == fields[0]:
+        return last
+    if len(fields) == 2 and fields[1] == b"%08x" % zlib.crc32(fields[0]):
+        return last
+    return -1
+
+
+def _append_bytes(entry: Task) -> bytes:
+    """What an append writes over the closing bracket: exactly a full write's bytes there."""
+    rendered = orjson.dumps(entry, option=orjson.OPT_INDENT_2)
+    return b",\n  " + rendered.replace(b"\n", b"\n  ") + CLOSING
+
+
+def _prefix_crc(before: bytes) -> int:
+    """CRC-32 of the last bytes before an append's start, which fix where it began."""
+    return zlib.crc32(before[-JOURNAL_PREFIX_BYTES:])
+
+
+def _part_of(after: bytes, added: bytes) -> bool:
+    """True when ``after`` (the bytes from an append's start) can be what a crash left of
+    ``added``: no longer, and each byte the append's own, zero (a power cut's unwritten
+    page) or, in the first three, the closing bracket it wrote over."""
+    if len(after) > len(added):
+        return False
+    return all(
+        byte in (added[i], 0) or (i < len(CLOSING) and byte == CLOSING[i])
+        for i, byte in enumerate(after)
+    )
 
 
 def new_task(task_id: int, title: str, completed: bool, server: str) -> Task:
@@ -560,12 +787,12 @@ def read_tasks(path: Path) -> list[Task]:
     return _parse(raw, path)
 
 
-def _replace_file(path: Path, raw: bytes) -> os.stat_result:
+def _replace_file(path: Path, raw: bytes, suffix: str = ".tmp") -> os.stat_result:
     """``raw`` becomes ``path``'s content at once: a uniquely named temporary file in the
     same folder, fsynced, renamed over it, then the folder fsynced so the rename survives a
     power cut too. Readers see the old file or the new one, never a mix. Answers the new
     file's stat; raises OSError (the temporary file removed)."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}{suffix}")
     try:
         with open(temporary, "xb") as handle:
             handle.write(raw)

@@ -66,12 +66,28 @@ class WriteQueue:
             except TimeoutError:
                 return None
             left = max(0.0, deadline - time.monotonic())
-            if not await asyncio.to_thread(self._writer_lock.acquire, True, left):
+            if not await self._take_writer_lock(left):
                 self._turn.release()
                 return None
         self._held_until = max(self._held_until, time.monotonic() + seconds)
         self._schedule_release()
         return self._held_until - time.monotonic()
+
+    async def _take_writer_lock(self, wait: float) -> bool:
+        """The store's writer lock, from a thread. Cancelled meanwhile (the caller gave up),
+        the turn is given back and a lock the thread takes later is released, else every
+        later write would wait for a turn nobody gives back."""
+        taking = asyncio.ensure_future(asyncio.to_thread(self._writer_lock.acquire, True, wait))
+        try:
+            return await asyncio.shield(taking)
+        except BaseException:
+            self._turn.release()
+            taking.add_done_callback(self._release_if_taken)
+            raise
+
+    def _release_if_taken(self, taking: asyncio.Future[bool]) -> None:
+        if not taking.cancelled() and taking.exception() is None and taking.result():
+            self._writer_lock.release()
 
     def end_hold(self) -> bool:
         """End a hold now (the process was resumed early); False when there was none."""
