@@ -208,6 +208,7 @@ class Balancer:
         }
         if busy:
             return
+        server.live_verdict = False
         if ok:
             server.consecutive_successes += 1
             server.consecutive_failures = 0
@@ -266,8 +267,10 @@ class Balancer:
             return
         server.live_failures += 1
         if kind == "refused":
+            server.live_verdict = True
             self._set_health(server, False, "connect refused on live traffic", "refused_live")
         elif (failures := server.live_failures) >= self.config.fall:
+            server.live_verdict = True
             reason = f"{count(failures, 'failure')} on live traffic: {detail}"
             self._set_health(
                 server, False, reason, "live_failures", failures=failures, detail=detail
@@ -326,7 +329,8 @@ class Balancer:
         if state == "READY":
             if server.state in (DRAIN, MAINT, EJECTED):  # READY also ends an ejection early
                 last = server.last_check
-                server.healthy = last["ok"] if last is not None else server.healthy
+                if last is not None and not server.live_verdict:  # else the newest is live
+                    server.healthy = last["ok"]
                 target = UP if server.healthy else DOWN
                 self._transition(server, target, "set ready by control", "set_ready", who=who)
                 self.request_check(name)
