@@ -34,6 +34,7 @@ from services.balancer.drivers import (
     answer_text,
     choose_driver,
 )
+from services.balancer.events import clipped
 from services.balancer.plugin import PluginError
 from services.balancer.routes import language_of
 from services.common import (
@@ -51,6 +52,9 @@ from services.common import (
 )
 
 ADMIN_ACTIONS = {"drain": "DRAIN", "maint": "MAINT", "ready": "READY"}
+# What is kept of a fault, sent or answered (events, /status): only what the task server
+# knows, numbers and short text, never the rest of a body (a 9 MB pad was once kept whole).
+FAULT_FIELDS = ("mode", "rate", "ms", "max_seconds", "remaining_seconds", "warning")
 # Driver results after which the server's process is gone or new: its fault mode with it.
 PROCESS_RESTARTS = frozenset({"stopped", "killed", "started", "restarted"})
 FAULT_TIMEOUT = 5.0
@@ -299,15 +303,15 @@ class Control:
         except httpx.HTTPError as error:
             detail = str(error) or type(error).__name__
             message = f"{name} did not take the fault: {detail}"
-            self._event(request, name, "fault", fault=body, result=message, ok=False)
+            self._event(request, name, "fault", fault=fault_fields(body), result=message, ok=False)
             return self._error(request, 502, "fault_not_taken", server=name, detail=detail)
         if answer.status_code == 200:
-            fault = answer.json()
+            fault = fault_fields(answer.json())
             self.balancer.get(name).set_fault(fault)
             self._event(request, name, "fault", fault=fault, result=fault.get("mode"), ok=True)
             return JSONResponse({"server": name, "action": "fault", "fault": fault})
-        message = answer_text(answer, "error")
-        self._event(request, name, "fault", fault=body, result=message, ok=False)
+        message = clipped(answer_text(answer, "error"))
+        self._event(request, name, "fault", fault=fault_fields(body), result=message, ok=False)
         if answer.status_code == 400:  # its own error body: sentence, code and fields
             return Response(answer.content, 400, media_type="application/json")
         fields = {"server": name, "upstream_status": answer.status_code, "detail": message}
@@ -350,6 +354,21 @@ class Control:
             return refusal
         self.balancer.reset_stats(who=_who(request))
         return JSONResponse({"reset": True})
+
+
+def fault_fields(fault: Any) -> dict[str, Any]:
+    """The ``FAULT_FIELDS`` of ``fault`` that are numbers or text (text cut to
+    ``EVENT_TEXT``); anything else, and any other field, is dropped."""
+    if not isinstance(fault, dict):
+        return {}
+    kept: dict[str, Any] = {}
+    for name in FAULT_FIELDS:
+        value = fault.get(name)
+        if isinstance(value, str):
+            kept[name] = clipped(value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            kept[name] = value
+    return kept
 
 
 def _frozen_in_time(quiesce: dict[str, Any], seconds: float) -> dict[str, Any]:
