@@ -1,5 +1,6 @@
 """What a hostile control request leaves behind in the balancer is bounded: a fault body's
-unknown fields are never kept, however large (issue 23, item 17)."""
+unknown fields are never kept, however large (issue 23, item 17); two Idempotency-Key headers
+are refused, not one of them taken (item 21)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,12 @@ def test_every_text_field_of_an_event_is_bounded() -> None:
     log = EventLog()
     event = log.add("failure", None, reason="y" * 1_000_000)
     assert len(event["reason"]) == EVENT_TEXT
+
+
+def test_two_idempotency_keys_through_the_balancer_are_a_400(one_server: ServiceProcess) -> None:
+    """The balancer passes both on (it never picks one), so the task server refuses."""
+    headers = [("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2"), ("Accept-Language", "es")]
+    answer = httpx.post(one_server.url + "/tareas", json={"title": "x"}, headers=headers)
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "two_idempotency_keys"
+    assert answer.json()["error"].startswith("envía un solo encabezado Idempotency-Key")
