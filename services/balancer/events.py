@@ -1,6 +1,6 @@
 """The timeline the dashboard polls: the start, state changes, control actions, algorithm
 switches, discovered servers, statistics resets, background loops that crashed and a
-plugin algorithm's failed picks."""
+plugin algorithm's failed or slow picks."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ KINDS = (
     "control",
     "algorithm",
     "algorithm_error",
+    "algorithm_slow",
     "weight",
     "discovery",
     "stats",

@@ -44,6 +44,19 @@ EWMA_UNMEASURED = 0.005
 EWMA_ERROR_PENALTY = 0.25
 
 
+def ramped_weight(weight: int, ramp_from: float | None, slow_start: float, now: float) -> float:
+    """``weight`` as a slow start begun at ``ramp_from`` (None: none) has ramped it by ``now``."""
+    if ramp_from is None:
+        return float(weight)
+    progress = (now - ramp_from) / slow_start
+    return float(weight) if progress >= 1.0 else weight * max(SLOW_START_FLOOR, progress)
+
+
+def decayed_cost(ewma: float, ewma_at: float, now: float) -> float:
+    """A peak EWMA measured at ``ewma_at``, decayed to ``now`` (toward 0)."""
+    return ewma * math.exp(-(now - ewma_at) / EWMA_TAU)
+
+
 class RateWindow:
     """Events in one-second slots over the last ``RATE_WINDOW`` seconds, and the time those
     slots really cover, so a steady workload reads back its own rate."""
@@ -181,18 +194,14 @@ class Server:
 
     def effective_weight(self, now: float) -> float:
         """The weight algorithms use: the configured one, ramped during a slow start."""
-        if self.ramp_from is None:
-            return float(self.weight)
-        progress = (now - self.ramp_from) / self.slow_start
-        if progress >= 1.0:
-            self.ramp_from = None
-            return float(self.weight)
-        return self.weight * max(SLOW_START_FLOOR, progress)
+        if self.ramp_from is not None and now - self.ramp_from >= self.slow_start:
+            self.ramp_from = None  # the ramp is over: no more arithmetic on every request
+        return ramped_weight(self.weight, self.ramp_from, self.slow_start, now)
 
     def latency_cost(self, now: float) -> float:
         """The peak EWMA as of ``now``: decayed since the last answer (toward 0), so a
         server no answer has measured for a while is tried again."""
-        return self.ewma * math.exp(-(now - self.ewma_at) / EWMA_TAU)
+        return decayed_cost(self.ewma, self.ewma_at, now)
 
     def returned(self, now: float) -> None:
         """Back in rotation after DOWN, MAINT or an ejection: what it measured before says
