@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -50,11 +51,15 @@ from services.common import (
     token_matches,
     write_token_file,
 )
+from services.errors import ERRORS
+from services.lang import Translator
 
 ADMIN_ACTIONS = {"drain": "DRAIN", "maint": "MAINT", "ready": "READY"}
 # What is kept of a fault, sent or answered (events, /status): only what the task server
 # knows, numbers and short text, never the rest of a body (a 9 MB pad was once kept whole).
 FAULT_FIELDS = ("mode", "rate", "ms", "max_seconds", "remaining_seconds", "warning")
+# A control body is a few fields: past this many bytes it is refused (413), not read on.
+CONTROL_BODY_BYTES = 64 * 1024
 # Driver results after which the server's process is gone or new: its fault mode with it.
 PROCESS_RESTARTS = frozenset({"stopped", "killed", "started", "restarted"})
 FAULT_TIMEOUT = 5.0
@@ -153,7 +158,7 @@ class Control:
         unknown = self._unknown_server(request, name)
         if unknown:
             return unknown
-        return name, await _json_object(request)
+        return name, await _json_object(request, language_of(request, self.balancer))
 
     def _error(self, request: Request, status: int, code: str, /, **fields: Any) -> Response:
         """The error ``code`` in the request's language."""
@@ -321,7 +326,7 @@ class Control:
         refusal = self._refusal(request)
         if refusal:
             return refusal
-        body = await _json_object(request)
+        body = await _json_object(request, language_of(request, self.balancer))
         name = body.get("algorithm") if body else None
         names = self.balancer.algorithm_names  # only these: a file is never named over HTTP
         if name not in names:
@@ -383,10 +388,24 @@ def _who(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def _json_object(request: Request) -> dict[str, Any] | None:
-    """The body as a JSON object, or None when it is not one."""
+async def _json_object(request: Request, lang: str) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is not one; a 413 (HTTPException, in
+    ``lang``) past ``CONTROL_BODY_BYTES``, read no further."""
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() else 0
+    chunks: list[bytes] = []
+    if size <= CONTROL_BODY_BYTES:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            chunks.append(chunk)
+            if size > CONTROL_BODY_BYTES:
+                break
+    if size > CONTROL_BODY_BYTES:
+        sentence = Translator(ERRORS, lang)("body_too_large", limit_bytes=CONTROL_BODY_BYTES)
+        raise HTTPException(413, sentence)
     try:
-        body = orjson.loads(await request.body() or b"null")
+        body = orjson.loads(b"".join(chunks) or b"null")
     except orjson.JSONDecodeError:  # also past orjson's nesting limit, where json would recurse
         return None
     return body if isinstance(body, dict) else None
