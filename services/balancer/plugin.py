@@ -78,61 +78,62 @@ class Plugin:
             raise PluginError(f"{where(error, self.path, self.cls)}: {raised}") from error
 
 
-class View:
+class View(tuple):  # type: ignore[type-arg]
     """What a plugin sees of a server (``ServerView``, algorithms.py), copied when its pick
-    begins: nothing it does to a view reaches the balancer. Views of the same server are
-    equal (by name), so a plugin may keep them as keys from one pick to the next."""
+    begins: a tuple, so nothing it sets reaches the balancer (or is set at all). Views of
+    the same server are equal (by name), so a plugin may keep them as keys across picks."""
 
-    __slots__ = ("_cost", "_in_flight", "_name", "_ramp", "_url", "_weight")
+    __slots__ = ()
 
-    def __init__(self, server: Server) -> None:
-        # ``object.__setattr__``: this class refuses every assignment made the usual way.
-        for slot, value in (
-            ("_name", server.name),
-            ("_url", server.url),
-            ("_in_flight", server.in_flight),
-            ("_weight", server.weight),
-            ("_ramp", (server.weight, server.ramp_from, server.slow_start)),
-            ("_cost", (server.ewma, server.ewma_at)),
-        ):
-            object.__setattr__(self, slot, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"a server is read-only in pick; {name} cannot be set")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"a server is read-only in pick; {name} cannot be deleted")
+    @classmethod
+    def of(cls, server: Server) -> View:
+        return tuple.__new__(
+            cls,
+            (
+                server.name,
+                server.url,
+                server.in_flight,
+                server.weight,
+                server.ramp_from,
+                server.slow_start,
+                server.ewma,
+                server.ewma_at,
+            ),
+        )
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, View) and other._name == self._name
+        return isinstance(other, View) and other[0] == self[0]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
 
     def __hash__(self) -> int:
-        return hash(self._name)
+        return hash(self[0])
 
     def __repr__(self) -> str:
-        return f"<server {self._name}>"
+        return f"<server {self[0]}>"
 
     @property
     def name(self) -> str:
-        return self._name
+        return self[0]
 
     @property
     def url(self) -> str:
-        return self._url
+        return self[1]
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self[2]
 
     @property
     def weight(self) -> int:
-        return self._weight
+        return self[3]
 
     def effective_weight(self, now: float) -> float:
-        return ramped_weight(*self._ramp, now)
+        return ramped_weight(self[3], self[4], self[5], now)
 
     def latency_cost(self, now: float) -> float:
-        return decayed_cost(*self._cost, now)
+        return decayed_cost(self[6], self[7], now)
 
 
 class Guarded:
@@ -151,7 +152,7 @@ class Guarded:
 
     def pick(self, servers: Sequence[S], client: str) -> S:
         servers = tuple(servers)
-        views = tuple(View(server) for server in servers)  # type: ignore[arg-type]
+        views = tuple(View.of(server) for server in servers)  # type: ignore[arg-type]
         started = time.perf_counter()
         try:
             chosen = self._pick(views, client)
