@@ -7,7 +7,7 @@ sample or an event of the wrong shape is skipped, a number that is not finite co
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -144,6 +144,44 @@ class History:
             marker = _marker(event, newest)
             if marker is not None and -WINDOW_SECONDS <= marker.x <= 1:
                 found.append(marker)
+        return found
+
+
+class Trail:
+    """A value polled now and then (a server's rate) as ``points`` points of ``step`` seconds
+    each: the sparkline covers the same ``points x step`` seconds whatever the refresh rate.
+
+    A point is the mean of the polls in its step; a step no poll fell in (a refresh slower
+    than ``step``) repeats the one before, as the rate held until the next poll.
+    """
+
+    def __init__(self, points: int, step: float) -> None:
+        self.points, self.step = points, step
+        self._polls: deque[tuple[float, float]] = deque()
+
+    def add(self, now: float, value: float) -> None:
+        """One poll; the newest poll before the span stays, as what its first step held."""
+        self._polls.append((now, value))
+        start = now - self.points * self.step
+        while len(self._polls) > 1 and self._polls[1][0] <= start:
+            self._polls.popleft()
+
+    def values(self, now: float) -> list[float]:
+        """The points, oldest first, from the first step a poll covers (so fewer at first)."""
+        steps: list[list[float]] = [[] for _ in range(self.points)]
+        before: list[float] = []  # the value held when the span began, if a poll says it
+        for at, value in self._polls:
+            age = int((now - at) // self.step)
+            if age >= self.points:
+                before = [value]
+            elif age >= 0:
+                steps[self.points - 1 - age].append(value)
+        found: list[float] = []
+        for polls in steps:
+            if polls:
+                found.append(fmean(polls))
+            elif found or before:
+                found.append((found or before)[-1])
         return found
 
 

@@ -151,12 +151,13 @@ EN: dict[str, str] = {
     "legend_since": "how long it has been in that state",
     "legend_weight": "its weight: its part of new traffic (0: none); ↗ while a slow start "
     "ramps it up",
-    "legend_share": "its part of the requests of the last 10 s; 0 at once when it takes no "
-    "new traffic (not UP, or weight 0)",
-    "legend_rps": "requests per second over the last 10 s and their trend; 0 at once when it "
-    "takes no new traffic",
+    "legend_share": "its part of the requests of the last 10 s among the servers taking new "
+    "traffic (together 100 %); 0 at once when it takes none (not UP, or weight 0)",
+    "legend_rps": "requests per second over the last 10 s and their trend over 20 s; 0 at "
+    "once when it takes no new traffic",
     "legend_busy": "requests in flight: sent to it, not answered yet",
-    "legend_latency": "answer time: half took at most p50 ms, 95 in 100 at most p95 ms",
+    "legend_latency": "answer time over the last 60 s: half took at most p50 ms, 95 in 100 "
+    "at most p95 ms (- when none)",
     "legend_responses": "answers by class: success, client error, server error",
     "legend_errors": "errors by status: bad request, not found, internal error",
     "legend_check": "its last health check: ✓ or ✗ and the HTTP status",
@@ -316,13 +317,13 @@ ES: dict[str, str] = {
     "legend_since": "cuánto tiempo lleva en ese estado",
     "legend_weight": "su peso: su parte del tráfico nuevo (0: nada); ↗ mientras un arranque "
     "lento lo hace subir",
-    "legend_share": "su parte de las solicitudes de los últimos 10 s; 0 de inmediato cuando "
-    "no recibe tráfico nuevo (no está UP, o peso 0)",
-    "legend_rps": "solicitudes por segundo en los últimos 10 s y su tendencia; 0 de "
+    "legend_share": "su parte de las solicitudes de los últimos 10 s entre los servidores que "
+    "reciben tráfico nuevo (suman 100 %); 0 de inmediato cuando no recibe (no está UP, o peso 0)",
+    "legend_rps": "solicitudes por segundo en los últimos 10 s y su tendencia en 20 s; 0 de "
     "inmediato cuando no recibe tráfico nuevo",
     "legend_busy": "solicitudes en curso: enviadas a él, aún sin respuesta",
-    "legend_latency": "tiempo de respuesta: la mitad tardó a lo más p50 ms, 95 de cada 100 "
-    "a lo más p95 ms",
+    "legend_latency": "tiempo de respuesta en los últimos 60 s: la mitad tardó a lo más p50 ms, "
+    "95 de cada 100 a lo más p95 ms (- si no hubo)",
     "legend_responses": "respuestas por clase: éxito, error del cliente, error del servidor",
     "legend_errors": "errores por código: solicitud inválida, no encontrado, error interno",
     "legend_check": "su último chequeo de salud: ✓ o ✗ y el código HTTP",

@@ -49,6 +49,8 @@ ERRORS: Catalogue = {
         "bad_limit": "'limit' must be a whole number from 0 to {maximum}, not {value!r}",
         "bad_idempotency_key": "the Idempotency-Key header must be 1 to {maximum} visible "
         "ASCII characters",
+        "two_idempotency_keys": "send one Idempotency-Key header, not {count}: the server "
+        "does not guess which one you meant",
         # The task server: tasks, the file, faults, admin.
         "task_not_found": "there is no task with id {id!r}",
         "key_reused": "this Idempotency-Key was already used to create a different task; "
@@ -144,6 +146,8 @@ ERRORS: Catalogue = {
         "bad_limit": "'limit' debe ser un número entero de 0 a {maximum}, no {value!r}",
         "bad_idempotency_key": "el encabezado Idempotency-Key debe tener de 1 a {maximum} "
         "caracteres ASCII visibles",
+        "two_idempotency_keys": "envía un solo encabezado Idempotency-Key, no {count}: el "
+        "servidor no adivina cuál quisiste usar",
         "task_not_found": "no existe una tarea con id {id!r}",
         "key_reused": "esta Idempotency-Key ya se usó para crear otra tarea; envía una clave "
         "nueva con cada tarea nueva",

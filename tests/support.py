@@ -318,6 +318,7 @@ async def events_of_every_kind() -> list[dict[str, Any]]:
             "/lab/mine.py:7", "ZeroDivisionError: division by zero", None
         )
         balancer.record_algorithm_error("/lab/mine.py:5", None, "None")
+        balancer.record_slow_pick("/lab/mine.py:5", 0.12)
     finally:
         await control.stop()
     return balancer.events.since(0)

@@ -3,6 +3,7 @@ from a known workload."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -11,7 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import ServiceProcess
 from test_balancer_helpers import EchoBackend, balancer_process, status_of
 
-from services.balancer.server import RateWindow, ServerStats
+from services.balancer.balancer import Balancer
+from services.balancer.config import BalancerConfig
+from services.balancer.server import LATENCY_MAX_AGE, RateWindow, ServerStats
+from services.balancer.status import shares, status
 from services.common import percentile
 
 
@@ -42,6 +46,55 @@ def test_the_balancers_p95_is_the_clients_nearest_rank() -> None:
     for n in range(1, 21):  # 20 answers: the 19th smallest is the p95 (ceil(0.95 x 20))
         stats.record_latency(n / 1000)
     assert stats.percentiles_ms()["p95"] == 19.0
+
+
+def test_the_p95_forgets_answers_older_than_its_age_window() -> None:
+    """An idle server shows no p95, not the one of its last busy minute."""
+    stats = ServerStats()
+    for n in range(1, 101):  # a slow burst at t = 1000: 1 .. 100 ms
+        stats.record_latency(n / 1000, now=1000.0)
+    stats.record_latency(0.002, now=1000.0 + LATENCY_MAX_AGE - 1)  # one fast answer later
+    assert stats.percentiles_ms(now=1000.0 + LATENCY_MAX_AGE - 0.5)["p95"] == 95.0
+    assert stats.percentiles_ms(now=1000.0 + LATENCY_MAX_AGE + 0.5)["p95"] == 2.0
+    assert stats.percentiles_ms(now=1000.0 + 2 * LATENCY_MAX_AGE) == {
+        "p50": None,
+        "p95": None,
+        "p99": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "counts", [[1, 1, 1], [2, 1], [1, 2, 3, 4, 5, 6, 7], [997, 1, 1, 1], [0, 5], [3] * 16]
+)
+def test_shares_sum_to_exactly_100_when_there_is_any_traffic(counts: list[int]) -> None:
+    percents = shares(counts)
+    assert round(sum(percents), 6) == 100.0
+    whole = sum(counts)
+    for count, percent in zip(counts, percents, strict=True):
+        assert abs(percent - 100 * count / whole) < 0.1 + 1e-9
+    assert shares([0, 0]) == [0.0, 0.0]
+
+
+def test_a_server_out_of_rotation_has_no_share_and_the_others_still_sum_to_100() -> None:
+    """Right after a stop, a drain or a weight of 0: the 10 s window still holds its old
+    tries, but the shares are those of the servers that take new traffic."""
+    names = ("server1", "server2", "server3")
+    backends = [(name, f"http://127.0.0.1:{5001 + i}") for i, name in enumerate(names)]
+    balancer = Balancer(BalancerConfig(backends=backends))
+    for server in balancer.servers:
+        for _ in range(10):
+            server.stats.tries += 1
+            server.stats.rate.add(time.monotonic())
+    one = balancer.servers[0]
+    balancer.record_live_failure(one, "refused", "connection refused")  # DOWN at once
+    balancer.set_weight("server2", 0)
+    recent = [s["share_10s"] for s in status(balancer)["servers"]]
+    assert recent == [0.0, 0.0, 100.0]
+    balancer.set_weight("server2", 1)
+    recent = [s["share_10s"] for s in status(balancer)["servers"]]
+    assert recent == [0.0, 50.0, 50.0]
+    overall = [s["share_total"] for s in status(balancer)["servers"]]
+    assert round(sum(overall), 6) == 100.0  # since start: every server's tries
 
 
 @pytest.fixture
@@ -91,3 +144,17 @@ def test_requests_tries_shares_and_no_backend_from_a_known_workload(
     assert [s["tries_total"] for s in status["servers"]] == [11, 11]
     assert status["no_backend"] == 3
     assert metric(balancer, "ticslab_balancer_no_backend_total") == 3
+
+
+def test_errors_never_outnumber_requests(pair: tuple[ServiceProcess, list[EchoBackend]]) -> None:
+    """A request the balancer refuses itself (here a WebSocket upgrade, 501) is a request too:
+    every error answer belongs to a counted request."""
+    balancer, _ = pair
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    with httpx.Client(base_url=balancer.url) as http:
+        assert [http.get("/echo").status_code for _ in range(3)] == [200] * 3
+        assert [http.get("/echo", headers=upgrade).status_code for _ in range(2)] == [501] * 2
+    status = status_of(balancer)
+    errors = httpx.get(balancer.url + "/errors/stats").json()
+    assert (status["requests_total"], errors["total_errors"]) == (5, 2)
+    assert metric(balancer, "ticslab_balancer_requests_total") == 5

@@ -252,6 +252,76 @@ def test_the_template_in_docs_picks_the_less_loaded_of_two() -> None:
     assert algorithm.pick(servers[:1], "c") is servers[0] and reports == []
 
 
+# Read-only views and slow picks (issue 23, item 20) --------------------------------------------
+
+TAMPERS = """\
+    class Tampers:
+        def pick(self, servers, client):
+            target = servers[0]
+            for change in (
+                lambda: setattr(target, "name", "hacked"),
+                lambda: setattr(target, "weight", 10**9),
+                lambda: setattr(target, "state", "WEIRD"),
+                lambda: setattr(target, "in_flight", -5),
+                lambda: delattr(target, "name"),
+            ):
+                try:
+                    change()
+                except AttributeError:
+                    pass
+            return target
+"""
+FAIREST = """\
+    class Fairest:
+        def __init__(self):
+            self.picked = {}
+
+        def pick(self, servers, client):
+            chosen = min(servers, key=lambda server: self.picked.get(server, 0))
+            self.picked[chosen] = self.picked.get(chosen, 0) + 1
+            return chosen
+"""
+SLOW = """\
+    import time
+
+    class Slow:
+        def pick(self, servers, client):
+            time.sleep(0.06)
+            return servers[-1]
+"""
+
+
+def plugin_balancer(path: Path, cls: str) -> Balancer:
+    loaded = plugin.load(f"{path}:{cls}")
+    backends = [("server1", "http://127.0.0.1:5001"), ("server2", "http://127.0.0.1:5002")]
+    return Balancer(BalancerConfig(backends=backends, algorithm=loaded.name, plugin=loaded))
+
+
+def test_a_pick_sees_read_only_views_and_cannot_change_the_balancer(tmp_path: Path) -> None:
+    """Renaming a server, a weight of 10**9, a state WEIRD: each assignment is refused, and
+    the pick's answer (a view) still names a real server."""
+    balancer = plugin_balancer(write(tmp_path, TAMPERS), "Tampers")
+    assert [balancer.choose([], "c").name for _ in range(3)] == ["server1"] * 3
+    one = balancer.get("server1")  # still found by its name (a control action would be too)
+    assert (one.name, one.weight, one.state, one.in_flight) == ("server1", 1, "UP", 0)
+    assert balancer.algorithm_errors == 0
+
+
+def test_views_of_one_server_are_equal_from_one_pick_to_the_next(tmp_path: Path) -> None:
+    """A plugin may remember servers as dict keys: the fairest plugin alternates."""
+    balancer = plugin_balancer(write(tmp_path, FAIREST), "Fairest")
+    picks = Counter(balancer.choose([], "c").name for _ in range(10))
+    assert picks == {"server1": 5, "server2": 5} and balancer.algorithm_errors == 0
+
+
+def test_a_slow_pick_is_told_once_while_its_answer_is_used(tmp_path: Path) -> None:
+    balancer = plugin_balancer(write(tmp_path, SLOW), "Slow")
+    assert [balancer.choose([], "c").name for _ in range(3)] == ["server2"] * 3
+    slow = [e for e in balancer.events.since(0) if e["kind"] == "algorithm_slow"]
+    assert len(slow) == 1 and balancer.algorithm_errors == 0  # rate-limited, not a failure
+    assert slow[0]["where"] == f"{tmp_path}/mine.py:4" and slow[0]["milliseconds"] >= 50
+
+
 # A real balancer ---------------------------------------------------------------------------------
 
 ALWAYS_SERVER2 = """\

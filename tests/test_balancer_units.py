@@ -179,6 +179,22 @@ def test_drain_and_maint_take_no_new_requests_and_ready_follows_the_last_check()
         balancer.set_admin_state("server9", "DRAIN")
 
 
+def test_ready_keeps_a_refused_live_verdict_newer_than_the_last_check() -> None:
+    """A server refused live traffic after its last check passed: READY leaves it DOWN
+    (not UP until the next request is refused again); a check after that decides."""
+    balancer = make_balancer()
+    one = balancer.get("server1")
+    balancer.record_check(one, True, 200, "200 OK", 1.0)
+    balancer.record_live_failure(one, "refused", "connection refused")
+    assert one.state == "DOWN"
+    balancer.set_admin_state("server1", "MAINT")
+    assert balancer.set_admin_state("server1", "READY") == "DOWN"
+    assert [e["to"] for e in balancer.events.since(0)][-1] == "DOWN"
+    balancer.set_admin_state("server1", "DRAIN")
+    balancer.record_check(one, True, 200, "200 OK", 1.0)  # newer than the refusal
+    assert balancer.set_admin_state("server1", "READY") == "UP"
+
+
 def test_set_algorithm_returns_previous_and_records_an_event() -> None:
     balancer = make_balancer(algorithm="random")
     assert balancer.set_algorithm("ip_hash", who="127.0.0.1") == "random"

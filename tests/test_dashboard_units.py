@@ -22,6 +22,7 @@ from textual.widgets._toast import Toast
 
 from dashboard import format as fmt
 from dashboard.api import ApiError, BalancerClient, ReadOnlyError, Unreachable
+from dashboard.history import Trail
 from dashboard.i18n import EN, ES, Translator
 from dashboard.keys import KEYS, WRITE_ACTIONS, key_label
 from dashboard.main import DashboardApp
@@ -35,7 +36,7 @@ from dashboard.options import (
 from dashboard.poll import TASKS_SHOWN, Poller, backoff_delay
 from dashboard.screens.fault import CLASS_PARAMETERS, FAULTS
 from dashboard.widgets.panels import ErrorsPanel, EventsPanel
-from dashboard.widgets.servers import STATE_STYLES, weight_text
+from dashboard.widgets.servers import SPARK_POINTS, SPARK_STEP, STATE_STYLES, weight_text
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.control import ADMIN_ACTIONS
 from services.balancer.drivers.docker import RESULTS
@@ -120,12 +121,13 @@ async def test_the_spanish_ui_shows_events_algorithms_and_faults_in_spanish() ->
 
 async def test_a_server_that_takes_no_new_traffic_shows_zero_share_and_rate_at_once() -> None:
     """Drained, stopped or weight 0: the 10 s window still holds its old traffic, the table
-    says what it gets now; an UP server with a weight keeps the window's numbers."""
+    says what it gets now (the balancer's share is 0 already, its rate is not); an UP server
+    with a weight keeps the window's numbers."""
     balancer = FixtureBalancer(4)
     servers = balancer.answers["/status"]["servers"]
-    servers[0] |= {"state": "DRAIN"}
-    servers[1] |= {"weight": 0}
-    servers[2] |= {"state": "DOWN", "share_10s": 30.0, "tries_per_second": 9.5}
+    servers[0] |= {"state": "DRAIN", "share_10s": 0.0}
+    servers[1] |= {"weight": 0, "share_10s": 0.0}
+    servers[2] |= {"state": "DOWN", "share_10s": 0.0, "tries_per_second": 9.5}
     app = fixture_app(balancer=balancer, lang="es")
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(pilot)
@@ -899,3 +901,19 @@ def test_a_read_only_dashboard_does_not_read_the_token_file(monkeypatch, tmp_pat
     assert resolve_options("http://b", read_only=True).token is None
     assert parse_options(["--read-only"]).token is None
     assert resolve_options("http://b").token == "from-file"  # control still finds it
+
+
+@pytest.mark.parametrize("refresh", [0.25, 1.0, 2.0, 10.0])
+def test_the_rate_sparkline_spans_the_same_seconds_at_any_refresh(refresh: float) -> None:
+    """A rate that was 10, then 0 for the last 10 s: the older half of the points is high
+    whatever the refresh (4 polls of 0.25 s showed only the last second: all zero)."""
+    trail = Trail(SPARK_POINTS, SPARK_STEP)
+    now = 1000.0
+    for k in range(int(60 / refresh) + 1):
+        now = 1000.0 + k * refresh
+        trail.add(now, 10.0 if now <= 1050.0 else 0.0)
+    points = trail.values(now)
+    assert len(points) == SPARK_POINTS
+    # A 10 s refresh cannot tell when in its 10 s the rate fell: the step between repeats.
+    assert [round(p) for p in points][:2] == [10, 10] and points[-1] == 0
+    assert fmt.sparkline(points, SPARK_POINTS)[:2] == "██"

@@ -115,3 +115,15 @@ def test_keys_stored_before_digests_compare_the_task_itself(tmp_path: Path) -> N
     assert replayed and task["id"] == 1 and "idempotency_key" not in task
     with pytest.raises(KeyReused):
         store.create("nuevo", idempotency_key="k1")
+
+
+def test_two_idempotency_keys_are_refused_not_the_first_one_taken(
+    pair: tuple[ServiceProcess, ...],
+) -> None:
+    one, _ = pair
+    headers = [("Idempotency-Key", "twice-a"), ("Idempotency-Key", "twice-b")]
+    answer = httpx.post(one.url + "/tareas", json={"title": "dos claves"}, headers=headers)
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "two_idempotency_keys"
+    assert "2" in answer.json()["error"]
+    assert not [t for t in stored(one) if t.get("title") == "dos claves"]

@@ -169,6 +169,7 @@ class EventsPanel(RichLog):
             "control": "cyan",
             "algorithm": "magenta",
             "algorithm_error": "bold magenta",
+            "algorithm_slow": "bold magenta",
             "start": "bold",
             "failure": "bold red",
         }

@@ -9,7 +9,7 @@ columns that matter first or the details (``w``), so it never scrolls sideways a
 
 from __future__ import annotations
 
-from collections import deque
+import time
 from typing import Any
 
 from rich.text import Text
@@ -17,7 +17,7 @@ from textual import events
 from textual.widgets import DataTable
 
 from dashboard import format as fmt
-from dashboard.history import fit
+from dashboard.history import Trail, fit
 from dashboard.i18n import Translator
 from dashboard.screens.fault import DESTRUCTIVE
 
@@ -62,14 +62,17 @@ STATE_STYLES = {
     "NEW": "bold black on grey70",
 }
 RAMP = "↗"  # a slow start: the server takes less than its weight for now
-HISTORY = 4  # sparkline points
+# The rate's sparkline: 4 points of 5 s, the last 20 s whatever the refresh rate.
+SPARK_POINTS = 4
+SPARK_STEP = 5.0
 FAULT_WIDTH = 12  # "no saludable"; a longer mode (a newer server's, as sent) is cut
 
 
 def takes_new_traffic(server: dict[str, Any]) -> bool:
     """UP with a weight above 0 (or no weight: an older balancer). Any other server gets no
-    new request from now on, so its share and rate show 0 at once: the 10 s window would show
-    the old traffic for 10 s more and make a drain or a stop look as if it failed."""
+    new request from now on, so its rate shows 0 at once: the 10 s window would show the old
+    traffic for 10 s more and make a drain or a stop look as if it failed. (Its share is 0
+    already: the balancer counts shares among these servers only, docs/api.md.)"""
     return server.get("state") == "UP" and fmt.real(server.get("weight")) != 0
 
 
@@ -135,7 +138,8 @@ class ServerTable(DataTable):
         self.selectable = selectable
         self._servers: list[dict[str, Any]] = []
         self._cells: dict[str, dict[str, Text | str]] = {}
-        self._history: dict[str, deque[float]] = {}
+        self._history: dict[str, Trail] = {}
+        self._now = 0.0  # monotonic time of the last poll shown
         self._bar = MIN_BAR
         self._columns: tuple[str, ...] = ()
         self.details = False  # under 100 columns: the detail columns instead of the traffic ones
@@ -150,10 +154,14 @@ class ServerTable(DataTable):
 
     def show(self, servers: list[dict[str, Any]]) -> None:
         """A new poll: extend the sparklines, then redraw what changed."""
+        now = time.monotonic()
         for server in servers:
-            history = self._history.setdefault(str(server.get("name")), deque(maxlen=HISTORY))
+            trail = self._history.setdefault(
+                str(server.get("name")), Trail(SPARK_POINTS, SPARK_STEP)
+            )
             rate = fmt.real(server.get("tries_per_second")) if takes_new_traffic(server) else 0
-            history.append(rate or 0.0)
+            trail.add(now, rate or 0.0)
+        self._now = now
         self._servers = servers
         self._draw()
 
@@ -270,14 +278,15 @@ class ServerTable(DataTable):
         latency = server.get("latency_ms") or {}
         receives = takes_new_traffic(server)
         rps = server.get("tries_per_second") if receives else 0
+        trail = self._history[name].values(self._now)
         return {
             "server": self.server_cell(index, name),
             "state": state_text(str(server.get("state", "?"))),
             "fault": fault_text(server, self.t),
             "since": fmt.duration(server.get("since_seconds")),
             "weight": weight_text(server),
-            "share": share_text(server.get("share_10s") if receives else 0, bar),
-            "rps": f"{fmt.number(rps):>4} {fmt.sparkline(self._history[name], HISTORY)}",
+            "share": share_text(server.get("share_10s"), bar),
+            "rps": f"{fmt.number(rps):>4} {fmt.sparkline(trail, SPARK_POINTS)}",
             "busy": fmt.number(server.get("in_flight")),
             "latency": f"{fmt.number(latency.get('p50'))}/{fmt.number(latency.get('p95'))}",
             "responses": triple(server.get("responses"), ("2xx", "4xx", "5xx")),

@@ -37,10 +37,10 @@ class MiAlgoritmo:
 
         servers: los servidores que pueden atender esta solicitud (nunca vacío, en el orden
             configurado). Lee solo name, url, in_flight, weight, effective_weight(ahora) y
-            latency_cost(ahora), con ahora = time.monotonic(); no los modifiques.
+            latency_cost(ahora), con ahora = time.monotonic(); son copias de solo lectura.
             / the servers that may take this request (never empty, in configured order).
             Read only name, url, in_flight, weight, effective_weight(now) and
-            latency_cost(now), with now = time.monotonic(); do not change them.
+            latency_cost(now), with now = time.monotonic(); they are read-only copies.
         client: la dirección IP del cliente / the client's IP address.
         """
         if len(servers) == 1:

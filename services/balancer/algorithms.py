@@ -27,7 +27,8 @@ MAX_FORGOTTEN = 16
 
 class ServerView(Protocol):
     """What an algorithm may read of a server: a small surface kept stable for students'
-    algorithms (docs/algorithm-plugin.md). ``Server`` (server.py) has more; it may change."""
+    algorithms (docs/algorithm-plugin.md). The built-ins are given ``Server`` (server.py),
+    which has more; a plugin gets read-only copies (plugin.py, ``View``), never a ``Server``."""
 
     @property
     def name(self) -> str: ...

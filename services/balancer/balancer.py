@@ -32,6 +32,8 @@ ADMIN_STATES = ("DRAIN", "MAINT", "READY")
 # A plugin's failed picks: each distinct one is an event, but at most one every this many
 # seconds, so a pick that fails on every request floods neither the timeline nor the log.
 ALGORITHM_ERROR_QUIET = 10.0
+# A plugin's slow picks: told at most once every this many seconds (each one blocked the loop).
+SLOW_PICK_QUIET = 10.0
 # An ejection lasts --eject-time times the number of ejections so far, up to this many times.
 MAX_EJECTION_FACTOR = 6
 
@@ -83,6 +85,7 @@ class Balancer:
         self.algorithm_errors = 0  # a plugin's picks that failed (round robin answered)
         self._reported: set[str] = set()
         self._quiet_until = 0.0
+        self._slow_quiet_until = 0.0
         self.algorithm = config.algorithm
         self._pick = self._fresh(config.algorithm).pick
 
@@ -126,7 +129,7 @@ class Balancer:
         """A new instance of ``name``; ValueError if unknown, PluginError (a ValueError) if
         the plugin's constructor raises."""
         if self.plugin is not None and name == self.plugin.name:
-            return self.plugin.start(self.record_algorithm_error)
+            return self.plugin.start(self.record_algorithm_error, self.record_slow_pick)
         return algorithms.make(name)
 
     def record_algorithm_error(self, where: str, error: str | None, returned: str | None) -> None:
@@ -149,6 +152,23 @@ class Balancer:
             error=error,
             returned=returned,
             reason=reason,
+        )
+
+    def record_slow_pick(self, where: str, seconds: float) -> None:
+        """A plugin's pick took ``seconds`` (over plugin.SLOW_PICK): the event loop, and every
+        request, waited for it. Told at most once every ``SLOW_PICK_QUIET`` seconds."""
+        now = time.monotonic()
+        if now < self._slow_quiet_until:
+            return
+        self._slow_quiet_until = now + SLOW_PICK_QUIET
+        milliseconds = round(seconds * 1000)
+        self.events.add(
+            "algorithm_slow",
+            None,
+            algorithm=self.algorithm,
+            where=where,
+            milliseconds=milliseconds,
+            reason=f"{where}: one pick took {milliseconds} ms; every request waited for it",
         )
 
     def _refresh_up(self) -> None:
@@ -208,6 +228,7 @@ class Balancer:
         }
         if busy:
             return
+        server.live_verdict = False
         if ok:
             server.consecutive_successes += 1
             server.consecutive_failures = 0
@@ -266,8 +287,10 @@ class Balancer:
             return
         server.live_failures += 1
         if kind == "refused":
+            server.live_verdict = True
             self._set_health(server, False, "connect refused on live traffic", "refused_live")
         elif (failures := server.live_failures) >= self.config.fall:
+            server.live_verdict = True
             reason = f"{count(failures, 'failure')} on live traffic: {detail}"
             self._set_health(
                 server, False, reason, "live_failures", failures=failures, detail=detail
@@ -326,7 +349,8 @@ class Balancer:
         if state == "READY":
             if server.state in (DRAIN, MAINT, EJECTED):  # READY also ends an ejection early
                 last = server.last_check
-                server.healthy = last["ok"] if last is not None else server.healthy
+                if last is not None and not server.live_verdict:  # else the newest is live
+                    server.healthy = last["ok"]
                 target = UP if server.healthy else DOWN
                 self._transition(server, target, "set ready by control", "set_ready", who=who)
                 self.request_check(name)

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -34,6 +35,7 @@ from services.balancer.drivers import (
     answer_text,
     choose_driver,
 )
+from services.balancer.events import clipped
 from services.balancer.plugin import PluginError
 from services.balancer.routes import language_of
 from services.common import (
@@ -49,8 +51,15 @@ from services.common import (
     token_matches,
     write_token_file,
 )
+from services.errors import ERRORS
+from services.lang import Translator
 
 ADMIN_ACTIONS = {"drain": "DRAIN", "maint": "MAINT", "ready": "READY"}
+# What is kept of a fault, sent or answered (events, /status): only what the task server
+# knows, numbers and short text, never the rest of a body (a 9 MB pad was once kept whole).
+FAULT_FIELDS = ("mode", "rate", "ms", "max_seconds", "remaining_seconds", "warning")
+# A control body is a few fields: past this many bytes it is refused (413), not read on.
+CONTROL_BODY_BYTES = 64 * 1024
 # Driver results after which the server's process is gone or new: its fault mode with it.
 PROCESS_RESTARTS = frozenset({"stopped", "killed", "started", "restarted"})
 FAULT_TIMEOUT = 5.0
@@ -149,7 +158,7 @@ class Control:
         unknown = self._unknown_server(request, name)
         if unknown:
             return unknown
-        return name, await _json_object(request)
+        return name, await _json_object(request, language_of(request, self.balancer))
 
     def _error(self, request: Request, status: int, code: str, /, **fields: Any) -> Response:
         """The error ``code`` in the request's language."""
@@ -299,15 +308,15 @@ class Control:
         except httpx.HTTPError as error:
             detail = str(error) or type(error).__name__
             message = f"{name} did not take the fault: {detail}"
-            self._event(request, name, "fault", fault=body, result=message, ok=False)
+            self._event(request, name, "fault", fault=fault_fields(body), result=message, ok=False)
             return self._error(request, 502, "fault_not_taken", server=name, detail=detail)
         if answer.status_code == 200:
-            fault = answer.json()
+            fault = fault_fields(answer.json())
             self.balancer.get(name).set_fault(fault)
             self._event(request, name, "fault", fault=fault, result=fault.get("mode"), ok=True)
             return JSONResponse({"server": name, "action": "fault", "fault": fault})
-        message = answer_text(answer, "error")
-        self._event(request, name, "fault", fault=body, result=message, ok=False)
+        message = clipped(answer_text(answer, "error"))
+        self._event(request, name, "fault", fault=fault_fields(body), result=message, ok=False)
         if answer.status_code == 400:  # its own error body: sentence, code and fields
             return Response(answer.content, 400, media_type="application/json")
         fields = {"server": name, "upstream_status": answer.status_code, "detail": message}
@@ -317,7 +326,7 @@ class Control:
         refusal = self._refusal(request)
         if refusal:
             return refusal
-        body = await _json_object(request)
+        body = await _json_object(request, language_of(request, self.balancer))
         name = body.get("algorithm") if body else None
         names = self.balancer.algorithm_names  # only these: a file is never named over HTTP
         if name not in names:
@@ -352,6 +361,21 @@ class Control:
         return JSONResponse({"reset": True})
 
 
+def fault_fields(fault: Any) -> dict[str, Any]:
+    """The ``FAULT_FIELDS`` of ``fault`` that are numbers or text (text cut to
+    ``EVENT_TEXT``); anything else, and any other field, is dropped."""
+    if not isinstance(fault, dict):
+        return {}
+    kept: dict[str, Any] = {}
+    for name in FAULT_FIELDS:
+        value = fault.get(name)
+        if isinstance(value, str):
+            kept[name] = clipped(value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            kept[name] = value
+    return kept
+
+
 def _frozen_in_time(quiesce: dict[str, Any], seconds: float) -> dict[str, Any]:
     """The hold protects only a freeze that lands within it: say so when the driver was slower."""
     if not quiesce.get("quiesced") or seconds < QUIESCE_SECONDS:
@@ -364,10 +388,24 @@ def _who(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def _json_object(request: Request) -> dict[str, Any] | None:
-    """The body as a JSON object, or None when it is not one."""
+async def _json_object(request: Request, lang: str) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is not one; a 413 (HTTPException, in
+    ``lang``) past ``CONTROL_BODY_BYTES``, read no further."""
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isdigit() else 0
+    chunks: list[bytes] = []
+    if size <= CONTROL_BODY_BYTES:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            chunks.append(chunk)
+            if size > CONTROL_BODY_BYTES:
+                break
+    if size > CONTROL_BODY_BYTES:
+        sentence = Translator(ERRORS, lang)("body_too_large", limit_bytes=CONTROL_BODY_BYTES)
+        raise HTTPException(413, sentence)
     try:
-        body = orjson.loads(await request.body() or b"null")
+        body = orjson.loads(b"".join(chunks) or b"null")
     except orjson.JSONDecodeError:  # also past orjson's nesting limit, where json would recurse
         return None
     return body if isinstance(body, dict) else None

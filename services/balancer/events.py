@@ -1,6 +1,6 @@
 """The timeline the dashboard polls: the start, state changes, control actions, algorithm
 switches, discovered servers, statistics resets, background loops that crashed and a
-plugin algorithm's failed picks."""
+plugin algorithm's failed or slow picks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from typing import Any
 from services.common import utc_now_iso
 
 KEPT_EVENTS = 500
+# Text an event keeps of one field (a reason, a detail, a server's answer): enough for a
+# sentence, so 500 events stay small whatever the network sent.
+EVENT_TEXT = 300
 # Every kind ``add`` accepts: a new kind is declared here, and the tests fail until it has a
 # sentence in both languages (services/balancer/messages.py, ``ev_<kind>``).
 KINDS = (
@@ -19,6 +22,7 @@ KINDS = (
     "control",
     "algorithm",
     "algorithm_error",
+    "algorithm_slow",
     "weight",
     "discovery",
     "stats",
@@ -44,6 +48,11 @@ REASON_CODES = (
 Listener = Callable[[dict[str, Any]], None]
 
 
+def clipped(text: str, length: int = EVENT_TEXT) -> str:
+    """``text`` cut to ``length`` characters, saying so."""
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
 class EventLog:
     """Numbered events, oldest first; only the last ``KEPT_EVENTS`` are kept. ``listener``
     hears each one as it is recorded (the balancer's log lines, journal.py)."""
@@ -61,7 +70,7 @@ class EventLog:
             raise ValueError(f"undeclared reason code {fields['reason_code']!r}")
         self.last_id += 1
         event = {"id": self.last_id, "time": utc_now_iso(), "kind": kind, "server": server}
-        event.update(fields)
+        event.update({k: clipped(v) if isinstance(v, str) else v for k, v in fields.items()})
         self._events.append(event)
         if self.listener is not None:
             self.listener(event)

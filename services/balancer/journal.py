@@ -25,7 +25,7 @@ SUMMARY_SECONDS = 5.0
 # comes early, so memory stays bounded and no retry goes untold.
 MAX_PAIRS = 64
 # Kinds told as warnings (something broke) or errors (a bug in the balancer); others are info.
-WARNING_KINDS = frozenset({"algorithm_error"})
+WARNING_KINDS = frozenset({"algorithm_error", "algorithm_slow"})
 ERROR_KINDS = frozenset({"failure"})
 
 

@@ -31,6 +31,8 @@ EN: dict[str, str] = {
     "answered instead",
     "ev_algorithm_error_returned": "algorithm {algorithm} FAILED at {where}: pick returned "
     "{returned}, not one of the servers it was given; round robin answered instead",
+    "ev_algorithm_slow": "algorithm {algorithm} is SLOW at {where}: one pick took "
+    "{milliseconds} ms, and every request waited for it",
     "ev_weight": "{server} weight {from} → {to} (by {who})",
     "ev_discovery": "{server} {action}: {url} (by {who})",
     "ev_stats": "statistics reset (by {who})",
@@ -123,6 +125,8 @@ ES: dict[str, str] = {
     "robin en su lugar",
     "ev_algorithm_error_returned": "algoritmo {algorithm} FALLÓ en {where}: pick devolvió "
     "{returned}, que no es uno de los servidores que recibió; respondió round robin en su lugar",
+    "ev_algorithm_slow": "algoritmo {algorithm} LENTO en {where}: una elección tardó "
+    "{milliseconds} ms, y todas las solicitudes la esperaron",
     "ev_weight": "{server} peso {from} → {to} (por {who})",
     "ev_discovery": "{server} {action}: {url} (por {who})",
     "ev_stats": "estadísticas puestas a cero (por {who})",
@@ -226,6 +230,7 @@ NESTED = ("why",)
 EVENT_FIELDS = (
     "server", "from", "to", "reason", "action", "result", "who", "url", "kind",
     "where", "error", "returned",  # an algorithm_error's
+    "milliseconds",  # an algorithm_slow's
 )  # fmt: skip
 # The fields a state reason may name (docs/api.md); numbers are written as ``3`` or ``0.5``.
 REASON_FIELDS = ("detail", "checks", "failures", "answers", "seconds")

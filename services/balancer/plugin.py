@@ -6,8 +6,11 @@ has the built-ins' interface (algorithms.py). Whatever is wrong with it is one l
 the file and, where there is one, the line: at start the balancer refuses to run
 (``PluginError``); at run time a ``pick`` that raises or returns something else than one of
 its servers is reported and round robin over the same servers answers instead (``Guarded``),
-so no request pays for it. A ``pick`` that never returns cannot be bounded on the event loop
-it runs on: that is left out (docs/algorithm-plugin.md).
+so no request pays for it. ``pick`` is given read-only ``View``s, never the balancer's
+``Server`` objects, so it cannot rename a server or set its weight or state. A ``pick``
+slower than ``SLOW_PICK`` is told on the timeline (it held every request meanwhile); one that
+never returns cannot be bounded on the event loop it runs on: that is left out
+(docs/algorithm-plugin.md).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import re
 import reprlib
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ from types import ModuleType
 from typing import Any
 
 from services.balancer.algorithms import ALGORITHMS, RoundRobin, S
+from services.balancer.server import Server, decayed_cost, ramped_weight
 from services.common import printable
 
 HOW = "FILE.py:CLASS"
@@ -36,6 +41,10 @@ NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
 MAX_MESSAGE = 300  # characters of an exception's message kept in an event or log line
 # Reports a failed pick: where (file:line), the exception, or what was returned instead.
 Report = Callable[[str, str | None, str | None], None]
+# A pick this slow (seconds) is told (where its ``def pick`` is, how long it took): the event
+# loop waited for it, and every request with it.
+SLOW_PICK = 0.05
+SlowReport = Callable[[str, float], None]
 _module_numbers = itertools.count(1)
 
 
@@ -57,9 +66,9 @@ class Plugin:
     path: Path
     pick_at: str
 
-    def start(self, report: Report) -> Guarded:
+    def start(self, report: Report, slow: SlowReport | None = None) -> Guarded:
         """A fresh instance behind its safety net; PluginError if the constructor raises."""
-        return Guarded(self, self.instance(), report)
+        return Guarded(self, self.instance(), report, slow)
 
     def instance(self) -> Any:
         try:
@@ -69,29 +78,101 @@ class Plugin:
             raise PluginError(f"{where(error, self.path, self.cls)}: {raised}") from error
 
 
-class Guarded:
-    """A plugin's instance: what its ``pick`` raises, or returns that is not one of the
-    servers it was given, is reported, and round robin over the same servers answers."""
+class View(tuple):  # type: ignore[type-arg]
+    """What a plugin sees of a server (``ServerView``, algorithms.py), copied when its pick
+    begins: a tuple, so nothing it sets reaches the balancer (or is set at all). Views of
+    the same server are equal (by name), so a plugin may keep them as keys across picks."""
 
-    def __init__(self, plugin: Plugin, algorithm: Any, report: Report) -> None:
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, server: Server) -> View:
+        return tuple.__new__(
+            cls,
+            (
+                server.name,
+                server.url,
+                server.in_flight,
+                server.weight,
+                server.ramp_from,
+                server.slow_start,
+                server.ewma,
+                server.ewma_at,
+            ),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, View) and other[0] == self[0]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self[0])
+
+    def __repr__(self) -> str:
+        return f"<server {self[0]}>"
+
+    @property
+    def name(self) -> str:
+        return self[0]
+
+    @property
+    def url(self) -> str:
+        return self[1]
+
+    @property
+    def in_flight(self) -> int:
+        return self[2]
+
+    @property
+    def weight(self) -> int:
+        return self[3]
+
+    def effective_weight(self, now: float) -> float:
+        return ramped_weight(self[3], self[4], self[5], now)
+
+    def latency_cost(self, now: float) -> float:
+        return decayed_cost(self[6], self[7], now)
+
+
+class Guarded:
+    """A plugin's instance, given ``View``s: what its ``pick`` raises, or returns that is not
+    one of the views it was given, is reported, and round robin over the same servers
+    answers; a pick slower than ``SLOW_PICK`` is reported to ``slow``."""
+
+    def __init__(
+        self, plugin: Plugin, algorithm: Any, report: Report, slow: SlowReport | None = None
+    ) -> None:
         self._plugin = plugin
         self._pick = algorithm.pick
         self._fallback = RoundRobin()
         self._report = report
+        self._slow = slow
 
     def pick(self, servers: Sequence[S], client: str) -> S:
-        servers = tuple(servers)  # the plugin's own copy: what it does to it stays with it
+        servers = tuple(servers)
+        views = tuple(View.of(server) for server in servers)  # type: ignore[arg-type]
+        started = time.perf_counter()
         try:
-            chosen = self._pick(servers, client)
+            chosen = self._pick(views, client)
         except asyncio.CancelledError:
             raise  # the request was cancelled, not the pick's fault
         except BaseException as error:  # exit() or KeyboardInterrupt in a pick included
+            self._timed(started)
             self._report(where(error, self._plugin.path), describe(error), None)
             return self._fallback.pick(servers, client)
-        if any(chosen is server for server in servers):
-            return chosen
+        self._timed(started)
+        for view, server in zip(views, servers, strict=True):
+            if isinstance(chosen, View) and chosen == view:
+                return server
         self._report(self._plugin.pick_at, None, shown(chosen))
         return self._fallback.pick(servers, client)
+
+    def _timed(self, started: float) -> None:
+        took = time.perf_counter() - started
+        if took > SLOW_PICK and self._slow is not None:
+            self._slow(self._plugin.pick_at, took)
 
 
 def choose(text: str) -> tuple[str, Plugin | None]:

@@ -267,6 +267,7 @@ class Proxy:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         method: str = scope["method"]
         client = scope["client"][0] if scope.get("client") else ""
+        self.balancer.count_request()  # before any answer, so errors never outnumber requests
         try:
             target = request_target(scope)
             if problem := upgrade_problem(scope):
@@ -278,7 +279,6 @@ class Proxy:
             return
         if body is None:  # the client went away
             return
-        self.balancer.count_request()
 
         tried: list[Server] = []
         failure: str | None = None

@@ -30,6 +30,8 @@ SLOW_START_FLOOR = 0.05
 # Upper bounds (seconds) of the Prometheus latency histogram buckets.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY_WINDOW = 1024  # percentiles over the last 1024 answers, as HAProxy's averages
+# ... of at most this age (seconds): an idle server shows no p95 rather than an old one.
+LATENCY_MAX_AGE = 60.0
 RATE_WINDOW = 10  # seconds, for requests per second and traffic share
 MIN_RATE_SECONDS = 1.0  # a rate is never divided by less: one request just after a reset
 # Peak EWMA (response_time algorithm): decay time constant, the cost of a server not yet
@@ -40,6 +42,19 @@ MIN_RATE_SECONDS = 1.0  # a rate is never divided by less: one request just afte
 EWMA_TAU = 1.0
 EWMA_UNMEASURED = 0.005
 EWMA_ERROR_PENALTY = 0.25
+
+
+def ramped_weight(weight: int, ramp_from: float | None, slow_start: float, now: float) -> float:
+    """``weight`` as a slow start begun at ``ramp_from`` (None: none) has ramped it by ``now``."""
+    if ramp_from is None:
+        return float(weight)
+    progress = (now - ramp_from) / slow_start
+    return float(weight) if progress >= 1.0 else weight * max(SLOW_START_FLOOR, progress)
+
+
+def decayed_cost(ewma: float, ewma_at: float, now: float) -> float:
+    """A peak EWMA measured at ``ewma_at``, decayed to ``now`` (toward 0)."""
+    return ewma * math.exp(-(now - ewma_at) / EWMA_TAU)
 
 
 class RateWindow:
@@ -84,19 +99,26 @@ class ServerStats:
         self.resets = 0
         self.rate = RateWindow()
         self.latencies = [0.0] * LATENCY_WINDOW
+        self.answered = [0.0] * LATENCY_WINDOW  # monotonic time of each answer in latencies
         self.latency_count = 0
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
 
-    def record_latency(self, seconds: float) -> None:
-        self.latencies[self.latency_count % LATENCY_WINDOW] = seconds
+    def record_latency(self, seconds: float, now: float | None = None) -> None:
+        slot = self.latency_count % LATENCY_WINDOW
+        self.latencies[slot] = seconds
+        self.answered[slot] = time.monotonic() if now is None else now
         self.latency_count += 1
         self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
 
-    def percentiles_ms(self) -> dict[str, float | None]:
-        """Nearest rank over the last ``LATENCY_WINDOW`` answers, as the client reports them."""
-        window = sorted(self.latencies[: min(self.latency_count, LATENCY_WINDOW)])
+    def percentiles_ms(self, now: float | None = None) -> dict[str, float | None]:
+        """Nearest rank over the last ``LATENCY_WINDOW`` answers of the last
+        ``LATENCY_MAX_AGE`` seconds, as the client reports them; None when there are none."""
+        oldest = (time.monotonic() if now is None else now) - LATENCY_MAX_AGE
+        kept = min(self.latency_count, LATENCY_WINDOW)
+        pairs = zip(self.latencies[:kept], self.answered[:kept], strict=True)
+        window = sorted(seconds for seconds, at in pairs if at >= oldest)
         if not window:
             return {"p50": None, "p95": None, "p99": None}
         return {f"p{q}": round(percentile(window, q) * 1000, 3) for q in (50, 95, 99)}
@@ -128,6 +150,8 @@ class Server:
         self.consecutive_failures = 0
         self.consecutive_successes = 0
         self.live_failures = 0  # consecutive failures on real traffic (passive check)
+        # The health verdict came from live traffic after the last check: READY keeps it.
+        self.live_verdict = False
         self.answered_at = 0.0  # perf_counter() of the last answer on real traffic
         self.last_check: dict[str, Any] | None = None
         self.server_errors: dict[str, Any] | None = None
@@ -170,18 +194,14 @@ class Server:
 
     def effective_weight(self, now: float) -> float:
         """The weight algorithms use: the configured one, ramped during a slow start."""
-        if self.ramp_from is None:
-            return float(self.weight)
-        progress = (now - self.ramp_from) / self.slow_start
-        if progress >= 1.0:
-            self.ramp_from = None
-            return float(self.weight)
-        return self.weight * max(SLOW_START_FLOOR, progress)
+        if self.ramp_from is not None and now - self.ramp_from >= self.slow_start:
+            self.ramp_from = None  # the ramp is over: no more arithmetic on every request
+        return ramped_weight(self.weight, self.ramp_from, self.slow_start, now)
 
     def latency_cost(self, now: float) -> float:
         """The peak EWMA as of ``now``: decayed since the last answer (toward 0), so a
         server no answer has measured for a while is tried again."""
-        return self.ewma * math.exp(-(now - self.ewma_at) / EWMA_TAU)
+        return decayed_cost(self.ewma, self.ewma_at, now)
 
     def returned(self, now: float) -> None:
         """Back in rotation after DOWN, MAINT or an ejection: what it measured before says

@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from services.balancer.algorithms import HANDOUT_NAMES
-from services.balancer.server import EJECTED, Server
+from services.balancer.server import EJECTED, UP, Server
 
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
@@ -31,15 +31,29 @@ STATE_SPANISH = {
 }
 
 
-def _percent(part: int, whole: int) -> float:
-    return round(100.0 * part / whole, 1) if whole else 0.0
+def shares(counts: list[int]) -> list[float]:
+    """Percents of ``counts`` to one decimal that sum to exactly 100.0 when any count is
+    above 0 (largest remainder: the tenths lost to rounding go to the largest fractions)."""
+    whole = sum(counts)
+    if whole <= 0:
+        return [0.0] * len(counts)
+    exact = [1000 * count / whole for count in counts]  # in tenths of a percent
+    tenths = [int(value) for value in exact]
+    by_fraction = sorted(range(len(counts)), key=lambda i: tenths[i] - exact[i])
+    for i in by_fraction[: 1000 - sum(tenths)]:
+        tenths[i] += 1
+    return [t / 10 for t in tenths]
+
+
+def takes_traffic(server: Server) -> bool:
+    """UP with a weight above 0: the servers the algorithm may give a new request to."""
+    return server.state == UP and server.weight > 0
 
 
 def server_status(
-    server: Server, now: float, window_total: int, tries_total: int
+    server: Server, now: float, share_10s: float, share_total: float
 ) -> dict[str, Any]:
     stats = server.stats
-    window = stats.rate.total(now)
     return {
         "name": server.name,
         "url": server.url,
@@ -50,10 +64,10 @@ def server_status(
         "downtime": server.downtime(now),
         "tries_total": stats.tries,
         "in_flight": server.in_flight,
-        "share_10s": _percent(window, window_total),
-        "share_total": _percent(stats.tries, tries_total),
+        "share_10s": share_10s,
+        "share_total": share_total,
         "tries_per_second": round(stats.rate.per_second(now), 2),
-        "latency_ms": stats.percentiles_ms(),
+        "latency_ms": stats.percentiles_ms(now),
         "responses": dict(zip(RESPONSE_CLASSES, stats.responses, strict=True)),
         "errors": dict(stats.errors),
         "retries": stats.retries,
@@ -80,9 +94,15 @@ def server_status(
 def status(balancer: Balancer) -> dict[str, Any]:
     """The ``/status`` payload (see docs/api.md)."""
     now = time.monotonic()
-    window_total = sum(server.stats.rate.total(now) for server in balancer.servers)
-    tries_total = sum(server.stats.tries for server in balancer.servers)
-    servers = [server_status(server, now, window_total, tries_total) for server in balancer.servers]
+    pool = balancer.servers
+    # Of the last 10 s, among the servers that take new traffic now: one stopped, drained or
+    # set to weight 0 shows 0 at once, and the others' shares still sum to 100.
+    recent = shares([s.stats.rate.total(now) if takes_traffic(s) else 0 for s in pool])
+    overall = shares([server.stats.tries for server in pool])
+    servers = [
+        server_status(server, now, *numbers)
+        for server, numbers in zip(pool, zip(recent, overall, strict=True), strict=True)
+    ]
     return {
         "algorithm": balancer.algorithm,
         "algorithms": list(balancer.algorithm_names),

@@ -177,10 +177,14 @@ def task_id(raw: str) -> int | None:
 
 
 def idempotency_key(request: Request) -> str | None:
-    """The ``Idempotency-Key`` header: 1-200 visible ASCII characters, or absent."""
-    key = request.headers.get("idempotency-key")
-    if key is None:
+    """The ``Idempotency-Key`` header: 1-200 visible ASCII characters, or absent. Sent twice
+    it is refused: which one the client meant is not for the server to guess."""
+    keys = request.headers.getlist("idempotency-key")
+    if not keys:
         return None
+    if len(keys) > 1:
+        raise InputError("two_idempotency_keys", count=len(keys))
+    key = keys[0]
     if not 0 < len(key) <= MAX_KEY_CHARS or not all(" " < char < "\x7f" for char in key):
         raise InputError("bad_idempotency_key", maximum=MAX_KEY_CHARS)
     return key
