@@ -16,6 +16,12 @@ docs/design/balancer.md ("The proxy"); in short:
 - A request that may have reached a server is sent again only if replaying it cannot
   duplicate it: idempotent methods, or servers that declared they deduplicate
   ``Idempotency-Key`` across the pool (``Idempotency-Key-Support: shared`` on health checks).
+- Every try is the balancer's own, counted: aiohttp's hidden re-send of idempotent requests is
+  off. A reused pooled connection that fails before any answer byte (the server closed it as
+  idle) is tried once more on a new connection, whatever the method; pooled connections are
+  dropped after ``upstream_keepalive`` idle seconds, before the servers drop them.
+- A timed-out try is retried at most once, and only within the client's deadline:
+  ``2 x response_timeout`` from the start of the request (10 s, the course client's timeout).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import logging
 import re
 import time
 import uuid
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -71,6 +78,12 @@ INVALID_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # this old after its headers arrived; then it is streamed. The lab's JSON answers end first.
 HOLD_BYTES = 64 * 1024
 HOLD_SECONDS = 0.02
+# The client's deadline, in response timeouts from the start of its request: a timed-out try
+# is retried only before it, and the retry gets only what is left of it.
+DEADLINE_TIMEOUTS = 2
+# A reused pooled connection failing with these, before the answer's head, was closed by the
+# server while idle: the request never ran, so it goes again on a new connection.
+STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 CONNECT, REFUSED, TIMEOUT, RESET = "connect", "refused", "timeout", "reset"
 # What the client gets when every try failed, by the last failure's kind: the status, the
@@ -218,10 +231,24 @@ class Proxy:
         self.balancer = balancer
         self.config = config
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10),
+        reused = aiohttp.TraceConfig()
+        reused.on_connection_reuseconn.append(mark_reused)
+        pooled = aiohttp.TCPConnector(
+            limit=0, ttl_dns_cache=10, keepalive_timeout=self.config.upstream_keepalive
+        )
+        self._session = self._new_session(pooled, [reused])
+        # Only for the one retry of a request whose reused connection was stale.
+        self._fresh = self._new_session(aiohttp.TCPConnector(limit=0, force_close=True), [])
+
+    def _new_session(
+        self, connector: aiohttp.TCPConnector, traces: list[aiohttp.TraceConfig]
+    ) -> aiohttp.ClientSession:
+        session = aiohttp.ClientSession(
+            connector=connector,
+            trace_configs=traces,
             # Per phase, never in total (HAProxy's ``timeout connect`` and ``timeout server``):
             # to connect, then the longest the server may stay silent, before its answer's
             # headers and between two pieces of its body.
@@ -238,10 +265,17 @@ class Proxy:
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
+        # aiohttp re-sends an idempotent request once on its own when a connection breaks
+        # (client.py, ``retry_persistent_connection``), unseen and uncounted: every try here
+        # is the balancer's. Private, but the switch aiohttp's own test client uses;
+        # tests/test_balancer_upstream.py fails if a release renames it.
+        session._retry_connection = False
+        return session
 
     async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         method: str = scope["method"]
@@ -262,6 +296,8 @@ class Proxy:
         tried: list[Server] = []
         failure: str | None = None
         keyed_only = False  # a retry that may repeat a POST: only servers that deduplicate
+        deadline = time.monotonic() + DEADLINE_TIMEOUTS * self.config.response_timeout
+        timed_out = False
         while len(tried) <= self.config.max_retries:
             server = self.balancer.choose(tried, client, keyed_only)
             if server is None:
@@ -272,7 +308,7 @@ class Proxy:
             keyable = method not in IDEMPOTENT and server.honours_keys
             if keyable and not has_idempotency_key(headers):
                 headers.append((IDEMPOTENCY_KEY, uuid.uuid4().hex))
-            failure = await self._try(scope, send, server, target, headers, body)
+            failure = await self._try(scope, send, server, target, headers, body, deadline)
             if failure is None:
                 if len(tried) > 1:  # a failure the client never saw: summed up in the log
                     self.balancer.journal.retried(tried[0].name, server.name)
@@ -280,6 +316,10 @@ class Proxy:
             keyed = server.honours_keys and has_idempotency_key(headers)
             if not may_retry(failure, method, keyed):
                 break
+            if failure == TIMEOUT:  # once at most, and only while the client still waits
+                if timed_out or time.monotonic() >= deadline:
+                    break
+                timed_out = True
             keyed_only = keyed_only or not replay_is_harmless(failure, method)
         status, kind, code = GIVE_UP[failure]
         if status == 503:  # no server could take it: none was UP, or every one refused
@@ -312,31 +352,32 @@ class Proxy:
         target: str,
         headers: list[tuple[str, str]],
         body: bytes,
+        deadline: float,
     ) -> str | None:
         """One try on ``server``: None once its answer went to the client, else the kind of
-        failure (already counted), with nothing sent to the client."""
-        assert self._session is not None
-        stats = server.stats
+        failure (already counted), with nothing sent to the client. The server may stay
+        silent for ``response_timeout``, never past the client's ``deadline``."""
         started = time.perf_counter()
-        stats.tries += 1
-        stats.rate.add(time.monotonic())
+        self._count_try(server)
         server.in_flight += 1
         response: aiohttp.ClientResponse | None = None
+        silence = min(self.config.response_timeout, max(0.001, deadline - time.monotonic()))
+        request = {
+            "method": scope["method"],
+            "url": URL.build(
+                scheme=server.scheme, host=server.host, port=server.port, path=target, encoded=True
+            ),
+            "headers": headers,
+            "data": body or None,
+            "allow_redirects": False,
+        }
+        if silence < self.config.response_timeout:
+            request["timeout"] = aiohttp.ClientTimeout(
+                total=None, sock_connect=self.config.connect_timeout, sock_read=silence
+            )
         try:
             try:
-                response = await self._session.request(
-                    scope["method"],
-                    URL.build(
-                        scheme=server.scheme,
-                        host=server.host,
-                        port=server.port,
-                        path=target,
-                        encoded=True,
-                    ),
-                    headers=headers,
-                    data=body or None,
-                    allow_redirects=False,
-                )
+                response = await self._send(server, request)
                 held, complete = await self._hold(response)
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 return self._failed(server, error)
@@ -352,6 +393,26 @@ class Proxy:
             if response is not None:
                 # Read to the end: back to the pool; cut short: closed, never reused.
                 response.release() if response.content.at_eof() else response.close()
+
+    async def _send(self, server: Server, request: dict[str, Any]) -> aiohttp.ClientResponse:
+        """The request on a pooled connection; if that one was reused and the server had
+        closed it (it fails before any answer byte), once more on a new connection, as a
+        counted try of its own. The first failure is not held against the server."""
+        assert self._session is not None and self._fresh is not None
+        reuse = SimpleNamespace(reused=False)
+        try:
+            return await self._session.request(**request, trace_request_ctx=reuse)
+        except STALE_CONNECTION as error:
+            if not reuse.reused:
+                raise
+            log.info("%s had closed a pooled connection (%s): sent again", server.name, error)
+        server.stats.retries += 1
+        self._count_try(server)
+        return await self._fresh.request(**request)
+
+    def _count_try(self, server: Server) -> None:
+        server.stats.tries += 1
+        server.stats.rate.add(time.monotonic())
 
     async def _hold(self, response: aiohttp.ClientResponse) -> tuple[list[bytes], bool]:
         """Read the answer until it ends (True), passes ``HOLD_BYTES`` or ``HOLD_SECONDS``
@@ -489,6 +550,13 @@ class Proxy:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+async def mark_reused(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+) -> None:
+    """Trace hook: the request went out on a pooled connection, not a new one."""
+    context.trace_request_ctx.reused = True
 
 
 def endpoint(scope: Scope) -> str:
