@@ -10,6 +10,10 @@ docs/design/balancer.md ("The proxy"); in short:
 - The answer is held until it is complete, ``HOLD_BYTES`` long or ``HOLD_SECONDS`` old, then
   streamed: small answers (all of the lab's) are retried cleanly if the server dies while
   sending them; large or slow ones flow to the client as they arrive, in bounded memory.
+- A stream holds at most ~0.5 MiB, whatever its size and however slow its client: the
+  upstream socket takes ``STREAM_PIECE`` per read, aiohttp pauses it past two of them, and the
+  client gets pieces of ``STREAM_PIECE`` only while its transport is under its high-water
+  mark; freed buffers go back to the system once streams end (``ReturnMemory``).
 - Each phase has its own timeout: connect, then the longest the server may stay silent
   (before its headers, between two pieces of its body); a transfer that keeps going is
   never cut. The client's side is bounded by the protocol (services/balancer/protocol.py).
@@ -27,8 +31,11 @@ docs/design/balancer.md ("The proxy"); in short:
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import re
+import socket
 import time
 import uuid
 from types import SimpleNamespace
@@ -78,6 +85,13 @@ INVALID_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # this old after its headers arrived; then it is streamed. The lab's JSON answers end first.
 HOLD_BYTES = 64 * 1024
 HOLD_SECONDS = 0.02
+# A streamed answer moves in pieces of at most this size: the upstream socket's receive buffer
+# (so one read is at most about this much), aiohttp's read size (it pauses the socket at two)
+# and each write to the client. 256 KiB reads cost 2.3 MiB per slow reader, 64 KiB ones
+# ~0.3 MiB (bench/bench_stream_memory.py).
+STREAM_PIECE = 32 * 1024
+# Freed memory is handed back to the system at most this often, once streams have ended.
+TRIM_INTERVAL = 1.0
 # The client's deadline, in response timeouts from the start of its request: a timed-out try
 # is retried only before it, and the retry gets only what is left of it.
 DEADLINE_TIMEOUTS = 2
@@ -232,16 +246,21 @@ class Proxy:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
         self._fresh: aiohttp.ClientSession | None = None
+        self._memory = ReturnMemory()
 
     async def start(self) -> None:
         reused = aiohttp.TraceConfig()
         reused.on_connection_reuseconn.append(mark_reused)
         pooled = aiohttp.TCPConnector(
-            limit=0, ttl_dns_cache=10, keepalive_timeout=self.config.upstream_keepalive
+            limit=0,
+            ttl_dns_cache=10,
+            keepalive_timeout=self.config.upstream_keepalive,
+            socket_factory=upstream_socket,
         )
         self._session = self._new_session(pooled, [reused])
         # Only for the one retry of a request whose reused connection was stale.
-        self._fresh = self._new_session(aiohttp.TCPConnector(limit=0, force_close=True), [])
+        fresh = aiohttp.TCPConnector(limit=0, force_close=True, socket_factory=upstream_socket)
+        self._fresh = self._new_session(fresh, [])
 
     def _new_session(
         self, connector: aiohttp.TCPConnector, traces: list[aiohttp.TraceConfig]
@@ -258,10 +277,8 @@ class Proxy:
                 sock_read=self.config.response_timeout,
             ),
             auto_decompress=False,
-            # Up to 256 KiB read at a time (aiohttp pauses a stream at twice that): a 100 MB
-            # answer flows at ~0.9x HAProxy's rate, against ~0.4x with the 64 KiB default
-            # (bench/bench_streaming.py), in at most ~0.5 MB per stream.
-            read_bufsize=256 * 1024,
+            # aiohttp pauses reading a stream the client has not taken at twice this.
+            read_bufsize=STREAM_PIECE,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
@@ -467,18 +484,24 @@ class Proxy:
             await send({"type": "http.response.body", "body": payload})
             return
         await send({"type": "http.response.body", "body": payload, "more_body": True})
-        await self._stream(scope, send, server, response)
+        try:
+            await self._stream(scope, send, server, response)
+        finally:
+            self._memory.soon()
 
     async def _stream(
         self, scope: Scope, send: Any, server: Server, response: aiohttp.ClientResponse
     ) -> None:
-        """The rest of the answer as it arrives; ``send`` waits while the client is slow, so
-        at most aiohttp's read buffer is held. A server silent for longer than
-        ``response_timeout``, or that breaks the connection, aborts the client connection."""
+        """The rest of the answer as it arrives, in pieces of ``STREAM_PIECE``: ``send``
+        waits while the client's transport is past its high-water mark, so at most that mark
+        and one piece wait for the client, and aiohttp's buffer for them. A server silent for
+        longer than ``response_timeout``, or that breaks the connection, aborts the client
+        connection."""
         content = response.content
         while True:
             try:
-                chunk = await content.readany()
+                # ``readany`` would join everything aiohttp holds into one more copy.
+                chunk = await content.read(STREAM_PIECE)
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 kind = classify(error)
                 detail = describe_failure(error, self.config.response_timeout)
@@ -490,6 +513,9 @@ class Proxy:
                 await send({"type": "http.response.body", "body": b""})
                 return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # The write lands at the end of this turn of the loop (CorkedTransport): let it,
+            # so that the transport can pause the next send past its high-water mark.
+            await asyncio.sleep(0)
 
     def _answered(self, server: Server, elapsed: float, status: int) -> None:
         """Count an answer: latency is the time until it was complete or began to stream."""
@@ -550,6 +576,38 @@ class Proxy:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def upstream_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    """A socket to a server whose receive buffer holds about ``STREAM_PIECE``: one read of a
+    fast stream is then that size, not the 256 KiB the event loop would take at once."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=kind, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STREAM_PIECE)
+    return sock
+
+
+class ReturnMemory:
+    """Hands freed heap memory back to the system (glibc's ``malloc_trim``) shortly after
+    streams end, at most once per ``TRIM_INTERVAL``: glibc keeps the buffers of ended streams
+    otherwise (1.9 MiB per stream stayed, bench/bench_stream_memory.py). Elsewhere, nothing."""
+
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("c")
+        libc = ctypes.CDLL(name) if name else None
+        self._trim = getattr(libc, "malloc_trim", None)
+        self._pending = False
+
+    def soon(self) -> None:
+        if self._trim is None or self._pending:
+            return
+        self._pending = True
+        asyncio.get_running_loop().call_later(TRIM_INTERVAL, self._now)
+
+    def _now(self) -> None:
+        self._pending = False
+        assert self._trim is not None
+        self._trim(0)
 
 
 async def mark_reused(
