@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -19,6 +21,8 @@ import pytest
 from backends import OK, RawBackend
 from support import ServiceProcess
 from test_balancer_helpers import balancer_process, status_of
+
+from services.balancer.edge import STREAM_BYTES, connection_cap, memory_limit
 
 
 def hang_up(request: bytes) -> Callable[[socket.socket], None]:
@@ -136,3 +140,43 @@ def test_pooled_connections_are_dropped_after_the_upstream_keepalive(
     finally:
         process.close()
         backend.raw.close()
+
+
+def test_the_connection_cap_fits_half_the_memory_at_half_a_mebibyte_a_connection() -> None:
+    gib = 1024**3
+    assert connection_cap(None, None, gib) == gib // 2 // STREAM_BYTES == 1024
+    assert connection_cap(None, 100_000, gib) == 1024  # memory is the tighter bound
+    assert connection_cap(500, 100_000, gib) == 500
+    assert connection_cap(None, 1024, gib) == (1024 - 64) // 2  # descriptors are
+
+
+def test_the_memory_limit_is_the_containers_when_it_has_one(tmp_path: Path) -> None:
+    machine = memory_limit(tmp_path / "absent")
+    assert machine is not None and machine > 64 * 1024**2
+    cgroup = tmp_path / "memory.max"
+    cgroup.write_text("268435456\n")
+    assert memory_limit(cgroup) == 256 * 1024**2
+    cgroup.write_text("max\n")
+    assert memory_limit(cgroup) == machine
+
+
+@pytest.mark.slow
+def test_slow_readers_hold_at_most_half_a_mebibyte_each_and_give_it_back() -> None:
+    """30 clients stop reading 100 MB answers: the balancer's RSS per stream while they wait,
+    and what stays once they closed (bench/bench_stream_memory.py measures 50, with HAProxy)."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+    from bench_stream_memory import measure, start_backend, start_balancer
+
+    backends = [start_backend(), start_backend()]
+    try:
+        balancer = start_balancer([backend.port for backend in backends])
+        assert balancer.proc is not None
+        try:
+            figures = measure(balancer.port, balancer.proc.pid, 30)
+        finally:
+            balancer.close()
+    finally:
+        for backend in backends:
+            backend.close()
+    assert figures["per_stream"] <= 0.5, figures
+    assert figures["kept"] <= 0.1, figures
