@@ -65,7 +65,10 @@ def slow_reader(port: int) -> socket.socket:
 
 
 def measure(port: int, pid: int, streams: int) -> dict[str, float]:
-    """RSS before, held with ``streams`` slow readers, after they closed; MiB per stream."""
+    """RSS before, held with ``streams`` slow readers, after they closed; MiB per stream.
+    One stream first, closed: the first imports, and a first freed buffer (glibc keeps
+    large ones only after one was freed)."""
+    slow_reader(port).close()
     before = settled(lambda: rss_mib(pid))
     readers = []
     try:
@@ -108,7 +111,6 @@ def main() -> int:
                 console.print("HAProxy is not installed (apt-get install haproxy): no reference")
             for name, process in targets.items():
                 assert process.proc is not None
-                slow_reader(process.port).close()  # warm up: the first stream's imports
                 rows[name] = measure(process.port, process.proc.pid, streams)
         finally:
             for process in processes:

@@ -13,7 +13,7 @@ docs/design/balancer.md ("The proxy"); in short:
 - A stream holds at most ~0.5 MiB, whatever its size and however slow its client: the
   upstream socket takes ``STREAM_PIECE`` per read, aiohttp pauses it past two of them, and the
   client gets pieces of ``STREAM_PIECE`` only while its transport is under its high-water
-  mark; freed buffers go back to the system once streams end (``ReturnMemory``).
+  mark. Buffers that small go back to the system when a stream ends.
 - Each phase has its own timeout: connect, then the longest the server may stay silent
   (before its headers, between two pieces of its body); a transfer that keeps going is
   never cut. The client's side is bounded by the protocol (services/balancer/protocol.py).
@@ -31,8 +31,6 @@ docs/design/balancer.md ("The proxy"); in short:
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import re
 import socket
@@ -87,11 +85,9 @@ HOLD_BYTES = 64 * 1024
 HOLD_SECONDS = 0.02
 # A streamed answer moves in pieces of at most this size: the upstream socket's receive buffer
 # (so one read is at most about this much), aiohttp's read size (it pauses the socket at two)
-# and each write to the client. 256 KiB reads cost 2.3 MiB per slow reader, 64 KiB ones
-# ~0.3 MiB (bench/bench_stream_memory.py).
+# and each write to the client. 256 KiB reads cost 2.3 MiB per slow reader, 1.9 of which
+# stayed after it closed; 32 KiB ones ~0.4 MiB, 0.03 staying (bench/bench_stream_memory.py).
 STREAM_PIECE = 32 * 1024
-# Freed memory is handed back to the system at most this often, once streams have ended.
-TRIM_INTERVAL = 1.0
 # The client's deadline, in response timeouts from the start of its request: a timed-out try
 # is retried only before it, and the retry gets only what is left of it.
 DEADLINE_TIMEOUTS = 2
@@ -246,7 +242,6 @@ class Proxy:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
         self._fresh: aiohttp.ClientSession | None = None
-        self._memory = ReturnMemory()
 
     async def start(self) -> None:
         reused = aiohttp.TraceConfig()
@@ -484,10 +479,7 @@ class Proxy:
             await send({"type": "http.response.body", "body": payload})
             return
         await send({"type": "http.response.body", "body": payload, "more_body": True})
-        try:
-            await self._stream(scope, send, server, response)
-        finally:
-            self._memory.soon()
+        await self._stream(scope, send, server, response)
 
     async def _stream(
         self, scope: Scope, send: Any, server: Server, response: aiohttp.ClientResponse
@@ -585,29 +577,6 @@ def upstream_socket(addr_info: tuple[Any, ...]) -> socket.socket:
     sock = socket.socket(family=family, type=kind, proto=proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STREAM_PIECE)
     return sock
-
-
-class ReturnMemory:
-    """Hands freed heap memory back to the system (glibc's ``malloc_trim``) shortly after
-    streams end, at most once per ``TRIM_INTERVAL``: glibc keeps the buffers of ended streams
-    otherwise (1.9 MiB per stream stayed, bench/bench_stream_memory.py). Elsewhere, nothing."""
-
-    def __init__(self) -> None:
-        name = ctypes.util.find_library("c")
-        libc = ctypes.CDLL(name) if name else None
-        self._trim = getattr(libc, "malloc_trim", None)
-        self._pending = False
-
-    def soon(self) -> None:
-        if self._trim is None or self._pending:
-            return
-        self._pending = True
-        asyncio.get_running_loop().call_later(TRIM_INTERVAL, self._now)
-
-    def _now(self) -> None:
-        self._pending = False
-        assert self._trim is not None
-        self._trim(0)
 
 
 async def mark_reused(
