@@ -60,6 +60,7 @@ def test_a_hung_up_get_reaches_each_server_once_per_counted_try() -> None:
             raw.close()
 
 
+@pytest.mark.slow
 def test_a_timeout_is_retried_once_within_the_clients_deadline() -> None:
     """Three silent servers, two retries allowed: two tries, both within the client's deadline
     (2 x the response timeout), not one response timeout per server."""
