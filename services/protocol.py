@@ -41,10 +41,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from asyncio import TimerHandle
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httptools
@@ -59,6 +61,7 @@ LINGER_SECONDS = 2.0  # how long a refused client may go on sending before its r
 # listening sockets, health checks, logs, the tasks file, the Docker socket.
 RESERVED_FDS = 64
 UNLIMITED = 1_000_000  # connections, where the descriptor limit is infinite
+CGROUP_MEMORY = Path("/sys/fs/cgroup/memory.max")  # a container's limit (cgroup v2)
 log = logging.getLogger("ticslab.protocol")
 
 
@@ -403,12 +406,37 @@ class CorkedTransport:
         return getattr(self._transport, name)
 
 
-def connection_cap(wanted: int | None, fd_limit: int | None, fds_each: int) -> int:
-    """The most client connections that fit, each costing ``fds_each`` descriptors (the
-    balancer's may hold an upstream connection too), or ``wanted`` if fewer; ``fd_limit``
-    None: no limit."""
+def connection_cap(
+    wanted: int | None,
+    fd_limit: int | None,
+    fds_each: int,
+    memory: int | None = None,
+    bytes_each: int | None = None,
+) -> int:
+    """The most client connections that fit, or ``wanted`` if fewer: each costs ``fds_each``
+    descriptors (the balancer's may hold an upstream connection too) and, where given,
+    ``bytes_each`` of buffers in half of ``memory`` (HAProxy derives its ``maxconn`` from its
+    memory limit likewise); a limit that is None bounds nothing."""
     fits = UNLIMITED if fd_limit is None else (fd_limit - RESERVED_FDS) // fds_each
+    if memory is not None and bytes_each:
+        fits = min(fits, memory // 2 // bytes_each)
     return max(1, min(fits, wanted or fits))
+
+
+def memory_limit(cgroup: Path = CGROUP_MEMORY) -> int | None:
+    """Bytes of memory this process may use: the machine's, or its container's if less;
+    None where neither can be read."""
+    try:
+        limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    except (AttributeError, ValueError, OSError):  # Windows has no sysconf
+        limits = []
+    try:
+        text = cgroup.read_text().strip()
+    except OSError:
+        text = "max"
+    if text.isdigit():
+        limits.append(int(text))
+    return min(limits, default=None)
 
 
 def serve_guarded(
@@ -418,13 +446,18 @@ def serve_guarded(
     limits: Limits,
     *,
     fds_each: int,
+    bytes_each: int | None = None,
     keep_alive_timeout: float = 5.0,
     **options: Any,
 ) -> None:
     """Serve ``app`` with ``GuardedHttpProtocol``, the descriptor limit raised to the hard one
-    (as HAProxy does) and the connection cap lowered, if need be, to fit in it."""
-    cap = connection_cap(limits.max_connections, raise_fd_limit(), fds_each)
+    (as HAProxy does) and the connection cap lowered, if need be, to fit in it (and in half
+    the memory, at ``bytes_each`` a connection, where given)."""
+    memory = memory_limit() if bytes_each else None
+    cap = connection_cap(limits.max_connections, raise_fd_limit(), fds_each, memory, bytes_each)
     if limits.max_connections and cap < limits.max_connections:
-        log.warning("at most %d connections: the file-descriptor limit allows no more", cap)
+        log.warning(
+            "at most %d connections: the file-descriptor limit or the memory allows no more", cap
+        )
     guarded = GuardedHttpProtocol.with_limits(dataclasses.replace(limits, max_connections=cap))
     serve(app, host, port, http=guarded, timeout_keep_alive=keep_alive_timeout, **options)

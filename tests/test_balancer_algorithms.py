@@ -311,6 +311,7 @@ WEIGHT_BODIES = [
 @pytest.mark.parametrize("body", WEIGHT_BODIES, ids=[repr(b[:30]) for b in WEIGHT_BODIES])
 def test_bad_weight_bodies_get_400_and_change_nothing(body: bytes) -> None:
     """A bad body is a 400; one past the control API's bound a 413, unread."""
+
     async def send() -> tuple[int, int]:
         balancer = make_balancer()
         control = Control(balancer, "secret", "none")

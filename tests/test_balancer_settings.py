@@ -23,6 +23,7 @@ SAMPLES: dict[str, tuple[str, str, object]] = {
     "response_timeout": ("7", "response_timeout", 7.0),
     "request_timeout": ("11", "request_timeout", 11.0),
     "keep_alive_timeout": ("6", "keep_alive_timeout", 6.0),
+    "upstream_keepalive": ("0.5", "upstream_keepalive", 0.5),
     "check_interval": ("3", "check_interval", 3.0),
     "fast_check_interval": ("0.4", "fast_check_interval", 0.4),
     "check_timeout": ("2.5", "check_timeout", 2.5),

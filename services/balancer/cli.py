@@ -112,6 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             defaults.keep_alive_timeout,
             "seconds an idle client connection is kept open",
         ),
+        (
+            "--upstream-keepalive",
+            defaults.upstream_keepalive,
+            "seconds an idle pooled connection to a server is kept: keep it below the servers' "
+            "own keep-alive timeout",
+        ),
         ("--check-interval", defaults.check_interval, "seconds between health checks"),
         ("--fast-check-interval", defaults.fast_check_interval, "interval while state changes"),
         (

@@ -52,6 +52,10 @@ class BalancerConfig:
     # keep-alive connection is closed after keep_alive_timeout.
     request_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
+    # A pooled connection to a server is dropped after this many idle seconds: shorter than
+    # the servers' own idle timeout (gunicorn's 2 s, uvicorn's 5 s), so a request is not sent
+    # on a connection the server is closing (nginx's upstream ``keepalive_timeout``).
+    upstream_keepalive: float = 1.0
     check_interval: float = 1.0
     # While a server is changing state (one failure seen while UP, one success while DOWN) it
     # is checked this often, so fall/rise complete quickly (HAProxy's ``fastinter``).

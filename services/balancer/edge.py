@@ -1,7 +1,9 @@
 """How the balancer is served: uvicorn with the guarded protocol (services/protocol.py).
 
 The balancer is the edge of the lab: every client connection costs a file descriptor, and so
-does each connection it opens to a server, so each connection counts two descriptors.
+does each connection it opens to a server, so each connection counts two descriptors; and
+each may hold ``STREAM_BYTES`` of buffers, so the cap also fits half the memory the process
+may use (services/protocol.py ``connection_cap``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from services.balancer.proxy import UpstreamAborted
 from services.protocol import Limits, serve_guarded
 
 FDS_PER_CONNECTION = 2  # the client's, and the upstream one it may hold
+# What one client connection may hold at most, a slow reader of a large answer included
+# (~0.4 MiB measured by bench/bench_stream_memory.py, rounded up).
+STREAM_BYTES = 512 * 1024
 
 
 class HideAbortedAnswers(logging.Filter):
@@ -40,6 +45,7 @@ def serve_edge(app: Any, config: BalancerConfig, log_level: str = "info") -> Non
         config.port,
         limits,
         fds_each=FDS_PER_CONNECTION,
+        bytes_each=STREAM_BYTES,
         keep_alive_timeout=config.keep_alive_timeout,
         log_level=log_level,
         # Upgrade requests reach the proxy as plain HTTP, which answers WebSocket ones 501.

@@ -10,12 +10,22 @@ docs/design/balancer.md ("The proxy"); in short:
 - The answer is held until it is complete, ``HOLD_BYTES`` long or ``HOLD_SECONDS`` old, then
   streamed: small answers (all of the lab's) are retried cleanly if the server dies while
   sending them; large or slow ones flow to the client as they arrive, in bounded memory.
+- A stream holds at most ~0.5 MiB, whatever its size and however slow its client: the
+  upstream socket takes ``STREAM_PIECE`` per read, aiohttp pauses it past two of them, and the
+  client gets pieces of ``STREAM_PIECE`` only while its transport is under its high-water
+  mark. Buffers that small go back to the system when a stream ends.
 - Each phase has its own timeout: connect, then the longest the server may stay silent
   (before its headers, between two pieces of its body); a transfer that keeps going is
   never cut. The client's side is bounded by the protocol (services/protocol.py).
 - A request that may have reached a server is sent again only if replaying it cannot
   duplicate it: idempotent methods, or servers that declared they deduplicate
   ``Idempotency-Key`` across the pool (``Idempotency-Key-Support: shared`` on health checks).
+- Every try is the balancer's own, counted: aiohttp's hidden re-send of idempotent requests is
+  off. A reused pooled connection that fails before any answer byte (the server closed it as
+  idle) is tried once more on a new connection, whatever the method; pooled connections are
+  dropped after ``upstream_keepalive`` idle seconds, before the servers drop them.
+- A timed-out try is retried at most once, and only within the client's deadline:
+  ``2 x response_timeout`` from the start of the request (10 s, the course client's timeout).
 """
 
 from __future__ import annotations
@@ -23,8 +33,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import time
 import uuid
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -71,6 +83,17 @@ INVALID_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # this old after its headers arrived; then it is streamed. The lab's JSON answers end first.
 HOLD_BYTES = 64 * 1024
 HOLD_SECONDS = 0.02
+# A streamed answer moves in pieces of at most this size: the upstream socket's receive buffer
+# (so one read is at most about this much), aiohttp's read size (it pauses the socket at two)
+# and each write to the client. 256 KiB reads cost 2.3 MiB per slow reader, 1.9 of which
+# stayed after it closed; 32 KiB ones ~0.4 MiB, 0.03 staying (bench/bench_stream_memory.py).
+STREAM_PIECE = 32 * 1024
+# The client's deadline, in response timeouts from the start of its request: a timed-out try
+# is retried only before it, and the retry gets only what is left of it.
+DEADLINE_TIMEOUTS = 2
+# A reused pooled connection failing with these, before the answer's head, was closed by the
+# server while idle: the request never ran, so it goes again on a new connection.
+STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 CONNECT, REFUSED, TIMEOUT, RESET = "connect", "refused", "timeout", "reset"
 # What the client gets when every try failed, by the last failure's kind: the status, the
@@ -239,10 +262,28 @@ class Proxy:
         self.balancer = balancer
         self.config = config
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10),
+        reused = aiohttp.TraceConfig()
+        reused.on_connection_reuseconn.append(mark_reused)
+        pooled = aiohttp.TCPConnector(
+            limit=0,
+            ttl_dns_cache=10,
+            keepalive_timeout=self.config.upstream_keepalive,
+            socket_factory=upstream_socket,
+        )
+        self._session = self._new_session(pooled, [reused])
+        # Only for the one retry of a request whose reused connection was stale.
+        fresh = aiohttp.TCPConnector(limit=0, force_close=True, socket_factory=upstream_socket)
+        self._fresh = self._new_session(fresh, [])
+
+    def _new_session(
+        self, connector: aiohttp.TCPConnector, traces: list[aiohttp.TraceConfig]
+    ) -> aiohttp.ClientSession:
+        session = aiohttp.ClientSession(
+            connector=connector,
+            trace_configs=traces,
             # Per phase, never in total (HAProxy's ``timeout connect`` and ``timeout server``):
             # to connect, then the longest the server may stay silent, before its answer's
             # headers and between two pieces of its body.
@@ -252,17 +293,22 @@ class Proxy:
                 sock_read=self.config.response_timeout,
             ),
             auto_decompress=False,
-            # Up to 256 KiB read at a time (aiohttp pauses a stream at twice that): a 100 MB
-            # answer flows at ~0.9x HAProxy's rate, against ~0.4x with the 64 KiB default
-            # (bench/bench_streaming.py), in at most ~0.5 MB per stream.
-            read_bufsize=256 * 1024,
+            # aiohttp pauses reading a stream the client has not taken at twice this.
+            read_bufsize=STREAM_PIECE,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
+        # aiohttp re-sends an idempotent request once on its own when a connection breaks
+        # (client.py, ``retry_persistent_connection``), unseen and uncounted: every try here
+        # is the balancer's. Private, but the switch aiohttp's own test client uses;
+        # tests/test_balancer_upstream.py fails if a release renames it.
+        session._retry_connection = False
+        return session
 
     async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         method: str = scope["method"]
@@ -283,6 +329,8 @@ class Proxy:
         tried: list[Server] = []
         failure: str | None = None
         keyed_only = False  # a retry that may repeat a POST: only servers that deduplicate
+        deadline = time.monotonic() + DEADLINE_TIMEOUTS * self.config.response_timeout
+        timed_out = False
         while len(tried) <= self.config.max_retries:
             server = self.balancer.choose(tried, client, keyed_only)
             if server is None:
@@ -293,7 +341,7 @@ class Proxy:
             keyable = method not in IDEMPOTENT and server.honours_keys
             if keyable and not has_idempotency_key(headers):
                 headers.append((IDEMPOTENCY_KEY, uuid.uuid4().hex))
-            failure = await self._try(scope, send, server, target, headers, body)
+            failure = await self._try(scope, send, server, target, headers, body, deadline)
             if failure is None:
                 if len(tried) > 1:  # a failure the client never saw: summed up in the log
                     self.balancer.journal.retried(tried[0].name, server.name)
@@ -301,6 +349,10 @@ class Proxy:
             keyed = server.honours_keys and has_idempotency_key(headers)
             if not may_retry(failure, method, keyed):
                 break
+            if failure == TIMEOUT:  # once at most, and only while the client still waits
+                if timed_out or time.monotonic() >= deadline:
+                    break
+                timed_out = True
             keyed_only = keyed_only or not replay_is_harmless(failure, method)
         status, kind, code = GIVE_UP[failure]
         if status == 503:  # no server could take it: none was UP, or every one refused
@@ -333,31 +385,32 @@ class Proxy:
         target: str,
         headers: list[tuple[str, str]],
         body: bytes,
+        deadline: float,
     ) -> str | None:
         """One try on ``server``: None once its answer went to the client, else the kind of
-        failure (already counted), with nothing sent to the client."""
-        assert self._session is not None
-        stats = server.stats
+        failure (already counted), with nothing sent to the client. The server may stay
+        silent for ``response_timeout``, never past the client's ``deadline``."""
         started = time.perf_counter()
-        stats.tries += 1
-        stats.rate.add(time.monotonic())
+        self._count_try(server)
         server.in_flight += 1
         response: aiohttp.ClientResponse | None = None
+        silence = min(self.config.response_timeout, max(0.001, deadline - time.monotonic()))
+        request = {
+            "method": scope["method"],
+            "url": URL.build(
+                scheme=server.scheme, host=server.host, port=server.port, path=target, encoded=True
+            ),
+            "headers": headers,
+            "data": body or None,
+            "allow_redirects": False,
+        }
+        if silence < self.config.response_timeout:
+            request["timeout"] = aiohttp.ClientTimeout(
+                total=None, sock_connect=self.config.connect_timeout, sock_read=silence
+            )
         try:
             try:
-                response = await self._session.request(
-                    scope["method"],
-                    URL.build(
-                        scheme=server.scheme,
-                        host=server.host,
-                        port=server.port,
-                        path=target,
-                        encoded=True,
-                    ),
-                    headers=headers,
-                    data=body or None,
-                    allow_redirects=False,
-                )
+                response = await self._send(server, request)
                 held, complete = await self._hold(response)
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 if unreadable_answer(error):
@@ -378,6 +431,26 @@ class Proxy:
             if response is not None:
                 # Read to the end: back to the pool; cut short: closed, never reused.
                 response.release() if response.content.at_eof() else response.close()
+
+    async def _send(self, server: Server, request: dict[str, Any]) -> aiohttp.ClientResponse:
+        """The request on a pooled connection; if that one was reused and the server had
+        closed it (it fails before any answer byte), once more on a new connection, as a
+        counted try of its own. The first failure is not held against the server."""
+        assert self._session is not None and self._fresh is not None
+        reuse = SimpleNamespace(reused=False)
+        try:
+            return await self._session.request(**request, trace_request_ctx=reuse)
+        except STALE_CONNECTION as error:
+            if not reuse.reused:
+                raise
+            log.info("%s had closed a pooled connection (%s): sent again", server.name, error)
+        server.stats.retries += 1
+        self._count_try(server)
+        return await self._fresh.request(**request)
+
+    def _count_try(self, server: Server) -> None:
+        server.stats.tries += 1
+        server.stats.rate.add(time.monotonic())
 
     async def _hold(self, response: aiohttp.ClientResponse) -> tuple[list[bytes], bool]:
         """Read the answer until it ends (True), passes ``HOLD_BYTES`` or ``HOLD_SECONDS``
@@ -437,13 +510,16 @@ class Proxy:
     async def _stream(
         self, scope: Scope, send: Any, server: Server, response: aiohttp.ClientResponse
     ) -> None:
-        """The rest of the answer as it arrives; ``send`` waits while the client is slow, so
-        at most aiohttp's read buffer is held. A server silent for longer than
-        ``response_timeout``, or that breaks the connection, aborts the client connection."""
+        """The rest of the answer as it arrives, in pieces of ``STREAM_PIECE``: ``send``
+        waits while the client's transport is past its high-water mark, so at most that mark
+        and one piece wait for the client, and aiohttp's buffer for them. A server silent for
+        longer than ``response_timeout``, or that breaks the connection, aborts the client
+        connection."""
         content = response.content
         while True:
             try:
-                chunk = await content.readany()
+                # ``readany`` would join everything aiohttp holds into one more copy.
+                chunk = await content.read(STREAM_PIECE)
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 kind = classify(error)
                 detail = describe_failure(error, self.config.response_timeout)
@@ -455,6 +531,9 @@ class Proxy:
                 await send({"type": "http.response.body", "body": b""})
                 return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # The write lands at the end of this turn of the loop (CorkedTransport): let it,
+            # so that the transport can pause the next send past its high-water mark.
+            await asyncio.sleep(0)
 
     def _answered(self, server: Server, elapsed: float, status: int) -> None:
         """Count an answer: latency is the time until it was complete or began to stream."""
@@ -515,6 +594,22 @@ class Proxy:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def upstream_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    """A socket to a server whose receive buffer holds about ``STREAM_PIECE``: one read of a
+    fast stream is then that size, not the 256 KiB the event loop would take at once."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=kind, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STREAM_PIECE)
+    return sock
+
+
+async def mark_reused(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+) -> None:
+    """Trace hook: the request went out on a pooled connection, not a new one."""
+    context.trace_request_ctx.reused = True
 
 
 def endpoint(scope: Scope) -> str:

@@ -93,7 +93,7 @@ class ServerStats:
         self.tries = 0  # tries sent to this server, retries of a client request included
         self.responses = [0, 0, 0, 0, 0]  # by class: 1xx .. 5xx
         self.errors: Counter[str] = Counter()  # course error type -> count
-        self.retries = 0  # requests that failed here and were retried on another server
+        self.retries = 0  # failed here, sent again: elsewhere, or on a new connection
         self.connect_failures = 0
         self.timeouts = 0
         self.resets = 0
