@@ -138,6 +138,7 @@ def test_absolute_form_uses_its_path_only(balancer: ServiceProcess, canary: sock
 # 2. Trailers are never merged ----------------------------------------------------------------
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 @pytest.mark.smoke
 def test_chunked_trailers_never_become_headers() -> None:
     backend = RawBackend(lambda request: OK).start()
@@ -161,6 +162,7 @@ def test_chunked_trailers_never_become_headers() -> None:
 # 3. Answers stream; timeouts are per phase ----------------------------------------------------
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_slow_answer_streams_its_first_bytes_at_once(balancer: ServiceProcess) -> None:
     started = time.monotonic()
     # 4 bytes over 2 s: a byte every 0.5 s, within the 1 s silence allowed.
@@ -193,6 +195,7 @@ def test_large_answers_stream_byte_for_byte(
     assert through.status_code == 200 and through.content == direct
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_server_that_breaks_off_a_streamed_answer_aborts_the_client_connection() -> None:
     def cut_short(sock: socket.socket) -> None:
         sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n" + b"x" * 200_000)
@@ -210,6 +213,7 @@ def test_a_server_that_breaks_off_a_streamed_answer_aborts_the_client_connection
         backend.close()
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_small_answer_cut_short_is_retried_on_the_other_server() -> None:
     def cut_short(sock: socket.socket) -> None:
         sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
@@ -458,6 +462,7 @@ def test_a_connection_flood_never_takes_servers_down(httpbins: list[ServiceProce
 # Found by review: bare CRLFs, pipelining, odd answers, upgrades -----------------------------
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_bare_crlf_does_not_keep_a_connection_open(strict: ServiceProcess) -> None:
     with socket.create_connection(("127.0.0.1", strict.port)) as sock:
         sock.sendall(b"GET /get HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -38,6 +38,7 @@ def test_a_part_that_cannot_start_closes_the_parts_started_before_it(
     assert left == [] and proxy_closed
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_crashed_check_loop_is_reported_and_restarted() -> None:
     echo = EchoBackend("server1").start()
     server = Server("server1", echo.url)

@@ -359,6 +359,7 @@ def test_retries_out_of_range_are_refused_at_start() -> None:
     assert "argument --retries: expected a whole number, 0 to 10; got '11'" in finished.stderr
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_connect_and_response_timeouts_are_configurable(echoes: list[EchoBackend]) -> None:
     hole = Blackhole()
     backends = [("server1", hole.url), ("server2", echoes[1].url)]
@@ -411,6 +412,7 @@ def test_response_time_prefers_the_faster_server(echoes: list[EchoBackend]) -> N
     assert counts["server1"] > 3 * counts["server2"], counts
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_ip_hash_keeps_a_client_on_its_server_until_it_leaves(echoes: list[EchoBackend]) -> None:
     # Backends come from the environment here, as Compose passes them.
     port = free_port()

@@ -125,7 +125,10 @@ def test_a_post_on_a_pooled_connection_the_server_closed_goes_again_on_a_new_one
         backend.raw.close()
 
 
-@pytest.mark.parametrize(("keepalive", "connections"), [("0.2", 2), ("30", 1)])
+@pytest.mark.parametrize(
+    ("keepalive", "connections"),
+    [("0.2", 2), pytest.param("30", 1, marks=pytest.mark.slow)],  # the contrast: 1.8 s more
+)
 def test_pooled_connections_are_dropped_after_the_upstream_keepalive(
     keepalive: str, connections: int
 ) -> None:

@@ -143,6 +143,7 @@ def client_command(url: str, *options: str) -> list[str]:
     return [*TICSLAB, "client", "--url", url, *options]
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_the_client_waits_for_a_late_balancer(tmp_path: Path) -> None:
     port = free_port()
     client = subprocess.Popen(

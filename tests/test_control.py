@@ -179,6 +179,7 @@ def test_kill_then_start_while_traffic_flows_through_the_other(stack: UpStack) -
     )
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_pause_freezes_the_process_and_unpause_thaws_it(stack: UpStack) -> None:
     pid = pid_of(stack, 1)
     answer = post(stack, "/control/servers/server2/pause")

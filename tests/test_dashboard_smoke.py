@@ -24,6 +24,7 @@ def screen(session: str) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_textual_run_dashboard_starts_and_quits(tmp_path: Path) -> None:
     session = f"ticslab-dashboard-smoke-{os.getpid()}"
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens: it must start anyway

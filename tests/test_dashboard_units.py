@@ -511,6 +511,7 @@ async def test_weight_keys_send_one_step_from_the_weight_the_balancer_has_now() 
         assert {r.headers["authorization"] for r in balancer.writes} == {"Bearer t0ken"}
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 async def test_weight_keys_do_nothing_in_read_only_mode() -> None:
     balancer = FixtureBalancer(3)
     app = fixture_app(balancer=balancer, token=None, read_only=True)

@@ -93,6 +93,7 @@ async def test_two_servers_on_one_file_lose_tasks_only_without_the_lock(
         assert len({answer.json()["id"] for answer in answers}) == len(answers)
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 async def test_back_to_none_every_id_is_new_and_nothing_is_refused(
     pair: tuple[ServiceProcess, ServiceProcess], tmp_path: Path
 ) -> None:

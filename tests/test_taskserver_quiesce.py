@@ -54,6 +54,7 @@ class Timed(threading.Thread):
         self.done = time.monotonic()
 
 
+@pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_quiesce_holds_this_servers_writes_but_not_the_other_servers(
     servers: tuple[ServiceProcess, ...],
 ) -> None:
