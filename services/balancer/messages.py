@@ -43,6 +43,11 @@ EN: dict[str, str] = {
     "{failed})",
     "retried_one": "1 request retried on {server} in the last {seconds} s (failed first on "
     "{failed})",
+    # The same server on a new connection: the pooled one it reused had been closed by it.
+    "resent": "{count} requests sent again to {server} on a new connection in the last "
+    "{seconds} s (it had closed the pooled one)",
+    "resent_one": "1 request sent again to {server} on a new connection in the last {seconds} s "
+    "(it had closed the pooled one)",
     # State reasons by ``reason_code`` (events.py): in English, the balancer's own words.
     "reason_first_check_passed": "{reason}",
     "reason_checks_passed": "{reason}",
@@ -136,6 +141,10 @@ ES: dict[str, str] = {
     "(fallaron primero en {failed})",
     "retried_one": "1 solicitud reintentada en {server} en los últimos {seconds} s (falló "
     "primero en {failed})",
+    "resent": "{count} solicitudes reenviadas a {server} por una conexión nueva en los últimos "
+    "{seconds} s (había cerrado la que se reutilizaba)",
+    "resent_one": "1 solicitud reenviada a {server} por una conexión nueva en los últimos "
+    "{seconds} s (había cerrado la que se reutilizaba)",
     "reason_first_check_passed": "primer veredicto: chequeo superado ({detail})",
     "reason_checks_passed": "chequeos superados seguidos: {checks}",
     "reason_checks_failed": "{detail} ({checks} chequeos fallidos seguidos)",
@@ -344,7 +353,9 @@ class EventText(Translator):
         return self(self.text_key(event), **values)
 
     def retried(self, server: str, failed: str, count: int, seconds: float) -> str:
-        """Requests that failed on ``failed`` and were answered by ``server`` meanwhile."""
-        key = "retried_one" if count == 1 else "retried"
+        """Requests that failed on ``failed`` and were answered by ``server`` meanwhile (the
+        same server: sent again on a new connection, the pooled one having been closed)."""
+        key = "resent" if server == failed else "retried"
+        key += "_one" if count == 1 else ""
         names = {"server": printable(server), "failed": printable(failed)}
         return self(key, count=count, seconds=f"{seconds:g}", **names)

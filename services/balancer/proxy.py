@@ -440,10 +440,10 @@ class Proxy:
         reuse = SimpleNamespace(reused=False)
         try:
             return await self._session.request(**request, trace_request_ctx=reuse)
-        except STALE_CONNECTION as error:
+        except STALE_CONNECTION:
             if not reuse.reused:
                 raise
-            log.info("%s had closed a pooled connection (%s): sent again", server.name, error)
+            self.balancer.journal.retried(server.name, server.name)  # told in the summary
         server.stats.retries += 1
         self._count_try(server)
         return await self._fresh.request(**request)
