@@ -364,7 +364,7 @@ class Translator(BaseTranslator):
         language (``400 bad request``); a type the catalogue lacks keeps its own words."""
         code, _, name = kind.partition("_")
         label = f"error_{code}"
-        return f"{code} {self(label) if self.knows(label) else name.replace('_', ' ').lower()}"
+        return f"{code} {self.word(label, name.replace('_', ' ').lower())}"
 
     def result(self, action: object, result: object) -> str:
         """A control action's result: ``stopped``, ``already exited``, a state, a fault mode."""

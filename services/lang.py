@@ -105,6 +105,11 @@ class Translator:
         text = self._catalogue.get(key) or self._english[key]
         return text.format(**values) if values else text
 
+    def word(self, key: str, otherwise: str) -> str:
+        """The text for ``key``, or ``otherwise`` where the catalogue has none (a name from
+        the network or a student's code, a kind newer than this catalogue)."""
+        return self(key) if self.knows(key) else otherwise
+
 
 def missing_keys(catalogue: Catalogue) -> dict[str, set[str]]:
     """Per language, the keys English has and it lacks, or has and English lacks (tests)."""

@@ -263,8 +263,7 @@ class EventText(Translator):
         """A word the balancer sends (``action``, ``result``, ``process``, ``mode``, ``alg``)
         in the chosen language: ``<kind>_<word>`` from the catalogue, else the word as sent (a
         newer balancer's, a plugin algorithm's name from a student's code), made printable."""
-        key = f"{kind}_{word}"
-        return self(key) if self.knows(key) else printable(str(word))
+        return self.word(f"{kind}_{word}", printable(str(word)))
 
     def result(self, action: object, result: object) -> str:
         """A control action's result: ``stopped``, ``already exited``, a state, a fault mode."""

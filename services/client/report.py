@@ -134,8 +134,7 @@ def _verdict(code: int, t: Translator) -> str:
 
 def _kind(kind: str, t: Translator) -> str:
     """A kind of request in words (its key in ``--json`` when it has no words)."""
-    key = f"kind_{kind}"
-    return t(key) if t.knows(key) else kind
+    return t.word(f"kind_{kind}", kind)
 
 
 def render_report(report: dict[str, Any], console: Console, lang: str = "en") -> None:

@@ -71,7 +71,7 @@ class Claim:
 
     def detail(self, t: Translator) -> str:
         """The numbers behind the verdict, in one line."""
-        unit = t(f"unit_{self.unit}") if t.knows(f"unit_{self.unit}") else self.unit
+        unit = t.word(f"unit_{self.unit}", self.unit)
         return t(
             "claim_detail",
             against=t(self.against),
@@ -142,8 +142,7 @@ class Result:
 
 def algorithm_name(name: str, t: Translator) -> str:
     """The handout's name for a built-in algorithm; a plugin's own name, made printable."""
-    key = f"algo_{name}"
-    return t(key) if t.knows(key) else printable(name)
+    return t.word(f"algo_{name}", printable(name))
 
 
 def parameters(result: Result, t: Translator) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from services.lang import Translator, default_language
+from services.lang import Translator, chosen
 
 CATALOGUE = {
     "en": {
@@ -39,7 +39,7 @@ def refusal(command: str, lang: str | None = None) -> str | None:
     this platform runs the local stack."""
     if not native_windows():
         return None
-    return Translator(CATALOGUE, lang or default_language())("refused", command=command)
+    return Translator(CATALOGUE, chosen(lang))("refused", command=command)
 
 
 def refused(command: str, lang: str | None = None) -> bool:
