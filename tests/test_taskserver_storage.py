@@ -14,8 +14,9 @@ import pytest
 from filelock import FileLock
 from support import ServiceProcess, taskserver, taskserver_pair, wait_until
 
-from services.taskserver import storage
 from services.taskserver.storage import TaskStore
+from services.taskserver.storage import file as file_store
+from services.taskserver.storage.disk import replace_file
 
 
 @pytest.fixture
@@ -240,13 +241,13 @@ def test_tasks_another_server_appended_are_read_without_a_full_parse(
     theirs.create("second", idempotency_key="k-2")
     theirs.create("third")
     full_parses: list[bytes] = []
-    real_parse = storage._parse
+    real_parse = file_store.parse_tasks
 
     def counting_parse(raw: bytes, where: Path) -> list[dict]:
         full_parses.append(raw)
         return real_parse(raw, where)
 
-    monkeypatch.setattr(storage, "_parse", counting_parse)
+    monkeypatch.setattr(file_store, "parse_tasks", counting_parse)
 
     assert [task["title"] for task in mine.list()] == ["first", "second", "third"]
     assert full_parses == []
@@ -290,7 +291,7 @@ def test_a_file_replaced_between_a_creates_read_and_its_append_is_never_torn(
         if not replaced:  # once: a longer file, so an append at the old size would tear it
             replaced.append(True)
             rest = [{"id": 7, "title": "written without the lock, longer than the first one"}]
-            storage._replace_file(path, orjson.dumps([*orjson.loads(path.read_bytes()), *rest]))
+            replace_file(path, orjson.dumps([*orjson.loads(path.read_bytes()), *rest]))
 
     monkeypatch.setattr(store, "_load", load_then_replace)
     task, _ = store.create("second")
@@ -312,11 +313,11 @@ def test_replaced_every_time_the_create_rewrites_the_file_instead(
     def load_then_replace(exact: bool = False) -> None:
         real_load(exact)
         loads.append(1)
-        storage._replace_file(path, path.read_bytes())  # same content, another inode
+        replace_file(path, path.read_bytes())  # same content, another inode
 
     monkeypatch.setattr(store, "_load", load_then_replace)
     task, _ = store.create("second")
-    assert len(loads) == storage.APPEND_ATTEMPTS
+    assert len(loads) == file_store.APPEND_ATTEMPTS
     stored = orjson.loads(path.read_bytes())
     assert [(t["id"], t["title"]) for t in stored] == [(1, "first"), (task["id"], "second")]
     assert task["id"] > 1  # each attempt took a new id: gaps, never a repeat

@@ -29,14 +29,9 @@ from __future__ import annotations
 
 import time
 
-from services.taskserver.storage import (
-    MAX_TASK_ID,
-    Task,
-    TasksFileError,
-    TaskStore,
-    new_task,
-    read_tasks,
-)
+from services.taskserver.storage import Task, TasksFileError, TaskStore
+from services.taskserver.storage.format import read_tasks
+from services.taskserver.storage.model import MAX_TASK_ID, new_task
 
 # A read may catch a normal server's append half-written (a server in mode none beside this
 # one): read again, briefly, before answering 503 with what does not parse.
