@@ -106,7 +106,7 @@ def test_a_whole_append_whose_journal_survived_is_kept(tmp_path: Path) -> None:
     appended = path.read_bytes()[size - len(CLOSING) :]
     store._journal.write(journal_record(path, appended, size))  # as if never cleared
     other = TaskStore(path, "server2")
-    assert [task["title"] for task in other.list()] == ["one", "two"]
+    assert [task["title"] for task in other.page()[0]] == ["one", "two"]
     other.create("three")
     assert [task["title"] for task in orjson.loads(path.read_bytes())] == ["one", "two", "three"]
 
@@ -121,7 +121,7 @@ def test_a_read_during_another_servers_append_answers_the_version_before(
     store.prepare()
     store.create("one")
     reader = TaskStore(path, "server2")
-    assert [task["title"] for task in reader.list()] == ["one"]
+    assert [task["title"] for task in reader.page()[0]] == ["one"]
     added = a_task_appended(2)
     record = journal_record(path, added)
     with FileLock(str(path) + ".lock"):  # the writer, still alive, mid-append
@@ -129,10 +129,10 @@ def test_a_read_during_another_servers_append_answers_the_version_before(
         with open(path, "r+b") as handle:
             handle.seek(record.size - len(CLOSING))
             handle.write(added[:20])
-        assert [task["title"] for task in reader.list()] == ["one"]
+        assert [task["title"] for task in reader.page()[0]] == ["one"]
         assert reader.problem() is None
     fresh = TaskStore(path, "server3")  # nothing in memory: it must repair to answer
-    assert [task["title"] for task in fresh.list()] == ["one"]
+    assert [task["title"] for task in fresh.page()[0]] == ["one"]
     assert orjson.loads(path.read_bytes())[0]["title"] == "one"
 
 
@@ -287,10 +287,10 @@ def test_a_full_read_that_races_an_append_is_never_taken_for_a_version(
         return real_pread(fd, length, offset, where)
 
     monkeypatch.setattr(file_store, "pread", pread_after_an_append)
-    assert [task["title"] for task in reader.list()] == ["one", "appended meanwhile"]
+    assert [task["title"] for task in reader.page()[0]] == ["one", "appended meanwhile"]
     monkeypatch.setattr(file_store, "pread", real_pread)
     writer.create("three")
-    assert [task["title"] for task in reader.list()] == ["one", "appended meanwhile", "three"]
+    assert [task["title"] for task in reader.page()[0]] == ["one", "appended meanwhile", "three"]
     assert reader.problem() is None
     assert reader.create("four")[0]["id"] == 4
 
@@ -369,7 +369,7 @@ def test_a_stale_journal_record_is_ignored(tmp_path: Path) -> None:
         store._journal.write(stale)
         assert store.problem() is None
         store.create("again")
-    assert [task["title"] for task in store.list()] == ["one", "again", "again"]
+    assert [task["title"] for task in store.page()[0]] == ["one", "again", "again"]
 
 
 DAMAGED_RECORDS = {
@@ -447,7 +447,7 @@ def test_odd_private_fields_in_a_hand_edited_file_are_a_clear_503(
     store = TaskStore(path, "server1")
     assert problem in (store.problem() or "")
     with pytest.raises(TasksFileError, match=problem):
-        store.list()
+        store.page()[0]
 
 
 def test_a_key_on_a_hand_edited_task_without_fields_is_compared_not_a_crash(

@@ -169,7 +169,7 @@ def test_a_corrupt_lastid_never_gives_a_deleted_newest_tasks_id_again(
         following.create("d")  # before: id 3 again
     assert refused.value.code == "task_ids_unrecorded"
     assert "tasks.json.lastid" in (following.problem() or "")
-    assert len(following.list()) == 2  # reads still answer
+    assert len(following.page()[0]) == 2  # reads still answer
     lastid.write_text("3")  # what the message asks for
     assert following.create("d")[0]["id"] == 4
 

@@ -208,7 +208,7 @@ def test_a_nolock_create_keeps_the_stores_format_and_its_keys(tmp_path: Path) ->
     normal = TaskStore(path, "server1")
     normal.prepare()
     normal.create("keyed", idempotency_key="k1")
-    assert normal.list()  # memory now holds the file
+    assert normal.page()[0]  # memory now holds the file
     stale = JournalRecord(path.stat().st_ino + 1, 9, 0, b",\n  {}\n]\n")
     normal._journal.write(stale)  # a stale record (another inode): emptied by nolock
     naive = create_without_lock(TaskStore(path, "server2"), "naive", completed=True)
@@ -217,7 +217,7 @@ def test_a_nolock_create_keeps_the_stores_format_and_its_keys(tmp_path: Path) ->
     assert (tmp_path / "tasks.json.lastid").read_text().split()[0] == "2"
     tasks = stored(path)
     assert tasks[0][KEY_FIELD] == "k1"  # the first task's key and digest kept
-    assert [task["title"] for task in normal.list()] == ["keyed", "naive"]
+    assert [task["title"] for task in normal.page()[0]] == ["keyed", "naive"]
     assert normal.create("keyed", idempotency_key="k1") == (normal.get(1), True)
     assert normal.create("normal")[0]["id"] == 3
     assert not list(tmp_path.glob(".tasks.json.*.tmp"))

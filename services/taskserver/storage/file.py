@@ -139,9 +139,6 @@ class TaskStore:
             start = 0 if limit is None else max(0, stop - limit)
             return tasks[start:stop][::-1], total
 
-    def list(self) -> list[Task]:
-        return self.page()[0]
-
     def get(self, task_id: int) -> Task:
         with self._cache_lock:
             self._refresh()
