@@ -41,11 +41,11 @@ from services.taskserver.storage.format import (
 from services.taskserver.storage.journal import Journal, JournalRecord, prefix_crc
 from services.taskserver.storage.lastid import IdRecord
 from services.taskserver.storage.model import (
-    MAX_TASK_ID,
     KeyReused,
     Task,
     TaskNotFound,
     TasksFileError,
+    check_new_id,
     new_task,
     request_digest,
 )
@@ -164,9 +164,7 @@ class TaskStore:
                 # Also the high-water mark as it is now: a server in fault mode nolock raises
                 # it without touching this one's memory (docs/design/taskserver.md).
                 task_id = max(self._next_id, self._ids.read() + 1)
-                if task_id > MAX_TASK_ID:
-                    problem = f"every task id up to {MAX_TASK_ID} is used; renumber or reset it"
-                    raise TasksFileError(self.path, problem)
+                check_new_id(task_id, self.path)
                 task = new_task(task_id, title, completed, self.server)
                 self._ids.write(task_id)  # first: a crash after the write cannot free it
                 if not self._appendable() or attempt == APPEND_ATTEMPTS:

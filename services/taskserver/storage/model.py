@@ -37,6 +37,13 @@ class KeyReused(Exception):
     """An Idempotency-Key sent again with a different task: refused, never merged."""
 
 
+def check_new_id(task_id: int, path: Path) -> None:
+    """Refuse an id past the range: every create, locked or naive, says it in these words."""
+    if task_id > MAX_TASK_ID:
+        problem = f"every task id up to {MAX_TASK_ID} is used; renumber or reset it"
+        raise TasksFileError(path, problem)
+
+
 def new_task(task_id: int, title: str, completed: bool, server: str) -> Task:
     """A task's public fields, in the order the file holds them."""
     now = utc_now_iso()
