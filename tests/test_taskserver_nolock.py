@@ -20,6 +20,7 @@ from services.taskserver.nolock import read_naively, write_naively
 from services.taskserver.storage import Task, TasksFileError, TaskStore
 from services.taskserver.storage.format import DIGEST_FIELD, KEY_FIELD
 from services.taskserver.storage.journal import JournalRecord
+from services.taskserver.storage.model import MAX_TASK_ID
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -229,6 +230,22 @@ def test_a_nolock_create_never_writes_over_a_file_that_does_not_parse(tmp_path: 
     with pytest.raises(TasksFileError, match="not valid JSON"):
         create_without_lock(TaskStore(path, "server1"), "lost", completed=False)
     assert path.read_text() == '[{"id": 1, "title": "half'
+
+
+def test_a_nolock_create_past_the_id_range_is_refused_in_the_locked_creates_words(
+    tmp_path: Path,
+) -> None:
+    """Naive or locked, a create past 2^53 - 1 answers the same refusal, and writes nothing."""
+    path = tmp_path / "tasks.json"
+    path.write_bytes(orjson.dumps([{"id": MAX_TASK_ID, "title": "last"}]))
+    before = path.read_bytes()
+    for create in (create_without_lock, TaskStore.create):
+        with pytest.raises(TasksFileError) as refused:
+            create(TaskStore(path, "server1"), "one too many", False)
+        assert refused.value.problem == (
+            f"every task id up to {MAX_TASK_ID} is used; renumber or reset it"
+        )
+    assert path.read_bytes() == before
 
 
 @pytest.mark.slow
