@@ -18,8 +18,11 @@ import pytest
 from filelock import FileLock
 from support import ServiceProcess, taskserver, wait_until
 
-from services.taskserver import storage
-from services.taskserver.storage import MAX_TASK_ID, TaskStore
+from services.taskserver.storage import KeyReused, TasksFileError, TaskStore
+from services.taskserver.storage import file as file_store
+from services.taskserver.storage.format import CLOSING, append_bytes
+from services.taskserver.storage.journal import JournalRecord, prefix_crc
+from services.taskserver.storage.model import MAX_TASK_ID, new_task
 from services.taskserver.writers import WriteQueue
 
 FORMAT = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
@@ -40,18 +43,18 @@ def test_creates_append_in_place_in_the_format_of_a_full_write(tmp_path: Path) -
         "first",
         *(f"t{n}" for n in range(5)),
     ]
-    assert not storage.TaskStore(path, "x")._journal_pending()
+    assert not TaskStore(path, "x")._journal.pending()
 
 
-def journal_record(path: Path, added: bytes, size: int | None = None) -> storage.JournalRecord:
+def journal_record(path: Path, added: bytes, size: int | None = None) -> JournalRecord:
     """The record a writer makes before appending ``added`` to ``path`` at ``size``."""
     raw = path.read_bytes()[:size]
-    before = raw[: -len(storage.CLOSING)]
-    return storage.JournalRecord(path.stat().st_ino, len(raw), storage._prefix_crc(before), added)
+    before = raw[: -len(CLOSING)]
+    return JournalRecord(path.stat().st_ino, len(raw), prefix_crc(before), added)
 
 
 def a_task_appended(task_id: int) -> bytes:
-    return storage._append_bytes(storage.new_task(task_id, "dying", False, "dying"))
+    return append_bytes(new_task(task_id, "dying", False, "dying"))
 
 
 def die_mid_append(path: Path, written: Callable[[bytes], bytes]) -> None:
@@ -60,9 +63,9 @@ def die_mid_append(path: Path, written: Callable[[bytes], bytes]) -> None:
     added = a_task_appended(3)
     record = journal_record(path, added)
     with FileLock(str(path) + ".lock"):
-        TaskStore(path, "dying")._write_journal(record)
+        TaskStore(path, "dying")._journal.write(record)
         with open(path, "r+b") as handle:
-            handle.seek(record.size - len(storage.CLOSING))
+            handle.seek(record.size - len(CLOSING))
             handle.write(written(added))
 
 
@@ -89,7 +92,7 @@ def test_an_append_cut_short_is_undone_by_the_next_lock_holder(
     die_mid_append(path, written)
     assert store.create("three")[0]["id"] == 3
     assert [task["title"] for task in orjson.loads(path.read_bytes())] == ["one", "two", "three"]
-    assert path.read_bytes().startswith(before[: -len(storage.CLOSING)])
+    assert path.read_bytes().startswith(before[: -len(CLOSING)])
 
 
 def test_a_whole_append_whose_journal_survived_is_kept(tmp_path: Path) -> None:
@@ -100,10 +103,10 @@ def test_a_whole_append_whose_journal_survived_is_kept(tmp_path: Path) -> None:
     store.create("one")
     size = path.stat().st_size
     store.create("two")
-    appended = path.read_bytes()[size - len(storage.CLOSING) :]
-    store._write_journal(journal_record(path, appended, size))  # as if never cleared
+    appended = path.read_bytes()[size - len(CLOSING) :]
+    store._journal.write(journal_record(path, appended, size))  # as if never cleared
     other = TaskStore(path, "server2")
-    assert [task["title"] for task in other.list()] == ["one", "two"]
+    assert [task["title"] for task in other.page()[0]] == ["one", "two"]
     other.create("three")
     assert [task["title"] for task in orjson.loads(path.read_bytes())] == ["one", "two", "three"]
 
@@ -118,18 +121,18 @@ def test_a_read_during_another_servers_append_answers_the_version_before(
     store.prepare()
     store.create("one")
     reader = TaskStore(path, "server2")
-    assert [task["title"] for task in reader.list()] == ["one"]
+    assert [task["title"] for task in reader.page()[0]] == ["one"]
     added = a_task_appended(2)
     record = journal_record(path, added)
     with FileLock(str(path) + ".lock"):  # the writer, still alive, mid-append
-        TaskStore(path, "writer")._write_journal(record)
+        TaskStore(path, "writer")._journal.write(record)
         with open(path, "r+b") as handle:
-            handle.seek(record.size - len(storage.CLOSING))
+            handle.seek(record.size - len(CLOSING))
             handle.write(added[:20])
-        assert [task["title"] for task in reader.list()] == ["one"]
+        assert [task["title"] for task in reader.page()[0]] == ["one"]
         assert reader.problem() is None
     fresh = TaskStore(path, "server3")  # nothing in memory: it must repair to answer
-    assert [task["title"] for task in fresh.list()] == ["one"]
+    assert [task["title"] for task in fresh.page()[0]] == ["one"]
     assert orjson.loads(path.read_bytes())[0]["title"] == "one"
 
 
@@ -242,13 +245,13 @@ def test_ids_stay_in_the_range_every_json_reader_holds(tmp_path: Path) -> None:
     (tmp_path / "tasks.json.lastid").write_text(str(2**63 - 2))  # edited by hand
     store = TaskStore(path, "server1")
     store.prepare()
-    with pytest.raises(storage.TasksFileError, match="not an id from 0 to"):
+    with pytest.raises(TasksFileError, match="not an id from 0 to"):
         store.create("a")  # an impossible high-water mark is refused, not guessed low
     (tmp_path / "tasks.json.lastid").write_text(str(MAX_TASK_ID - 1))
     store._forget()
     assert store.create("b")[0]["id"] == MAX_TASK_ID
     assert store.get(MAX_TASK_ID)["title"] == "b"
-    with pytest.raises(storage.TasksFileError, match="every task id"):
+    with pytest.raises(TasksFileError, match="every task id"):
         store.create("c")
     path.write_bytes(orjson.dumps([{"id": 2**63, "title": "too big"}]))
     assert "is not between 1 and" in (store.problem() or "")
@@ -274,7 +277,7 @@ def test_a_full_read_that_races_an_append_is_never_taken_for_a_version(
     writer, reader = TaskStore(path, "server1"), TaskStore(path, "server2")
     writer.prepare()
     writer.create("one")
-    real_pread = storage._pread
+    real_pread = file_store.pread
     raced: list[bool] = []
 
     def pread_after_an_append(fd: int, length: int, offset: int, where: Path) -> bytes:
@@ -283,11 +286,11 @@ def test_a_full_read_that_races_an_append_is_never_taken_for_a_version(
             writer.create("appended meanwhile")
         return real_pread(fd, length, offset, where)
 
-    monkeypatch.setattr(storage, "_pread", pread_after_an_append)
-    assert [task["title"] for task in reader.list()] == ["one", "appended meanwhile"]
-    monkeypatch.setattr(storage, "_pread", real_pread)
+    monkeypatch.setattr(file_store, "pread", pread_after_an_append)
+    assert [task["title"] for task in reader.page()[0]] == ["one", "appended meanwhile"]
+    monkeypatch.setattr(file_store, "pread", real_pread)
     writer.create("three")
-    assert [task["title"] for task in reader.list()] == ["one", "appended meanwhile", "three"]
+    assert [task["title"] for task in reader.page()[0]] == ["one", "appended meanwhile", "three"]
     assert reader.problem() is None
     assert reader.create("four")[0]["id"] == 4
 
@@ -310,7 +313,7 @@ def test_an_append_whose_fsync_fails_is_cut_back_not_kept(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", failing_second_fsync)
-    with pytest.raises(storage.TasksFileError, match="Input/output error"):
+    with pytest.raises(TasksFileError, match="Input/output error"):
         store.create("two")
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert path.read_bytes() == before
@@ -363,10 +366,10 @@ def test_a_stale_journal_record_is_ignored(tmp_path: Path) -> None:
     store.create("one")
     record = journal_record(path, a_task_appended(2))
     for stale in (replace(record, inode=record.inode + 1), replace(record, size=10**6)):
-        store._write_journal(stale)
+        store._journal.write(stale)
         assert store.problem() is None
         store.create("again")
-    assert [task["title"] for task in store.list()] == ["one", "again", "again"]
+    assert [task["title"] for task in store.page()[0]] == ["one", "again", "again"]
 
 
 DAMAGED_RECORDS = {
@@ -382,7 +385,7 @@ DAMAGED_RECORDS = {
 
 @pytest.mark.parametrize("damage", DAMAGED_RECORDS.values(), ids=DAMAGED_RECORDS.keys())
 def test_a_damaged_journal_record_never_cuts_the_file(
-    tmp_path: Path, damage: Callable[[storage.JournalRecord], bytes]
+    tmp_path: Path, damage: Callable[[JournalRecord], bytes]
 ) -> None:
     """It used to cut 19 tasks down to `\n]\n`: now the file is left as it is, every write
     and /health name the problem, and emptying the journal is the way on."""
@@ -393,7 +396,7 @@ def test_a_damaged_journal_record_never_cuts_the_file(
         store.create(f"t{n}")
     before = path.read_bytes()
     (tmp_path / "tasks.json.journal").write_bytes(damage(journal_record(path, b"")))
-    with pytest.raises(storage.TasksFileError, match="journal record") as refused:
+    with pytest.raises(TasksFileError, match="journal record") as refused:
         TaskStore(path, "server2").create("x")
     assert refused.value.code == "tasks_journal_damaged"
     assert "journal record" in (TaskStore(path, "server3").problem() or "")
@@ -413,19 +416,19 @@ def test_a_record_whose_cut_does_not_land_on_its_append_leaves_the_file(tmp_path
         sizes.append(path.stat().st_size)
         store.create(title)
     whole = path.read_bytes()
-    three = whole[sizes[2] - len(storage.CLOSING) :]
+    three = whole[sizes[2] - len(CLOSING) :]
     cases = {
         "not there": replace(journal_record(path, three, sizes[2]), prefix_crc=0),
         "are not the journal's append": journal_record(path, a_task_appended(3), sizes[2]),
         "bytes after": journal_record(path, three, sizes[1]),  # two tasks after the cut
     }
     for words, record in cases.items():
-        store._write_journal(record)
-        with pytest.raises(storage.TasksFileError, match=words) as refused:
+        store._journal.write(record)
+        with pytest.raises(TasksFileError, match=words) as refused:
             TaskStore(path, "server2").create("x")
         assert refused.value.code == "tasks_journal_damaged"
         assert path.read_bytes() == whole, words
-    store._write_journal(journal_record(path, three, sizes[2]))  # the true record: kept
+    store._journal.write(journal_record(path, three, sizes[2]))  # the true record: kept
     assert TaskStore(path, "server2").create("four")[0]["id"] == 4
 
 
@@ -443,8 +446,8 @@ def test_odd_private_fields_in_a_hand_edited_file_are_a_clear_503(
     path.write_bytes(orjson.dumps([entry]))
     store = TaskStore(path, "server1")
     assert problem in (store.problem() or "")
-    with pytest.raises(storage.TasksFileError, match=problem):
-        store.list()
+    with pytest.raises(TasksFileError, match=problem):
+        store.page()[0]
 
 
 def test_a_key_on_a_hand_edited_task_without_fields_is_compared_not_a_crash(
@@ -453,7 +456,7 @@ def test_a_key_on_a_hand_edited_task_without_fields_is_compared_not_a_crash(
     path = tmp_path / "tasks.json"
     path.write_bytes(orjson.dumps([{"id": 1, "idempotency_key": "k"}]))
     store = TaskStore(path, "server1")
-    with pytest.raises(storage.KeyReused):
+    with pytest.raises(KeyReused):
         store.create("a", idempotency_key="k")
 
 

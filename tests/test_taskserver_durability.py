@@ -17,8 +17,9 @@ import pytest
 from filelock import FileLock
 from support import taskserver, wait_until, wait_until_async
 
-from services.taskserver import storage
-from services.taskserver.storage import TaskStore
+from services.taskserver.storage import TasksFileError, TaskStore
+from services.taskserver.storage.file import LEFTOVER_SECONDS, NOLOCK_SUFFIX
+from services.taskserver.storage.journal import JournalRecord
 from services.taskserver.writers import WriteQueue
 
 
@@ -77,7 +78,7 @@ def test_an_append_whose_undo_failed_is_never_kept(
     store = TaskStore(path, "server1")
     store.prepare()
     store.create("one")
-    real_fsync, real_write_journal = os.fsync, store._write_journal
+    real_fsync, real_write_journal = os.fsync, store._journal.write
 
     def fsync_failing_on_the_file(fd: int) -> None:
         if fd_name(fd) == str(path):
@@ -87,16 +88,16 @@ def test_an_append_whose_undo_failed_is_never_kept(
     def undo_failing(*args: object, **kwargs: object) -> None:
         raise OSError(5, "Input/output error")
 
-    def journal_failing_after_the_first(record: storage.JournalRecord) -> None:
+    def journal_failing_after_the_first(record: JournalRecord) -> None:
         if not record.keep:
             raise OSError(5, "Input/output error")
         real_write_journal(record)
 
     monkeypatch.setattr(os, "fsync", fsync_failing_on_the_file)
-    monkeypatch.setattr(store, "_undo_append", undo_failing)
+    monkeypatch.setattr(store._journal, "undo", undo_failing)
     if mark_fails:
-        monkeypatch.setattr(store, "_write_journal", journal_failing_after_the_first)
-    with pytest.raises(storage.TasksFileError, match="Input/output error"):
+        monkeypatch.setattr(store._journal, "write", journal_failing_after_the_first)
+    with pytest.raises(TasksFileError, match="Input/output error"):
         store.create("retried")
     monkeypatch.undo()
     assert b"retried" in path.read_bytes()  # the whole append is there, unanswered
@@ -112,12 +113,12 @@ def test_a_server_starting_mid_lesson_leaves_a_young_nolock_file(tmp_path: Path)
     (``prepare``, what a starting server does, holds it)."""
     path = tmp_path / "tasks.json"
     path.write_text("[]\n")
-    young = tmp_path / f".tasks.json.young{storage.NOLOCK_SUFFIX}"
-    old = tmp_path / f".tasks.json.old{storage.NOLOCK_SUFFIX}"
+    young = tmp_path / f".tasks.json.young{NOLOCK_SUFFIX}"
+    old = tmp_path / f".tasks.json.old{NOLOCK_SUFFIX}"
     locked = tmp_path / ".tasks.json.lastid.dead.tmp"
     for leftover in (young, old, locked):
         leftover.write_text("[]\n")
-    long_ago = time.time() - 2 * storage.LEFTOVER_SECONDS
+    long_ago = time.time() - 2 * LEFTOVER_SECONDS
     os.utime(old, (long_ago, long_ago))
     TaskStore(path, "server1").prepare()
     assert young.exists()
@@ -164,11 +165,11 @@ def test_a_corrupt_lastid_never_gives_a_deleted_newest_tasks_id_again(
     first.delete(3)
     lastid.write_text(damage)  # a hand edit
     following = TaskStore(path, "server2")  # the next server to start
-    with pytest.raises(storage.TasksFileError, match=r"tasks\.json\.lastid") as refused:
+    with pytest.raises(TasksFileError, match=r"tasks\.json\.lastid") as refused:
         following.create("d")  # before: id 3 again
     assert refused.value.code == "task_ids_unrecorded"
     assert "tasks.json.lastid" in (following.problem() or "")
-    assert len(following.list()) == 2  # reads still answer
+    assert len(following.page()[0]) == 2  # reads still answer
     lastid.write_text("3")  # what the message asks for
     assert following.create("d")[0]["id"] == 4
 

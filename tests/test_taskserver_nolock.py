@@ -15,10 +15,12 @@ from support import ServiceProcess, taskserver_pair, wait_until
 from test_balancer_helpers import TOKEN, balancer_process
 
 from services.common import KEYS_HEADER
-from services.taskserver import storage
 from services.taskserver.faults import NOLOCK_WARNING
 from services.taskserver.nolock import read_naively, write_naively
-from services.taskserver.storage import Task, TaskStore
+from services.taskserver.storage import Task, TasksFileError, TaskStore
+from services.taskserver.storage.format import DIGEST_FIELD, KEY_FIELD
+from services.taskserver.storage.journal import JournalRecord
+from services.taskserver.storage.model import MAX_TASK_ID
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -114,7 +116,7 @@ async def test_back_to_none_every_id_is_new_and_nothing_is_refused(
     assert len(set(new_ids)) == len(new_ids)
     assert min(new_ids) > max(given)  # no id a client was given in nolock comes back
     tasks = stored(path)
-    private = (storage.KEY_FIELD, storage.DIGEST_FIELD)
+    private = (KEY_FIELD, DIGEST_FIELD)
     public = [{k: v for k, v in task.items() if k not in private} for task in tasks]
     for url in urls:  # each server's memory follows the replaced file
         assert httpx.get(url + "/tareas").json() == public
@@ -207,16 +209,16 @@ def test_a_nolock_create_keeps_the_stores_format_and_its_keys(tmp_path: Path) ->
     normal = TaskStore(path, "server1")
     normal.prepare()
     normal.create("keyed", idempotency_key="k1")
-    assert normal.list()  # memory now holds the file
-    stale = storage.JournalRecord(path.stat().st_ino + 1, 9, 0, b",\n  {}\n]\n")
-    normal._write_journal(stale)  # a stale record (another inode): emptied by nolock
+    assert normal.page()[0]  # memory now holds the file
+    stale = JournalRecord(path.stat().st_ino + 1, 9, 0, b",\n  {}\n]\n")
+    normal._journal.write(stale)  # a stale record (another inode): emptied by nolock
     naive = create_without_lock(TaskStore(path, "server2"), "naive", completed=True)
     assert naive["id"] == 2 and naive["server"] == "server2"
     assert (tmp_path / "tasks.json.journal").read_bytes() == b""
     assert (tmp_path / "tasks.json.lastid").read_text().split()[0] == "2"
     tasks = stored(path)
-    assert tasks[0][storage.KEY_FIELD] == "k1"  # the first task's key and digest kept
-    assert [task["title"] for task in normal.list()] == ["keyed", "naive"]
+    assert tasks[0][KEY_FIELD] == "k1"  # the first task's key and digest kept
+    assert [task["title"] for task in normal.page()[0]] == ["keyed", "naive"]
     assert normal.create("keyed", idempotency_key="k1") == (normal.get(1), True)
     assert normal.create("normal")[0]["id"] == 3
     assert not list(tmp_path.glob(".tasks.json.*.tmp"))
@@ -225,9 +227,25 @@ def test_a_nolock_create_keeps_the_stores_format_and_its_keys(tmp_path: Path) ->
 def test_a_nolock_create_never_writes_over_a_file_that_does_not_parse(tmp_path: Path) -> None:
     path = tmp_path / "tasks.json"
     path.write_text('[{"id": 1, "title": "half')
-    with pytest.raises(storage.TasksFileError, match="not valid JSON"):
+    with pytest.raises(TasksFileError, match="not valid JSON"):
         create_without_lock(TaskStore(path, "server1"), "lost", completed=False)
     assert path.read_text() == '[{"id": 1, "title": "half'
+
+
+def test_a_nolock_create_past_the_id_range_is_refused_in_the_locked_creates_words(
+    tmp_path: Path,
+) -> None:
+    """Naive or locked, a create past 2^53 - 1 answers the same refusal, and writes nothing."""
+    path = tmp_path / "tasks.json"
+    path.write_bytes(orjson.dumps([{"id": MAX_TASK_ID, "title": "last"}]))
+    before = path.read_bytes()
+    for create in (create_without_lock, TaskStore.create):
+        with pytest.raises(TasksFileError) as refused:
+            create(TaskStore(path, "server1"), "one too many", False)
+        assert refused.value.problem == (
+            f"every task id up to {MAX_TASK_ID} is used; renumber or reset it"
+        )
+    assert path.read_bytes() == before
 
 
 @pytest.mark.slow

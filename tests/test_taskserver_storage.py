@@ -14,8 +14,9 @@ import pytest
 from filelock import FileLock
 from support import ServiceProcess, taskserver, taskserver_pair, wait_until
 
-from services.taskserver import storage
 from services.taskserver.storage import TaskStore
+from services.taskserver.storage import file as file_store
+from services.taskserver.storage.disk import replace_file
 
 
 @pytest.fixture
@@ -93,17 +94,17 @@ def test_same_size_rewrite_within_one_mtime_tick_is_not_served_from_cache(
     path.write_bytes(orjson.dumps([{"id": 1, "title": "aaaa"}]))
     mtime = os.stat(path).st_mtime_ns
     store = TaskStore(path, "server1")
-    assert store.list()[0]["title"] == "aaaa"
+    assert store.page()[0][0]["title"] == "aaaa"
     path.write_bytes(orjson.dumps([{"id": 1, "title": "bbbb"}]))  # same inode and size
     os.utime(path, ns=(mtime, mtime))  # and the same coarse mtime, as within one tick
-    assert store.list()[0]["title"] == "bbbb"
+    assert store.page()[0][0]["title"] == "bbbb"
 
 
 def test_an_emptied_file_reads_as_an_empty_list(tmp_path: Path) -> None:
     path = tmp_path / "tasks.json"
     path.write_bytes(b"")  # `> tasks.json`
     store = TaskStore(path, "server1")
-    assert store.list() == []
+    assert store.page()[0] == []
     assert store.problem() is None
     assert store.create("x")[0]["id"] == 1
 
@@ -192,7 +193,7 @@ def test_sigkill_while_posting_never_loses_an_acknowledged_task(
             victim.kill()
             promised = list(acknowledged)
             # Read as the next lock holder would: it undoes an append the kill cut short.
-            stored = {task["id"]: task for task in TaskStore(path, "check").list()}
+            stored = {task["id"]: task for task in TaskStore(path, "check").page()[0]}
             for task in promised:
                 assert stored.get(task["id"]) == task
             victim.start()
@@ -240,21 +241,21 @@ def test_tasks_another_server_appended_are_read_without_a_full_parse(
     theirs.create("second", idempotency_key="k-2")
     theirs.create("third")
     full_parses: list[bytes] = []
-    real_parse = storage._parse
+    real_parse = file_store.parse_tasks
 
     def counting_parse(raw: bytes, where: Path) -> list[dict]:
         full_parses.append(raw)
         return real_parse(raw, where)
 
-    monkeypatch.setattr(storage, "_parse", counting_parse)
+    monkeypatch.setattr(file_store, "parse_tasks", counting_parse)
 
-    assert [task["title"] for task in mine.list()] == ["first", "second", "third"]
+    assert [task["title"] for task in mine.page()[0]] == ["first", "second", "third"]
     assert full_parses == []
     replay, replayed = mine.create("second", idempotency_key="k-2")  # index extended too
     assert replayed and replay["server"] == "server2"
     assert mine.create("fourth")[0]["id"] == 4
     in_file = orjson.loads(path.read_bytes())
-    assert mine.list() == [
+    assert mine.page()[0] == [
         {k: v for k, v in t.items() if "idempotency" not in k and k != "request_digest"}
         for t in in_file
     ]
@@ -265,7 +266,7 @@ def test_changes_other_than_appends_are_parsed_in_full(tmp_path: Path) -> None:
     mine, theirs = TaskStore(path, "server1"), TaskStore(path, "server2")
     mine.prepare()
     mine.create("first")
-    mine.list()
+    mine.page()[0]
     theirs.update(1, {"completed": True})
     assert mine.get(1)["completed"] is True
     raw = path.read_bytes()
@@ -290,13 +291,13 @@ def test_a_file_replaced_between_a_creates_read_and_its_append_is_never_torn(
         if not replaced:  # once: a longer file, so an append at the old size would tear it
             replaced.append(True)
             rest = [{"id": 7, "title": "written without the lock, longer than the first one"}]
-            storage._replace_file(path, orjson.dumps([*orjson.loads(path.read_bytes()), *rest]))
+            replace_file(path, orjson.dumps([*orjson.loads(path.read_bytes()), *rest]))
 
     monkeypatch.setattr(store, "_load", load_then_replace)
     task, _ = store.create("second")
     assert task["id"] == 8  # above the id the replaced file holds
     assert [t["id"] for t in orjson.loads(path.read_bytes())] == [1, 7, 8]
-    assert [t["id"] for t in TaskStore(path, "server2").list()] == [1, 7, 8]
+    assert [t["id"] for t in TaskStore(path, "server2").page()[0]] == [1, 7, 8]
 
 
 def test_replaced_every_time_the_create_rewrites_the_file_instead(
@@ -312,11 +313,11 @@ def test_replaced_every_time_the_create_rewrites_the_file_instead(
     def load_then_replace(exact: bool = False) -> None:
         real_load(exact)
         loads.append(1)
-        storage._replace_file(path, path.read_bytes())  # same content, another inode
+        replace_file(path, path.read_bytes())  # same content, another inode
 
     monkeypatch.setattr(store, "_load", load_then_replace)
     task, _ = store.create("second")
-    assert len(loads) == storage.APPEND_ATTEMPTS
+    assert len(loads) == file_store.APPEND_ATTEMPTS
     stored = orjson.loads(path.read_bytes())
     assert [(t["id"], t["title"]) for t in stored] == [(1, "first"), (task["id"], "second")]
     assert task["id"] > 1  # each attempt took a new id: gaps, never a repeat

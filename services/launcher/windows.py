@@ -2,7 +2,7 @@
 
 The local stack relies on what Windows lacks: ``ticslab up`` hands each child the reading end
 of its lifeline pipe with ``pass_fds`` (services/lifeline.py), and the task server appends to
-``tasks.json`` in place with ``os.pwrite`` (services/taskserver/storage.py). Rather than fail
+``tasks.json`` in place with ``os.pwrite`` (services/taskserver/storage/file.py). Rather than fail
 halfway with a traceback, ``up``, ``demo`` and every stack they build say where the lab runs on
 Windows: in WSL, or with Docker Desktop.
 """

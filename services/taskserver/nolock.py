@@ -29,14 +29,9 @@ from __future__ import annotations
 
 import time
 
-from services.taskserver.storage import (
-    MAX_TASK_ID,
-    Task,
-    TasksFileError,
-    TaskStore,
-    new_task,
-    read_tasks,
-)
+from services.taskserver.storage import Task, TasksFileError, TaskStore
+from services.taskserver.storage.format import read_tasks
+from services.taskserver.storage.model import check_new_id, new_task
 
 # A read may catch a normal server's append half-written (a server in mode none beside this
 # one): read again, briefly, before answering 503 with what does not parse.
@@ -51,9 +46,7 @@ def read_naively(store: TaskStore, title: str, completed: bool) -> tuple[list[Ta
     writes the file back with ``write_naively``."""
     entries = _read(store)
     task_id = max((entry["id"] for entry in entries), default=0) + 1
-    if task_id > MAX_TASK_ID:
-        problem = f"every task id up to {MAX_TASK_ID} is used; renumber or reset it"
-        raise TasksFileError(store.path, problem)
+    check_new_id(task_id, store.path)
     return entries, new_task(task_id, title, completed, store.server)
 
 
