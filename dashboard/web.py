@@ -23,8 +23,6 @@ import os
 import shlex
 import socket
 import sys
-import threading
-import time
 from dataclasses import dataclass
 
 from dashboard.cli_i18n import TEXT as CLI_TEXT
@@ -35,7 +33,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 TOKEN_ENV = "TICSLAB_TOKEN"
 TOKEN_FILE_ENV = "TICSLAB_TOKEN_FILE"
-PARENT_POLL_SECONDS = 0.5  # a tab's dashboard notices its server is gone within this
 WILDCARDS = frozenset({"0.0.0.0", "::"})
 
 ASKED = "read-only / solo lectura"
@@ -225,21 +222,3 @@ def exposure_warning(web: WebOptions) -> list[str]:
         f"aviso: toda máquina que llegue a {web.host} (tu red, quizá más) puede abrir el panel "
         f"en {web.url}, sin contraseña, y {can[1]}.",
     ]
-
-
-def follow_server(server_pid: int) -> None:
-    """In a tab's dashboard: exit once the server that started it is gone, however it ended.
-
-    A server stopped normally ends each tab's dashboard itself; a killed one cannot, and its
-    children would go on polling the balancer for nobody. Its children get a new parent, so
-    the parent's pid changing is the sign (it has already changed if the server died first).
-    """
-    threading.Thread(
-        target=_watch_parent, args=(server_pid,), name="ticslab-web-parent", daemon=True
-    ).start()
-
-
-def _watch_parent(server_pid: int) -> None:
-    while os.getppid() == server_pid:
-        time.sleep(PARENT_POLL_SECONDS)
-    os._exit(1)  # nothing to restore: no terminal, and the output pipe is gone
