@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from dashboard.cli_i18n import TEXT as CLI_TEXT
 from dashboard.options import Options
+from services.binding import bind_error
 from services.lang import Translator, chosen, default_language
 
 DEFAULT_HOST = "127.0.0.1"
@@ -160,16 +161,11 @@ def listen_problem(host: str, port: int, host_flag: str = "--host", lang: str = 
     """Why ``host:port`` cannot be listened on now (None when it can), checked before anything
     starts so that ``ticslab demo --web`` does not start a stack it cannot show."""
     t = Translator(CLI_TEXT, lang)
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except OSError as error:
+    error = bind_error(host, port)
+    if isinstance(error, socket.gaierror):
         return t("bad_host", flag=host_flag, host=host, error=error.strerror or error)
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
-        try:
-            sock.bind(address)
-        except OSError as error:
-            return t("cannot_listen", host=host, port=port, error=error.strerror or error)
+    if error is not None:
+        return t("cannot_listen", host=host, port=port, error=error.strerror or error)
     return None
 
 
