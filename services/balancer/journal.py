@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from typing import Any
 
-from services.balancer.background import Report, restarting
+from services.balancer.background import CrashReport, restarting
 from services.balancer.messages import EventText
 
 log = logging.getLogger("ticslab.balancer")
@@ -51,7 +51,7 @@ class Journal:
         self._retried: Counter[tuple[str, str]] = Counter()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self, report: Report) -> None:
+    def start(self, report: CrashReport) -> None:
         """Flush every ``seconds`` in a loop that a crash restarts (and ``report``s)."""
         summaries = restarting("retry summary", self.run, report)
         self._task = asyncio.create_task(summaries, name="retry summary")
