@@ -58,6 +58,13 @@ MAX_WEIGHT = 256
 FREEZE_ACTIONS = ("pause", "unpause")
 DRIVER_ACTIONS = ("stop", "start", "kill", "restart", *FREEZE_ACTIONS)
 CAN_FREEZE = hasattr(signal, "SIGSTOP")
+# What an operator sets a server to by hand, each with the lower-case action of its name
+# (``PUT /control/servers/{name}/drain``): DRAIN ends its requests and takes no new ones, MAINT
+# is out of rotation, READY hands it back to its checks (UP or DOWN). The balancer, its
+# /control and the dashboard share them.
+DRAIN, MAINT, READY = "DRAIN", "MAINT", "READY"
+ADMIN_STATES = (DRAIN, MAINT, READY)
+ADMIN_ACTIONS = {state.lower(): state for state in ADMIN_STATES}
 # The actions on a process of this machine (the supervisor's, so its local driver's too).
 LOCAL_ACTIONS = tuple(a for a in DRIVER_ACTIONS if CAN_FREEZE or a not in FREEZE_ACTIONS)
 # How long one /control action may take, so its caller (the dashboard) waits for its answer:

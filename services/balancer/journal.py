@@ -16,6 +16,8 @@ from typing import Any
 
 from services.balancer.background import CrashReport, restarting
 from services.balancer.messages import EventText
+from services.balancer.server import UP
+from services.common import DRAIN, MAINT
 
 log = logging.getLogger("ticslab.balancer")
 # Retries are summed up over this many seconds: at most one line per pair of servers each.
@@ -35,7 +37,7 @@ def level(event: dict[str, Any]) -> int:
     kind = event.get("kind")
     if kind in ERROR_KINDS:
         return logging.ERROR
-    leaving = kind == "state" and event.get("to") not in ("UP", "DRAIN", "MAINT")
+    leaving = kind == "state" and event.get("to") not in (UP, DRAIN, MAINT)
     if kind in WARNING_KINDS or leaving or event.get("ok") is False:
         return logging.WARNING
     return logging.INFO
