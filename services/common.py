@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -198,6 +198,24 @@ def error_message(payload: bytes, field: str = "error") -> str | None:
     if isinstance(data, dict) and isinstance(data.get(field), str):
         return data[field]
     return None
+
+
+class Answer(Protocol):
+    """An HTTP answer as httpx gives it (a Protocol, so this module imports no client)."""
+
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def reason_phrase(self) -> str: ...
+
+
+def answer_text(answer: Answer, field: str = "error") -> str:
+    """Why the other side refused, in its words: ``field`` of its JSON answer (``error`` from
+    our services, ``message`` from Docker), else its text, else the reason phrase."""
+    message = error_message(answer.content, field)
+    return message or answer.text.strip() or answer.reason_phrase
 
 
 def count(number: int, noun: str) -> str:

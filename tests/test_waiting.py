@@ -22,9 +22,7 @@ async def test_ready_after_misses_returns_none_and_tells_the_first_miss_once() -
     assert heard == ["starting"]
 
 
-async def test_never_ready_gives_the_last_reason_at_the_deadline_not_sooner_or_much_later() -> (
-    None
-):
+async def test_never_ready_gives_the_last_reason_at_the_deadline_not_sooner_or_much_later() -> None:
     tries: list[float] = []
 
     async def probe() -> str | None:

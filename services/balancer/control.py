@@ -32,7 +32,6 @@ from services.balancer.drivers import (
     DriverFailure,
     DriverUnsupported,
     NoneDriver,
-    answer_text,
     choose_driver,
 )
 from services.balancer.events import clipped
@@ -46,6 +45,7 @@ from services.common import (
     FAULT_MODES,
     MAX_WEIGHT,
     QUIESCE_WAIT,
+    answer_text,
     bearer_token,
     default_token_file,
     json_error,
