@@ -15,6 +15,7 @@ from dashboard.options import Options, given_token, options_from_args, resolve_o
 from dashboard.options import add_arguments as add_options
 from services.common import printable
 from services.lang import Translator, chosen
+from services.lifeline import follow_parent_pid
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``ticslab dashboard ...``."""
     if args.served_by is not None:
-        web.follow_server(args.served_by)
+        follow_parent_pid(args.served_by)  # a killed server's tabs end too
     if args.web:
         return run_web(args)
     if args.host or args.port or args.allow_remote_control:

@@ -23,19 +23,17 @@ import os
 import shlex
 import socket
 import sys
-import threading
-import time
 from dataclasses import dataclass
 
 from dashboard.cli_i18n import TEXT as CLI_TEXT
 from dashboard.options import Options
+from services.binding import bind_error
 from services.lang import Translator, chosen, default_language
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 TOKEN_ENV = "TICSLAB_TOKEN"
 TOKEN_FILE_ENV = "TICSLAB_TOKEN_FILE"
-PARENT_POLL_SECONDS = 0.5  # a tab's dashboard notices its server is gone within this
 WILDCARDS = frozenset({"0.0.0.0", "::"})
 
 ASKED = "read-only / solo lectura"
@@ -163,16 +161,11 @@ def listen_problem(host: str, port: int, host_flag: str = "--host", lang: str = 
     """Why ``host:port`` cannot be listened on now (None when it can), checked before anything
     starts so that ``ticslab demo --web`` does not start a stack it cannot show."""
     t = Translator(CLI_TEXT, lang)
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except OSError as error:
+    error = bind_error(host, port)
+    if isinstance(error, socket.gaierror):
         return t("bad_host", flag=host_flag, host=host, error=error.strerror or error)
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
-        try:
-            sock.bind(address)
-        except OSError as error:
-            return t("cannot_listen", host=host, port=port, error=error.strerror or error)
+    if error is not None:
+        return t("cannot_listen", host=host, port=port, error=error.strerror or error)
     return None
 
 
@@ -225,21 +218,3 @@ def exposure_warning(web: WebOptions) -> list[str]:
         f"aviso: toda máquina que llegue a {web.host} (tu red, quizá más) puede abrir el panel "
         f"en {web.url}, sin contraseña, y {can[1]}.",
     ]
-
-
-def follow_server(server_pid: int) -> None:
-    """In a tab's dashboard: exit once the server that started it is gone, however it ended.
-
-    A server stopped normally ends each tab's dashboard itself; a killed one cannot, and its
-    children would go on polling the balancer for nobody. Its children get a new parent, so
-    the parent's pid changing is the sign (it has already changed if the server died first).
-    """
-    threading.Thread(
-        target=_watch_parent, args=(server_pid,), name="ticslab-web-parent", daemon=True
-    ).start()
-
-
-def _watch_parent(server_pid: int) -> None:
-    while os.getppid() == server_pid:
-        time.sleep(PARENT_POLL_SECONDS)
-    os._exit(1)  # nothing to restore: no terminal, and the output pipe is gone

@@ -15,7 +15,8 @@ that dashboard to quit. This subclass adds what a page on a network needs:
   writing to a pipe nobody reads; one that has not quit ``QUIT_SECONDS`` after its session
   ended gets SIGTERM, then after ``TERM_SECONDS`` SIGKILL;
 - on Ctrl+C or SIGTERM every tab's session is ended, so its dashboard quits before the server
-  returns (a killed server's dashboards end by themselves: ``web.follow_server``);
+  returns (a killed server's dashboards end by themselves:
+  ``services.lifeline.follow_parent_pid``);
 - its own logging, warnings only and escaped (``PrintableLog``), and no logo: the caller
   prints the banner.
 """

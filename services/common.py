@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -58,6 +58,13 @@ MAX_WEIGHT = 256
 FREEZE_ACTIONS = ("pause", "unpause")
 DRIVER_ACTIONS = ("stop", "start", "kill", "restart", *FREEZE_ACTIONS)
 CAN_FREEZE = hasattr(signal, "SIGSTOP")
+# What an operator sets a server to by hand, each with the lower-case action of its name
+# (``PUT /control/servers/{name}/drain``): DRAIN ends its requests and takes no new ones, MAINT
+# is out of rotation, READY hands it back to its checks (UP or DOWN). The balancer, its
+# /control and the dashboard share them.
+DRAIN, MAINT, READY = "DRAIN", "MAINT", "READY"
+ADMIN_STATES = (DRAIN, MAINT, READY)
+ADMIN_ACTIONS = {state.lower(): state for state in ADMIN_STATES}
 # The actions on a process of this machine (the supervisor's, so its local driver's too).
 LOCAL_ACTIONS = tuple(a for a in DRIVER_ACTIONS if CAN_FREEZE or a not in FREEZE_ACTIONS)
 # How long one /control action may take, so its caller (the dashboard) waits for its answer:
@@ -191,6 +198,24 @@ def error_message(payload: bytes, field: str = "error") -> str | None:
     if isinstance(data, dict) and isinstance(data.get(field), str):
         return data[field]
     return None
+
+
+class Answer(Protocol):
+    """An HTTP answer as httpx gives it (a Protocol, so this module imports no client)."""
+
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def reason_phrase(self) -> str: ...
+
+
+def answer_text(answer: Answer, field: str = "error") -> str:
+    """Why the other side refused, in its words: ``field`` of its JSON answer (``error`` from
+    our services, ``message`` from Docker), else its text, else the reason phrase."""
+    message = error_message(answer.content, field)
+    return message or answer.text.strip() or answer.reason_phrase
 
 
 def count(number: int, noun: str) -> str:

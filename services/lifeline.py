@@ -5,6 +5,10 @@ The launcher opens one pipe and keeps its only writing end; every child gets the
 the kernel closes the writing end and each child reads end-of-file: it stops as on SIGTERM, and
 is gone within ``GRACE_SECONDS`` even if that shutdown hangs. A child frozen by SIGSTOP cannot
 read, so on Linux it also asks the kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``).
+
+A child whose parent cannot hand it a pipe (a browser tab's dashboard, started by textual-serve
+through a shell that closes inherited descriptors) follows its parent's pid instead
+(``follow_parent_pid``): it is re-parented when that parent dies, however it died.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ ENV = "TICSLAB_LIFELINE_FD"
 PARENT_ENV = "TICSLAB_PARENT_PID"  # to see whether the launcher died before prctl took effect
 GRACE_SECONDS = 1.5  # SIGTERM's graceful stop, then a hard exit: gone within 2 s
 PR_SET_PDEATHSIG = 1
+PARENT_POLL_SECONDS = 0.5  # a child following its parent's pid notices its end within this
 
 
 class Lifeline:
@@ -51,6 +56,20 @@ def follow_parent() -> None:
         if parent is not None and os.getppid() != int(parent):
             os._exit(1)  # the launcher died before the line above took effect
     threading.Thread(target=_wait_for_eof, args=(fd,), name="lifeline", daemon=True).start()
+
+
+def follow_parent_pid(parent_pid: int) -> None:
+    """Exit once ``parent_pid`` is no longer this process's parent, however it ended (it has
+    already changed if the parent died first): for a child given no lifeline pipe."""
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid,), name="ticslab-web-parent", daemon=True
+    ).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # nothing to restore: no terminal, and the output pipe is gone
 
 
 def _wait_for_eof(fd: int) -> None:

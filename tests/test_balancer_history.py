@@ -14,7 +14,7 @@ from test_balancer_helpers import EchoBackend, balancer_process
 
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig
-from services.balancer.history import History, latest
+from services.balancer.history import TrafficHistory, latest
 from services.balancer.routes import since_seconds
 
 T0 = 1_764_670_000  # a wall-clock second
@@ -36,7 +36,7 @@ def serve(balancer: Balancer, name: str, latencies_ms: list[float]) -> None:
 
 def test_each_second_holds_what_the_counters_gained_in_it() -> None:
     balancer = make_balancer()
-    history = History(balancer)
+    history = TrafficHistory(balancer)
     serve(balancer, "server1", [float(ms) for ms in range(1, 21)])
     serve(balancer, "server2", [50.0])
     balancer.errors.record(404, "no such task", "GET /tareas/9", server="server1")
@@ -69,7 +69,7 @@ def test_each_second_holds_what_the_counters_gained_in_it() -> None:
 
 def test_a_reset_in_the_middle_counts_from_zero_and_never_negative() -> None:
     balancer = make_balancer()
-    history = History(balancer)
+    history = TrafficHistory(balancer)
     serve(balancer, "server1", [5.0, 5.0])
     balancer.errors.record(404, "no", "GET /x", server="server1")
     history.tick(T0 + 1)
@@ -94,7 +94,7 @@ def test_a_reset_in_the_middle_counts_from_zero_and_never_negative() -> None:
 
 def test_more_answers_in_a_second_than_the_ring_holds_take_the_last_of_them() -> None:
     balancer = make_balancer()
-    history = History(balancer)
+    history = TrafficHistory(balancer)
     serve(balancer, "server1", [float(ms) for ms in range(1, 1501)])
     assert latest(balancer.get("server1").stats, 1500) == [ms / 1000 for ms in range(477, 1501)]
     history.tick(T0 + 1)
@@ -106,7 +106,7 @@ def test_more_answers_in_a_second_than_the_ring_holds_take_the_last_of_them() ->
 
 def test_servers_that_come_and_go() -> None:
     balancer = make_balancer()
-    history = History(balancer)
+    history = TrafficHistory(balancer)
     serve(balancer, "server2", [1.0])
     history.tick(T0 + 1)
     balancer.add_server("server3", "http://127.0.0.1:5003")
@@ -131,7 +131,7 @@ def test_servers_that_come_and_go() -> None:
 
 
 def test_the_ring_keeps_the_last_capacity_seconds_in_bounded_memory() -> None:
-    history = History(make_balancer(), capacity=3)
+    history = TrafficHistory(make_balancer(), capacity=3)
     for second in range(1, 6):
         history.tick(T0 + second)
     assert [sample["t"] for sample in history.since()] == [T0 + 2, T0 + 3, T0 + 4]
@@ -140,7 +140,7 @@ def test_the_ring_keeps_the_last_capacity_seconds_in_bounded_memory() -> None:
 
 def test_a_late_tick_or_a_clock_stepped_back_loses_no_count() -> None:
     balancer = make_balancer()
-    history = History(balancer)
+    history = TrafficHistory(balancer)
     history.tick(T0 + 1)
     serve(balancer, "server1", [1.0])
     history.tick(T0 + 0.9999)  # back in a second already sampled: counted by the next tick
@@ -152,7 +152,7 @@ def test_a_late_tick_or_a_clock_stepped_back_loses_no_count() -> None:
 
 def test_a_clock_stepped_back_an_hour_starts_the_history_again_at_once() -> None:
     balancer = make_balancer()
-    history = History(balancer)
+    history = TrafficHistory(balancer)
     for second in range(1, 4):
         history.tick(T0 + second)
     serve(balancer, "server1", [1.0])
@@ -163,7 +163,7 @@ def test_a_clock_stepped_back_an_hour_starts_the_history_again_at_once() -> None
 
 
 def test_since_returns_only_later_seconds_oldest_first() -> None:
-    history = History(make_balancer(), clock=lambda: T0 + 4.5)
+    history = TrafficHistory(make_balancer(), clock=lambda: T0 + 4.5)
     for second in range(1, 5):
         history.tick(T0 + second)
     assert [s["t"] for s in history.since(T0 + 1)] == [T0 + 2, T0 + 3]
@@ -177,7 +177,7 @@ def test_since_returns_only_later_seconds_oldest_first() -> None:
 async def test_the_sampler_ticks_just_after_each_second_ends() -> None:
     times = iter([T0 + 0.99, T0 + 1.001, T0 + 1.995, T0 + 2.0002])
     balancer = make_balancer()
-    history = History(balancer, clock=lambda: next(times, T0 + 2.9999))
+    history = TrafficHistory(balancer, clock=lambda: next(times, T0 + 2.9999))
     serve(balancer, "server1", [1.0])
     sampler = asyncio.create_task(history.run())
     await wait_until_async(lambda: len(history.samples) == 2, timeout=2, what="two ticks")

@@ -18,7 +18,7 @@ from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig
 from services.balancer.control import Control
 from services.balancer.events import KINDS, REASON_CODES
-from services.balancer.health import describe_failure
+from services.balancer.health import connection_failure_text
 from services.balancer.journal import MAX_PAIRS, Journal, level
 from services.balancer.messages import CATALOGUE, EN, ES, EventText
 from services.common import DASHBOARD_AGENT
@@ -125,9 +125,9 @@ def failures() -> list[tuple[BaseException, str]]:
 def test_each_connection_failure_is_said_in_spanish_with_its_numbers(
     error: BaseException, spanish: str
 ) -> None:
-    """The balancer's own words (health.describe_failure) are known: a change to them that
+    """The balancer's own words (health.connection_failure_text) are known: a change to them that
     the catalogue misses fails here."""
-    detail = describe_failure(error, 0.5)
+    detail = connection_failure_text(error, 0.5)
     assert EventText("es").detail(detail) == spanish
     assert EventText("en").detail(detail) == detail  # English: as the system said it
 

@@ -250,6 +250,7 @@ def test_status_page_for_browsers_and_json_errors_on_owned_routes(
     assert page.headers["content-type"].startswith("text/html")
     assert 'http-equiv="refresh"' in page.text and "server1" in page.text and "UP" in page.text
     assert "ACTIVO" in page.text  # Spanish beside English
+    assert "Active servers: <b>2 / 2</b>" in page.text  # the course's count of active servers
     assert "<b>Round Robin</b> <small>(round_robin)</small>" in page.text  # the handout's name
     assert '<a href="/tareas">' in page.text and '<a href="/errors/stats">' in page.text
     chosen = httpx.get(balancer.url + "/status?format=html")

@@ -18,12 +18,12 @@ from services.balancer import algorithms
 from services.balancer.app import OwnedPaths
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig, parse_backends
-from services.balancer.drivers import DriverUnsupported, answer_text, choose_driver
+from services.balancer.drivers import DriverUnsupported, choose_driver
 from services.balancer.drivers.docker import ACTION_REQUESTS, RESULTS
 from services.balancer.events import KINDS, REASON_CODES
 from services.balancer.proxy import may_retry
 from services.balancer.server import Server
-from services.common import DRIVER_ACTIONS
+from services.common import DRIVER_ACTIONS, answer_text
 
 
 def servers(*names: str) -> list[Server]:

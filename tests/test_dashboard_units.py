@@ -38,11 +38,10 @@ from dashboard.screens.fault import CLASS_PARAMETERS, FAULTS
 from dashboard.widgets.panels import ErrorsPanel, EventsPanel
 from dashboard.widgets.servers import SPARK_POINTS, SPARK_STEP, STATE_STYLES, weight_text
 from services.balancer.algorithms import ALGORITHMS
-from services.balancer.control import ADMIN_ACTIONS
 from services.balancer.drivers.docker import RESULTS
 from services.balancer.messages import EventText
 from services.balancer.server import Server
-from services.common import DRIVER_ACTIONS, FAULT_MODES
+from services.common import ADMIN_ACTIONS, DRIVER_ACTIONS, FAULT_MODES
 
 
 def test_every_text_exists_in_both_languages() -> None:

@@ -28,6 +28,7 @@ from test_balancer_helpers import TOKEN, EchoBackend, balancer_process
 
 from dashboard import web, web_server
 from dashboard.web_server import DashboardServer, clamped
+from services import lifeline
 from services.cli import main
 
 needs_chromium = pytest.mark.skipif(chromium_problem() is not None, reason=str(chromium_problem()))
@@ -578,9 +579,8 @@ async def test_a_killed_server_s_dashboards_end_by_themselves(balancer, tmp_path
             dashboards = server.dashboards()
             assert len(dashboards) == 1
             server.proc.kill()
-            await wait_until_async(
-                lambda: not running(dashboards[0]), 2 * web.PARENT_POLL_SECONDS + 1, what="its end"
-            )
+            within = 2 * lifeline.PARENT_POLL_SECONDS + 1
+            await wait_until_async(lambda: not running(dashboards[0]), within, what="its end")
     finally:
         server.close()
         for dashboard in filter(running, dashboards):  # only when the test failed

@@ -40,7 +40,7 @@ def algorithms_result(repeat: int = 3) -> Result:
         name: [algorithms_run(name, p95 + i, share, affinity) for i in range(repeat)]
         for name, (p95, share, affinity) in figures.items()
     }
-    settings = algorithms.Settings(ip_clients=6, plugin="mi_algoritmo.py:MiAlgoritmo")
+    settings = algorithms.AlgorithmsSettings(ip_clients=6, plugin="mi_algoritmo.py:MiAlgoritmo")
     result = Result("algorithms", vars(settings).copy(), seconds=42.0)
     result.results = [algorithms.combined(name_runs) for name_runs in runs.values()]
     result.claims = algorithms.claims(runs, settings)
@@ -60,7 +60,7 @@ def race_result() -> Result:
         "locked": [one("locked", 0)] * 3,
         "unlocked": [one("unlocked", n) for n in (190, 193, 7)],
     }
-    result = Result("race", vars(race.Settings()).copy(), seconds=9.0)
+    result = Result("race", vars(race.RaceSettings()).copy(), seconds=9.0)
     result.results = [combine(storage_runs, race.FIGURES) for storage_runs in runs.values()]
     result.claims = race.claims(runs)
     return result
@@ -75,7 +75,7 @@ def failover_result() -> Result:
         }  # fmt: skip
 
     runs = {"retries": [one("retries", 0)] * 3, "no retries": [one("no retries", 4)] * 3}
-    settings = failover.Settings()
+    settings = failover.FailoverSettings()
     buckets = int(settings.seconds / failover.BUCKET_SECONDS)
     series: dict[str, Any] = {"bucket_seconds": failover.BUCKET_SECONDS}
     for name in runs:
@@ -168,7 +168,7 @@ def test_a_difference_inside_the_noise_does_not_hold() -> None:
         per_run["random"][i]["p95_ms"] = 266.0
         per_run["round_robin"][i]["p95_ms"] = 270.0
         per_run["response_time"][i]["p95_ms"] = 258.0
-    claims = {c.key: c for c in algorithms.claims(per_run, algorithms.Settings())}
+    claims = {c.key: c for c in algorithms.claims(per_run, algorithms.AlgorithmsSettings())}
     close = claims["response_time_p95"]
     assert not close.held and close.margin == pytest.approx(3.0 - 25.0, abs=0.05)
     assert close.to_json(Translator(CATALOGUE, "en"))["against"].startswith("how much lower")

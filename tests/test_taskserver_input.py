@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import ServiceProcess, taskserver
 
-from services.taskserver.app import Settings, create_app
+from services.taskserver.app import TaskServerSettings, create_app
 from services.taskserver.storage import TaskStore
 
 
@@ -101,7 +101,7 @@ def test_an_unexpected_failure_answers_json_500_and_is_counted(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(TaskStore, "page", broken)
-    app = create_app(Settings(name="server1", tasks_file=tmp_path / "tasks.json"))
+    app = create_app(TaskServerSettings(name="server1", tasks_file=tmp_path / "tasks.json"))
 
     async def ask() -> tuple[httpx.Response, dict]:
         transport = httpx.ASGITransport(app, raise_app_exceptions=False)
@@ -124,7 +124,7 @@ def test_an_unexpected_failure_answers_json_500_and_is_counted(
 @pytest.fixture(scope="module")
 def in_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
     path: Path = tmp_path_factory.mktemp("hypothesis") / "tasks.json"
-    app = create_app(Settings(name="server1", tasks_file=path))
+    app = create_app(TaskServerSettings(name="server1", tasks_file=path))
     with asyncio.Runner() as runner:
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
         send = InProcess(runner, client)

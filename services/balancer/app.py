@@ -24,13 +24,13 @@ from services.balancer.config import BalancerConfig
 from services.balancer.control import Control
 from services.balancer.discovery import DockerDiscovery
 from services.balancer.health import HealthChecker
-from services.balancer.history import History
+from services.balancer.history import TrafficHistory
 from services.balancer.proxy import Proxy
 from services.balancer.routes import balancer_routes
 from services.common import asked_language, foreign_host_error, host_allowed, json_error
 
 
-def owned_routes(balancer: Balancer, history: History, control: Control) -> list[BaseRoute]:
+def owned_routes(balancer: Balancer, history: TrafficHistory, control: Control) -> list[BaseRoute]:
     """Every route the balancer answers itself; any other path is proxied to a server."""
     return [
         *balancer_routes(balancer, history),
@@ -143,7 +143,7 @@ def create_app(config: BalancerConfig) -> BalancerApp:
     # Without a configured token nobody can use /control writes (the CLI always sets one).
     control = Control(balancer, config.token or secrets.token_urlsafe(24), config.driver)
     discovery = DockerDiscovery(balancer) if config.discover == "docker" else None
-    history = History(balancer)
+    history = TrafficHistory(balancer)
     routes = owned_routes(balancer, history, control)
 
     @asynccontextmanager

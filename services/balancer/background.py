@@ -11,11 +11,14 @@ from collections.abc import Awaitable, Callable
 RESTART_SECONDS = 1.0
 logger = logging.getLogger("ticslab.balancer")
 
-Report = Callable[[str], None]
+CrashReport = Callable[[str], None]
 
 
 async def restarting(
-    name: str, loop: Callable[[], Awaitable[None]], report: Report, pause: float = RESTART_SECONDS
+    name: str,
+    loop: Callable[[], Awaitable[None]],
+    report: CrashReport,
+    pause: float = RESTART_SECONDS,
 ) -> None:
     """Run ``loop`` until it returns or is cancelled; when it raises, log the traceback,
     ``report`` one line, and run it again after ``pause`` seconds."""

@@ -18,17 +18,23 @@ from services.balancer.journal import Journal
 from services.balancer.server import (
     DEFAULT_WEIGHT,
     DOWN,
-    DRAIN,
     EJECTED,
-    MAINT,
     NEW,
     UP,
     RateWindow,
     Server,
 )
-from services.common import MAX_WEIGHT, ErrorLog, Uptime, count, utc_now_iso
+from services.common import (
+    ADMIN_STATES,
+    DRAIN,
+    MAINT,
+    MAX_WEIGHT,
+    ErrorLog,
+    Uptime,
+    count,
+    utc_now_iso,
+)
 
-ADMIN_STATES = ("DRAIN", "MAINT", "READY")
 # A plugin's failed picks: each distinct one is an event, but at most one every this many
 # seconds, so a pick that fails on every request floods neither the timeline nor the log.
 ALGORITHM_ERROR_QUIET = 10.0

@@ -32,19 +32,20 @@ from services.balancer.drivers import (
     DriverFailure,
     DriverUnsupported,
     NoneDriver,
-    answer_text,
     choose_driver,
 )
 from services.balancer.events import clipped
 from services.balancer.plugin import PluginError
 from services.balancer.routes import language_of
 from services.common import (
+    ADMIN_ACTIONS,
     CONTROL_ACTION_SECONDS,
     DASHBOARD_AGENT,
     DRIVER_ACTIONS,
     FAULT_MODES,
     MAX_WEIGHT,
     QUIESCE_WAIT,
+    answer_text,
     bearer_token,
     default_token_file,
     json_error,
@@ -54,7 +55,6 @@ from services.common import (
 from services.errors import ERRORS
 from services.lang import Translator
 
-ADMIN_ACTIONS = {"drain": "DRAIN", "maint": "MAINT", "ready": "READY"}
 # What is kept of a fault, sent or answered (events, /status): only what the task server
 # knows, numbers and short text, never the rest of a body (a 9 MB pad was once kept whole).
 FAULT_FIELDS = ("mode", "rate", "ms", "max_seconds", "remaining_seconds", "warning")

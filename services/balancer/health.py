@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from services.balancer.background import Report, restarting
-from services.balancer.server import MAINT, NEW, Server
-from services.common import KEYS_HEADER, KEYS_SHARED, error_message
+from services.balancer.background import CrashReport, restarting
+from services.balancer.server import NEW, Server
+from services.common import KEYS_HEADER, KEYS_SHARED, MAINT, error_message
 
 # Of a failing check's body, this much is read: enough for the server's own reason (a task
 # server says why its storage cannot be used), never a whole body a server chose to send.
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 Verdict = Callable[[Server, bool, int | None, str, float], None]
 
 
-def describe_failure(error: BaseException, timeout: float) -> str:
+def connection_failure_text(error: BaseException, timeout: float) -> str:
     """Words for why a connection failed, as they appear in events and ``last_check``."""
     if isinstance(error, aiohttp.ClientConnectorError):
         if isinstance(error.os_error, ConnectionRefusedError):
@@ -53,7 +53,7 @@ class HealthChecker:
     """One asyncio task per server; ``wake`` runs a check now. Verdicts go to ``on_verdict``
     and a crashed check loop is reported to ``on_crash`` and restarted (app.py wires both)."""
 
-    def __init__(self, config: BalancerConfig, on_verdict: Verdict, on_crash: Report) -> None:
+    def __init__(self, config: BalancerConfig, on_verdict: Verdict, on_crash: CrashReport) -> None:
         self.config = config
         self.on_verdict = on_verdict
         self.on_crash = on_crash
@@ -137,7 +137,7 @@ class HealthChecker:
                 detail += f": {why[:200]}"
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             ok = False
-            detail = describe_failure(error, self.config.check_timeout)
+            detail = connection_failure_text(error, self.config.check_timeout)
         duration_ms = (time.perf_counter() - started) * 1000
         if server in self._tasks:  # not removed while we waited
             self.on_verdict(server, ok, status, detail, duration_ms)

@@ -79,7 +79,7 @@ def p95_ms(latencies: list[float]) -> float | None:
     return round(percentile(sorted(latencies), 95) * 1000, 3)
 
 
-class History:
+class TrafficHistory:
     """A ring of per-second samples (at most ``capacity``, oldest dropped), filled by
     ``run``; each sample is stored as ``/history`` sends it."""
 

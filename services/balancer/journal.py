@@ -14,8 +14,10 @@ import logging
 from collections import Counter
 from typing import Any
 
-from services.balancer.background import Report, restarting
+from services.balancer.background import CrashReport, restarting
 from services.balancer.messages import EventText
+from services.balancer.server import UP
+from services.common import DRAIN, MAINT
 
 log = logging.getLogger("ticslab.balancer")
 # Retries are summed up over this many seconds: at most one line per pair of servers each.
@@ -35,7 +37,7 @@ def level(event: dict[str, Any]) -> int:
     kind = event.get("kind")
     if kind in ERROR_KINDS:
         return logging.ERROR
-    leaving = kind == "state" and event.get("to") not in ("UP", "DRAIN", "MAINT")
+    leaving = kind == "state" and event.get("to") not in (UP, DRAIN, MAINT)
     if kind in WARNING_KINDS or leaving or event.get("ok") is False:
         return logging.WARNING
     return logging.INFO
@@ -51,7 +53,7 @@ class Journal:
         self._retried: Counter[tuple[str, str]] = Counter()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self, report: Report) -> None:
+    def start(self, report: CrashReport) -> None:
         """Flush every ``seconds`` in a loop that a crash restarts (and ``report``s)."""
         summaries = restarting("retry summary", self.run, report)
         self._task = asyncio.create_task(summaries, name="retry summary")

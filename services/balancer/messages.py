@@ -209,7 +209,7 @@ ES: dict[str, str] = {
 
 CATALOGUE: dict[str, dict[str, str]] = {"en": EN, "es": ES}
 
-# The details the balancer and its drivers write (health.describe_failure, a check's HTTP
+# The details the balancer and its drivers write (health.connection_failure_text, a check's HTTP
 # status and the server's reason, drivers/docker.py's refusals), each with the key that says
 # it and the fields it carries; ``why`` parts are said again through ``detail``, so a known
 # operating-system error inside one is translated too. Anchored and bounded: a detail is

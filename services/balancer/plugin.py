@@ -40,7 +40,7 @@ HOW = "FILE.py:CLASS"
 NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
 MAX_MESSAGE = 300  # characters of an exception's message kept in an event or log line
 # Reports a failed pick: where (file:line), the exception, or what was returned instead.
-Report = Callable[[str, str | None, str | None], None]
+PickFailureReport = Callable[[str, str | None, str | None], None]
 # A pick this slow (seconds) is told (where its ``def pick`` is, how long it took): the event
 # loop waited for it, and every request with it.
 SLOW_PICK = 0.05
@@ -66,7 +66,7 @@ class Plugin:
     path: Path
     pick_at: str
 
-    def start(self, report: Report, slow: SlowReport | None = None) -> Guarded:
+    def start(self, report: PickFailureReport, slow: SlowReport | None = None) -> Guarded:
         """A fresh instance behind its safety net; PluginError if the constructor raises."""
         return Guarded(self, self.instance(), report, slow)
 
@@ -142,7 +142,11 @@ class Guarded:
     answers; a pick slower than ``SLOW_PICK`` is reported to ``slow``."""
 
     def __init__(
-        self, plugin: Plugin, algorithm: Any, report: Report, slow: SlowReport | None = None
+        self,
+        plugin: Plugin,
+        algorithm: Any,
+        report: PickFailureReport,
+        slow: SlowReport | None = None,
     ) -> None:
         self._plugin = plugin
         self._pick = algorithm.pick

@@ -44,7 +44,7 @@ import orjson
 from starlette.datastructures import Headers
 from yarl import URL
 
-from services.balancer.health import describe_failure
+from services.balancer.health import connection_failure_text
 from services.balancer.server import Server
 from services.common import asked_language, error_message, error_type, json_error
 from services.protocol import REQUEST_TARGET
@@ -522,7 +522,7 @@ class Proxy:
                 chunk = await content.read(STREAM_PIECE)
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 kind = classify(error)
-                detail = describe_failure(error, self.config.response_timeout)
+                detail = connection_failure_text(error, self.config.response_timeout)
                 self._failed(server, error)
                 where = endpoint(scope)
                 log.warning("%s broke off an answer to %s: %s", server.name, where, detail)
@@ -555,7 +555,7 @@ class Proxy:
             stats.resets += 1
         else:
             stats.connect_failures += 1
-        detail = describe_failure(error, self.config.response_timeout)
+        detail = connection_failure_text(error, self.config.response_timeout)
         self.balancer.record_live_failure(server, kind, detail)
         return kind
 

@@ -11,7 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from services.balancer.balancer import Balancer
-from services.balancer.history import History
+from services.balancer.history import TrafficHistory
 from services.balancer.metrics import exposition, registry_for
 from services.balancer.status import errors_stats, status, status_html
 from services.common import OrjsonResponse, asked_language, json_error
@@ -51,7 +51,7 @@ def language_of(request: Request, balancer: Balancer) -> str:
     return asked_language(request.headers, balancer.config.lang)
 
 
-def balancer_routes(balancer: Balancer, history: History) -> list[BaseRoute]:
+def balancer_routes(balancer: Balancer, history: TrafficHistory) -> list[BaseRoute]:
     registry = registry_for(balancer)
 
     async def health(request: Request) -> JSONResponse:

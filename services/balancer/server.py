@@ -16,9 +16,9 @@ from typing import Any
 
 from yarl import URL
 
-from services.common import percentile, utc_now_iso
+from services.common import DRAIN, MAINT, percentile, utc_now_iso
 
-UP, DOWN, DRAIN, MAINT, EJECTED = "UP", "DOWN", "DRAIN", "MAINT", "EJECTED"
+UP, DOWN, EJECTED = "UP", "DOWN", "EJECTED"
 # A server that appeared while the balancer runs (discovery): no traffic until a check passes.
 NEW = "NEW"
 STATES = (UP, DOWN, DRAIN, MAINT, EJECTED, NEW)

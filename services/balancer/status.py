@@ -103,13 +103,14 @@ def status(balancer: Balancer) -> dict[str, Any]:
         server_status(server, now, *numbers)
         for server, numbers in zip(pool, zip(recent, overall, strict=True), strict=True)
     ]
+    up = balancer.servers_up
     return {
         "algorithm": balancer.algorithm,
         "algorithms": list(balancer.algorithm_names),
         "algorithm_errors": balancer.algorithm_errors,
         "uptime": balancer.uptime.seconds,
-        "active_servers": balancer.servers_up,
-        "servers_up": balancer.servers_up,
+        "active_servers": up,  # deprecated: the same count as servers_up (docs/api.md)
+        "servers_up": up,
         "servers_total": len(balancer.servers),
         "requests_total": balancer.requests_total,
         "in_flight": sum(server.in_flight for server in balancer.servers),
@@ -213,7 +214,7 @@ th {{ background: #f3f3f3; font-size: .85em; }}
 <body>
 <h1>Balanceador de carga / Load balancer</h1>
 <p>Algoritmo / Algorithm: {_algorithm_name(data["algorithm"])}{_algorithm_errors(data)} &middot;
-Servidores activos / Active servers: <b>{data["active_servers"]} / {data["servers_total"]}</b>
+Servidores activos / Active servers: <b>{data["servers_up"]} / {data["servers_total"]}</b>
 &middot; Solicitudes / Requests: <b>{data["requests_total"]}</b>
 &middot; {data["requests_per_second"]:.1f} sol/s</p>
 <table><tr>{head}</tr>

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +12,7 @@ import httpx
 from services.client.i18n import TEXT
 from services.client.runner import TASKS_PATH
 from services.lang import Translator
+from services.waiting import wait_ready
 
 HEALTH_PATH = "/health"
 HEALTH_POLL = 0.5  # seconds between two health probes
@@ -49,26 +49,23 @@ async def wait_for_health(
     """
     t = Translator(TEXT, lang)
     url = str(client.base_url).rstrip("/") + HEALTH_PATH
-    deadline = time.monotonic() + wait
-    announced = False
-    while True:
+    announced: list[str] = []
+
+    async def probe() -> str | None:
         try:
             response = await client.get(HEALTH_PATH, timeout=max(0.5, min(2.0, wait)))
         except httpx.HTTPError as error:
-            reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        else:
-            if response.status_code == 200:
-                if announced:
-                    say(t("is_up", url=url))
-                return None
-            reason = f"answered {response.status_code}"
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return reason
-        if not announced:
-            say(t("waiting", url=url, wait=wait, reason=reason))
-            announced = True
-        await asyncio.sleep(min(HEALTH_POLL, remaining))
+            return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return None if response.status_code == 200 else f"answered {response.status_code}"
+
+    def announce(reason: str) -> None:
+        announced.append(reason)
+        say(t("waiting", url=url, wait=wait, reason=reason))
+
+    reason = await wait_ready(probe, wait, HEALTH_POLL, announce)
+    if reason is None and announced:
+        say(t("is_up", url=url))
+    return reason
 
 
 @dataclass

@@ -18,14 +18,14 @@ from rich.progress import (
 
 from services.client.config import ClientConfig
 from services.client.i18n import TEXT
-from services.client.stats import SERVER_KEYS, Recorder, Snapshot
+from services.client.stats import SERVER_KEYS, Recorder, StatsSnapshot
 from services.common import printable
 from services.lang import Translator
 
 LIVE_REFRESH = 0.25  # seconds between two redraws of the live bar
 
 
-def summary_line(config: ClientConfig, snap: Snapshot) -> str:
+def summary_line(config: ClientConfig, snap: StatsSnapshot) -> str:
     """One line for Compose logs, e.g. ``client1 | tasks/tareas 42/100 | 63 req (31.5/s) | ...``."""
     t = Translator(TEXT, config.lang)
     tasks = t("progress_tasks")
@@ -48,7 +48,7 @@ def summary_line(config: ClientConfig, snap: Snapshot) -> str:
     )
 
 
-def _live_stats(snap: Snapshot, lang: str) -> str:
+def _live_stats(snap: StatsSnapshot, lang: str) -> str:
     errors = Translator(TEXT, lang)(
         "live_errors", expected=snap.expected_errors, unexpected=snap.unexpected_errors
     )

@@ -54,7 +54,7 @@ def make_client(config: ClientConfig) -> httpx.AsyncClient:
     )
 
 
-def describe_failure(error: httpx.HTTPError) -> str:
+def no_answer_kind(error: httpx.HTTPError) -> str:
     """The name the report uses for a request that got no HTTP answer."""
     if isinstance(error, httpx.TimeoutException):
         return "timeout"
@@ -181,7 +181,7 @@ class Load:
         except httpx.HTTPError as error:
             latency = time.perf_counter() - start
             detail = f"{method} {path}: {error!r}"
-            self.recorder.record(kind, describe_failure(error), latency, None, detail)
+            self.recorder.record(kind, no_answer_kind(error), latency, None, detail)
             return None
         latency = time.perf_counter() - start
         status = str(response.status_code)

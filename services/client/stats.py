@@ -103,7 +103,7 @@ class KeptTasks:
 
 
 @dataclass
-class Snapshot:
+class StatsSnapshot:
     """The running totals the progress display shows."""
 
     elapsed: float
@@ -179,8 +179,8 @@ class Recorder:
     def requests(self) -> int:
         return self.latencies.count
 
-    def snapshot(self) -> Snapshot:
-        return Snapshot(
+    def snapshot(self) -> StatsSnapshot:
+        return StatsSnapshot(
             elapsed=self.elapsed,
             requests=self.requests,
             created=self.kept.count,

@@ -34,7 +34,7 @@ DEFAULT_IP_CLIENTS = 6  # 127.0.0.2-7: four hash to server1 and two to server2
 
 
 @dataclass
-class Settings:
+class AlgorithmsSettings:
     requests: int = 200
     concurrency: int = 6
     slow_ms: int = 250
@@ -54,7 +54,7 @@ class Settings:
         ]
 
 
-def run(settings: Settings) -> Result:
+def run(settings: AlgorithmsSettings) -> Result:
     """Start a stack, slow server2 down, measure each algorithm in turn, ``repeat`` times."""
     began = time.monotonic()
     sources, notes = client_sources(settings.ip_clients)
@@ -111,7 +111,7 @@ def plugin_name(lab: Lab) -> str:
     return str(lab.control("GET", "/control")["algorithm"])
 
 
-def measure(lab: Lab, settings: Settings, sources: list[str | None]) -> list[Outcome]:
+def measure(lab: Lab, settings: AlgorithmsSettings, sources: list[str | None]) -> list[Outcome]:
     """Each call from a client address drawn at random: taken in turn, with an even number
     of clients, round robin would send each client's calls to one server and look sticky."""
     calls = [
@@ -162,7 +162,7 @@ def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def claims(runs: dict[str, list[dict[str, Any]]], settings: Settings) -> list[Claim]:
+def claims(runs: dict[str, list[dict[str, Any]]], settings: AlgorithmsSettings) -> list[Claim]:
     """The handout's sentences (and the lab's one about least connections: the handout defines
     it, but claims only that it suits varying work), each checked on every repeat of the
     built-ins."""

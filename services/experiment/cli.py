@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the five algorithms (and yours) with one slow server",
         description="The same workload through each algorithm; server2 answers --slow-ms late.",
     )
-    defaults = algorithms.Settings()
+    defaults = algorithms.AlgorithmsSettings()
     algo.add_argument(
         "--requests", type=int, default=defaults.requests, help="per algorithm and run"
     )
@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Two clients POST at once to two servers sharing tasks.json, with the "
         "lock and without it (the nolock fault mode); counts the tasks lost.",
     )
-    race_defaults = race.Settings()
+    race_defaults = race.RaceSettings()
     race_parser.add_argument("--clients", type=int, default=race_defaults.clients)
     race_parser.add_argument(
         "--posts", type=int, default=race_defaults.posts, help="per client, all at once"
@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="POSTs under load; server1 is killed --kill-at seconds in, once with the "
         "balancer's retries and once with --retries 0.",
     )
-    fail_defaults = failover.Settings()
+    fail_defaults = failover.FailoverSettings()
     fail.add_argument("--seconds", type=float, default=fail_defaults.seconds, help="of load")
     fail.add_argument("--kill-at", type=float, default=fail_defaults.kill_at)
     fail.add_argument("--concurrency", type=int, default=fail_defaults.concurrency)
@@ -95,13 +95,13 @@ def scenario(args: argparse.Namespace) -> tuple[Any, Callable[[Any], Any]]:
     from services.experiment import algorithms, failover, race
 
     if args.scenario == "algorithms":
-        return algorithms.Settings(
+        return algorithms.AlgorithmsSettings(
             args.requests, args.concurrency, args.slow_ms, args.ip_clients, args.plugin,
             args.repeat,
         ), algorithms.run  # fmt: skip
     if args.scenario == "race":
-        return race.Settings(args.clients, args.posts, args.repeat), race.run
-    return failover.Settings(
+        return race.RaceSettings(args.clients, args.posts, args.repeat), race.run
+    return failover.FailoverSettings(
         args.seconds, args.kill_at, args.concurrency, args.work_ms, args.repeat
     ), failover.run
 

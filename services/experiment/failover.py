@@ -28,7 +28,7 @@ FIGURES = ["sent", "created", "failed", "lost"]
 
 
 @dataclass
-class Settings:
+class FailoverSettings:
     seconds: float = 3.0  # of load per run
     kill_at: float = 1.0  # seconds into the load
     concurrency: int = 8
@@ -46,7 +46,7 @@ class Settings:
         ]
 
 
-def run(settings: Settings) -> Result:
+def run(settings: FailoverSettings) -> Result:
     began = time.monotonic()
     result = Result("failover", vars(settings).copy(), series={"bucket_seconds": BUCKET_SECONDS})
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in RUNS}
@@ -67,7 +67,7 @@ def run(settings: Settings) -> Result:
     return result
 
 
-def load_with_a_kill(lab: Lab, settings: Settings, run_name: str) -> list[Outcome]:
+def load_with_a_kill(lab: Lab, settings: FailoverSettings, run_name: str) -> list[Outcome]:
     calls = (
         Call("POST", "/tareas", {"title": f"failover {run_name} #{n}"}) for n in range(MAX_CALLS)
     )

@@ -7,11 +7,11 @@ the ``with`` block ends (the launcher's supervisor ties them to this process).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +25,10 @@ from services.lang import Translator
 from services.launcher.logs import FileLogs
 from services.launcher.ports import listening_socket, port_is_free
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
+from services.waiting import wait_ready
 
 READY_SECONDS = 20.0  # every server UP behind the balancer, or the experiment gives up
+READY_POLL_SECONDS = 0.1
 
 
 class LabError(Exception):
@@ -89,16 +91,23 @@ class Lab:
 
     def wait_until_all_up(self, timeout: float = READY_SECONDS) -> None:
         """Poll ``/status`` until every server is UP: health checks need a round or two."""
-        deadline = time.monotonic() + timeout
         states: dict[str, str] = {}
-        while time.monotonic() < deadline:
+
+        async def probe(client: httpx.AsyncClient) -> str | None:
+            nonlocal states
             with contextlib.suppress(httpx.HTTPError, ValueError):
-                status = httpx.get(self.balancer_url + "/status", timeout=2).json()
+                status = (await client.get(self.balancer_url + "/status")).json()
                 states = {s["name"]: s["state"] for s in status["servers"]}
                 if states and all(state == "UP" for state in states.values()):
-                    return
-            time.sleep(0.1)
-        raise LabError("lab_not_up", seconds=f"{timeout:g}", states=states)
+                    return None
+            return "not every server UP"
+
+        async def wait() -> str | None:
+            async with httpx.AsyncClient(timeout=2) as client:
+                return await wait_ready(lambda: probe(client), timeout, READY_POLL_SECONDS)
+
+        if asyncio.run(wait()) is not None:
+            raise LabError("lab_not_up", seconds=f"{timeout:g}", states=states)
 
 
 def free_ports(count: int) -> tuple[int, int]:

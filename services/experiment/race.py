@@ -23,7 +23,7 @@ FIGURES = ["sent", "expected", "stored", "lost", "unanswered", "duplicate_ids", 
 
 
 @dataclass
-class Settings:
+class RaceSettings:
     clients: int = 2
     posts: int = 100  # per client, all at once
     repeat: int = REPEATS
@@ -36,7 +36,7 @@ class Settings:
         ]
 
 
-def run(settings: Settings) -> Result:
+def run(settings: RaceSettings) -> Result:
     began = time.monotonic()
     result = Result("race", vars(settings).copy())
     runs: dict[str, list[dict[str, Any]]] = {storage: [] for storage in STORAGES}
@@ -55,7 +55,7 @@ def run(settings: Settings) -> Result:
     return result
 
 
-def send_posts(lab: Lab, settings: Settings, label: str) -> list[Outcome]:
+def send_posts(lab: Lab, settings: RaceSettings, label: str) -> list[Outcome]:
     """Every client's POSTs at once: one worker per POST."""
     calls = [
         Call("POST", "/tareas", {"title": f"race {label} client{c + 1} #{n}"}, client=c)

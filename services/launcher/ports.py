@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
 import psutil
 
+from services.binding import bind_error
+
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True when ``host:port`` can be bound now (as uvicorn will, with SO_REUSEADDR on POSIX)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        if os.name != "nt":  # on Windows SO_REUSEADDR would let us bind a port in use
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+    """True when ``host:port`` can be bound now."""
+    return bind_error(host, port) is None
 
 
 def taken_ports(ports: list[int], host: str = "127.0.0.1") -> list[int]:

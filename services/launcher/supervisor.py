@@ -20,9 +20,11 @@ from services.launcher.i18n import TEXT
 from services.launcher.logs import LogSink, Relay
 from services.launcher.ports import listens
 from services.lifeline import Lifeline
+from services.waiting import wait_ready
 
 STOP_SECONDS = 5.0
 START_SECONDS = 20.0
+LISTEN_POLL_SECONDS = 0.1  # between two looks at a starting process
 STOPPED_SECONDS = 1.0  # a SIGSTOP takes effect within microseconds; this is a safety bound
 DRAIN_SECONDS = 2.0  # for a process's last lines once it has exited (a grandchild may hold on)
 
@@ -172,20 +174,21 @@ class Supervisor:
         url = managed.spec.health_url
         if url is None:
             return
-        deadline = asyncio.get_running_loop().time() + timeout
         async with httpx.AsyncClient(timeout=1.0) as client:
-            while True:
+
+            async def probe() -> str | None:
                 proc = managed.proc
                 if proc is None or proc.returncode is not None:
                     code = proc.returncode if proc else None
                     message = self.t("start_exited", name=managed.spec.name, code=code)
                     raise ActionError(502, message)
                 if await self._answers(client, proc.pid, managed.spec.port, url):
-                    return
-                if asyncio.get_running_loop().time() > deadline:
-                    message = self.t("start_timeout", name=managed.spec.name, seconds=timeout)
-                    raise ActionError(502, message)
-                await asyncio.sleep(0.1)
+                    return None
+                return "not answering yet"
+
+            if await wait_ready(probe, timeout, LISTEN_POLL_SECONDS) is not None:
+                message = self.t("start_timeout", name=managed.spec.name, seconds=timeout)
+                raise ActionError(502, message)
 
     @staticmethod
     async def _answers(client: httpx.AsyncClient, pid: int, port: int | None, url: str) -> bool:

@@ -69,7 +69,7 @@ LOCK_WAIT_REPORTED_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
-class Settings:
+class TaskServerSettings:
     name: str
     tasks_file: Path
     port: int = 0
@@ -82,7 +82,7 @@ class SimulatedFailure(Exception):
     """Raised on purpose by the simulate-error routes, so a real failure path answers 500."""
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: TaskServerSettings) -> Starlette:
     """A ready app for one server; the tasks file is created if missing."""
     store = TaskStore(settings.tasks_file, settings.name)
     store.prepare()
@@ -275,7 +275,7 @@ def language_of(request: Request) -> str:
     return asked_language(request.headers, request.app.state.lang)
 
 
-def _require_admin(request: Request, settings: Settings) -> None:
+def _require_admin(request: Request, settings: TaskServerSettings) -> None:
     """Admin routes answer an allowed Host (DNS rebinding guard) with the token, if set."""
     host = request.headers.get("host")
     if not host_allowed(host, settings.allowed_hosts):

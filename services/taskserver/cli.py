@@ -61,10 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from services.common import allowed_hosts_from_env
     from services.protocol import Limits, serve_guarded
-    from services.taskserver.app import Settings, create_app
+    from services.taskserver.app import TaskServerSettings, create_app
     from services.taskserver.storage import TasksFileError
 
-    settings = Settings(
+    settings = TaskServerSettings(
         name=args.name,
         tasks_file=args.tasks_file.resolve(),
         port=args.port,

@@ -14,7 +14,6 @@ from services.balancer.drivers.base import (
     DriverFailure,
     DriverUnsupported,
     NoneDriver,
-    answer_text,
     docker_socket_path,
 )
 from services.balancer.drivers.docker import DockerDriver
@@ -27,7 +26,6 @@ __all__ = [
     "DriverFailure",
     "DriverUnsupported",
     "NoneDriver",
-    "answer_text",
     "choose_driver",
     "docker_socket_path",
 ]

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-
-from services.common import error_message
-
-if TYPE_CHECKING:
-    import httpx
+from typing import Any, Protocol
 
 ENABLE = (
     "To get one: with Docker Compose, mount /var/run/docker.sock into the balancer "
@@ -67,13 +62,6 @@ class NoneDriver:
 
     async def aclose(self) -> None:
         return None
-
-
-def answer_text(response: httpx.Response, field: str) -> str:
-    """Why the other side refused, in its words: ``field`` of its JSON answer (``error`` from
-    our services, ``message`` from Docker), else its text, else the reason phrase."""
-    message = error_message(response.content, field)
-    return message or response.text.strip() or response.reason_phrase
 
 
 def docker_socket_path() -> Path:

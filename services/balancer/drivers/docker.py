@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from services.balancer.drivers.base import DriverFailure, DriverUnsupported, answer_text
-from services.common import DRIVER_ACTIONS
+from services.balancer.drivers.base import DriverFailure, DriverUnsupported
+from services.common import DRIVER_ACTIONS, answer_text
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"

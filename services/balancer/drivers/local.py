@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from services.balancer.drivers.base import DriverFailure, DriverUnsupported, answer_text
-from services.common import DRIVER_WAIT, LOCAL_ACTIONS
+from services.balancer.drivers.base import DriverFailure, DriverUnsupported
+from services.common import DRIVER_WAIT, LOCAL_ACTIONS, answer_text
 
 # Restart waits for the process to listen again, so allow the supervisor time.
 TIMEOUT = httpx.Timeout(DRIVER_WAIT[1], connect=DRIVER_WAIT[0])
