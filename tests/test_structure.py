@@ -197,3 +197,34 @@ def test_a_real_import_loads_no_framework_above_its_layer(module: str) -> None:
     ).stdout.split()
     heavy = {FRAMEWORKS[top] for top in loaded if top in FRAMEWORKS}
     assert heavy <= LAYERS[module], module
+
+
+def where_used(names: set[str]) -> dict[str, set[str]]:
+    """For each name, our modules that call it or write it as a string (``"bad_token"``)."""
+    found: dict[str, set[str]] = {name: set() for name in names}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and node.value in names:
+                    found[node.value].add(module_name(path))
+                elif isinstance(node, ast.Attribute | ast.Name):
+                    name = node.attr if isinstance(node, ast.Attribute) else node.id
+                    if name in names:
+                        found[name].add(module_name(path))
+    return found
+
+
+def test_one_token_guard_and_one_body_reader() -> None:
+    """The 401 of every token-protected route (task server /admin, balancer /control, the
+    supervisor) and the reading of a bounded request body each live in services/web.py only;
+    the sentence of ``bad_token`` is services/errors.py's."""
+    used = where_used({"compare_digest", "bad_token"})
+    assert used["compare_digest"] == {"services.web"}
+    assert used["bad_token"] == {"services.web", "services.errors"}
+    readers = {
+        module_name(path)
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if "request.stream()" in path.read_text()
+    }
+    assert readers == {"services.web"}
