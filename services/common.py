@@ -1,8 +1,9 @@
-"""The few pieces the task server and the balancer truly share.
+"""The few pieces the task server and the balancer truly share, free of any web framework.
 
-Both answer errors as JSON, both expose the course's ``/errors/stats`` shape, both guard
-write routes with a bearer token and both are served by uvicorn the same way. The names one
-service asks for and another carries out are here too: fault modes (balancer -> task server)
+Both expose the course's ``/errors/stats`` shape, both keep a bearer token in a token file
+and both log the same way (what needs Starlette, their JSON answers, the token guard and
+``serve``, is in services/web.py, so the dashboard and the client never load it). The names
+one service asks for and another carries out are here too: fault modes (balancer -> task server)
 and driver actions (balancer -> ``ticslab up``'s supervisor). Every part that shows text from
 the network (the dashboard, the client's report, ``ticslab up``'s logs) shows it through
 ``printable``.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hmac
 import ipaddress
 import logging
 import math
@@ -31,12 +31,8 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
-from starlette.datastructures import Headers
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 
-from services.errors import ERRORS
-from services.lang import Catalogue, Translator, accepted_language, default_language
+from services.lang import Catalogue, Translator, default_language
 
 # A task server declares on its health answers that it deduplicates ``Idempotency-Key`` across
 # every server of the pool (they share tasks.json): only then does the balancer send a POST
@@ -135,25 +131,6 @@ def log_config() -> dict[str, Any]:
     return config
 
 
-def json_error(
-    status: int, message: str = "", /, *, code: str = "", lang: str = "en", **fields: Any
-) -> JSONResponse:
-    """A JSON error body a student can read and a script can parse: ``{"error": sentence,
-    "code": code, **fields}``, the sentence ``code``'s in services/errors.py in ``lang``,
-    filled in with ``fields`` (which stay in the body, for scripts). ``message`` without a
-    code is the older form, a sentence as given."""
-    if code:
-        message = Translator(ERRORS, lang)(code, **fields)
-        fields = {"code": code, **fields}
-    return JSONResponse({"error": message, **fields}, status_code=status)
-
-
-def asked_language(headers: Headers, default: str) -> str:
-    """The language of an error answer: the request's ``Accept-Language``, else ``default``
-    (the process's ``--lang`` / ``TICSLAB_LANG``)."""
-    return accepted_language(headers.get("accept-language"), default)
-
-
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in 0..100) of an already sorted list; 0.0 when empty.
     The one definition: the balancer's /status and the client's report both use it."""
@@ -221,14 +198,6 @@ def answer_text(answer: Answer, field: str = "error") -> str:
 def count(number: int, noun: str) -> str:
     """``1 check``, ``2 checks``: event reasons are read by students."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
-class OrjsonResponse(JSONResponse):
-    """JSON rendered by orjson, on the event loop without holding it long: the task server's
-    10,000 tasks in ~2 ms instead of ~30, the balancer's full /history in ~3 ms, not 20."""
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 def error_type(status: int) -> str:
@@ -340,22 +309,6 @@ def host_allowed(host: str | None, extra: Iterable[str] = ()) -> bool:
     return True
 
 
-def foreign_host_error(host: str | None, lang: str) -> JSONResponse:
-    """The 403 answer to a control or admin request whose ``Host`` is not an allowed name."""
-    return json_error(403, code="foreign_host", lang=lang, host=host)
-
-
-def bearer_token(request: Request) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, if any."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
-def token_matches(given: str | None, expected: str) -> bool:
-    """Constant-time comparison, so the token cannot be guessed byte by byte from timings."""
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
-
-
 DEFAULT_BALANCER_URL = "http://127.0.0.1:8080"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"})
 
@@ -447,27 +400,6 @@ def add_token_arguments(parser: argparse.ArgumentParser, default: str) -> None:
     group.add_argument("--token", action=VisibleToken, help=f"{t('token_help')} ({default})")
     group.add_argument(
         "--token-file", type=token_from_file, metavar="FILE", help=t("token_file_help")
-    )
-
-
-def serve(app: Any, host: str, port: int, *, log_level: str = "info", **options: Any) -> None:
-    """Run an ASGI app with uvicorn the way every ticslab service does: no access log, every
-    log line escaped (``log_config``).
-
-    ``options`` are more uvicorn settings (the balancer's limits, services/balancer/edge.py).
-    """
-    import uvicorn
-
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        log_config=log_config(),
-        server_header=False,
-        timeout_graceful_shutdown=3,
-        **options,
     )
 
 

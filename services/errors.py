@@ -2,7 +2,7 @@
 
 One catalogue for both services: several codes are shared (a foreign Host, a wrong token, a
 wrong method, a body too large), and ``docs/api.md`` lists them all in one table. A body is
-built only by ``services.common.json_error``: ``{"error": sentence, "code": code, **fields}``,
+built only by ``services.web.json_error``: ``{"error": sentence, "code": code, **fields}``,
 the fields filling the sentence in and staying in the body, so scripts read ``code`` and the
 fields and never the prose (which follows ``Accept-Language``, else the process's language).
 """

@@ -52,7 +52,8 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from services.common import json_error, raise_fd_limit, serve
+from services.common import raise_fd_limit
+from services.web import json_error, serve
 
 CLIENT_GONE = "client disconnected"
 REQUEST_TARGET = "ticslab.request_target"

@@ -32,11 +32,12 @@ ROLES = {
     ],
     "dashboard": ["services.cli", "dashboard.cli"],
 }
-# services.common starts uvicorn only inside serve() and log_config(), which no dashboard calls.
+# services.common imports uvicorn only inside log_config(), which no dashboard calls.
 NEVER_CALLED = {"dashboard": {"uvicorn"}}
 # Imported by a dependency that does not require it: httpcore (httpx's) imports sniffio on
-# every request and searches sys.path for it each time it is missing (pyproject.toml).
-SOUGHT_BY = {"sniffio": "httpx"}
+# every request and searches sys.path for it each time it is missing; uvicorn runs on uvloop
+# when it is there (pyproject.toml).
+SOUGHT_BY = {"sniffio": "httpx", "uvloop": "uvicorn"}
 
 
 def normal(name: str) -> str:

@@ -27,7 +27,8 @@ from services.balancer.health import HealthChecker
 from services.balancer.history import TrafficHistory
 from services.balancer.proxy import Proxy
 from services.balancer.routes import balancer_routes
-from services.common import asked_language, foreign_host_error, host_allowed, json_error
+from services.common import host_allowed
+from services.web import asked_language, foreign_host_error, json_error
 
 
 def owned_routes(balancer: Balancer, history: TrafficHistory, control: Control) -> list[BaseRoute]:

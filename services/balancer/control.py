@@ -46,14 +46,12 @@ from services.common import (
     MAX_WEIGHT,
     QUIESCE_WAIT,
     answer_text,
-    bearer_token,
     default_token_file,
-    json_error,
-    token_matches,
     write_token_file,
 )
 from services.errors import ERRORS
 from services.lang import Translator
+from services.web import BodyTooLarge, bounded_body, json_error, token_refusal
 
 # What is kept of a fault, sent or answered (events, /status): only what the task server
 # knows, numbers and short text, never the rest of a body (a 9 MB pad was once kept whole).
@@ -142,9 +140,7 @@ class Control:
 
     def _refusal(self, request: Request) -> Response | None:
         """401 unless the request carries the right bearer token (constant-time comparison)."""
-        if token_matches(bearer_token(request), self.token):
-            return None
-        return self._error(request, 401, "bad_token")
+        return token_refusal(request, self.token, language_of(request, self.balancer))
 
     async def _server_and_body(
         self, request: Request
@@ -391,21 +387,13 @@ def _who(request: Request) -> str | None:
 async def _json_object(request: Request, lang: str) -> dict[str, Any] | None:
     """The body as a JSON object, or None when it is not one; a 413 (HTTPException, in
     ``lang``) past ``CONTROL_BODY_BYTES``, read no further."""
-    declared = request.headers.get("content-length", "")
-    size = int(declared) if declared.isdigit() else 0
-    chunks: list[bytes] = []
-    if size <= CONTROL_BODY_BYTES:
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            chunks.append(chunk)
-            if size > CONTROL_BODY_BYTES:
-                break
-    if size > CONTROL_BODY_BYTES:
-        sentence = Translator(ERRORS, lang)("body_too_large", limit_bytes=CONTROL_BODY_BYTES)
-        raise HTTPException(413, sentence)
     try:
-        body = orjson.loads(b"".join(chunks) or b"null")
+        raw = await bounded_body(request, CONTROL_BODY_BYTES)
+    except BodyTooLarge:
+        sentence = Translator(ERRORS, lang)("body_too_large", limit_bytes=CONTROL_BODY_BYTES)
+        raise HTTPException(413, sentence) from None
+    try:
+        body = orjson.loads(raw or b"null")
     except orjson.JSONDecodeError:  # also past orjson's nesting limit, where json would recurse
         return None
     return body if isinstance(body, dict) else None

@@ -46,8 +46,9 @@ from yarl import URL
 
 from services.balancer.health import connection_failure_text
 from services.balancer.server import Server
-from services.common import asked_language, error_message, error_type, json_error
+from services.common import error_message, error_type
 from services.protocol import REQUEST_TARGET
+from services.web import asked_language, json_error
 
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer

@@ -14,7 +14,7 @@ from services.balancer.balancer import Balancer
 from services.balancer.history import TrafficHistory
 from services.balancer.metrics import exposition, registry_for
 from services.balancer.status import errors_stats, status, status_html
-from services.common import OrjsonResponse, asked_language, json_error
+from services.web import OrjsonResponse, asked_language, json_error
 
 
 def wants_html(request: Request) -> bool:

@@ -113,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from services.experiment.lab import LabError
     from services.experiment.result import say
     from services.lang import Translator, chosen
-    from services.launcher.cli import stop_signals
-    from services.launcher.demo import leave
+    from services.stopping import leave, stop_signals
 
     console = Console(highlight=False)
     t = Translator(CATALOGUE, chosen(args.lang))

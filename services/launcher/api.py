@@ -11,25 +11,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.common import LOCAL_ACTIONS, bearer_token, json_error, token_matches
+from services.common import LOCAL_ACTIONS
 from services.launcher.supervisor import ActionError, Supervisor
+from services.web import json_error, token_refusal
 
 
 def supervisor_app(supervisor: Supervisor, token: str) -> Starlette:
     """Routes: ``GET /processes``, ``POST /processes/{name}/{action}``."""
 
-    def authorised(request: Request) -> bool:
-        return token_matches(bearer_token(request), token)
-
     async def processes(request: Request) -> Response:
-        if not authorised(request):
-            return json_error(401, code="bad_token")
+        if refusal := token_refusal(request, token):
+            return refusal
         listed = {name: m.describe() for name, m in supervisor.processes.items()}
         return JSONResponse({"processes": listed, "actions": list(LOCAL_ACTIONS)})
 
     async def act(request: Request) -> Response:
-        if not authorised(request):
-            return json_error(401, code="bad_token")
+        if refusal := token_refusal(request, token):
+            return refusal
         name, action = request.path_params["name"], request.path_params["action"]
         try:
             return JSONResponse(await supervisor.act(name, action))

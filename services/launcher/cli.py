@@ -26,6 +26,7 @@ from services.launcher.i18n import TEXT
 from services.launcher.logs import ConsoleLogs
 from services.launcher.stack import HOST, Stack, StackOptions, StartError
 from services.launcher.windows import EXIT_CODE, refused
+from services.stopping import stop_signals
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -157,11 +158,6 @@ def banner(options: StackOptions, token_path: Path, dashboard: str | None = None
     ]
     width = max(len(label) for label, _ in rows) + 2
     return "\n".join([title, *(f"  {label:<{width}}{value}" for label, value in rows)])
-
-
-def stop_signals() -> list[signal.Signals]:
-    """Ctrl+C, a polite kill, and the terminal closing (no SIGHUP on Windows)."""
-    return [signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
 
 
 def run(args: argparse.Namespace) -> int:

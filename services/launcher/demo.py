@@ -21,6 +21,7 @@ from services.launcher.i18n import TEXT
 from services.launcher.logs import FileLogs
 from services.launcher.stack import Stack, StartError
 from services.launcher.windows import EXIT_CODE, refused
+from services.stopping import leave, stop_signals
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(t("could_not_start_logs", error=error, log_dir=log_dir), markup=False)
         logs.close()
         return 1
-    leaving = [sig for sig in up.stop_signals() if sig != signal.SIGINT]  # Ctrl+C: a key there
+    leaving = [sig for sig in stop_signals() if sig != signal.SIGINT]  # Ctrl+C: a key there
     previous = {sig: signal.signal(sig, leave) for sig in leaving}
     try:
         if web_options is not None:
@@ -106,15 +107,10 @@ def run(args: argparse.Namespace) -> int:
             """While the stack stops, another signal kills every process at once."""
             stack.request_stop(now=True)
 
-        stopping = {sig: signal.signal(sig, hurry) for sig in up.stop_signals()}
+        stopping = {sig: signal.signal(sig, hurry) for sig in stop_signals()}
         stack.stop()
         logs.close()
         for sig, handler in {**stopping, **previous}.items():
             signal.signal(sig, handler)
     console.print(t("demo_stopped", log_dir=log_dir), markup=False)
     return code
-
-
-def leave(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM or SIGHUP while the dashboard runs: leave it, so the stack is stopped too."""
-    raise SystemExit(128 + signum)

@@ -25,18 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services import __version__
-from services.common import (
-    KEYS_HEADER,
-    KEYS_SHARED,
-    ErrorLog,
-    OrjsonResponse,
-    Uptime,
-    asked_language,
-    bearer_token,
-    host_allowed,
-    json_error,
-    token_matches,
-)
+from services.common import KEYS_HEADER, KEYS_SHARED, ErrorLog, Uptime, host_allowed
 from services.taskserver.faults import NOLOCK, FaultMiddleware, FaultState
 from services.taskserver.metrics import Metrics, ObserveMiddleware
 from services.taskserver.nolock import read_naively, write_naively
@@ -60,6 +49,13 @@ from services.taskserver.validation import (
     task_id,
 )
 from services.taskserver.writers import HOLD_WAIT_SECONDS, QueueTimeout, WriteQueue
+from services.web import (
+    OrjsonResponse,
+    asked_language,
+    foreign_host_error,
+    json_error,
+    token_refusal,
+)
 
 log = logging.getLogger("ticslab.taskserver")
 
@@ -179,11 +175,13 @@ def create_app(settings: TaskServerSettings) -> Starlette:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def get_fault(request: Request) -> Response:
-        _require_admin(request, settings)
+        if refusal := _admin_refusal(request, settings):
+            return refusal
         return OrjsonResponse(faults.describe())
 
     async def set_fault(request: Request) -> Response:
-        _require_admin(request, settings)
+        if refusal := _admin_refusal(request, settings):
+            return refusal
         before = faults.mode
         fault = faults.set(parse_object(await read_body(request)))
         if fault["mode"] == NOLOCK:
@@ -200,7 +198,8 @@ def create_app(settings: TaskServerSettings) -> Starlette:
 
     async def quiesce(request: Request) -> Response:
         """Hold this server's writes for a moment, so a pause cannot freeze the file lock."""
-        _require_admin(request, settings)
+        if refusal := _admin_refusal(request, settings):
+            return refusal
         seconds = quiesce_seconds(await read_body(request))
         left = await writes.hold(seconds)
         if left is None:
@@ -209,7 +208,8 @@ def create_app(settings: TaskServerSettings) -> Starlette:
         return OrjsonResponse({"server": settings.name, "writes_held_seconds": round(left, 3)})
 
     async def end_quiesce(request: Request) -> Response:
-        _require_admin(request, settings)
+        if refusal := _admin_refusal(request, settings):
+            return refusal
         return OrjsonResponse({"server": settings.name, "ended": writes.end_hold()})
 
     routes = [
@@ -275,16 +275,16 @@ def language_of(request: Request) -> str:
     return asked_language(request.headers, request.app.state.lang)
 
 
-def _require_admin(request: Request, settings: TaskServerSettings) -> None:
-    """Admin routes answer an allowed Host (DNS rebinding guard) with the token, if set."""
+def _admin_refusal(request: Request, settings: TaskServerSettings) -> Response | None:
+    """Admin routes answer an allowed Host (DNS rebinding guard) with the token, if set:
+    None when this request may go on, else the answer refusing it."""
     host = request.headers.get("host")
+    lang = language_of(request)
     if not host_allowed(host, settings.allowed_hosts):
-        raise InputError("foreign_host", 403, host=host)
-    expected = settings.token
-    if not expected:
-        raise InputError("admin_off", 403)
-    if not token_matches(bearer_token(request), expected):
-        raise InputError("bad_token", 401)
+        return foreign_host_error(host, lang)
+    if not settings.token:
+        return json_error(403, code="admin_off", lang=lang)
+    return token_refusal(request, settings.token, lang)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

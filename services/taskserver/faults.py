@@ -24,8 +24,9 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.common import FAULT_MODES, asked_language, json_error
+from services.common import FAULT_MODES
 from services.taskserver.validation import InputError
+from services.web import asked_language, json_error
 
 EXEMPT_PATHS = ("/admin/", "/metrics", "/errors/stats", "/info")
 HEALTH_PATH = "/health"

@@ -7,6 +7,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from services.web import BodyTooLarge, bounded_body
+
 MAX_BODY_BYTES = 64 * 1024
 MAX_PAGE = 10_000  # tasks in one ?limit= page (no limit at all still lists every task)
 MAX_TITLE_CHARS = 200
@@ -30,17 +32,10 @@ class InputError(Exception):
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The body, refusing with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await bounded_body(request, limit)
+    except BodyTooLarge:
+        raise InputError("body_too_large", 413, limit_bytes=limit) from None
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -88,10 +83,6 @@ def _whole_number(query: Any, name: str, maximum: int | None) -> int | None:
     if maximum is not None and value > maximum:
         raise InputError(f"bad_{name}", value=raw, **limits)
     return value
-
-
-def _too_large(limit: int) -> InputError:
-    return InputError("body_too_large", 413, limit_bytes=limit)
 
 
 def parse_object(body: bytes) -> dict[str, Any]:
