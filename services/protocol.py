@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httptools
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from services.common import json_error, raise_fd_limit, serve
@@ -234,10 +235,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head, self._head_bytes = True, 0
         self._messages += 1
 
-    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+    def _start_asgi_task(self, cycle: Any, app: ASGIApp) -> None:
         """Start the request's task, known to this connection so that a disconnect cancels it."""
 
-        async def tracked(scope: Any, receive: Any, send: Any) -> None:
+        async def tracked(scope: Scope, receive: Receive, send: Send) -> None:
             task = asyncio.current_task()
             assert task is not None
             self._running[task] = cycle
@@ -440,7 +441,7 @@ def memory_limit(cgroup: Path = CGROUP_MEMORY) -> int | None:
 
 
 def serve_guarded(
-    app: Any,
+    app: ASGIApp,
     host: str,
     port: int,
     limits: Limits,

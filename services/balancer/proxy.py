@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from services.balancer.health import describe_failure
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
     from services.balancer.config import BalancerConfig
 
-Scope = dict[str, Any]
 log = logging.getLogger("ticslab.balancer")
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1) are the proxy's own business, never forwarded.
@@ -310,7 +310,7 @@ class Proxy:
             if session is not None:
                 await session.close()
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
         client = scope["client"][0] if scope.get("client") else ""
         self.balancer.count_request()  # before any answer, so errors never outnumber requests
@@ -360,7 +360,7 @@ class Proxy:
         last = tried[-1] if tried else None
         await self._send_error(send, scope, last, status, code, kind=kind)
 
-    async def _read_body(self, receive: Any) -> bytes | None:
+    async def _read_body(self, receive: Receive) -> bytes | None:
         """The whole request body, None if the client went away; ClientError (413) past
         ``max_body_bytes``. A client that pauses too long is the protocol's to end (408)."""
         chunks: list[bytes] = []
@@ -380,7 +380,7 @@ class Proxy:
     async def _try(
         self,
         scope: Scope,
-        send: Any,
+        send: Send,
         server: Server,
         target: str,
         headers: list[tuple[str, str]],
@@ -421,7 +421,7 @@ class Proxy:
                 return self._failed(server, error)
             self._answered(server, time.perf_counter() - started, response.status)
             if not 200 <= response.status <= 599:  # 1xx (101 too) or beyond HTTP's range
-                fields = {"server": server.name, "upstream_status": response.status}
+                fields: dict[str, Any] = {"server": server.name, "upstream_status": response.status}
                 await self._send_error(send, scope, server, 502, "bad_upstream_status", **fields)
                 return None
             await self._send_answer(scope, send, server, response, held, complete)
@@ -483,7 +483,7 @@ class Proxy:
     async def _send_answer(
         self,
         scope: Scope,
-        send: Any,
+        send: Send,
         server: Server,
         response: aiohttp.ClientResponse,
         held: list[bytes],
@@ -508,7 +508,7 @@ class Proxy:
         await self._stream(scope, send, server, response)
 
     async def _stream(
-        self, scope: Scope, send: Any, server: Server, response: aiohttp.ClientResponse
+        self, scope: Scope, send: Send, server: Server, response: aiohttp.ClientResponse
     ) -> None:
         """The rest of the answer as it arrives, in pieces of ``STREAM_PIECE``: ``send``
         waits while the client's transport is past its high-water mark, so at most that mark
@@ -573,7 +573,7 @@ class Proxy:
 
     async def _send_error(
         self,
-        send: Any,
+        send: Send,
         scope: Scope,
         server: Server | None,
         status: int,
