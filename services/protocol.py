@@ -217,7 +217,8 @@ class GuardedHttpProtocol(UvicornHttpProtocol):
         if limit is not None and announced_length(self.headers) > limit:
             self._refuse(413, "body_too_large", limit_bytes=limit)  # before any 100 Continue
             return
-        self.scope["extensions"] = {REQUEST_TARGET: self.url}
+        # uvicorn types extensions as dicts (ASGI); the raw target is bytes, read by the proxy.
+        self.scope["extensions"] = {REQUEST_TARGET: self.url}  # type: ignore[dict-item]
         if self.parser.should_upgrade() and not self.takes_upgrade():
             self._declined = announced_length(self.headers) or None  # httptools skips it
         super().on_headers_complete()

@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from support import wait_until_async
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from services import uvicorn_adapter as adapter
@@ -82,7 +83,7 @@ def test_each_uvicorn_method_the_adapter_relies_on_keeps_its_name_and_parameters
     name: str,
 ) -> None:
     expected = adapter.PROTOCOL_METHODS[name]
-    method = getattr(uvicorn.protocols.http.httptools_impl.HttpToolsProtocol, name, None)
+    method = getattr(HttpToolsProtocol, name, None)
     assert method is not None, f"{UVICORN}: HttpToolsProtocol.{name} is gone ({ADAPTER})"
     found = tuple(inspect.signature(method).parameters)
     assert found == expected, (
