@@ -51,6 +51,8 @@ class ClientError(Exception):
 
 
 def has_idempotency_key(headers: list[tuple[str, str]]) -> bool:
+    """The forwarded headers carry an ``Idempotency-Key`` (the client's, kept as it is, or the
+    one the proxy added for an earlier try)."""
     return any(name.lower() == "idempotency-key" for name, _ in headers)
 
 
