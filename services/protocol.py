@@ -32,8 +32,9 @@ client has gone. This subclass adds exactly that, and nothing else:
 - the raw request target is kept in ``scope["extensions"][REQUEST_TARGET]`` (uvicorn's scope
   loses an empty ``?``; the proxy forwards the target as the client sent it).
 
-It overrides uvicorn's ``_start_asgi_task`` (uvicorn >= 0.45) to know each request's task;
-tests/test_balancer_conformance.py fails if a uvicorn release changes that.
+It reaches uvicorn's internals only through services/uvicorn_adapter.py (``start_request``
+to know each request's task, ``upgrade_declined``, ``unparsable``, the request cycle's state);
+tests/test_uvicorn_adapter.py fails, naming the uvicorn version, if a release moves one.
 """
 
 from __future__ import annotations
@@ -42,18 +43,26 @@ import asyncio
 import dataclasses
 import logging
 import os
-import sys
 from asyncio import TimerHandle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common import raise_fd_limit
 from services.web import json_error, serve
+from services.uvicorn_adapter import (
+    RequestCycle,
+    UvicornHttpProtocol,
+    answered,
+    answering,
+    client_gone,
+    mark_client_gone,
+    status_line,
+    wake_receive,
+)
 
 CLIENT_GONE = "client disconnected"
 REQUEST_TARGET = "ticslab.request_target"
@@ -77,7 +86,7 @@ class Limits:
     lang: str = "en"  # of its refusals: no header of the request is read yet
 
 
-class GuardedHttpProtocol(HttpToolsProtocol):
+class GuardedHttpProtocol(UvicornHttpProtocol):
     """uvicorn's HTTP/1.1 protocol plus the bounds listed in this module's docstring."""
 
     limits: ClassVar[Limits] = Limits()
@@ -99,15 +108,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._declined: int | None = None  # body bytes still due of an upgrade not taken
         self._fed = b""  # what the parser is reading now
         self._after_upgrade: bytes | None = None  # what the parser left at an upgrade
-        self._running: dict[asyncio.Task[None], Any] = {}  # request task -> its cycle
-        self._cycles: set[Any] = set()  # every request started, from before its task runs
+        self._running: dict[asyncio.Task[None], RequestCycle] = {}  # request task -> its cycle
+        self._cycles: set[RequestCycle] = set()  # every request started, from before its task runs
 
     # Connections -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
         cap = self.limits.max_connections
-        if cap is not None and len(self.connections) > cap and not self._free_a_slot():
+        if cap is not None and len(self.open_connections()) > cap and not self._free_a_slot():
             self._refuse(503, "too_many_connections")
             return
         self._start_timer(self._head_timeout)
@@ -116,8 +125,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._stop_timer()
         super().connection_lost(exc)
         for task, cycle in list(self._running.items()):
-            if not cycle.response_complete:
-                cycle.disconnected = True  # uvicorn marks only the newest (a pipelined) one
+            if not answered(cycle):
+                mark_client_gone(cycle)
                 task.cancel(CLIENT_GONE)
 
     def data_received(self, data: bytes) -> None:
@@ -155,17 +164,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if rest:
             self.data_received(rest)
 
-    def _unsupported_upgrade_warning(self) -> None:
+    def upgrade_declined(self, offset: int | None) -> None:
         """An upgrade not taken (``Upgrade: h2c`` from ``curl --http2``; WebSocket on the
         balancer, which answers it 501) goes on in HTTP/1.1, as HAProxy and nginx do, and
         without a log line. httptools stops at an upgrade, before its body: the body and
         what follows are read by a new parser (``_parse``, ``_read_declined_body``)."""
-        handled = sys.exc_info()[1]  # uvicorn calls this while handling HttpParserUpgrade
-        offset = handled.args[0] if isinstance(handled, httptools.HttpParserUpgrade) else None
-        if not isinstance(offset, int):
+        if offset is None:
             return
-        self.parser = httptools.HttpRequestParser(self)
-        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's
+        self.new_parser()
         self._after_upgrade = self._fed[offset:]
 
     def _read_declined_body(self, data: bytes) -> bytes:
@@ -179,7 +185,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.on_message_complete()
         return rest
 
-    def send_400_response(self, msg: str) -> None:
+    def unparsable(self, msg: str) -> None:
         """httptools could not parse the request: the same 400, as JSON like every error."""
         self._refuse(400, "unparsable")
 
@@ -212,8 +218,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if limit is not None and announced_length(self.headers) > limit:
             self._refuse(413, "body_too_large", limit_bytes=limit)  # before any 100 Continue
             return
-        self.scope["extensions"] = {REQUEST_TARGET: self.url}
-        if self.parser.should_upgrade() and not self._should_upgrade():
+        # uvicorn types extensions as dicts (ASGI); the raw target is bytes, read by the proxy.
+        self.scope["extensions"] = {REQUEST_TARGET: self.url}  # type: ignore[dict-item]
+        if self.parser.should_upgrade() and not self.takes_upgrade():
             self._declined = announced_length(self.headers) or None  # httptools skips it
         super().on_headers_complete()
 
@@ -235,24 +242,24 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head, self._head_bytes = True, 0
         self._messages += 1
 
-    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+    def start_request(self, cycle: RequestCycle, app: ASGIApp) -> None:
         """Start the request's task, known to this connection so that a disconnect cancels it."""
 
-        async def tracked(scope: Any, receive: Any, send: Any) -> None:
+        async def tracked(scope: Scope, receive: Receive, send: Send) -> None:
             task = asyncio.current_task()
             assert task is not None
             self._running[task] = cycle
             try:
                 await app(scope, receive, send)
             except asyncio.CancelledError:
-                if not cycle.disconnected:
+                if not client_gone(cycle):
                     raise  # not ours: the server is shutting down
             finally:
                 del self._running[task]
                 self._cycles.discard(cycle)
 
         self._cycles.add(cycle)  # at once: a refusal in the same read waits for its answer
-        super()._start_asgi_task(cycle, tracked)
+        super().start_request(cycle, tracked)
 
     # Bounds ----------------------------------------------------------------------------------
 
@@ -280,20 +287,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._timer = None
         if self.transport.is_closing():
             return
-        if self.pipeline:
+        if self.pipelined():
             self._start_timer(self._body_timeout)  # uvicorn stopped reading: not the client's
         else:
             self._refuse(408, "body_timeout", seconds=self.limits.request_timeout)
 
     def _in_flight(self) -> bool:
         """A request on this connection is not answered yet."""
-        return bool(self.pipeline) or any(not c.response_complete for c in self._cycles)
+        return self.pipelined() or any(not answered(c) for c in self._cycles)
 
     def _waiting(self) -> bool:
         """A request read whole on this connection still has an answer to get."""
-        return bool(self.pipeline) or any(
-            not (c.response_complete or c.disconnected) for c in self._cycles
-        )
+        return self.pipelined() or any(not (answered(c) or client_gone(c)) for c in self._cycles)
 
     def _idle(self) -> bool:
         """A keep-alive connection between requests, with nothing of the next one read."""
@@ -302,7 +307,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _free_a_slot(self) -> bool:
         """Close an idle keep-alive connection for this new one (nginx reuses such
         connections so; an idle one must not keep a new client out). False: none is idle."""
-        for other in self.connections:
+        for other in self.open_connections():
             if isinstance(other, GuardedHttpProtocol) and other is not self and other._idle():
                 other.transport.close()
                 return True
@@ -312,17 +317,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         """The request being read is refused: its app is told its client is gone, and if it
         waits its turn in the pipeline, it never runs."""
         cycle = self.cycle
-        if cycle is None or cycle.response_complete:
+        if cycle is None or answered(cycle):
             return
-        cycle.disconnected = True
-        cycle.message_event.set()
-        for entry in list(self.pipeline):
-            if entry[0] is cycle:
-                self.pipeline.remove(entry)
+        mark_client_gone(cycle)
+        wake_receive(cycle)
+        self.unqueue(cycle)
 
     def _writing(self) -> bool:
         """An answer has begun and is not complete: nothing else may be written now."""
-        return any(c.response_started and not c.response_complete for c in self._cycles)
+        return any(answering(c) for c in self._cycles)
 
     def _refuse(self, status: int, code: str, **fields: Any) -> None:
         """Refuse with ``status`` and the JSON error ``code``, read nothing more, and close.
@@ -353,7 +356,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if not self._writing():
             body = json_error(status, code=code, lang=self.limits.lang, **fields).body
             head = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
-            self.transport.write(STATUS_LINE[status] + head + b"connection: close\r\n\r\n" + body)
+            self.transport.write(status_line(status) + head + b"connection: close\r\n\r\n" + body)
         if (self._in_head and self._head_bytes == 0) or not self.transport.can_write_eof():
             self.transport.close()
             return
@@ -441,7 +444,7 @@ def memory_limit(cgroup: Path = CGROUP_MEMORY) -> int | None:
 
 
 def serve_guarded(
-    app: Any,
+    app: ASGIApp,
     host: str,
     port: int,
     limits: Limits,

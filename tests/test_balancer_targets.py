@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from services.balancer.config import parse_backend
-from services.balancer.proxy import ClientError, answer_headers, request_target
+from services.balancer.headers import ClientError, answer_headers, request_target
 from services.balancer.server import Server
 from services.protocol import REQUEST_TARGET, RESERVED_FDS, connection_cap
 

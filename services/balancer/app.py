@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -18,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig
@@ -74,12 +74,12 @@ def host_problem(hosts: list[bytes], http_version: str) -> str | None:
     return None
 
 
-def scope_language(scope: dict[str, Any], default: str) -> str:
+def scope_language(scope: Scope, default: str) -> str:
     """The language of an error answer to the request of ``scope``."""
     return asked_language(Headers(scope=scope), default)
 
 
-def raw_path(scope: dict[str, Any]) -> str:
+def raw_path(scope: Scope) -> str:
     """The path as the client wrote it: ``/%68ealth`` is no route of ours but a server's path
     (HAProxy matches raw paths so; the proxy forwards it as written)."""
     raw: bytes | None = scope.get("raw_path")
@@ -98,7 +98,7 @@ class BalancerApp:
         self.allowed_hosts = config.allowed_hosts
         self.lang = config.lang
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             hosts = [value for name, value in scope["headers"] if name == b"host"]
             problem = host_problem(hosts, scope["http_version"])

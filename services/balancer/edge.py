@@ -9,7 +9,8 @@ may use (services/protocol.py ``connection_cap``).
 from __future__ import annotations
 
 import logging
-from typing import Any
+
+from starlette.types import ASGIApp
 
 from services.balancer.config import BalancerConfig
 from services.balancer.proxy import UpstreamAborted
@@ -29,7 +30,7 @@ class HideAbortedAnswers(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], UpstreamAborted))
 
 
-def serve_edge(app: Any, config: BalancerConfig, log_level: str = "info") -> None:
+def serve_edge(app: ASGIApp, config: BalancerConfig, log_level: str = "info") -> None:
     """Serve ``app`` on the configured address with the client-side limits in force."""
     limits = Limits(
         request_timeout=config.request_timeout,

@@ -2,7 +2,8 @@
 
 A bare ASGI callable and one shared ``aiohttp.ClientSession`` (measured ~10x faster than an
 httpx hop, see docs/design/balancer.md). The rules, each with its reason, are in
-docs/design/balancer.md ("The proxy"); in short:
+docs/design/balancer.md ("The proxy"); in short (what of the heads is forwarded:
+headers.py):
 
 - Only the path and query of the client's request target are used: the upstream URL is built
   from the chosen server's scheme, host and port, so nothing a client sends picks the host.
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
 import time
 import uuid
@@ -42,44 +42,31 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
 from yarl import URL
 
+from services.balancer.headers import (
+    IDEMPOTENCY_KEY,
+    ClientError,
+    answer_headers,
+    forward_headers,
+    has_idempotency_key,
+    request_target,
+    upgrade_problem,
+)
 from services.balancer.health import connection_failure_text
 from services.balancer.server import Server
 from services.common import error_message, error_type
-from services.protocol import REQUEST_TARGET
 from services.web import asked_language, json_error
 
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
     from services.balancer.config import BalancerConfig
 
-Scope = dict[str, Any]
 log = logging.getLogger("ticslab.balancer")
 
-# Hop-by-hop headers (RFC 9110 section 7.6.1) are the proxy's own business, never forwarded.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
-# Also ours: the length (bodies are buffered, so no ``Expect: 100-continue`` either), the
-# forwarding headers, and on answers uvicorn's own Date.
-DROP_REQUEST = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto"}
-DROP_RESPONSE = HOP_BY_HOP | {b"content-length", b"date"}
 # Methods that may be sent again after a reset or timeout (RFC 9110 section 9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
-IDEMPOTENCY_KEY = "Idempotency-Key"
-# Control bytes a header value may not hold (RFC 9110 5.5); such a header is dropped.
-INVALID_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # An answer is held (and so can still be retried) until it ends, reaches this size, or is
 # this old after its headers arrived; then it is streamed. The lab's JSON answers end first.
 HOLD_BYTES = 64 * 1024
@@ -106,17 +93,6 @@ GIVE_UP = {
     RESET: (502, "502_BAD_GATEWAY", "upstream_reset"),
     TIMEOUT: (504, "504_GATEWAY_TIMEOUT", "upstream_timeout"),
 }
-
-
-class ClientError(Exception):
-    """The client's request cannot be forwarded: answered ``status`` with the error ``code``
-    (services/errors.py), filled in with ``fields``."""
-
-    def __init__(self, status: int, code: str, **fields: Any) -> None:
-        super().__init__(code)
-        self.status = status
-        self.code = code
-        self.fields = fields
 
 
 class UpstreamAborted(Exception):
@@ -151,109 +127,6 @@ def may_retry(kind: str, method: str, keyed: bool) -> bool:
     ``Idempotency-Key`` and the failed server declared it deduplicates keys across the pool
     (the retry then goes only to servers that declared it too)."""
     return replay_is_harmless(kind, method) or keyed
-
-
-def has_idempotency_key(headers: list[tuple[str, str]]) -> bool:
-    return any(name.lower() == "idempotency-key" for name, _ in headers)
-
-
-def request_target(scope: Scope) -> str:
-    """The path and query to send upstream, as the client wrote them.
-
-    Origin-form (``/path?query``) is kept byte for byte (an empty ``?`` too); absolute-form
-    (``http://host/path``) gives its path and query only, and its authority must be the
-    ``Host`` header's (RFC 9112 section 3.2.2). Anything else (``*``, ``*@host:port/x``,
-    authority-form) is a 400: the host always comes from the server.
-    """
-    raw: bytes | None = scope.get("extensions", {}).get(REQUEST_TARGET)
-    if raw is None:  # served by another ASGI server: rebuild it from the parsed parts
-        query = scope["query_string"]
-        raw = (scope["raw_path"] or scope["path"].encode()) + (b"?" + query if query else b"")
-    if raw[:1] != b"/":
-        scheme, sep, rest = raw.partition(b"://")
-        if not sep or scheme.lower() not in (b"http", b"https"):
-            raise ClientError(400, "bad_target")
-        cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
-        hosts = [value for name, value in scope.get("headers", ()) if name == b"host"]
-        if any(host.lower() != rest[:cut].lower() for host in hosts):
-            raise ClientError(400, "target_host_differs")
-        raw = rest[cut:]
-        raw = raw if raw[:1] == b"/" else b"/" + raw
-    if b"#" in raw:
-        raise ClientError(400, "target_fragment")
-    return raw.decode("latin-1")
-
-
-def upgrade_problem(scope: Scope) -> ClientError | None:
-    """A protocol upgrade the balancer cannot carry: WebSocket (no tunnel), or another one
-    (``Upgrade: h2c`` from ``curl --http2``) with a chunked body, which the protocol does not
-    read (services/protocol.py reads a ``Content-Length`` one: it goes on in HTTP/1.1)."""
-    headers = dict(scope["headers"])
-    upgrade = headers.get(b"upgrade")
-    if upgrade is None:
-        return None
-    if upgrade.strip().lower() == b"websocket":
-        return ClientError(501, "websocket")
-    if b"transfer-encoding" in headers:
-        return ClientError(501, "upgrade_with_body")
-    return None
-
-
-def forward_headers(scope: Scope, client: str) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop ones, plus ``X-Forwarded-For``/``-Proto``.
-
-    Taken before the body is read: trailer fields can never become headers here. Values are
-    UTF-8 text (``header_text``), so each reaches the server byte for byte.
-    """
-    drop = DROP_REQUEST
-    forwarded_for = ""
-    for name, value in scope["headers"]:
-        if name == b"connection":
-            drop = drop | connection_tokens(value)
-        elif name == b"x-forwarded-for":
-            forwarded_for += header_text(value) + ", "
-    headers = [
-        (name.decode("latin-1"), header_text(value))
-        for name, value in scope["headers"]
-        if name not in drop
-    ]
-    headers.append(("X-Forwarded-For", forwarded_for + client))
-    headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
-    return headers
-
-
-def header_text(value: bytes) -> str:
-    """A header value as aiohttp writes it back (UTF-8): every byte reaches the server as the
-    client sent it. Bytes that are not UTF-8 could not: ClientError 400, never rewritten."""
-    try:
-        return value.decode()
-    except UnicodeDecodeError:
-        raise ClientError(400, "header_not_utf8") from None
-
-
-def connection_tokens(value: bytes) -> frozenset[bytes]:
-    """The header names a ``Connection`` header lists (hop-by-hop too); any bytes allowed."""
-    return frozenset(token.strip().lower() for token in value.split(b","))
-
-
-def answer_headers(
-    raw_headers: tuple[tuple[bytes, bytes], ...], keep_length: bool
-) -> list[tuple[bytes, bytes]]:
-    """The server's headers minus hop-by-hop ones and those its ``Connection`` names.
-
-    ``keep_length``: the server's ``Content-Length`` stays (a streamed answer, or a HEAD).
-    """
-    drop = DROP_RESPONSE
-    for name, value in raw_headers:
-        if name.lower() == b"connection":
-            drop = drop | connection_tokens(value)
-    headers = []
-    for name, value in raw_headers:
-        lower = name.lower()
-        wanted = lower not in drop or (keep_length and lower == b"content-length")
-        if wanted and INVALID_VALUE.search(value) is None:  # uvicorn would refuse to write it
-            headers.append((lower, value))
-    return headers
 
 
 class Proxy:
@@ -311,7 +184,7 @@ class Proxy:
             if session is not None:
                 await session.close()
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
         client = scope["client"][0] if scope.get("client") else ""
         self.balancer.count_request()  # before any answer, so errors never outnumber requests
@@ -361,7 +234,7 @@ class Proxy:
         last = tried[-1] if tried else None
         await self._send_error(send, scope, last, status, code, kind=kind)
 
-    async def _read_body(self, receive: Any) -> bytes | None:
+    async def _read_body(self, receive: Receive) -> bytes | None:
         """The whole request body, None if the client went away; ClientError (413) past
         ``max_body_bytes``. A client that pauses too long is the protocol's to end (408)."""
         chunks: list[bytes] = []
@@ -381,7 +254,7 @@ class Proxy:
     async def _try(
         self,
         scope: Scope,
-        send: Any,
+        send: Send,
         server: Server,
         target: str,
         headers: list[tuple[str, str]],
@@ -422,7 +295,7 @@ class Proxy:
                 return self._failed(server, error)
             self._answered(server, time.perf_counter() - started, response.status)
             if not 200 <= response.status <= 599:  # 1xx (101 too) or beyond HTTP's range
-                fields = {"server": server.name, "upstream_status": response.status}
+                fields: dict[str, Any] = {"server": server.name, "upstream_status": response.status}
                 await self._send_error(send, scope, server, 502, "bad_upstream_status", **fields)
                 return None
             await self._send_answer(scope, send, server, response, held, complete)
@@ -484,7 +357,7 @@ class Proxy:
     async def _send_answer(
         self,
         scope: Scope,
-        send: Any,
+        send: Send,
         server: Server,
         response: aiohttp.ClientResponse,
         held: list[bytes],
@@ -509,7 +382,7 @@ class Proxy:
         await self._stream(scope, send, server, response)
 
     async def _stream(
-        self, scope: Scope, send: Any, server: Server, response: aiohttp.ClientResponse
+        self, scope: Scope, send: Send, server: Server, response: aiohttp.ClientResponse
     ) -> None:
         """The rest of the answer as it arrives, in pieces of ``STREAM_PIECE``: ``send``
         waits while the client's transport is past its high-water mark, so at most that mark
@@ -574,7 +447,7 @@ class Proxy:
 
     async def _send_error(
         self,
-        send: Any,
+        send: Send,
         scope: Scope,
         server: Server | None,
         status: int,
