@@ -52,7 +52,6 @@ from typing import Any, ClassVar
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common import raise_fd_limit
-from services.web import json_error, serve
 from services.uvicorn_adapter import (
     RequestCycle,
     UvicornHttpProtocol,
@@ -63,6 +62,7 @@ from services.uvicorn_adapter import (
     status_line,
     wake_receive,
 )
+from services.web import json_error, serve
 
 CLIENT_GONE = "client disconnected"
 REQUEST_TARGET = "ticslab.request_target"
