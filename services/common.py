@@ -172,9 +172,8 @@ def error_message(payload: bytes, field: str = "error") -> str | None:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return None
-    if isinstance(data, dict) and isinstance(data.get(field), str):
-        return data[field]
-    return None
+    value = data.get(field) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 class Answer(Protocol):

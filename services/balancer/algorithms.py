@@ -18,7 +18,7 @@ import hashlib
 import math
 import random
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 # Round robin remembers servers a retry skipped; past this many absent ones, it forgets them.
@@ -73,8 +73,8 @@ class RoundRobin:
     name = "round_robin"
 
     def __init__(self) -> None:
-        self.current: dict[Hashable, float] = {}
-        self.configured: dict[Hashable, int] = {}
+        self.current: dict[ServerView, float] = {}
+        self.configured: dict[ServerView, int] = {}
 
     def pick(self, servers: Sequence[S], client: str) -> S:
         current, configured = self.current, self.configured
@@ -92,7 +92,7 @@ class RoundRobin:
         return chosen
 
 
-def _forget_absent(remembered: dict[Hashable, Any], servers: Sequence[ServerView]) -> None:
+def _forget_absent(remembered: dict[ServerView, Any], servers: Sequence[ServerView]) -> None:
     for server in [s for s in remembered if s not in servers]:
         del remembered[server]
 

@@ -62,7 +62,7 @@ class Plugin:
     ``pick_at`` is where its ``pick`` is defined, for a pick that returns amiss."""
 
     name: str
-    cls: type
+    cls: type[Any]
     path: Path
     pick_at: str
 
@@ -78,7 +78,11 @@ class Plugin:
             raise PluginError(f"{where(error, self.path, self.cls)}: {raised}") from error
 
 
-class View(tuple):  # type: ignore[type-arg]
+# A View's fields: name, url, in_flight, weight, ramp_from, slow_start, ewma, ewma_at.
+ViewFields = tuple[str, str, int, int, float | None, float, float, float]
+
+
+class View(ViewFields):
     """What a plugin sees of a server (``ServerView``, algorithms.py), copied when its pick
     begins: a tuple, so nothing it sets reaches the balancer (or is set at all). Views of
     the same server are equal (by name), so a plugin may keep them as keys across picks."""
@@ -225,9 +229,10 @@ def _load(spec: str) -> Plugin:
     if not isinstance(cls, type):
         raise PluginError(f"{path}: {class_name} is a {type(cls).__name__}, not a class")
     at = _defined_at(cls, path)
-    if not callable(getattr(cls, "pick", None)):
+    pick = getattr(cls, "pick", None)
+    if not callable(pick):
         raise PluginError(f"{at}: class {class_name} has no method pick(self, servers, client)")
-    if inspect.iscoroutinefunction(cls.pick):
+    if inspect.iscoroutinefunction(pick):
         raise PluginError(f"{at}: {class_name}.pick must be a plain def, not an async def")
     name = getattr(cls, "name", class_name)
     if not isinstance(name, str) or not NAME.fullmatch(name):
@@ -239,7 +244,7 @@ def _load(spec: str) -> Plugin:
             f"{at}: {name!r} is a built-in algorithm's name; give {class_name} a name of its "
             f'own (name = "...")'
         )
-    plugin = Plugin(name, cls, path, _defined_at(cls.pick, path))
+    plugin = Plugin(name, cls, path, _defined_at(pick, path))
     _check_signature(plugin, plugin.instance())  # a raising constructor is found now
     return plugin
 

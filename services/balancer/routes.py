@@ -73,11 +73,13 @@ def balancer_routes(balancer: Balancer, history: TrafficHistory) -> list[BaseRou
 
     async def history_page(request: Request) -> Response:
         text = request.query_params.get("since")
-        try:
-            after = None if text is None else since_seconds(text)
-        except ValueError:
-            lang = language_of(request, balancer)
-            return json_error(400, code="bad_history_since", lang=lang, value=text[:32])
+        after = None
+        if text is not None:
+            try:
+                after = since_seconds(text)
+            except ValueError:
+                lang = language_of(request, balancer)
+                return json_error(400, code="bad_history_since", lang=lang, value=text[:32])
         return OrjsonResponse(history.payload(after))
 
     async def errors(request: Request) -> JSONResponse:

@@ -233,9 +233,10 @@ class Server:
         itself on the server after ``remaining_seconds``, so it does here too."""
         mode = fault.get("mode") if fault else None
         self.fault = fault if isinstance(mode, str) and mode != "none" else None
-        remaining = fault.get("remaining_seconds") if self.fault else None
-        timed = isinstance(remaining, int | float) and not isinstance(remaining, bool)
-        self.fault_until = time.monotonic() + remaining if timed else math.inf
+        remaining = self.fault.get("remaining_seconds") if self.fault else None
+        self.fault_until = math.inf
+        if isinstance(remaining, int | float) and not isinstance(remaining, bool):
+            self.fault_until = time.monotonic() + remaining
 
     def fault_now(self, now: float) -> dict[str, Any] | None:
         """The fault still on at ``now`` (monotonic), without the hang's countdown."""

@@ -125,7 +125,7 @@ async def list_page(
 ) -> tuple[list[dict[str, Any]], int | None]:
     """The tasks at ``offset`` from the newest and ``X-Total-Count`` (None if the server does
     not page); up to LIST_ATTEMPTS attempts."""
-    query = {"order": "desc", "limit": PAGE, "offset": offset}
+    query: dict[str, str | int] = {"order": "desc", "limit": PAGE, "offset": offset}
     failure = ""
     for attempt in range(LIST_ATTEMPTS):
         if attempt:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from services.client.config import THEN_EXIT, THEN_STEADY, ClientConfig, parse_duration
 from services.client.i18n import TEXT
@@ -30,7 +30,10 @@ def _refusal(key: str, **values: Any) -> argparse.ArgumentTypeError:
     return argparse.ArgumentTypeError(Translator(TEXT, default_language())(key, **values))
 
 
-def _number(text: str, kind: Callable[[str], Any]) -> Any:
+N = TypeVar("N", int, float)
+
+
+def _number(text: str, kind: Callable[[str], N]) -> N:
     try:
         return kind(text)
     except ValueError:

@@ -110,7 +110,7 @@ async def run_session(config: ClientConfig, console: Console, errors: Console) -
         console.print(t("report_written", path=config.json_path), markup=False)
     if config.then == THEN_STEADY and not interrupted:
         await run_steady(config.steady(), report, console)
-    return report["exit_code"]
+    return int(report["exit_code"])
 
 
 async def _load(

@@ -171,14 +171,14 @@ def claims(runs: dict[str, list[dict[str, Any]]], settings: AlgorithmsSettings) 
     def gain(name: str, i: int) -> float:
         """How much lower (in %) ``name``'s p95 was than the lower of the blind ones', run i."""
         blind = min(runs["random"][i]["p95_ms"], runs["round_robin"][i]["p95_ms"]) or 1.0
-        return 100 * (blind - runs[name][i]["p95_ms"]) / blind
+        return float(100 * (blind - runs[name][i]["p95_ms"]) / blind)
 
     def slow_share(name: str, i: int) -> float:
-        return 100 * runs[name][i]["share"][SLOW_SERVER]
+        return float(100 * runs[name][i]["share"][SLOW_SERVER])
 
     def off_even(i: int) -> float:
         shares = runs["round_robin"][i]["share"].values()
-        return max(abs(100 * share - 50) for share in shares)
+        return float(max(abs(100 * share - 50) for share in shares))
 
     p95 = {"required": round(P95_GAIN), "slow_ms": settings.slow_ms}
     return [

@@ -128,9 +128,9 @@ def _algorithms(result: Result, t: Translator) -> str:
     table = _table(
         [t("h_algorithm"), *servers, "p50 ms", "p95 ms", "p99 ms", t("h_errors"),
          t("h_affinity")],
-        [[name, *(span(*[100 * v for v in r["spread"]["share"][s]], suffix="%")
+        [[name, *(span([100 * v for v in r["spread"]["share"][s]], suffix="%")
                   for s in servers),
-          *(span(*r["spread"][f], 1) for f in ("p50_ms", "p95_ms", "p99_ms")), r["errors"],
+          *(span(r["spread"][f], 1) for f in ("p50_ms", "p95_ms", "p99_ms")), r["errors"],
           f"{r['affinity']:.2f}"] for name, r in zip(names, rows, strict=True)],
     )  # fmt: skip
     shares = bars(
@@ -169,7 +169,7 @@ def _race(result: Result, t: Translator) -> str:
     table = _table(
         [t("h_storage"), t("h_sent"), "201", t("h_stored"), t("h_lost"), t("h_no_201"),
          t("h_ids_twice")],
-        [[t(f"storage_{r['storage']}"), *(span(*r["spread"][f]) for f in figures)]
+        [[t(f"storage_{r['storage']}"), *(span(r["spread"][f]) for f in figures)]
          for r in rows],
     )  # fmt: skip
     chart = bars(
@@ -188,7 +188,7 @@ def _failover(result: Result, t: Translator) -> str:
     names = [t(f"run_{r['run'].replace(' ', '_')}") for r in rows]
     table = _table(
         [t("h_run"), t("h_retries"), t("h_sent"), "201", t("h_failed"), t("h_lost")],
-        [[name, r["retries"], *(span(*r["spread"][f]) for f in ("sent", "created", "failed",
+        [[name, r["retries"], *(span(r["spread"][f]) for f in ("sent", "created", "failed",
                                                                   "lost"))]
          for name, r in zip(names, rows, strict=True)],
     )  # fmt: skip

@@ -180,8 +180,9 @@ def combine(runs: Sequence[dict[str, Any]], figures: Sequence[str]) -> dict[str,
     return {**row, "spread": spread, "runs": list(runs)}
 
 
-def span(low: float, high: float, digits: int = 0, suffix: str = "") -> str:
-    """``low–high`` as the reports show a figure's spread, or one number when they round
-    the same."""
+def span(spread: Sequence[float], digits: int = 0, suffix: str = "") -> str:
+    """``low–high`` as the reports show a figure's spread (its ``[low, high]``), or one number
+    when they round the same."""
+    low, high = spread
     first, last = f"{low:.{digits}f}", f"{high:.{digits}f}"
     return f"{first}{suffix}" if first == last else f"{first}–{last}{suffix}"

@@ -47,9 +47,9 @@ def _algorithms(result: Result, t: Translator) -> list[RenderableType]:
         spread = row["spread"]
         table.add_row(
             Text(algorithm_name(row["algorithm"], t)),  # a plugin's name: text, never markup
-            *(span(*[100 * s for s in spread["share"][server]], suffix="%") for server in servers),
-            span(*spread["p50_ms"]),
-            span(*spread["p95_ms"]),
+            *(span([100 * s for s in spread["share"][server]], suffix="%") for server in servers),
+            span(spread["p50_ms"]),
+            span(spread["p95_ms"]),
             str(row["errors"]),
             f"{row['affinity']:.2f}",
         )
@@ -109,7 +109,7 @@ def _race(result: Result, t: Translator) -> list[RenderableType]:
     for name, row in zip(names, result.results, strict=True):
         spread = row["spread"]
         figures = ("sent", "expected", "stored", "lost", "duplicate_ids")
-        table.add_row(name, *(span(*spread[figure]) for figure in figures))
+        table.add_row(name, *(span(spread[figure]) for figure in figures))
         expected = row["expected"] or 1
         bar = Text("█" * round(BAR_WIDTH * row["stored"] / expected), style="green")
         bar.append("░" * round(BAR_WIDTH * row["lost"] / expected), style="red")
@@ -131,7 +131,7 @@ def _failover(result: Result, t: Translator) -> list[RenderableType]:
         table.add_row(
             names[row["run"]],
             str(row["retries"]),
-            *(span(*spread[name]) for name in ("sent", "created", "failed", "lost")),
+            *(span(spread[name]) for name in ("sent", "created", "failed", "lost")),
         )
         if row["failures"]:
             counts = ", ".join(

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         stopping = {sig: signal.signal(sig, hurry) for sig in stop_signals()}
         stack.stop()
         logs.close()
-        for sig, handler in {**stopping, **previous}.items():
+        for sig, handler in [*stopping.items(), *previous.items()]:
             signal.signal(sig, handler)
     console.print(t("demo_stopped", log_dir=log_dir), markup=False)
     return code

@@ -133,12 +133,12 @@ def _refuse_unknown_fields(data: dict[str, Any]) -> None:
 def check_title(title: Any) -> str:
     if not isinstance(title, str):
         raise InputError("title_not_text", type=_kind(title))
-    title = title.strip()
-    if not title:
+    text = title.strip()
+    if not text:
         raise InputError("title_empty")
-    if len(title) > MAX_TITLE_CHARS:
-        raise InputError("title_too_long", length=len(title), maximum=MAX_TITLE_CHARS)
-    return title
+    if len(text) > MAX_TITLE_CHARS:
+        raise InputError("title_too_long", length=len(text), maximum=MAX_TITLE_CHARS)
+    return text
 
 
 def check_completed(completed: Any) -> bool:

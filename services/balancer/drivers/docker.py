@@ -111,7 +111,8 @@ class DockerEngine:
             raise DriverFailure(
                 f"Docker could not list containers: {answer_text(response, 'message')}"
             )
-        return response.json()
+        containers: list[dict[str, Any]] = response.json()
+        return containers
 
     async def inspect(self, container_id: str) -> dict[str, Any] | None:
         """The container's details, or None when there is no such container."""
@@ -122,7 +123,8 @@ class DockerEngine:
             raise DriverFailure(
                 f"Docker could not inspect {container_id}: {answer_text(response, 'message')}"
             )
-        return response.json()
+        details: dict[str, Any] = response.json()
+        return details
 
     async def act(self, container_id: str, action: str) -> bool:
         """Send ``action``; True when it changed something, False when Docker says 304."""
@@ -178,7 +180,7 @@ class DockerDriver:
     """Acts on the task-server containers of one Compose project, and on nothing else."""
 
     name = "docker"
-    actions = DRIVER_ACTIONS
+    actions: tuple[str, ...] = DRIVER_ACTIONS
 
     def __init__(self, engine: DockerEngine, project: str) -> None:
         self.engine = engine
