@@ -31,9 +31,10 @@ from dashboard.keys import (
     key_label,
 )
 from dashboard.options import CONTRAST_THEME, Options, parse_options
-from dashboard.poll import Poller, Snapshot, backoff_delay
+from dashboard.poll import Poller, PollResult, backoff_delay
 from dashboard.screens.fault import FaultScreen
 from dashboard.screens.help import HelpScreen
+from dashboard.states import DOWN, SET_ASIDE
 from dashboard.terminal import CHECK_SECONDS, reads_the_terminal, terminal_size
 from dashboard.themes import HIGH_CONTRAST
 from dashboard.widgets.charts import ChartsView
@@ -213,7 +214,7 @@ class DashboardApp(App[int]):
             )
         )
 
-    def apply(self, snapshot: Snapshot) -> None:
+    def apply(self, snapshot: PollResult) -> None:
         """Hand each widget its part; each one redraws only what changed."""
         status = snapshot.status
         self.status = status
@@ -334,7 +335,7 @@ class DashboardApp(App[int]):
         except (ApiError, KeyError, TypeError):
             process = None
         if process is None:
-            stopped = self._state_of(name) == "DOWN"
+            stopped = self._state_of(name) == DOWN
         else:
             stopped = process not in ("running", "paused")
         await self._send_action(name, "start" if stopped else "stop")
@@ -345,8 +346,7 @@ class DashboardApp(App[int]):
 
     def action_drain_toggle(self) -> None:
         if name := self._selected():
-            # READY also ends an ejection early: the way back for a server ejected by mistake.
-            out = self._state_of(name) in ("DRAIN", "MAINT", "EJECTED")
+            out = self._state_of(name) in SET_ASIDE
             self.control_server(name, "ready" if out else "drain")
 
     def action_fault_menu(self) -> None:

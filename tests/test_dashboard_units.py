@@ -34,7 +34,7 @@ from dashboard.options import (
     resolve_options,
 )
 from dashboard.poll import TASKS_SHOWN, Poller, backoff_delay
-from dashboard.screens.fault import CLASS_PARAMETERS, FAULTS
+from dashboard.screens.fault import CLASS_PARAMETERS, FAULTS, fault_text
 from dashboard.widgets.panels import ErrorsPanel, EventsPanel
 from dashboard.widgets.servers import SPARK_POINTS, SPARK_STEP, STATE_STYLES, weight_text
 from services.balancer.algorithms import ALGORITHMS
@@ -43,6 +43,7 @@ from services.balancer.drivers.docker import RESULTS
 from services.balancer.messages import EventText
 from services.balancer.server import Server
 from services.common import DRIVER_ACTIONS, FAULT_MODES
+from services.taskserver.faults import FaultState
 
 
 def test_every_text_exists_in_both_languages() -> None:
@@ -111,7 +112,7 @@ async def test_the_spanish_ui_shows_events_algorithms_and_faults_in_spanish() ->
         assert picker == [
             "0  ninguna: sano",
             "1  error: la mitad de las respuestas son 500",
-            "2  latencia: +300 ms por solicitud",
+            "2  latencia: +500 ms por solicitud",
             "3  cuelgue: sin respuesta por 30 s",
             "4  no saludable: /health responde 503",
             "5  sin candado: escribe tasks.json sin el bloqueo de archivo — PIERDE TAREAS a "
@@ -159,6 +160,21 @@ def test_every_fault_mode_is_offered_with_a_text() -> None:
     assert [body["mode"] for _, body in FAULTS] == list(FAULT_MODES)
     assert {f"fault_{mode}" for mode in FAULT_MODES} <= set(EN)
     assert set(CLASS_PARAMETERS) <= set(FAULT_MODES)
+
+
+def test_the_fault_menu_sends_the_task_servers_defaults() -> None:
+    """Each choice puts a server in the state a bare ``{"mode": ...}`` does (its defaults)."""
+    for mode, body in FAULTS:
+        assert FaultState().set(body) == FaultState().set({"mode": mode})
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_each_fault_choice_says_the_numbers_it_sends(lang: str) -> None:
+    t = Translator(lang)
+    assert "500 ms" in fault_text(t, "latency") and "30 s" in fault_text(t, "hang")
+    for mode, parameters in CLASS_PARAMETERS.items():
+        numbers = [f"{value:g}" for name, value in parameters.items() if name != "rate"]
+        assert all(number in fault_text(t, mode) for number in numbers)
 
 
 @pytest.mark.parametrize(

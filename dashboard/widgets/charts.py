@@ -14,7 +14,7 @@ from textual.containers import Vertical
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
-from dashboard.history import WINDOW_SECONDS, History, Marker, fit, thin
+from dashboard.history import WINDOW_SECONDS, Marker, SampleWindow, fit, thin
 from dashboard.i18n import Translator
 
 RGB = tuple[int, int, int]
@@ -54,7 +54,7 @@ class HistoryChart(PlotextPlot):
         self.t = t
         self.title_key = title_key
 
-    def draw(self, history: History, markers: list[Marker], note: str | None = None) -> None:
+    def draw(self, history: SampleWindow, markers: list[Marker], note: str | None = None) -> None:
         plt = self.plt
         plt.clear_figure()
         plt.title(self.t(self.title_key) if note is None else f"{self.t(self.title_key)}: {note}")
@@ -67,7 +67,7 @@ class HistoryChart(PlotextPlot):
         plt.xticks(ticks, labels)
         self.refresh()
 
-    def plot(self, plt: Plot, history: History, step: int) -> None:
+    def plot(self, plt: Plot, history: SampleWindow, step: int) -> None:
         raise NotImplementedError
 
     def step(self) -> int:
@@ -117,7 +117,7 @@ class TrafficChart(HistoryChart):
     """Requests per second each server received (its tries: a retry counts where it went),
     averaged over the seconds a point stands for."""
 
-    def plot(self, plt: Plot, history: History, step: int) -> None:
+    def plot(self, plt: Plot, history: SampleWindow, step: int) -> None:
         for server in history.servers:
             xs, ys = thin(history.xs(), history.tries(server), step, history.since or 0)
             colour = server_colour(history.colour(server))
@@ -128,7 +128,7 @@ class ErrorsChart(HistoryChart):
     """Error answers per second by the course's type, named as the errors panel names them
     (``404 not found``, ``404 no encontrado``), averaged over the seconds a point stands for."""
 
-    def plot(self, plt: Plot, history: History, step: int) -> None:
+    def plot(self, plt: Plot, history: SampleWindow, step: int) -> None:
         for index, (kind, counts) in enumerate(history.errors().items()):
             colour = OTHER_COLOUR if kind == "other" else ERROR_COLOURS[index % len(ERROR_COLOURS)]
             label = self.t("chart_other") if kind == "other" else self.t.error_type(kind)
@@ -139,7 +139,7 @@ class ErrorsChart(HistoryChart):
 class LatencyChart(HistoryChart):
     """Each server's p95 latency per second, in ms (only the seconds it answered in)."""
 
-    def plot(self, plt: Plot, history: History, step: int) -> None:
+    def plot(self, plt: Plot, history: SampleWindow, step: int) -> None:
         """A point is the slowest second's p95 among those it stands for."""
         for server in history.servers:
             xs, ys = thin(*history.p95(server), step, history.since or 0, combine=max)
@@ -164,7 +164,7 @@ class ChartsView(Vertical):
     def compose(self) -> ComposeResult:
         yield from self.charts
 
-    def draw(self, history: History, markers: list[Marker], note: str | None = None) -> None:
+    def draw(self, history: SampleWindow, markers: list[Marker], note: str | None = None) -> None:
         """Draw again when a point begins (every ``step`` seconds: the points' values only
         change then), or the markers or the note change, so a marker shows at once."""
         step = self.charts[0].step()

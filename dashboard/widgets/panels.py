@@ -23,6 +23,7 @@ from textual.widgets import RichLog, Static
 from dashboard import format as fmt
 from dashboard.api import TaskList
 from dashboard.i18n import Translator
+from dashboard.states import EVENT_STYLES
 
 # The panels take every line left under the table: render more than fits, newest first,
 # and let the panel cut the oldest at its bottom edge (the poll reads the newest 40 tasks).
@@ -164,7 +165,7 @@ class EventsPanel(RichLog):
     def style(event: dict[str, Any]) -> str:
         kind = event.get("kind")
         if kind == "state":
-            return {"DOWN": "bold red", "UP": "bold green"}.get(str(event.get("to")), "bold")
+            return EVENT_STYLES.get(str(event.get("to")), "bold")
         styles = {
             "control": "cyan",
             "algorithm": "magenta",

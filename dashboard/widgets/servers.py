@@ -20,6 +20,8 @@ from dashboard import format as fmt
 from dashboard.history import Trail, fit
 from dashboard.i18n import Translator
 from dashboard.screens.fault import DESTRUCTIVE
+from dashboard.states import STATE_STYLES, UNKNOWN_STYLE, UP
+from services.common import COURSE_ERROR_TYPES
 
 # Column key -> width of its content; the header's width wins when it is longer. The share
 # column's width comes from the bar (see ``bar_width``), the server column's from the names.
@@ -53,14 +55,6 @@ SCROLLBAR = 1
 MIN_BAR, MAX_BAR = 5, 30
 PERCENT = 5  # " 100%"
 MARK = "▶"  # the selected row, visible without colour too
-STATE_STYLES = {
-    "UP": "bold black on green3",
-    "DOWN": "bold white on red3",
-    "DRAIN": "bold black on yellow3",
-    "MAINT": "bold black on cyan3",
-    "EJECTED": "bold white on dark_orange3",
-    "NEW": "bold black on grey70",
-}
 RAMP = "↗"  # a slow start: the server takes less than its weight for now
 # The rate's sparkline: 4 points of 5 s, the last 20 s whatever the refresh rate.
 SPARK_POINTS = 4
@@ -73,12 +67,12 @@ def takes_new_traffic(server: dict[str, Any]) -> bool:
     new request from now on, so its rate shows 0 at once: the 10 s window would show the old
     traffic for 10 s more and make a drain or a stop look as if it failed. (Its share is 0
     already: the balancer counts shares among these servers only, docs/api.md.)"""
-    return server.get("state") == "UP" and fmt.real(server.get("weight")) != 0
+    return server.get("state") == UP and fmt.real(server.get("weight")) != 0
 
 
 def state_text(state: str) -> Text:
     """The state as a word on its colour, so it reads without colour too."""
-    return Text(state.ljust(WIDTHS["state"]), style=STATE_STYLES.get(state, "bold reverse"))
+    return Text(state.ljust(WIDTHS["state"]), style=STATE_STYLES.get(state, UNKNOWN_STYLE))
 
 
 def weight_text(server: dict[str, Any]) -> str:
@@ -290,8 +284,6 @@ class ServerTable(DataTable):
             "busy": fmt.number(server.get("in_flight")),
             "latency": f"{fmt.number(latency.get('p50'))}/{fmt.number(latency.get('p95'))}",
             "responses": triple(server.get("responses"), ("2xx", "4xx", "5xx")),
-            "errors": triple(
-                server.get("errors"), ("400_BAD_REQUEST", "404_NOT_FOUND", "500_INTERNAL_ERROR")
-            ),
+            "errors": triple(server.get("errors"), COURSE_ERROR_TYPES),
             "check": check_text(server.get("last_check")),
         }
