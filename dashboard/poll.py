@@ -36,6 +36,8 @@ class PollResult:
     # The chart view is open: did /history bring a new second, and does the balancer keep one?
     history_changed: bool = False
     history_missing: bool = False
+    # The chart view was open when the poll ended: the table and panels under it wait.
+    charts_open: bool = False
 
 
 def backoff_delay(failures: int, refresh: float) -> float:
@@ -90,6 +92,7 @@ class Poller:
             answer = await optional(self.client.history(self.history.since), dict)
             result.history_missing = answer is None and self.history.since is None
             result.history_changed = answer is not None and self.history.add(answer)
+        result.charts_open = self.charts_open
         return result
 
     def _take_events(self, result: PollResult, answer: dict[str, Any] | None) -> None:

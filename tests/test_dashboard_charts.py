@@ -130,7 +130,7 @@ async def test_c_shows_the_charts_in_place_of_the_tables_and_back(read_only: boo
             assert not [n for n in app._notifications if "charts hide" in n.message]
         text = words(app.query_one("#chart-requests"))
         assert "↑server2" in text and "↓server3" in text and "now" in text
-        app.poll_now()
+        app.polling.poll_now()
         first = len(balancer.requests)
         deadline = time.monotonic() + 10
         while not any(r.url.path == "/history" for r in balancer.requests[first:]):
@@ -138,7 +138,9 @@ async def test_c_shows_the_charts_in_place_of_the_tables_and_back(read_only: boo
             await pilot.pause(0.05)
         asked = [r for r in balancer.requests if r.url.path == "/history"]
         assert "since" not in asked[0].url.params  # the whole window first
-        assert asked[-1].url.params["since"] == str(app.poller.history.since)  # then what's new
+        assert asked[-1].url.params["since"] == str(
+            app.polling.poller.history.since
+        )  # then what's new
         await pilot.press("c")
         await pilot.pause()
         assert app.query_one("#body").display and not app.query_one("#charts").display
@@ -195,12 +197,12 @@ def test_thin_combines_the_seconds_of_each_multiple_of_step_so_points_hold_still
 
 
 def test_the_charts_are_drawn_again_only_when_a_point_begins_or_a_marker_comes() -> None:
-    view = ChartsView(Translator("en"))
+    history = SampleWindow()
+    view = ChartsView(Translator("en"), history, events_kept=10)
     drawn: list[int] = []
     for chart in view.charts:
         chart.draw = lambda history, markers, note: drawn.append(1)  # type: ignore[method-assign]
     step = view.charts[0].step()  # not laid out: as at 100 columns, 3 s a point
-    history = SampleWindow()
     start = T0 - T0 % step
     draws = []
     for second in range(2 * step):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import re
 import time
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded, rendered, words
 from support import ACTED_ON, events_of_every_kind
-from textual.widgets import Button, Label, Static
+from textual.widgets import Button, Digits, Label, Static
 from textual.widgets._footer import FooterKey
 from textual.widgets._toast import Toast
 
@@ -34,9 +35,11 @@ from dashboard.options import (
     resolve_options,
 )
 from dashboard.poll import TASKS_SHOWN, Poller, backoff_delay
+from dashboard.polling import PollFailure
 from dashboard.screens.fault import CLASS_PARAMETERS, FAULTS, fault_text
+from dashboard.states import STATE_STYLES
 from dashboard.widgets.panels import ErrorsPanel, EventsPanel
-from dashboard.widgets.servers import SPARK_POINTS, SPARK_STEP, STATE_STYLES, weight_text
+from dashboard.widgets.servers import SPARK_POINTS, SPARK_STEP, weight_text
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.control import ADMIN_ACTIONS
 from services.balancer.drivers.docker import RESULTS
@@ -605,7 +608,7 @@ async def test_a_slow_balancer_never_gets_overlapping_polls() -> None:
             await pilot.pause(0.05)
         await pilot.press("space", "space", "plus")  # a resume or rate change wakes, never stacks
         await pilot.pause(0.7)
-        assert app.status is not None and app.failures == 0
+        assert app.status is not None and app.polling.failures == 0
     assert most == 1
 
 
@@ -934,3 +937,21 @@ def test_the_rate_sparkline_spans_the_same_seconds_at_any_refresh(refresh: float
     # A 10 s refresh cannot tell when in its 10 s the rate fell: the step between repeats.
     assert [round(p) for p in points][:2] == [10, 10] and points[-1] == 0
     assert fmt.sparkline(points, SPARK_POINTS)[:2] == "██"
+
+
+async def test_a_poll_reaches_the_widgets_through_the_apps_reactives() -> None:
+    """Setting ``polled`` (as the poll controller does) redraws every widget that watches it,
+    the app calling none of them; ``poll_failed`` dims the screen and names the failure."""
+    app = fixture_app(3)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        assert app.polled is not None
+        status = {**app.polled.status, "requests_total": 4242, "algorithm": "ip_hash"}
+        app.polled = dataclasses.replace(app.polled, status=status, new_events=[])
+        await pilot.pause()
+        assert app.query_one("#total-requests Digits", Digits).value == "4242"
+        assert str(app.query_one("#algorithm", Label).content) == "Algorithm: ip_hash"
+        app.poll_failed = PollFailure("disconnected", "gone")
+        await pilot.pause()
+        assert app.banner.display and str(app.banner.content) == "gone"
+        assert app.screen.has_class("-disconnected")

@@ -9,6 +9,9 @@ already printable (dashboard/api.py), and plotext's output is read as ANSI, neve
 
 from __future__ import annotations
 
+from collections import deque
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual_plotext import PlotextPlot
@@ -16,6 +19,8 @@ from textual_plotext.plot import Plot
 
 from dashboard.history import WINDOW_SECONDS, Marker, SampleWindow, fit, thin
 from dashboard.i18n import Translator
+from dashboard.poll import PollResult
+from dashboard.polling import PollWatcher
 
 RGB = tuple[int, int, int]
 # A server keeps its colour (by its place in the balancer's list) in every chart.
@@ -148,12 +153,16 @@ class LatencyChart(HistoryChart):
                 plt.plot(xs, ys, label=server, color=colour, marker=MARKER)
 
 
-class ChartsView(Vertical):
-    """The three charts, one above the other, sharing the time axis and the markers."""
+class ChartsView(Vertical, PollWatcher):
+    """The three charts, one above the other, sharing the time axis and the markers of the
+    events the polls bring; drawn only while the view is open (the app's ``charts_open``)."""
 
-    def __init__(self, t: Translator) -> None:
+    def __init__(self, t: Translator, history: SampleWindow, events_kept: int) -> None:
         super().__init__(id="charts")
         self.t = t
+        self.history = history  # the poller's: it reads /history into it
+        # The events the charts mark (the events panel keeps its own rendered lines).
+        self.timeline: deque[dict[str, Any]] = deque(maxlen=events_kept)
         self._drawn: tuple[object, ...] = ()
         self.charts = (
             TrafficChart(t, "chart_requests", "chart-requests"),
@@ -163,6 +172,30 @@ class ChartsView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield from self.charts
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "charts_open", self._charts_toggled, init=False)
+
+    def show_poll(self, result: PollResult) -> None:
+        if result.events_restarted:
+            self.timeline.clear()
+        self.timeline.extend(result.new_events)
+        changed = result.history_changed or result.history_missing or result.new_events
+        if result.charts_open and changed:
+            self.draw_history(missing=result.history_missing)
+
+    def _charts_toggled(self, shown: bool) -> None:
+        if shown:
+            self.draw_history()
+
+    def draw_history(self, missing: bool = False) -> None:
+        """The history with the timeline's markers, or a note saying why there is none."""
+        note = None
+        if missing:
+            note = self.t("chart_no_history")
+        elif self.history.since is None:
+            note = self.t("chart_waiting")
+        self.draw(self.history, self.history.markers(self.timeline), note)
 
     def draw(self, history: SampleWindow, markers: list[Marker], note: str | None = None) -> None:
         """Draw again when a point begins (every ``step`` seconds: the points' values only

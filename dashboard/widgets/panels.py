@@ -23,6 +23,8 @@ from textual.widgets import RichLog, Static
 from dashboard import format as fmt
 from dashboard.api import TaskList
 from dashboard.i18n import Translator
+from dashboard.poll import PollResult
+from dashboard.polling import PollWatcher
 from dashboard.states import EVENT_STYLES
 
 # The panels take every line left under the table: render more than fits, newest first,
@@ -31,7 +33,7 @@ RECENT_ERRORS_SHOWN = 10  # all that /errors/stats keeps
 EVENTS_KEPT = 300
 
 
-class ErrorsPanel(Static):
+class ErrorsPanel(Static, PollWatcher):
     """Counts by type, then the most recent errors with their server."""
 
     def __init__(self, t: Translator) -> None:
@@ -39,6 +41,11 @@ class ErrorsPanel(Static):
         self.t = t
         self.border_title = t("errors_title")
         self._shown: Any = None
+
+    def show_poll(self, result: PollResult) -> None:
+        """Under the charts the panel is hidden: it catches up when shown again."""
+        if not result.charts_open and result.errors is not None:
+            self.show(result.errors)
 
     def show(self, stats: dict[str, Any]) -> None:
         key = (stats.get("error_types"), stats.get("recent_errors"))
@@ -69,7 +76,7 @@ class ErrorsPanel(Static):
         return text
 
 
-class TasksPanel(Static):
+class TasksPanel(Static, PollWatcher):
     """How many tasks there are and the newest ones."""
 
     def __init__(self, t: Translator) -> None:
@@ -77,6 +84,10 @@ class TasksPanel(Static):
         self.t = t
         self.border_title = t("tasks_title", count="-")
         self._shown: Any = None
+
+    def show_poll(self, result: PollResult) -> None:
+        if not result.charts_open:
+            self.show(result.tasks)
 
     def show(self, tasks: TaskList | None) -> None:
         if tasks is None:
@@ -107,7 +118,7 @@ class TasksPanel(Static):
         self.update(text)
 
 
-class EventsPanel(RichLog):
+class EventsPanel(RichLog, PollWatcher):
     """The timeline: only new events are appended, the log is never redrawn whole."""
 
     def __init__(self, t: Translator) -> None:
@@ -136,6 +147,9 @@ class EventsPanel(RichLog):
             self._pending = deque([*self._written, *self._pending], maxlen=EVENTS_KEPT)
             self._written.clear()
         self._write_pending()
+
+    def show_poll(self, result: PollResult) -> None:
+        self.add(result.new_events, result.events_restarted)
 
     def add(self, events: list[dict[str, Any]], restarted: bool = False) -> None:
         if restarted:

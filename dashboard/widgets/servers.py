@@ -19,6 +19,8 @@ from textual.widgets import DataTable
 from dashboard import format as fmt
 from dashboard.history import Trail, fit
 from dashboard.i18n import Translator
+from dashboard.poll import PollResult
+from dashboard.polling import PollWatcher
 from dashboard.screens.fault import DESTRUCTIVE
 from dashboard.states import STATE_STYLES, UNKNOWN_STYLE, UP
 from services.common import COURSE_ERROR_TYPES
@@ -117,7 +119,7 @@ def check_text(check: dict[str, Any] | None) -> Text:
     return Text(f"{mark} {status}" if status else mark, style=style)
 
 
-class ServerTable(DataTable):
+class ServerTable(DataTable, PollWatcher):
     """Rows keyed by server name; a poll touches only the cells whose text changed."""
 
     def __init__(self, t: Translator, *, selectable: bool = True) -> None:
@@ -134,6 +136,7 @@ class ServerTable(DataTable):
         self._cells: dict[str, dict[str, Text | str]] = {}
         self._history: dict[str, Trail] = {}
         self._now = 0.0  # monotonic time of the last poll shown
+        self._latest: list[dict[str, Any]] | None = None  # the last poll's, shown or not
         self._bar = MIN_BAR
         self._columns: tuple[str, ...] = ()
         self.details = False  # under 100 columns: the detail columns instead of the traffic ones
@@ -158,6 +161,19 @@ class ServerTable(DataTable):
         self._now = now
         self._servers = servers
         self._draw()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "charts_open", self._charts_toggled, init=False)
+
+    def show_poll(self, result: PollResult) -> None:
+        """Under the charts the table is hidden: it catches up when shown again."""
+        self._latest = list(result.status.get("servers") or [])
+        if not result.charts_open:
+            self.show(self._latest)
+
+    def _charts_toggled(self, shown: bool) -> None:
+        if not shown and self._latest is not None:
+            self.show(self._latest)  # at once, then a poll
 
     def on_resize(self, event: events.Resize) -> None:
         if self._servers and self.column_layout() != (self._columns, self._bar):
