@@ -86,7 +86,7 @@ class DashboardApp(ControlActions, ViewActions):
         )
         self.read_only = self.client.read_only
         poller = Poller(self.client)
-        self.polling = PollController(self, poller)
+        self.polling = PollController(self, poller, self.t, self.display_url)
         self.set_reactive(DashboardApp.refresh_rate, Refresh(options.refresh))
         self._server_locks = defaultdict(asyncio.Lock)
         self.register_theme(HIGH_CONTRAST)
@@ -130,7 +130,7 @@ class DashboardApp(ControlActions, ViewActions):
         self.theme = self._pick_theme()
         self.screen.set_class(self.read_only, "-read-only")
         self.servers.focus()
-        self.polling.start()
+        self.polling.start(self)
         if reads_the_terminal(self):
             self.set_interval(CHECK_SECONDS, self.follow_terminal)
 
@@ -202,4 +202,4 @@ class DashboardApp(ControlActions, ViewActions):
         self.log.error(f"worker {worker.name} failed", reason, worker.error)
         self.notify(self.t("n_worker_error", what=worker.name, message=reason), severity="error")
         if worker.group == "poll":
-            self.polling.start()
+            self.polling.start(self)

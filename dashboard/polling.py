@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from textual import log
+from textual.app import App
 from textual.widget import Widget
 from textual.worker import Worker
 
 from dashboard.api import ApiError
+from dashboard.i18n import Translator
 from dashboard.poll import Poller, PollResult, backoff_delay
 from services.common import printable
-
-if TYPE_CHECKING:
-    from dashboard.main import DashboardApp
 
 REFRESH_STEPS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -48,27 +48,41 @@ class PollFailure:
     banner: str
 
 
+class PollView(Protocol):
+    """What the controller reads and sets on the app: its reactives (``DashboardState``)."""
+
+    refresh_rate: Refresh
+    polled: PollResult | None
+    poll_failed: PollFailure | None
+
+    @property
+    def status(self) -> dict[str, Any] | None: ...
+
+
 class PollController:
     """Runs ``Poller.fetch`` in a single worker loop: the next poll starts after the previous
     one has finished, so a slow balancer only makes the loop slower."""
 
-    def __init__(self, app: DashboardApp, poller: Poller) -> None:
-        self.app = app
+    def __init__(self, view: PollView, poller: Poller, t: Translator, url: str) -> None:
+        self.view = view
         self.poller = poller
+        self.t = t
+        self.url = url  # as shown: without credentials
         self.failures = 0
         self._wake = asyncio.Event()
         self._once_more = False  # one poll even while paused (opening the charts)
 
-    def start(self) -> Worker[None]:
-        return self.app.run_worker(
+    def start(self, app: App[Any]) -> Worker[None]:
+        """The loop in ``app``'s worker (again after it ended by an exception)."""
+        return app.run_worker(
             self._loop, name="poll_loop", group="poll", exclusive=True, exit_on_error=False
         )
 
     async def _loop(self) -> None:
         while True:
             self._wake.clear()
-            paused = self.app.refresh_rate.paused
-            if paused and self.app.status is not None and not self._once_more:
+            paused = self.view.refresh_rate.paused
+            if paused and self.view.status is not None and not self._once_more:
                 await self._wake.wait()
                 continue
             self._once_more = False
@@ -85,13 +99,13 @@ class PollController:
     async def poll_once(self) -> float:
         """One poll; returns how long to wait before the next one. Whatever it raises, the
         loop goes on: a poll that failed is said, and the next one backs off."""
-        seconds = self.app.refresh_rate.seconds
+        seconds = self.view.refresh_rate.seconds
         try:
-            self.app.polled = await self.poller.fetch()
+            self.view.polled = await self.poller.fetch()
         except Exception as error:
             self.failures += 1
             delay = backoff_delay(self.failures, seconds)
-            self.app.poll_failed = self.failure(error, delay)
+            self.view.poll_failed = self.failure(error, delay)
             return delay
         self.failures = 0
         return seconds
@@ -104,10 +118,10 @@ class PollController:
             state, reason = "disconnected", error.message
         else:
             state, reason = "poll_error", printable(f"{type(error).__name__}: {error}")
-            self.app.log.error("poll failed", reason, error)
-        banner = self.app.t(
+            log.error("poll failed", reason, error)
+        banner = self.t(
             f"banner_{state}",
-            url=self.app.display_url,
+            url=self.url,
             reason=reason,
             delay=f"{delay:g}",
             attempt=self.failures,
