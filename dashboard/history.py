@@ -215,13 +215,17 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _dict(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _sample(raw: Any) -> Sample | None:
     if not isinstance(raw, dict) or isinstance(raw.get("t"), bool):
         return None
     t = raw.get("t")
     if not isinstance(t, int):
         return None
-    servers = raw.get("servers") if isinstance(raw.get("servers"), dict) else {}
+    servers = _dict(raw.get("servers"))
     tries: dict[str, float] = {}
     p95s: dict[str, float] = {}
     for name, numbers in list(servers.items())[:MAX_SERVERS]:
@@ -229,7 +233,7 @@ def _sample(raw: Any) -> Sample | None:
             tries[name] = min(real(numbers.get("tries")) or 0.0, MAX_COUNT)
             if (p95 := real(numbers.get("p95_ms"))) is not None:
                 p95s[name] = min(p95, MAX_MS)
-    errors = raw.get("errors") if isinstance(raw.get("errors"), dict) else {}
+    errors = _dict(raw.get("errors"))
     counted = {
         kind: int(min(n, MAX_COUNT))
         for kind, value in errors.items()
@@ -252,7 +256,7 @@ def _marker(event: Any, newest: int) -> Marker | None:
     if kind == "control" and event.get("ok") is not False:
         action = str(event.get("action") or "")
         if action == "fault":
-            fault = event.get("fault") if isinstance(event.get("fault"), dict) else {}
+            fault = _dict(event.get("fault"))
             return Marker(x, "fault", server, str(fault.get("mode") or "")[:DETAIL_LENGTH])
         if action in DRIVER_ACTIONS:
             return Marker(x, "action", server, action)

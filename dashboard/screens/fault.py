@@ -10,6 +10,7 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
+from textual.widgets.button import ButtonVariant
 
 from dashboard.i18n import Translator
 from services.common import FAULT_DEFAULTS, FAULT_MODES
@@ -54,7 +55,7 @@ class FaultScreen(ModalScreen[dict[str, Any] | None]):
             body.border_title = Content(self.t("fault_title", server=self.server))
             for number, (mode, _) in enumerate(FAULTS):
                 label = f"{number}  {fault_text(self.t, mode)}"
-                variant = "error" if mode in DESTRUCTIVE else "default"
+                variant: ButtonVariant = "error" if mode in DESTRUCTIVE else "default"
                 yield Button(
                     label, variant=variant, action=f"screen.pick({number})", id=f"fault-{mode}"
                 )
