@@ -15,6 +15,8 @@ from statistics import fmean
 from typing import Any
 
 from dashboard.format import real
+from dashboard.states import DOWN, UP
+from services.common import DRIVER_ACTIONS, clock_stepped_back
 
 WINDOW_SECONDS = 300  # what the charts show
 MAX_SERVERS = 16  # lines drawn; a balancer may list more, the charts show the first ones
@@ -24,7 +26,6 @@ DETAIL_LENGTH = 64  # a marker's word as sent: kept whole to be translated, then
 # Numbers beyond these are a misbehaving balancer's: cut, so the chart never overflows.
 MAX_COUNT = 1e9
 MAX_MS = 1e7
-CLOCK_STEP_SECONDS = 5  # the balancer's "now" this far behind the newest sample: clock stepped back
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Marker:
     detail: str
 
 
-class History:
+class SampleWindow:
     """The newest ``WINDOW_SECONDS`` samples, by second; ``since`` is what to ask for next."""
 
     def __init__(self) -> None:
@@ -69,7 +70,7 @@ class History:
         if not isinstance(answer, dict):
             return False
         now = real(answer.get("now"))
-        if now is not None and self.since is not None and now < self.since - CLOCK_STEP_SECONDS:
+        if now is not None and self.since is not None and clock_stepped_back(now, self.since):
             self._samples.clear()
             return True
         fresh = [s for s in map(_sample, _list(answer.get("samples"))) if s is not None]
@@ -214,13 +215,17 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _dict(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _sample(raw: Any) -> Sample | None:
     if not isinstance(raw, dict) or isinstance(raw.get("t"), bool):
         return None
     t = raw.get("t")
     if not isinstance(t, int):
         return None
-    servers = raw.get("servers") if isinstance(raw.get("servers"), dict) else {}
+    servers = _dict(raw.get("servers"))
     tries: dict[str, float] = {}
     p95s: dict[str, float] = {}
     for name, numbers in list(servers.items())[:MAX_SERVERS]:
@@ -228,7 +233,7 @@ def _sample(raw: Any) -> Sample | None:
             tries[name] = min(real(numbers.get("tries")) or 0.0, MAX_COUNT)
             if (p95 := real(numbers.get("p95_ms"))) is not None:
                 p95s[name] = min(p95, MAX_MS)
-    errors = raw.get("errors") if isinstance(raw.get("errors"), dict) else {}
+    errors = _dict(raw.get("errors"))
     counted = {
         kind: int(min(n, MAX_COUNT))
         for kind, value in errors.items()
@@ -246,14 +251,14 @@ def _marker(event: Any, newest: int) -> Marker | None:
     x = when - newest
     server = str(event.get("server") or "")[:LABEL_LENGTH]
     kind = event.get("kind")
-    if kind == "state" and event.get("to") in ("DOWN", "UP"):
+    if kind == "state" and event.get("to") in (DOWN, UP):
         return Marker(x, str(event["to"]).lower(), server, "")
     if kind == "control" and event.get("ok") is not False:
         action = str(event.get("action") or "")
         if action == "fault":
-            fault = event.get("fault") if isinstance(event.get("fault"), dict) else {}
+            fault = _dict(event.get("fault"))
             return Marker(x, "fault", server, str(fault.get("mode") or "")[:DETAIL_LENGTH])
-        if action in ("stop", "start", "kill", "restart", "pause", "unpause"):
+        if action in DRIVER_ACTIONS:
             return Marker(x, "action", server, action)
     if kind == "algorithm":
         return Marker(x, "algorithm", "", str(event.get("to") or "")[:DETAIL_LENGTH])

@@ -167,8 +167,8 @@ EN: dict[str, str] = {
     "fault_title": "Fault mode for {server}",
     "fault_none": "none: healthy",
     "fault_error": "error: half of the answers are 500",
-    "fault_latency": "latency: +300 ms per request",
-    "fault_hang": "hang: no answer for 30 s",
+    "fault_latency": "latency: +{ms} ms per request",
+    "fault_hang": "hang: no answer for {max_seconds} s",
     "fault_unhealthy": "unhealthy: /health answers 503",
     "fault_nolock": (
         "nolock: writes tasks.json without the file lock — LOSES TASKS on purpose "
@@ -332,8 +332,8 @@ ES: dict[str, str] = {
     "fault_title": "Modo de falla de {server}",
     "fault_none": "ninguna: sano",
     "fault_error": "error: la mitad de las respuestas son 500",
-    "fault_latency": "latencia: +300 ms por solicitud",
-    "fault_hang": "cuelgue: sin respuesta por 30 s",
+    "fault_latency": "latencia: +{ms} ms por solicitud",
+    "fault_hang": "cuelgue: sin respuesta por {max_seconds} s",
     "fault_unhealthy": "no saludable: /health responde 503",
     "fault_nolock": (
         "sin candado: escribe tasks.json sin el bloqueo de archivo — PIERDE TAREAS a propósito "

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dashboard.api import ApiError, BalancerClient, TaskList
-from dashboard.history import History
+from dashboard.history import SampleWindow
 
 T = TypeVar("T")
 MAX_BACKOFF = 5.0
@@ -25,7 +25,7 @@ TASKS_SHOWN = 40
 
 
 @dataclass
-class Snapshot:
+class PollResult:
     """What one poll brought back; ``None`` means "not available this time, keep the old"."""
 
     status: dict[str, Any]
@@ -36,6 +36,8 @@ class Snapshot:
     # The chart view is open: did /history bring a new second, and does the balancer keep one?
     history_changed: bool = False
     history_missing: bool = False
+    # The chart view was open when the poll ended: the table and panels under it wait.
+    charts_open: bool = False
 
 
 def backoff_delay(failures: int, refresh: float) -> float:
@@ -61,10 +63,10 @@ class Poller:
         self.client = client
         self.last_event_id: int | None = None
         self._tasks_read_at = -TASKS_EVERY
-        self.history = History()
+        self.history = SampleWindow()
         self.charts_open = False
 
-    async def fetch(self) -> Snapshot:
+    async def fetch(self) -> PollResult:
         status, errors, events = await asyncio.gather(
             self.client.status(),
             optional(self.client.error_stats(), dict),
@@ -75,24 +77,25 @@ class Poller:
             raise status
         if not isinstance(status, dict) or not isinstance(status.get("servers"), list):
             raise ApiError("the answer to /status is not a ticslab balancer's status")
-        snapshot = Snapshot(status=status, errors=_ok(errors))
-        self._take_events(snapshot, _ok(events))
-        if snapshot.events_restarted:
-            self._take_events(snapshot, await optional(self.client.events(), dict))
+        result = PollResult(status=status, errors=_ok(errors))
+        self._take_events(result, _ok(events))
+        if result.events_restarted:
+            self._take_events(result, await optional(self.client.events(), dict))
         # /tareas goes through the balancer to a task server: skip it when none is UP so
         # the dashboard does not add 503s to the error statistics the class is watching.
         now = time.monotonic()
         tasks_due = now - self._tasks_read_at >= TASKS_EVERY and not self.charts_open
         if status.get("servers_up", 0) > 0 and tasks_due:
             self._tasks_read_at = now
-            snapshot.tasks = await optional(self.client.tasks(TASKS_SHOWN), TaskList)
+            result.tasks = await optional(self.client.tasks(TASKS_SHOWN), TaskList)
         if self.charts_open:
             answer = await optional(self.client.history(self.history.since), dict)
-            snapshot.history_missing = answer is None and self.history.since is None
-            snapshot.history_changed = answer is not None and self.history.add(answer)
-        return snapshot
+            result.history_missing = answer is None and self.history.since is None
+            result.history_changed = answer is not None and self.history.add(answer)
+        result.charts_open = self.charts_open
+        return result
 
-    def _take_events(self, snapshot: Snapshot, answer: dict[str, Any] | None) -> None:
+    def _take_events(self, result: PollResult, answer: dict[str, Any] | None) -> None:
         if answer is None:
             return
         last_id = answer.get("last_id")
@@ -102,7 +105,7 @@ class Poller:
             and last_id < self.last_event_id
         ):
             # The balancer restarted and its event ids started again: reload the timeline.
-            snapshot.events_restarted = True
+            result.events_restarted = True
             self.last_event_id = None
             return
         listed = answer.get("events")
@@ -113,7 +116,7 @@ class Poller:
         ]
         if self.last_event_id is not None:
             events = [e for e in events if e["id"] > self.last_event_id]
-        snapshot.new_events.extend(events)
+        result.new_events.extend(events)
         if isinstance(last_id, int):
             self.last_event_id = last_id
         elif events:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from textual.app import App
 from textual.geometry import Size
@@ -29,7 +30,7 @@ def terminal_size() -> Size | None:
     return Size(columns, lines) if columns and lines else None
 
 
-def reads_the_terminal(app: App[object]) -> bool:
+def reads_the_terminal(app: App[Any]) -> bool:
     """The app draws on a terminal whose pty size is the truth: not headless (tests), not
     in a browser (textual-serve's size comes over its WebSocket), not inline, and not told
     its size in-band by the terminal (mode 2048: then the pty's may lag behind it)."""

@@ -45,6 +45,12 @@ DASHBOARD_AGENT = "ticslab-dashboard"
 # /control passes on only these, and the dashboard offers each. ``nolock`` loses tasks on
 # purpose (services/taskserver/nolock.py); no mode but ``none`` is ever a default.
 FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy", "nolock")
+# The parameters of the modes that take any, when a request names none: the task server's
+# defaults (faults.py), and what the dashboard's fault menu sends and says.
+FAULT_DEFAULTS: dict[str, float] = {"rate": 0.5, "ms": 500, "max_seconds": 30.0}
+# A server's states as the balancer's /status names them (services/balancer/server.py): the
+# dashboard draws each, and does not import the balancer.
+SERVER_STATES = ("UP", "DOWN", "DRAIN", "MAINT", "EJECTED", "NEW")
 # A balancer weight (HAProxy's): 0 takes no new traffic, 256 is the most. The dashboard
 # bounds its weight keys by it, so it lives here, not with the balancer's server.
 MAX_WEIGHT = 256
@@ -73,6 +79,14 @@ CONTROL_ACTION_SECONDS = sum(QUIESCE_WAIT) + sum(DRIVER_WAIT)
 RECENT_ERRORS = 10
 # The course's scripts read these three keys; they are always present, even at zero.
 COURSE_ERROR_TYPES = ("400_BAD_REQUEST", "404_NOT_FOUND", "500_INTERNAL_ERROR")
+# A history's newest second this far past the wall clock's now means the clock was stepped
+# back (NTP, a suspended laptop): the balancer's /history and the dashboard's charts restart.
+CLOCK_STEP_SECONDS = 5
+
+
+def clock_stepped_back(now: float, newest: float) -> bool:
+    """``now`` is so far before the ``newest`` second recorded that the clock went back."""
+    return now < newest - CLOCK_STEP_SECONDS
 
 
 # What a terminal acts on instead of showing: C0 controls (ESC starts a sequence, CR and LF

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded, open_charts, words
 
-from dashboard.history import WINDOW_SECONDS, History, Marker, thin
+from dashboard.history import WINDOW_SECONDS, Marker, SampleWindow, thin
 from dashboard.i18n import Translator
 from dashboard.widgets.charts import ChartsView, TrafficChart
 
@@ -27,7 +27,7 @@ def iso(t: float) -> str:
 
 
 def test_history_keeps_the_newest_five_minutes_and_says_what_to_ask_for_next() -> None:
-    history = History()
+    history = SampleWindow()
     assert history.since is None and history.markers([{"kind": "state"}]) == []
     assert history.add({"servers": ["s1"], "samples": [sample(T0 + i) for i in range(400)]})
     assert history.since == T0 + 399
@@ -46,13 +46,13 @@ def test_history_keeps_the_newest_five_minutes_and_says_what_to_ask_for_next() -
     ],
 )  # fmt: skip
 def test_answers_of_the_wrong_shape_are_skipped_never_fatal(answer: Any) -> None:
-    history = History()
+    history = SampleWindow()
     history.add(answer)
     assert history.tries("s1") in ([], [0.0])
 
 
 def test_numbers_that_are_not_finite_count_as_none() -> None:
-    history = History()
+    history = SampleWindow()
     odd = {
         "t": T0,
         "servers": {"s1": {"tries": float("nan"), "p95_ms": "1"}},
@@ -65,7 +65,7 @@ def test_numbers_that_are_not_finite_count_as_none() -> None:
 
 
 def test_errors_get_a_line_per_frequent_type_and_one_for_the_rest() -> None:
-    history = History()
+    history = SampleWindow()
     kinds = ["500_INTERNAL_ERROR", "404_NOT_FOUND", "400_BAD_REQUEST", "502_BAD_GATEWAY"]
     samples = [
         sample(T0 + i, errors={kind: i + 1 for kind in kinds} | {"503_X": 1, "504_Y": 1})
@@ -77,7 +77,7 @@ def test_errors_get_a_line_per_frequent_type_and_one_for_the_rest() -> None:
 
 
 def test_markers_are_the_events_that_explain_a_change() -> None:
-    history = History()
+    history = SampleWindow()
     history.add({"samples": [sample(T0)]})
     events = [
         {"kind": "state", "time": iso(T0 - 10), "server": "s1", "from": "UP", "to": "DOWN"},
@@ -130,7 +130,7 @@ async def test_c_shows_the_charts_in_place_of_the_tables_and_back(read_only: boo
             assert not [n for n in app._notifications if "charts hide" in n.message]
         text = words(app.query_one("#chart-requests"))
         assert "↑server2" in text and "↓server3" in text and "now" in text
-        app.poll_now()
+        app.polling.poll_now()
         first = len(balancer.requests)
         deadline = time.monotonic() + 10
         while not any(r.url.path == "/history" for r in balancer.requests[first:]):
@@ -138,7 +138,9 @@ async def test_c_shows_the_charts_in_place_of_the_tables_and_back(read_only: boo
             await pilot.pause(0.05)
         asked = [r for r in balancer.requests if r.url.path == "/history"]
         assert "since" not in asked[0].url.params  # the whole window first
-        assert asked[-1].url.params["since"] == str(app.poller.history.since)  # then what's new
+        assert asked[-1].url.params["since"] == str(
+            app.polling.poller.history.since
+        )  # then what's new
         await pilot.press("c")
         await pilot.pause()
         assert app.query_one("#body").display and not app.query_one("#charts").display
@@ -195,12 +197,12 @@ def test_thin_combines_the_seconds_of_each_multiple_of_step_so_points_hold_still
 
 
 def test_the_charts_are_drawn_again_only_when_a_point_begins_or_a_marker_comes() -> None:
-    view = ChartsView(Translator("en"))
+    history = SampleWindow()
+    view = ChartsView(Translator("en"), history, events_kept=10)
     drawn: list[int] = []
     for chart in view.charts:
         chart.draw = lambda history, markers, note: drawn.append(1)  # type: ignore[method-assign]
     step = view.charts[0].step()  # not laid out: as at 100 columns, 3 s a point
-    history = History()
     start = T0 - T0 % step
     draws = []
     for second in range(2 * step):
@@ -213,7 +215,7 @@ def test_the_charts_are_drawn_again_only_when_a_point_begins_or_a_marker_comes()
 
 
 def test_a_server_removed_keeps_its_line_and_no_server_changes_colour() -> None:
-    history = History()
+    history = SampleWindow()
     both = {"a": {"tries": 1}, "b": {"tries": 1}, "c": {"tries": 1}}
     history.add({"servers": ["a", "b", "c"], "samples": [sample(T0, servers=both)]})
     colours = {name: history.colour(name) for name in "abc"}
@@ -226,14 +228,14 @@ def test_a_server_removed_keeps_its_line_and_no_server_changes_colour() -> None:
 
 
 def test_a_balancer_clock_stepped_back_starts_the_history_again() -> None:
-    history = History()
+    history = SampleWindow()
     history.add({"now": T0 + 10.5, "samples": [sample(T0 + i) for i in range(10)]})
     assert history.add({"now": T0 - 3600.0, "samples": []})  # stepped back an hour
     assert history.since is None  # the next read asks for the whole window again
 
 
 def test_numbers_too_big_to_draw_are_cut() -> None:
-    history = History()
+    history = SampleWindow()
     huge = {"s1": {"tries": 1e308, "p95_ms": 1e308}}
     history.add({"servers": ["s1"], "samples": [sample(T0, servers=huge)]})
     assert history.tries("s1") == [1e9] and history.p95("s1") == ([0], [1e7])

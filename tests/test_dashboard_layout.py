@@ -115,7 +115,7 @@ async def test_events_that_come_while_the_events_panel_is_hidden_are_not_cut_at_
         failure = {"id": 15, "time": "2026-11-26T21:50:00.000Z", "kind": "failure"}
         balancer.answers["/events"] = {"last_id": 15, "events": [failure | {"reason": reason}]}
         balancer.answers["/status"]["requests_total"] += 1
-        app.poll_now()
+        app.polling.poll_now()
         deadline = time.monotonic() + 10
         while (app.status or {}).get("requests_total") != 1501:
             assert time.monotonic() < deadline, "the second poll never came"

@@ -183,7 +183,7 @@ async def test_disconnected_banner_appears_and_clears(
     app = dashboard(balancer.url)
     async with app.run_test(size=SIZE) as pilot:
         # It starts with the balancer down.
-        await until(pilot, lambda: app.failures > 0, "a failed poll")
+        await until(pilot, lambda: app.polling.failures > 0, "a failed poll")
         assert app.banner.display and "DISCONNECTED" in str(app.banner.content)
         try:
             balancer.start()
@@ -280,22 +280,24 @@ async def test_the_charts_mark_a_server_stopped_under_them(stack: ServiceProcess
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.status, "the first poll")
         await pilot.press("c")
-        await until(pilot, lambda: len(app.poller.history.samples) >= 2, "two seconds of history")
+        await until(
+            pilot, lambda: len(app.polling.poller.history.samples) >= 2, "two seconds of history"
+        )
         await pilot.press("1")
         await until(
             pilot,
             lambda: "↓server1" in " ".join(rendered(app.query_one("#chart-requests"))),
             "the DOWN marker on the chart",
         )
-        seen = app.poller.history.samples
+        seen = app.polling.poller.history.samples
         await pilot.press("1")  # start it again: the stack is left as it was found
         await until(pilot, lambda: status(stack.url)["servers"][0]["state"] == "UP", "server1 UP")
     late = dashboard(stack.url)
     async with late.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: late.status, "the first poll")
         await pilot.press("c")
-        await until(pilot, lambda: late.poller.history.samples, "the history")
-        assert late.poller.history.samples[: len(seen)] == seen
+        await until(pilot, lambda: late.polling.poller.history.samples, "the history")
+        assert late.polling.poller.history.samples[: len(seen)] == seen
 
 
 def fault_of(url: str, name: str) -> Any:
@@ -317,7 +319,7 @@ async def test_a_fault_picked_with_f_is_in_its_row_until_the_process_is_stopped(
         column = app.servers.columns
         await until(pilot, lambda: "fault" in [k.value for k in column], "the Falla column")
         assert app.servers.get_cell("server2", "fault").plain == "latencia"
-        assert fault_of(stack.url, "server2") == {"mode": "latency", "ms": 300}
+        assert fault_of(stack.url, "server2") == {"mode": "latency", "ms": 500}
         assert fault_of(stack.url, "server1") is None
         await pilot.press("2")  # stop server2
         await until(pilot, lambda: "fault" not in [k.value for k in column], "no Falla column")

@@ -1,5 +1,5 @@
 """Text from the network is shown, never obeyed: ``printable`` itself, and the log lines and
-reports it reaches on a terminal (the dashboard's part is in test_dashboard_units.py)."""
+reports it reaches on a terminal (the dashboard's part is in test_dashboard_format.py)."""
 
 from __future__ import annotations
 

@@ -10,16 +10,17 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
+from textual.widgets.button import ButtonVariant
 
 from dashboard.i18n import Translator
-from services.common import FAULT_MODES
+from services.common import FAULT_DEFAULTS, FAULT_MODES
 
-# The parameters used in class, for the modes that take any; each mode's text in
-# dashboard/i18n.py (``fault_<mode>``) says them.
-CLASS_PARAMETERS: dict[str, dict[str, Any]] = {
-    "error": {"rate": 0.5},
-    "latency": {"ms": 300},
-    "hang": {"max_seconds": 30},
+# The parameters sent for the modes that take any: the task server's own defaults, which each
+# mode's text in dashboard/i18n.py (``fault_<mode>``) is given to say (``fault_texts``).
+CLASS_PARAMETERS: dict[str, dict[str, float]] = {
+    "error": {"rate": FAULT_DEFAULTS["rate"]},
+    "latency": {"ms": FAULT_DEFAULTS["ms"]},
+    "hang": {"max_seconds": FAULT_DEFAULTS["max_seconds"]},
 }
 # Modes that lose data on purpose: their button is drawn as a warning (red).
 DESTRUCTIVE = frozenset({"nolock"})
@@ -27,6 +28,12 @@ DESTRUCTIVE = frozenset({"nolock"})
 FAULTS: tuple[tuple[str, dict[str, Any]], ...] = tuple(
     (mode, {"mode": mode, **CLASS_PARAMETERS.get(mode, {})}) for mode in FAULT_MODES
 )
+
+
+def fault_text(t: Translator, mode: str) -> str:
+    """The choice's words with the numbers it sends (``latency: +500 ms per request``)."""
+    numbers = {name: f"{value:g}" for name, value in CLASS_PARAMETERS.get(mode, {}).items()}
+    return t(f"fault_{mode}", **numbers)
 
 
 class FaultScreen(ModalScreen[dict[str, Any] | None]):
@@ -47,8 +54,8 @@ class FaultScreen(ModalScreen[dict[str, Any] | None]):
             # The server's name is the balancer's: a title, never markup.
             body.border_title = Content(self.t("fault_title", server=self.server))
             for number, (mode, _) in enumerate(FAULTS):
-                label = f"{number}  {self.t('fault_' + mode)}"
-                variant = "error" if mode in DESTRUCTIVE else "default"
+                label = f"{number}  {fault_text(self.t, mode)}"
+                variant: ButtonVariant = "error" if mode in DESTRUCTIVE else "default"
                 yield Button(
                     label, variant=variant, action=f"screen.pick({number})", id=f"fault-{mode}"
                 )

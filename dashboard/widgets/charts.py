@@ -9,13 +9,18 @@ already printable (dashboard/api.py), and plotext's output is read as ANSI, neve
 
 from __future__ import annotations
 
+from collections import deque
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
-from dashboard.history import WINDOW_SECONDS, History, Marker, fit, thin
+from dashboard.history import WINDOW_SECONDS, Marker, SampleWindow, fit, thin
 from dashboard.i18n import Translator
+from dashboard.poll import PollResult
+from dashboard.polling import PollWatcher
 
 RGB = tuple[int, int, int]
 # A server keeps its colour (by its place in the balancer's list) in every chart.
@@ -54,7 +59,7 @@ class HistoryChart(PlotextPlot):
         self.t = t
         self.title_key = title_key
 
-    def draw(self, history: History, markers: list[Marker], note: str | None = None) -> None:
+    def draw(self, history: SampleWindow, markers: list[Marker], note: str | None = None) -> None:
         plt = self.plt
         plt.clear_figure()
         plt.title(self.t(self.title_key) if note is None else f"{self.t(self.title_key)}: {note}")
@@ -67,7 +72,7 @@ class HistoryChart(PlotextPlot):
         plt.xticks(ticks, labels)
         self.refresh()
 
-    def plot(self, plt: Plot, history: History, step: int) -> None:
+    def plot(self, plt: Plot, history: SampleWindow, step: int) -> None:
         raise NotImplementedError
 
     def step(self) -> int:
@@ -117,7 +122,7 @@ class TrafficChart(HistoryChart):
     """Requests per second each server received (its tries: a retry counts where it went),
     averaged over the seconds a point stands for."""
 
-    def plot(self, plt: Plot, history: History, step: int) -> None:
+    def plot(self, plt: Plot, history: SampleWindow, step: int) -> None:
         for server in history.servers:
             xs, ys = thin(history.xs(), history.tries(server), step, history.since or 0)
             colour = server_colour(history.colour(server))
@@ -128,7 +133,7 @@ class ErrorsChart(HistoryChart):
     """Error answers per second by the course's type, named as the errors panel names them
     (``404 not found``, ``404 no encontrado``), averaged over the seconds a point stands for."""
 
-    def plot(self, plt: Plot, history: History, step: int) -> None:
+    def plot(self, plt: Plot, history: SampleWindow, step: int) -> None:
         for index, (kind, counts) in enumerate(history.errors().items()):
             colour = OTHER_COLOUR if kind == "other" else ERROR_COLOURS[index % len(ERROR_COLOURS)]
             label = self.t("chart_other") if kind == "other" else self.t.error_type(kind)
@@ -139,7 +144,7 @@ class ErrorsChart(HistoryChart):
 class LatencyChart(HistoryChart):
     """Each server's p95 latency per second, in ms (only the seconds it answered in)."""
 
-    def plot(self, plt: Plot, history: History, step: int) -> None:
+    def plot(self, plt: Plot, history: SampleWindow, step: int) -> None:
         """A point is the slowest second's p95 among those it stands for."""
         for server in history.servers:
             xs, ys = thin(*history.p95(server), step, history.since or 0, combine=max)
@@ -148,12 +153,16 @@ class LatencyChart(HistoryChart):
                 plt.plot(xs, ys, label=server, color=colour, marker=MARKER)
 
 
-class ChartsView(Vertical):
-    """The three charts, one above the other, sharing the time axis and the markers."""
+class ChartsView(Vertical, PollWatcher):
+    """The three charts, one above the other, sharing the time axis and the markers of the
+    events the polls bring; drawn only while the view is open (the app's ``charts_open``)."""
 
-    def __init__(self, t: Translator) -> None:
+    def __init__(self, t: Translator, history: SampleWindow, events_kept: int) -> None:
         super().__init__(id="charts")
         self.t = t
+        self.history = history  # the poller's: it reads /history into it
+        # The events the charts mark (the events panel keeps its own rendered lines).
+        self.timeline: deque[dict[str, Any]] = deque(maxlen=events_kept)
         self._drawn: tuple[object, ...] = ()
         self.charts = (
             TrafficChart(t, "chart_requests", "chart-requests"),
@@ -164,7 +173,31 @@ class ChartsView(Vertical):
     def compose(self) -> ComposeResult:
         yield from self.charts
 
-    def draw(self, history: History, markers: list[Marker], note: str | None = None) -> None:
+    def on_mount(self) -> None:
+        self.watch(self.app, "charts_open", self._charts_toggled, init=False)
+
+    def show_poll(self, result: PollResult) -> None:
+        if result.events_restarted:
+            self.timeline.clear()
+        self.timeline.extend(result.new_events)
+        changed = result.history_changed or result.history_missing or result.new_events
+        if result.charts_open and changed:
+            self.draw_history(missing=result.history_missing)
+
+    def _charts_toggled(self, shown: bool) -> None:
+        if shown:
+            self.draw_history()
+
+    def draw_history(self, missing: bool = False) -> None:
+        """The history with the timeline's markers, or a note saying why there is none."""
+        note = None
+        if missing:
+            note = self.t("chart_no_history")
+        elif self.history.since is None:
+            note = self.t("chart_waiting")
+        self.draw(self.history, self.history.markers(self.timeline), note)
+
+    def draw(self, history: SampleWindow, markers: list[Marker], note: str | None = None) -> None:
         """Draw again when a point begins (every ``step`` seconds: the points' values only
         change then), or the markers or the note change, so a marker shows at once."""
         step = self.charts[0].step()

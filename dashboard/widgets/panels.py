@@ -23,6 +23,9 @@ from textual.widgets import RichLog, Static
 from dashboard import format as fmt
 from dashboard.api import TaskList
 from dashboard.i18n import Translator
+from dashboard.poll import PollResult
+from dashboard.polling import PollWatcher
+from dashboard.states import EVENT_STYLES
 
 # The panels take every line left under the table: render more than fits, newest first,
 # and let the panel cut the oldest at its bottom edge (the poll reads the newest 40 tasks).
@@ -30,7 +33,7 @@ RECENT_ERRORS_SHOWN = 10  # all that /errors/stats keeps
 EVENTS_KEPT = 300
 
 
-class ErrorsPanel(Static):
+class ErrorsPanel(Static, PollWatcher):
     """Counts by type, then the most recent errors with their server."""
 
     def __init__(self, t: Translator) -> None:
@@ -38,6 +41,11 @@ class ErrorsPanel(Static):
         self.t = t
         self.border_title = t("errors_title")
         self._shown: Any = None
+
+    def show_poll(self, result: PollResult) -> None:
+        """Under the charts the panel is hidden: it catches up when shown again."""
+        if not result.charts_open and result.errors is not None:
+            self.show(result.errors)
 
     def show(self, stats: dict[str, Any]) -> None:
         key = (stats.get("error_types"), stats.get("recent_errors"))
@@ -68,7 +76,7 @@ class ErrorsPanel(Static):
         return text
 
 
-class TasksPanel(Static):
+class TasksPanel(Static, PollWatcher):
     """How many tasks there are and the newest ones."""
 
     def __init__(self, t: Translator) -> None:
@@ -76,6 +84,10 @@ class TasksPanel(Static):
         self.t = t
         self.border_title = t("tasks_title", count="-")
         self._shown: Any = None
+
+    def show_poll(self, result: PollResult) -> None:
+        if not result.charts_open:
+            self.show(result.tasks)
 
     def show(self, tasks: TaskList | None) -> None:
         if tasks is None:
@@ -106,7 +118,7 @@ class TasksPanel(Static):
         self.update(text)
 
 
-class EventsPanel(RichLog):
+class EventsPanel(RichLog, PollWatcher):
     """The timeline: only new events are appended, the log is never redrawn whole."""
 
     def __init__(self, t: Translator) -> None:
@@ -136,6 +148,9 @@ class EventsPanel(RichLog):
             self._written.clear()
         self._write_pending()
 
+    def show_poll(self, result: PollResult) -> None:
+        self.add(result.new_events, result.events_restarted)
+
     def add(self, events: list[dict[str, Any]], restarted: bool = False) -> None:
         if restarted:
             self.clear()
@@ -164,7 +179,7 @@ class EventsPanel(RichLog):
     def style(event: dict[str, Any]) -> str:
         kind = event.get("kind")
         if kind == "state":
-            return {"DOWN": "bold red", "UP": "bold green"}.get(str(event.get("to")), "bold")
+            return EVENT_STYLES.get(str(event.get("to")), "bold")
         styles = {
             "control": "cyan",
             "algorithm": "magenta",

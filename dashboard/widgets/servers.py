@@ -19,7 +19,11 @@ from textual.widgets import DataTable
 from dashboard import format as fmt
 from dashboard.history import Trail, fit
 from dashboard.i18n import Translator
+from dashboard.poll import PollResult
+from dashboard.polling import PollWatcher
 from dashboard.screens.fault import DESTRUCTIVE
+from dashboard.states import STATE_STYLES, UNKNOWN_STYLE, UP
+from services.common import COURSE_ERROR_TYPES
 
 # Column key -> width of its content; the header's width wins when it is longer. The share
 # column's width comes from the bar (see ``bar_width``), the server column's from the names.
@@ -53,14 +57,6 @@ SCROLLBAR = 1
 MIN_BAR, MAX_BAR = 5, 30
 PERCENT = 5  # " 100%"
 MARK = "▶"  # the selected row, visible without colour too
-STATE_STYLES = {
-    "UP": "bold black on green3",
-    "DOWN": "bold white on red3",
-    "DRAIN": "bold black on yellow3",
-    "MAINT": "bold black on cyan3",
-    "EJECTED": "bold white on dark_orange3",
-    "NEW": "bold black on grey70",
-}
 RAMP = "↗"  # a slow start: the server takes less than its weight for now
 # The rate's sparkline: 4 points of 5 s, the last 20 s whatever the refresh rate.
 SPARK_POINTS = 4
@@ -73,12 +69,12 @@ def takes_new_traffic(server: dict[str, Any]) -> bool:
     new request from now on, so its rate shows 0 at once: the 10 s window would show the old
     traffic for 10 s more and make a drain or a stop look as if it failed. (Its share is 0
     already: the balancer counts shares among these servers only, docs/api.md.)"""
-    return server.get("state") == "UP" and fmt.real(server.get("weight")) != 0
+    return server.get("state") == UP and fmt.real(server.get("weight")) != 0
 
 
 def state_text(state: str) -> Text:
     """The state as a word on its colour, so it reads without colour too."""
-    return Text(state.ljust(WIDTHS["state"]), style=STATE_STYLES.get(state, "bold reverse"))
+    return Text(state.ljust(WIDTHS["state"]), style=STATE_STYLES.get(state, UNKNOWN_STYLE))
 
 
 def weight_text(server: dict[str, Any]) -> str:
@@ -123,7 +119,7 @@ def check_text(check: dict[str, Any] | None) -> Text:
     return Text(f"{mark} {status}" if status else mark, style=style)
 
 
-class ServerTable(DataTable):
+class ServerTable(DataTable, PollWatcher):
     """Rows keyed by server name; a poll touches only the cells whose text changed."""
 
     def __init__(self, t: Translator, *, selectable: bool = True) -> None:
@@ -140,6 +136,7 @@ class ServerTable(DataTable):
         self._cells: dict[str, dict[str, Text | str]] = {}
         self._history: dict[str, Trail] = {}
         self._now = 0.0  # monotonic time of the last poll shown
+        self._latest: list[dict[str, Any]] | None = None  # the last poll's, shown or not
         self._bar = MIN_BAR
         self._columns: tuple[str, ...] = ()
         self.details = False  # under 100 columns: the detail columns instead of the traffic ones
@@ -164,6 +161,19 @@ class ServerTable(DataTable):
         self._now = now
         self._servers = servers
         self._draw()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "charts_open", self._charts_toggled, init=False)
+
+    def show_poll(self, result: PollResult) -> None:
+        """Under the charts the table is hidden: it catches up when shown again."""
+        self._latest = list(result.status.get("servers") or [])
+        if not result.charts_open:
+            self.show(self._latest)
+
+    def _charts_toggled(self, shown: bool) -> None:
+        if not shown and self._latest is not None:
+            self.show(self._latest)  # at once, then a poll
 
     def on_resize(self, event: events.Resize) -> None:
         if self._servers and self.column_layout() != (self._columns, self._bar):
@@ -290,8 +300,6 @@ class ServerTable(DataTable):
             "busy": fmt.number(server.get("in_flight")),
             "latency": f"{fmt.number(latency.get('p50'))}/{fmt.number(latency.get('p95'))}",
             "responses": triple(server.get("responses"), ("2xx", "4xx", "5xx")),
-            "errors": triple(
-                server.get("errors"), ("400_BAD_REQUEST", "404_NOT_FOUND", "500_INTERNAL_ERROR")
-            ),
+            "errors": triple(server.get("errors"), COURSE_ERROR_TYPES),
             "check": check_text(server.get("last_check")),
         }

@@ -12,9 +12,11 @@ from textual.content import Content
 from textual.widgets import Label, Static
 
 from dashboard.i18n import Translator
+from dashboard.poll import PollResult
+from dashboard.polling import PollFailure, PollWatcher, Refresh
 
 
-class StatusBar(Horizontal):
+class StatusBar(Horizontal, PollWatcher):
     """One line of labels; each is rewritten only when its text changes."""
 
     def __init__(self, t: Translator, url: str, read_only: bool) -> None:
@@ -31,6 +33,16 @@ class StatusBar(Horizontal):
         if self._read_only:
             yield Label(self.t("read_only_badge"), id="badge")
 
+    def on_mount(self) -> None:
+        self.watch(self.app, "refresh_rate", self.show_refresh)
+
+    def show_poll(self, result: PollResult) -> None:
+        self.show_connection("connected")
+        self.show_algorithm(str(result.status.get("algorithm", "?")))
+
+    def show_failure(self, failure: PollFailure) -> None:
+        self.show_connection(failure.state)
+
     def _set(self, id: str, text: str) -> Label:
         label = self.query_one(f"#{id}", Label)
         if str(label.content) != text:
@@ -46,17 +58,23 @@ class StatusBar(Horizontal):
     def show_algorithm(self, algorithm: str) -> None:
         self._set("algorithm", f"{self.t('algorithm')}: {self.t.term('alg', algorithm)}")
 
-    def show_refresh(self, seconds: float, paused: bool) -> None:
-        text = self.t("paused") if paused else self.t("every", seconds=f"{seconds:g}")
-        self._set("refresh", text)
+    def show_refresh(self, refresh: Refresh) -> None:
+        every = self.t("every", seconds=f"{refresh.seconds:g}")
+        self._set("refresh", self.t("paused") if refresh.paused else every)
 
 
-class Banner(Static):
-    """A full-width warning shown while the balancer cannot be reached."""
+class Banner(Static, PollWatcher):
+    """A full-width warning shown until the first poll, and while the balancer cannot be
+    reached."""
 
-    def __init__(self) -> None:
-        super().__init__("", id="banner")
-        self.display = False
+    def __init__(self, connecting: str) -> None:
+        super().__init__(Content(connecting), id="banner")
+
+    def show_poll(self, result: PollResult) -> None:
+        self.show(None)
+
+    def show_failure(self, failure: PollFailure) -> None:
+        self.show(failure.banner)
 
     def show(self, text: str | None) -> None:
         self.display = text is not None

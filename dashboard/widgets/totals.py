@@ -7,6 +7,8 @@ from textual.containers import Horizontal
 from textual.widgets import Digits, Label
 
 from dashboard.i18n import Translator
+from dashboard.poll import PollResult
+from dashboard.polling import PollWatcher
 
 
 class Total(Horizontal):
@@ -30,7 +32,7 @@ class Total(Horizontal):
             self.query_one(".total-value", Label).update(value)
 
 
-class Totals(Horizontal):
+class Totals(Horizontal, PollWatcher):
     """Requests, errors, and servers up out of the total."""
 
     def __init__(self, t: Translator) -> None:
@@ -42,8 +44,12 @@ class Totals(Horizontal):
         yield Total(self.t("total_errors"), id="total-errors")
         yield Total(self.t("total_up"), id="total-up")
 
-    def show(self, requests: int, errors: int | None, up: int, total: int) -> None:
-        self.query_one("#total-requests", Total).show(str(requests))
+    def show_poll(self, result: PollResult) -> None:
+        status = result.status
+        errors = result.errors.get("total_errors") if result.errors else None
+        up = int(status.get("servers_up") or 0)
+        total = int(status.get("servers_total") or len(status.get("servers") or []))
+        self.query_one("#total-requests", Total).show(str(int(status.get("requests_total") or 0)))
         if errors is not None:
             self.query_one("#total-errors", Total).show(str(errors))
         self.query_one("#total-up", Total).show(f"{up}/{total}")

@@ -18,13 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from services.balancer.background import restarting
 from services.balancer.server import LATENCY_WINDOW, ServerStats
-from services.common import percentile
+from services.common import clock_stepped_back, percentile
 
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
 
-# A second this far before the newest sample means the wall clock was stepped back.
-CLOCK_STEP_SECONDS = 5
 INTERVAL_SECONDS = 1
 CAPACITY = 600  # samples: ten minutes, for a chart of five
 
@@ -122,7 +120,7 @@ class TrafficHistory:
         suspended laptop's resync): the samples are from another timeline, and are dropped,
         so the history goes on from now instead of stopping for the length of the step."""
         second = math.floor(now) - INTERVAL_SECONDS
-        if self.samples and second < self.samples[-1]["t"] - CLOCK_STEP_SECONDS:
+        if self.samples and clock_stepped_back(second, self.samples[-1]["t"]):
             self.samples.clear()
         if self.samples and second <= self.samples[-1]["t"]:
             return

@@ -24,7 +24,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.common import FAULT_MODES
+from services.common import FAULT_DEFAULTS, FAULT_MODES
 from services.taskserver.validation import InputError
 from services.web import asked_language, json_error
 
@@ -38,7 +38,6 @@ NOLOCK_WARNING = (
 )
 MAX_LATENCY_MS = 60_000
 MAX_HANG_SECONDS = 600.0
-DEFAULTS = {"rate": 0.5, "ms": 500, "max_seconds": 30.0}
 
 
 class FaultState:
@@ -98,7 +97,7 @@ class FaultState:
 
 
 def _number(body: dict[str, Any], name: str, low: float, high: float) -> float:
-    value = body.get(name, DEFAULTS[name])
+    value = body.get(name, FAULT_DEFAULTS[name])
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise InputError("bad_fault_number", name=name, low=low, high=high)
     return value
