@@ -24,10 +24,10 @@ from dashboard.poll import PollResult
 from dashboard.polling import PollController, PollFailure, Refresh
 from dashboard.screens.fault import FaultScreen
 from dashboard.screens.help import HelpScreen
-from dashboard.states import DOWN, SET_ASIDE
+from dashboard.states import SET_ASIDE
 from dashboard.widgets.panels import Panels
 from dashboard.widgets.servers import ServerTable
-from services.common import MAX_WEIGHT
+from services.common import DOWN, DRAIN, MAX_WEIGHT, READY
 
 
 class DashboardState(App[int]):
@@ -125,7 +125,7 @@ class ControlActions(DashboardState):
     def action_drain_toggle(self) -> None:
         if name := self._selected():
             out = self._state_of(name) in SET_ASIDE
-            self.control_server(name, "ready" if out else "drain")
+            self.control_server(name, (READY if out else DRAIN).lower())
 
     def action_fault_menu(self) -> None:
         name = self._selected()

@@ -15,8 +15,7 @@ from statistics import fmean
 from typing import Any
 
 from dashboard.format import real
-from dashboard.states import DOWN, UP
-from services.common import DRIVER_ACTIONS, clock_stepped_back
+from services.common import DOWN, DRIVER_ACTIONS, UP, clock_stepped_back
 
 WINDOW_SECONDS = 300  # what the charts show
 MAX_SERVERS = 16  # lines drawn; a balancer may list more, the charts show the first ones

@@ -7,9 +7,8 @@ import the balancer. Plain data, no Textual.
 
 from __future__ import annotations
 
-from services.common import SERVER_STATES
+from services.common import DOWN, DRAIN, EJECTED, MAINT, NEW, UP
 
-UP, DOWN, DRAIN, MAINT, EJECTED, NEW = SERVER_STATES
 # The state as a word on its colour in the server table, so it reads without colour too.
 STATE_STYLES = {
     UP: "bold black on green3",

@@ -48,9 +48,6 @@ FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy", "nolock")
 # The parameters of the modes that take any, when a request names none: the task server's
 # defaults (faults.py), and what the dashboard's fault menu sends and says.
 FAULT_DEFAULTS: dict[str, float] = {"rate": 0.5, "ms": 500, "max_seconds": 30.0}
-# A server's states as the balancer's /status names them (services/balancer/server.py): the
-# dashboard draws each, and does not import the balancer.
-SERVER_STATES = ("UP", "DOWN", "DRAIN", "MAINT", "EJECTED", "NEW")
 # A balancer weight (HAProxy's): 0 takes no new traffic, 256 is the most. The dashboard
 # bounds its weight keys by it, so it lives here, not with the balancer's server.
 MAX_WEIGHT = 256
@@ -66,6 +63,11 @@ CAN_FREEZE = hasattr(signal, "SIGSTOP")
 # /control and the dashboard share them.
 DRAIN, MAINT, READY = "DRAIN", "MAINT", "READY"
 ADMIN_STATES = (DRAIN, MAINT, READY)
+# A server's states as the balancer's /status names them (services/balancer/server.py): the
+# dashboard draws each, and does not import the balancer. NEW: a server that appeared while
+# the balancer runs (discovery), with no traffic until a check passes.
+UP, DOWN, EJECTED, NEW = "UP", "DOWN", "EJECTED", "NEW"
+SERVER_STATES = (UP, DOWN, DRAIN, MAINT, EJECTED, NEW)
 ADMIN_ACTIONS = {state.lower(): state for state in ADMIN_STATES}
 # The actions on a process of this machine (the supervisor's, so its local driver's too).
 LOCAL_ACTIONS = tuple(a for a in DRIVER_ACTIONS if CAN_FREEZE or a not in FREEZE_ACTIONS)

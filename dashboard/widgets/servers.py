@@ -22,8 +22,8 @@ from dashboard.i18n import Translator
 from dashboard.poll import PollResult
 from dashboard.polling import PollWatcher
 from dashboard.screens.fault import DESTRUCTIVE
-from dashboard.states import STATE_STYLES, UNKNOWN_STYLE, UP
-from services.common import COURSE_ERROR_TYPES
+from dashboard.states import STATE_STYLES, UNKNOWN_STYLE
+from services.common import COURSE_ERROR_TYPES, UP
 
 # Column key -> width of its content; the header's width wins when it is longer. The share
 # column's width comes from the bar (see ``bar_width``), the server column's from the names.

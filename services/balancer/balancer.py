@@ -15,20 +15,16 @@ from services.balancer import algorithms
 from services.balancer.config import BalancerConfig
 from services.balancer.events import EventLog
 from services.balancer.journal import Journal
-from services.balancer.server import (
-    DEFAULT_WEIGHT,
-    DOWN,
-    EJECTED,
-    NEW,
-    UP,
-    RateWindow,
-    Server,
-)
+from services.balancer.server import DEFAULT_WEIGHT, RateWindow, Server
 from services.common import (
     ADMIN_STATES,
+    DOWN,
     DRAIN,
+    EJECTED,
     MAINT,
     MAX_WEIGHT,
+    NEW,
+    UP,
     ErrorLog,
     Uptime,
     count,

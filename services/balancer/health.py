@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from services.balancer.background import CrashReport, restarting
-from services.balancer.server import NEW, Server
-from services.common import KEYS_HEADER, KEYS_SHARED, MAINT, error_message
+from services.balancer.server import Server
+from services.common import KEYS_HEADER, KEYS_SHARED, MAINT, NEW, error_message
 
 # Of a failing check's body, this much is read: enough for the server's own reason (a task
 # server says why its storage cannot be used), never a whole body a server chose to send.

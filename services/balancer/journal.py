@@ -16,8 +16,7 @@ from typing import Any
 
 from services.balancer.background import CrashReport, restarting
 from services.balancer.messages import EventText
-from services.balancer.server import UP
-from services.common import DRAIN, MAINT
+from services.common import DRAIN, MAINT, UP
 
 log = logging.getLogger("ticslab.balancer")
 # Retries are summed up over this many seconds: at most one line per pair of servers each.

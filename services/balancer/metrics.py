@@ -17,8 +17,9 @@ from prometheus_client.core import (
     Metric,
 )
 
-from services.balancer.server import LATENCY_BUCKETS, STATES, UP
+from services.balancer.server import LATENCY_BUCKETS
 from services.balancer.status import RESPONSE_CLASSES
+from services.common import SERVER_STATES, UP
 
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
@@ -78,7 +79,7 @@ class BalancerCollector:
                 buckets.append((_le(bound), cumulative))
             latency.add_metric([name], buckets, stats.latency_sum)
             in_flight.add_metric([name], server.in_flight)
-            for value in STATES:
+            for value in SERVER_STATES:
                 state.add_metric([name, value], 1.0 if server.state == value else 0.0)
             up.add_metric([name], 1.0 if server.state == UP else 0.0)
         no_backend = CounterMetricFamily(

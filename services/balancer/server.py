@@ -16,12 +16,13 @@ from typing import Any
 
 from yarl import URL
 
-from services.common import DRAIN, MAINT, percentile, utc_now_iso
+from services.common import (
+    DOWN,
+    UP,
+    percentile,
+    utc_now_iso,
+)
 
-UP, DOWN, EJECTED = "UP", "DOWN", "EJECTED"
-# A server that appeared while the balancer runs (discovery): no traffic until a check passes.
-NEW = "NEW"
-STATES = (UP, DOWN, DRAIN, MAINT, EJECTED, NEW)
 DEFAULT_WEIGHT = 1  # and MAX_WEIGHT (services/common.py): HAProxy's 0-256
 # A slow start begins at this share of the weight (never 0: the server must get some
 # traffic to warm up) and grows linearly to all of it.
@@ -125,7 +126,7 @@ class ServerStats:
 
 
 class Server:
-    """A backend: name, URL, state (``STATES``), health-check memory and stats."""
+    """A backend: name, URL, state (``SERVER_STATES``, common.py), health-check memory and stats."""
 
     def __init__(self, name: str, url: str, state: str = UP) -> None:
         self.name = name

@@ -7,7 +7,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from services.balancer.algorithms import HANDOUT_NAMES
-from services.balancer.server import EJECTED, UP, Server
+from services.balancer.server import Server
+from services.common import EJECTED, UP
 
 if TYPE_CHECKING:
     from services.balancer.balancer import Balancer
