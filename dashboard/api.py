@@ -20,12 +20,16 @@ import orjson
 
 from services.common import CONTROL_ACTION_SECONDS, DASHBOARD_AGENT, error_message, printable
 
-TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+READ_SECONDS, CONNECT_SECONDS = 3.0, 2.0
+TIMEOUT = httpx.Timeout(READ_SECONDS, connect=CONNECT_SECONDS)
 # A control action answers when it is done: as long as the slowest may take (a pause's hold,
 # then a restart), plus an ordinary answer's wait. Given up sooner, it still ends and is
 # recorded (the balancer's control.py), but the dashboard would say it failed.
-ACTION_TIMEOUT = httpx.Timeout(CONTROL_ACTION_SECONDS + TIMEOUT.read, connect=TIMEOUT.connect)
+ACTION_TIMEOUT = httpx.Timeout(CONTROL_ACTION_SECONDS + READ_SECONDS, connect=CONNECT_SECONDS)
 NOT_JSON = object()
+# A decoded body as the balancer sent it: from the network, so its shape is checked where it
+# is read (poll.py, history.py), never assumed here.
+Json = Any
 
 
 class ApiError(Exception):
@@ -110,7 +114,7 @@ class BalancerClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, *, json: Any = None, **kwargs: Any) -> Any:
+    async def _request(self, method: str, path: str, *, json: Any = None, **kwargs: Any) -> Json:
         return (await self._exchange(method, path, json=json, **kwargs))[0]
 
     async def _exchange(
@@ -136,10 +140,10 @@ class BalancerClient:
             raise ApiError(f"{method} {path} did not answer JSON", response.status_code)
         return body, response
 
-    async def _get(self, path: str, **params: Any) -> Any:
+    async def _get(self, path: str, **params: Any) -> Json:
         return await self._request("GET", path, params=params or None)
 
-    async def _write(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    async def _write(self, method: str, path: str, body: Any = None) -> Json:
         """The only way a write leaves the dashboard; refused in read-only mode. Every write
         is a control action, given as long as the slowest may take (``ACTION_TIMEOUT``)."""
         if self.read_only:
@@ -148,16 +152,16 @@ class BalancerClient:
         return await self._request(method, path, json=body, headers=headers, timeout=ACTION_TIMEOUT)
 
     # Reads (open routes).
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> Json:
         return await self._get("/status")
 
-    async def error_stats(self) -> dict[str, Any]:
+    async def error_stats(self) -> Json:
         return await self._get("/errors/stats")
 
-    async def events(self, since: int | None = None) -> dict[str, Any]:
+    async def events(self, since: int | None = None) -> Json:
         return await self._get("/events", **({} if since is None else {"since": since}))
 
-    async def history(self, since: int | None = None) -> dict[str, Any]:
+    async def history(self, since: int | None = None) -> Json:
         """Per-second samples of the balancer's last minutes (``/history``), newer than
         ``since`` (a unix second) when given."""
         return await self._get("/history", **({} if since is None else {"since": since}))
@@ -185,21 +189,21 @@ class BalancerClient:
                     return weight
         raise ApiError(f"the balancer's /status gives no weight for {server}")
 
-    async def control_info(self) -> dict[str, Any]:
+    async def control_info(self) -> Json:
         return await self._get("/control")
 
     # Writes (need the token).
-    async def server_action(self, server: str, action: str) -> dict[str, Any]:
+    async def server_action(self, server: str, action: str) -> Json:
         return await self._write("POST", server_path(server, action))
 
-    async def set_fault(self, server: str, fault: dict[str, Any]) -> dict[str, Any]:
+    async def set_fault(self, server: str, fault: dict[str, Any]) -> Json:
         return await self._write("PUT", server_path(server, "fault"), fault)
 
-    async def set_weight(self, server: str, weight: int) -> dict[str, Any]:
+    async def set_weight(self, server: str, weight: int) -> Json:
         return await self._write("PUT", server_path(server, "weight"), {"weight": weight})
 
-    async def set_algorithm(self, algorithm: str) -> dict[str, Any]:
+    async def set_algorithm(self, algorithm: str) -> Json:
         return await self._write("PUT", "/control/algorithm", {"algorithm": algorithm})
 
-    async def reset_stats(self) -> dict[str, Any]:
+    async def reset_stats(self) -> Json:
         return await self._write("POST", "/control/stats/reset")

@@ -42,7 +42,7 @@ class PollResult:
 
 def backoff_delay(failures: int, refresh: float) -> float:
     """Seconds to wait after ``failures`` failed polls in a row: doubling, capped."""
-    return min(refresh * 2 ** max(failures - 1, 0), max(refresh, MAX_BACKOFF))
+    return min(refresh * 2.0 ** max(failures - 1, 0), max(refresh, MAX_BACKOFF))
 
 
 async def optional(call: Awaitable[Any], shape: type[T]) -> T | None:

@@ -23,8 +23,11 @@ CHECK_SECONDS = 0.5
 def terminal_size() -> Size | None:
     """The size the kernel has for the terminal Textual draws on (stdout, as its driver
     reads it); None when stdout is not a terminal."""
+    stdout = sys.__stdout__
+    if stdout is None:
+        return None
     try:
-        columns, lines = os.get_terminal_size(sys.__stdout__.fileno())
+        columns, lines = os.get_terminal_size(stdout.fileno())
     except (AttributeError, ValueError, OSError):
         return None
     return Size(columns, lines) if columns and lines else None

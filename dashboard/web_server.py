@@ -71,11 +71,14 @@ class TabProcess(AppService):
     by force if it does not quit (see the module's docstring)."""
 
     def __init__(self, server: DashboardServer, websocket: web.WebSocketResponse) -> None:
+        async def close() -> None:
+            await websocket.close()
+
         super().__init__(
             server.command,
             write_bytes=websocket.send_bytes,
             write_str=websocket.send_str,
-            close=websocket.close,
+            close=close,
             download_manager=server.download_manager,
             debug=server.debug,
         )
@@ -175,11 +178,11 @@ class DashboardServer(Server):
         response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
         return response
 
-    async def handle_websocket(self, request: web.Request) -> web.StreamResponse:
+    async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
         if not self.from_the_page(request):
-            return web.Response(status=403, text="open the dashboard from its own page\n")
+            raise web.HTTPForbidden(text="open the dashboard from its own page\n")
         if self.live_tabs() >= MAX_VIEWERS:
-            return web.Response(status=503, text=f"{MAX_VIEWERS} viewers already\n")
+            raise web.HTTPServiceUnavailable(text=f"{MAX_VIEWERS} viewers already\n")
         task = asyncio.current_task()
         assert task is not None
         self.sessions.add(task)

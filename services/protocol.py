@@ -113,6 +113,8 @@ class GuardedHttpProtocol(UvicornHttpProtocol):
 
     # Connections -------------------------------------------------------------------------
 
+    # asyncio types the argument as any transport, uvicorn as a socket's; CorkedTransport wraps
+    # one and answers what uvicorn calls on it (it is not a subclass).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
         cap = self.limits.max_connections

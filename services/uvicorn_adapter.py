@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Set as AbstractSet
 
 import httptools
 from starlette.types import ASGIApp
@@ -97,6 +98,7 @@ class UvicornHttpProtocol(HttpToolsProtocol):
     Without a subclass it behaves exactly as uvicorn's: each hook's default is uvicorn's own.
     """
 
+    # uvicorn types the app with its own ASGI types, ours are Starlette's: the same callable.
     def _start_asgi_task(self, cycle: RequestCycle, app: ASGIApp) -> None:  # type: ignore[override]
         """uvicorn (>= 0.45) starts each request's task here, at once or when its turn in the
         pipeline comes."""
@@ -104,7 +106,7 @@ class UvicornHttpProtocol(HttpToolsProtocol):
 
     def start_request(self, cycle: RequestCycle, app: ASGIApp) -> None:
         """Run ``app`` for the request of ``cycle`` in a task of its own, as uvicorn does."""
-        super()._start_asgi_task(cycle, app)  # type: ignore[arg-type]
+        super()._start_asgi_task(cycle, app)  # type: ignore[arg-type]  # as above
 
     def _unsupported_upgrade_warning(self) -> None:
         """uvicorn calls this for an upgrade it will not take, while it handles httptools'
@@ -137,9 +139,9 @@ class UvicornHttpProtocol(HttpToolsProtocol):
         self.parser = httptools.HttpRequestParser(self)
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
 
-    def open_connections(self) -> set[asyncio.Protocol]:
+    def open_connections(self) -> AbstractSet[asyncio.BaseProtocol]:
         """Every connection open on this server (uvicorn's ``server_state.connections``)."""
-        return self.connections  # type: ignore[return-value]
+        return self.connections
 
     def pipelined(self) -> bool:
         """Requests read whole wait for their turn (uvicorn's ``pipeline``)."""

@@ -119,7 +119,7 @@ def check_text(check: dict[str, Any] | None) -> Text:
     return Text(f"{mark} {status}" if status else mark, style=style)
 
 
-class ServerTable(DataTable, PollWatcher):
+class ServerTable(DataTable[Text | str], PollWatcher):
     """Rows keyed by server name; a poll touches only the cells whose text changed."""
 
     def __init__(self, t: Translator, *, selectable: bool = True) -> None:

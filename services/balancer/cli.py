@@ -268,8 +268,8 @@ def config_from_values(values: dict[str, object]) -> BalancerConfig:
         for dest, value in values.items()
         if dest not in NOT_CONFIG and dest != "backend"
     }
-    if "backend" in values:
-        settings.update(backend_settings(values["backend"]))  # type: ignore[arg-type]
+    if isinstance(backends := values.get("backend"), list):  # --backend given (argparse's list)
+        settings.update(backend_settings(backends))
     elif settings.get("discover") == "docker":
         settings["backends"] = []  # discovery supplies them
     settings["algorithm"], settings["plugin"] = choose(str(settings.get("algorithm", "random")))

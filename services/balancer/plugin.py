@@ -160,6 +160,7 @@ class Guarded:
 
     def pick(self, servers: Sequence[S], client: str) -> S:
         servers = tuple(servers)
+        # The balancer gives a plugin only its Servers; View.of reads more than ServerView has.
         views = tuple(View.of(server) for server in servers)  # type: ignore[arg-type]
         started = time.perf_counter()
         try:
