@@ -234,14 +234,38 @@ def test_a_small_answer_cut_short_is_retried_on_the_other_server() -> None:
         fine.close()
 
 
+def upload(port: int, head: bytes, piece: bytes, times: int) -> bytes:
+    """Send ``head`` then ``piece`` ``times`` times, the whole upload before reading, as curl
+    does; then everything the balancer answers until it closes. A balancer that closes with
+    the upload unread resets the connection: ConnectionResetError here, the answer lost."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        for _ in range(times):
+            sock.sendall(piece)
+        return closed_by_peer(sock, within=10)
+
+
 @pytest.mark.smoke
 def test_body_over_the_limit_is_413(httpbins: list[ServiceProcess]) -> None:
+    """A body far past the limit (4 MiB for 1000 bytes), announced or chunked, is refused
+    while the client is still sending it, and the rest is read and dropped, so the client
+    reads the 413 whole and then the close. One byte over would arrive in the balancer's
+    first read: nothing would be left unread, and closing at once (a reset) would pass."""
     process = front([("server1", httpbins[0].url)], *HEALTH, "--max-body-size", "1000")
+    piece = b"x" * 0x10000
+    uploads = [
+        (b"Content-Length: %d" % (64 * len(piece)), piece),
+        (b"Transfer-Encoding: chunked", b"10000\r\n" + piece + b"\r\n"),
+    ]
     try:
-        answer = httpx.post(process.url + "/anything", content=b"x" * 1001)
-        assert answer.status_code == 413
-        assert answer.json()["code"] == "body_too_large"
-        assert answer.json()["limit_bytes"] == 1000
+        for framing, part in uploads:
+            head = b"POST /anything HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n"
+            received = upload(process.port, head, part, 64)
+            head_lines, _, body = received.partition(b"\r\n\r\n")
+            assert head_lines.startswith(b"HTTP/1.1 413 "), framing
+            assert b"\r\nconnection: close" in head_lines.lower()
+            refusal = json.loads(body)
+            assert (refusal["code"], refusal["limit_bytes"]) == ("body_too_large", 1000)
         assert httpx.post(process.url + "/anything", content=b"x" * 1000).status_code == 200
     finally:
         process.close()
