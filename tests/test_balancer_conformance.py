@@ -19,7 +19,7 @@ from contextlib import closing
 import httpx
 import pytest
 from backends import OK, RawBackend, httpbin
-from support import ServiceProcess, wait_until
+from support import ServiceProcess, wait_until, wait_until_async
 from test_balancer_helpers import balancer_process, status_of
 
 HEALTH = ["--health-path", "/status/200"]  # httpbin has no /health
@@ -287,8 +287,18 @@ def test_a_post_that_timed_out_is_not_sent_again(balancer: ServiceProcess) -> No
 def test_slow_answers_never_take_a_healthy_server_out(balancer: ServiceProcess) -> None:
     async def scenario() -> tuple[list[int], int, list[str]]:
         async with httpx.AsyncClient(base_url=balancer.url, timeout=10) as client:
+
+            async def timeouts() -> int:
+                servers = (await client.get("/status")).json()["servers"]
+                return sum(s["timeouts"] for s in servers)
+
+            async def each_timed_out_once() -> bool:
+                return await timeouts() >= before + 4
+
+            before = await timeouts()
             slow = [asyncio.create_task(client.get("/delay/2")) for _ in range(4)]
-            await asyncio.sleep(1.5)  # every slow request has timed out at least once
+            # Polled, not a fixed sleep: on a loaded machine 1.5 s may come before any timeout.
+            await wait_until_async(each_timed_out_once, what="every slow request timed out once")
             other = await client.get("/get")
             states = [s["state"] for s in (await client.get("/status")).json()["servers"]]
             return [(await task).status_code for task in slow], other.status_code, states
