@@ -365,7 +365,11 @@ def test_pause_goes_ahead_and_says_so_when_the_server_cannot_hold_its_writes(
     with FileLock(stack.tmp / "data" / "tasks.json.lock"):
         stuck = threading.Thread(target=write, daemon=True)
         stuck.start()
-        stuck.join(timeout=0.5)  # time to reach server2, whose write then waits for the lock
+        # Polled, not a 0.5 s join: the write has reached server2 and waits for the lock.
+        wait_until(
+            lambda: httpx.get(two + "/health").json()["tasks_file"].get("lock_wait_seconds"),
+            what="server2's write waiting for the tasks file lock",
+        )
         assert stuck.is_alive()
         paused = post(stack, "/control/servers/server2/pause")
     try:
