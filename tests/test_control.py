@@ -200,7 +200,10 @@ def test_stop_is_graceful_and_restart_brings_it_back(stack: UpStack) -> None:
     pid = pid_of(stack, 0)
     answer = post(stack, "/control/servers/server1/stop")
     assert answer.json()["result"] == "stopped" and not alive(pid)
-    assert "server1   | INFO:     Shutting down" in stack.output()  # SIGTERM, not SIGKILL
+    # SIGTERM, not SIGKILL; polled: the launcher relays the child's last lines after its exit.
+    wait_until(
+        lambda: "server1   | INFO:     Shutting down" in stack.output(), what="a graceful stop"
+    )
     wait_until(lambda: state(stack, "server1") == "DOWN", what="server1 DOWN after stop")
     assert post(stack, "/control/servers/server1/stop").json()["result"] == "already exited"
 
