@@ -212,13 +212,15 @@ def test_ip_hash_scores_stay_strictly_between_0_and_1() -> None:
 
 def test_an_ejection_ended_otherwise_is_not_ended_again_by_its_old_timer() -> None:
     async def run() -> str:
-        balancer = make_balancer(eject_after_5xx=1, eject_time=0.2)
+        balancer = make_balancer(eject_after_5xx=1, eject_time=0.4)
         one = balancer.get("server1")
-        balancer.record_answer(one, 500)  # ejected for 0.2 s
+        balancer.record_answer(one, 500)  # ejected for 0.4 s
         balancer.set_admin_state("server1", "MAINT")
         balancer.set_admin_state("server1", "READY")
-        balancer.record_answer(one, 500)  # ejected again, for 0.4 s
-        await asyncio.sleep(0.3)  # past the first ejection's end
+        balancer.record_answer(one, 500)  # ejected again, for 0.8 s
+        # Past the first ejection's end and 0.2 s before the second's: only a loop stalled
+        # 0.2 s would see the second end too (0.1 s did, with ejections of 0.2 s).
+        await asyncio.sleep(0.6)
         return one.state
 
     assert asyncio.run(run()) == "EJECTED"

@@ -19,7 +19,7 @@ from contextlib import closing
 import httpx
 import pytest
 from backends import OK, RawBackend, httpbin
-from support import ServiceProcess, wait_until
+from support import ServiceProcess, wait_until, wait_until_async
 from test_balancer_helpers import balancer_process, status_of
 
 HEALTH = ["--health-path", "/status/200"]  # httpbin has no /health
@@ -234,14 +234,38 @@ def test_a_small_answer_cut_short_is_retried_on_the_other_server() -> None:
         fine.close()
 
 
+def upload(port: int, head: bytes, piece: bytes, times: int) -> bytes:
+    """Send ``head`` then ``piece`` ``times`` times, the whole upload before reading, as curl
+    does; then everything the balancer answers until it closes. A balancer that closes with
+    the upload unread resets the connection: ConnectionResetError here, the answer lost."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        for _ in range(times):
+            sock.sendall(piece)
+        return closed_by_peer(sock, within=10)
+
+
 @pytest.mark.smoke
 def test_body_over_the_limit_is_413(httpbins: list[ServiceProcess]) -> None:
+    """A body far past the limit (4 MiB for 1000 bytes), announced or chunked, is refused
+    while the client is still sending it, and the rest is read and dropped, so the client
+    reads the 413 whole and then the close. One byte over would arrive in the balancer's
+    first read: nothing would be left unread, and closing at once (a reset) would pass."""
     process = front([("server1", httpbins[0].url)], *HEALTH, "--max-body-size", "1000")
+    piece = b"x" * 0x10000
+    uploads = [
+        (b"Content-Length: %d" % (64 * len(piece)), piece),
+        (b"Transfer-Encoding: chunked", b"10000\r\n" + piece + b"\r\n"),
+    ]
     try:
-        answer = httpx.post(process.url + "/anything", content=b"x" * 1001)
-        assert answer.status_code == 413
-        assert answer.json()["code"] == "body_too_large"
-        assert answer.json()["limit_bytes"] == 1000
+        for framing, part in uploads:
+            head = b"POST /anything HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n"
+            received = upload(process.port, head, part, 64)
+            head_lines, _, body = received.partition(b"\r\n\r\n")
+            assert head_lines.startswith(b"HTTP/1.1 413 "), framing
+            assert b"\r\nconnection: close" in head_lines.lower()
+            refusal = json.loads(body)
+            assert (refusal["code"], refusal["limit_bytes"]) == ("body_too_large", 1000)
         assert httpx.post(process.url + "/anything", content=b"x" * 1000).status_code == 200
     finally:
         process.close()
@@ -263,8 +287,18 @@ def test_a_post_that_timed_out_is_not_sent_again(balancer: ServiceProcess) -> No
 def test_slow_answers_never_take_a_healthy_server_out(balancer: ServiceProcess) -> None:
     async def scenario() -> tuple[list[int], int, list[str]]:
         async with httpx.AsyncClient(base_url=balancer.url, timeout=10) as client:
+
+            async def timeouts() -> int:
+                servers = (await client.get("/status")).json()["servers"]
+                return sum(s["timeouts"] for s in servers)
+
+            async def each_timed_out_once() -> bool:
+                return await timeouts() >= before + 4
+
+            before = await timeouts()
             slow = [asyncio.create_task(client.get("/delay/2")) for _ in range(4)]
-            await asyncio.sleep(1.5)  # every slow request has timed out at least once
+            # Polled, not a fixed sleep: on a loaded machine 1.5 s may come before any timeout.
+            await wait_until_async(each_timed_out_once, what="every slow request timed out once")
             other = await client.get("/get")
             states = [s["state"] for s in (await client.get("/status")).json()["servers"]]
             return [(await task).status_code for task in slow], other.status_code, states
@@ -464,12 +498,15 @@ def test_a_connection_flood_never_takes_servers_down(httpbins: list[ServiceProce
 
 @pytest.mark.slow  # 1.2-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_bare_crlf_does_not_keep_a_connection_open(strict: ServiceProcess) -> None:
-    with socket.create_connection(("127.0.0.1", strict.port)) as sock:
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=10) as sock:
         sock.sendall(b"GET /get HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.2)  # the answer arrives; then only a line break, forever
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        answer.read()  # the whole answer is in (read, not a sleep); then only a line break
         sock.sendall(b"\r\n")
-        received = closed_by_peer(sock, within=4)
-    assert received.startswith(b"HTTP/1.1 200 ")
+        rest = closed_by_peer(sock, within=4)
+    assert answer.status == 200
+    assert rest.startswith(b"HTTP/1.1 408 ") and b'"code":"headers_timeout"' in rest
 
 
 @pytest.mark.slow

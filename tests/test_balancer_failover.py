@@ -195,7 +195,17 @@ def test_hung_server_is_marked_down_and_no_request_waits_past_one_retry(stack) -
         hung_at = time.monotonic()
         await wait_until_async(lambda: state_of(balancer, "server1") == "DOWN", what="DOWN")
         down_after = time.monotonic() - hung_at
-        await asyncio.sleep(RESPONSE_TIMEOUT + 0.5)  # let every request caught in the hang end
+        async with httpx.AsyncClient(base_url=balancer.url, timeout=5) as probe:
+
+            async def nothing_in_flight_on_server1() -> bool:
+                status = (await probe.get("/status")).json()
+                return status["servers"][0]["in_flight"] == 0
+
+            # Every request caught in the hang ends (timed out, resent): polled, not a sleep
+            # of RESPONSE_TIMEOUT + 0.5 s that a loaded machine can outlast.
+            await wait_until_async(
+                nothing_in_flight_on_server1, timeout=RESPONSE_TIMEOUT + 10, what="hung requests"
+            )
         stop.set()
         await asyncio.wait_for(traffic, 30)
         assert down_after < 2.0

@@ -200,7 +200,10 @@ def test_stop_is_graceful_and_restart_brings_it_back(stack: UpStack) -> None:
     pid = pid_of(stack, 0)
     answer = post(stack, "/control/servers/server1/stop")
     assert answer.json()["result"] == "stopped" and not alive(pid)
-    assert "server1   | INFO:     Shutting down" in stack.output()  # SIGTERM, not SIGKILL
+    # SIGTERM, not SIGKILL; polled: the launcher relays the child's last lines after its exit.
+    wait_until(
+        lambda: "server1   | INFO:     Shutting down" in stack.output(), what="a graceful stop"
+    )
     wait_until(lambda: state(stack, "server1") == "DOWN", what="server1 DOWN after stop")
     assert post(stack, "/control/servers/server1/stop").json()["result"] == "already exited"
 
@@ -365,7 +368,11 @@ def test_pause_goes_ahead_and_says_so_when_the_server_cannot_hold_its_writes(
     with FileLock(stack.tmp / "data" / "tasks.json.lock"):
         stuck = threading.Thread(target=write, daemon=True)
         stuck.start()
-        stuck.join(timeout=0.5)  # time to reach server2, whose write then waits for the lock
+        # Polled, not a 0.5 s join: the write has reached server2 and waits for the lock.
+        wait_until(
+            lambda: httpx.get(two + "/health").json()["tasks_file"].get("lock_wait_seconds"),
+            what="server2's write waiting for the tasks file lock",
+        )
         assert stuck.is_alive()
         paused = post(stack, "/control/servers/server2/pause")
     try:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from backends import OK, RawBackend
 from support import ServiceProcess, taskserver, wait_until
-from test_balancer_conformance import closed_by_peer, front, json_body, send_raw
+from test_balancer_conformance import closed_by_peer, front, json_body, send_raw, upload
 
 BODY_LIMIT = 1000
 ANSWERS = {
@@ -128,11 +128,7 @@ def test_a_client_uploading_past_the_limit_is_not_reset_and_reads_the_413(
     else:
         head = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n"
         piece = b"x" * 0x10000
-    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
-        sock.sendall(head)
-        for _ in range(128):  # the whole upload first, as curl sends it: 8 MiB
-            sock.sendall(piece)  # ConnectionResetError without the fix (curl gives up)
-        received = closed_by_peer(sock, within=10)
+    received = upload(edge.port, head, piece, 128)  # 8 MiB; a reset without the fix
     assert received.startswith(b"HTTP/1.1 413 ")
     assert seen(backends) == []
 

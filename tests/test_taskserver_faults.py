@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support import ServiceProcess, taskserver, wait_until
+from test_taskserver_api import metric
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -112,8 +113,12 @@ def test_hang_mode_holds_requests_until_cleared(
         target=lambda: answers.append(httpx.get(server.url + "/health", timeout=30).status_code)
     )
     held.start()
+    gets = 'ticslab_taskserver_requests_in_progress{method="GET"}'
+    wait_until(  # the held one and this /metrics itself: the request reached the server
+        lambda: metric(client.get("/metrics").text, gets) >= 2, what="the request held"
+    )
     held.join(timeout=0.5)
-    assert held.is_alive() and not answers  # still held after half a second
+    assert held.is_alive() and not answers  # still held half a second after it arrived
     assert client.get("/admin/fault", headers=AUTH).json()["remaining_seconds"] > 25
     for watched in ("/info", "/metrics", "/errors/stats"):  # a hung server can be watched
         assert client.get(watched, timeout=2).status_code == 200

@@ -63,6 +63,7 @@ def test_quiesce_holds_this_servers_writes_but_not_the_other_servers(
     assert first.status_code == 200, first.text
     assert 0.9 < first.json()["writes_held_seconds"] <= 1.0
     held = Timed("POST", one.url + "/tareas", json={"title": "held"})
+    wait_until(lambda: posts_in_progress(one) >= 1, what="the write to reach server1")
 
     other = httpx.post(two.url + "/tareas", json={"title": "free"}, timeout=0.5)  # not held
     assert other.status_code == 201
