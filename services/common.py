@@ -63,6 +63,13 @@ CAN_FREEZE = hasattr(signal, "SIGSTOP")
 # /control and the dashboard share them.
 DRAIN, MAINT, READY = "DRAIN", "MAINT", "READY"
 ADMIN_STATES = (DRAIN, MAINT, READY)
+# Scaling out and in live (``POST /control/servers``): at most this many task servers in all,
+# so a loop of adds (a key held down, a script gone wrong) cannot fill the machine with
+# processes or containers; 16 is far past what the class's two-core laptops can show usefully.
+MAX_SERVERS = 16
+# A name a new server may be given: it becomes a path segment, a log prefix and a process or
+# container name, so only a short identifier (``server3``, ``extra-1``) is accepted.
+SERVER_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_-]{0,31}"
 # A server's states as the balancer's /status names them (services/balancer/server.py): the
 # dashboard draws each, and does not import the balancer. NEW: a server that appeared while
 # the balancer runs (discovery), with no traffic until a check passes.

@@ -96,6 +96,14 @@ ERRORS: Catalogue = {
         "algorithm_failed": "the algorithm could not start, the current one stays: {detail}",
         "bad_weight_body": 'send a JSON object with one field, like {{"weight": 3}}',
         "bad_weight": 'send {{"weight": N}}: a weight is a whole number from 0 to {maximum}',
+        "bad_scale_body": 'send a JSON object with at most "name" and "weight", like '
+        '{{"name": "server3", "weight": 1}} or {{}}',
+        "bad_server_name": "a server name is a letter then up to 31 letters, digits, _ or -",
+        "server_exists": "there is already a server named {server!r}",
+        "too_many_servers": "there are {count} servers already, the most this lab allows "
+        "({maximum})",
+        "last_server": "{server} is the last server: removing it would leave nothing to "
+        "answer; add another one first",
         # The balancer: proxied requests.
         "bad_target": "the request target must be a path such as /tareas",
         "target_fragment": "the request target must not contain a fragment (#)",
@@ -191,6 +199,14 @@ ERRORS: Catalogue = {
         "algorithm_failed": "el algoritmo no pudo iniciar, sigue el actual: {detail}",
         "bad_weight_body": 'envía un objeto JSON con un solo campo, como {{"weight": 3}}',
         "bad_weight": 'envía {{"weight": N}}: un peso es un número entero de 0 a {maximum}',
+        "bad_scale_body": 'envía un objeto JSON con a lo más "name" y "weight", como '
+        '{{"name": "server3", "weight": 1}} o {{}}',
+        "bad_server_name": "un nombre de servidor es una letra y hasta 31 letras, dígitos, _ o -",
+        "server_exists": "ya hay un servidor llamado {server!r}",
+        "too_many_servers": "ya hay {count} servidores, el máximo que permite este laboratorio "
+        "({maximum})",
+        "last_server": "{server} es el último servidor: quitarlo no dejaría a nadie que "
+        "responda; agrega otro primero",
         "bad_target": "el destino de la solicitud debe ser una ruta como /tareas",
         "target_fragment": "el destino de la solicitud no puede contener un fragmento (#)",
         "target_host_differs": "el host del destino de la solicitud no es el del encabezado Host",

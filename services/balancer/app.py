@@ -27,6 +27,7 @@ from services.balancer.health import HealthChecker
 from services.balancer.history import TrafficHistory
 from services.balancer.proxy import Proxy
 from services.balancer.routes import balancer_routes
+from services.balancer.scaling import scaling_routes
 from services.common import host_allowed
 from services.web import asked_language, foreign_host_error, json_error
 
@@ -35,6 +36,7 @@ def owned_routes(balancer: Balancer, history: TrafficHistory, control: Control) 
     """Every route the balancer answers itself; any other path is proxied to a server."""
     return [
         *balancer_routes(balancer, history),
+        *scaling_routes(control),  # before control's /control mount, which would take them
         *control.routes(),
     ]
 

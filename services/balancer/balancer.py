@@ -40,6 +40,11 @@ SLOW_PICK_QUIET = 10.0
 MAX_EJECTION_FACTOR = 6
 
 
+def is_weight(weight: object) -> bool:
+    """A whole number from 0 to ``MAX_WEIGHT`` (JSON's true and false are not numbers here)."""
+    return isinstance(weight, int) and not isinstance(weight, bool) and 0 <= weight <= MAX_WEIGHT
+
+
 class Checks(Protocol):
     """What the balancer asks of its health checks (health.py's HealthChecker, wired in
     app.py, which sends its verdicts back to ``record_check``)."""
@@ -368,7 +373,7 @@ class Balancer:
     def set_weight(self, name: str, weight: int, who: str | None = None) -> int:
         """Change a server's weight live (0 to 256; 0 takes no new traffic); returns the
         previous one. KeyError if no such server, ValueError if out of range."""
-        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT:
+        if not is_weight(weight):
             raise ValueError(f"a weight is a whole number from 0 to {MAX_WEIGHT}")
         server = self.get(name)
         previous, server.weight = server.weight, weight
@@ -406,12 +411,17 @@ class Balancer:
 
     # Discovery -----------------------------------------------------------------------------
 
-    def add_server(self, name: str, url: str, who: str | None = None) -> Server:
-        """Add a backend (Docker discovery); it starts NEW, takes no traffic until its first
-        check passes, and is checked at once."""
+    def add_server(
+        self, name: str, url: str, who: str | None = None, weight: int = DEFAULT_WEIGHT
+    ) -> Server:
+        """Add a backend (Docker discovery, or scaled out: scaling.py); it starts NEW, takes
+        no traffic until its first check passes, and is checked at once."""
         if any(server.name == name for server in self.servers):
             raise ValueError(f"a server called {name!r} already exists")
-        server = self._new_server(name, url, DEFAULT_WEIGHT, NEW)
+        server = self._new_server(name, url, weight, NEW)
+        # Its first UP is a return to rotation: with --slow-start it ramps up as HAProxy's
+        # slowstart does for a server that comes up, instead of taking its share at once.
+        server.out_of_rotation = True
         self.servers.append(server)
         self._refresh_up()
         self.checks.watch(server)

@@ -6,18 +6,28 @@ processes, so it works on Windows too; guarded by the stack's bearer token.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.common import LOCAL_ACTIONS
+from services.launcher.scaling import Scaler
 from services.launcher.supervisor import ActionError, Supervisor
-from services.web import json_error, token_refusal
+from services.web import BodyTooLarge, bounded_body, json_error, token_refusal
+
+# The add body is at most a name: the balancer checked it, this is the bound for anyone else.
+ADD_BODY_BYTES = 1024
 
 
-def supervisor_app(supervisor: Supervisor, token: str) -> Starlette:
-    """Routes: ``GET /processes``, ``POST /processes/{name}/{action}``."""
+def supervisor_app(supervisor: Supervisor, token: str, scaler: Scaler | None = None) -> Starlette:
+    """Routes: ``GET /processes``, ``POST /processes/{name}/{action}``; with a ``scaler``,
+    ``POST /processes`` (``{"name": ...}`` optional: one more task server, 201) and
+    ``DELETE /processes/{name}`` (stop a task server and forget it)."""
 
     async def processes(request: Request) -> Response:
         if refusal := token_refusal(request, token):
@@ -38,9 +48,57 @@ def supervisor_app(supervisor: Supervisor, token: str) -> Starlette:
                 502, supervisor.t("action_failed", action=action, name=name, error=error)
             )
 
-    return Starlette(
-        routes=[
-            Route("/processes", processes, methods=["GET"]),
-            Route("/processes/{name}/{action}", act, methods=["POST"]),
+    async def answered(
+        change: Coroutine[Any, Any, dict[str, object]], action: str, name: str | None, status: int
+    ) -> Response:
+        """The scaler's answer with ``status``, or its refusal, or 502 when the OS failed."""
+        try:
+            return JSONResponse(await change, status_code=status)
+        except ActionError as error:
+            return json_error(error.status, str(error))
+        except OSError as error:
+            failed = supervisor.t("action_failed", action=action, name=name, error=error)
+            return json_error(502, failed)
+
+    async def add(request: Request) -> Response:
+        if refusal := token_refusal(request, token):
+            return refusal
+        assert scaler is not None
+        name = await _asked_name(request)
+        if isinstance(name, Response):
+            return name
+        return await answered(scaler.add(name), "add", name, 201)
+
+    async def remove(request: Request) -> Response:
+        if refusal := token_refusal(request, token):
+            return refusal
+        assert scaler is not None
+        name = request.path_params["name"]
+        return await answered(scaler.remove(name), "remove", name, 200)
+
+    routes = [
+        Route("/processes", processes, methods=["GET"]),
+        Route("/processes/{name}/{action}", act, methods=["POST"]),
+    ]
+    if scaler is not None:
+        routes += [
+            Route("/processes", add, methods=["POST"]),
+            Route("/processes/{name}", remove, methods=["DELETE"]),
         ]
-    )
+    return Starlette(routes=routes)
+
+
+async def _asked_name(request: Request) -> str | Response | None:
+    """The ``name`` of an add body (None: the next ``serverN``), or a 400/413 refusal."""
+    try:
+        raw = await bounded_body(request, ADD_BODY_BYTES)
+    except BodyTooLarge:
+        return json_error(413, f"the body is larger than {ADD_BODY_BYTES} bytes")
+    try:
+        body: Any = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError:
+        body = None
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or not isinstance(name, str | None):
+        return json_error(400, 'send a JSON object such as {"name": "server3"} (or none)')
+    return name

@@ -9,6 +9,7 @@ import asyncio
 import sys
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import uvicorn
@@ -22,6 +23,7 @@ from services.launcher.api import supervisor_app
 from services.launcher.i18n import TEXT
 from services.launcher.logs import LogSink
 from services.launcher.ports import holder, listening_socket, taken_ports
+from services.launcher.scaling import Scaler
 from services.launcher.supervisor import ActionError, ProcessSpec, Supervisor
 from services.launcher.windows import refusal
 
@@ -123,18 +125,30 @@ def python_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "services.cli", *args]
 
 
+def stack_env(options: StackOptions, token: str) -> dict[str, str]:
+    """What every process of the stack gets in its environment (never on a command line)."""
+    return {"TICSLAB_TOKEN": token, LANG_ENV: options.lang}
+
+
+def taskserver_spec(
+    options: StackOptions, env: dict[str, str], name: str, port: int
+) -> ProcessSpec:
+    """Task server ``name`` on ``port``: the one command every task server of the stack runs,
+    at its start or added later (launcher/scaling.py), on the same tasks file."""
+    argv = python_command(
+        "taskserver", "--name", name, "--host", HOST, "--port", str(port),
+        "--tasks-file", str(options.tasks_file),
+    )  # fmt: skip
+    return ProcessSpec(name, "taskserver", argv, env, port, f"http://{HOST}:{port}/health")
+
+
 def plan(options: StackOptions, token: str, supervisor_url: str) -> list[ProcessSpec]:
     """Every process of the stack, task servers first, then the balancer, then clients."""
-    env = {"TICSLAB_TOKEN": token, LANG_ENV: options.lang}
-    specs = []
-    for number, port in enumerate(options.server_ports, start=1):
-        name = f"server{number}"
-        argv = python_command(
-            "taskserver", "--name", name, "--host", HOST, "--port", str(port),
-            "--tasks-file", str(options.tasks_file),
-        )  # fmt: skip
-        health = f"http://{HOST}:{port}/health"
-        specs.append(ProcessSpec(name, "taskserver", argv, env, port, health))
+    env = stack_env(options, token)
+    specs = [
+        taskserver_spec(options, env, f"server{number}", port)
+        for number, port in enumerate(options.server_ports, start=1)
+    ]
     backends = [
         f"--backend={s.name}=http://{HOST}:{s.port}"
         + (f" weight={options.weights[s.name]}" if s.name in options.weights else "")
@@ -238,7 +252,7 @@ class Stack:
         sock = listening_socket(HOST)
         self.supervisor_url = f"http://{HOST}:{sock.getsockname()[1]}"
         config = uvicorn.Config(
-            supervisor_app(self.supervisor, self.token),
+            supervisor_app(self.supervisor, self.token, self._scaler()),
             log_level="warning",
             log_config=log_config(),
             lifespan="off",
@@ -263,6 +277,11 @@ class Stack:
             await api_task
             sock.close()
             self._ready.set()
+
+    def _scaler(self) -> Scaler:
+        """What adds and removes task servers live, with the same command as the first ones."""
+        env = stack_env(self.options, self.token)
+        return Scaler(self.supervisor, partial(taskserver_spec, self.options, env), HOST)
 
     async def _start_processes(self) -> None:
         """Task servers (all listening), then the balancer (listening), then the clients."""

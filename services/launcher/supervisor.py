@@ -248,6 +248,17 @@ class Supervisor:
         async with self._locks[managed.spec.name]:
             await self.terminate(managed)
 
+    async def retire(self, name: str) -> None:
+        """Stop ``name``'s process (as ``stop`` does, under its lock) and forget it: a server
+        scaled in leaves nothing behind, not even its name (launcher/scaling.py)."""
+        managed = self.processes[name]
+        async with self._locks[name]:
+            await self.terminate(managed)
+            if managed.relay is not None:
+                managed.relay.close()
+            del self.processes[name]
+        self._locks.pop(name, None)
+
     async def act(self, name: str, action: str) -> dict[str, object]:
         """Carry out a control action on a task server; the answer names result and state."""
         managed = self.processes.get(name)

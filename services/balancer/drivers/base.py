@@ -38,6 +38,15 @@ class Driver(Protocol):
         """Do ``action`` on ``server``; answer ``{"result": ..., "process": ...}``."""
         ...
 
+    async def scale_out(self, name: str | None) -> dict[str, Any]:
+        """Start one more task server (``name``, or the driver's next); answer at least
+        ``{"server": name, "url": url}`` once it listens (balancer/scaling.py)."""
+        ...
+
+    async def scale_in(self, server: str) -> dict[str, Any]:
+        """Stop ``server`` and remove its process or container for good."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...
@@ -59,6 +68,12 @@ class NoneDriver:
         raise DriverUnsupported(
             f"'{action}' needs a driver and this balancer has none: {self.reason}. {ENABLE}"
         )
+
+    async def scale_out(self, name: str | None) -> dict[str, Any]:
+        return await self.perform(name or "-", "add")
+
+    async def scale_in(self, server: str) -> dict[str, Any]:
+        return await self.perform(server, "remove")
 
     async def aclose(self) -> None:
         return None

@@ -248,5 +248,11 @@ class DockerDriver:
         result = RESULTS[action] if changed else f"already {state}"
         return {"result": result, "process": state, "container": name}
 
+    async def scale_out(self, name: str | None) -> dict[str, Any]:
+        raise DriverUnsupported("scaling under Compose is not available yet")
+
+    async def scale_in(self, server: str) -> dict[str, Any]:
+        raise DriverUnsupported("scaling under Compose is not available yet")
+
     async def aclose(self) -> None:
         await self.engine.aclose()

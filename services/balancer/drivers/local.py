@@ -29,9 +29,9 @@ class LocalDriver:
             base_url=self.url, timeout=TIMEOUT, headers={"Authorization": f"Bearer {token}"}
         )
 
-    async def _request(self, method: str, path: str) -> httpx.Response:
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            return await self._client.request(method, path)
+            return await self._client.request(method, path, **kwargs)
         except httpx.HTTPError as error:
             reason = str(error) or type(error).__name__
             message = f"the ticslab up supervisor at {self.url} failed: {reason}"
@@ -46,11 +46,29 @@ class LocalDriver:
 
     async def perform(self, server: str, action: str) -> dict[str, Any]:
         response = await self._request("POST", f"/processes/{server}/{action}")
-        if response.status_code == 200:
-            body = response.json()
-            return {"result": body["result"], "process": body["process"]}
+        body = self._answer(response, 200)
+        return {"result": body["result"], "process": body["process"]}
+
+    async def scale_out(self, name: str | None) -> dict[str, Any]:
+        """One more task server process on the next free port (launcher/scaling.py)."""
+        asked = {} if name is None else {"name": name}
+        response = await self._request("POST", "/processes", json=asked)
+        body = self._answer(response, 201)
+        return {"server": body["server"], "url": body["url"], "process": body["process"]}
+
+    async def scale_in(self, server: str) -> dict[str, Any]:
+        body = self._answer(await self._request("DELETE", f"/processes/{server}"), 200)
+        return {"result": body["result"], "process": body["process"]}
+
+    @staticmethod
+    def _answer(response: httpx.Response, expected: int) -> dict[str, Any]:
+        """The supervisor's JSON answer; its refusals (400, 404, 409) DriverUnsupported, any
+        other status DriverFailure, each with the supervisor's own sentence."""
+        if response.status_code == expected:
+            body: dict[str, Any] = response.json()
+            return body
         message = answer_text(response, "error")
-        if response.status_code in (404, 409):
+        if response.status_code in (400, 404, 409):
             raise DriverUnsupported(message)
         raise DriverFailure(message)
 
