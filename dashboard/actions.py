@@ -175,6 +175,26 @@ class ControlActions(DashboardState):
     def action_reset_stats(self) -> None:
         self.send_reset()
 
+    def action_add_server(self) -> None:
+        self.send_add_server()
+
+    def action_remove_server(self) -> None:
+        if name := self._selected():
+            self.send_remove_server(name)
+
+    @work(group="control", exit_on_error=False)
+    async def send_add_server(self) -> None:
+        answer = await self._send(self.t("key_add_server"), self.client.add_server())
+        if answer is not None:
+            self.notify(self.t("n_added", server=str(answer.get("server", "?"))))
+
+    @work(group="control", exit_on_error=False)
+    async def send_remove_server(self, name: str) -> None:
+        async with self._server_locks[name]:
+            answer = await self._send(f"{name} remove", self.client.remove_server(name))
+        if answer is not None:
+            self.notify(self.t("n_removed", server=name))
+
     @work(group="control", exit_on_error=False)
     async def control_server(self, name: str, action: str) -> None:
         async with self._server_locks[name]:

@@ -207,3 +207,10 @@ class BalancerClient:
 
     async def reset_stats(self) -> Json:
         return await self._write("POST", "/control/stats/reset")
+
+    async def add_server(self) -> Json:
+        """One more task server (the driver's next name, weight 1)."""
+        return await self._write("POST", "/control/servers", {})
+
+    async def remove_server(self, server: str) -> Json:
+        return await self._write("DELETE", server_path(server))

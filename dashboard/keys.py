@@ -97,6 +97,9 @@ KEYS: tuple[Key, ...] = (
         button="btn_algorithm",
     ),
     Key("r", "reset_stats", "key_reset", write=True, show=False, button="btn_reset"),
+    # Scaling out and in (POST/DELETE /control/servers): in ``?`` only, the Footer is full.
+    Key("n", "add_server", "key_add_server", write=True, show=False),
+    Key("x", "remove_server", "key_remove_server", write=True, show=False),
     Key("c", "toggle_charts", "key_charts", short="short_charts"),
     # Not in the Footer since the charts took its room at 100 columns in Spanish; in ``?``.
     Key("space", "toggle_refresh", "key_refresh_pause", show=False, short="short_refresh_pause"),
@@ -117,7 +120,7 @@ NARROW_ACTIONS: frozenset[str] = frozenset(key.action_name for key in KEYS if ke
 # The actions that act on the selected row of the server table: refused while the chart view
 # hides the table, so no key acts on a server the screen does not show selected.
 ON_SELECTED: frozenset[str] = frozenset(
-    {"toggle_selected", "server_action", "drain_toggle", "fault_menu", "weight"}
+    {"toggle_selected", "server_action", "drain_toggle", "fault_menu", "weight", "remove_server"}
 )
 # Each key of those actions (``k``, ``full_stop``...) -> its entry: the chart view names the
 # key and what it does when it refuses one.
