@@ -12,35 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
 
 from services.balancer.background import restarting
 from services.balancer.balancer import Balancer
 from services.balancer.drivers import DriverFailure, docker_socket_path
 from services.balancer.drivers.docker import (
-    PORT_LABEL,
     DockerEngine,
+    backend_url,
     by_backend_name,
-    labels_of,
     own_project,
     task_server_labels,
 )
 
-DEFAULT_PORT = 5001
 RETRY_SECONDS = 2.0
 RELEVANT = {"create", "start", "rename", "destroy"}
 logger = logging.getLogger("ticslab.balancer.discovery")
-
-
-def backend_url(container: dict[str, Any]) -> str:
-    """``http://<container name>:<port>``: the name resolves on the Compose network."""
-    labels = labels_of(container)
-    name = (container.get("Names") or ["/unknown"])[0].lstrip("/")
-    port = labels.get(PORT_LABEL)
-    if port is None:
-        exposed = [p["PrivatePort"] for p in container.get("Ports", []) if p.get("Type") == "tcp"]
-        port = str(exposed[0]) if len(set(exposed)) == 1 else str(DEFAULT_PORT)
-    return f"http://{name}:{port}"
 
 
 class DockerDiscovery:

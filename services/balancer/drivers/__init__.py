@@ -16,7 +16,7 @@ from services.balancer.drivers.base import (
     NoneDriver,
     docker_socket_path,
 )
-from services.balancer.drivers.docker import DockerDriver
+from services.balancer.drivers.docker_scaling import ScalingDockerDriver
 from services.balancer.drivers.local import LocalDriver
 
 NOT_UP = "it was not started by `ticslab up` (no TICSLAB_SUPERVISOR_URL)"
@@ -48,7 +48,7 @@ async def choose_driver(kind: str, token: str) -> Driver:
         if kind == "auto" and not path.exists():
             return NoneDriver(f"{NOT_UP}, and it sees no Docker socket at {path}")
         try:
-            return await DockerDriver.connect(path)
+            return await ScalingDockerDriver.connect(path)
         except DriverFailure as error:
             if kind == "docker":
                 raise

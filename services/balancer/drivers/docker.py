@@ -1,9 +1,11 @@
 """The Docker driver: the Engine API over the unix socket, behind a strict allow-list.
 
 Whoever reaches the socket is root on the host, so this module sends only list, inspect,
-stop, start, kill, restart, pause, unpause (and reads the events stream), and only on
-containers of the balancer's own Compose project that carry ``ticslab.role=taskserver``,
-checked again by inspecting the container right before every action.
+stop, start, kill, restart, pause, unpause (and reads the events stream), plus, to scale a
+service (docker_scaling.py), create (a copy of one of these containers, with its labels),
+network connect and remove, and only on containers of the balancer's own Compose project
+that carry ``ticslab.role=taskserver``, checked again by inspecting the container right
+before every action.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -28,6 +30,7 @@ ROLE_LABEL = "ticslab.role"
 ROLE = "taskserver"
 PORT_LABEL = "ticslab.port"
 STOP_SECONDS = "5"
+DEFAULT_PORT = 5001
 
 # action -> (path suffix, query): the only writes this module can send.
 ACTION_REQUESTS: dict[str, tuple[str, dict[str, str]]] = {
@@ -53,6 +56,18 @@ def backend_name(labels: dict[str, str]) -> str:
     service = labels.get(SERVICE_LABEL, "")
     number = labels.get(NUMBER_LABEL, "1")
     return service if number == "1" else f"{service}-{number}"
+
+
+def backend_url(container: dict[str, Any]) -> str:
+    """``http://<container name>:<port>`` of a list entry: the name resolves on the Compose
+    network (discovery and the driver's ``scale_out`` name a backend's URL alike)."""
+    labels = labels_of(container)
+    name = (container.get("Names") or ["/unknown"])[0].lstrip("/")
+    port = labels.get(PORT_LABEL)
+    if port is None:
+        exposed = [p["PrivatePort"] for p in container.get("Ports", []) if p.get("Type") == "tcp"]
+        port = str(exposed[0]) if len(set(exposed)) == 1 else str(DEFAULT_PORT)
+    return f"http://{name}:{port}"
 
 
 def by_backend_name(listed: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -142,6 +157,37 @@ class DockerEngine:
             )
         raise DriverFailure(f"Docker failed to {action}: {answer_text(response, 'message')}")
 
+    async def create(self, name: str, body: dict[str, Any]) -> str:
+        """Create container ``name`` from ``body`` (docker_scaling.py builds it); its id."""
+        response = await self._request(
+            "POST", "/containers/create", params={"name": name}, json=body
+        )
+        if response.status_code != 201:
+            self._refused(response, f"create {name}")
+        created: str = response.json()["Id"]
+        return created
+
+    async def connect(self, network: str, container_id: str, endpoint: dict[str, Any]) -> None:
+        """Join ``container_id`` to ``network`` (a replica's networks after the first)."""
+        body = {"Container": container_id, "EndpointConfig": endpoint}
+        response = await self._request("POST", f"/networks/{network}/connect", json=body)
+        if response.status_code != 200:
+            self._refused(response, f"connect it to {network}")
+
+    async def remove(self, container_id: str) -> None:
+        """Remove a stopped container (its named volumes stay, as with ``docker rm``)."""
+        response = await self._request("DELETE", f"/containers/{container_id}")
+        if response.status_code not in (204, 404):
+            self._refused(response, f"remove {container_id[:12]}")
+
+    @staticmethod
+    def _refused(response: httpx.Response, what: str) -> None:
+        """409 DriverUnsupported (Docker refused), any other status DriverFailure."""
+        message = f"Docker could not {what}: {answer_text(response, 'message')}"
+        if response.status_code == 409:
+            raise DriverUnsupported(message)
+        raise DriverFailure(message)
+
     async def events(self, labels: list[str]) -> AsyncIterator[dict[str, Any]]:
         """Container events carrying ``labels``, as they happen (the stream never ends)."""
         filters = json.dumps({"type": ["container"], "label": labels})
@@ -188,7 +234,7 @@ class DockerDriver:
         self.labels = task_server_labels(project)
 
     @classmethod
-    async def connect(cls, socket_path: Path, own_id: str | None = None) -> DockerDriver:
+    async def connect(cls, socket_path: Path, own_id: str | None = None) -> Self:
         """A driver for our own Compose project (see ``own_project``)."""
         engine = DockerEngine(socket_path)
         try:
@@ -217,6 +263,11 @@ class DockerDriver:
         }
 
     async def perform(self, server: str, action: str) -> dict[str, Any]:
+        return await self.act_on(await self.container_of(server), action)
+
+    async def container_of(self, server: str) -> str:
+        """The id of the one container behind backend ``server``; DriverUnsupported if none
+        or more than one."""
         found = (await self.containers()).get(server, [])
         if not found:
             raise DriverUnsupported(
@@ -227,7 +278,8 @@ class DockerDriver:
                 f"refused: '{server}' names more than one container ({container_names(found)}); "
                 "remove the extra ones"
             )
-        return await self.act_on(found[0]["Id"], action)
+        container_id: str = found[0]["Id"]
+        return container_id
 
     async def act_on(self, container_id: str, action: str) -> dict[str, Any]:
         """Inspect ``container_id``, refuse it unless allowed, then act and report its state."""
@@ -247,12 +299,6 @@ class DockerDriver:
         state = after["State"]["Status"] if after else "removed"
         result = RESULTS[action] if changed else f"already {state}"
         return {"result": result, "process": state, "container": name}
-
-    async def scale_out(self, name: str | None) -> dict[str, Any]:
-        raise DriverUnsupported("scaling under Compose is not available yet")
-
-    async def scale_in(self, server: str) -> dict[str, Any]:
-        raise DriverUnsupported("scaling under Compose is not available yet")
 
     async def aclose(self) -> None:
         await self.engine.aclose()
