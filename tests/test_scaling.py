@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -79,11 +82,17 @@ def test_a_server_added_under_traffic_serves_after_its_first_check_and_nothing_f
 ) -> None:
     with Writers(stack.url) as writers:
         wait_until(lambda: len(writers.answers) > 20, what="traffic to flow")
+        taken = socket.socket()  # the next port is someone else's: the one after it is used
+        with contextlib.suppress(OSError):
+            taken.bind(("127.0.0.1", stack.server_ports[-1] + 1))
+            taken.listen()
         answer = control(stack, "POST", "/control/servers", json={})
+        taken.close()
         assert answer.status_code == 201, answer.text
         added = answer.json()
         assert added["server"] == "server3" and added["state"] in (NEW, UP)
         port = int(added["url"].rsplit(":", 1)[1])
+        assert port > stack.server_ports[-1] + 1
         assert listening(port) and added["process"] == "running"
         wait_until(lambda: state(stack, "server3") == UP, what="server3 UP after its check")
         wait_until(
@@ -166,6 +175,13 @@ def test_bad_scaling_requests_get_clear_errors(stack: UpStack) -> None:
     assert "un nombre de servidor" in spanish.json()["error"]
     assert servers_of(stack) == ["server1", "server2"]  # no refusal started anything
     assert "server3" not in stack.output()
+
+    # Two removals at once: one at a time, so the second finds the last server and refuses.
+    with ThreadPoolExecutor(2) as pool:
+        paths = ["/control/servers/server1", "/control/servers/server2"]
+        answers = list(pool.map(lambda path: control(stack, "DELETE", path), paths))
+    assert sorted(a.status_code for a in answers) == [200, 409]
+    assert len(servers_of(stack)) == 1
 
 
 def test_the_bound_and_a_balancer_without_driver_refuse_before_starting_anything() -> None:
