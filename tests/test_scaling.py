@@ -167,6 +167,7 @@ def test_bad_scaling_requests_get_clear_errors(stack: UpStack) -> None:
     for body, status, code in cases:
         answer = control(stack, "POST", "/control/servers", **body)
         assert (answer.status_code, answer.json().get("code")) == (status, code), body
+        assert "{{" not in answer.json()["error"]  # a sentence, its example filled in
     too_big = control(stack, "POST", "/control/servers", content=b"{" + b" " * 70_000 + b"}")
     assert too_big.status_code == 413 and "error" in too_big.json()
     missing = control(stack, "DELETE", "/control/servers/server9")

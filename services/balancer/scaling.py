@@ -63,7 +63,8 @@ class Scaling:
             return refusal
         body = await _json_object(request, language_of(request, self.balancer))
         if body is None or not body.keys() <= SCALE_FIELDS:
-            return control._error(request, 400, "bad_scale_body")
+            fields = ", ".join(sorted(SCALE_FIELDS))
+            return control._error(request, 400, "bad_scale_body", fields=fields)
         name, weight = body.get("name"), body.get("weight", DEFAULT_WEIGHT)
         if name is not None and not (
             isinstance(name, str) and re.fullmatch(SERVER_NAME_PATTERN, name)

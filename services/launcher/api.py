@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.common import LOCAL_ACTIONS
+from services.lang import Translator
 from services.launcher.scaling import Scaler
 from services.launcher.supervisor import ActionError, Supervisor
 from services.web import BodyTooLarge, bounded_body, json_error, token_refusal
@@ -64,7 +65,7 @@ def supervisor_app(supervisor: Supervisor, token: str, scaler: Scaler | None = N
         if refusal := token_refusal(request, token):
             return refusal
         assert scaler is not None
-        name = await _asked_name(request)
+        name = await _asked_name(request, supervisor.t)
         if isinstance(name, Response):
             return name
         return await answered(scaler.add(name), "add", name, 201)
@@ -88,17 +89,17 @@ def supervisor_app(supervisor: Supervisor, token: str, scaler: Scaler | None = N
     return Starlette(routes=routes)
 
 
-async def _asked_name(request: Request) -> str | Response | None:
+async def _asked_name(request: Request, t: Translator) -> str | Response | None:
     """The ``name`` of an add body (None: the next ``serverN``), or a 400/413 refusal."""
     try:
         raw = await bounded_body(request, ADD_BODY_BYTES)
     except BodyTooLarge:
-        return json_error(413, f"the body is larger than {ADD_BODY_BYTES} bytes")
+        return json_error(413, t("scale_body_too_large", limit=ADD_BODY_BYTES))
     try:
         body: Any = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError:
         body = None
     name = body.get("name") if isinstance(body, dict) else None
     if not isinstance(body, dict) or not isinstance(name, str | None):
-        return json_error(400, 'send a JSON object such as {"name": "server3"} (or none)')
+        return json_error(400, t("scale_bad_body"))
     return name

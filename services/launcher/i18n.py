@@ -55,6 +55,8 @@ TEXT: Catalogue = {
         "not_in_state": "{name} is {state}, not {wanted}",
         "action_failed": "{action} {name} failed: {error}",
         "scale_limit": "this stack already runs {maximum} task servers, the most it may",
+        "scale_bad_body": "send a JSON object with at most the field 'name' (text)",
+        "scale_body_too_large": "the body is larger than {limit} bytes",
         "scale_bad_name": "a server name is a letter then up to 31 letters, digits, _ or -; "
         "not {name!r}",
         "scale_name_taken": "a process called {name!r} already exists",
@@ -112,6 +114,8 @@ TEXT: Catalogue = {
         "see_log": "{error}; mira sus líneas de registro más arriba",
         "not_ours": "no hay un servidor de tareas llamado {name!r} en este ticslab up",
         "scale_limit": "estos servicios ya corren {maximum} servidores de tareas, el máximo",
+        "scale_bad_body": "envía un objeto JSON con a lo más el campo 'name' (texto)",
+        "scale_body_too_large": "el cuerpo pasa de {limit} bytes",
         "scale_bad_name": "un nombre de servidor es una letra y hasta 31 letras, dígitos, _ o "
         "-; no {name!r}",
         "scale_name_taken": "ya existe un proceso llamado {name!r}",
