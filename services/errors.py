@@ -96,7 +96,7 @@ ERRORS: Catalogue = {
         "algorithm_failed": "the algorithm could not start, the current one stays: {detail}",
         "bad_weight_body": 'send a JSON object with one field, like {{"weight": 3}}',
         "bad_weight": 'send {{"weight": N}}: a weight is a whole number from 0 to {maximum}',
-        "bad_scale_body": 'send a JSON object with no fields but {fields}, like '
+        "bad_scale_body": "send a JSON object with no fields but {fields}, like "
         '{{"name": "server3", "weight": 1}} or {{}}',
         "bad_server_name": "a server name is a letter then up to 31 letters, digits, _ or -",
         "server_exists": "there is already a server named {server!r}",
@@ -199,7 +199,7 @@ ERRORS: Catalogue = {
         "algorithm_failed": "el algoritmo no pudo iniciar, sigue el actual: {detail}",
         "bad_weight_body": 'envía un objeto JSON con un solo campo, como {{"weight": 3}}',
         "bad_weight": 'envía {{"weight": N}}: un peso es un número entero de 0 a {maximum}',
-        "bad_scale_body": 'envía un objeto JSON sin otros campos que {fields}, como '
+        "bad_scale_body": "envía un objeto JSON sin otros campos que {fields}, como "
         '{{"name": "server3", "weight": 1}} o {{}}',
         "bad_server_name": "un nombre de servidor es una letra y hasta 31 letras, dígitos, _ o -",
         "server_exists": "ya hay un servidor llamado {server!r}",
