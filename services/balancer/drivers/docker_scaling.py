@@ -1,5 +1,6 @@
 """One more container of a Compose service, or one fewer, as ``docker compose up --scale``
-does: the Docker driver's ``scale_out`` and ``scale_in`` (drivers/docker.py).
+does: ``ScalingDockerDriver``, the driver of drivers/docker.py with ``scale_out`` and
+``scale_in``.
 
 The new container is a copy of the service's lowest-numbered container: same image, command,
 entrypoint, environment, working directory, user, health check, labels (the Compose
@@ -124,8 +125,8 @@ class ScalingDockerDriver(DockerDriver):
 
     async def scale_out(self, name: str | None) -> dict[str, Any]:
         """One more container of the task-server service, as ``docker compose up --scale``
-        makes it (py), started; its backend name and URL as discovery gives
-        them, so discovery seeing it too finds the same server."""
+        makes it (``replica_request``), started; its backend name and URL as discovery
+        gives them, so discovery seeing it too finds the same server."""
         if name is not None:
             raise DriverUnsupported(
                 "under Compose a new server is named as Compose names replicas "
@@ -153,8 +154,8 @@ class ScalingDockerDriver(DockerDriver):
             raise DriverFailure(f"{container} was started and is gone already")
         server = backend_name(labels_of(entry[0]))
         state = entry[0].get("State", "unknown")
-        return {"server": server, "url": backend_url(entry[0]), "container": container,
-                "process": state}  # fmt: skip
+        url = backend_url(entry[0])
+        return {"server": server, "url": url, "container": container, "process": state}
 
     async def scale_in(self, server: str) -> dict[str, Any]:
         """Stop ``server``'s container (checked as every action is) and remove it."""
