@@ -103,7 +103,10 @@ class Translator:
 
     def __call__(self, key: str, **values: Any) -> str:
         text = self._catalogue.get(key) or self._english[key]
-        return text.format(**values) if values else text
+        if values:
+            return text.format(**values)
+        # Written for format() (a JSON example's braces doubled), said with nothing to fill in.
+        return text.replace("{{", "{").replace("}}", "}")
 
     def word(self, key: str, otherwise: str) -> str:
         """The text for ``key``, or ``otherwise`` where the catalogue has none (a name from

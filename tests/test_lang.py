@@ -62,3 +62,11 @@ def test_a_key_missing_in_spanish_falls_back_to_english_and_is_reported() -> Non
     assert Translator(catalogue, "es")("b") == "bye"
     assert Translator(catalogue, "xx")("a", name="Ana") == "hello Ana"
     assert missing_keys(catalogue) == {"es": {"b"}}
+
+
+def test_a_sentence_with_nothing_to_fill_in_says_its_doubled_braces_once() -> None:
+    """A JSON example is written for format() ({{ }}); said without values it must still read
+    as JSON, not with the braces doubled."""
+    catalogue = {"en": {"example": 'send JSON like {{"weight": 3}}'}, "es": {}}
+    assert Translator(catalogue, "en")("example") == 'send JSON like {"weight": 3}'
+    assert Translator(catalogue, "es")("example") == 'send JSON like {"weight": 3}'
