@@ -17,8 +17,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.balancer.auth import EdgeAuth, edge_checker
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig
 from services.balancer.control import Control
@@ -90,7 +91,7 @@ class BalancerApp:
     """ASGI entry point: owned paths go to a small Starlette app, the rest to the proxy."""
 
     def __init__(
-        self, proxy: Proxy, admin: Starlette, owned: OwnedPaths, config: BalancerConfig
+        self, proxy: ASGIApp, admin: Starlette, owned: OwnedPaths, config: BalancerConfig
     ) -> None:
         self.proxy = proxy
         self.admin = admin
@@ -141,6 +142,8 @@ def create_app(config: BalancerConfig) -> BalancerApp:
     )
     balancer.checks = health
     proxy = Proxy(balancer, config)
+    checker = edge_checker(config.auth_users)  # a bad users file: ValueError, one line
+    edge = EdgeAuth(proxy, balancer, config.lang, checker)
     # Without a configured token nobody can use /control writes (the CLI always sets one).
     control = Control(balancer, config.token or secrets.token_urlsafe(24), config.driver)
     discovery = DockerDiscovery(balancer) if config.discover == "docker" else None
@@ -156,6 +159,8 @@ def create_app(config: BalancerConfig) -> BalancerApp:
             started.push_async_callback(balancer.journal.stop)  # last: says every retry
             await proxy.start()
             started.push_async_callback(proxy.stop)
+            if checker is not None:
+                started.callback(checker.close)
             balancer.start()
             history.start()
             started.push_async_callback(history.stop)
@@ -172,4 +177,4 @@ def create_app(config: BalancerConfig) -> BalancerApp:
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
     admin.state.lang = config.lang
-    return BalancerApp(proxy, admin, OwnedPaths(routes), config)
+    return BalancerApp(edge, admin, OwnedPaths(routes), config)
