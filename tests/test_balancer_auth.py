@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -23,6 +24,8 @@ import pytest
 from support import TICSLAB, ServiceProcess, free_port, free_run, wait_until
 from test_balancer_helpers import EchoBackend, balancer_process
 
+from dashboard.i18n import Translator as DashboardTranslator
+from dashboard.widgets.panels import ErrorsPanel
 from services.balancer.auth import MAX_FAILURES, FailureLimiter, VerifiedCache, basic_credentials
 from services.balancer.htpasswd import UsersFileError, load_users
 from services.balancer.passwd_i18n import TEXT
@@ -208,6 +211,22 @@ def test_failed_logins_are_limited_per_address_but_a_verified_header_still_passe
         assert other.get(guarded.url + "/tareas", headers=basic("ana", "x")).status_code == 401
     stats = httpx.get(guarded.url + "/errors/stats", timeout=5).json()
     assert stats["error_types"]["429_TOO_MANY_REQUESTS"] >= 1
+
+
+def test_the_dashboards_error_panel_names_401s_and_429s_in_both_languages(
+    guarded: ServiceProcess,
+) -> None:
+    """After the test above, the balancer's real /errors/stats holds both kinds."""
+    with client_from("127.0.0.8") as client:
+        for _ in range(MAX_FAILURES + 1):
+            client.get(guarded.url + "/tareas", headers=basic("ana", "x"))
+    stats = httpx.get(guarded.url + "/errors/stats", timeout=5).json()
+    spanish = ErrorsPanel(DashboardTranslator("es")).render_stats(stats).plain
+    assert re.search(r"401 +\d+ sin autorización", spanish)
+    assert re.search(r"429 +\d+ demasiadas solicitudes", spanish)
+    assert "sin servidor GET /tareas" in spanish  # no server saw them
+    english = ErrorsPanel(DashboardTranslator("en")).render_stats(stats).plain
+    assert "unauthorized" in english and "too many requests" in english
 
 
 @pytest.mark.slow
