@@ -82,6 +82,7 @@ def guarded(echoes: list[EchoBackend], users_file: Path) -> Iterator[ServiceProc
     balancer.close()
 
 
+@pytest.mark.smoke
 def test_passwd_writes_a_bcrypt_file_0600_from_stdin_and_changes_a_user(tmp_path: Path) -> None:
     path = tmp_path / "users"
     done = passwd(path, "ana", "uno")
@@ -157,6 +158,7 @@ def test_bad_credentials_get_401(
     assert answer.json()["code"] in ("auth_failed", "auth_required")
 
 
+@pytest.mark.smoke
 def test_good_credentials_reach_the_server_as_a_user_and_never_the_password(
     guarded: ServiceProcess,
 ) -> None:
@@ -169,6 +171,7 @@ def test_good_credentials_reach_the_server_as_a_user_and_never_the_password(
     assert "authorization" not in [name for name, _ in seen]
 
 
+@pytest.mark.smoke
 def test_a_line_of_apaches_htpasswd_is_read(guarded: ServiceProcess) -> None:
     answer = httpx.get(guarded.url + "/tareas", headers=basic("alumno", "secreto"), timeout=5)
     assert answer.status_code == 200
