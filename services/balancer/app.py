@@ -91,9 +91,15 @@ class BalancerApp:
     """ASGI entry point: owned paths go to a small Starlette app, the rest to the proxy."""
 
     def __init__(
-        self, proxy: ASGIApp, admin: Starlette, owned: OwnedPaths, config: BalancerConfig
+        self,
+        proxy: Proxy,
+        admin: Starlette,
+        owned: OwnedPaths,
+        config: BalancerConfig,
+        edge: ASGIApp | None = None,
     ) -> None:
         self.proxy = proxy
+        self.edge = edge or proxy  # what proxied requests pass through first (auth.py)
         self.admin = admin
         self.owned = owned
         self.allowed_hosts = config.allowed_hosts
@@ -109,7 +115,7 @@ class BalancerApp:
                 return
             path = raw_path(scope)
             if path not in self.owned:
-                await self.proxy(scope, receive, send)
+                await self.edge(scope, receive, send)
                 return
             host = hosts[0].decode("latin-1") if hosts else None
             if path.startswith(GUARDED_PREFIXES) and not host_allowed(host, self.allowed_hosts):
@@ -177,4 +183,4 @@ def create_app(config: BalancerConfig) -> BalancerApp:
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
     admin.state.lang = config.lang
-    return BalancerApp(edge, admin, OwnedPaths(routes), config)
+    return BalancerApp(proxy, admin, OwnedPaths(routes), config, edge)
