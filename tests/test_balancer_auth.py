@@ -10,12 +10,14 @@ of a class would.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import os
 import re
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -252,6 +254,48 @@ def test_a_limited_address_may_log_in_again_after_retry_after(
 
             wait_until(logged_in, timeout=15, interval=0.5, what="the window to pass")
     finally:
+        balancer.close()
+
+
+@pytest.mark.slow
+async def test_a_flood_of_bad_passwords_is_bounded_and_does_not_hold_the_proxy(
+    echoes: list[EchoBackend], tmp_path: Path
+) -> None:
+    """Cost 11 (~0.1 s a check, two threads): 48 wrong passwords at once from 12 addresses
+    (each under the per-address limit) fill the queue of 32; the rest get 503 at once, and a
+    verified client is answered all along."""
+    users = tmp_path / "users"
+    assert passwd(users, "ana", "secreto-ana", "--cost", "11").returncode == 0
+    backends = [(e.name, e.url) for e in echoes]
+    balancer = balancer_process(backends, "round_robin", "--auth-users", str(users)).start()
+    good = basic("ana", "secreto-ana")
+    clients = [
+        httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(local_address=f"127.0.1.{n}"), timeout=30
+        )
+        for n in range(1, 13)
+    ]
+    try:
+        async with httpx.AsyncClient(timeout=30) as verified:
+            assert (await verified.get(balancer.url + "/tareas", headers=good)).status_code == 200
+
+            async def bad(client: httpx.AsyncClient) -> httpx.Response:
+                return await client.get(balancer.url + "/tareas", headers=basic("ana", "x"))
+
+            flood = asyncio.gather(*(bad(c) for c in clients for _ in range(MAX_FAILURES - 1)))
+            await asyncio.sleep(0)  # the flood's requests are on their way
+            started = time.monotonic()
+            during = await verified.get(balancer.url + "/tareas", headers=good)
+            waited = time.monotonic() - started
+            answers = await flood
+        assert during.status_code == 200 and waited < 1.0, waited
+        codes = sorted({a.json()["code"] for a in answers})
+        assert codes == ["auth_busy", "auth_failed"], codes
+        busy = [a for a in answers if a.status_code == 503]
+        assert all(a.headers["retry-after"] == "1" for a in busy)
+    finally:
+        for client in clients:
+            await client.aclose()
         balancer.close()
 
 
