@@ -26,7 +26,9 @@ import pytest
 from support import TICSLAB, ServiceProcess, free_port, free_run, wait_until
 from test_balancer_helpers import EchoBackend, balancer_process
 
+from dashboard.api import BalancerClient
 from dashboard.i18n import Translator as DashboardTranslator
+from dashboard.poll import TASKS_EVERY, Poller
 from dashboard.widgets.panels import ErrorsPanel
 from services.balancer.auth import MAX_FAILURES, FailureLimiter, VerifiedCache, basic_credentials
 from services.balancer.htpasswd import UsersFileError, load_users
@@ -232,6 +234,27 @@ def test_the_dashboards_error_panel_names_401s_and_429s_in_both_languages(
     assert "sin servidor GET /tareas" in spanish  # no server saw them
     english = ErrorsPanel(DashboardTranslator("en")).render_stats(stats).plain
     assert "unauthorized" in english and "too many requests" in english
+
+
+async def test_the_dashboard_reads_tasks_rarely_once_refused(guarded: ServiceProcess) -> None:
+    """The dashboard has no user: its /tareas reads are refused, and then slowed from every
+    3 s to every 60 s, so that its own 401s do not fill the panel the class watches."""
+
+    def unauthorized() -> int:
+        stats = httpx.get(guarded.url + "/errors/stats", timeout=5).json()
+        return int(stats["error_types"].get("401_UNAUTHORIZED", 0))
+
+    client = BalancerClient(guarded.url)
+    poller = Poller(client)
+    try:
+        before = unauthorized()
+        assert (await poller.fetch()).tasks is None
+        assert unauthorized() == before + 1
+        poller._tasks_read_at -= TASKS_EVERY * 3  # as if 9 s had passed
+        await poller.fetch()
+        assert unauthorized() == before + 1
+    finally:
+        await client.aclose()
 
 
 @pytest.mark.slow
