@@ -30,8 +30,14 @@ from dashboard.api import BalancerClient
 from dashboard.i18n import Translator as DashboardTranslator
 from dashboard.poll import TASKS_EVERY, Poller
 from dashboard.widgets.panels import ErrorsPanel
-from services.balancer.auth import MAX_FAILURES, FailureLimiter, VerifiedCache, basic_credentials
-from services.balancer.htpasswd import UsersFileError, load_users
+from services.balancer.auth import (
+    MAX_FAILURES,
+    Checker,
+    FailureLimiter,
+    VerifiedCache,
+    basic_credentials,
+)
+from services.balancer.htpasswd import UsersFileError, load_users, parse_users
 from services.balancer.passwd_i18n import TEXT
 from services.errors import ERRORS
 from services.lang import missing_keys
@@ -416,6 +422,19 @@ def test_the_verified_cache_is_bounded_and_expires() -> None:
         cache.add(key, "ana", 0.0)
     assert cache.user(keys[0], 1.0) is None and cache.user(keys[2], 1.0) == "ana"
     assert cache.user(keys[2], 5.0) is None
+
+
+async def test_an_unknown_user_costs_a_check_as_dear_as_the_dearest_real_one() -> None:
+    """No name can be told apart by a quicker refusal: the dummy hash has the file's highest
+    cost, and an unknown name is checked against it (and refused even if it matched)."""
+    lines = parse_users(f"{FIXED_APACHE_LINE}\nana:$2b$06${'a' * 53}\n")
+    checker = Checker(lines)
+    try:
+        assert checker.dummy.startswith(b"$2b$06$")
+        assert not await checker.check("nobody", b"not a password")  # the dummy's own password
+        assert await checker.check("alumno", b"secreto")
+    finally:
+        checker.close()
 
 
 def test_basic_credentials_take_only_basic_and_split_at_the_first_colon() -> None:
