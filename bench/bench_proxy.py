@@ -27,9 +27,11 @@ CONNECTIONS = (1, 8, 32, 64)
 PATH = "/tareas"  # the seed's list of tasks: a small JSON array (a few tasks)
 
 
-def wrk(url: str, connections: int, seconds: float) -> tuple[float, float]:
-    """(requests per second, mean latency in ms) from one wrk run."""
+def wrk(url: str, connections: int, seconds: float, *headers: str) -> tuple[float, float]:
+    """(requests per second, mean latency in ms) from one wrk run; ``headers`` (``Name: value``)
+    go with every request."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url]
+    command += [part for header in headers for part in ("-H", header)]
     output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     value, unit = re.search(r"Latency\s+([\d.]+)(us|ms|s)", output).groups()

@@ -21,6 +21,10 @@ MAX_BACKOFF = 5.0
 # balancer's counts; reading it at most every few seconds, and only the newest tasks the
 # panel has room for, keeps that footprint small however many tasks there are.
 TASKS_EVERY = 3.0
+# With --auth-users the balancer refuses the dashboard's /tareas (401: it has no user), and
+# each refusal is counted: then it is tried again only this rarely, so the dashboard's own
+# 401s do not fill the errors panel the class is watching.
+TASKS_REFUSED_EVERY = 60.0
 TASKS_SHOWN = 40
 
 
@@ -63,8 +67,20 @@ class Poller:
         self.client = client
         self.last_event_id: int | None = None
         self._tasks_read_at = -TASKS_EVERY
+        self._tasks_every = TASKS_EVERY
         self.history = SampleWindow()
         self.charts_open = False
+
+    async def _tasks(self) -> TaskList | None:
+        """The newest tasks, or None; a 401 (``--auth-users``) slows the reads down."""
+        try:
+            tasks = await self.client.tasks(TASKS_SHOWN)
+        except ApiError as error:
+            refused = error.status == 401
+            self._tasks_every = TASKS_REFUSED_EVERY if refused else TASKS_EVERY
+            return None
+        self._tasks_every = TASKS_EVERY
+        return tasks
 
     async def fetch(self) -> PollResult:
         status, errors, events = await asyncio.gather(
@@ -84,10 +100,10 @@ class Poller:
         # /tareas goes through the balancer to a task server: skip it when none is UP so
         # the dashboard does not add 503s to the error statistics the class is watching.
         now = time.monotonic()
-        tasks_due = now - self._tasks_read_at >= TASKS_EVERY and not self.charts_open
+        tasks_due = now - self._tasks_read_at >= self._tasks_every and not self.charts_open
         if status.get("servers_up", 0) > 0 and tasks_due:
             self._tasks_read_at = now
-            result.tasks = await optional(self.client.tasks(TASKS_SHOWN), TaskList)
+            result.tasks = await self._tasks()
         if self.charts_open:
             answer = await optional(self.client.history(self.history.since), dict)
             result.history_missing = answer is None and self.history.since is None

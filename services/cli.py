@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "taskserver": ("services.taskserver.cli", "run one task server (API /tareas, /api/tasks)"),
     "balancer": ("services.balancer.cli", "run the load balancer in front of the task servers"),
     "client": ("services.client.cli", "run a client emulator that creates tasks and forces errors"),
+    "passwd": (
+        "services.balancer.passwd",
+        "add a user to the balancer's --auth-users file, or change its password",
+    ),
     "up": ("services.launcher.cli", "start the whole stack as local processes (no Docker)"),
     "demo": ("services.launcher.demo", "start the local stack and open the dashboard"),
     "dashboard": ("dashboard.cli", "open the Textual dashboard"),

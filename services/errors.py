@@ -122,6 +122,12 @@ ERRORS: Catalogue = {
         "unparsable": "invalid HTTP request: it could not be parsed",
         "headers_timeout": "request headers not received within {seconds:g} s",
         "body_timeout": "request body paused for more than {seconds:g} s",
+        # The balancer: authentication at the edge (--auth-users).
+        "auth_required": "user name and password needed: send them as HTTP Basic "
+        "(curl -u USER:PASSWORD)",
+        "auth_failed": "wrong user name or password",
+        "auth_too_many": "too many failed logins from your address: try again in {seconds} s",
+        "auth_busy": "too many logins being checked at once: try again in a moment",
     },
     "es": {
         "route_not_found": "no existe la ruta {method} {path}; prueba GET /tareas, GET "
@@ -223,5 +229,11 @@ ERRORS: Catalogue = {
         "unparsable": "solicitud HTTP inválida: no se pudo interpretar",
         "headers_timeout": "los encabezados de la solicitud no llegaron en {seconds:g} s",
         "body_timeout": "el cuerpo de la solicitud se detuvo por más de {seconds:g} s",
+        "auth_required": "se necesita usuario y contraseña: envíalos como HTTP Basic "
+        "(curl -u USUARIO:CONTRASEÑA)",
+        "auth_failed": "usuario o contraseña incorrectos",
+        "auth_too_many": "demasiados intentos fallidos desde tu dirección: intenta de nuevo en "
+        "{seconds} s",
+        "auth_busy": "hay demasiados inicios de sesión en revisión: intenta de nuevo en un momento",
     },
 }

@@ -42,6 +42,7 @@ SAMPLES: dict[str, tuple[str, str, object]] = {
     "token": ("s3cret", "token", "s3cret"),
     "driver": ("none", "driver", "none"),
     "discover": ("docker", "discover", "docker"),
+    "auth_users": ("/srv/users", "auth_users", "/srv/users"),
 }
 
 

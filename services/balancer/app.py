@@ -17,8 +17,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.balancer.auth import EdgeAuth, edge_checker
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig
 from services.balancer.control import Control
@@ -92,9 +93,15 @@ class BalancerApp:
     """ASGI entry point: owned paths go to a small Starlette app, the rest to the proxy."""
 
     def __init__(
-        self, proxy: Proxy, admin: Starlette, owned: OwnedPaths, config: BalancerConfig
+        self,
+        proxy: Proxy,
+        admin: Starlette,
+        owned: OwnedPaths,
+        config: BalancerConfig,
+        edge: ASGIApp | None = None,
     ) -> None:
         self.proxy = proxy
+        self.edge = edge or proxy  # what proxied requests pass through first (auth.py)
         self.admin = admin
         self.owned = owned
         self.allowed_hosts = config.allowed_hosts
@@ -110,7 +117,7 @@ class BalancerApp:
                 return
             path = raw_path(scope)
             if path not in self.owned:
-                await self.proxy(scope, receive, send)
+                await self.edge(scope, receive, send)
                 return
             host = hosts[0].decode("latin-1") if hosts else None
             if path.startswith(GUARDED_PREFIXES) and not host_allowed(host, self.allowed_hosts):
@@ -143,6 +150,8 @@ def create_app(config: BalancerConfig) -> BalancerApp:
     )
     balancer.checks = health
     proxy = Proxy(balancer, config)
+    checker = edge_checker(config.auth_users)  # a bad users file: ValueError, one line
+    edge = EdgeAuth(proxy, balancer, config.lang, checker)
     # Without a configured token nobody can use /control writes (the CLI always sets one).
     control = Control(balancer, config.token or secrets.token_urlsafe(24), config.driver)
     discovery = DockerDiscovery(balancer) if config.discover == "docker" else None
@@ -158,6 +167,8 @@ def create_app(config: BalancerConfig) -> BalancerApp:
             started.push_async_callback(balancer.journal.stop)  # last: says every retry
             await proxy.start()
             started.push_async_callback(proxy.stop)
+            if checker is not None:
+                started.callback(checker.close)
             balancer.start()
             history.start()
             started.push_async_callback(history.stop)
@@ -174,4 +185,4 @@ def create_app(config: BalancerConfig) -> BalancerApp:
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
     admin.state.lang = config.lang
-    return BalancerApp(proxy, admin, OwnedPaths(routes), config)
+    return BalancerApp(proxy, admin, OwnedPaths(routes), config, edge)

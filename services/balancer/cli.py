@@ -208,6 +208,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("docker",),
         help="follow the task-server containers of our Compose project",
     )
+    parser.add_argument(
+        "--auth-users",
+        metavar="FILE",
+        help="an htpasswd file of bcrypt hashes (ticslab passwd, htpasswd -B): proxied "
+        "requests need Basic credentials of one of its users (default: none needed)",
+    )
     for action in settings_flags(parser):
         action.help = f"{action.help} [env {variable(action.dest)}]"
 

@@ -84,6 +84,9 @@ class BalancerConfig:
     # The class's language (services/lang.py): of the log lines, and of error answers to
     # requests without Accept-Language.
     lang: str = "en"
+    # An htpasswd file of bcrypt hashes (auth.py): proxied requests then need Basic
+    # credentials of one of its users; None: no authentication.
+    auth_users: str | None = None
 
     def __post_init__(self) -> None:
         if self.algorithm not in self.algorithm_names:

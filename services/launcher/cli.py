@@ -91,6 +91,13 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
         help="other servers a failed request is tried on (the balancer's --retries; default "
         f"{tuning.max_retries}; 0 lets clients see every crash)",
     )
+    parser.add_argument(
+        "--auth-users",
+        type=Path,
+        metavar="FILE",
+        help="an htpasswd file (ticslab passwd): proxied requests need a user's Basic "
+        "credentials (the balancer's --auth-users; env TICSLAB_AUTH_USERS; default: none)",
+    )
 
 
 def weight_option(text: str) -> tuple[str, int]:
@@ -118,8 +125,15 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         eject_after_5xx=args.eject_after_5xx,
         eject_time=args.eject_time,
         retries=args.retries,
+        auth_users=args.auth_users or env_path("TICSLAB_AUTH_USERS"),
         lang=chosen(args.lang),
     )
+
+
+def env_path(name: str) -> Path | None:
+    """The path in variable ``name``, None when it is unset or empty."""
+    value = os.environ.get(name, "").strip()
+    return Path(value) if value else None
 
 
 def stack_token(args: argparse.Namespace, options: StackOptions) -> tuple[str, Path]:
@@ -153,11 +167,19 @@ def banner(options: StackOptions, token_path: Path, dashboard: str | None = None
         rows.append((f"server{number}", f"http://{HOST}:{port}{given}"))
     rows += [
         (t("label_tasks"), str(options.tasks_file)),
+        *auth_rows(t, options),
         (t("label_token"), f"{token_path}  (Authorization: Bearer $(cat {token_path}))"),
         (t("label_dashboard"), dashboard or f"ticslab dashboard --url {options.balancer_url}"),
     ]
     width = max(len(label) for label, _ in rows) + 2
     return "\n".join([title, *(f"  {label:<{width}}{value}" for label, value in rows)])
+
+
+def auth_rows(t: Translator, options: StackOptions) -> list[tuple[str, str]]:
+    """The banner's line for ``--auth-users``: the file, and how to send credentials."""
+    if options.auth_users is None:
+        return []
+    return [(t("label_auth"), t("auth_row", file=options.auth_users))]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ TEXT: Catalogue = {
         "label_tasks": "tasks",
         "label_token": "token",
         "label_dashboard": "dashboard",
+        "label_auth": "users",
+        "auth_row": "{file}  (curl -u USER:PASSWORD; ticslab passwd {file} USER adds one)",
         "weight": "weight {weight}",
         "stop_hint": "Ctrl+C stops everything.",
         "could_not_start": "could not start the stack: {error}",
@@ -82,6 +84,9 @@ TEXT: Catalogue = {
         "label_tasks": "tareas",
         "label_token": "token",
         "label_dashboard": "panel",
+        "label_auth": "usuarios",
+        "auth_row": "{file}  (curl -u USUARIO:CONTRASEÑA; ticslab passwd {file} USUARIO "
+        "agrega uno)",
         "weight": "peso {weight}",
         "stop_hint": "Ctrl+C detiene todo.",
         "could_not_start": "no se pudieron iniciar los servicios: {error}",

@@ -16,6 +16,7 @@ import uvicorn
 
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.config import MAX_RETRIES
+from services.balancer.htpasswd import UsersFileError, load_users
 from services.balancer.plugin import absolute, choose
 from services.common import log_config, write_token_file
 from services.lang import LANG_ENV, Translator, default_language
@@ -52,6 +53,7 @@ class StackOptions:
     eject_after_5xx: int | None = None
     eject_time: float | None = None
     retries: int | None = None
+    auth_users: Path | None = None  # the balancer's --auth-users (an htpasswd file)
     # What the launcher prints and every process of the stack speaks (``ticslab experiment``'s
     # stacks: the environment's, TICSLAB_LANG or the locale).
     lang: str = field(default_factory=default_language)
@@ -76,6 +78,7 @@ class StackOptions:
             "--eject-after-5xx": self.eject_after_5xx,
             "--eject-time": self.eject_time,
             "--retries": self.retries,
+            "--auth-users": self.auth_users and self.auth_users.absolute(),
             "--lang": self.lang,
         }
         return [f"{flag}={value}" for flag, value in given.items() if value is not None]
@@ -97,6 +100,11 @@ class StackOptions:
             found.append(t("clients_negative"))
         if self.retries is not None and not 0 <= self.retries <= MAX_RETRIES:
             found.append(t("retries_range", maximum=MAX_RETRIES))
+        if self.auth_users is not None:
+            try:
+                load_users(self.auth_users)  # as the balancer will read it
+            except UsersFileError as error:
+                found.append(str(error))
         names = {f"server{number}" for number in range(1, self.servers + 1)}
         for name in sorted(self.weights.keys() - names):
             found.append(t("weight_no_server", name=name, servers=self.servers))
