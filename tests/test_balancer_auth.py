@@ -371,9 +371,13 @@ def test_the_balancer_and_ticslab_up_refuse_a_bad_users_file_before_starting(
     path = tmp_path / "users"
     path.write_text("# the class\nana:$apr1$xyz$0123456789abcdefghijkl\n")
     command = [*TICSLAB, "balancer", "--port", "1", "--auth-users", str(path)]
-    env = {**os.environ, "TICSLAB_TOKEN": "t"}
+    # No token given: a balancer that would run makes one and writes its file; this one must not.
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    env.pop("TICSLAB_TOKEN", None)
+    env.pop("TICSLAB_TOKEN_FILE", None)
     done = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 2
+    assert not (tmp_path / "state").exists()
     expected = f"--auth-users {path}: line 2: user ana: the hash is not bcrypt: Apache MD5"
     assert done.stderr.strip().splitlines() == [
         f"ticslab balancer: {expected}; make it with `ticslab passwd FILE USER` or "

@@ -7,6 +7,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from services.balancer.algorithms import ALGORITHMS
@@ -286,10 +287,13 @@ def run(args: argparse.Namespace) -> int:
     from services.balancer.app import create_app
     from services.balancer.control import ensure_token
     from services.balancer.edge import serve_edge
+    from services.balancer.htpasswd import load_users
 
     try:
         values = given_values(args, os.environ)
         config = config_from_values(values)
+        if config.auth_users:  # refused before a token file is written for a balancer that won't
+            load_users(Path(config.auth_users))  # run
         config.token = ensure_token(config.token, f"http://{config.host}:{config.port}")
         app = create_app(config)  # a plugin's constructor runs again here
     except ValueError as error:  # PluginError too: one line naming the file, no traceback
