@@ -123,13 +123,13 @@ def test_class_error_script_shows_exactly_three_errors_one_per_type(stack) -> No
 def kill_under_load(stack, requests: int, workers: int) -> None:
     balancer, servers, tasks_file = stack
     victim = servers[0]
-    set_fault(victim, {"mode": "latency", "ms": 150})  # so requests are in flight when it dies
+    set_fault(victim, {"mode": "latency", "ms": 500})  # so requests are in flight when it dies
     load, stop = Load(), asyncio.Event()
 
     async def scenario() -> None:
         traffic = asyncio.create_task(run_load(balancer.url, load, stop, workers, requests))
         await wait_until_async(
-            lambda: load.by_server().get("server1", 0) >= 5, what="traffic on server1"
+            lambda: load.by_server().get("server1", 0) >= 2, what="traffic on server1"
         )
         async with httpx.AsyncClient(base_url=balancer.url, timeout=5) as probe:
 
@@ -138,7 +138,8 @@ def kill_under_load(stack, requests: int, workers: int) -> None:
                 return status["servers"][0]["in_flight"] > 0
 
             # Polled, not read once: on a loaded machine one read can fall between two
-            # requests (its 150 ms latency keeps a caught one in flight until the kill).
+            # requests. The 500 ms latency keeps a caught one in flight until the kill, even
+            # when the probe's answer is slow (150 ms did not, at a load of 10).
             await wait_until_async(in_flight_on_server1, what="a request in flight on server1")
         victim.kill()
         killed_at = time.monotonic()
