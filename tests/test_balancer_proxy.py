@@ -364,7 +364,10 @@ def test_retries_out_of_range_are_refused_at_start() -> None:
 def test_connect_and_response_timeouts_are_configurable(echoes: list[EchoBackend]) -> None:
     hole = Blackhole()
     backends = [("server1", hole.url), ("server2", echoes[1].url)]
+    # --fall 1000: the checks of the hole fail too (every 0.25 s once one has), and must not
+    # take server1 out before the requests try it, however late a loaded machine sends them.
     flags = ["--connect-timeout", "0.15", "--response-timeout", "0.4", "--check-interval", "30"]
+    flags += ["--fall", "1000"]
     process = balancer_process(backends, "round_robin", *flags).start()
     try:
         with httpx.Client(base_url=process.url, timeout=10) as client:
