@@ -17,9 +17,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.balancer.balancer import Balancer
+from services.balancer.compression import compressing
 from services.balancer.config import BalancerConfig
 from services.balancer.control import Control
 from services.balancer.discovery import DockerDiscovery
@@ -90,7 +91,7 @@ class BalancerApp:
     """ASGI entry point: owned paths go to a small Starlette app, the rest to the proxy."""
 
     def __init__(
-        self, proxy: Proxy, admin: Starlette, owned: OwnedPaths, config: BalancerConfig
+        self, proxy: ASGIApp, admin: Starlette, owned: OwnedPaths, config: BalancerConfig
     ) -> None:
         self.proxy = proxy
         self.admin = admin
@@ -172,4 +173,5 @@ def create_app(config: BalancerConfig) -> BalancerApp:
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
     admin.state.lang = config.lang
-    return BalancerApp(proxy, admin, OwnedPaths(routes), config)
+    edge = compressing(proxy, balancer.compression)  # --compress: the proxy's answers only
+    return BalancerApp(edge, admin, OwnedPaths(routes), config)

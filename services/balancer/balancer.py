@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from services.balancer import algorithms
+from services.balancer.compression import CompressionStats
 from services.balancer.config import BalancerConfig
 from services.balancer.events import EventLog
 from services.balancer.journal import Journal
@@ -76,6 +77,7 @@ class Balancer:
         self.journal = Journal(config.lang)  # every event is also a line of the log
         self.events = EventLog(listener=self.journal.event)
         self.errors = ErrorLog()
+        self.compression = CompressionStats(config.compress)  # fed by compression.py's layer
         self.uptime = Uptime()
         self.requests_total = 0
         self.no_backend = 0

@@ -84,6 +84,9 @@ class BalancerConfig:
     # The class's language (services/lang.py): of the log lines, and of error answers to
     # requests without Accept-Language.
     lang: str = "en"
+    # Answers compressed at the edge with these encodings, in order of preference (empty:
+    # off); services/balancer/compression.py.
+    compress: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.algorithm not in self.algorithm_names:

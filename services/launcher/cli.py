@@ -91,6 +91,12 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
         help="other servers a failed request is tried on (the balancer's --retries; default "
         f"{tuning.max_retries}; 0 lets clients see every crash)",
     )
+    parser.add_argument(
+        "--compress",
+        metavar="off|br,zstd,gzip",
+        help="compress answers at the balancer with these encodings (the balancer's "
+        "--compress; env TICSLAB_COMPRESS; default off)",
+    )
 
 
 def weight_option(text: str) -> tuple[str, int]:
@@ -118,6 +124,7 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         eject_after_5xx=args.eject_after_5xx,
         eject_time=args.eject_time,
         retries=args.retries,
+        compress=args.compress or os.environ.get("TICSLAB_COMPRESS") or None,
         lang=chosen(args.lang),
     )
 

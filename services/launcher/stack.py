@@ -14,6 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from services.balancer.algorithms import ALGORITHMS
+from services.balancer.compression import ENCODINGS, parse_encodings
 from services.balancer.config import MAX_RETRIES
 from services.balancer.plugin import absolute, choose
 from services.common import log_config, write_token_file
@@ -50,6 +51,7 @@ class StackOptions:
     eject_after_5xx: int | None = None
     eject_time: float | None = None
     retries: int | None = None
+    compress: str | None = None  # the balancer's --compress, as given
     # What the launcher prints and every process of the stack speaks (``ticslab experiment``'s
     # stacks: the environment's, TICSLAB_LANG or the locale).
     lang: str = field(default_factory=default_language)
@@ -74,6 +76,7 @@ class StackOptions:
             "--eject-after-5xx": self.eject_after_5xx,
             "--eject-time": self.eject_time,
             "--retries": self.retries,
+            "--compress": self.compress,
             "--lang": self.lang,
         }
         return [f"{flag}={value}" for flag, value in given.items() if value is not None]
@@ -95,6 +98,11 @@ class StackOptions:
             found.append(t("clients_negative"))
         if self.retries is not None and not 0 <= self.retries <= MAX_RETRIES:
             found.append(t("retries_range", maximum=MAX_RETRIES))
+        if self.compress is not None:
+            try:
+                parse_encodings(self.compress)
+            except ValueError:
+                found.append(t("compress_bad", text=self.compress, names=",".join(ENCODINGS)))
         names = {f"server{number}" for number in range(1, self.servers + 1)}
         for name in sorted(self.weights.keys() - names):
             found.append(t("weight_no_server", name=name, servers=self.servers))
