@@ -159,8 +159,12 @@ class Brotli:
 
 class Zstd:
     def __init__(self) -> None:
-        options = {int(zstd.CompressionParameter.window_log): WINDOW_BITS}
-        self._z = zstd.ZstdCompressor(level=ZSTD_LEVEL, options=options)
+        parameter = zstd.CompressionParameter
+        options = {
+            int(parameter.compression_level): ZSTD_LEVEL,
+            int(parameter.window_log): WINDOW_BITS,
+        }
+        self._z = zstd.ZstdCompressor(options=options)
 
     def piece(self, data: bytes) -> bytes:
         return self._z.compress(data, mode=zstd.ZstdCompressor.FLUSH_BLOCK)
