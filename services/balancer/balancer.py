@@ -401,6 +401,7 @@ class Balancer:
         self.requests_total = 0
         self.no_backend = 0
         self.algorithm_errors = 0
+        self.compression.reset()
         self._reported.clear()
         self.rate = RateWindow()
         self.resets += 1

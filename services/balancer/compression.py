@@ -132,8 +132,8 @@ class Compressor(Protocol):
 
 
 class Gzip:
-    def __init__(self) -> None:
-        self._z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + WINDOW_BITS_GZIP)
+    def __init__(self, level: int = GZIP_LEVEL) -> None:
+        self._z = zlib.compressobj(level, zlib.DEFLATED, 16 + WINDOW_BITS_GZIP)
 
     def piece(self, data: bytes) -> bytes:
         return self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)
@@ -143,10 +143,8 @@ class Gzip:
 
 
 class Brotli:
-    def __init__(self) -> None:
-        self._b = brotli.Compressor(
-            mode=brotli.MODE_TEXT, quality=BROTLI_QUALITY, lgwin=WINDOW_BITS
-        )
+    def __init__(self, level: int = BROTLI_QUALITY) -> None:
+        self._b = brotli.Compressor(mode=brotli.MODE_TEXT, quality=level, lgwin=WINDOW_BITS)
 
     def piece(self, data: bytes) -> bytes:
         out: bytes = self._b.process(data) + self._b.flush()
@@ -158,10 +156,10 @@ class Brotli:
 
 
 class Zstd:
-    def __init__(self) -> None:
+    def __init__(self, level: int = ZSTD_LEVEL) -> None:
         parameter = zstd.CompressionParameter
         options = {
-            int(parameter.compression_level): ZSTD_LEVEL,
+            int(parameter.compression_level): level,
             int(parameter.window_log): WINDOW_BITS,
         }
         self._z = zstd.ZstdCompressor(options=options)
@@ -173,7 +171,8 @@ class Zstd:
         return self._z.compress(data, mode=zstd.ZstdCompressor.FLUSH_FRAME)
 
 
-COMPRESSORS: dict[str, Callable[[], Compressor]] = {"gzip": Gzip, "br": Brotli, "zstd": Zstd}
+# Each made at its default level for an answer; bench/bench_compress.py passes other levels.
+COMPRESSORS: dict[str, Callable[..., Compressor]] = {"gzip": Gzip, "br": Brotli, "zstd": Zstd}
 
 
 @dataclass
@@ -191,6 +190,10 @@ class CompressionStats:
 
     encodings: tuple[str, ...] = ()
     by_encoding: dict[str, Counts] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """Zeroed with the balancer's other counters (a stream under way counts on apart)."""
+        self.by_encoding = {}
 
     def count(self, encoding: str) -> Counts:
         return self.by_encoding.setdefault(encoding, Counts())
