@@ -15,6 +15,7 @@ import brotli
 import httpx
 import pytest
 import uvicorn
+from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -23,7 +24,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from support import TICSLAB, ServiceProcess, free_port, free_run, wait_until
 from test_balancer_helpers import balancer_process, status_of
+from textual.widgets import Label
 
+from dashboard.compression import size
 from services.balancer.compression import (
     ENCODINGS,
     MAX_ACCEPT_ENTRIES,
@@ -423,3 +426,49 @@ def test_ticslab_up_refuses_a_bad_value_before_starting(lang: str) -> None:
     options.compress = "zstd,gzip"
     assert options.problems() == []
     assert "--compress=zstd,gzip" in options.balancer_flags()
+
+
+@pytest.mark.parametrize(
+    ("lang", "said"),
+    [
+        ("en", "compressed: {percent}% of {before} ({saved} saved)"),
+        ("es", "comprimido: {percent}% de {before} ({saved} ahorrados)"),
+    ],
+)
+async def test_the_dashboard_shows_the_ratio_of_a_real_balancer(
+    balancer: ServiceProcess, lang: str, said: str
+) -> None:
+    """The status bar of a dashboard reading this balancer's own ``/status``."""
+    for _ in range(3):
+        await asyncio.to_thread(fetch, balancer.url + "/sized/50000", "gzip")
+    status = await asyncio.to_thread(status_of, balancer)
+    before, after = status["compression"]["bytes_in"], status["compression"]["bytes_out"]
+    fixture = FixtureBalancer()
+    fixture.answers["/status"] = status
+    app = fixture_app(balancer=fixture, lang=lang)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await loaded(pilot)
+        label = app.query_one("#compression", Label)
+        assert label.display
+        assert str(label.content) == said.format(
+            percent=round(100 * after / before),
+            before=size(before),
+            saved=size(before - after),
+        )
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [(0, "0 B"), (999, "999 B"), (1000, "1.0 KB"), (150_500, "150.5 KB"), (3_400_000, "3.4 MB")],
+)
+def test_sizes_as_the_status_bar_writes_them(count: int, text: str) -> None:
+    assert size(count) == text
+
+
+async def test_the_dashboard_shows_nothing_while_compression_is_off() -> None:
+    app = fixture_app()  # the fixtures' /status has compression off
+    fixture_status = FixtureBalancer().answers["/status"]
+    assert not fixture_status.get("compression", {}).get("encodings")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await loaded(pilot)
+        assert not app.query_one("#compression", Label).display
