@@ -18,6 +18,7 @@ import uvicorn
 from fixtures.dashboard.balancer import FixtureBalancer, fixture_app, loaded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -309,6 +310,16 @@ def test_status_counts_the_bytes_before_and_after(balancer: ServiceProcess) -> N
     assert after["bytes_in"] - before["bytes_in"] == 100_000
     assert after["bytes_out"] - before["bytes_out"] == sum(sent.values())
     assert after["ratio"] == round(after["bytes_out"] / after["bytes_in"], 4)
+    metrics = {
+        (sample.labels["encoding"], sample.labels["stage"]): sample.value
+        for family in text_string_to_metric_families(httpx.get(balancer.url + "/metrics").text)
+        if family.name == "ticslab_balancer_compressed_bytes"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    for name, counts in status_of(balancer)["compression"]["by_encoding"].items():
+        assert metrics[(name, "in")] == counts["bytes_in"]
+        assert metrics[(name, "out")] == counts["bytes_out"]
 
 
 @pytest.mark.slow  # a balancer of its own: ~2 s
