@@ -5,7 +5,10 @@ holding 1,000 tasks created through its API) and on a text file (docs/api.md):
 - the ratio (bytes out / bytes in) compressed at once, as the balancer compresses an answer
   it held whole (every answer of the lab's), and in 32 KiB pieces each flushed, as it
   compresses a stream (``STREAM_PIECE``);
-- the CPU it takes per MB of input (process time, best of ``ROUNDS``).
+- the CPU it takes per MB of input (process time, best of ``ROUNDS``);
+- at the balancer's levels, the memory one stream's compressor holds (RSS growth of
+  ``STREAMS`` compressors fed 8 flushed pieces each, per compressor), against
+  ``COMPRESSOR_BYTES``, which the edge counts per connection.
 Then the same task list fetched through a real balancer started with ``--compress``, to show
 the bytes a client receives. The compressors are the balancer's own
 (services/balancer/compression.py). Traffic only to 127.0.0.1; every loop is bounded.
@@ -13,20 +16,24 @@ the bytes a client receives. The compressors are the balancer's own
 
 from __future__ import annotations
 
+import gc
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 from stack import start_balancer, start_taskserver
 
-from services.balancer.compression import COMPRESSORS, ENCODINGS, Compressor
+from services.balancer.compression import COMPRESSOR_BYTES, COMPRESSORS, ENCODINGS, Compressor
 from services.balancer.proxy import STREAM_PIECE
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = 1_000
 ROUNDS = 5
+STREAMS = 100
 LEVELS = {"gzip": (1, 6, 9), "br": (1, 4, 6, 11), "zstd": (1, 3, 9, 19)}
 DEFAULTS = {"gzip": 6, "br": 4, "zstd": 3}  # the balancer's (GZIP_LEVEL, ...)
 
@@ -76,6 +83,32 @@ def table(name: str, data: bytes) -> None:
             print(f"| {encoding} | {level}{mark} | {whole:.3f} | {pieces:.3f} | {cost:.1f} |")
 
 
+def memory_per_stream(data: bytes) -> None:
+    """Each encoding in a process of its own: memory one freed is not counted for another."""
+    print(f"\nmemory per stream (what the edge counts: {COMPRESSOR_BYTES // 1024} KiB):")
+    for encoding in ENCODINGS:
+        done = subprocess.run(
+            [sys.executable, __file__, "--memory", encoding],
+            input=data,
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        print(f"  {encoding:5} {done.stdout.decode().strip()} KiB")
+
+
+def stream_memory(encoding: str, data: bytes) -> float:
+    """KiB of RSS each of ``STREAMS`` compressors of ``encoding`` holds after 8 pieces."""
+    process = psutil.Process()
+    gc.collect()
+    before = process.memory_info().rss
+    streams = [COMPRESSORS[encoding]() for _ in range(STREAMS)]
+    for stream in streams:
+        for i in range(8):
+            stream.piece(data[i * STREAM_PIECE : (i + 1) * STREAM_PIECE])
+    return (process.memory_info().rss - before) / STREAMS / 1024
+
+
 def through_the_balancer() -> None:
     """The task list as a client gets it from ``ticslab balancer --compress br,zstd,gzip``."""
     with tempfile.TemporaryDirectory() as folder:
@@ -99,8 +132,13 @@ def through_the_balancer() -> None:
 
 
 def main() -> int:
-    table(f"GET /tareas with {TASKS:,} tasks", task_list())
+    if sys.argv[1:2] == ["--memory"]:
+        print(f"{stream_memory(sys.argv[2], sys.stdin.buffer.read()):.0f}")
+        return 0
+    tasks = task_list()
+    table(f"GET /tareas with {TASKS:,} tasks", tasks)
     table("docs/api.md", (ROOT / "docs" / "api.md").read_bytes())
+    memory_per_stream(tasks)
     through_the_balancer()
     return 0
 

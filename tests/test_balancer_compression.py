@@ -29,6 +29,7 @@ from textual.widgets import Label
 
 from dashboard.compression import size
 from services.balancer.compression import (
+    COMPRESSOR_BYTES,
     ENCODINGS,
     MAX_ACCEPT_ENTRIES,
     MIN_BYTES,
@@ -36,7 +37,10 @@ from services.balancer.compression import (
     choose,
     parse_encodings,
 )
+from services.balancer.config import BalancerConfig
+from services.balancer.edge import FDS_PER_CONNECTION, STREAM_BYTES, bytes_per_connection
 from services.launcher.stack import StackOptions
+from services.protocol import connection_cap
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -483,3 +487,12 @@ async def test_the_dashboard_shows_nothing_while_compression_is_off() -> None:
     async with app.run_test(size=(120, 30)) as pilot:
         await loaded(pilot)
         assert not app.query_one("#compression", Label).display
+
+
+def test_the_connection_cap_counts_a_compressor_per_connection() -> None:
+    off, on = BalancerConfig(), BalancerConfig(compress=("gzip",))
+    assert bytes_per_connection(off) == STREAM_BYTES
+    assert bytes_per_connection(on) == STREAM_BYTES + COMPRESSOR_BYTES
+    gib = 1024**3
+    cap = connection_cap(None, None, FDS_PER_CONNECTION, gib, bytes_per_connection(on))
+    assert cap == gib // 2 // (1536 * 1024) == 341

@@ -35,10 +35,15 @@ ENCODINGS = ("br", "zstd", "gzip")  # what --compress may offer, in its default 
 MIN_BYTES = 1024  # smaller answers go as they are: the headers cost more than is saved
 # Levels chosen by bench/bench_compress.py (docs/benchmarks.md): fast enough for every answer.
 GZIP_LEVEL, BROTLI_QUALITY, ZSTD_LEVEL = 6, 4, 3
-# Each compressor's window, 2**WINDOW_BITS bytes: what one stream holds besides the proxy's
-# own buffers (brotli's default would be 4 MiB, zstd's 2 MiB per stream).
-WINDOW_BITS = 18
+# Each compressor's window, 2**WINDOW_BITS bytes, and zstd's match tables: what one stream
+# holds besides the proxy's buffers. Brotli's and zstd's defaults hold 4 and 2 MiB per stream;
+# 64 KiB windows cost the lab's answers under 1 % of their ratio (bench/bench_compress.py).
+WINDOW_BITS = 16
 WINDOW_BITS_GZIP = 15  # deflate's largest window is 32 KiB
+ZSTD_TABLE_BITS = 14
+# The most one stream's compressor holds (measured, rounded up: brotli's, ~0.8 MiB), which
+# the edge adds to what a connection may hold when it sizes its connection cap (edge.py).
+COMPRESSOR_BYTES = 1024 * 1024
 # A hostile Accept-Encoding costs bounded work: a longer one is ignored (no compression),
 # entries past MAX_ACCEPT_ENTRIES are not read.
 MAX_ACCEPT_BYTES = 1024
@@ -161,6 +166,8 @@ class Zstd:
         options = {
             int(parameter.compression_level): level,
             int(parameter.window_log): WINDOW_BITS,
+            int(parameter.hash_log): ZSTD_TABLE_BITS,
+            int(parameter.chain_log): ZSTD_TABLE_BITS,
         }
         self._z = zstd.ZstdCompressor(options=options)
 
