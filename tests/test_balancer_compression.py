@@ -3,6 +3,7 @@ what the client received decompressed for real (gzip, Brotli, zstd)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import threading
 import zlib
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import brotli
 import httpx
@@ -25,6 +27,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from support import TICSLAB, ServiceProcess, free_port, free_run, wait_until
 from test_balancer_helpers import balancer_process, status_of
+from test_launcher import UpStack, balancer_config
 from textual.widgets import Label
 
 from dashboard.compression import size
@@ -39,6 +42,8 @@ from services.balancer.compression import (
 )
 from services.balancer.config import BalancerConfig
 from services.balancer.edge import FDS_PER_CONNECTION, STREAM_BYTES, bytes_per_connection
+from services.launcher import cli as up
+from services.launcher import demo
 from services.launcher.stack import StackOptions
 from services.protocol import connection_cap
 
@@ -496,3 +501,34 @@ def test_the_connection_cap_counts_a_compressor_per_connection() -> None:
     gib = 1024**3
     cap = connection_cap(None, None, FDS_PER_CONNECTION, gib, bytes_per_connection(on))
     assert cap == gib // 2 // (1536 * 1024) == 341
+
+
+def test_up_and_demo_pass_compress_to_their_balancer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TICSLAB_COMPRESS", raising=False)
+    assert balancer_config().compress == ()
+    assert balancer_config("--compress", "zstd,gzip").compress == ("zstd", "gzip")
+    monkeypatch.setenv("TICSLAB_COMPRESS", "br")
+    assert balancer_config().compress == ("br",)
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    assert up.options_from_args(parser.parse_args(["--compress", "gzip"])).compress == "gzip"
+
+
+@pytest.mark.slow  # a whole ticslab up: ~4 s
+def test_a_real_ticslab_up_compresses(tmp_path: Path) -> None:
+    stack = UpStack(tmp_path, servers=1)
+    stack.args += ["--compress", "gzip"]
+    stack.start()
+    try:
+        with httpx.Client(base_url=stack.url, timeout=10) as client:
+            for n in range(20):
+                client.post("/tareas", json={"title": f"tarea {n} de la clase"}).raise_for_status()
+            with client.stream("GET", "/tareas", headers={"accept-encoding": "gzip"}) as answer:
+                raw = b"".join(answer.iter_raw())
+            plain = client.get("/tareas", headers={"accept-encoding": "identity"}).content
+            compression = client.get("/status").json()["compression"]
+    finally:
+        stack.close()
+    assert answer.headers["content-encoding"] == "gzip"
+    assert gunzip(raw) == plain
+    assert compression["encodings"] == ["gzip"] and compression["answers"] == 1
