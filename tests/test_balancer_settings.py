@@ -38,6 +38,7 @@ SAMPLES: dict[str, tuple[str, str, object]] = {
     "fall": ("5", "fall", 5),
     "rise": ("4", "rise", 4),
     "retries": ("0", "max_retries", 0),
+    "compress": ("gzip, br", "compress", ("gzip", "br")),
     "log_level": ("warning", "", "warning"),  # run() reads it: not a BalancerConfig field
     "token": ("s3cret", "token", "s3cret"),
     "driver": ("none", "driver", "none"),

@@ -70,6 +70,11 @@ def imported_names(name: str, path: Path) -> set[str]:
                 for child in node.orelse:
                     self.visit(child)
                 return
+            if ast.unparse(test).startswith("sys.version_info"):  # only this Python's branch
+                code = compile(ast.Expression(test), str(path), "eval")
+                for child in node.body if eval(code, {"sys": sys}) else node.orelse:
+                    self.visit(child)
+                return
             self.generic_visit(node)
 
         def visit_Import(self, node: ast.Import) -> None:

@@ -1,4 +1,5 @@
-"""The line under the header: connection, algorithm, refresh rate and the READ-ONLY badge.
+"""The line under the header: connection, algorithm, compression (with ``--compress``),
+refresh rate and the READ-ONLY badge.
 
 Labels are given ``Content``, not ``str``: the algorithm's name and the reason the balancer
 is unreachable come from the network and must never be read as markup.
@@ -11,6 +12,7 @@ from textual.containers import Horizontal
 from textual.content import Content
 from textual.widgets import Label, Static
 
+from dashboard.compression import compression_text
 from dashboard.i18n import Translator
 from dashboard.poll import PollResult
 from dashboard.polling import PollFailure, PollWatcher, Refresh
@@ -29,6 +31,9 @@ class StatusBar(Horizontal, PollWatcher):
         yield Label(self.t("connecting"), id="connection", classes="-connecting")
         yield Label(self._url, id="url")
         yield Label("", id="algorithm")
+        compression = Label("", id="compression")  # shown only with --compress
+        compression.display = False
+        yield compression
         yield Label("", id="refresh")
         if self._read_only:
             yield Label(self.t("read_only_badge"), id="badge")
@@ -39,6 +44,8 @@ class StatusBar(Horizontal, PollWatcher):
     def show_poll(self, result: PollResult) -> None:
         self.show_connection("connected")
         self.show_algorithm(str(result.status.get("algorithm", "?")))
+        compression = compression_text(result.status, self.t)
+        self._set("compression", compression or "").display = compression is not None
 
     def show_failure(self, failure: PollFailure) -> None:
         self.show_connection(failure.state)

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.balancer.auth import EdgeAuth, edge_checker
 from services.balancer.balancer import Balancer
+from services.balancer.compression import compressing
 from services.balancer.config import BalancerConfig
 from services.balancer.control import Control
 from services.balancer.discovery import DockerDiscovery
@@ -151,7 +152,10 @@ def create_app(config: BalancerConfig) -> BalancerApp:
     balancer.checks = health
     proxy = Proxy(balancer, config)
     checker = edge_checker(config.auth_users)  # a bad users file: ValueError, one line
-    edge = EdgeAuth(proxy, balancer, config.lang, checker)
+    # Proxied requests pass the authentication first, then the proxy answers, compressed when
+    # --compress asks (the balancer's own routes are neither).
+    compressed = compressing(proxy, balancer.compression)
+    edge = EdgeAuth(compressed, balancer, config.lang, checker)
     # Without a configured token nobody can use /control writes (the CLI always sets one).
     control = Control(balancer, config.token or secrets.token_urlsafe(24), config.driver)
     discovery = DockerDiscovery(balancer) if config.discover == "docker" else None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from services.balancer import algorithms
+from services.balancer.compression import CompressionStats
 from services.balancer.config import BalancerConfig
 from services.balancer.events import EventLog
 from services.balancer.journal import Journal
@@ -81,6 +82,7 @@ class Balancer:
         self.journal = Journal(config.lang)  # every event is also a line of the log
         self.events = EventLog(listener=self.journal.event)
         self.errors = ErrorLog()
+        self.compression = CompressionStats(config.compress)  # fed by compression.py's layer
         self.uptime = Uptime()
         self.requests_total = 0
         self.no_backend = 0
@@ -404,6 +406,7 @@ class Balancer:
         self.requests_total = 0
         self.no_backend = 0
         self.algorithm_errors = 0
+        self.compression.reset()
         self._reported.clear()
         self.rate = RateWindow()
         self.resets += 1

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from services.balancer.algorithms import ALGORITHMS
+from services.balancer.compression import parse_encodings
 from services.balancer.config import (
     MAX_RETRIES,
     BalancerConfig,
@@ -71,6 +72,13 @@ def whole(low: int, high: int | None = None) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def compress_encodings(text: str) -> tuple[str, ...]:
+    try:
+        return parse_encodings(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -193,6 +201,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"other servers a failed request is tried on before the client sees the failure "
         f"(0 to {MAX_RETRIES}; default {defaults.max_retries}; 0 shows every crash to clients)",
+    )
+    parser.add_argument(
+        "--compress",
+        type=compress_encodings,
+        metavar="off|br,zstd,gzip",
+        help="compress answers (JSON, text, JS, CSS, SVG of 1 KiB or more) with the encodings "
+        "listed, chosen by the client's Accept-Encoding, ties in the order given (default off)",
     )
     parser.add_argument("--log-level", metavar="LEVEL", help="uvicorn log level (default info)")
     add_lang_argument(

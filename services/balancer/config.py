@@ -87,6 +87,9 @@ class BalancerConfig:
     # An htpasswd file of bcrypt hashes (auth.py): proxied requests then need Basic
     # credentials of one of its users; None: no authentication.
     auth_users: str | None = None
+    # Answers compressed at the edge with these encodings, in order of preference (empty:
+    # off); services/balancer/compression.py.
+    compress: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.algorithm not in self.algorithm_names:

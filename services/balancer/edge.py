@@ -12,6 +12,7 @@ import logging
 
 from starlette.types import ASGIApp
 
+from services.balancer.compression import COMPRESSOR_BYTES
 from services.balancer.config import BalancerConfig
 from services.balancer.proxy import UpstreamAborted
 from services.protocol import Limits, serve_guarded
@@ -30,6 +31,12 @@ class HideAbortedAnswers(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], UpstreamAborted))
 
 
+def bytes_per_connection(config: BalancerConfig) -> int:
+    """What one client connection may hold: a stream's buffers, and its compressor when
+    ``--compress`` is on."""
+    return STREAM_BYTES + (COMPRESSOR_BYTES if config.compress else 0)
+
+
 def serve_edge(app: ASGIApp, config: BalancerConfig, log_level: str = "info") -> None:
     """Serve ``app`` on the configured address with the client-side limits in force."""
     limits = Limits(
@@ -46,7 +53,7 @@ def serve_edge(app: ASGIApp, config: BalancerConfig, log_level: str = "info") ->
         config.port,
         limits,
         fds_each=FDS_PER_CONNECTION,
-        bytes_each=STREAM_BYTES,
+        bytes_each=bytes_per_connection(config),
         keep_alive_timeout=config.keep_alive_timeout,
         log_level=log_level,
         # Upgrade requests reach the proxy as plain HTTP, which answers WebSocket ones 501.

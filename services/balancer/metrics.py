@@ -87,6 +87,14 @@ class BalancerCollector:
             "Client requests answered 503: no server was UP, or every one tried refused",
         )
         no_backend.add_metric([], self.balancer.no_backend)
+        compressed = CounterMetricFamily(
+            f"{PREFIX}_compressed_bytes",
+            "Bytes of compressed answers (--compress): the servers' (in), sent to clients (out)",
+            labels=["encoding", "stage"],
+        )
+        for encoding, counts in self.balancer.compression.by_encoding.items():
+            compressed.add_metric([encoding, "in"], counts.bytes_in)
+            compressed.add_metric([encoding, "out"], counts.bytes_out)
         yield from (
             requests,
             tries,
@@ -98,6 +106,7 @@ class BalancerCollector:
             state,
             up,
             no_backend,
+            compressed,
         )
 
 

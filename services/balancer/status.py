@@ -118,6 +118,7 @@ def status(balancer: Balancer) -> dict[str, Any]:
         "requests_per_second": round(balancer.rate.per_second(now), 2),
         "retries": sum(server.stats.retries for server in balancer.servers),
         "no_backend": balancer.no_backend,
+        "compression": balancer.compression.snapshot(),
         "servers": servers,
     }
 

@@ -97,6 +97,10 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="an htpasswd file (ticslab passwd): proxied requests need a user's Basic "
         "credentials (the balancer's --auth-users; env TICSLAB_AUTH_USERS; default: none)",
+        "--compress",
+        metavar="off|br,zstd,gzip",
+        help="compress answers at the balancer with these encodings (the balancer's "
+        "--compress; env TICSLAB_COMPRESS; default off)",
     )
 
 
@@ -126,6 +130,7 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         eject_time=args.eject_time,
         retries=args.retries,
         auth_users=args.auth_users or env_path("TICSLAB_AUTH_USERS"),
+        compress=args.compress or os.environ.get("TICSLAB_COMPRESS") or None,
         lang=chosen(args.lang),
     )
 

@@ -34,6 +34,8 @@ TEXT: Catalogue = {
         "servers_min": "--servers must be at least 1",
         "clients_negative": "--clients cannot be negative",
         "retries_range": "--retries is 0 to {maximum}",
+        "compress_bad": "--compress is 'off' or some of {names} separated by commas, each "
+        "once; got {text!r}",
         "weight_no_server": "--weight {name}: there is no {name} (server1 to server{servers})",
         "ports_range": "ports must be 1..65535, not {low}..{high}",
         "port_shared": "the balancer port {port} is also a task server port",
@@ -102,6 +104,8 @@ TEXT: Catalogue = {
         "servers_min": "--servers debe ser al menos 1",
         "clients_negative": "--clients no puede ser negativo",
         "retries_range": "--retries va de 0 a {maximum}",
+        "compress_bad": "--compress es 'off' o algunas de {names} separadas por comas, cada "
+        "una una vez; recibí {text!r}",
         "weight_no_server": "--weight {name}: no existe {name} (server1 a server{servers})",
         "ports_range": "los puertos van de 1 a 65535, no {low}..{high}",
         "port_shared": "el puerto del balanceador {port} es también el de un servidor de tareas",

@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from services.balancer.algorithms import ALGORITHMS
+from services.balancer.compression import ENCODINGS, parse_encodings
 from services.balancer.config import MAX_RETRIES
 from services.balancer.htpasswd import UsersFileError, load_users
 from services.balancer.plugin import absolute, choose
@@ -54,6 +55,7 @@ class StackOptions:
     eject_time: float | None = None
     retries: int | None = None
     auth_users: Path | None = None  # the balancer's --auth-users (an htpasswd file)
+    compress: str | None = None  # the balancer's --compress, as given
     # What the launcher prints and every process of the stack speaks (``ticslab experiment``'s
     # stacks: the environment's, TICSLAB_LANG or the locale).
     lang: str = field(default_factory=default_language)
@@ -79,6 +81,7 @@ class StackOptions:
             "--eject-time": self.eject_time,
             "--retries": self.retries,
             "--auth-users": self.auth_users and self.auth_users.absolute(),
+            "--compress": self.compress,
             "--lang": self.lang,
         }
         return [f"{flag}={value}" for flag, value in given.items() if value is not None]
@@ -105,6 +108,11 @@ class StackOptions:
                 load_users(self.auth_users)  # as the balancer will read it
             except UsersFileError as error:
                 found.append(str(error))
+        if self.compress is not None:
+            try:
+                parse_encodings(self.compress)
+            except ValueError:
+                found.append(t("compress_bad", text=self.compress, names=",".join(ENCODINGS)))
         names = {f"server{number}" for number in range(1, self.servers + 1)}
         for name in sorted(self.weights.keys() - names):
             found.append(t("weight_no_server", name=name, servers=self.servers))
