@@ -97,6 +97,8 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="an htpasswd file (ticslab passwd): proxied requests need a user's Basic "
         "credentials (the balancer's --auth-users; env TICSLAB_AUTH_USERS; default: none)",
+    )
+    parser.add_argument(
         "--compress",
         metavar="off|br,zstd,gzip",
         help="compress answers at the balancer with these encodings (the balancer's "
