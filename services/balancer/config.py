@@ -84,6 +84,14 @@ class BalancerConfig:
     # The class's language (services/lang.py): of the log lines, and of error answers to
     # requests without Accept-Language.
     lang: str = "en"
+    # TLS termination (tls.py): an HTTPS port beside the HTTP one, off unless asked for (tls)
+    # or a certificate is given; without one, a local CA's in tls_dir (None: the state folder).
+    tls: bool = False
+    tls_port: int = 8443
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_dir: str | None = None
+    redirect_http: bool = False  # the HTTP port answers 308 to HTTPS, but for /health
 
     def __post_init__(self) -> None:
         if self.algorithm not in self.algorithm_names:
@@ -108,6 +116,19 @@ class BalancerConfig:
             raise ValueError("--eject-after-5xx is 0 (off) or more")
         if not self.check_path.startswith("/"):
             raise ValueError(f"the health path must start with /; got {self.check_path!r}")
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together: give both, or neither")
+        if self.tls_enabled and self.tls_port == self.port:
+            raise ValueError(f"--tls-port must differ from --port; both are {self.port}")
+        if self.redirect_http and not self.tls_enabled:
+            raise ValueError("--redirect-http needs TLS: add --tls (or --tls-cert/--tls-key)")
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls or self.tls_cert is not None
 
     @property
     def algorithm_names(self) -> tuple[str, ...]:

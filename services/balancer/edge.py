@@ -12,8 +12,10 @@ import logging
 
 from starlette.types import ASGIApp
 
+from services.balancer.certificates import TlsFiles
 from services.balancer.config import BalancerConfig
 from services.balancer.proxy import UpstreamAborted
+from services.balancer.tls import RedirectToHttps, https_listener
 from services.protocol import Limits, serve_guarded
 
 FDS_PER_CONNECTION = 2  # the client's, and the upstream one it may hold
@@ -30,8 +32,11 @@ class HideAbortedAnswers(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], UpstreamAborted))
 
 
-def serve_edge(app: ASGIApp, config: BalancerConfig, log_level: str = "info") -> None:
-    """Serve ``app`` on the configured address with the client-side limits in force."""
+def serve_edge(
+    app: ASGIApp, config: BalancerConfig, log_level: str = "info", tls: TlsFiles | None = None
+) -> None:
+    """Serve ``app`` on the configured address with the client-side limits in force, and on
+    the HTTPS port too with ``tls`` (services/balancer/tls.py)."""
     limits = Limits(
         request_timeout=config.request_timeout,
         max_header_bytes=config.max_header_bytes,
@@ -40,6 +45,9 @@ def serve_edge(app: ASGIApp, config: BalancerConfig, log_level: str = "info") ->
         lang=config.lang,
     )
     logging.getLogger("uvicorn.error").addFilter(HideAbortedAnswers())
+    also = [] if tls is None else [https_listener(app, config, tls)]
+    if tls is not None and config.redirect_http:
+        app = RedirectToHttps(app, config.tls_port, config.lang)
     serve_guarded(
         app,
         config.host,
@@ -53,4 +61,5 @@ def serve_edge(app: ASGIApp, config: BalancerConfig, log_level: str = "info") ->
         ws="none",
         # The edge: the client is the socket's peer, whatever X-Forwarded-* headers it sends.
         proxy_headers=False,
+        also=also,
     )
