@@ -26,6 +26,7 @@ from services.balancer.certificates import (
     local_files,
 )
 from services.balancer.cli import add_arguments, config_from_args
+from services.balancer.tls import tls_files
 from services.common import CA_FILE
 
 
@@ -205,7 +206,7 @@ def test_the_variables_turn_tls_on_and_a_bad_one_is_named() -> None:
     with pytest.raises(ValueError, match="TICSLAB_TLS: expected 1 or 0"):
         config_from_args(args, {"TICSLAB_TLS": "maybe"})
     with pytest.raises(ValueError, match="--redirect-http needs TLS"):
-        config_from_args(args, {"TICSLAB_REDIRECT_HTTP": "1"})
+        tls_files(config_from_args(args, {"TICSLAB_REDIRECT_HTTP": "1"}))
 
 
 def test_redirect_http_answers_308_to_https_but_for_health(

@@ -119,12 +119,9 @@ class BalancerConfig:
         self._check_tls()
 
     def _check_tls(self) -> None:
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("--tls-cert and --tls-key go together: give both, or neither")
+        """What the settings alone show; the files are checked at start (tls.py)."""
         if self.tls_enabled and self.tls_port == self.port:
             raise ValueError(f"--tls-port must differ from --port; both are {self.port}")
-        if self.redirect_http and not self.tls_enabled:
-            raise ValueError("--redirect-http needs TLS: add --tls (or --tls-cert/--tls-key)")
 
     @property
     def tls_enabled(self) -> bool:

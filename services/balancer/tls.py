@@ -36,6 +36,10 @@ HTTPS_PORT = 443
 
 def tls_files(config: BalancerConfig) -> TlsFiles | None:
     """What the HTTPS listener serves, made or checked now; None when TLS is off."""
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise CertificateError("--tls-cert and --tls-key go together: give both, or neither")
+    if config.redirect_http and not config.tls_enabled:
+        raise CertificateError("--redirect-http needs TLS: add --tls (or --tls-cert/--tls-key)")
     if not config.tls_enabled:
         return None
     if config.tls_cert is not None and config.tls_key is not None:
