@@ -10,6 +10,7 @@ from typing import Any
 from dashboard import web
 from dashboard.cli_i18n import TEXT
 from dashboard.format import safe_url
+from dashboard.api import ApiError
 from dashboard.main import DashboardApp
 from dashboard.options import Options, given_token, options_from_args, resolve_options
 from dashboard.options import add_arguments as add_options
@@ -56,8 +57,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_options(options: Options) -> int:
-    """Run the app in this terminal until the user quits; the exit code of the app."""
-    app = DashboardApp(options)
+    """Run the app in this terminal until the user quits; the exit code of the app (2 when
+    its --ca cannot be read)."""
+    try:
+        app = DashboardApp(options)
+    except ApiError as error:
+        print(error.message, file=sys.stderr)
+        return 2
     app.run()
     return int(app.return_code or 0)
 

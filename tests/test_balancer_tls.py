@@ -17,6 +17,8 @@ from cryptography import x509
 from support import TICSLAB, ServiceProcess, free_port
 from test_balancer_helpers import EchoBackend, balancer_process
 
+from dashboard.api import ApiError, BalancerClient, Unreachable
+from dashboard.options import parse_options
 from services.balancer.certificates import (
     CA_KEY_FILE,
     CERT_FILE,
@@ -234,3 +236,22 @@ def test_redirect_http_answers_308_to_https_but_for_health(
     assert followed.status_code == 200
     assert followed.json()["query"] == "y=2"
     assert [v for k, v in followed.json()["headers"] if k == "x-forwarded-proto"] == ["https"]
+
+
+async def test_the_dashboard_reaches_an_https_balancer_with_ca(
+    secure: tuple[ServiceProcess, str], tls_dir: Path
+) -> None:
+    _, https = secure
+    options = parse_options(["--url", https, "--ca", str(tls_dir / CA_FILE)])
+    trusting_client = BalancerClient(options.url, ca=options.ca)
+    system_store = BalancerClient(options.url)
+    try:
+        status = await trusting_client.status()
+        with pytest.raises(Unreachable, match="not trusted: use --ca FILE"):
+            await system_store.status()
+    finally:
+        await trusting_client.aclose()
+        await system_store.aclose()
+    assert {s["name"] for s in status["servers"]} == {"server1", "server2"}
+    with pytest.raises(ApiError, match="not a readable PEM CA file"):
+        BalancerClient(https, ca=str(tls_dir / "missing.pem"))
