@@ -8,9 +8,9 @@ import sys
 from typing import Any
 
 from dashboard import web
+from dashboard.api import ApiError
 from dashboard.cli_i18n import TEXT
 from dashboard.format import safe_url
-from dashboard.api import ApiError
 from dashboard.main import DashboardApp
 from dashboard.options import Options, given_token, options_from_args, resolve_options
 from dashboard.options import add_arguments as add_options
