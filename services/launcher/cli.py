@@ -13,6 +13,7 @@ from types import FrameType
 from rich.console import Console
 
 from services.balancer.algorithms import ALGORITHMS
+from services.balancer.cli import add_tls_arguments
 from services.balancer.config import BalancerConfig
 from services.balancer.plugin import HOW
 from services.common import (
@@ -24,7 +25,7 @@ from services.common import (
 from services.lang import Translator, add_lang_argument, chosen, default_language
 from services.launcher.i18n import TEXT
 from services.launcher.logs import ConsoleLogs
-from services.launcher.stack import HOST, Stack, StackOptions, StartError
+from services.launcher.stack import HOST, Stack, StackOptions, StartError, TlsOptions
 from services.launcher.windows import EXIT_CODE, refused
 from services.stopping import stop_signals
 
@@ -91,6 +92,7 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
         help="other servers a failed request is tried on (the balancer's --retries; default "
         f"{tuning.max_retries}; 0 lets clients see every crash)",
     )
+    add_tls_arguments(parser)  # the balancer's own TLS flags, passed to it as given
 
 
 def weight_option(text: str) -> tuple[str, int]:
@@ -118,8 +120,36 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         eject_after_5xx=args.eject_after_5xx,
         eject_time=args.eject_time,
         retries=args.retries,
+        tls=tls_options(args),
         lang=chosen(args.lang),
     )
+
+
+def tls_options(args: argparse.Namespace) -> TlsOptions:
+    """The TLS flags (``add_tls_arguments``) as StackOptions holds them."""
+    return TlsOptions(
+        on=bool(args.tls),
+        port=args.tls_port or TlsOptions.port,
+        cert=args.tls_cert and Path(args.tls_cert),
+        key=args.tls_key and Path(args.tls_key),
+        folder=args.tls_dir and Path(args.tls_dir),
+        redirect_http=bool(args.redirect_http),
+    )
+
+
+def tls_rows(options: StackOptions, t: Translator) -> list[tuple[str, str]]:
+    """The banner's HTTPS lines: the address, the CA to trust, and a curl line that works."""
+    tls = options.tls
+    if not tls.enabled:
+        return []
+    https = f"https://localhost:{tls.port}"
+    if tls.ca is None:
+        return [(t("label_https"), f"{https}  ({t('tls_own_cert', cert=tls.cert)})")]
+    return [
+        (t("label_https"), https),
+        (t("label_ca"), str(tls.ca)),
+        (t("label_try"), f"curl --cacert {tls.ca} {https}/health"),
+    ]
 
 
 def stack_token(args: argparse.Namespace, options: StackOptions) -> tuple[str, Path]:
@@ -145,7 +175,8 @@ def banner(options: StackOptions, token_path: Path, dashboard: str | None = None
         (
             t("label_balancer"),
             f"{options.balancer_url}  (/status, /events, /errors/stats, /metrics)",
-        )
+        ),
+        *tls_rows(options, t),
     ]
     for number, port in enumerate(options.server_ports, start=1):
         weight = options.weights.get(f"server{number}")
