@@ -9,6 +9,7 @@ the client, the launcher's command line) never loads Starlette.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -146,11 +147,17 @@ def serve(
 
 async def _serve_together(servers: list[Any]) -> None:
     """Serve until one stops (a signal, or a port it could not bind), then stop them all."""
-    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    tasks = [asyncio.create_task(_serve_one(server)) for server in servers]
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.should_exit = True
     await asyncio.gather(*tasks)
+
+
+async def _serve_one(server: Any) -> None:
+    # SystemExit: uvicorn's way to give up on a port it could not bind (it logged why).
+    with contextlib.suppress(SystemExit):
+        await server.serve()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
