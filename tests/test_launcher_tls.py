@@ -13,7 +13,7 @@ from support import free_port
 from test_launcher import UpStack, balancer_config
 
 from services.balancer.certificates import local_files
-from services.launcher import demo
+from services.launcher import cli as up
 from services.launcher.stack import StackOptions, TlsOptions
 
 
@@ -54,9 +54,10 @@ def test_bad_tls_options_are_refused_before_anything_starts(tmp_path: Path) -> N
 
 def test_demo_opens_the_dashboard_over_https_when_tls_is_on() -> None:
     plain = StackOptions(balancer_port=8080)
-    assert demo.dashboard_url(plain) == "http://127.0.0.1:8080"
+    assert up.dashboard_url(plain) == "http://127.0.0.1:8080"
+    assert up.dashboard_command(plain) == "ticslab dashboard --url http://127.0.0.1:8080"
     plain.tls = TlsOptions(on=True, port=9443)
-    assert demo.dashboard_url(plain) == "https://localhost:9443"
+    assert up.dashboard_url(plain) == "https://localhost:9443"
 
 
 @pytest.mark.slow
@@ -72,6 +73,7 @@ def test_up_tls_prints_a_curl_line_that_works(tmp_path: Path) -> None:
         line = re.search(r"curl --cacert (\S+) (https://\S+)", banner)
         assert line is not None, banner
         assert line.groups() == (str(ca), f"https://localhost:{tls_port}/health")
+        assert f"ticslab dashboard --url https://localhost:{tls_port} --ca {ca}" in banner
         context = ssl.create_default_context(cafile=line.group(1))
         answer = httpx.get(line.group(2), verify=context, timeout=5)
         assert answer.status_code == 200

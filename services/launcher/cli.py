@@ -137,6 +137,20 @@ def tls_options(args: argparse.Namespace) -> TlsOptions:
     )
 
 
+def dashboard_url(options: StackOptions) -> str:
+    """The dashboard goes through HTTPS when the balancer serves it (``--redirect-http``
+    leaves it no other way), as students' browsers would."""
+    if options.tls.enabled:
+        return f"https://localhost:{options.tls.port}"
+    return options.balancer_url
+
+
+def dashboard_command(options: StackOptions) -> str:
+    """What opens the dashboard on this stack, from another terminal."""
+    ca = f" --ca {options.tls.ca}" if options.tls.ca is not None else ""
+    return f"ticslab dashboard --url {dashboard_url(options)}{ca}"
+
+
 def tls_rows(options: StackOptions, t: Translator) -> list[tuple[str, str]]:
     """The banner's HTTPS lines: the address, the CA to trust, and a curl line that works."""
     tls = options.tls
@@ -185,7 +199,7 @@ def banner(options: StackOptions, token_path: Path, dashboard: str | None = None
     rows += [
         (t("label_tasks"), str(options.tasks_file)),
         (t("label_token"), f"{token_path}  (Authorization: Bearer $(cat {token_path}))"),
-        (t("label_dashboard"), dashboard or f"ticslab dashboard --url {options.balancer_url}"),
+        (t("label_dashboard"), dashboard or dashboard_command(options)),
     ]
     width = max(len(label) for label, _ in rows) + 2
     return "\n".join([title, *(f"  {label:<{width}}{value}" for label, value in rows)])

@@ -19,7 +19,7 @@ from services.lang import Translator
 from services.launcher import cli as up
 from services.launcher.i18n import TEXT
 from services.launcher.logs import FileLogs
-from services.launcher.stack import Stack, StackOptions, StartError
+from services.launcher.stack import Stack, StartError
 from services.launcher.windows import EXIT_CODE, refused
 from services.stopping import leave, stop_signals
 
@@ -52,14 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help=web.REMOTE_CONTROL_HELP.format("--web-host"),
     )
-
-
-def dashboard_url(options: StackOptions) -> str:
-    """The dashboard goes through HTTPS when the balancer serves it (``--redirect-http``
-    leaves it no other way), as students' browsers would."""
-    if options.tls.enabled:
-        return f"https://localhost:{options.tls.port}"
-    return options.balancer_url
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             for label, value in up.tls_rows(options, t):  # seen again once the dashboard ends
                 console.print(f"  {label}  {value}", markup=False)
             code = open_dashboard(
-                dashboard_url(options),
+                up.dashboard_url(options),
                 token,
                 read_only=args.read_only,
                 refresh=args.refresh,

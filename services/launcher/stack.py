@@ -48,8 +48,9 @@ class TlsOptions:
 
     @property
     def ca(self) -> Path | None:
-        """The local CA's certificate clients trust; None with the user's own certificate."""
-        if self.cert is not None:
+        """The local CA's certificate clients trust; None without TLS, or with the user's own
+        certificate."""
+        if not self.enabled or self.cert is not None:
             return None
         return (self.folder or default_tls_dir()) / CA_FILE
 
