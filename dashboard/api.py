@@ -54,6 +54,14 @@ class Unreachable(ApiError):
     """The balancer did not answer at all (refused, timed out, name not found)."""
 
 
+class CaFileError(ApiError):
+    """``--ca`` names no readable PEM CA file (the command line says so in its language)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"--ca {path}: not a readable PEM CA file ({detail})")
+        self.path, self.detail = printable(path), printable(detail)
+
+
 class ReadOnlyError(ApiError):
     """A write was attempted by a read-only dashboard."""
 
@@ -102,13 +110,13 @@ def total_count(response: httpx.Response) -> int | None:
 
 def trusted(ca: str | None) -> ssl.SSLContext | bool:
     """What an https:// balancer's certificate is checked against: ``ca`` (``--ca``), else
-    the system's store. A CA file that cannot be read is an ApiError at start, in one line."""
+    the system's store. A CA file that cannot be read is a CaFileError, at start."""
     if ca is None:
         return True
     try:
         return ssl.create_default_context(cafile=ca)
     except (OSError, ssl.SSLError) as error:
-        raise ApiError(f"--ca {ca}: not a readable PEM CA file ({error})") from None
+        raise CaFileError(ca, str(error)) from None
 
 
 def ca_hint(error: httpx.HTTPError) -> str:

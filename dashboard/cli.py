@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from dashboard import web
-from dashboard.api import ApiError
+from dashboard.api import CaFileError
 from dashboard.cli_i18n import TEXT
 from dashboard.format import safe_url
 from dashboard.main import DashboardApp
@@ -61,8 +61,9 @@ def run_options(options: Options) -> int:
     its --ca cannot be read)."""
     try:
         app = DashboardApp(options)
-    except ApiError as error:
-        print(error.message, file=sys.stderr)
+    except CaFileError as error:
+        t = Translator(TEXT, options.lang)
+        print(t("bad_ca", path=error.path, error=error.detail), file=sys.stderr)
         return 2
     app.run()
     return int(app.return_code or 0)

@@ -18,7 +18,7 @@ from cryptography import x509
 from support import TICSLAB, ServiceProcess, free_port
 from test_balancer_helpers import EchoBackend, balancer_process
 
-from dashboard.api import ApiError, BalancerClient, Unreachable
+from dashboard.api import BalancerClient, CaFileError, Unreachable
 from dashboard.options import parse_options
 from services.balancer.certificates import (
     CA_KEY_FILE,
@@ -261,5 +261,20 @@ async def test_the_dashboard_reaches_an_https_balancer_with_ca(
         await trusting_client.aclose()
         await system_store.aclose()
     assert {s["name"] for s in status["servers"]} == {"server1", "server2"}
-    with pytest.raises(ApiError, match="not a readable PEM CA file"):
+    with pytest.raises(CaFileError, match="not a readable PEM CA file"):
         BalancerClient(https, ca=str(tls_dir / "missing.pem"))
+
+
+def test_the_dashboard_refuses_an_unreadable_ca_in_one_line_in_spanish(tmp_path: Path) -> None:
+    missing = str(tmp_path / "ca.pem")
+    done = subprocess.run(
+        [*TICSLAB, "dashboard", "--url", "https://localhost:1", "--ca", missing, "--lang", "es"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"--ca {missing}: no es un archivo PEM de CA que se pueda leer "
+        "([Errno 2] No such file or directory)"
+    )
