@@ -79,7 +79,9 @@ def open_dashboard(url: str, token: str | None = None, **options: Any) -> int:
 
 def run_web(args: argparse.Namespace) -> int:
     """``ticslab dashboard --web``: control only with a token given (never the token file)."""
-    web_options = web.web_options_from_args(args, args.url, given_token(args), args.host, args.port)
+    web_options = web.web_options_from_args(
+        args, args.url, given_token(args), args.host, args.port, args.ca
+    )
     problems = web.problems(web_options)
     if problems:
         print(printable("; ".join(problems)), file=sys.stderr)

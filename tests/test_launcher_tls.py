@@ -12,6 +12,7 @@ import pytest
 from support import free_port
 from test_launcher import UpStack, balancer_config
 
+from dashboard import web
 from services.balancer.certificates import local_files
 from services.launcher import cli as up
 from services.launcher.stack import StackOptions, TlsOptions
@@ -80,3 +81,11 @@ def test_up_tls_prints_a_curl_line_that_works(tmp_path: Path) -> None:
         assert answer.json()["status"] == "ok"
     finally:
         stack.close()
+
+
+def test_the_browser_tabs_get_the_ca_too(tmp_path: Path) -> None:
+    ca = str(tmp_path / "ca.pem")
+    options = web.web_options("https://localhost:9443", "t0ken", ca=ca)
+    command = web.dashboard_command(options, 4242)
+    assert f"--ca {ca}" in command
+    assert "--ca" not in web.dashboard_command(web.web_options("http://x:1", "t0ken"), 1)

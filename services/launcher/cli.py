@@ -145,10 +145,16 @@ def dashboard_url(options: StackOptions) -> str:
     return options.balancer_url
 
 
+def dashboard_ca(options: StackOptions) -> str | None:
+    """The CA the dashboard checks the balancer with: the local one, with TLS and no
+    certificate of the user's (that one is for the system's store)."""
+    return None if options.tls.ca is None else str(options.tls.ca)
+
+
 def dashboard_command(options: StackOptions) -> str:
     """What opens the dashboard on this stack, from another terminal."""
-    ca = f" --ca {options.tls.ca}" if options.tls.ca is not None else ""
-    return f"ticslab dashboard --url {dashboard_url(options)}{ca}"
+    ca = dashboard_ca(options)
+    return f"ticslab dashboard --url {dashboard_url(options)}" + (f" --ca {ca}" if ca else "")
 
 
 def tls_rows(options: StackOptions, t: Translator) -> list[tuple[str, str]]:
