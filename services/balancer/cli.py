@@ -220,7 +220,7 @@ def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
         "--tls",
         action="store_const",
         const=True,
-        help="also serve HTTPS (on with --tls-cert too; in the variable: 1 or 0)",
+        help="also serve HTTPS on --tls-port (on with --tls-cert too)",
     )
     parser.add_argument(
         "--tls-port",
@@ -242,7 +242,7 @@ def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
         "--redirect-http",
         action="store_const",
         const=True,
-        help="the HTTP port answers 308 to HTTPS, except /health (in the variable: 1 or 0)",
+        help="the HTTP port answers 308 to HTTPS, except /health (needs TLS)",
     )
 
 
