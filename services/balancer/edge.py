@@ -53,8 +53,9 @@ def serve_edge(
         config.host,
         config.port,
         limits,
-        fds_each=FDS_PER_CONNECTION,
-        bytes_each=STREAM_BYTES,
+        # Each listener counts its own connections: together they fit in the same budget.
+        fds_each=FDS_PER_CONNECTION * (1 + len(also)),
+        bytes_each=STREAM_BYTES * (1 + len(also)),
         keep_alive_timeout=config.keep_alive_timeout,
         log_level=log_level,
         # Upgrade requests reach the proxy as plain HTTP, which answers WebSocket ones 501.
