@@ -45,8 +45,9 @@ RUN pip install --no-deps --no-build-isolation /tmp/ticslab && rm -rf /tmp/ticsl
 # The shared tasks live in the folder /app/data (compose mounts one volume there for every task
 # server: the atomic rename of each write needs the folder, not a single-file mount);
 # /app/tasks.json points at the file so the handout's `cat /app/tasks.json` shows the tasks.
+# /app/tls holds the balancer's local CA when TICSLAB_TLS=1 (a volume in docker-compose.yml).
 WORKDIR /app
-RUN mkdir data \
+RUN mkdir data tls \
     && echo "[]" > data/tasks.json \
     && ln -s data/tasks.json tasks.json \
     && chown -R ticslab:ticslab /app

@@ -41,13 +41,15 @@ def start_balancer(ports: list[int], flags: tuple[str, ...] = ()) -> ServiceProc
     return ServiceProcess([*args, "--log-level", "warning", *backends, *flags], port, env).start()
 
 
-def start_haproxy(ports: list[int], folder: Path) -> tuple[ServiceProcess, int]:
+def start_haproxy(ports: list[int], folder: Path, extra: str = "") -> tuple[ServiceProcess, int]:
     """HAProxy in the foreground (bench/haproxy.cfg.template, roundrobin) in front of the
-    two task servers on ``ports``; returns it and the port of its stats page."""
+    two task servers on ``ports``, with ``extra`` sections appended (bench_tls.py's HTTPS
+    frontend); returns it and the port of its stats page."""
     port, stats_port = free_port(), free_port()
     config = Template(HAPROXY_TEMPLATE.read_text()).substitute(
         port=port, port1=ports[0], port2=ports[1], stats_port=stats_port
     )
+    config += extra
     path = folder / "haproxy.cfg"
     path.write_text(config)
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"

@@ -11,6 +11,7 @@ network sends can drive the terminal. The widgets show them as plain text, never
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +19,14 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from services.common import CONTROL_ACTION_SECONDS, DASHBOARD_AGENT, error_message, printable
+from services.common import (
+    CA_FILE,
+    CONTROL_ACTION_SECONDS,
+    DASHBOARD_AGENT,
+    default_tls_dir,
+    error_message,
+    printable,
+)
 
 READ_SECONDS, CONNECT_SECONDS = 3.0, 2.0
 TIMEOUT = httpx.Timeout(READ_SECONDS, connect=CONNECT_SECONDS)
@@ -44,6 +52,14 @@ class ApiError(Exception):
 
 class Unreachable(ApiError):
     """The balancer did not answer at all (refused, timed out, name not found)."""
+
+
+class CaFileError(ApiError):
+    """``--ca`` names no readable PEM CA file (the command line says so in its language)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"--ca {path}: not a readable PEM CA file ({detail})")
+        self.path, self.detail = printable(path), printable(detail)
 
 
 class ReadOnlyError(ApiError):
@@ -92,6 +108,25 @@ def total_count(response: httpx.Response) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def trusted(ca: str | None) -> ssl.SSLContext | bool:
+    """What an https:// balancer's certificate is checked against: ``ca`` (``--ca``), else
+    the system's store. A CA file that cannot be read is a CaFileError, at start."""
+    if ca is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as error:
+        raise CaFileError(ca, str(error)) from None
+
+
+def ca_hint(error: httpx.HTTPError) -> str:
+    """What to do when the certificate was not trusted: name --ca and the local CA."""
+    if "CERTIFICATE_VERIFY_FAILED" not in str(error):
+        return ""
+    local = default_tls_dir() / CA_FILE
+    return f"; the certificate is not trusted: use --ca FILE (ticslab's local CA: {local})"
+
+
 class BalancerClient:
     """Reads the balancer's monitoring routes and sends control requests."""
 
@@ -103,12 +138,17 @@ class BalancerClient:
         read_only: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout = TIMEOUT,
+        ca: str | None = None,
     ) -> None:
         self.read_only = read_only or not token
         headers = {"Accept": "application/json", "User-Agent": DASHBOARD_AGENT}
         self._token = token
         self._http = httpx.AsyncClient(
-            base_url=url, headers=headers, timeout=timeout, transport=transport
+            base_url=url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            verify=trusted(ca),
         )
 
     async def aclose(self) -> None:
@@ -129,7 +169,7 @@ class BalancerClient:
             ) from None
         except httpx.HTTPError as error:
             raise Unreachable(
-                f"cannot reach the balancer: {error or type(error).__name__}"
+                f"cannot reach the balancer: {error or type(error).__name__}{ca_hint(error)}"
             ) from None
         if response.is_error:  # ApiError makes the message printable
             message = await asyncio.to_thread(error_message, response.content)

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from dashboard import web
+from dashboard.api import CaFileError
 from dashboard.cli_i18n import TEXT
 from dashboard.format import safe_url
 from dashboard.main import DashboardApp
@@ -56,8 +57,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_options(options: Options) -> int:
-    """Run the app in this terminal until the user quits; the exit code of the app."""
-    app = DashboardApp(options)
+    """Run the app in this terminal until the user quits; the exit code of the app (2 when
+    its --ca cannot be read)."""
+    try:
+        app = DashboardApp(options)
+    except CaFileError as error:
+        t = Translator(TEXT, options.lang)
+        print(t("bad_ca", path=error.path, error=error.detail), file=sys.stderr)
+        return 2
     app.run()
     return int(app.return_code or 0)
 
@@ -72,7 +79,9 @@ def open_dashboard(url: str, token: str | None = None, **options: Any) -> int:
 
 def run_web(args: argparse.Namespace) -> int:
     """``ticslab dashboard --web``: control only with a token given (never the token file)."""
-    web_options = web.web_options_from_args(args, args.url, given_token(args), args.host, args.port)
+    web_options = web.web_options_from_args(
+        args, args.url, given_token(args), args.host, args.port, args.ca
+    )
     problems = web.problems(web_options)
     if problems:
         print(printable("; ".join(problems)), file=sys.stderr)

@@ -21,6 +21,7 @@ TEXT: Catalogue = {
         "arg_port": "a port is 1 to 65535, not {text!r}",
         "arg_not_seconds": "not a number of seconds: {text!r}",
         "arg_refresh": "refresh must be between {low} and {high} seconds, got {value}",
+        "bad_ca": "--ca {path}: not a readable PEM CA file ({error})",
     },
     "es": {
         "web_flags": "--host, --port y --allow-remote-control van con --web",
@@ -37,5 +38,6 @@ TEXT: Catalogue = {
         "arg_port": "un puerto va de 1 a 65535, no {text!r}",
         "arg_not_seconds": "no es un número de segundos: {text!r}",
         "arg_refresh": "refresh debe estar entre {low} y {high} segundos, no {value}",
+        "bad_ca": "--ca {path}: no es un archivo PEM de CA que se pueda leer ({error})",
     },
 }

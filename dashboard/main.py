@@ -83,7 +83,11 @@ class DashboardApp(ControlActions, ViewActions):
         self.display_url = safe_url(options.url)  # never any credentials on screen
         self.t = Translator(options.lang)
         self.client = BalancerClient(
-            options.url, options.token, read_only=options.read_only, transport=transport
+            options.url,
+            options.token,
+            read_only=options.read_only,
+            transport=transport,
+            ca=options.ca,
         )
         self.read_only = self.client.read_only
         poller = Poller(self.client)

@@ -30,6 +30,7 @@ class Options:
     refresh: float = 1.0
     lang: str = "en"
     theme: str | None = None
+    ca: str | None = None  # the CA file an https:// balancer's certificate is checked with
 
 
 def positive_seconds(text: str) -> float:
@@ -51,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--url",
         default=os.environ.get("TICSLAB_URL", DEFAULT_URL),
         help="balancer URL (env TICSLAB_URL, default %(default)s)",
+    )
+    parser.add_argument(
+        "--ca",
+        default=os.environ.get("TICSLAB_CA"),
+        metavar="FILE",
+        help="for an https:// URL: the CA that signed the balancer's certificate, e.g. the "
+        "local one ticslab up --tls names (env TICSLAB_CA; default: the system's store)",
     )
     add_token_arguments(
         parser,
@@ -86,6 +94,7 @@ def resolve_options(
     refresh: float = 1.0,
     lang: str | None = None,
     theme: str | None = None,
+    ca: str | None = None,
 ) -> Options:
     """The one place that fills in the token from the token file and the language from
     ``TICSLAB_LANG`` or the locale, and turns read-only on when there is no token. A
@@ -98,6 +107,7 @@ def resolve_options(
         refresh=refresh,
         lang=chosen(lang),
         theme=theme,
+        ca=ca,
     )
 
 
@@ -110,6 +120,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         refresh=args.refresh,
         lang=args.lang,
         theme=args.theme,
+        ca=args.ca,
     )
 
 

@@ -85,6 +85,7 @@ def web_options(
     refresh: float = 1.0,
     lang: str | None = None,
     theme: str | None = None,
+    ca: str | None = None,
 ) -> WebOptions:
     """The one place that decides whether the tabs get control (see the module's docstring)."""
     if read_only:
@@ -103,16 +104,23 @@ def web_options(
         refresh=refresh,
         lang=chosen(lang),
         theme=theme,
+        ca=ca,
     )
     return WebOptions(host, port, dashboard, mode)
 
 
 def web_options_from_args(
-    args: argparse.Namespace, url: str, token: str | None, host: str | None, port: int | None
+    args: argparse.Namespace,
+    url: str,
+    token: str | None,
+    host: str | None,
+    port: int | None,
+    ca: str | None = None,
 ) -> WebOptions:
     """``web_options`` with the display and control flags both ``dashboard --web`` and
     ``demo --web`` take (``--read-only``, ``--allow-remote-control``, ``--refresh``,
-    ``--lang``, ``--theme``); each names its own host and port flags."""
+    ``--lang``, ``--theme``); each names its own host and port flags, and the CA of an
+    https:// balancer (``--ca``, or the stack's local one)."""
     return web_options(
         url,
         token,
@@ -123,6 +131,7 @@ def web_options_from_args(
         refresh=args.refresh,
         lang=args.lang,
         theme=args.theme,
+        ca=ca,
     )
 
 
@@ -182,6 +191,8 @@ def dashboard_command(web: WebOptions, server_pid: int) -> str:
     ]  # fmt: skip
     if options.theme:
         argv += ["--theme", options.theme]
+    if options.ca:
+        argv += ["--ca", options.ca]
     if not options.read_only:
         return "exec " + shlex.join(argv)
     # A read-only tab is given no way to the token file: its path is the empty /dev/null.

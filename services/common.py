@@ -335,6 +335,9 @@ DEFAULT_BALANCER_URL = "http://127.0.0.1:8080"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"})
 
 
+CA_FILE = "ca.pem"  # the local CA's certificate, in the TLS folder
+
+
 def default_token_file(url: str = DEFAULT_BALANCER_URL) -> Path:
     """Where the token of the balancer at ``url`` is kept: one file per balancer address, so
     two stacks on one machine never overwrite each other's (``TICSLAB_TOKEN_FILE`` wins)."""
@@ -346,8 +349,19 @@ def default_token_file(url: str = DEFAULT_BALANCER_URL) -> Path:
     host = "127.0.0.1" if host in LOOPBACK_NAMES else host
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     key = "".join(c if c.isalnum() or c in ".-" else "_" for c in f"{host}-{port}")
+    return state_dir() / "tokens" / key
+
+
+def state_dir() -> Path:
+    """ticslab's folder of things kept between runs (tokens, the local TLS CA)."""
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "ticslab" / "tokens" / key
+    return Path(state) / "ticslab"
+
+
+def default_tls_dir() -> Path:
+    """Where the balancer makes its local CA and certificate (``--tls-dir`` wins); the CA a
+    client trusts is ``CA_FILE`` in it."""
+    return state_dir() / "tls"
 
 
 def read_token_file(path: Path) -> str | None:

@@ -106,6 +106,8 @@ ERRORS: Catalogue = {
         "answer; add another one first",
         # The balancer: proxied requests.
         "bad_target": "the request target must be a path such as /tareas",
+        "redirect_bad_host": "this port redirects to HTTPS, but the Host {host!r} is not a "
+        "name or address to redirect to: send one Host such as localhost",
         "target_fragment": "the request target must not contain a fragment (#)",
         "target_host_differs": "the request target's host differs from the Host header",
         "header_not_utf8": "a header value is not UTF-8 text",
@@ -214,6 +216,8 @@ ERRORS: Catalogue = {
         "last_server": "{server} es el último servidor: quitarlo no dejaría a nadie que "
         "responda; agrega otro primero",
         "bad_target": "el destino de la solicitud debe ser una ruta como /tareas",
+        "redirect_bad_host": "este puerto redirige a HTTPS, pero el Host {host!r} no es un "
+        "nombre ni una dirección a la que redirigir: envía un solo Host, como localhost",
         "target_fragment": "el destino de la solicitud no puede contener un fragmento (#)",
         "target_host_differs": "el host del destino de la solicitud no es el del encabezado Host",
         "header_not_utf8": "el valor de un encabezado no es texto UTF-8",

@@ -8,7 +8,11 @@ the client, the launcher's command line) never loads Starlette.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -19,6 +23,8 @@ from starlette.responses import JSONResponse
 from services.common import log_config
 from services.errors import ERRORS
 from services.lang import Translator, accepted_language
+
+STARTUP_FAILURE = 3  # uvicorn.run's exit code when a server could not start
 
 
 def json_error(
@@ -96,22 +102,68 @@ async def bounded_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def serve(app: Any, host: str, port: int, *, log_level: str = "info", **options: Any) -> None:
+def serve(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    log_level: str = "info",
+    also: Sequence[Mapping[str, Any]] = (),
+    **options: Any,
+) -> None:
     """Run an ASGI app with uvicorn the way every ticslab service does: no access log, every
     log line escaped (``log_config``).
 
-    ``options`` are more uvicorn settings (the balancer's limits, services/balancer/edge.py).
+    ``options`` are more uvicorn settings (the balancer's limits, services/balancer/edge.py);
+    each of ``also`` is one more listener in the same process and event loop, the settings it
+    changes (the balancer's HTTPS port: ``port``, ``ssl_certfile``, ``ssl_keyfile``, ``app``).
     """
     import uvicorn
 
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        log_config=log_config(),
-        server_header=False,
-        timeout_graceful_shutdown=3,
+    settings: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": False,
+        "log_config": log_config(),
+        "server_header": False,
+        "timeout_graceful_shutdown": 3,
         **options,
-    )
+    }
+    if not also:
+        uvicorn.run(app, **settings)
+        return
+    # The first runs the app's lifespan; the others share what it started.
+    servers = [uvicorn.Server(uvicorn.Config(app, **settings))]
+    servers += [
+        uvicorn.Server(uvicorn.Config(**{"app": app, **settings, "lifespan": "off", **more}))
+        for more in also
+    ]
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_serve_together(servers))
+    if not all(server.started for server in servers):
+        sys.exit(STARTUP_FAILURE)
+
+
+async def _serve_together(servers: list[Any]) -> None:
+    """Serve until one stops (a signal, or a port it could not bind), then stop them all."""
+    tasks = [asyncio.create_task(_serve_one(server)) for server in servers]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for server in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks)
+
+
+async def _serve_one(server: Any) -> None:
+    # SystemExit: uvicorn's way to give up on a port it could not bind (it logged why).
+    with contextlib.suppress(SystemExit):
+        await server.serve()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed, as uvicorn's ``loop="auto"`` chooses."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

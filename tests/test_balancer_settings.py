@@ -44,6 +44,12 @@ SAMPLES: dict[str, tuple[str, str, object]] = {
     "driver": ("none", "driver", "none"),
     "discover": ("docker", "discover", "docker"),
     "auth_users": ("/srv/users", "auth_users", "/srv/users"),
+    "tls": ("1", "tls", True),
+    "tls_port": ("9443", "tls_port", 9443),
+    "tls_cert": ("site.crt", "tls_cert", "site.crt"),
+    "tls_key": ("site.key", "tls_key", "site.key"),
+    "tls_dir": ("/srv/tls", "tls_dir", "/srv/tls"),
+    "redirect_http": ("1", "redirect_http", True),
 }
 
 

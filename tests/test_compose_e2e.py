@@ -138,6 +138,7 @@ def start_stack(tool: Compose, name: str, files: list[str], **env: str) -> Stack
         **os.environ,
         **tool.env,
         "TICSLAB_PORT": str(port),
+        "TICSLAB_TLS_PORT": str(free_port()),  # published too: never a fixed port in tests
         "TICSLAB_TOKEN": token,
         "TICSLAB_CLIENT_TASKS": "50",
         **env,

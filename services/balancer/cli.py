@@ -230,8 +230,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an htpasswd file of bcrypt hashes (ticslab passwd, htpasswd -B): proxied "
         "requests need Basic credentials of one of its users (default: none needed)",
     )
+    add_tls_arguments(parser)
     for action in settings_flags(parser):
         action.help = f"{action.help} [env {variable(action.dest)}]"
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """TLS termination (tls.py); ``ticslab up``/``demo`` take the same flags."""
+    defaults = BalancerConfig()
+    parser.add_argument(
+        "--tls",
+        action="store_const",
+        const=True,
+        help="also serve HTTPS on --tls-port (on with --tls-cert too)",
+    )
+    parser.add_argument(
+        "--tls-port",
+        type=whole(1, 65535),
+        metavar="N",
+        help=f"the HTTPS port (default {defaults.tls_port})",
+    )
+    parser.add_argument(
+        "--tls-cert", metavar="FILE", help="your PEM certificate (default: the local CA's)"
+    )
+    parser.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="where the local CA (ca.pem) and its certificate are made once and reused "
+        "(default: ~/.local/state/ticslab/tls)",
+    )
+    parser.add_argument(
+        "--redirect-http",
+        action="store_const",
+        const=True,
+        help="the HTTP port answers 308 to HTTPS, except /health (needs TLS)",
+    )
+
+
+def switch(text: str) -> bool:
+    """An on/off flag's variable: 1/true/yes/on or 0/false/no/off (ValueError otherwise)."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected 1 or 0; got {text!r}")
 
 
 def settings_flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -247,6 +291,8 @@ def from_environment(action: argparse.Action, name: str, text: str) -> object:
     """``text`` of variable ``name`` read as ``action``'s flag reads it; ValueError naming the
     variable (a usage error, exit 2) when it cannot be."""
     convert = action.type if callable(action.type) else str
+    if action.const is True:  # an on/off flag (--tls): its variable says 1 or 0
+        convert = switch
     try:
         if action.dest in LIST_VARIABLES:
             return [convert(part.strip()) for part in text.split(",") if part.strip()]
@@ -303,6 +349,7 @@ def run(args: argparse.Namespace) -> int:
     from services.balancer.control import ensure_token
     from services.balancer.edge import serve_edge
     from services.balancer.htpasswd import load_users
+    from services.balancer.tls import tls_files
 
     try:
         values = given_values(args, os.environ)
@@ -311,8 +358,9 @@ def run(args: argparse.Namespace) -> int:
             load_users(Path(config.auth_users))  # run
         config.token = ensure_token(config.token, f"http://{config.host}:{config.port}")
         app = create_app(config)  # a plugin's constructor runs again here
-    except ValueError as error:  # PluginError too: one line naming the file, no traceback
+        tls = tls_files(config)  # the user's checked, or the local CA's made, before serving
+    except ValueError as error:  # PluginError, CertificateError too: one line, no traceback
         print(f"ticslab balancer: {printable(str(error))}", file=sys.stderr)
         return 2
-    serve_edge(app, config, log_level=str(values.get("log_level", "info")))
+    serve_edge(app, config, log_level=str(values.get("log_level", "info")), tls=tls)
     return 0

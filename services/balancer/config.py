@@ -90,6 +90,14 @@ class BalancerConfig:
     # Answers compressed at the edge with these encodings, in order of preference (empty:
     # off); services/balancer/compression.py.
     compress: tuple[str, ...] = ()
+    # TLS termination (tls.py): an HTTPS port beside the HTTP one, off unless asked for (tls)
+    # or a certificate is given; without one, a local CA's in tls_dir (None: the state folder).
+    tls: bool = False
+    tls_port: int = 8443
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_dir: str | None = None
+    redirect_http: bool = False  # the HTTP port answers 308 to HTTPS, but for /health
 
     def __post_init__(self) -> None:
         if self.algorithm not in self.algorithm_names:
@@ -114,6 +122,16 @@ class BalancerConfig:
             raise ValueError("--eject-after-5xx is 0 (off) or more")
         if not self.check_path.startswith("/"):
             raise ValueError(f"the health path must start with /; got {self.check_path!r}")
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        """What the settings alone show; the files are checked at start (tls.py)."""
+        if self.tls_enabled and self.tls_port == self.port:
+            raise ValueError(f"--tls-port must differ from --port; both are {self.port}")
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls or self.tls_cert is not None
 
     @property
     def algorithm_names(self) -> tuple[str, ...]:

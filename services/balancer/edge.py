@@ -13,8 +13,10 @@ import logging
 from starlette.types import ASGIApp
 
 from services.balancer.compression import COMPRESSOR_BYTES
+from services.balancer.certificates import TlsFiles
 from services.balancer.config import BalancerConfig
 from services.balancer.proxy import UpstreamAborted
+from services.balancer.tls import RedirectToHttps, https_listener
 from services.protocol import Limits, serve_guarded
 
 FDS_PER_CONNECTION = 2  # the client's, and the upstream one it may hold
@@ -37,8 +39,11 @@ def bytes_per_connection(config: BalancerConfig) -> int:
     return STREAM_BYTES + (COMPRESSOR_BYTES if config.compress else 0)
 
 
-def serve_edge(app: ASGIApp, config: BalancerConfig, log_level: str = "info") -> None:
-    """Serve ``app`` on the configured address with the client-side limits in force."""
+def serve_edge(
+    app: ASGIApp, config: BalancerConfig, log_level: str = "info", tls: TlsFiles | None = None
+) -> None:
+    """Serve ``app`` on the configured address with the client-side limits in force, and on
+    the HTTPS port too with ``tls`` (services/balancer/tls.py)."""
     limits = Limits(
         request_timeout=config.request_timeout,
         max_header_bytes=config.max_header_bytes,
@@ -47,17 +52,22 @@ def serve_edge(app: ASGIApp, config: BalancerConfig, log_level: str = "info") ->
         lang=config.lang,
     )
     logging.getLogger("uvicorn.error").addFilter(HideAbortedAnswers())
+    also = [] if tls is None else [https_listener(app, config, tls)]
+    if tls is not None and config.redirect_http:
+        app = RedirectToHttps(app, config.tls_port, config.lang)
     serve_guarded(
         app,
         config.host,
         config.port,
         limits,
-        fds_each=FDS_PER_CONNECTION,
-        bytes_each=bytes_per_connection(config),
+        # Each listener counts its own connections: together they fit in the same budget.
+        fds_each=FDS_PER_CONNECTION * (1 + len(also)),
+        bytes_each=bytes_per_connection(config) * (1 + len(also)),
         keep_alive_timeout=config.keep_alive_timeout,
         log_level=log_level,
         # Upgrade requests reach the proxy as plain HTTP, which answers WebSocket ones 501.
         ws="none",
         # The edge: the client is the socket's peer, whatever X-Forwarded-* headers it sends.
         proxy_headers=False,
+        also=also,
     )

@@ -13,6 +13,7 @@ from types import FrameType
 from rich.console import Console
 
 from services.balancer.algorithms import ALGORITHMS
+from services.balancer.cli import add_tls_arguments
 from services.balancer.config import BalancerConfig
 from services.balancer.plugin import HOW
 from services.common import (
@@ -24,7 +25,7 @@ from services.common import (
 from services.lang import Translator, add_lang_argument, chosen, default_language
 from services.launcher.i18n import TEXT
 from services.launcher.logs import ConsoleLogs
-from services.launcher.stack import HOST, Stack, StackOptions, StartError
+from services.launcher.stack import HOST, Stack, StackOptions, StartError, TlsOptions
 from services.launcher.windows import EXIT_CODE, refused
 from services.stopping import stop_signals
 
@@ -104,6 +105,7 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
         help="compress answers at the balancer with these encodings (the balancer's "
         "--compress; env TICSLAB_COMPRESS; default off)",
     )
+    add_tls_arguments(parser)  # the balancer's own TLS flags, passed to it as given
 
 
 def weight_option(text: str) -> tuple[str, int]:
@@ -133,6 +135,7 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         retries=args.retries,
         auth_users=args.auth_users or env_path("TICSLAB_AUTH_USERS"),
         compress=args.compress or os.environ.get("TICSLAB_COMPRESS") or None,
+        tls=tls_options(args),
         lang=chosen(args.lang),
     )
 
@@ -141,6 +144,51 @@ def env_path(name: str) -> Path | None:
     """The path in variable ``name``, None when it is unset or empty."""
     value = os.environ.get(name, "").strip()
     return Path(value) if value else None
+def tls_options(args: argparse.Namespace) -> TlsOptions:
+    """The TLS flags (``add_tls_arguments``) as StackOptions holds them."""
+    return TlsOptions(
+        on=bool(args.tls),
+        port=args.tls_port or TlsOptions.port,
+        cert=args.tls_cert and Path(args.tls_cert),
+        key=args.tls_key and Path(args.tls_key),
+        folder=args.tls_dir and Path(args.tls_dir),
+        redirect_http=bool(args.redirect_http),
+    )
+
+
+def dashboard_url(options: StackOptions) -> str:
+    """The dashboard goes through HTTPS when the balancer serves it (``--redirect-http``
+    leaves it no other way), as students' browsers would."""
+    if options.tls.enabled:
+        return f"https://localhost:{options.tls.port}"
+    return options.balancer_url
+
+
+def dashboard_ca(options: StackOptions) -> str | None:
+    """The CA the dashboard checks the balancer with: the local one, with TLS and no
+    certificate of the user's (that one is for the system's store)."""
+    return None if options.tls.ca is None else str(options.tls.ca)
+
+
+def dashboard_command(options: StackOptions) -> str:
+    """What opens the dashboard on this stack, from another terminal."""
+    ca = dashboard_ca(options)
+    return f"ticslab dashboard --url {dashboard_url(options)}" + (f" --ca {ca}" if ca else "")
+
+
+def tls_rows(options: StackOptions, t: Translator) -> list[tuple[str, str]]:
+    """The banner's HTTPS lines: the address, the CA to trust, and a curl line that works."""
+    tls = options.tls
+    if not tls.enabled:
+        return []
+    https = f"https://localhost:{tls.port}"
+    if tls.ca is None:
+        return [(t("label_https"), f"{https}  ({t('tls_own_cert', cert=tls.cert)})")]
+    return [
+        (t("label_https"), https),
+        (t("label_ca"), str(tls.ca)),
+        (t("label_try"), f"curl --cacert {tls.ca} {https}/health"),
+    ]
 
 
 def stack_token(args: argparse.Namespace, options: StackOptions) -> tuple[str, Path]:
@@ -166,7 +214,8 @@ def banner(options: StackOptions, token_path: Path, dashboard: str | None = None
         (
             t("label_balancer"),
             f"{options.balancer_url}  (/status, /events, /errors/stats, /metrics)",
-        )
+        ),
+        *tls_rows(options, t),
     ]
     for number, port in enumerate(options.server_ports, start=1):
         weight = options.weights.get(f"server{number}")
@@ -176,7 +225,7 @@ def banner(options: StackOptions, token_path: Path, dashboard: str | None = None
         (t("label_tasks"), str(options.tasks_file)),
         *auth_rows(t, options),
         (t("label_token"), f"{token_path}  (Authorization: Bearer $(cat {token_path}))"),
-        (t("label_dashboard"), dashboard or f"ticslab dashboard --url {options.balancer_url}"),
+        (t("label_dashboard"), dashboard or dashboard_command(options)),
     ]
     width = max(len(label) for label, _ in rows) + 2
     return "\n".join([title, *(f"  {label:<{width}}{value}" for label, value in rows)])

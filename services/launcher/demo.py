@@ -68,9 +68,8 @@ def run(args: argparse.Namespace) -> int:
     token, token_path = up.stack_token(args, options)
     web_options = None
     if args.web:
-        web_options = web.web_options_from_args(
-            args, options.balancer_url, token, args.web_host, args.web_port
-        )
+        url, ca = up.dashboard_url(options), up.dashboard_ca(options)
+        web_options = web.web_options_from_args(args, url, token, args.web_host, args.web_port, ca)
         problems = web.problems(web_options, "--web-host")
         if problems:  # before anything starts; --web-host is the user's words: not markup
             console.print(t("could_not_serve", problems="; ".join(problems)), markup=False)
@@ -93,13 +92,16 @@ def run(args: argparse.Namespace) -> int:
             banner = up.banner(options, token_path, web.banner_entry(web_options))
             code = serve_web(web_options, [*banner.splitlines(), t("stop_hint")])
         else:
+            for label, value in up.tls_rows(options, t):  # seen again once the dashboard ends
+                console.print(f"  {label}  {value}", markup=False)
             code = open_dashboard(
-                options.balancer_url,
+                up.dashboard_url(options),
                 token,
                 read_only=args.read_only,
                 refresh=args.refresh,
                 lang=options.lang,
                 theme=args.theme,
+                ca=up.dashboard_ca(options),
             )
     finally:
 

@@ -18,8 +18,10 @@ from services.balancer.algorithms import ALGORITHMS
 from services.balancer.compression import ENCODINGS, parse_encodings
 from services.balancer.config import MAX_RETRIES
 from services.balancer.htpasswd import UsersFileError, load_users
+from services.balancer.certificates import CertificateError, checked_user_files
+from services.balancer.config import MAX_RETRIES, BalancerConfig
 from services.balancer.plugin import absolute, choose
-from services.common import log_config, write_token_file
+from services.common import CA_FILE, default_tls_dir, log_config, write_token_file
 from services.lang import LANG_ENV, Translator, default_language
 from services.launcher.api import supervisor_app
 from services.launcher.i18n import TEXT
@@ -32,6 +34,59 @@ from services.launcher.windows import refusal
 HOST = "127.0.0.1"
 # Clients of the local stack make steady, gentle traffic for as long as the stack runs.
 CLIENT_OPTIONS = ("--duration", "12h", "--rate", "5", "--concurrency", "2")
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """The balancer's TLS flags as ``ticslab up`` was given them (off by default)."""
+
+    on: bool = False
+    port: int = BalancerConfig.tls_port
+    cert: Path | None = None
+    key: Path | None = None
+    folder: Path | None = None  # the local CA's (--tls-dir); None: the state folder's
+    redirect_http: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.on or self.cert is not None
+
+    @property
+    def ca(self) -> Path | None:
+        """The local CA's certificate clients trust; None without TLS, or with the user's own
+        certificate."""
+        if not self.enabled or self.cert is not None:
+            return None
+        return (self.folder or default_tls_dir()) / CA_FILE
+
+    def flags(self) -> list[str]:
+        """The balancer's flags for these options (paths made absolute: its folder is ours,
+        but a flag is read more safely whole)."""
+        if not self.enabled:
+            return []
+        given: dict[str, object] = {
+            "--tls-port": self.port,
+            "--tls-cert": self.cert and self.cert.resolve(),
+            "--tls-key": self.key and self.key.resolve(),
+            "--tls-dir": self.folder and self.folder.resolve(),
+        }
+        found = ["--tls", *(f"{flag}={value}" for flag, value in given.items() if value)]
+        return [*found, "--redirect-http"] if self.redirect_http else found
+
+    def problems(self, t: Translator, clients: int) -> list[str]:
+        """Why these cannot work, before anything starts (the balancer checks them again)."""
+        if (self.cert is None) != (self.key is None):
+            return [t("tls_pair")]
+        if self.redirect_http and not self.enabled:
+            return [t("redirect_needs_tls")]
+        if self.redirect_http and clients:
+            return [t("redirect_clients")]
+        if self.cert is not None and self.key is not None:
+            try:
+                checked_user_files(self.cert, self.key)
+            except CertificateError as error:
+                return [str(error)]
+        return []
 
 
 class StartError(Exception):
@@ -56,6 +111,8 @@ class StackOptions:
     retries: int | None = None
     auth_users: Path | None = None  # the balancer's --auth-users (an htpasswd file)
     compress: str | None = None  # the balancer's --compress, as given
+    # TLS termination at the balancer (its --tls flags; services/balancer/tls.py).
+    tls: TlsOptions = field(default_factory=lambda: TlsOptions())
     # What the launcher prints and every process of the stack speaks (``ticslab experiment``'s
     # stacks: the environment's, TICSLAB_LANG or the locale).
     lang: str = field(default_factory=default_language)
@@ -84,7 +141,8 @@ class StackOptions:
             "--compress": self.compress,
             "--lang": self.lang,
         }
-        return [f"{flag}={value}" for flag, value in given.items() if value is not None]
+        flags = [f"{flag}={value}" for flag, value in given.items() if value is not None]
+        return [*flags, *self.tls.flags()]
 
     def problems(self) -> list[str]:
         """Why these options cannot work, in words of ``lang`` (empty when they can)."""
@@ -116,13 +174,17 @@ class StackOptions:
         names = {f"server{number}" for number in range(1, self.servers + 1)}
         for name in sorted(self.weights.keys() - names):
             found.append(t("weight_no_server", name=name, servers=self.servers))
+        found += self.tls.problems(t, self.clients)
         ports = [self.balancer_port, *self.server_ports]
+        tls_ports = [self.tls.port] if self.tls.enabled else []
         if any(not 1 <= port <= 65535 for port in ports):
             found.append(t("ports_range", low=min(ports), high=max(ports)))
         elif self.balancer_port in self.server_ports:
             found.append(t("port_shared", port=self.balancer_port))
+        elif self.tls.port in ports and tls_ports:
+            found.append(t("tls_port_shared", port=self.tls.port))
         else:
-            found += [self._taken(t, port) for port in taken_ports(ports, HOST)]
+            found += [self._taken(t, port) for port in taken_ports(ports + tls_ports, HOST)]
         return found
 
     @staticmethod
