@@ -12,8 +12,8 @@ import logging
 
 from starlette.types import ASGIApp
 
-from services.balancer.compression import COMPRESSOR_BYTES
 from services.balancer.certificates import TlsFiles
+from services.balancer.compression import COMPRESSOR_BYTES
 from services.balancer.config import BalancerConfig
 from services.balancer.proxy import UpstreamAborted
 from services.balancer.tls import RedirectToHttps, https_listener

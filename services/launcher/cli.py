@@ -144,6 +144,8 @@ def env_path(name: str) -> Path | None:
     """The path in variable ``name``, None when it is unset or empty."""
     value = os.environ.get(name, "").strip()
     return Path(value) if value else None
+
+
 def tls_options(args: argparse.Namespace) -> TlsOptions:
     """The TLS flags (``add_tls_arguments``) as StackOptions holds them."""
     return TlsOptions(

@@ -15,11 +15,10 @@ from pathlib import Path
 import uvicorn
 
 from services.balancer.algorithms import ALGORITHMS
-from services.balancer.compression import ENCODINGS, parse_encodings
-from services.balancer.config import MAX_RETRIES
-from services.balancer.htpasswd import UsersFileError, load_users
 from services.balancer.certificates import CertificateError, checked_user_files
+from services.balancer.compression import ENCODINGS, parse_encodings
 from services.balancer.config import MAX_RETRIES, BalancerConfig
+from services.balancer.htpasswd import UsersFileError, load_users
 from services.balancer.plugin import absolute, choose
 from services.common import CA_FILE, default_tls_dir, log_config, write_token_file
 from services.lang import LANG_ENV, Translator, default_language
