@@ -96,6 +96,10 @@ ERRORS: Catalogue = {
         "algorithm_failed": "the algorithm could not start, the current one stays: {detail}",
         "bad_weight_body": 'send a JSON object with one field, like {{"weight": 3}}',
         "bad_weight": 'send {{"weight": N}}: a weight is a whole number from 0 to {maximum}',
+        "bad_rollout_body": 'send a JSON object like {{"strategy": "rolling"}} (strategy one of '
+        "{strategies}; optional drain_seconds, health_seconds and options, flags {flags}): "
+        "{detail}",
+        "rollout_running": "a rollout is running already; GET /control/rollout shows it",
         # The balancer: proxied requests.
         "bad_target": "the request target must be a path such as /tareas",
         "target_fragment": "the request target must not contain a fragment (#)",
@@ -191,6 +195,10 @@ ERRORS: Catalogue = {
         "algorithm_failed": "el algoritmo no pudo iniciar, sigue el actual: {detail}",
         "bad_weight_body": 'envía un objeto JSON con un solo campo, como {{"weight": 3}}',
         "bad_weight": 'envía {{"weight": N}}: un peso es un número entero de 0 a {maximum}',
+        "bad_rollout_body": 'envía un objeto JSON como {{"strategy": "rolling"}} (strategy uno '
+        "de {strategies}; opcionales drain_seconds, health_seconds y options, opciones {flags})"
+        ": {detail}",
+        "rollout_running": "ya hay un despliegue en curso; GET /control/rollout lo muestra",
         "bad_target": "el destino de la solicitud debe ser una ruta como /tareas",
         "target_fragment": "el destino de la solicitud no puede contener un fragmento (#)",
         "target_host_differs": "el host del destino de la solicitud no es el del encabezado Host",

@@ -6,6 +6,7 @@ the same bearer token as the control API.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -29,9 +30,11 @@ class LocalDriver:
             base_url=self.url, timeout=TIMEOUT, headers={"Authorization": f"Bearer {token}"}
         )
 
-    async def _request(self, method: str, path: str) -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> httpx.Response:
         try:
-            return await self._client.request(method, path)
+            return await self._client.request(method, path, json=body)
         except httpx.HTTPError as error:
             reason = str(error) or type(error).__name__
             message = f"the ticslab up supervisor at {self.url} failed: {reason}"
@@ -45,12 +48,21 @@ class LocalDriver:
         return {name: p["state"] for name, p in listed.items() if p["role"] == "taskserver"}
 
     async def perform(self, server: str, action: str) -> dict[str, Any]:
-        response = await self._request("POST", f"/processes/{server}/{action}")
+        return self._answer(await self._request("POST", f"/processes/{server}/{action}"))
+
+    async def recreate(self, server: str, options: Sequence[str]) -> dict[str, Any]:
+        """A new process for ``server`` with the allowed ``options`` (a rollout's version),
+        kept for its later restarts; the supervisor checks them again."""
+        body = {"options": list(options)}
+        return self._answer(await self._request("POST", f"/processes/{server}/restart", body))
+
+    def _answer(self, response: httpx.Response) -> dict[str, Any]:
+        """The supervisor's answer as a driver's: DriverUnsupported for 400/404/409."""
         if response.status_code == 200:
             body = response.json()
-            return {"result": body["result"], "process": body["process"]}
+            return {"result": body["result"], "process": body["process"], "pid": body.get("pid")}
         message = answer_text(response, "error")
-        if response.status_code in (404, 409):
+        if response.status_code in (400, 404, 409):
             raise DriverUnsupported(message)
         raise DriverFailure(message)
 
