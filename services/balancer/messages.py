@@ -41,7 +41,7 @@ EN: dict[str, str] = {
     "ev_other": "{kind}: {server} {reason}",
     # A rollout (services/balancer/rollout.py): its start, each step of a server, its end.
     "ev_rollout_started": "{strategy} started: {names} (by {who})",
-    "ev_rollout_step": "{strategy} {position}/{total}: {server} {step}",
+    "ev_rollout": "{strategy} {position}/{total}: {server} {step}",
     "ev_rollout_done": "{strategy} done: {total} servers restarted",
     "ev_rollout_failed": "{strategy} FAILED at {server} ({step}): {why}",
     "strategy_rolling": "rolling restart",
@@ -56,6 +56,7 @@ EN: dict[str, str] = {
     "rollout_why_unhealthy": "{server} was not healthy within {seconds:g} s: {detail}",
     "rollout_why_removed": "{server} is no longer one of the balancer's servers",
     "rollout_why_stopped": "the balancer stopped during the rollout",
+    "rollout_why_error": "the rollout stopped on an unexpected error: {detail}",
     # Retries that hid a failure from clients, summed up (services/balancer/journal.py).
     "retried": "{count} requests retried on {server} in the last {seconds} s (failed first on "
     "{failed})",
@@ -156,7 +157,7 @@ ES: dict[str, str] = {
     "ev_failure": "FALLA: {reason}",
     "ev_other": "{kind}: {server} {reason}",
     "ev_rollout_started": "{strategy} iniciado: {names} (por {who})",
-    "ev_rollout_step": "{strategy} {position}/{total}: {server} {step}",
+    "ev_rollout": "{strategy} {position}/{total}: {server} {step}",
     "ev_rollout_done": "{strategy} terminado: {total} servidores reiniciados",
     "ev_rollout_failed": "{strategy} FALLÓ en {server} ({step}): {why}",
     "strategy_rolling": "reinicio gradual",
@@ -172,6 +173,7 @@ ES: dict[str, str] = {
     "rollout_why_unhealthy": "{server} no quedó sano en {seconds:g} s: {detail}",
     "rollout_why_removed": "{server} ya no es uno de los servidores del balanceador",
     "rollout_why_stopped": "el balanceador se detuvo durante el despliegue",
+    "rollout_why_error": "el despliegue se detuvo por un error inesperado: {detail}",
     "retried": "{count} solicitudes reintentadas en {server} en los últimos {seconds} s "
     "(fallaron primero en {failed})",
     "retried_one": "1 solicitud reintentada en {server} en los últimos {seconds} s (falló "
@@ -359,7 +361,7 @@ class EventText(Translator):
         if kind == "state" and event.get("from") is None:
             return "ev_state_first"  # a server's first verdict: nothing to change from
         if kind == "rollout" and f"ev_rollout_{event.get('phase')}" in EN:
-            return f"ev_rollout_{event.get('phase')}"
+            return f"ev_rollout_{event.get('phase')}"  # started, done, failed; else a step
         if kind == "algorithm_error" and event.get("returned") is not None:
             return "ev_algorithm_error_returned"  # a pick that returned no server of its own
         key = f"ev_{kind}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,7 +72,7 @@ def plan_from(body: dict[str, Any] | None) -> Plan:
         value = body.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadRollout(f"{name} must be a number of seconds")
-        if not (math.isfinite(value) and low <= value <= high):
+        if not low <= value <= high:  # NaN and infinities too
             raise BadRollout(f"{name} must be from {low:g} to {high:g}")
         bounds[name] = float(value)
     options = body.get("options")
@@ -189,6 +188,8 @@ class Rollouts:
         except asyncio.CancelledError:
             self._finish(rollout, StepFailed("stopped"))
             raise
+        except Exception as error:  # never a rollout left "running" for ever, nor silent
+            self._finish(rollout, StepFailed("error", detail=f"{type(error).__name__}: {error}"))
         else:
             self._finish(rollout, None)
 

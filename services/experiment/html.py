@@ -233,7 +233,18 @@ def _rollout(result: Result, t: Translator) -> str:
         for r in result.results
         if r["failures"]
     )
-    return f"<h2>{escape(t('results'))}</h2>{_table(headers, rows)}{failures}"
+    chart = bars(
+        [(t(f"strategy_{r['strategy']}"), answered_and_failed(r)) for r in result.results],
+        max((r["requests"] for r in result.results), default=1),
+        "",
+    )
+    chart_title = f"<h3>{escape(t('rollout_chart'))}</h3>"
+    return f"<h2>{escape(t('results'))}</h2>{_table(headers, rows)}{failures}{chart_title}{chart}"
+
+
+def answered_and_failed(row: dict[str, Any]) -> list[tuple[float, str]]:
+    """A rollout row's bar: its requests that did not fail, in green, then those that did."""
+    return [(row["requests"] - row["failed"], OK), (row["failed"], BAD)]
 
 
 def _colour(index: int) -> str:

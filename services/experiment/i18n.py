@@ -81,6 +81,7 @@ CATALOGUE: Catalogue = {
         "h_strategy": "Strategy",
         "h_requests": "Requests",
         "h_seconds": "Seconds",
+        "rollout_chart": "Requests per run, mean: answered (green) and failed (red)",
         # The algorithms experiment.
         "algo_random": "Random",
         "algo_round_robin": "Round Robin",
@@ -215,6 +216,7 @@ CATALOGUE: Catalogue = {
         "h_strategy": "Estrategia",
         "h_requests": "Solicitudes",
         "h_seconds": "Segundos",
+        "rollout_chart": "Solicitudes por corrida, promedio: respondidas (verde) y fallidas (rojo)",
         "algo_random": "Aleatorio",
         "algo_round_robin": "Round Robin",
         "algo_least_connections": "Menor número de conexiones",

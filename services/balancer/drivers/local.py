@@ -50,10 +50,10 @@ class LocalDriver:
     async def perform(self, server: str, action: str) -> dict[str, Any]:
         return self._answer(await self._request("POST", f"/processes/{server}/{action}"))
 
-    async def recreate(self, server: str, options: Sequence[str]) -> dict[str, Any]:
-        """A new process for ``server`` with the allowed ``options`` (a rollout's version),
-        kept for its later restarts; the supervisor checks them again."""
-        body = {"options": list(options)}
+    async def recreate(self, server: str, options: Sequence[str] | None) -> dict[str, Any]:
+        """A new process for ``server``: with the allowed ``options`` (a rollout's version,
+        kept for its later restarts; the supervisor checks them again), or None: as before."""
+        body = {"options": list(options)} if options is not None else None
         return self._answer(await self._request("POST", f"/processes/{server}/restart", body))
 
     def _answer(self, response: httpx.Response) -> dict[str, Any]:
