@@ -74,7 +74,8 @@ CATALOGUE: Catalogue = {
         "claim_rollout_nothing_lost": "No task answered 201 is lost, in either strategy",
         # The rollout experiment.
         "rollout_title": "Rollout: every server restarted under load, {repeat} runs (min–max)",
-        "rollout_params": "POSTs, {concurrency} at a time, each with {work_ms} ms of work, from "
+        "rollout_params": "POSTs, {concurrency} at a time, each with {work_ms} ms of work, retries "
+        "off, from "
         "{lead_seconds} s before each rollout until {lead_seconds} s after it",
         "strategy_rolling": "rolling",
         "strategy_restart": "all at once",
@@ -210,6 +211,7 @@ CATALOGUE: Catalogue = {
         "rollout_title": "Despliegue: todos los servidores reiniciados con carga, {repeat} "
         "corridas (mín–máx)",
         "rollout_params": "POST, {concurrency} a la vez, cada uno con {work_ms} ms de trabajo, "
+        "sin reintentos, "
         "desde {lead_seconds} s antes de cada despliegue hasta {lead_seconds} s después",
         "strategy_rolling": "gradual",
         "strategy_restart": "todos a la vez",

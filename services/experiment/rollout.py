@@ -1,10 +1,12 @@
 """``ticslab experiment rollout``: restart every server under steady traffic, once with a
 rolling rollout and once all at once, and count what the clients saw and what was lost.
 
-Each strategy gets its own stack; POSTs flow from before the rollout starts until a moment
-after it ends, so every restart happens under load. Both servers carry a small latency fault
-(each request's work), so requests are in flight whenever a server goes: a rolling rollout
-drains a server and waits for them, a restart of everything at once does not.
+Each strategy gets its own stack, with the balancer's retries off (``--retries 0``), so only
+the rollout's own steps can keep a restart from the clients. POSTs flow from before the
+rollout starts until a moment after it ends, so every restart happens under load. Both servers
+carry a small latency fault (each request's work), so requests are in flight whenever a server
+goes: a rolling rollout drains a server and waits for them, a restart of everything at once
+does not.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def run(settings: RolloutSettings) -> Result:
     result = Result("rollout", vars(settings).copy())
     runs: dict[str, list[dict[str, Any]]] = {strategy: [] for strategy in STRATEGIES}
     for strategy in STRATEGIES:
-        with throwaway_stack(algorithm="round_robin") as lab:
+        with throwaway_stack(algorithm="round_robin", retries=0) as lab:
             for server in lab.servers:
                 lab.set_fault(server, "latency", ms=settings.work_ms)
             for number in range(settings.repeat):
