@@ -207,3 +207,6 @@ class BalancerClient:
 
     async def reset_stats(self) -> Json:
         return await self._write("POST", "/control/stats/reset")
+
+    async def start_rollout(self, strategy: str) -> Json:
+        return await self._write("POST", "/control/rollout", {"strategy": strategy})

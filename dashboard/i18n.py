@@ -73,6 +73,7 @@ EN: dict[str, str] = {
     "key_weight": "Weight of the selected server: > adds 1, < takes 1 (0 to 256; 0: no new "
     "traffic)",
     "key_algorithm": "Next algorithm",
+    "key_rollout": "Rolling restart of every server, one at a time (drain, restart, health, back)",
     "key_reset": "Reset stats",
     "key_refresh_pause": "Pause refresh",
     "key_faster": "Faster",
@@ -114,6 +115,7 @@ EN: dict[str, str] = {
     # Notifications.
     "n_action_ok": "{server}: {action} → {result}",
     "n_algorithm": "Algorithm: {previous} → {algorithm}",
+    "n_rollout": "{strategy} started: {servers}",
     "n_reset": "Statistics reset.",
     "n_fault": "{server}: fault mode is now {mode}.",
     "n_weight": "{server}: weight {previous} → {weight}",
@@ -240,6 +242,8 @@ ES: dict[str, str] = {
     "key_weight": "Peso del servidor seleccionado: > suma 1, < resta 1 (0 a 256; 0: sin "
     "tráfico nuevo)",
     "key_algorithm": "Siguiente algoritmo",
+    "key_rollout": "Reinicio gradual de todos los servidores, uno a la vez (drenar, reiniciar, "
+    "chequeo de salud, volver)",
     "key_reset": "Poner a cero las estadísticas",
     "key_refresh_pause": "Pausar refresco",
     "key_faster": "Más rápido",
@@ -280,6 +284,7 @@ ES: dict[str, str] = {
     "btn_reset": "Estad. a 0",
     "n_action_ok": "{server}: {action} → {result}",
     "n_algorithm": "Algoritmo: {previous} → {algorithm}",
+    "n_rollout": "{strategy} iniciado: {servers}",
     "n_reset": "Estadísticas puestas a cero.",
     "n_fault": "{server}: el modo de falla ahora es {mode}.",
     "n_weight": "{server}: peso {previous} → {weight}",

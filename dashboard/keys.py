@@ -97,6 +97,7 @@ KEYS: tuple[Key, ...] = (
         button="btn_algorithm",
     ),
     Key("r", "reset_stats", "key_reset", write=True, show=False, button="btn_reset"),
+    Key("R", "rolling_restart", "key_rollout", write=True, show=False),
     Key("c", "toggle_charts", "key_charts", short="short_charts"),
     # Not in the Footer since the charts took its room at 100 columns in Spanish; in ``?``.
     Key("space", "toggle_refresh", "key_refresh_pause", show=False, short="short_refresh_pause"),

@@ -6,6 +6,8 @@ is unreachable come from the network and must never be read as markup.
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.content import Content
@@ -30,6 +32,7 @@ class StatusBar(Horizontal, PollWatcher):
         yield Label(self._url, id="url")
         yield Label("", id="algorithm")
         yield Label("", id="refresh")
+        yield Label("", id="rollout")
         if self._read_only:
             yield Label(self.t("read_only_badge"), id="badge")
 
@@ -39,6 +42,9 @@ class StatusBar(Horizontal, PollWatcher):
     def show_poll(self, result: PollResult) -> None:
         self.show_connection("connected")
         self.show_algorithm(str(result.status.get("algorithm", "?")))
+        rollouts = [e for e in result.new_events if e.get("kind") == "rollout"]
+        if rollouts:
+            self.show_rollout(rollouts[-1])
 
     def show_failure(self, failure: PollFailure) -> None:
         self.show_connection(failure.state)
@@ -57,6 +63,14 @@ class StatusBar(Horizontal, PollWatcher):
 
     def show_algorithm(self, algorithm: str) -> None:
         self._set("algorithm", f"{self.t('algorithm')}: {self.t.term('alg', algorithm)}")
+
+    def show_rollout(self, event: dict[str, Any]) -> None:
+        """A running rollout's progress (``rolling restart 1/2: server1 waiting for health``),
+        its failure until the next one; nothing once it is done (the timeline tells it)."""
+        phase = event.get("phase")
+        label = self._set("rollout", "" if phase == "done" else self.t.events.sentence(event))
+        label.display = phase != "done"
+        label.set_class(phase == "failed", "-failed")
 
     def show_refresh(self, refresh: Refresh) -> None:
         every = self.t("every", seconds=f"{refresh.seconds:g}")

@@ -192,6 +192,15 @@ def span(spread: Sequence[float], digits: int = 0, suffix: str = "") -> str:
     return f"{first}{suffix}" if first == last else f"{first}–{last}{suffix}"
 
 
+def summed_failures(runs: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """The repeats' ``failures`` (status -> count) added up, for the combined row."""
+    failures: dict[str, int] = {}
+    for one in runs:
+        for status, count in one["failures"].items():
+            failures[status] = failures.get(status, 0) + count
+    return failures
+
+
 def failure_counts(row: dict[str, Any], t: Translator) -> str:
     """``502 ×3, no answer ×1``: a row's failures by status, summed over its repeats."""
     return ", ".join(

@@ -24,7 +24,15 @@ import httpx
 
 from services.experiment.lab import Lab, LabError, throwaway_stack
 from services.experiment.load import Call, Outcome, failed, run_load
-from services.experiment.result import HANDOUT, LAB, REPEATS, Claim, Result, combine
+from services.experiment.result import (
+    HANDOUT,
+    LAB,
+    REPEATS,
+    Claim,
+    Result,
+    combine,
+    summed_failures,
+)
 from services.experiment.settings import Problems, check_range
 from services.waiting import wait_ready
 
@@ -64,7 +72,9 @@ def run(settings: RolloutSettings) -> Result:
                     lab.wait_until_all_up()
                 outcomes, rollout = load_through_rollout(lab, strategy, settings, number)
                 runs[strategy].append(row(lab, strategy, outcomes, rollout))
-    result.results = [{**combine(each, FIGURES), "strategy": s} for s, each in runs.items()]
+    result.results = [
+        {**combine(each, FIGURES), "failures": summed_failures(each)} for each in runs.values()
+    ]
     result.claims = claims(runs)
     result.seconds = time.monotonic() - began
     return result
