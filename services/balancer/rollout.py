@@ -143,6 +143,9 @@ class Rollouts:
         self.balancer = balancer
         self.driver = driver
         self.last: Rollout | None = None
+        # Told of each server given a new process or container: its address may have changed
+        # (a recreated container's), so nothing keeps resolving its name to the old one.
+        self.renewed: list[Callable[[Server], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._http = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
 
@@ -299,7 +302,10 @@ class Rollouts:
         except (DriverFailure, DriverUnsupported) as error:
             raise StepFailed("driver", server=name, detail=str(error)) from error
         with contextlib.suppress(KeyError):  # a new process starts with no fault
-            self.balancer.get(name).set_fault(None)
+            server = self.balancer.get(name)
+            server.set_fault(None)
+            for tell in self.renewed:
+                tell(server)
         return done
 
     async def _healthy(self, server: Server, seconds: float) -> None:

@@ -3,7 +3,11 @@
 Whoever reaches the socket is root on the host, so this module sends only list, inspect,
 stop, start, kill, restart, pause, unpause (and reads the events stream), and only on
 containers of the balancer's own Compose project that carry ``ticslab.role=taskserver``,
-checked again by inspecting the container right before every action.
+checked again by inspecting the container right before every action. A rollout's
+``recreate`` adds remove and create: the allowed container is removed and one of the same
+name is created from its own configuration (labels included, so it is allowed again) and
+its service's image as tagged now, so a rebuilt image is picked up, as ``docker compose up``
+does for a changed service.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +146,29 @@ class DockerEngine:
             )
         raise DriverFailure(f"Docker failed to {action}: {answer_text(response, 'message')}")
 
+    async def remove(self, container_id: str) -> None:
+        """Remove a stopped container (its anonymous volumes stay, as Compose leaves them)."""
+        response = await self._request("DELETE", f"/containers/{container_id}")
+        if response.status_code not in (200, 204):
+            raise DriverFailure(f"Docker failed to remove: {answer_text(response, 'message')}")
+
+    async def create(self, name: str, body: dict[str, Any]) -> str:
+        """Create container ``name`` from ``body``; its id."""
+        response = await self._request(
+            "POST", "/containers/create", params={"name": name}, json=body
+        )
+        if response.status_code != 201:
+            raise DriverFailure(f"Docker failed to create: {answer_text(response, 'message')}")
+        created: str = response.json()["Id"]
+        return created
+
+    async def connect(self, network: str, container_id: str, endpoint: dict[str, Any]) -> None:
+        """Attach a created container to one more of its networks, as before."""
+        body = {"Container": container_id, "EndpointConfig": endpoint}
+        response = await self._request("POST", f"/networks/{network}/connect", json=body)
+        if response.status_code != 200:
+            raise DriverFailure(f"Docker failed to connect: {answer_text(response, 'message')}")
+
     async def events(self, labels: list[str]) -> AsyncIterator[dict[str, Any]]:
         """Container events carrying ``labels``, as they happen (the stream never ends)."""
         filters = json.dumps({"type": ["container"], "label": labels})
@@ -217,6 +244,31 @@ class DockerDriver:
         }
 
     async def perform(self, server: str, action: str) -> dict[str, Any]:
+        return await self.act_on(await self._container_of(server), action)
+
+    async def recreate(self, server: str, options: Sequence[str] | None) -> dict[str, Any]:
+        """``server``'s container replaced by a new one of the same name and configuration,
+        from its service's image as tagged now (``docker-compose build server1`` first)."""
+        if options is not None:
+            raise DriverUnsupported(
+                "the Docker driver recreates a container from its service's image; options are "
+                "for ticslab up (rebuild the image instead)"
+            )
+        old = await self._allowed_details(await self._container_of(server))
+        name = old.get("Name", "").lstrip("/")
+        body, more_networks = recreation(old)
+        await self.engine.act(old["Id"], "stop")
+        await self.engine.remove(old["Id"])
+        new = await self.engine.create(name, body)
+        for network, endpoint in more_networks.items():
+            await self.engine.connect(network, new, endpoint)
+        await self.engine.act(new, "start")
+        after = await self.engine.inspect(new)
+        state = after["State"]["Status"] if after else "removed"
+        return {"result": "recreated", "process": state, "container": name, "id": new[:12]}
+
+    async def _container_of(self, server: str) -> str:
+        """The id of ``server``'s one container; DriverUnsupported when none or several."""
         found = (await self.containers()).get(server, [])
         if not found:
             raise DriverUnsupported(
@@ -227,12 +279,23 @@ class DockerDriver:
                 f"refused: '{server}' names more than one container ({container_names(found)}); "
                 "remove the extra ones"
             )
-        return await self.act_on(found[0]["Id"], action)
+        container_id: str = found[0]["Id"]
+        return container_id
 
     async def act_on(self, container_id: str, action: str) -> dict[str, Any]:
         """Inspect ``container_id``, refuse it unless allowed, then act and report its state."""
         if action not in ACTION_REQUESTS:
             raise DriverUnsupported(f"the Docker driver cannot '{action}'")
+        details = await self._allowed_details(container_id)
+        name = details.get("Name", "").lstrip("/")
+        changed = await self.engine.act(container_id, action)
+        after = await self.engine.inspect(container_id)
+        state = after["State"]["Status"] if after else "removed"
+        result = RESULTS[action] if changed else f"already {state}"
+        return {"result": result, "process": state, "container": name}
+
+    async def _allowed_details(self, container_id: str) -> dict[str, Any]:
+        """The container's details, checked right now: DriverUnsupported unless allowed."""
         details = await self.engine.inspect(container_id)
         if details is None:
             raise DriverFailure(f"container {container_id[:12]} no longer exists")
@@ -242,11 +305,31 @@ class DockerDriver:
                 f"refused: container {name} is not a task server of Compose project "
                 f"'{self.project}' (needs labels {', '.join(self.labels)})"
             )
-        changed = await self.engine.act(container_id, action)
-        after = await self.engine.inspect(container_id)
-        state = after["State"]["Status"] if after else "removed"
-        result = RESULTS[action] if changed else f"already {state}"
-        return {"result": result, "process": state, "container": name}
+        return details
 
     async def aclose(self) -> None:
         await self.engine.aclose()
+
+
+def recreation(details: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The create body that gives a container like ``details`` (an inspect answer): its
+    configuration and labels, its host configuration, its first network (the Engine takes
+    one at create), and its other networks to connect after. Its hostname and its network
+    aliases that were its old id are left out: the new container gets its own."""
+    config = {key: value for key, value in details["Config"].items() if key != "Hostname"}
+    old_id = details.get("Id", "")
+    endpoints = {
+        network: {
+            "Aliases": [a for a in endpoint.get("Aliases") or [] if not old_id.startswith(a)],
+            "IPAMConfig": endpoint.get("IPAMConfig"),
+            "Links": endpoint.get("Links"),
+        }
+        for network, endpoint in (details.get("NetworkSettings", {}).get("Networks") or {}).items()
+    }
+    first = dict(list(endpoints.items())[:1])
+    body = {
+        **config,
+        "HostConfig": details.get("HostConfig") or {},
+        "NetworkingConfig": {"EndpointsConfig": first},
+    }
+    return body, {network: e for network, e in endpoints.items() if network not in first}
