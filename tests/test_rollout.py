@@ -14,6 +14,7 @@ import pytest
 from support import ServiceProcess, free_port, wait_until
 from test_balancer_helpers import TOKEN, balancer_process
 
+from services.balancer.drivers.docker import recreation
 from services.balancer.messages import EventText
 from services.cli import main
 from services.experiment.lab import Lab, throwaway_stack
@@ -180,3 +181,26 @@ def test_bad_rollout_experiment_flags_are_refused_before_anything_starts(
 ) -> None:
     assert main(["experiment", "rollout", "--concurrency", "0"]) == 2
     assert "--concurrency is 1 to 64" in capsys.readouterr().err
+
+
+def test_a_recreated_container_keeps_its_configuration_and_networks_but_not_its_old_id() -> None:
+    """What the Docker driver sends to create the new container (tests/test_docker_driver.py
+    runs it on a real engine where one answers)."""
+    old_id = "0123456789ab" + "c" * 52
+    details = {
+        "Id": old_id,
+        "Config": {"Hostname": "0123456789ab", "Image": "ticslab-server1", "Labels": {"a": "b"}},
+        "HostConfig": {"Binds": ["data:/app/data"]},
+        "NetworkSettings": {
+            "Networks": {
+                "ticslab_default": {"Aliases": ["server1", "0123456789ab"], "IPAMConfig": None},
+                "ticslab_other": {"Aliases": None},
+            }
+        },
+    }
+    body, more = recreation(details)
+    assert "Hostname" not in body and body["Image"] == "ticslab-server1"
+    assert body["Labels"] == {"a": "b"} and body["HostConfig"] == {"Binds": ["data:/app/data"]}
+    first = body["NetworkingConfig"]["EndpointsConfig"]
+    assert list(first) == ["ticslab_default"] and first["ticslab_default"]["Aliases"] == ["server1"]
+    assert list(more) == ["ticslab_other"] and more["ticslab_other"]["Aliases"] == []
