@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import ServiceProcess, free_port, wait_until
+from support import ServiceProcess, free_port, free_run, wait_until
 from test_balancer_helpers import TOKEN, balancer_process
 
 from services.balancer.drivers.docker import recreation
@@ -19,6 +19,8 @@ from services.balancer.messages import EventText
 from services.cli import main
 from services.experiment.lab import Lab, throwaway_stack
 from services.experiment.rollout import RolloutSettings, load_through_rollout, run
+from services.launcher.logs import FileLogs
+from services.launcher.stack import Stack, StackOptions
 from services.taskserver.options import options_problem
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -204,3 +206,43 @@ def test_a_recreated_container_keeps_its_configuration_and_networks_but_not_its_
     first = body["NetworkingConfig"]["EndpointsConfig"]
     assert list(first) == ["ticslab_default"] and first["ticslab_default"]["Aliases"] == ["server1"]
     assert list(more) == ["ticslab_other"] and more["ticslab_other"]["Aliases"] == []
+
+
+@pytest.mark.slow
+def test_the_supervisor_gives_a_new_process_only_allowed_options(tmp_path: Path) -> None:
+    """The supervisor checks a restart's options again (the balancer is not its only caller):
+    a flag off the allow-list or a malformed body is refused and nothing restarts; an allowed
+    one is the new process's, shown in /processes and kept."""
+    options = StackOptions(
+        servers=1, clients=0, balancer_port=free_port(), first_server_port=free_run(1),
+        data_dir=tmp_path, lang="en",
+    )  # fmt: skip
+    logs = FileLogs(tmp_path / "logs")
+    stack = Stack(options, "supervisor-token", logs)
+    stack.start()
+    try:
+        url = f"{stack.supervisor_url}/processes"
+        auth = {"Authorization": "Bearer supervisor-token"}
+        before = httpx.get(url, headers=auth, timeout=5).json()["processes"]["server1"]["pid"]
+        restart = f"{url}/server1/restart"
+        for body, status in (
+            ({"options": ["--tasks-file=/etc/passwd"]}, 409),
+            ({"options": ["sh", "-c", "id"]}, 409),
+            ({"options": "--lang=es"}, 400),
+            ({"command": ["sh"]}, 400),
+        ):
+            answer = httpx.post(restart, json=body, headers=auth, timeout=30)
+            assert answer.status_code == status, (body, answer.text)
+        assert httpx.post(restart, json={"options": ["--lang=es"]}, timeout=5).status_code == 401
+        listed = httpx.get(url, headers=auth, timeout=5).json()["processes"]["server1"]
+        assert listed["pid"] == before and listed["options"] == []
+        answer = httpx.post(restart, json={"options": ["--lang=es"]}, headers=auth, timeout=30)
+        assert answer.status_code == 200 and answer.json()["pid"] != before
+        listed = httpx.get(url, headers=auth, timeout=5).json()["processes"]["server1"]
+        assert listed["options"] == ["--lang=es"]
+        server = f"http://127.0.0.1:{options.first_server_port}"
+        missing = httpx.get(server + "/tareas/999999", timeout=5).json()["error"]
+        assert missing.startswith("no existe")  # the new version speaks Spanish
+    finally:
+        stack.stop()
+        logs.close()
