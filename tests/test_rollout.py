@@ -5,6 +5,7 @@ rollout at its first server. Bad requests get their clear 4xx, never a 500."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from support import ServiceProcess, free_port, free_run, wait_until
 from test_balancer_helpers import TOKEN, balancer_process
 
 from services.balancer.drivers.docker import recreation
+from services.balancer.journal import level
 from services.balancer.messages import EventText
 from services.cli import main
 from services.experiment.lab import Lab, throwaway_stack
@@ -246,3 +248,9 @@ def test_the_supervisor_gives_a_new_process_only_allowed_options(tmp_path: Path)
     finally:
         stack.stop()
         logs.close()
+
+
+def test_a_failed_rollout_is_a_warning_in_the_log_and_its_steps_are_info() -> None:
+    failed = {"kind": "rollout", "phase": "failed", "strategy": "rolling", "why": "stopped"}
+    assert level(failed) == logging.WARNING
+    assert level({**failed, "phase": "step", "step": "drain"}) == logging.INFO
