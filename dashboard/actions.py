@@ -27,7 +27,7 @@ from dashboard.screens.help import HelpScreen
 from dashboard.states import SET_ASIDE
 from dashboard.widgets.panels import Panels
 from dashboard.widgets.servers import ServerTable
-from services.common import DOWN, DRAIN, MAX_WEIGHT, READY
+from services.common import DOWN, DRAIN, MAX_WEIGHT, READY, printable
 
 
 class DashboardState(App[int]):
@@ -195,6 +195,9 @@ class ControlActions(DashboardState):
         if answer is not None:
             self.notify(self.t("n_removed", server=name))
 
+    def action_rolling_restart(self) -> None:
+        self.send_rollout("rolling")
+
     @work(group="control", exit_on_error=False)
     async def control_server(self, name: str, action: str) -> None:
         async with self._server_locks[name]:
@@ -228,6 +231,16 @@ class ControlActions(DashboardState):
     async def send_reset(self) -> None:
         if await self._send(self.t("key_reset"), self.client.reset_stats()) is not None:
             self.notify(self.t("n_reset"))
+
+    @work(group="control", exit_on_error=False)
+    async def send_rollout(self, strategy: str) -> None:
+        """Start a rollout; the status bar then follows it from its events."""
+        what = self.t.events.term("strategy", strategy)
+        answer = await self._send(what, self.client.start_rollout(strategy))
+        rollout = answer.get("rollout") if answer is not None else None
+        if isinstance(rollout, dict):
+            servers = ", ".join(map(str, rollout.get("servers") or {})) or "-"
+            self.notify(self.t("n_rollout", strategy=what, servers=printable(servers)))
 
     async def _send(self, what: str, request: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
         """Every control request ends here: its refusal in words, or a poll at once so the

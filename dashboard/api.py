@@ -254,3 +254,6 @@ class BalancerClient:
 
     async def remove_server(self, server: str) -> Json:
         return await self._write("DELETE", server_path(server))
+
+    async def start_rollout(self, strategy: str) -> Json:
+        return await self._write("POST", "/control/rollout", {"strategy": strategy})

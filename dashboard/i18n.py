@@ -76,6 +76,7 @@ EN: dict[str, str] = {
     "key_weight": "Weight of the selected server: > adds 1, < takes 1 (0 to 256; 0: no new "
     "traffic)",
     "key_algorithm": "Next algorithm",
+    "key_rollout": "Rolling restart of every server, one at a time (drain, restart, health, back)",
     "key_reset": "Reset stats",
     "key_add_server": "Add a task server (scale out)",
     "key_remove_server": "Remove the selected server (drained first: scale in)",
@@ -119,6 +120,7 @@ EN: dict[str, str] = {
     # Notifications.
     "n_action_ok": "{server}: {action} → {result}",
     "n_algorithm": "Algorithm: {previous} → {algorithm}",
+    "n_rollout": "{strategy} started: {servers}",
     "n_reset": "Statistics reset.",
     "n_added": "{server} added: it takes traffic after its first health check.",
     "n_removed": "{server} removed: drained, stopped and forgotten.",
@@ -250,6 +252,8 @@ ES: dict[str, str] = {
     "key_weight": "Peso del servidor seleccionado: > suma 1, < resta 1 (0 a 256; 0: sin "
     "tráfico nuevo)",
     "key_algorithm": "Siguiente algoritmo",
+    "key_rollout": "Reinicio gradual de todos los servidores, uno a la vez (drenar, reiniciar, "
+    "chequeo de salud, volver)",
     "key_reset": "Poner a cero las estadísticas",
     "key_add_server": "Agregar un servidor de tareas (escalar)",
     "key_remove_server": "Quitar el servidor seleccionado (se drena antes: desescalar)",
@@ -292,6 +296,7 @@ ES: dict[str, str] = {
     "btn_reset": "Estad. a 0",
     "n_action_ok": "{server}: {action} → {result}",
     "n_algorithm": "Algoritmo: {previous} → {algorithm}",
+    "n_rollout": "{strategy} iniciado: {servers}",
     "n_reset": "Estadísticas puestas a cero.",
     "n_added": "{server} agregado: recibe tráfico tras su primer chequeo de salud.",
     "n_removed": "{server} quitado: drenado, detenido y olvidado.",

@@ -100,6 +100,7 @@ KEYS: tuple[Key, ...] = (
     # Scaling out and in (POST/DELETE /control/servers): in ``?`` only, the Footer is full.
     Key("n", "add_server", "key_add_server", write=True, show=False),
     Key("x", "remove_server", "key_remove_server", write=True, show=False),
+    Key("R", "rolling_restart", "key_rollout", write=True, show=False),
     Key("c", "toggle_charts", "key_charts", short="short_charts"),
     # Not in the Footer since the charts took its room at 100 columns in Spanish; in ``?``.
     Key("space", "toggle_refresh", "key_refresh_pause", show=False, short="short_refresh_pause"),

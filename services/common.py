@@ -45,6 +45,9 @@ DASHBOARD_AGENT = "ticslab-dashboard"
 # /control passes on only these, and the dashboard offers each. ``nolock`` loses tasks on
 # purpose (services/taskserver/nolock.py); no mode but ``none`` is ever a default.
 FAULT_MODES = ("none", "error", "latency", "hang", "unhealthy", "nolock")
+# The modes a task server may start in (``--fault``): a broken new version for a rollout to
+# meet; ``hang`` ends by itself and ``nolock`` loses tasks, so neither is a start-up choice.
+START_FAULTS = ("none", "error", "latency", "unhealthy")
 # The parameters of the modes that take any, when a request names none: the task server's
 # defaults (faults.py), and what the dashboard's fault menu sends and says.
 FAULT_DEFAULTS: dict[str, float] = {"rate": 0.5, "ms": 500, "max_seconds": 30.0}

@@ -104,6 +104,10 @@ ERRORS: Catalogue = {
         "({maximum})",
         "last_server": "{server} is the last server: removing it would leave nothing to "
         "answer; add another one first",
+        "bad_rollout_body": 'send a JSON object like {{"strategy": "rolling"}} (strategy one of '
+        "{strategies}; optional drain_seconds, health_seconds and options, flags {flags}): "
+        "{detail}",
+        "rollout_running": "a rollout is running already; GET /control/rollout shows it",
         # The balancer: proxied requests.
         "bad_target": "the request target must be a path such as /tareas",
         "redirect_bad_host": "this port redirects to HTTPS, but the Host {host!r} is not a "
@@ -215,6 +219,10 @@ ERRORS: Catalogue = {
         "({maximum})",
         "last_server": "{server} es el último servidor: quitarlo no dejaría a nadie que "
         "responda; agrega otro primero",
+        "bad_rollout_body": 'envía un objeto JSON como {{"strategy": "rolling"}} (strategy uno '
+        "de {strategies}; opcionales drain_seconds, health_seconds y options, opciones {flags})"
+        ": {detail}",
+        "rollout_running": "ya hay un despliegue en curso; GET /control/rollout lo muestra",
         "bad_target": "el destino de la solicitud debe ser una ruta como /tareas",
         "redirect_bad_host": "este puerto redirige a HTTPS, pero el Host {host!r} no es un "
         "nombre ni una dirección a la que redirigir: envía un solo Host, como localhost",

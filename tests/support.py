@@ -293,8 +293,10 @@ async def events_of_every_kind() -> list[dict[str, Any]]:
     from services.balancer.balancer import Balancer
     from services.balancer.config import BalancerConfig
     from services.balancer.control import Control
+    from services.balancer.rollout import Plan
 
-    balancer = Balancer(BalancerConfig(backends=[("server1", "http://127.0.0.1:5001")]))
+    # A port nobody listens on: the rollout below probes its health, and must reach no one.
+    balancer = Balancer(BalancerConfig(backends=[("server1", f"http://127.0.0.1:{free_port()}")]))
     control = Control(balancer, "secret", "none")
     balancer.start()
     await control.start()
@@ -319,6 +321,9 @@ async def events_of_every_kind() -> list[dict[str, Any]]:
         )
         balancer.record_algorithm_error("/lab/mine.py:5", None, "None")
         balancer.record_slow_pick("/lab/mine.py:5", 0.12)
+        # A rollout past /control's refusal of the none driver: it fails at the restart.
+        control.rollouts.start(Plan("rolling", drain_seconds=1, health_seconds=1), "teacher")
+        await wait_until_async(lambda: not control.rollouts.running, timeout=5)
     finally:
         await control.stop()
     return balancer.events.since(0)

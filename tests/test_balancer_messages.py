@@ -25,7 +25,8 @@ from services.common import DASHBOARD_AGENT
 from services.lang import missing_keys
 
 # Written the same in both languages: placeholders, and words that are Spanish too.
-SAME_IN_BOTH = {"ev_state", "ev_state_first", "ev_other", "mode_error"}
+# A rollout's step: every word in it is a term said in the language (strategy, step).
+SAME_IN_BOTH = {"ev_state", "ev_state_first", "ev_other", "mode_error", "ev_rollout"}
 # English keeps the balancer's own words (the event's ``reason``, a detail as it came).
 AS_SENT_IN_ENGLISH = {key for key in EN if key.startswith(("reason_", "detail_", "os_"))}
 

@@ -21,7 +21,7 @@ import pytest
 from fixtures.dashboard.balancer import rendered
 from support import ACTED_ON, ServiceProcess, free_port, wait_until
 from textual.pilot import Pilot
-from textual.widgets import Button
+from textual.widgets import Button, Label
 
 from dashboard.api import BalancerClient
 from dashboard.main import DashboardApp
@@ -327,3 +327,33 @@ async def test_a_fault_picked_with_f_is_in_its_row_until_the_process_is_stopped(
         await pilot.press("2")  # start it again: the stack is left as it was found
         await until(pilot, lambda: state_on_screen(app, "server2") == "UP", "server2 UP")
         assert fault_of(stack.url, "server2") is None
+
+
+@pytest.mark.slow
+async def test_shift_r_starts_a_rolling_restart_and_the_status_bar_follows_it(
+    stack: ServiceProcess,
+) -> None:
+    """R: every server restarted one at a time; the status bar says each step while it runs
+    (in Spanish here) and nothing once it is done; the stack is left with both UP."""
+    app = dashboard(stack.url, lang="es", refresh=0.25)
+    seen: set[str] = set()
+
+    def rollout() -> dict[str, Any] | None:
+        return httpx.get(stack.url + "/control/rollout", timeout=5).json()["rollout"]
+
+    def shown() -> str:
+        label = app.query_one("#rollout", Label)
+        if label.display:
+            seen.add(str(label.content))
+        return str(label.content)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.status, "the first poll")
+        await pilot.press("R")
+        await until(pilot, lambda: [shown()] and (rollout() or {}).get("state") == "done", "done")
+        await until(pilot, lambda: not app.query_one("#rollout", Label).display, "bar cleared")
+    assert any(text.startswith("reinicio gradual ") for text in seen), seen
+    finished = rollout()
+    assert finished is not None and finished["state"] == "done"
+    assert all(result["result"] == "restarted" for result in finished["servers"].values())
+    wait_until(lambda: status(stack.url)["servers_up"] == 2, timeout=20, what="2 UP")

@@ -262,3 +262,28 @@ def test_discovery_follows_containers_of_the_project(containers: dict[str, str])
     }
     assert sorted(added) == ["server1", "server2", "server2-2", "server4"]
     assert sorted(after) == ["server1", "server2", "server2-2"]
+
+
+def test_recreate_gives_server1_a_new_container_of_the_same_name_labels_and_image(
+    containers: dict[str, str],
+) -> None:
+    """A rollout's step under Compose: stop, remove, create from the same configuration and
+    the image as tagged now, start. Options are refused; only our task servers are touched."""
+    old = json.loads(docker("inspect", containers["server1"]))[0]
+
+    async def body(driver: DockerDriver) -> dict[str, str]:
+        with pytest.raises(DriverUnsupported, match="rebuild the image"):
+            await driver.recreate("server1", ["--lang=es"])
+        with pytest.raises(DriverUnsupported, match="no task-server container"):
+            await driver.recreate("server3", None)
+        return await driver.recreate("server1", None)
+
+    done = with_driver(containers, body)
+    new = json.loads(docker("inspect", done["id"]))[0]
+    containers["server1"] = new["Id"]  # so the fixture removes the new one
+    assert done["result"] == "recreated" and done["process"] == "running"
+    assert new["Id"] != old["Id"] and new["Name"] == old["Name"]
+    assert new["Config"]["Labels"] == old["Config"]["Labels"]
+    assert new["Config"]["Image"] == old["Config"]["Image"] == IMAGE
+    assert new["Config"]["Cmd"] == old["Config"]["Cmd"]
+    assert status(containers["norole"]) == "running" and status(containers["foreign"]) == "running"

@@ -7,6 +7,8 @@ is unreachable come from the network and must never be read as markup.
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.content import Content
@@ -35,6 +37,7 @@ class StatusBar(Horizontal, PollWatcher):
         compression.display = False
         yield compression
         yield Label("", id="refresh")
+        yield Label("", id="rollout")
         if self._read_only:
             yield Label(self.t("read_only_badge"), id="badge")
 
@@ -46,6 +49,9 @@ class StatusBar(Horizontal, PollWatcher):
         self.show_algorithm(str(result.status.get("algorithm", "?")))
         compression = compression_text(result.status, self.t)
         self._set("compression", compression or "").display = compression is not None
+        rollouts = [e for e in result.new_events if e.get("kind") == "rollout"]
+        if rollouts:
+            self.show_rollout(rollouts[-1])
 
     def show_failure(self, failure: PollFailure) -> None:
         self.show_connection(failure.state)
@@ -64,6 +70,14 @@ class StatusBar(Horizontal, PollWatcher):
 
     def show_algorithm(self, algorithm: str) -> None:
         self._set("algorithm", f"{self.t('algorithm')}: {self.t.term('alg', algorithm)}")
+
+    def show_rollout(self, event: dict[str, Any]) -> None:
+        """A running rollout's progress (``rolling restart 1/2: server1 waiting for health``),
+        its failure until the next one; nothing once it is done (the timeline tells it)."""
+        phase = event.get("phase")
+        label = self._set("rollout", "" if phase == "done" else self.t.events.sentence(event))
+        label.display = phase != "done"
+        label.set_class(phase == "failed", "-failed")
 
     def show_refresh(self, refresh: Refresh) -> None:
         every = self.t("every", seconds=f"{refresh.seconds:g}")

@@ -161,6 +161,7 @@ def create_app(config: BalancerConfig) -> BalancerApp:
     discovery = DockerDiscovery(balancer) if config.discover == "docker" else None
     history = TrafficHistory(balancer)
     routes = owned_routes(balancer, history, control)
+    control.rollouts.renewed += [proxy.forget_address, health.forget_address]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

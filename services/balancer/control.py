@@ -36,6 +36,7 @@ from services.balancer.drivers import (
 )
 from services.balancer.events import clipped
 from services.balancer.plugin import PluginError
+from services.balancer.rollout import STRATEGIES, BadRollout, Rollouts, plan_from
 from services.balancer.routes import language_of
 from services.common import (
     ADMIN_ACTIONS,
@@ -51,6 +52,7 @@ from services.common import (
 )
 from services.errors import ERRORS
 from services.lang import Translator
+from services.taskserver.options import ALLOWED_OPTIONS
 from services.web import BodyTooLarge, bounded_body, json_error, token_refusal
 
 # What is kept of a fault, sent or answered (events, /status): only what the task server
@@ -93,6 +95,7 @@ class Control:
             timeout=FAULT_TIMEOUT, headers={"Authorization": f"Bearer {token}"}
         )
         self._unfinished: set[asyncio.Task[Response]] = set()  # actions still running
+        self.rollouts = Rollouts(balancer, lambda: self.driver)
 
     async def start(self) -> None:
         """Choose the driver (DriverFailure when an explicitly asked one cannot work here)."""
@@ -102,6 +105,7 @@ class Control:
         """Let the actions still running end (and be recorded), then close."""
         if self._unfinished:
             await asyncio.wait(self._unfinished, timeout=CONTROL_ACTION_SECONDS)
+        await self.rollouts.stop()
         await self.driver.aclose()
         await self._http.aclose()
 
@@ -128,6 +132,8 @@ class Control:
                     Route("/servers/{name}/{action}", self.server_action, methods=["POST"]),
                     Route("/algorithm", self.algorithm, methods=["PUT"]),
                     Route("/stats/reset", self.reset_stats, methods=["POST"]),
+                    Route("/rollout", self.rollout_state, methods=["GET"]),
+                    Route("/rollout", self.rollout, methods=["POST"]),
                 ],
             ),
             # The task servers' own /admin routes are never reached through the balancer:
@@ -348,6 +354,30 @@ class Control:
         except KeyError:  # removed (discovery) while the body was read
             return self._no_such_server(request, name)
         return JSONResponse({"server": name, "weight": body["weight"], "previous": previous})
+
+    async def rollout_state(self, request: Request) -> Response:
+        """The last rollout (services/balancer/rollout.py), or null before the first."""
+        last = self.rollouts.last
+        return JSONResponse({"rollout": last.describe() if last else None})
+
+    async def rollout(self, request: Request) -> Response:
+        """``{"strategy": "rolling" | "restart", ...}``: 202 and the rollout's state."""
+        refusal = self._refusal(request)
+        if refusal:
+            return refusal
+        try:
+            plan = plan_from(await _json_object(request, language_of(request, self.balancer)))
+        except BadRollout as error:
+            fields = {"strategies": ", ".join(STRATEGIES), "flags": ", ".join(ALLOWED_OPTIONS)}
+            return self._error(request, 400, "bad_rollout_body", detail=str(error), **fields)
+        if self.rollouts.running and (last := self.rollouts.last) is not None:
+            return self._error(request, 409, "rollout_running", rollout=last.describe())
+        if (cannot := self.rollouts.refusal(plan)) is not None:
+            return self._error(
+                request, 409, "driver_unsupported", driver=self.driver.name, detail=cannot
+            )
+        rollout = self.rollouts.start(plan, _who(request))
+        return JSONResponse({"rollout": rollout.describe()}, status_code=202)
 
     async def reset_stats(self, request: Request) -> Response:
         refusal = self._refusal(request)

@@ -27,6 +27,7 @@ KINDS = (
     "discovery",
     "stats",
     "failure",
+    "rollout",  # a rollout's start, each step, its end (services/balancer/rollout.py)
 )
 # Every ``reason_code`` a ``state`` event may carry: the English ``reason`` is for people, the
 # code (and the fields it names, docs/api.md) lets the log and the dashboard say it in Spanish.

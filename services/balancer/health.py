@@ -69,6 +69,11 @@ class HealthChecker:
         for server in servers:
             self.watch(server)
 
+    def forget_address(self, server: Server) -> None:
+        """``server`` has a new container (a rollout): resolve its name again, not in 10 s."""
+        if self._session is not None and isinstance(self._session.connector, aiohttp.TCPConnector):
+            self._session.connector.clear_dns_cache(server.host, server.port)
+
     async def stop(self) -> None:
         """Cancel every check and wait for them to end before closing their session."""
         tasks = list(self._tasks.values())

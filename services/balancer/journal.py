@@ -31,13 +31,14 @@ ERROR_KINDS = frozenset({"failure"})
 
 
 def level(event: dict[str, Any]) -> int:
-    """WARNING for a server leaving rotation or an action that failed, ERROR for a crashed
-    background loop, INFO for the rest."""
+    """WARNING for a server leaving rotation, an action or a rollout that failed, ERROR for a
+    crashed background loop, INFO for the rest."""
     kind = event.get("kind")
     if kind in ERROR_KINDS:
         return logging.ERROR
     leaving = kind == "state" and event.get("to") not in (UP, DRAIN, MAINT)
-    if kind in WARNING_KINDS or leaving or event.get("ok") is False:
+    stopped = kind == "rollout" and event.get("phase") == "failed"
+    if kind in WARNING_KINDS or leaving or stopped or event.get("ok") is False:
         return logging.WARNING
     return logging.INFO
 

@@ -10,6 +10,7 @@ made ``printable``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -38,6 +39,24 @@ EN: dict[str, str] = {
     "ev_stats": "statistics reset (by {who})",
     "ev_failure": "FAILURE: {reason}",
     "ev_other": "{kind}: {server} {reason}",
+    # A rollout (services/balancer/rollout.py): its start, each step of a server, its end.
+    "ev_rollout_started": "{strategy} started: {names} (by {who})",
+    "ev_rollout": "{strategy} {position}/{total}: {server} {step}",
+    "ev_rollout_done": "{strategy} done: {total} servers restarted",
+    "ev_rollout_failed": "{strategy} FAILED at {server} ({step}): {why}",
+    "strategy_rolling": "rolling restart",
+    "strategy_restart": "restart of every server at once",
+    "step_drain": "draining",
+    "step_settle": "waiting for its requests in flight",
+    "step_restart": "restarting",
+    "step_health": "waiting for health",
+    "step_return": "back in rotation",
+    "rollout_why_busy": "{server} still had {in_flight} requests in flight after {seconds:g} s",
+    "rollout_why_driver": "{server} could not be restarted: {detail}",
+    "rollout_why_unhealthy": "{server} was not healthy within {seconds:g} s: {detail}",
+    "rollout_why_removed": "{server} is no longer one of the balancer's servers",
+    "rollout_why_stopped": "the balancer stopped during the rollout",
+    "rollout_why_error": "the rollout stopped on an unexpected error: {detail}",
     # Retries that hid a failure from clients, summed up (services/balancer/journal.py).
     "retried": "{count} requests retried on {server} in the last {seconds} s (failed first on "
     "{failed})",
@@ -139,6 +158,24 @@ ES: dict[str, str] = {
     "ev_stats": "estadísticas puestas a cero (por {who})",
     "ev_failure": "FALLA: {reason}",
     "ev_other": "{kind}: {server} {reason}",
+    "ev_rollout_started": "{strategy} iniciado: {names} (por {who})",
+    "ev_rollout": "{strategy} {position}/{total}: {server} {step}",
+    "ev_rollout_done": "{strategy} terminado: {total} servidores reiniciados",
+    "ev_rollout_failed": "{strategy} FALLÓ en {server} ({step}): {why}",
+    "strategy_rolling": "reinicio gradual",
+    "strategy_restart": "reinicio de todos a la vez",
+    "step_drain": "drenando",
+    "step_settle": "esperando sus solicitudes en curso",
+    "step_restart": "reiniciando",
+    "step_health": "esperando su chequeo de salud",
+    "step_return": "de vuelta en la rotación",
+    "rollout_why_busy": "{server} seguía con {in_flight} solicitudes en curso después de "
+    "{seconds:g} s",
+    "rollout_why_driver": "{server} no se pudo reiniciar: {detail}",
+    "rollout_why_unhealthy": "{server} no quedó sano en {seconds:g} s: {detail}",
+    "rollout_why_removed": "{server} ya no es uno de los servidores del balanceador",
+    "rollout_why_stopped": "el balanceador se detuvo durante el despliegue",
+    "rollout_why_error": "el despliegue se detuvo por un error inesperado: {detail}",
     "retried": "{count} solicitudes reintentadas en {server} en los últimos {seconds} s "
     "(fallaron primero en {failed})",
     "retried_one": "1 solicitud reintentada en {server} en los últimos {seconds} s (falló "
@@ -327,6 +364,8 @@ class EventText(Translator):
             return "ev_control_dashboard"
         if kind == "state" and event.get("from") is None:
             return "ev_state_first"  # a server's first verdict: nothing to change from
+        if kind == "rollout" and f"ev_rollout_{event.get('phase')}" in EN:
+            return f"ev_rollout_{event.get('phase')}"  # started, done, failed; else a step
         if kind == "algorithm_error" and event.get("returned") is not None:
             return "ev_algorithm_error_returned"  # a pick that returned no server of its own
         key = f"ev_{kind}"
@@ -353,7 +392,28 @@ class EventText(Translator):
                 values["result"] = self.detail(values["result"])
             elif kind == "control":
                 values["result"] = self.result(event.get("action"), values["result"])
+        elif kind == "rollout":
+            values.update(self.rollout_fields(event))
         return self(self.text_key(event), **values)
+
+    def rollout_fields(self, event: Mapping[str, Any]) -> dict[str, str]:
+        """A rollout event's words: its strategy, step and, when it failed, why."""
+        said = {
+            "strategy": self.term("strategy", event.get("strategy")),
+            "step": self.term("step", event.get("step")),
+            "names": printable(str(event.get("names") or "-")),
+            "position": printable(str(event.get("position"))),
+            "total": printable(str(event.get("total"))),
+            "why": self.detail(event.get("reason") or "-"),
+        }
+        key = f"rollout_why_{event.get('why')}"
+        fields = {name: event.get(name) for name in ("in_flight", "seconds", "detail")}
+        if self.knows(key):
+            fields["detail"] = self.detail(fields["detail"] or "-")
+            fields["server"] = printable(str(event.get("server")))
+            with contextlib.suppress(KeyError, ValueError, TypeError):  # a field missing
+                said["why"] = self(key, **fields)
+        return said
 
     def retried(self, server: str, failed: str, count: int, seconds: float) -> str:
         """Requests that failed on ``failed`` and were answered by ``server`` meanwhile (the

@@ -152,6 +152,13 @@ class Proxy:
         fresh = aiohttp.TCPConnector(limit=0, force_close=True, socket_factory=upstream_socket)
         self._fresh = self._new_session(fresh, [])
 
+    def forget_address(self, server: Server) -> None:
+        """``server`` has a new container (a rollout): its name is resolved again at the next
+        connection rather than after ``ttl_dns_cache``, so no request goes to its old address."""
+        for session in (self._session, self._fresh):
+            if session is not None and isinstance(session.connector, aiohttp.TCPConnector):
+                session.connector.clear_dns_cache(server.host, server.port)
+
     def _new_session(
         self, connector: aiohttp.TCPConnector, traces: list[aiohttp.TraceConfig]
     ) -> aiohttp.ClientSession:

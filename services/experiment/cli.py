@@ -24,7 +24,7 @@ CLAIM_FAILED = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from services.experiment import algorithms, failover, race
+    from services.experiment import algorithms, failover, race, rollout
 
     sub = parser.add_subparsers(dest="scenario", required=True, metavar="NAME")
     algo = sub.add_parser(
@@ -77,7 +77,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fail.add_argument(
         "--work-ms", type=int, default=fail_defaults.work_ms, help="each request's delay"
     )
-    for each in (algo, race_parser, fail):
+    roll = sub.add_parser(
+        "rollout",
+        help="restart every server under load, rolling and all at once",
+        description="POSTs under load while every server is restarted: once by a rolling "
+        "rollout (drain, restart, health, back), once all at once (POST /control/rollout).",
+    )
+    roll_defaults = rollout.RolloutSettings()
+    roll.add_argument("--concurrency", type=int, default=roll_defaults.concurrency)
+    roll.add_argument(
+        "--work-ms", type=int, default=roll_defaults.work_ms, help="each request's delay"
+    )
+    roll.add_argument(
+        "--lead-seconds",
+        type=float,
+        default=roll_defaults.lead_seconds,
+        help="traffic before each rollout and after it",
+    )
+    for each in (algo, race_parser, fail, roll):
         each.add_argument(
             "--repeat",
             type=int,
@@ -92,8 +109,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def scenario(args: argparse.Namespace) -> tuple[Any, Callable[[Any], Any]]:
     """The settings from the flags, and the function that runs them."""
-    from services.experiment import algorithms, failover, race
+    from services.experiment import algorithms, failover, race, rollout
 
+    if args.scenario == "rollout":
+        return rollout.RolloutSettings(
+            args.concurrency, args.work_ms, args.lead_seconds, args.repeat
+        ), rollout.run
     if args.scenario == "algorithms":
         return algorithms.AlgorithmsSettings(
             args.requests, args.concurrency, args.slow_ms, args.ip_clients, args.plugin,

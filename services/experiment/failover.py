@@ -17,7 +17,15 @@ from typing import Any
 from services.balancer.config import BalancerConfig
 from services.experiment.lab import Lab, throwaway_stack
 from services.experiment.load import Call, Outcome, failed, run_load
-from services.experiment.result import HANDOUT, LAB, REPEATS, Claim, Result, combine
+from services.experiment.result import (
+    HANDOUT,
+    LAB,
+    REPEATS,
+    Claim,
+    Result,
+    combine,
+    summed_failures,
+)
 from services.experiment.settings import Problems, check_range
 
 VICTIM = "server1"
@@ -98,11 +106,7 @@ def row(lab: Lab, name: str, outcomes: list[Outcome]) -> dict[str, Any]:
 
 def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """A setting's row over the repeats: mean and spread of its counts, failures added up."""
-    failures: dict[str, int] = {}
-    for one in runs:
-        for status, count in one["failures"].items():
-            failures[status] = failures.get(status, 0) + count
-    return {**combine(runs, FIGURES), "failures": failures}
+    return {**combine(runs, FIGURES), "failures": summed_failures(runs)}
 
 
 def add_timeline(series: dict[str, list[int]], outcomes: list[Outcome], seconds: float) -> None:

@@ -11,7 +11,17 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from services.experiment.result import HANDOUT, LAB, Result, algorithm_name, parameters, say, span
+from services.experiment.result import (
+    HANDOUT,
+    LAB,
+    ROLLOUT_FIGURES,
+    Result,
+    algorithm_name,
+    failure_counts,
+    parameters,
+    say,
+    span,
+)
 from services.lang import Translator
 
 COLOURS = ("#1f9bb4", "#b4399f", "#d9a21b", "#3a9b3a", "#3b5fc4", "#d43f3a")
@@ -31,7 +41,9 @@ pre { background: #f5f5f5; padding: 1rem; overflow-x: auto; }
 
 def page(result: Result, t: Translator) -> str:
     """The report for ``result``: settings, claims, a table and charts, and the raw JSON."""
-    body = {"algorithms": _algorithms, "race": _race, "failover": _failover}[result.scenario]
+    body = {
+        "algorithms": _algorithms, "race": _race, "failover": _failover, "rollout": _rollout
+    }[result.scenario]  # fmt: skip
     raw = escape(json.dumps(result.to_json(t), indent=2, ensure_ascii=False))
     notes = "".join(f"<p class='note'>{escape(say(t, note))}</p>" for note in result.notes)
     title = escape(t(f"{result.scenario}_title", repeat=result.repeats))
@@ -207,6 +219,32 @@ def _failover(result: Result, t: Translator) -> str:
         for name, r in zip(names, rows, strict=True)
     )
     return f"<h2>{escape(t('results'))}</h2>{table}{charts}"
+
+
+def _rollout(result: Result, t: Translator) -> str:
+    headers = [t("h_strategy"), t("h_requests"), t("h_failed"), t("h_lost"), t("h_seconds")]
+    rows = [
+        [t(f"strategy_{r['strategy']}"), *(span(r["spread"][f], d) for f, d in ROLLOUT_FIGURES)]
+        for r in result.results
+    ]
+    failures = "".join(
+        f"<p>{escape(t('h_failures'))} ({escape(t('strategy_' + r['strategy']))}): "
+        f"{escape(failure_counts(r, t))}</p>"
+        for r in result.results
+        if r["failures"]
+    )
+    chart = bars(
+        [(t(f"strategy_{r['strategy']}"), answered_and_failed(r)) for r in result.results],
+        max((r["requests"] for r in result.results), default=1),
+        "",
+    )
+    chart_title = f"<h3>{escape(t('rollout_chart'))}</h3>"
+    return f"<h2>{escape(t('results'))}</h2>{_table(headers, rows)}{failures}{chart_title}{chart}"
+
+
+def answered_and_failed(row: dict[str, Any]) -> list[tuple[float, str]]:
+    """A rollout row's bar: its requests that did not fail, in green, then those that did."""
+    return [(row["requests"] - row["failed"], OK), (row["failed"], BAD)]
 
 
 def _colour(index: int) -> str:

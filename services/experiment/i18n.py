@@ -26,6 +26,7 @@ CATALOGUE: Catalogue = {
         "lab_start": "could not start the experiment's stack: {error}",
         "lab_ports": "found no {count} consecutive free ports on {host}",
         "lab_not_up": "the servers did not all come UP within {seconds} s: {states}",
+        "lab_rollout": "the {strategy} rollout did not end (its state: {state})",
         "lab_no_answer": "{method} {path} got no answer: {error}",
         "lab_refused": "{method} {path} answered {status}: {body}",
         "lab_source": "cannot send from {address} ({reason}); on macOS add it first: "
@@ -65,6 +66,23 @@ CATALOGUE: Catalogue = {
         "dead server fail",
         "against_failed": "requests that failed (no answer or an error status)",
         "claim_nothing_lost": "No task answered 201 is lost, with or without retries",
+        "claim_rolling_no_failures": "Deployments with no downtime: a rolling restart of every "
+        "server fails no client request",
+        "claim_rolling_completes": "The rolling restart reaches its end on every server",
+        "against_done": "runs whose rollout ended done (1) rather than failed (0)",
+        "claim_restart_shows": "Restarting every server at once, clients see failed requests",
+        "claim_rollout_nothing_lost": "No task answered 201 is lost, in either strategy",
+        # The rollout experiment.
+        "rollout_title": "Rollout: every server restarted under load, {repeat} runs (min–max)",
+        "rollout_params": "POSTs, {concurrency} at a time, each with {work_ms} ms of work, retries "
+        "off, from "
+        "{lead_seconds} s before each rollout until {lead_seconds} s after it",
+        "strategy_rolling": "rolling",
+        "strategy_restart": "all at once",
+        "h_strategy": "Strategy",
+        "h_requests": "Requests",
+        "h_seconds": "Seconds",
+        "rollout_chart": "Requests per run, mean: answered (green) and failed (red)",
         # The algorithms experiment.
         "algo_random": "Random",
         "algo_round_robin": "Round Robin",
@@ -140,6 +158,7 @@ CATALOGUE: Catalogue = {
         "lab_start": "no se pudo levantar el stack del experimento: {error}",
         "lab_ports": "no hay {count} puertos libres seguidos en {host}",
         "lab_not_up": "los servidores no quedaron todos UP en {seconds} s: {states}",
+        "lab_rollout": "el despliegue {strategy} no terminó (su estado: {state})",
         "lab_no_answer": "{method} {path} no tuvo respuesta: {error}",
         "lab_refused": "{method} {path} respondió {status}: {body}",
         "lab_source": "no se puede enviar desde {address} ({reason}); en macOS agrégala "
@@ -181,6 +200,25 @@ CATALOGUE: Catalogue = {
         "que estaban en el servidor caído",
         "against_failed": "solicitudes fallidas (sin respuesta o con un estado de error)",
         "claim_nothing_lost": "Ninguna tarea respondida con 201 se pierde, con o sin reintentos",
+        "claim_rolling_no_failures": "Despliegues sin tiempo de inactividad: un reinicio gradual "
+        "de todos los servidores no hace fallar ninguna solicitud",
+        "claim_rolling_completes": "El reinicio gradual llega al final en todos los servidores",
+        "against_done": "corridas cuyo despliegue terminó bien (1) y no con falla (0)",
+        "claim_restart_shows": "Al reiniciar todos los servidores a la vez, los clientes ven "
+        "solicitudes fallidas",
+        "claim_rollout_nothing_lost": "Ninguna tarea respondida con 201 se pierde, con "
+        "ninguna de las dos estrategias",
+        "rollout_title": "Despliegue: todos los servidores reiniciados con carga, {repeat} "
+        "corridas (mín–máx)",
+        "rollout_params": "POST, {concurrency} a la vez, cada uno con {work_ms} ms de trabajo, "
+        "sin reintentos, "
+        "desde {lead_seconds} s antes de cada despliegue hasta {lead_seconds} s después",
+        "strategy_rolling": "gradual",
+        "strategy_restart": "todos a la vez",
+        "h_strategy": "Estrategia",
+        "h_requests": "Solicitudes",
+        "h_seconds": "Segundos",
+        "rollout_chart": "Solicitudes por corrida, promedio: respondidas (verde) y fallidas (rojo)",
         "algo_random": "Aleatorio",
         "algo_round_robin": "Round Robin",
         "algo_least_connections": "Menor número de conexiones",

@@ -16,6 +16,8 @@ from services.common import printable
 from services.lang import Translator
 
 HANDOUT, LAB = "handout", "lab"
+# The rollout table's figures and their decimals (terminal.py and html.py).
+ROLLOUT_FIGURES = (("requests", 0), ("failed", 0), ("lost", 0), ("seconds", 1))
 REPEATS = 3  # each scenario's default --repeat: a claim must hold three times in a row
 # A sentence to show: a catalogue key and its fields. A field may itself be Words, or a list
 # of Words (said one after the other, with commas), for sentences built of sentences.
@@ -158,6 +160,8 @@ def parameters(result: Result, t: Translator) -> str:
         return t("algorithms_params", **settings, clients=clients)
     if result.scenario == "race":
         return t("race_params", **settings)
+    if result.scenario == "rollout":
+        return t("rollout_params", **{**settings, "lead_seconds": f"{settings['lead_seconds']:g}"})
     return t("failover_params", **{**settings, "kill_at": f"{settings['kill_at']:g}"})
 
 
@@ -186,3 +190,20 @@ def span(spread: Sequence[float], digits: int = 0, suffix: str = "") -> str:
     low, high = spread
     first, last = f"{low:.{digits}f}", f"{high:.{digits}f}"
     return f"{first}{suffix}" if first == last else f"{first}–{last}{suffix}"
+
+
+def summed_failures(runs: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """The repeats' ``failures`` (status -> count) added up, for the combined row."""
+    failures: dict[str, int] = {}
+    for one in runs:
+        for status, count in one["failures"].items():
+            failures[status] = failures.get(status, 0) + count
+    return failures
+
+
+def failure_counts(row: dict[str, Any], t: Translator) -> str:
+    """``502 ×3, no answer ×1``: a row's failures by status, summed over its repeats."""
+    return ", ".join(
+        f"{t('no_answer') if status == 'no answer' else status} ×{n}"
+        for status, n in sorted(row["failures"].items())
+    )

@@ -16,7 +16,17 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from services.experiment.result import HANDOUT, LAB, Result, algorithm_name, parameters, say, span
+from services.experiment.result import (
+    HANDOUT,
+    LAB,
+    ROLLOUT_FIGURES,
+    Result,
+    algorithm_name,
+    failure_counts,
+    parameters,
+    say,
+    span,
+)
 from services.lang import Translator
 
 SERVER_COLOURS = ("cyan", "magenta", "yellow", "green", "blue", "bright_red")
@@ -27,7 +37,9 @@ NAME_WIDTH = 14  # names wrap past this, so a table or chart line fits in 80 col
 
 def render(result: Result, t: Translator) -> RenderableType:
     """The whole report for ``result``."""
-    body = {"algorithms": _algorithms, "race": _race, "failover": _failover}[result.scenario]
+    body = {
+        "algorithms": _algorithms, "race": _race, "failover": _failover, "rollout": _rollout
+    }[result.scenario]  # fmt: skip
     notes = [Text(say(t, note), style="yellow") for note in result.notes]
     return Group(*body(result, t), *notes, Text(), _claims(result, t))
 
@@ -134,10 +146,7 @@ def _failover(result: Result, t: Translator) -> list[RenderableType]:
             *(span(spread[name]) for name in ("sent", "created", "failed", "lost")),
         )
         if row["failures"]:
-            counts = ", ".join(
-                f"{t('no_answer') if status == 'no answer' else status} ×{n}"
-                for status, n in sorted(row["failures"].items())
-            )
+            counts = failure_counts(row, t)
             failures.append(Text(f"{t('h_failures')} ({names[row['run']]}): {counts}"))
     bucket = result.series["bucket_seconds"]
     kill_at = result.settings["kill_at"]
@@ -156,6 +165,19 @@ def _failover(result: Result, t: Translator) -> list[RenderableType]:
     marker = " " * (width + round(kill_at / bucket)) + "↑ " + marker
     lines.append(Text(marker))
     return lines
+
+
+def _rollout(result: Result, t: Translator) -> list[RenderableType]:
+    table = _table([t("h_strategy"), t("h_requests"), t("h_failed"), t("h_lost"), t("h_seconds")])
+    failures = []
+    for row in result.results:
+        name = t(f"strategy_{row['strategy']}")
+        spread = row["spread"]
+        figures = (span(spread[f], digits) for f, digits in ROLLOUT_FIGURES)
+        table.add_row(name, *figures)
+        if row["failures"]:
+            failures.append(Text(f"{t('h_failures')} ({name}): {failure_counts(row, t)}"))
+    return [*_heading(result, t, "rollout_title"), table, *failures]
 
 
 def _table(headers: list[str]) -> Table:

@@ -24,6 +24,27 @@ from services.web import BodyTooLarge, bounded_body, json_error, token_refusal
 # The add body is at most a name: the balancer checked it, this is the bound for anyone else.
 ADD_BODY_BYTES = 1024
 
+OPTIONS_BODY_BYTES = 4096  # {"options": [...]}: a few short words
+
+
+async def restart_options(request: Request) -> list[str] | None:
+    """A restart's ``{"options": [...]}`` (a rollout's), or None without a body; ValueError
+    when the body is too large or not that shape (the values are checked by the supervisor)."""
+    try:
+        raw = await bounded_body(request, OPTIONS_BODY_BYTES)
+    except BodyTooLarge:
+        raise ValueError(f"the body is larger than {OPTIONS_BODY_BYTES} bytes") from None
+    if not raw:
+        return None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    options = body.get("options") if isinstance(body, dict) and body.keys() == {"options"} else None
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise ValueError('send {"options": ["--flag=value", ...]} or no body')
+    return options
+
 
 def supervisor_app(supervisor: Supervisor, token: str, scaler: Scaler | None = None) -> Starlette:
     """Routes: ``GET /processes``, ``POST /processes/{name}/{action}``; with a ``scaler``,
@@ -41,7 +62,11 @@ def supervisor_app(supervisor: Supervisor, token: str, scaler: Scaler | None = N
             return refusal
         name, action = request.path_params["name"], request.path_params["action"]
         try:
-            return JSONResponse(await supervisor.act(name, action))
+            options = await restart_options(request)
+        except ValueError as error:
+            return json_error(400, str(error))
+        try:
+            return JSONResponse(await supervisor.act(name, action, options))
         except ActionError as error:
             return json_error(error.status, str(error))
         except OSError as error:

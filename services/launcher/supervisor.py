@@ -10,7 +10,8 @@ import signal
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import httpx
 
@@ -20,6 +21,7 @@ from services.launcher.i18n import TEXT
 from services.launcher.logs import LogSink, Relay
 from services.launcher.ports import listens
 from services.lifeline import Lifeline
+from services.taskserver.options import checked_options
 from services.waiting import wait_ready
 
 STOP_SECONDS = 5.0
@@ -47,6 +49,8 @@ class ProcessSpec:
     env: dict[str, str]
     port: int | None = None
     health_url: str | None = None  # answered (any status) once the process is listening
+    # Flags added to ``argv`` by a rollout's restart (services/taskserver/options.py).
+    options: tuple[str, ...] = ()
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Managed:
             "pid": proc.pid if proc else None,
             "port": self.spec.port,
             "returncode": proc.returncode if proc else None,
+            "options": list(self.spec.options),
         }
 
 
@@ -104,6 +109,7 @@ class Supervisor:
         try:
             managed.proc = await asyncio.create_subprocess_exec(
                 *spec.argv,
+                *spec.options,
                 env={**os.environ, **spec.env, **self.lifeline.env(), "PYTHONUNBUFFERED": "1"},
                 pass_fds=(self.lifeline.read_fd,),
                 stdin=asyncio.subprocess.DEVNULL,
@@ -259,8 +265,12 @@ class Supervisor:
             del self.processes[name]
         self._locks.pop(name, None)
 
-    async def act(self, name: str, action: str) -> dict[str, object]:
-        """Carry out a control action on a task server; the answer names result and state."""
+    async def act(
+        self, name: str, action: str, options: Sequence[str] | None = None
+    ) -> dict[str, object]:
+        """Carry out a control action on a task server; the answer names result and state.
+        ``options`` (a restart's only): the new process's allowed extra flags, kept for the
+        restarts after it (a rollout's new version)."""
         managed = self.processes.get(name)
         if managed is None or managed.spec.role != "taskserver":
             raise ActionError(404, self.t("not_ours", name=name))
@@ -268,12 +278,21 @@ class Supervisor:
             raise ActionError(409, self.t("unknown_action", action=action))
         if action in FREEZE_ACTIONS and not CAN_FREEZE:
             raise ActionError(409, self.t("no_freeze", action=action))
+        if options is not None and action != "restart":
+            raise ActionError(409, self.t("options_restart_only"))
         async with self._locks[name]:
             if self.closing:
                 raise ActionError(409, self.t("closing"))
+            if options is not None:
+                try:
+                    managed.spec = replace(managed.spec, options=checked_options(options))
+                except ValueError as error:
+                    raise ActionError(409, str(error)) from None
             result = await getattr(self, f"_{action}")(managed)
         self.logs.note(self.t("action_done", name=name, action=action, result=result))
-        return {"server": name, "action": action, "result": result, "process": managed.state}
+        pid = managed.proc.pid if managed.proc else None
+        answer = {"server": name, "action": action, "result": result, "process": managed.state}
+        return {**answer, "pid": pid}
 
     def _not_in(self, managed: Managed, wanted: str) -> str:
         """Why an action needs ``managed`` in the state ``wanted``."""

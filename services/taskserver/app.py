@@ -72,6 +72,7 @@ class TaskServerSettings:
     token: str | None = None
     allowed_hosts: tuple[str, ...] = ()  # Host names for /admin besides services/common.py's
     lang: str = "en"  # of error answers to requests without Accept-Language
+    fault: str = "none"  # the mode it starts in (faults.py, START_FAULTS)
 
 
 class SimulatedFailure(Exception):
@@ -83,6 +84,7 @@ def create_app(settings: TaskServerSettings) -> Starlette:
     store = TaskStore(settings.tasks_file, settings.name)
     store.prepare()
     faults = FaultState()
+    faults.set({"mode": settings.fault})
     errors = ErrorLog()
     metrics = Metrics(store.count)
     uptime = Uptime()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from services.balancer.cli import seconds, whole
+from services.common import START_FAULTS
 from services.lang import add_lang_argument, chosen
 
 
@@ -55,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="open client connections, 503 past it (TICSLAB_MAX_CONNECTIONS; default: as many "
         "as the file-descriptor limit allows)",
     )
+    parser.add_argument(
+        "--fault",
+        choices=START_FAULTS,
+        default=env("TICSLAB_FAULT", "none"),
+        help="start in this fault mode, with its default parameters: a broken new version to "
+        "roll out (TICSLAB_FAULT, default none)",
+    )
     add_lang_argument(parser, "language of error answers to requests without Accept-Language")
 
 
@@ -71,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         token=os.environ.get("TICSLAB_TOKEN") or None,
         allowed_hosts=tuple(args.allowed_host or allowed_hosts_from_env()),
         lang=chosen(args.lang),
+        fault=args.fault,
     )
     try:
         app = create_app(settings)

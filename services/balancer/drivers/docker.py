@@ -5,7 +5,10 @@ stop, start, kill, restart, pause, unpause (and reads the events stream), plus, 
 service (docker_scaling.py), create (a copy of one of these containers, with its labels),
 network connect and remove, and only on containers of the balancer's own Compose project
 that carry ``ticslab.role=taskserver``, checked again by inspecting the container right
-before every action.
+before every action. A rollout's ``recreate`` uses remove and create too: the allowed
+container is removed and one of the same name is created from its own configuration (labels
+included, so it is allowed again) and its service's image as tagged now, so a rebuilt image
+is picked up, as ``docker compose up`` does for a changed service.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -265,6 +268,27 @@ class DockerDriver:
     async def perform(self, server: str, action: str) -> dict[str, Any]:
         return await self.act_on(await self.container_of(server), action)
 
+    async def recreate(self, server: str, options: Sequence[str] | None) -> dict[str, Any]:
+        """``server``'s container replaced by a new one of the same name and configuration,
+        from its service's image as tagged now (``docker-compose build server1`` first)."""
+        if options is not None:
+            raise DriverUnsupported(
+                "the Docker driver recreates a container from its service's image; options are "
+                "for ticslab up (rebuild the image instead)"
+            )
+        old = await self._allowed_details(await self.container_of(server))
+        name = old.get("Name", "").lstrip("/")
+        body, more_networks = recreation(old)
+        await self.engine.act(old["Id"], "stop")
+        await self.engine.remove(old["Id"])
+        new = await self.engine.create(name, body)
+        for network, endpoint in more_networks.items():
+            await self.engine.connect(network, new, endpoint)
+        await self.engine.act(new, "start")
+        after = await self.engine.inspect(new)
+        state = after["State"]["Status"] if after else "removed"
+        return {"result": "recreated", "process": state, "container": name, "id": new[:12]}
+
     async def container_of(self, server: str) -> str:
         """The id of the one container behind backend ``server``; DriverUnsupported if none
         or more than one."""
@@ -285,6 +309,16 @@ class DockerDriver:
         """Inspect ``container_id``, refuse it unless allowed, then act and report its state."""
         if action not in ACTION_REQUESTS:
             raise DriverUnsupported(f"the Docker driver cannot '{action}'")
+        details = await self._allowed_details(container_id)
+        name = details.get("Name", "").lstrip("/")
+        changed = await self.engine.act(container_id, action)
+        after = await self.engine.inspect(container_id)
+        state = after["State"]["Status"] if after else "removed"
+        result = RESULTS[action] if changed else f"already {state}"
+        return {"result": result, "process": state, "container": name}
+
+    async def _allowed_details(self, container_id: str) -> dict[str, Any]:
+        """The container's details, checked right now: DriverUnsupported unless allowed."""
         details = await self.engine.inspect(container_id)
         if details is None:
             raise DriverFailure(f"container {container_id[:12]} no longer exists")
@@ -294,11 +328,31 @@ class DockerDriver:
                 f"refused: container {name} is not a task server of Compose project "
                 f"'{self.project}' (needs labels {', '.join(self.labels)})"
             )
-        changed = await self.engine.act(container_id, action)
-        after = await self.engine.inspect(container_id)
-        state = after["State"]["Status"] if after else "removed"
-        result = RESULTS[action] if changed else f"already {state}"
-        return {"result": result, "process": state, "container": name}
+        return details
 
     async def aclose(self) -> None:
         await self.engine.aclose()
+
+
+def recreation(details: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The create body that gives a container like ``details`` (an inspect answer): its
+    configuration and labels, its host configuration, its first network (the Engine takes
+    one at create), and its other networks to connect after. Its hostname and its network
+    aliases that were its old id are left out: the new container gets its own."""
+    config = {key: value for key, value in details["Config"].items() if key != "Hostname"}
+    old_id = details.get("Id", "")
+    endpoints = {
+        network: {
+            "Aliases": [a for a in endpoint.get("Aliases") or [] if not old_id.startswith(a)],
+            "IPAMConfig": endpoint.get("IPAMConfig"),
+            "Links": endpoint.get("Links"),
+        }
+        for network, endpoint in (details.get("NetworkSettings", {}).get("Networks") or {}).items()
+    }
+    first = dict(list(endpoints.items())[:1])
+    body = {
+        **config,
+        "HostConfig": details.get("HostConfig") or {},
+        "NetworkingConfig": {"EndpointsConfig": first},
+    }
+    return body, {network: e for network, e in endpoints.items() if network not in first}

@@ -6,6 +6,7 @@ the same bearer token as the control API.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -47,7 +48,16 @@ class LocalDriver:
     async def perform(self, server: str, action: str) -> dict[str, Any]:
         response = await self._request("POST", f"/processes/{server}/{action}")
         body = self._answer(response, 200)
-        return {"result": body["result"], "process": body["process"]}
+        return {"result": body["result"], "process": body["process"], "pid": body.get("pid")}
+
+    async def recreate(self, server: str, options: Sequence[str] | None) -> dict[str, Any]:
+        """A new process for ``server``: with the allowed ``options`` (a rollout's version,
+        kept for its later restarts; the supervisor checks them again), or None: as before."""
+        body = {"options": list(options)} if options is not None else None
+        answer = self._answer(
+            await self._request("POST", f"/processes/{server}/restart", json=body), 200
+        )
+        return {"result": answer["result"], "process": answer["process"], "pid": answer.get("pid")}
 
     async def scale_out(self, name: str | None) -> dict[str, Any]:
         """One more task server process on the next free port (launcher/scaling.py)."""
