@@ -16,7 +16,7 @@ from typing import Any
 
 from services.balancer.config import BalancerConfig
 from services.experiment.lab import Lab, throwaway_stack
-from services.experiment.load import Call, Outcome, failed, run_load
+from services.experiment.load import Call, Outcome, failed, failures_by_status, run_load
 from services.experiment.result import (
     HANDOUT,
     LAB,
@@ -88,11 +88,7 @@ def row(lab: Lab, name: str, outcomes: list[Outcome]) -> dict[str, Any]:
     answered 201 that tasks.json does not hold."""
     created = [outcome.task for outcome in outcomes if outcome.task is not None]
     lost = lab.lost(created)
-    statuses: dict[str, int] = {}
-    for outcome in outcomes:
-        if failed(outcome):
-            key = str(outcome.status) if outcome.status else "no answer"
-            statuses[key] = statuses.get(key, 0) + 1
+    statuses = failures_by_status(outcomes)
     return {
         "run": name,
         "retries": BalancerConfig().max_retries if RUNS[name] is None else RUNS[name],

@@ -132,3 +132,13 @@ def shares(outcomes: Sequence[Outcome], servers: Sequence[str]) -> dict[str, flo
 def failed(outcome: Outcome) -> bool:
     """Not what a client wanted: no answer, or an error status."""
     return outcome.status == 0 or outcome.status >= 400
+
+
+def failures_by_status(outcomes: list[Outcome]) -> dict[str, int]:
+    """How many failed, by status (``no answer`` when there was none): a report's table."""
+    statuses: dict[str, int] = {}
+    for outcome in outcomes:
+        if failed(outcome):
+            key = str(outcome.status) if outcome.status else "no answer"
+            statuses[key] = statuses.get(key, 0) + 1
+    return statuses

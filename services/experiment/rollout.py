@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from services.experiment.lab import Lab, LabError, throwaway_stack
-from services.experiment.load import Call, Outcome, failed, run_load
+from services.experiment.load import Call, Outcome, failures_by_status, run_load
 from services.experiment.result import (
     HANDOUT,
     LAB,
@@ -137,11 +137,7 @@ def row(
     """``failed``: what clients saw go wrong; ``lost``: tasks answered 201 that tasks.json
     does not hold; ``seconds``: how long the rollout took."""
     created = [outcome.task for outcome in outcomes if outcome.task is not None]
-    statuses: dict[str, int] = {}
-    for outcome in outcomes:
-        if failed(outcome):
-            key = str(outcome.status) if outcome.status else "no answer"
-            statuses[key] = statuses.get(key, 0) + 1
+    statuses = failures_by_status(outcomes)
     return {
         "strategy": strategy,
         "requests": len(outcomes),
