@@ -14,19 +14,29 @@ import importlib.util
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 yaml = pytest.importorskip("yaml", reason="PyYAML (dev extra) reads the manifests")
 
-ROOT = Path(__file__).resolve().parents[1]
-K8S = ROOT / "k8s"
+from manifests import (  # noqa: E402  (after the skip that PyYAML's absence calls for)
+    K8S,
+    KUSTOMIZATION,
+    ROOT,
+    Obj,
+    containers,
+    env,
+    manifest_files,
+    named,
+    objects,
+    of_kind,
+    pod_labels,
+    pod_spec,
+    workloads,
+)
+
 KUBERNETES_VERSION = "1.32.0"
-KUSTOMIZATION = "kustomization.yaml"
 # In k8s/ but applied by hand, not by `kubectl apply -k k8s/` (docs/kubernetes.md).
 BY_HAND = {"secret.yaml", "client-job.yaml"}
 PLACEHOLDER = "REPLACE-ME-never-commit-a-real-token"
@@ -45,52 +55,6 @@ KUBERNETES_ONLY = {
 }
 # Compose's ${NAME:-default}: the value when the shell sets nothing.
 COMPOSE_DEFAULT = re.compile(r"^\$\{\w+:-(.*)\}$")
-Obj = dict[str, Any]
-
-
-def manifest_files() -> list[Path]:
-    return sorted(path for path in K8S.glob("*.yaml") if path.name != KUSTOMIZATION)
-
-
-@cache
-def objects() -> tuple[Obj, ...]:
-    """Read once: the tests only look."""
-    return tuple(
-        document
-        for path in manifest_files()
-        for document in yaml.safe_load_all(path.read_text(encoding="utf-8"))
-        if document
-    )
-
-
-def of_kind(kind: str) -> list[Obj]:
-    return [item for item in objects() if item["kind"] == kind]
-
-
-def named(kind: str, name: str) -> Obj:
-    (found,) = [item for item in of_kind(kind) if item["metadata"]["name"] == name]
-    return found
-
-
-def workloads() -> list[Obj]:
-    """Everything that makes pods."""
-    return of_kind("Deployment") + of_kind("Job")
-
-
-def pod_labels(workload: Obj) -> dict[str, str]:
-    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
-    return labels
-
-
-def pod_spec(workload: Obj) -> Obj:
-    spec: Obj = workload["spec"]["template"]["spec"]
-    return spec
-
-
-def containers() -> Iterator[tuple[Obj, Obj]]:
-    for workload in workloads():
-        for container in pod_spec(workload)["containers"]:
-            yield workload, container
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -99,9 +63,7 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 def pods_selected(selector: dict[str, str]) -> list[Obj]:
     """The workloads whose pods a Service's or a budget's selector picks."""
-    return [
-        w for w in workloads() if selects(selector, w["spec"]["template"]["metadata"]["labels"])
-    ]
+    return [w for w in workloads() if selects(selector, pod_labels(w))]
 
 
 def port_numbers(container: Obj) -> dict[str | int, int]:
@@ -112,10 +74,6 @@ def port_numbers(container: Obj) -> dict[str | int, int]:
         if "name" in port:
             ports[port["name"]] = port["containerPort"]
     return ports
-
-
-def env(container: Obj) -> dict[str, Obj]:
-    return {item["name"]: item for item in container.get("env", [])}
 
 
 def probes(container: Obj) -> dict[str, Obj]:
