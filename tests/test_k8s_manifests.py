@@ -249,7 +249,9 @@ def test_the_balancer_asks_dns_for_the_headless_service_of_the_servers() -> None
     namespace = headless["metadata"]["namespace"]
     assert settings["TICSLAB_DISCOVER"] == "dns"
     name = headless["metadata"]["name"]
-    assert settings["TICSLAB_DISCOVER_NAME"] == f"{name}.{namespace}.svc.cluster.local"
+    # Absolute (a final dot): a pod's resolv.conf says ndots:5, so a shorter name would be
+    # asked under every search domain first, on every poll.
+    assert settings["TICSLAB_DISCOVER_NAME"] == f"{name}.{namespace}.svc.cluster.local."
     (port,) = headless["spec"]["ports"]
     assert settings["TICSLAB_DISCOVER_PORT"] == str(port["port"])
 
