@@ -140,6 +140,16 @@ class Cluster:
         return done.returncode, done.stdout + done.stderr
 
 
+def pre_stop(pod: str, workload: Obj) -> subprocess.CompletedProcess[str]:
+    """The pod's preStop hook, run in it as the kubelet would: a command the image lacks
+    would fail there (FailedPreStopHook) and the pod would get SIGTERM at once."""
+    (container,) = pod_spec(workload)["containers"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    return subprocess.run(
+        ["docker", "exec", pod, *command], capture_output=True, text=True, timeout=60
+    )
+
+
 def url(pod: str, port: int) -> str:
     published = docker("port", pod, f"{port}/tcp").splitlines()[0]
     return f"http://{published}"
@@ -209,6 +219,8 @@ def test_the_task_servers_run_restricted_and_share_the_claim(servers: list[str])
             ["docker", "exec", pod, "touch", "/app/written"], capture_output=True, text=True
         )
         assert "Read-only file system" in refused.stderr, refused
+    hook = pre_stop(servers[0], named("Deployment", "taskserver"))
+    assert hook.returncode == 0, hook
 
 
 def test_the_balancer_finds_the_servers_by_dns_and_the_client_job_loses_nothing(
@@ -225,6 +237,8 @@ def test_the_balancer_finds_the_servers_by_dns_and_the_client_job_loses_nothing(
         return sum(server["state"] == "UP" for server in status["servers"]) == len(servers)
 
     wait_until(every_server_up, READY_SECONDS, 0.5, f"every server UP\n{logs(balancer)}")
+    hook = pre_stop(balancer, named("Deployment", "balancer"))
+    assert hook.returncode == 0, hook
     code, output = cluster.run_to_end("Job", "client-once", timeout=180, TICSLAB_TASKS="20")
     assert code == 0, output[-3000:]
     assert "lost 0" in output or "lost: 0" in output, output[-3000:]
