@@ -21,7 +21,7 @@ from test_balancer_helpers import balancer_process, status_of
 from services.balancer.balancer import Balancer
 from services.balancer.config import BalancerConfig, parse_nameserver
 from services.balancer.dns_discovery import DnsDiscovery
-from services.balancer.dns_names import base_name, ptr_name, server_name
+from services.balancer.dns_names import base_name, ptr_names, server_name
 from services.balancer.messages import EventText
 from services.common import DRAIN, MAX_SERVERS, NEW, printable
 
@@ -65,16 +65,19 @@ def test_names_come_from_the_pointer_record_or_the_address() -> None:
     assert base_name("tasks.server") == "server"
     assert base_name("server.ticslab.svc.cluster.local.") == "server"
     assert base_name("9lives") == "server"  # not an identifier: the default
-    assert ptr_name("server", SWARM_PTR) == "server-2"  # Swarm: SERVICE-SLOT
+    assert ptr_names("server", SWARM_PTR) == ["server-2", "server-2-k3x9q"]  # SERVICE-SLOT
     statefulset = (b"server-0", b"server", b"ticslab", b"svc", b"cluster", b"local", b"")
-    assert ptr_name("server", statefulset) == "server-0"
+    assert ptr_names("server", statefulset) == ["server-0"]
     deployment = (b"10-0-0-5", b"server", b"ticslab", b"svc", b"cluster", b"local", b"")
-    assert ptr_name("server", deployment) == "server-10-0-0-5"
+    assert ptr_names("server", deployment) == ["server-10-0-0-5"]
     assert server_name("server", "10.0.0.5", None, ()) == "server-10-0-0-5"
     ipv6 = server_name("server", "fd00:1234:5678::abcd:ef01:2345", None, ())
     assert ipv6 is not None and len(ipv6) <= 32
-    # A name another server has already: the address's instead, never a second server-2.
-    assert server_name("server", "10.0.0.7", SWARM_PTR, {"server-2"}) == "server-10-0-0-7"
+    # A name another server has already (the old task of a slot, still draining): the next
+    # form, never a second server-2.
+    assert server_name("server", "10.0.0.7", SWARM_PTR, {"server-2"}) == "server-2-k3x9q"
+    taken = {"server-2", "server-2-k3x9q"}
+    assert server_name("server", "10.0.0.7", SWARM_PTR, taken) == "server-10-0-0-7"
 
 
 @pytest.mark.parametrize(
@@ -88,7 +91,7 @@ def test_names_come_from_the_pointer_record_or_the_address() -> None:
     ],
 )
 def test_a_hostile_pointer_record_gives_the_address_name(labels: tuple[bytes, ...]) -> None:
-    assert ptr_name("server", labels) is None
+    assert ptr_names("server", labels) == []
     assert server_name("server", "127.0.0.2", labels, ()) == "server-127-0-0-2"
 
 

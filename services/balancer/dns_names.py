@@ -8,8 +8,9 @@ named once, when it first appears, from its PTR record, and keeps that name whil
   the base name before it (``server-10-0-0-5``).
 - Without a PTR record, or with one that is no plain DNS label (a hostile answer: escapes,
   control or bidi characters, anything past ``SERVER_NAME_PATTERN``), the address is the name
-  (``server-10-0-0-5``). A name another server already has gets that form too, so two servers
-  never share one. The dashboard and the log show these names: only safe identifiers pass.
+  (``server-10-0-0-5``). A name another server already has is passed over for the next
+  form (Swarm's ``server-2-k3x9q``, with the task id, then the address's), so two servers never
+  share one. The dashboard and the log show these names: only safe identifiers pass.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SLOT = re.compile(rb"[0-9]{1,5}")
 # The base is kept short, so the base and an IPv4 address fit in a name (32 characters).
 BASE_LENGTH = 12
 DEFAULT_BASE = "server"
+TASK_ID_LENGTH = 5
 
 
 def base_name(query: str) -> str:
@@ -48,20 +50,23 @@ def digest_name(base: str, address: str) -> str:
     return f"{base}-{hashlib.sha256(address.encode()).hexdigest()[:10]}"
 
 
-def ptr_name(base: str, labels: Sequence[bytes]) -> str | None:
-    """The name a PTR target's ``labels`` give (module docstring), or None when they give no
-    safe one."""
+def ptr_names(base: str, labels: Sequence[bytes]) -> list[str]:
+    """The names a PTR target's ``labels`` give, best first (module docstring); none when they
+    give no safe one."""
     labels = [label for label in labels if label]  # the root label is empty
     if not labels or not all(PLAIN_LABEL.fullmatch(label) for label in labels):
-        return None
+        return []
     first = labels[0].decode("ascii").lower()
     if len(labels) >= 3 and SLOT.fullmatch(labels[1]):  # Swarm: STACK_SERVICE.SLOT.TASKID...
-        name = f"{first.rsplit('_', 1)[-1]}-{labels[1].decode('ascii')}"
+        slot = f"{first.rsplit('_', 1)[-1]}-{labels[1].decode('ascii')}"
+        # The task's id too, for the new task of a slot whose old one still drains
+        # (``order: start-first``): ``server-2-k3x9q``, as ``docker service ps`` shows it.
+        names = [slot, f"{slot}-{labels[2].decode('ascii').lower()[:TASK_ID_LENGTH]}"]
     elif first[0].isdigit():  # Kubernetes: a Deployment pod's 10-0-0-5.SERVICE...
-        name = f"{base}-{first}"
+        names = [f"{base}-{first}"]
     else:
-        name = first
-    return name if re.fullmatch(SERVER_NAME_PATTERN, name) else None
+        names = [first]
+    return [name for name in names if re.fullmatch(SERVER_NAME_PATTERN, name)]
 
 
 def server_name(
@@ -69,8 +74,8 @@ def server_name(
 ) -> str | None:
     """The name for a new ``address``: its PTR's, else its own, else a digest of it, the first
     that no server in ``taken`` has; None if even that one is taken."""
-    named = ptr_name(base, ptr) if ptr is not None else None
-    for name in (named, address_name(base, address), digest_name(base, address)):
-        if name is not None and name not in taken:
+    named = ptr_names(base, ptr) if ptr is not None else []
+    for name in (*named, address_name(base, address), digest_name(base, address)):
+        if name not in taken:
             return name
     return None
