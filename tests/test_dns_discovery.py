@@ -27,6 +27,8 @@ from services.common import DRAIN, MAX_SERVERS, NEW, printable
 
 NAME = "tasks.server"
 PORT = 5001
+# Swarm stops a task this long after taking it out of DNS (moby's gossip convergence delay).
+SWARM_STOP_DELAY = 2.0
 SWARM_PTR = (b"lab_server", b"2", b"k3x9q0c7w1", b"lab_ticsnet", b"")
 
 
@@ -107,6 +109,7 @@ def test_the_nameserver_flag_takes_an_address_and_a_port() -> None:
 # In process --------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 async def test_new_addresses_join_as_new_and_vanished_ones_are_drained_and_removed(
     nameserver: FakeDns, discovery: DnsDiscovery
 ) -> None:
@@ -150,6 +153,7 @@ async def test_an_address_back_before_its_removal_returns_to_rotation(
     assert not discovery.leaving and len(urls(discovery)) == 2
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize(
     "failure", ["servfail", pytest.param("silent", marks=pytest.mark.slow), "nxdomain", "empty"]
 )
@@ -270,13 +274,15 @@ def states(balancer: ServiceProcess) -> dict[str, str]:
 def test_servers_follow_dns_under_traffic_with_no_failed_request(
     nameserver: FakeDns, tmp_path: Path
 ) -> None:
+    """As Swarm rolls a task: the new one enters DNS, the old one leaves it and is stopped
+    ``SWARM_STOP_DELAY`` later; with retries off, a request sent to it then would fail."""
     port = free_port()
     tasks_file = tmp_path / "tasks.json"
     servers = {a: server_on(a, port, tasks_file) for a in ("127.0.0.2", "127.0.0.3")}
     nameserver.records[NAME] = ["127.0.0.2"]
     nameserver.pointers["127.0.0.2"] = SWARM_PTR
     flags = ["--discover", "dns", "--discover-dns", nameserver.address]
-    flags += ["--discover-port", str(port), "--discover-interval", "0.2"]
+    flags += ["--discover-port", str(port), "--discover-interval", "0.2", "--retries", "0"]
     balancer = balancer_process([], "round_robin", *flags)
     try:
         for server in servers.values():
@@ -287,7 +293,10 @@ def test_servers_follow_dns_under_traffic_with_no_failed_request(
             nameserver.records[NAME] = ["127.0.0.2", "127.0.0.3"]
             wait_until(lambda: "server-127-0-0-3" in traffic.answered, timeout=15)
             nameserver.records[NAME] = ["127.0.0.3"]
+            stop = threading.Timer(SWARM_STOP_DELAY, servers["127.0.0.2"].close)
+            stop.start()
             wait_until(lambda: list(states(balancer)) == ["server-127-0-0-3"], timeout=15)
+            stop.join(timeout=15)
             count = len(traffic.answered)
             wait_until(lambda: len(traffic.answered) > count + 20, timeout=15)
         assert traffic.failed == []
