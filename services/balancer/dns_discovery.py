@@ -99,7 +99,8 @@ class DnsDiscovery:
         self.leaving: dict[str, asyncio.Task[None]] = {}  # address -> its drain and removal
         self.failing = False  # a failure was told, and no good answer came since
         self.over_limit = False  # addresses past MAX_SERVERS were told, and still are
-        self.refused: set[str] = set()  # addresses no server can have (0.0.0.0), told last
+        # Per family, the addresses no server can have (0.0.0.0) that its last answer gave.
+        self.refused: dict[str, frozenset[str]] = {family: frozenset() for family in FAMILIES}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -164,10 +165,10 @@ class DnsDiscovery:
         except dns.exception.DNSException as error:
             raise LookupFailed(failure_words(error)) from None
         found = {record.to_text() for record in answer.rrset or ()}
-        refused = {address for address in found if not usable(address)}
-        if untold := sorted(refused - self.refused):  # told once, not at every poll
+        refused = frozenset(address for address in found if not usable(address))
+        if untold := sorted(refused - self.refused[family]):  # once, not at every poll
             logger.warning("dns discovery: %s gave %s, left out", self.query, ", ".join(untold))
-        self.refused = refused  # the last answer's only: bounded by its size
+        self.refused[family] = refused  # the last answer's only: bounded by its size
         return frozenset(found - refused)
 
     async def sync(self, addresses: set[str]) -> None:
