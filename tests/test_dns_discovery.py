@@ -193,10 +193,17 @@ async def test_a_name_that_never_answered_is_told_and_followed_once_it_does(
     await wait_until_async(lambda: len(urls(discovery)) == 1, timeout=5)
 
 
-async def test_no_more_servers_than_the_bound(nameserver: FakeDns, discovery: DnsDiscovery) -> None:
+async def test_no_more_servers_than_the_bound(
+    nameserver: FakeDns, discovery: DnsDiscovery, caplog: pytest.LogCaptureFixture
+) -> None:
     nameserver.records[NAME] = [f"127.0.1.{n}" for n in range(1, MAX_SERVERS + 6)]
     nameserver.records[NAME].append("0.0.0.0")  # never a server's address
     await discovery.start()
+    for _ in range(3):
+        await discovery.poll()
+    assert [r.message for r in caplog.records if "left out" in r.message] == [
+        "dns discovery: tasks.server gave 0.0.0.0, left out"  # once, not at every poll
+    ]
     assert len(discovery.balancer.servers) == MAX_SERVERS
     assert "http://0.0.0.0:5001" not in urls(discovery).values()
     limits = [e for e in discovery_events(discovery) if e["action"] == "limit_reached"]
