@@ -21,13 +21,15 @@ TTL = 0
 
 
 class FakeDns:
-    """``records``: name -> its A addresses (absent: NXDOMAIN); ``pointers``: address -> the
-    PTR target's labels; ``mode``: ``answer``, ``servfail`` or ``silent``."""
+    """``records``: name -> its addresses, IPv4 (A) and IPv6 (AAAA) (absent: NXDOMAIN);
+    ``pointers``: address -> the PTR target's labels; ``mode``: ``answer``, ``servfail`` or
+    ``silent``."""
 
     def __init__(self) -> None:
         self.records: dict[str, list[str]] = {}
         self.pointers: dict[str, tuple[bytes, ...]] = {}
         self.mode = "answer"
+        self.servfail: set[str] = set()  # query types answered SERVFAIL whatever the mode
         self.queries = 0
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.bind(("127.0.0.1", 0))
@@ -61,10 +63,10 @@ class FakeDns:
     def _answer(self, query: dns.message.Message) -> dns.message.Message:
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
-        if self.mode == "servfail":
+        question = query.question[0]
+        if self.mode == "servfail" or dns.rdatatype.to_text(question.rdtype) in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
             return response
-        question = query.question[0]
         name = question.name.to_text(omit_final_dot=True).lower()
         if question.rdtype == dns.rdatatype.PTR:
             labels = self.pointers.get(str(dns.reversename.to_address(question.name)))
@@ -77,7 +79,11 @@ class FakeDns:
             response.answer.append(dns.rrset.from_rdata(question.name, TTL, target))
         elif name not in self.records:
             response.set_rcode(dns.rcode.NXDOMAIN)
-        elif question.rdtype == dns.rdatatype.A and self.records[name]:
-            rrset = dns.rrset.from_text_list(question.name, TTL, "IN", "A", self.records[name])
-            response.answer.append(rrset)
-        return response  # AAAA, or no A records: NOERROR with no answer
+        elif addresses := [
+            a for a in self.records[name] if (":" in a) == (question.rdtype == dns.rdatatype.AAAA)
+        ]:
+            kind = dns.rdatatype.to_text(question.rdtype)
+            response.answer.append(
+                dns.rrset.from_text_list(question.name, TTL, "IN", kind, addresses)
+            )
+        return response  # no records of that type: NOERROR with no answer

@@ -184,6 +184,23 @@ async def test_a_failed_lookup_keeps_every_server_and_says_so_once(
         assert NAME in sentence and "server-127-0-0-2" in sentence
 
 
+async def test_aaaa_records_are_servers_too_and_a_failing_aaaa_costs_no_server(
+    nameserver: FakeDns, discovery: DnsDiscovery
+) -> None:
+    nameserver.records[NAME] = ["127.0.0.2", "fd00::5"]
+    await discovery.start()
+    assert sorted(urls(discovery).values()) == [
+        f"http://127.0.0.2:{PORT}",
+        f"http://[fd00::5]:{PORT}",
+    ]
+    nameserver.servfail = {"AAAA"}
+    polls = nameserver.queries
+    await wait_until_async(lambda: nameserver.queries >= polls + 6, timeout=5)
+    assert len(urls(discovery)) == 2  # its last answer counts
+    said = [e for e in discovery_events(discovery) if e["action"] == "lookup_failed"]
+    assert len(said) == 1 and said[0]["reason"].startswith("AAAA: ")
+
+
 async def test_a_name_that_never_answered_is_told_and_followed_once_it_does(
     nameserver: FakeDns, discovery: DnsDiscovery
 ) -> None:
