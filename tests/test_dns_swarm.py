@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 IMAGE = "ticslab:latest"
 RUN_ID = uuid.uuid4().hex[:6]
 PREFIX = f"dns-{RUN_ID}"
-NETWORK, SERVICE, BALANCER = f"{PREFIX}-net", f"{PREFIX}-server", f"{PREFIX}-balancer"
+# The service is named as `docker stack deploy -c FILE dns-xxxxxx` names a stack's `server`.
+NETWORK, SERVICE, BALANCER = f"{PREFIX}-net", f"{PREFIX}_server", f"{PREFIX}-balancer"
 CODE = Path(__file__).resolve().parent.parent / "services"
 DNSPYTHON = Path(dns.__file__).resolve().parent
 MOUNTED = "/opt/ticslab-dns"
@@ -99,18 +100,72 @@ def swarm() -> Iterator[None]:
 
 
 def test_the_servers_follow_the_service_as_it_scales(swarm: None) -> None:
-    slots = {f"{SERVICE}-1", f"{SERVICE}-2"}
+    slots = {"server-1", "server-2"}  # the service less its stack, and the task's slot
     wait_until(
         lambda: states() == dict.fromkeys(slots, "UP"),
         timeout=SCALE_SECONDS,
         what=f"{sorted(slots)} UP, named after Swarm's slots",
     )
     docker("service", "scale", "--detach", f"{SERVICE}=3")
-    slots.add(f"{SERVICE}-3")
+    slots.add("server-3")
     wait_until(lambda: states() == dict.fromkeys(slots, "UP"), timeout=SCALE_SECONDS)
     docker("service", "scale", "--detach", f"{SERVICE}=1")
     wait_until(lambda: len(states()) == 1, timeout=SCALE_SECONDS, what="two servers removed")
     events = balancer_get("/events")["events"]
     removed = [e for e in events if e["kind"] == "discovery" and e.get("action") == "removed"]
     assert len(removed) == 2 and {e["who"] for e in removed} == {"dns"}
-    assert not [e for e in events if e.get("action") == "lookup_failed"]
+    # Before its tasks are healthy the name has no record (NXDOMAIN): told once, and then
+    # never again while the service scales.
+    first = next(i for i, e in enumerate(events) if e.get("action") == "added")
+    assert not [e for e in events[first:] if e.get("action") == "lookup_failed"]
+
+
+# Steady POSTs and GETs from inside the balancer's container until /tmp/stop appears there
+# (bounded: at most 3,000 requests, 120 s); then how many failed, and the first few why.
+TRAFFIC = """
+import json, os, time, urllib.request
+url, ok, failed, why = "http://127.0.0.1:8080/tareas", 0, 0, []
+deadline = time.monotonic() + 120
+for n in range(3000):
+    if os.path.exists("/tmp/stop") or time.monotonic() > deadline:
+        break
+    body = json.dumps({"title": f"t{n}"}).encode()
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, body, headers) if n % 2 else url + "?limit=1"
+    try:
+        urllib.request.urlopen(request, timeout=10).read()
+        ok += 1
+    except Exception as error:
+        failed += 1
+        why.append(repr(error)[:200])
+    time.sleep(0.02)
+print(json.dumps({"ok": ok, "failed": failed, "why": why[:5]}))
+"""
+
+
+def test_a_start_first_rolling_update_fails_no_request(swarm: None) -> None:
+    """Swarm's own rolling update (``order: start-first``, one task at a time): each new task
+    joins from DNS once healthy, each old one leaves DNS 2 s before it is stopped and is
+    drained meanwhile. Clients see no failure."""
+    wait_until(lambda: len(states()) == 2, timeout=SCALE_SECONDS, what="two servers")
+    wait_until(lambda: set(states().values()) == {"UP"}, timeout=SCALE_SECONDS)
+    before = set(states())
+    traffic = subprocess.Popen(
+        ["docker", "exec", BALANCER, "python", "-c", TRAFFIC], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        docker(
+            "service", "update", "--force", "--update-order", "start-first",
+            "--update-parallelism", "1", SERVICE,
+        )  # fmt: skip
+        wait_until(
+            lambda: len(states()) == 2 and not set(states()) & before,
+            timeout=SCALE_SECONDS,
+            what="both servers replaced",
+        )
+    finally:
+        docker("exec", BALANCER, "touch", "/tmp/stop")
+        out, _ = traffic.communicate(timeout=60)
+    result = json.loads(out)
+    assert result["failed"] == 0, result
+    assert result["ok"] > 100
