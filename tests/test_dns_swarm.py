@@ -1,6 +1,7 @@
 """``--discover dns`` on a real single-node Docker Swarm: a balancer container on an attachable
 overlay network follows ``tasks.SERVICE`` (``endpoint_mode: dnsrr``) as the service scales
-out and in, and names each server after its task's slot from Docker's own PTR answers.
+out and in, and through Swarm's own start-first rolling update under steady traffic, naming
+each server after its task's slot from Docker's own PTR answers.
 
 The balancer runs this checkout's code in the ``ticslab:latest`` image (the code and the
 dnspython of the test's environment mounted read-only on ``PYTHONPATH``), so no image is built
