@@ -43,6 +43,14 @@ SAMPLES: dict[str, tuple[str, str, object]] = {
     "token": ("s3cret", "token", "s3cret"),
     "driver": ("none", "driver", "none"),
     "discover": ("docker", "discover", "docker"),
+    "discover_name": (
+        "server.ticslab.svc.cluster.local.",
+        "discover_name",
+        "server.ticslab.svc.cluster.local.",
+    ),
+    "discover_port": ("8000", "discover_port", 8000),
+    "discover_interval": ("2.5", "discover_interval", 2.5),
+    "discover_dns": ("127.0.0.11:5353", "discover_dns", ("127.0.0.11", 5353)),
     "auth_users": ("/srv/users", "auth_users", "/srv/users"),
     "tls": ("1", "tls", True),
     "tls_port": ("9443", "tls_port", 9443),
@@ -103,6 +111,10 @@ def test_a_flag_wins_over_its_variable_and_an_empty_variable_is_unset() -> None:
         ("TICSLAB_PORT", "http"),
         ("TICSLAB_DRIVER", "podman"),
         ("TICSLAB_BACKENDS", "server1"),
+        ("TICSLAB_DISCOVER", "consul"),
+        ("TICSLAB_DISCOVER_NAME", "tasks server"),
+        ("TICSLAB_DISCOVER_INTERVAL", "0.01"),
+        ("TICSLAB_DISCOVER_DNS", "dns.example"),
     ],
 )
 def test_a_bad_variable_is_named_in_one_line(name: str, value: str) -> None:

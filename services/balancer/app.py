@@ -25,6 +25,7 @@ from services.balancer.compression import compressing
 from services.balancer.config import BalancerConfig
 from services.balancer.control import Control
 from services.balancer.discovery import DockerDiscovery
+from services.balancer.dns_discovery import DnsDiscovery
 from services.balancer.health import HealthChecker
 from services.balancer.history import TrafficHistory
 from services.balancer.proxy import Proxy
@@ -158,7 +159,11 @@ def create_app(config: BalancerConfig) -> BalancerApp:
     edge = EdgeAuth(compressed, balancer, config.lang, checker)
     # Without a configured token nobody can use /control writes (the CLI always sets one).
     control = Control(balancer, config.token or secrets.token_urlsafe(24), config.driver)
-    discovery = DockerDiscovery(balancer) if config.discover == "docker" else None
+    discovery: DockerDiscovery | DnsDiscovery | None = None
+    if config.discover == "docker":
+        discovery = DockerDiscovery(balancer)
+    elif config.discover == "dns":
+        discovery = DnsDiscovery(balancer, config)  # no system nameserver: ValueError, one line
     history = TrafficHistory(balancer)
     routes = owned_routes(balancer, history, control)
     control.rollouts.renewed += [proxy.forget_address, health.forget_address]

@@ -8,20 +8,25 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from services.balancer.algorithms import ALGORITHMS
 from services.balancer.compression import parse_encodings
 from services.balancer.config import (
+    MAX_DISCOVER_INTERVAL,
     MAX_RETRIES,
+    MIN_DISCOVER_INTERVAL,
     BalancerConfig,
     backend_settings,
     parse_backend,
+    parse_dns_name,
+    parse_nameserver,
 )
 from services.balancer.plugin import HOW, choose
 from services.common import add_token_arguments, printable
 from services.lang import add_lang_argument, chosen
 
+T = TypeVar("T")
 # Flags read from elsewhere: services/lang.py reads TICSLAB_LANG itself.
 NOT_SETTINGS = frozenset({"help", "lang", "token_file"})  # --token-file beats TICSLAB_TOKEN
 # Each flag's variable is TICSLAB_ and its name, except these, which hold a comma-separated
@@ -56,6 +61,18 @@ def _seconds(text: str, zero: bool) -> float:
         floor = "0 or more" if zero else "above 0"
         raise argparse.ArgumentTypeError(f"expected seconds, {floor}; got {text!r}")
     return value
+
+
+def seconds_within(low: float, high: float) -> Callable[[str], float]:
+    """A type for times in seconds from ``low`` to ``high``."""
+
+    def parse(text: str) -> float:
+        value = seconds(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected seconds, {low:g} to {high:g}; got {text!r}")
+        return value
+
+    return parse
 
 
 def whole(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -221,9 +238,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--discover",
-        choices=("docker",),
-        help="follow the task-server containers of our Compose project",
+        choices=("docker", "dns"),
+        help="follow the task-server containers of our Compose project (docker), or the "
+        "addresses a DNS name gives (dns: Swarm's tasks.NAME, a Kubernetes headless Service)",
     )
+    add_dns_arguments(parser)
     parser.add_argument(
         "--auth-users",
         metavar="FILE",
@@ -233,6 +252,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_tls_arguments(parser)
     for action in settings_flags(parser):
         action.help = f"{action.help} [env {variable(action.dest)}]"
+
+
+def add_dns_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--discover dns``'s settings (dns_discovery.py)."""
+    defaults = BalancerConfig()
+    parser.add_argument(
+        "--discover-name",
+        type=usage(parse_dns_name),
+        metavar="NAME",
+        help=f"the name whose A and AAAA records are the servers (default "
+        f"{defaults.discover_name}; a final dot skips the search domains)",
+    )
+    parser.add_argument(
+        "--discover-port",
+        type=whole(1, 65535),
+        metavar="N",
+        help=f"the port of the servers it finds (default {defaults.discover_port})",
+    )
+    parser.add_argument(
+        "--discover-interval",
+        type=seconds_within(MIN_DISCOVER_INTERVAL, MAX_DISCOVER_INTERVAL),
+        metavar="S",
+        help=f"seconds between two lookups, {MIN_DISCOVER_INTERVAL:g} to "
+        f"{MAX_DISCOVER_INTERVAL:g} (default {defaults.discover_interval:g})",
+    )
+    parser.add_argument(
+        "--discover-dns",
+        type=usage(parse_nameserver),
+        metavar="ADDRESS[:PORT]",
+        help="the nameserver to ask (default: the system's, /etc/resolv.conf)",
+    )
+
+
+def usage(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` as an argparse type: its ValueError's words, not "invalid value"."""
+
+    def checked(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return checked
 
 
 def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
@@ -338,7 +400,7 @@ def config_from_values(values: dict[str, object]) -> BalancerConfig:
     }
     if isinstance(backends := values.get("backend"), list):  # --backend given (argparse's list)
         settings.update(backend_settings(backends))
-    elif settings.get("discover") == "docker":
+    elif settings.get("discover") in ("docker", "dns"):
         settings["backends"] = []  # discovery supplies them
     settings["algorithm"], settings["plugin"] = choose(str(settings.get("algorithm", "random")))
     return BalancerConfig(**settings)

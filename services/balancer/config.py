@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -17,6 +19,11 @@ from services.common import MAX_WEIGHT, weight_from_text
 # A failed try is retried on other servers at most this often (--retries; there are rarely
 # more servers than that to try).
 MAX_RETRIES = 10
+# --discover-interval: at least this often (a busy loop of queries helps nobody), and at
+# least once a minute (a server gone from DNS must not stay in rotation for longer).
+MIN_DISCOVER_INTERVAL, MAX_DISCOVER_INTERVAL = 0.1, 60.0
+# A name --discover-name may poll: DNS letters, digits, hyphens, underscores, dots.
+DNS_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?")
 DEFAULT_BACKENDS = "server1=http://127.0.0.1:5001,server2=http://127.0.0.1:5002"
 
 
@@ -78,6 +85,13 @@ class BalancerConfig:
     token: str | None = None
     driver: str = "auto"
     discover: str | None = None
+    # --discover dns (dns_discovery.py): the name whose A/AAAA records are the servers, the
+    # port they listen on (A records carry none; the task servers' default), how often it is
+    # asked, and the nameserver asked (None: the system's, /etc/resolv.conf).
+    discover_name: str = "tasks.server"
+    discover_port: int = 5001
+    discover_interval: float = 1.0
+    discover_dns: tuple[str, int] | None = None
     # Host names besides loopback, IP addresses and the Compose service names that control
     # requests may carry (DNS rebinding guard, services/common.py).
     allowed_hosts: list[str] = field(default_factory=list)
@@ -120,6 +134,11 @@ class BalancerConfig:
             raise ValueError(f"--retries is 0 to {MAX_RETRIES}")
         if self.eject_after_5xx < 0:
             raise ValueError("--eject-after-5xx is 0 (off) or more")
+        if not MIN_DISCOVER_INTERVAL <= self.discover_interval <= MAX_DISCOVER_INTERVAL:
+            raise ValueError(
+                f"--discover-interval is {MIN_DISCOVER_INTERVAL:g} to "
+                f"{MAX_DISCOVER_INTERVAL:g} seconds"
+            )
         if not self.check_path.startswith("/"):
             raise ValueError(f"the health path must start with /; got {self.check_path!r}")
         self._check_tls()
@@ -188,3 +207,32 @@ def backend_settings(backends: list[Backend]) -> dict[str, object]:
         "backends": [(backend.name, backend.url) for backend in backends],
         "weights": {b.name: b.weight for b in backends if b.weight != DEFAULT_WEIGHT},
     }
+
+
+def parse_dns_name(text: str) -> str:
+    """A name for ``--discover-name``: ``tasks.server``, ``server.ticslab.svc.cluster.local``
+    (a final dot: asked as is, without the resolver's search domains)."""
+    name = text.strip()
+    if not DNS_NAME.fullmatch(name):
+        raise ValueError(f"expected a DNS name such as tasks.server; got {text!r}")
+    return name
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """``ADDRESS[:PORT]`` (``[ADDRESS]:PORT`` for IPv6) of the nameserver ``--discover dns``
+    asks; port 53 unless given. An address, not a name: it is what resolves names."""
+    host, port = text.strip(), "53"
+    if host.startswith("["):
+        host, _, rest = host[1:].partition("]")
+        if rest:
+            port = rest.removeprefix(":")
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise ValueError(f"expected ADDRESS[:PORT], e.g. 127.0.0.11 or 10.0.0.2:53; got {text!r}")
+    return str(address), number

@@ -36,6 +36,12 @@ EN: dict[str, str] = {
     "{milliseconds} ms, and every request waited for it",
     "ev_weight": "{server} weight {from} → {to} (by {who})",
     "ev_discovery": "{server} {action}: {url} (by {who})",
+    # --discover dns (dns_discovery.py): its lookups failing and answering again, its bound.
+    "ev_discovery_lookup_failed": "DNS lookup of {query} FAILED: {reason}; the servers it "
+    "gave last are kept ({kept})",
+    "ev_discovery_lookup_recovered": "DNS lookup of {query} answers again",
+    "ev_discovery_limit_reached": "DNS lookup of {query} gave more servers than the "
+    "{count} allowed; the rest are left out",
     "ev_stats": "statistics reset (by {who})",
     "ev_failure": "FAILURE: {reason}",
     "ev_other": "{kind}: {server} {reason}",
@@ -155,6 +161,11 @@ ES: dict[str, str] = {
     "{milliseconds} ms, y todas las solicitudes la esperaron",
     "ev_weight": "{server} peso {from} → {to} (por {who})",
     "ev_discovery": "{server} {action}: {url} (por {who})",
+    "ev_discovery_lookup_failed": "la consulta DNS de {query} FALLÓ: {reason}; se mantienen "
+    "los servidores de su última respuesta ({kept})",
+    "ev_discovery_lookup_recovered": "la consulta DNS de {query} responde de nuevo",
+    "ev_discovery_limit_reached": "la consulta DNS de {query} dio más servidores que los "
+    "{count} permitidos; el resto queda fuera",
     "ev_stats": "estadísticas puestas a cero (por {who})",
     "ev_failure": "FALLA: {reason}",
     "ev_other": "{kind}: {server} {reason}",
@@ -281,6 +292,7 @@ EVENT_FIELDS = (
     "server", "from", "to", "reason", "action", "result", "who", "url", "kind",
     "where", "error", "returned",  # an algorithm_error's
     "milliseconds",  # an algorithm_slow's
+    "query", "kept", "count",  # a DNS discovery's (ev_discovery_*)
 )  # fmt: skip
 # The fields a state reason may name (docs/api.md); numbers are written as ``3`` or ``0.5``.
 REASON_FIELDS = ("detail", "checks", "failures", "answers", "seconds")
@@ -366,6 +378,8 @@ class EventText(Translator):
             return "ev_state_first"  # a server's first verdict: nothing to change from
         if kind == "rollout" and f"ev_rollout_{event.get('phase')}" in EN:
             return f"ev_rollout_{event.get('phase')}"  # started, done, failed; else a step
+        if kind == "discovery" and f"ev_discovery_{event.get('action')}" in EN:
+            return f"ev_discovery_{event.get('action')}"  # DNS: a lookup failed, answers...
         if kind == "algorithm_error" and event.get("returned") is not None:
             return "ev_algorithm_error_returned"  # a pick that returned no server of its own
         key = f"ev_{kind}"
@@ -388,6 +402,8 @@ class EventText(Translator):
             values["reason"] = self.reason(event)
         elif kind in ("control", "discovery"):
             values["action"] = self.term("action", values["action"])
+            if kind == "discovery" and event.get("reason") is not None:  # a lookup's failure
+                values["reason"] = self.detail(event["reason"])
             if kind == "control" and event.get("ok") is False:  # a driver's or server's words
                 values["result"] = self.detail(values["result"])
             elif kind == "control":

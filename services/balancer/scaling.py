@@ -37,6 +37,17 @@ DRAIN_POLL_SECONDS = 0.05
 SCALE_FIELDS = frozenset({"name", "weight"})
 
 
+async def drained(server: Server) -> int:
+    """Wait (bounded) until ``server`` has no request in flight; how many are left. Also how
+    ``--discover dns`` removes an address gone from DNS (dns_discovery.py)."""
+
+    async def idle() -> str | None:
+        return None if server.in_flight == 0 else f"{server.in_flight} in flight"
+
+    await wait_ready(idle, DRAIN_SECONDS, DRAIN_POLL_SECONDS)
+    return server.in_flight
+
+
 def scaling_routes(control: Control) -> list[BaseRoute]:
     """The two routes, placed before ``control.routes()`` (its ``/control`` mount would
     otherwise answer them)."""
@@ -119,7 +130,7 @@ class Scaling:
             server = balancer.get(name)
             previous = server.state
             balancer.set_admin_state(name, DRAIN, who=_who(request))
-            left = await self._drained(server)
+            left = await drained(server)
             try:
                 done = await control.driver.scale_in(name)
             except (DriverUnsupported, DriverFailure) as error:
@@ -137,16 +148,6 @@ class Scaling:
             "servers": list(balancer.states()),
         }
         return JSONResponse(answer)
-
-    @staticmethod
-    async def _drained(server: Server) -> int:
-        """Wait (bounded) until ``server`` has no request in flight; how many are left."""
-
-        async def idle() -> str | None:
-            return None if server.in_flight == 0 else f"{server.in_flight} in flight"
-
-        await wait_ready(idle, DRAIN_SECONDS, DRAIN_POLL_SECONDS)
-        return server.in_flight
 
     def _driver_error(
         self, request: Request, name: str | None, action: str, error: Exception
