@@ -48,6 +48,9 @@ TASK_ID_LABEL = "com.docker.swarm.task.id"
 # (within the balancer's bound for one driver action, DRIVER_WAIT), and how often to look.
 SETTLE_SECONDS = DRIVER_WAIT[1] - 5.0
 POLL_SECONDS = 0.25
+# How long a new task is given to be found by DNS discovery (which polls each second), so
+# the server the driver answers is the one discovery added, not a second one.
+DISCOVERY_SECONDS = 2.0
 # Backend name -> URL of every server the balancer has now (control.py gives it).
 ServerUrls = Callable[[], dict[str, str]]
 
@@ -244,12 +247,20 @@ class SwarmDriver:
         """Backend name -> the state of its task (``exited`` for a service scaled to 0)."""
         states = {}
         for name, target in (await self.targets()).items():
-            if target.task is not None:
-                states[name] = task_state(target.task)
-                continue
-            tasks = await self.running_tasks(target.service["ID"])
-            states[name] = "running" if tasks else "exited"
+            tasks = [target.task] if target.task else await self.running_tasks(target.service["ID"])
+            states[name] = await self.state_of(tasks[0]) if tasks else "exited"
         return states
+
+    async def state_of(self, task: dict[str, Any]) -> str:
+        """Its container's state when on this node (``paused`` shows; Swarm says
+        ``running`` still), else Swarm's state of the task."""
+        container = container_of_task(task)
+        if task.get("NodeID") == self.node_id and container:
+            details = await self.engine.inspect(container)
+            if details is not None:
+                state: str = details["State"]["Status"]
+                return state
+        return task_state(task)
 
     # Acting -----------------------------------------------------------------------------
 
@@ -400,9 +411,18 @@ class SwarmDriver:
         await self.settle(service["ID"], grown, "a new running task with an address")
         new = next(t for t in await self.running_tasks(service["ID"]) if t["ID"] not in before)
         address = min(task_addresses(new))
-        known = [n for n, url in self.servers().items() if url_host(url) == address]
+
+        def known() -> list[str]:
+            return [n for n, url in self.servers().items() if url_host(url) == address]
+
+        async def discovered() -> str | None:
+            return None if known() else "not yet"
+
+        # DNS discovery (polling each second) may add it first: then it is that server.
+        await wait_ready(discovered, DISCOVERY_SECONDS, POLL_SECONDS)
         short = short_name(service_name(service), self.stack)
-        server = known[0] if known else f"{short}-{new.get('Slot', len(before) + 1)}"
+        names = known()
+        server = names[0] if names else f"{short}-{new.get('Slot', len(before) + 1)}"
         host = f"[{address}]" if ":" in address else address
         url = f"http://{host}:{port_of(service)}"
         return {"server": server, "url": url, "process": "running", "task": new["ID"][:12]}
