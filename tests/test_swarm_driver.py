@@ -68,7 +68,7 @@ def service(name: str) -> dict[str, Any]:
 def running(name: str) -> list[dict[str, Any]]:
     """The service's tasks that run now, as ``docker inspect`` shows them."""
     ids = docker("service", "ps", "-q", "--no-trunc", name).split()
-    tasks = json.loads(docker("inspect", *ids)) if ids else []
+    tasks = json.loads(docker("inspect", "--type", "task", *ids)) if ids else []
     return [t for t in tasks if t["Status"]["State"] == "running"]
 
 
