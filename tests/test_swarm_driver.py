@@ -78,7 +78,9 @@ def address(task: dict[str, Any]) -> str:
 
 
 def wait_running(name: str, count: int) -> list[dict[str, Any]]:
-    wait_until(lambda: len(running(name)) == count, SWARM_SECONDS, f"{name}: {count} running")
+    wait_until(
+        lambda: len(running(name)) == count, SWARM_SECONDS, 0.5, what=f"{name}: {count} running"
+    )
     return running(name)
 
 
@@ -107,7 +109,7 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             done = subprocess.run(["docker", "network", "rm", NETWORK], capture_output=True)
             return done.returncode == 0 or b"not found" in done.stderr
 
-        wait_until(network_gone, SWARM_SECONDS, f"network {NETWORK} removed")
+        wait_until(network_gone, SWARM_SECONDS, 0.5, what=f"network {NETWORK} removed")
         subprocess.run(["docker", "rmi", "-f", IMAGE], capture_output=True)
 
 
@@ -168,7 +170,7 @@ def test_kill_is_healed_by_swarm(swarm: dict[str, str], monkeypatch: pytest.Monk
     done = with_driver(monkeypatch, lambda driver: driver.perform("one", "kill"))
     assert done["result"] == "killed" and done["task"] == before[:12]
     healed = lambda: [t for t in running(name) if t["ID"] != before]  # noqa: E731
-    wait_until(lambda: bool(healed()), SWARM_SECONDS, "Swarm started a new task")
+    wait_until(lambda: bool(healed()), SWARM_SECONDS, 0.5, what="Swarm started a new task")
     assert service(name)["Spec"]["Mode"]["Replicated"]["Replicas"] == 1
 
 
