@@ -105,11 +105,12 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         if made:
             subprocess.run(["docker", "service", "rm", *made], capture_output=True)
 
-        def network_gone() -> bool:  # it is refused while a task's endpoint remains
-            done = subprocess.run(["docker", "network", "rm", NETWORK], capture_output=True)
-            return done.returncode == 0 or b"not found" in done.stderr
+        def containers_gone() -> bool:  # Swarm removes a service's containers after it
+            names = [f"--filter=name={prefix}" for prefix in (STACK, DECOY)]
+            return not docker("ps", "-aq", *names)
 
-        wait_until(network_gone, SWARM_SECONDS, 0.5, what=f"network {NETWORK} removed")
+        wait_until(containers_gone, SWARM_SECONDS, 0.5, what="the services' containers gone")
+        subprocess.run(["docker", "network", "rm", NETWORK], capture_output=True)
         subprocess.run(["docker", "rmi", "-f", IMAGE], capture_output=True)
 
 
