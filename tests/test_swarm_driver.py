@@ -10,14 +10,17 @@ were. Everything created here (services, network, image) is removed at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 from support import docker, wait_until
+from test_balancer_helpers import TOKEN, balancer_process
 from test_docker_driver import COMMAND, IMAGE, build_image, engine_answers
 
 from services.balancer.drivers import DriverUnsupported, choose_driver, docker_socket_path
@@ -271,3 +274,25 @@ def test_the_decoy_and_a_service_without_the_role_are_refused_and_untouched(
     assert len(refusals) == 3 * (len(DRIVER_ACTIONS) + 2) + 2
     assert all("refused" in text or "no task-server service" in text for text in refusals)
     assert {name: state(name) for name in others} == before
+
+
+def test_the_control_api_drives_it_in_a_real_balancer(swarm: dict[str, str]) -> None:
+    """``ticslab balancer --driver auto`` in a stack (TICSLAB_STACK) picks it, maps its
+    backends, refuses a stop on the replicated service (409) and kills a task (200)."""
+    view = servers()
+    backends = [(name, view[name]) for name in ("one", "many-1")]
+    balancer = balancer_process(backends, "round_robin", "--driver", "auto")
+    balancer.env["TICSLAB_STACK"] = STACK
+    balancer.env.pop("TICSLAB_SUPERVISOR_URL", None)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with contextlib.closing(balancer.start()):
+        overview = httpx.get(f"{balancer.url}/control", timeout=10).json()
+        assert overview["driver"] == "swarm", overview
+        assert overview["servers"]["one"]["process"] == "running"
+        assert overview["servers"]["many-1"]["process"] == "running"
+        url = f"{balancer.url}/control/servers"
+        refused = httpx.post(f"{url}/many-1/stop", headers=auth, timeout=40)
+        assert refused.status_code == 409 and "refill" in refused.json()["detail"]
+        killed = httpx.post(f"{url}/one/kill", headers=auth, timeout=40)
+        assert killed.status_code == 200 and killed.json()["result"] == "killed"
+    wait_running(f"{STACK}_one", 1)  # healed, for whichever test comes next
