@@ -233,7 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_token_arguments(parser, "bearer token for /control writes; default: generated")
     parser.add_argument(
         "--driver",
-        choices=("auto", "docker", "local", "none"),
+        choices=("auto", "docker", "swarm", "local", "none"),
         help="what carries out stop/start/kill/pause (default auto)",
     )
     parser.add_argument(

@@ -99,7 +99,11 @@ class Control:
 
     async def start(self) -> None:
         """Choose the driver (DriverFailure when an explicitly asked one cannot work here)."""
-        self.driver = await choose_driver(self.driver_kind, self.token)
+        self.driver = await choose_driver(self.driver_kind, self.token, self._server_urls)
+
+    def _server_urls(self) -> dict[str, str]:
+        """Backend name -> URL, as the balancer has them now (the Swarm driver's map)."""
+        return {server.name: server.url for server in self.balancer.servers}
 
     async def stop(self) -> None:
         """Let the actions still running end (and be recorded), then close."""

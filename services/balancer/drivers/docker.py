@@ -8,7 +8,9 @@ that carry ``ticslab.role=taskserver``, checked again by inspecting the containe
 before every action. A rollout's ``recreate`` uses remove and create too: the allowed
 container is removed and one of the same name is created from its own configuration (labels
 included, so it is allowed again) and its service's image as tagged now, so a rebuilt image
-is picked up, as ``docker compose up`` does for a changed service.
+is picked up, as ``docker compose up`` does for a changed service. For Swarm
+(drivers/swarm.py) it reads the node, services and tasks and updates a service's spec,
+only for a service of the balancer's own stack with the role.
 """
 
 from __future__ import annotations
@@ -190,6 +192,41 @@ class DockerEngine:
         if response.status_code == 409:
             raise DriverUnsupported(message)
         raise DriverFailure(message)
+
+    # Swarm (drivers/swarm.py): reads of the node, services and tasks, and one write, a
+    # service's new spec (replicas, ForceUpdate), only for a service its driver allowed.
+
+    async def read(self, path: str, what: str, **params: str) -> Any:
+        """A GET's JSON answer, or None on 404; DriverFailure with Docker's words otherwise."""
+        response = await self._request("GET", path, params=params)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise DriverFailure(f"Docker could not {what}: {answer_text(response, 'message')}")
+        return response.json()
+
+    async def list_services(self, labels: list[str]) -> list[dict[str, Any]]:
+        """Every Swarm service carrying all ``labels`` (``GET /services``)."""
+        filters = json.dumps({"label": labels})
+        found: list[dict[str, Any]] = await self.read("/services", "list services", filters=filters)
+        return found or []
+
+    async def list_tasks(self, service_id: str, desired: bool) -> list[dict[str, Any]]:
+        """The tasks of one service, cluster-wide (``GET /tasks``): only those Swarm wants
+        running when ``desired``, else also those it is stopping and its task history."""
+        wanted = {"desired-state": ["running"]} if desired else {}
+        filters = json.dumps({"service": [service_id], **wanted})
+        found: list[dict[str, Any]] = await self.read("/tasks", "list tasks", filters=filters)
+        return found or []
+
+    async def update_service(self, service_id: str, version: int, spec: dict[str, Any]) -> None:
+        """``POST /services/{id}/update`` with the version read with ``spec``: Swarm refuses
+        it (409 here) if the service changed in between, rather than undo that change."""
+        response = await self._request(
+            "POST", f"/services/{service_id}/update", params={"version": str(version)}, json=spec
+        )
+        if response.status_code != 200:
+            self._refused(response, f"update service {spec.get('Name', service_id)}")
 
     async def events(self, labels: list[str]) -> AsyncIterator[dict[str, Any]]:
         """Container events carrying ``labels``, as they happen (the stream never ends)."""
