@@ -261,7 +261,10 @@ class Control:
         if action == "unpause":
             await self._end_quiesce(name)
         if done["result"] in PROCESS_RESTARTS:
-            self.balancer.get(name).set_fault(None)  # a new process starts with no fault
+            server = self.balancer.get(name)
+            server.set_fault(None)  # a new process starts with no fault
+            for tell in self.rollouts.renewed:  # and maybe at a new address (a Swarm task)
+                tell(server)
         self.balancer.request_check(name)  # so /status follows within a moment
         self._event(request, name, action, result=done["result"], ok=True, **quiesce)
         state = self.balancer.get(name).state
