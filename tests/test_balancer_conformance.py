@@ -421,6 +421,7 @@ def test_a_non_utf8_connection_header_is_no_500(balancer: ServiceProcess) -> Non
 
 
 @pytest.mark.smoke
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_targets_are_kept_as_sent_and_connection_named_answer_headers_dropped() -> None:
     answer = (
         b"HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: secret\r\nX-Public: yes\r\n"

@@ -348,6 +348,7 @@ def switch(url: str, name: str) -> httpx.Response:
     return httpx.put(url + "/control/algorithm", json={"algorithm": name}, headers=AUTH)
 
 
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_plugin_runs_in_a_real_balancer_and_switches_live(
     tmp_path: Path, echoes: list[EchoBackend]
 ) -> None:

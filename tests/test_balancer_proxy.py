@@ -329,6 +329,7 @@ def test_a_server_in_maint_is_not_checked(balancer: ServiceProcess) -> None:
 
 
 @pytest.mark.parametrize(("flags", "retries"), [((), 2), (("--retries", "0"), 0)])
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_retries_default_to_two_never_on_the_same_server_twice(
     flags: tuple[str, ...], retries: int
 ) -> None:
@@ -406,6 +407,7 @@ def test_random_and_least_connections_share_within_tolerance(
     assert 90 <= counts["server1"] <= 210, counts
 
 
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_response_time_prefers_the_faster_server(echoes: list[EchoBackend]) -> None:
     process = balancer_process([(e.name, e.url) for e in echoes], "response_time").start()
     try:

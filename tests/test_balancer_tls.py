@@ -219,6 +219,7 @@ def test_the_variables_turn_tls_on_and_a_bad_one_is_named() -> None:
         tls_files(config_from_args(args, {"TICSLAB_REDIRECT_HTTP": "1"}))
 
 
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_redirect_http_answers_308_to_https_but_for_health(
     echoes: list[EchoBackend], tmp_path: Path
 ) -> None:

@@ -45,6 +45,7 @@ def test_aiohttp_still_has_the_switch_for_its_hidden_resend() -> None:
     assert asyncio.run(attribute()) is True
 
 
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_hung_up_get_reaches_each_server_once_per_counted_try() -> None:
     """aiohttp alone would send each try twice (4 GETs for 2 tries)."""
     raws = [RawBackend(hang_up).start() for _ in range(2)]
@@ -105,6 +106,7 @@ class CountedConnections:
         return OK
 
 
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_post_on_a_pooled_connection_the_server_closed_goes_again_on_a_new_one() -> None:
     """The server never ran it: HAProxy would not have sent it there (``http-reuse safe``).
     Each such retry is a counted try, on the same server, on a new connection."""

@@ -173,6 +173,7 @@ def test_the_client_waits_for_a_late_balancer(tmp_path: Path) -> None:
         late.close()
 
 
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_unexpected_errors_fail_the_run_but_retried_creates_are_never_doubled(
     server: ServiceProcess, tmp_path: Path
 ) -> None:
@@ -193,6 +194,7 @@ def test_unexpected_errors_fail_the_run_but_retried_creates_are_never_doubled(
     assert len(titles) == len(set(titles)) == report["tasks"]["created"]
 
 
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_task_that_disappears_is_reported_lost(server: ServiceProcess, tmp_path: Path) -> None:
     """Someone deletes one of the client's tasks mid-run: ``lost: 1`` and exit code 1."""
     stop = threading.Event()

@@ -89,6 +89,7 @@ def read_report(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_two_clients_with_100_tasks_each_leave_exactly_200(stack: Stack, tmp_path: Path) -> None:
     reports = {name: tmp_path / f"{name}.json" for name in ("client1", "client2")}
     clients = {
@@ -126,6 +127,7 @@ def test_forced_errors_appear_in_the_balancers_error_stats(stack: Stack, tmp_pat
     assert stats["total_errors"] == sum(forced.values())
 
 
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_balancer_that_is_not_there_exits_2_with_the_url(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     client = start_client(url, "c1", tmp_path / "r.json", "--wait", "1s")

@@ -196,6 +196,7 @@ def test_pause_freezes_the_process_and_unpause_thaws_it(stack: UpStack) -> None:
     wait_until(lambda: state(stack, "server2") == "UP", what="server2 UP after unpause")
 
 
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_stop_is_graceful_and_restart_brings_it_back(stack: UpStack) -> None:
     pid = pid_of(stack, 0)
     answer = post(stack, "/control/servers/server1/stop")

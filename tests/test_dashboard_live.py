@@ -108,6 +108,7 @@ async def test_screen_matches_status(stack: ServiceProcess) -> None:
         assert TOKEN not in app.export_screenshot()
 
 
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 async def test_key_1_stops_server1_and_the_screen_shows_it_down(stack: ServiceProcess) -> None:
     app = dashboard(stack.url)
     async with app.run_test(size=SIZE) as pilot:

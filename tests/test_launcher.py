@@ -260,6 +260,7 @@ def test_output_closed_by_the_reader_still_stops_everything(tmp_path: Path) -> N
 
 
 @needs_proc
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_ctrl_c_stops_everything_and_frees_every_port(tmp_path: Path) -> None:
     stack = UpStack(tmp_path, servers=2, clients=1).start()
     try:

@@ -78,6 +78,7 @@ def test_a_log_record_is_escaped_but_a_traceback_keeps_its_lines() -> None:
     assert not acted_on(stream.getvalue().replace("\n", ""))
 
 
+@pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_hostile_path_in_the_balancers_log_is_escaped() -> None:
     """uvicorn percent-decodes the path: ``%1b`` is ESC by the time the balancer logs it."""
 
