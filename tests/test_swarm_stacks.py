@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 STACK_FILES = ("docker-stack.yml", "docker-stack.scale.yml")
 RUN_ID = f"{os.getpid()}x{secrets.token_hex(2)}"
 IMAGE = f"stacks-ticslab:{RUN_ID}"  # never ticslab:latest, which other work on this engine builds
+BASE_IMAGE = "python:3.12-slim"  # the Dockerfile's FROM
 BUILD_SECONDS = 600  # a cold build installs the dependencies
 SETTLE_SECONDS = 180  # every task started and healthy, on a loaded 2-core machine
 UPDATE_SECONDS = 180  # a forced update: a new task healthy, `monitor`, the old one stopped
@@ -121,6 +122,8 @@ def swarm() -> None:
 @pytest.fixture(scope="module")
 def image(swarm: None) -> Iterator[str]:
     """This code's services image, as `docker-compose build` makes it, under a tag of its own."""
+    if run(["docker", "image", "inspect", BASE_IMAGE]).returncode != 0:
+        pytest.skip(f"no local {BASE_IMAGE} and no registry here (bash .ci/docker-setup.sh)")
     done = run(["docker", "build", "-q", "-t", IMAGE, "."], timeout=BUILD_SECONDS)
     if done.returncode != 0:
         pytest.fail(f"docker build failed:\n{done.stderr[-3000:]}")
@@ -183,16 +186,20 @@ class Stack:
         """`docker service update --force`: every task replaced, as with a new image; returns
         once Swarm says the update completed (bounded)."""
         full = f"{self.name}_{service}"
+        before = self.service(service).get("UpdateStatus")
         done = run(["docker", "service", "update", "--detach", "--force", full], timeout=120)
         assert done.returncode == 0, done.stderr
 
-        def state() -> str:
-            return (self.service(service).get("UpdateStatus") or {}).get("State", "")
+        def completed() -> bool:
+            status = self.service(service).get("UpdateStatus") or {}
+            assert "rollback" not in status.get("State", ""), status  # shown on the timeout
+            return status != before and status.get("State") == "completed"
 
-        wait_until(lambda: state() == "completed", UPDATE_SECONDS, 0.5, f"{full} updated")
+        wait_until(completed, UPDATE_SECONDS, 0.5, f"{full} updated")
 
 
-def deploy(file: str, kind: str, **values: str) -> Stack:
+def stack(file: str, kind: str, **values: str) -> Stack:
+    """A stack of ``file`` with a unique name, on a free port, not deployed yet."""
     port = free_port()
     name = f"stacks{kind}{RUN_ID}"
     env = settings(
@@ -202,9 +209,7 @@ def deploy(file: str, kind: str, **values: str) -> Stack:
         TICSLAB_CLIENT_STEADY_RATE="2",
         **values,
     )
-    stack = Stack(name, file, env, f"http://127.0.0.1:{port}")
-    stack.deploy()
-    return stack
+    return Stack(name, file, env, f"http://127.0.0.1:{port}")
 
 
 @pytest.fixture(scope="module")
@@ -212,13 +217,14 @@ def handout(image: str) -> Iterator[Stack]:
     """docker-stack.yml with the swarm driver when this code has one (else none: the
     driver's branch adds it), up until both servers are UP behind the balancer."""
     driver = "swarm" if has_flag_value("--driver", "swarm") else "none"
-    stack = deploy("docker-stack.yml", "h", TICSLAB_IMAGE=image, TICSLAB_DRIVER=driver)
+    handout = stack("docker-stack.yml", "h", TICSLAB_IMAGE=image, TICSLAB_DRIVER=driver)
     try:
+        handout.deploy()
         expected = {"server1": "UP", "server2": "UP"}
-        wait_until(lambda: stack.servers() == expected, SETTLE_SECONDS, 1, "both servers UP")
-        yield stack
+        wait_until(lambda: handout.servers() == expected, SETTLE_SECONDS, 1, "both servers UP")
+        yield handout
     finally:
-        stack.remove()
+        handout.remove()
 
 
 @pytest.mark.docker
@@ -276,7 +282,9 @@ class SteadyLoad:
 
     def once(self, client: httpx.Client, n: int) -> None:
         try:
-            made = client.post("/tareas", json={"title": f"swarm-{n}"})
+            # The key lets the balancer resend a create that a stopping server never answered.
+            key = {"Idempotency-Key": secrets.token_hex(8)}
+            made = client.post("/tareas", json={"title": f"swarm-{n}"}, headers=key)
             if made.status_code != 201:
                 self.failures.append(f"POST {made.status_code}: {made.text[:200]}")
                 return
@@ -323,11 +331,12 @@ def test_a_rolling_update_of_each_server_fails_no_request_and_loses_no_task(
 def scaled(image: str) -> Iterator[Stack]:
     if not has_flag_value("--discover", "dns"):
         pytest.skip("this code's balancer has no --discover dns (the DNS-discovery branch)")
-    stack = deploy("docker-stack.scale.yml", "s", TICSLAB_IMAGE=image, TICSLAB_SERVERS="2")
+    scaled = stack("docker-stack.scale.yml", "s", TICSLAB_IMAGE=image, TICSLAB_SERVERS="2")
     try:
-        yield stack
+        scaled.deploy()
+        yield scaled
     finally:
-        stack.remove()
+        scaled.remove()
 
 
 def up_count(stack: Stack) -> int:
