@@ -229,11 +229,12 @@ def handout(image: str) -> Iterator[Stack]:
 
 @pytest.mark.docker
 def test_the_handout_stack_deploys_as_the_class_needs(handout: Stack) -> None:
-    for name in ("server1", "server2", "balancer"):
+    orders = {"server1": "start-first", "server2": "start-first", "balancer": "stop-first"}
+    for name, order in orders.items():
         spec = handout.service(name)["Spec"]
         assert spec["EndpointSpec"]["Mode"] == "dnsrr", name
         update = spec["UpdateConfig"]
-        assert (update["Parallelism"], update["Order"]) == (1, "start-first"), name
+        assert (update["Parallelism"], update["Order"]) == (1, order), name
         assert update["FailureAction"] == "rollback", name
     for name in ("server1", "server2"):
         spec = handout.service(name)["Spec"]
@@ -358,3 +359,19 @@ def test_the_balancer_follows_docker_service_scale(scaled: Stack) -> None:
         )
     answer = httpx.post(scaled.url + "/tareas", json={"title": "uno"}, timeout=10)
     assert answer.status_code == 201, answer.text
+
+
+@pytest.mark.docker
+def test_an_update_of_the_balancer_completes_on_one_node(handout: Stack) -> None:
+    """Its host-mode port admits one task per node: a start-first update would wait forever
+    for a port the old task holds ("no suitable node"), leaving the old version running.
+    Stop-first completes; the seconds without a balancer are counted, not hidden."""
+    before = handout.containers("balancer")
+    with SteadyLoad(handout.url) as load:
+        wait_until(lambda: len(load.created) >= 10, 60, 0.2, "traffic flowing")
+        handout.force_update("balancer")
+        mark = len(load.created)
+        wait_until(lambda: len(load.created) >= mark + 10, 60, 0.2, "traffic after the update")
+    new = handout.containers("balancer")
+    assert len(new) == 1 and new != before
+    print(f"balancer stop-first update: {len(load.failures)} failed, {len(load.created)} created")
