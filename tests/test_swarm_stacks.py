@@ -182,20 +182,24 @@ class Stack:
         label = f"label=com.docker.swarm.service.name={self.name}_{service}"
         return docker("ps", "-q", "--filter", label).split()
 
-    def force_update(self, service: str) -> None:
+    def force_update(self, service: str) -> int:
         """`docker service update --force`: every task replaced, as with a new image; returns
-        once Swarm says the update completed (bounded)."""
+        once Swarm says the update completed (bounded), with the most containers of the service
+        seen running at once meanwhile (2: the new one started before the old one stopped)."""
         full = f"{self.name}_{service}"
         before = self.service(service).get("UpdateStatus")
+        running = [len(self.containers(service))]
         done = run(["docker", "service", "update", "--detach", "--force", full], timeout=120)
         assert done.returncode == 0, done.stderr
 
         def completed() -> bool:
+            running.append(len(self.containers(service)))
             status = self.service(service).get("UpdateStatus") or {}
             assert "rollback" not in status.get("State", ""), status  # shown on the timeout
             return status != before and status.get("State") == "completed"
 
-        wait_until(completed, UPDATE_SECONDS, 0.5, f"{full} updated")
+        wait_until(completed, UPDATE_SECONDS, 0.2, f"{full} updated")
+        return max(running)
 
 
 def stack(file: str, kind: str, **values: str) -> Stack:
@@ -315,10 +319,12 @@ def test_a_rolling_update_of_each_server_fails_no_request_and_loses_no_task(
     with SteadyLoad(handout.url) as load:
         wait_until(lambda: len(load.created) >= 20, 60, 0.2, "traffic flowing")
         for name in ("server1", "server2"):
-            handout.force_update(name)
+            # Start-first: the new task runs beside the old one before that one is stopped.
+            assert handout.force_update(name) == 2, name
         wait_until(lambda: handout.servers() == {"server1": "UP", "server2": "UP"}, 60, 0.5)
         mark = len(load.created)
         wait_until(lambda: len(load.created) >= mark + 20, 60, 0.2, "traffic after the update")
+    print(f"servers' start-first updates: {len(load.failures)} failed, {len(load.created)} created")
     assert load.failures == [], load.failures[:10]
     for name, old in before.items():
         new = handout.containers(name)
@@ -369,7 +375,7 @@ def test_an_update_of_the_balancer_completes_on_one_node(handout: Stack) -> None
     before = handout.containers("balancer")
     with SteadyLoad(handout.url) as load:
         wait_until(lambda: len(load.created) >= 10, 60, 0.2, "traffic flowing")
-        handout.force_update("balancer")
+        assert handout.force_update("balancer") == 1  # stop-first
         mark = len(load.created)
         wait_until(lambda: len(load.created) >= mark + 10, 60, 0.2, "traffic after the update")
     new = handout.containers("balancer")
