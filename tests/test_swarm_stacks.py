@@ -5,13 +5,15 @@ them without a token of one's own (Swarm opens the ports to the network), and re
 docker-compose.yml, which is why the stack files exist.
 
 On a real single-node Swarm (marked ``docker``; skipped, saying why, without one): the handout's
-stack deploys with what the class relies on (per-task DNS, start-first updates of the servers
-and the balancer, a host-mode port, clients restarted on failure, the role labels), and a forced
-rolling update of each server under steady traffic fails no request and loses no task; the
-scaled stack's balancer follows `docker service scale` up and down (with the balancer's
-``--discover dns``; skipped while this code has none). Each stack has a unique name, traffic
-goes only to its host-mode port on 127.0.0.1, and the stack, its volume and the image built
-here are removed at the end.
+stack deploys with what the class relies on (per-task DNS, start-first updates of the servers,
+a host-mode port, clients restarted on failure, the role labels); a forced rolling update of
+each server under steady traffic starts the new task beside the old one, fails no request and
+loses no task; the balancer's own update (stop-first: its host-mode port admits one task per
+node) completes; `/control` stops and starts a server through ``--driver swarm``; and the
+scaled stack's balancer follows `docker service scale` up and down (``--discover dns``). The
+last two skip while this code's balancer lacks those flags (their branches). Each stack has a
+unique name, traffic goes only to its host-mode port on 127.0.0.1, and the stack, its volume
+and the image built here are removed at the end.
 """
 
 from __future__ import annotations
@@ -262,6 +264,27 @@ def test_the_handout_stack_deploys_as_the_class_needs(handout: Stack) -> None:
         0.5,
         "the clients' traffic through the balancer",
     )
+
+
+@pytest.mark.docker
+def test_control_stops_and_starts_a_server_through_the_swarm_driver(handout: Stack) -> None:
+    """The socket and the labels the stack gives the balancer are what `--driver swarm` needs
+    (it comes with the Swarm-driver branch: skipped before)."""
+    if not has_flag_value("--driver", "swarm"):
+        pytest.skip("this code's balancer has no --driver swarm (the Swarm-driver branch)")
+    assert httpx.get(handout.url + "/control", timeout=5).json()["driver"] == "swarm"
+    control = handout.url + "/control/servers/server2/"
+    assert httpx.post(control + "stop", timeout=30).status_code == 401
+    auth = {"Authorization": f"Bearer {handout.env['TICSLAB_TOKEN']}"}
+    try:
+        stopped = httpx.post(control + "stop", headers=auth, timeout=60)
+        assert stopped.status_code == 200, stopped.text
+        wait_until(lambda: handout.servers()["server2"] == "DOWN", 60, 0.5, "server2 DOWN")
+        wait_until(lambda: handout.containers("server2") == [], 30, 0.5, "its task stopped")
+    finally:
+        started = httpx.post(control + "start", headers=auth, timeout=60)
+    assert started.status_code == 200, started.text
+    wait_until(lambda: handout.servers()["server2"] == "UP", SETTLE_SECONDS, 0.5, "server2 UP")
 
 
 @dataclass
