@@ -6,18 +6,28 @@ rollout at its first server. Bad requests get their clear 4xx, never a 500."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support import ServiceProcess, free_port, free_run, wait_until
+from support import (
+    ServiceProcess,
+    free_port,
+    free_run,
+    taskserver_pair,
+    wait_until,
+    wait_until_async,
+)
 from test_balancer_helpers import TOKEN, balancer_process
 
+from services.balancer.balancer import Balancer
+from services.balancer.config import BalancerConfig
 from services.balancer.drivers.docker import recreation
 from services.balancer.journal import level
 from services.balancer.messages import EventText
+from services.balancer.rollout import Rollouts, plan_from
 from services.cli import main
 from services.experiment.lab import Lab, throwaway_stack
 from services.experiment.rollout import RolloutSettings, load_through_rollout, run
@@ -91,6 +101,46 @@ def test_without_a_driver_a_rollout_is_409_and_nothing_changes(balancer: Service
 )
 def test_allowed_options_pass(options: list[str]) -> None:
     assert options_problem(options) is None
+
+
+class GapSeenOnce:
+    """A driver whose restart leaves the server as the checks would after seeing the gap
+    between the old process and the new once: one failed check, the old verdict standing."""
+
+    name = "local"
+    actions = ("restart",)
+
+    def __init__(self, balancer: Balancer) -> None:
+        self.balancer = balancer
+
+    async def recreate(self, server: str, options: Sequence[str] | None) -> dict[str, Any]:
+        one = self.balancer.get(server)
+        self.balancer.record_check(one, False, None, "connection refused", 1.0)
+        return {"result": "restarted", "process": "running", "pid": 1}
+
+
+async def test_a_rolled_server_returns_on_checks_of_its_new_process_not_the_old_verdict(
+    tmp_path: Path,
+) -> None:
+    """One failed check of the restart's gap used to leave the old "healthy" standing, so the
+    rollout handed the server back at once and READY then read that failed check: the server
+    went DOWN while the next one was drained, and every request got 503."""
+    with taskserver_pair(tmp_path / "tasks.json") as (server1, server2):
+        backends = [("server1", server1.url), ("server2", server2.url)]
+        balancer = Balancer(BalancerConfig(backends=backends, fall=2, rise=2))
+        rollouts = Rollouts(balancer, lambda: GapSeenOnce(balancer))  # type: ignore[arg-type]
+        rollout = rollouts.start(plan_from({"strategy": "rolling", "health_seconds": 5}), None)
+        for name in ("server1", "server2"):
+            await wait_until_async(lambda n=name: (rollout.current, rollout.step) == (n, "health"))
+            one = balancer.get(name)
+            assert one.state == "DRAIN" and not one.healthy  # its probe answers; no check yet
+            for _ in range(2):  # the checks of the new process, as the checker would run them
+                balancer.record_check(one, True, 200, "200 OK", 1.0)
+        await wait_until_async(lambda: rollout.state != "running")
+        await rollouts.stop()
+        assert rollout.state == "done", rollout.describe()
+        assert [e for e in balancer.events.since(0) if e.get("to") == "DOWN"] == []
+        assert [server.state for server in balancer.servers] == ["UP", "UP"]
 
 
 def pids(lab: Lab) -> dict[str, int]:
@@ -174,8 +224,8 @@ def test_the_rollout_experiment_shows_rolling_fails_nothing_and_restart_fails(
     result = run(RolloutSettings(repeat=1))
     rows = {row["strategy"]: row for row in result.results}
     assert set(rows) == {"rolling", "restart"}
-    assert rows["rolling"]["failed"] == 0 and rows["rolling"]["lost"] == 0
-    assert rows["restart"]["failed"] > 0 and rows["restart"]["lost"] == 0
+    assert rows["rolling"]["failed"] == 0 and rows["rolling"]["lost"] == 0, rows
+    assert rows["restart"]["failed"] > 0 and rows["restart"]["lost"] == 0, rows
     assert all(row["requests"] > 0 and row["seconds"] > 0 for row in rows.values())
     assert result.held, [(c.key, c.per_run) for c in result.claims]
 

@@ -238,8 +238,7 @@ class Rollouts:
             await self._settled(self._server(name), rollout.plan.drain_seconds)
             self._enter(rollout, name, "restart")
             done = await self._recreate(name, rollout.plan.options)
-            # Its process is new: its return resets what it measured and ramps (slow start).
-            self._server(name).out_of_rotation = True
+            self._server(name).restarted()  # only checks of the new process count
             self._enter(rollout, name, "health")
             await self._healthy(self._server(name), rollout.plan.health_seconds)
             self._enter(rollout, name, "return")
@@ -310,8 +309,8 @@ class Rollouts:
 
     async def _healthy(self, server: Server, seconds: float) -> None:
         """Until ``server`` answers its health check and the balancer's checks call it
-        healthy, at most ``seconds``: the old process's verdict must not count, so a check
-        is asked for at once."""
+        healthy, at most ``seconds``; checks are asked for at once rather than at their
+        interval (a rolled server's old verdict no longer counts: ``Server.restarted``)."""
         self.balancer.request_check(server.name)
         deadline = time.monotonic() + seconds
         while (detail := await self._probe(server)) is not None or not server.healthy:

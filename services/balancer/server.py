@@ -204,6 +204,16 @@ class Server:
         server no answer has measured for a while is tried again."""
         return decayed_cost(self.ewma, self.ewma_at, now)
 
+    def restarted(self) -> None:
+        """Its process or container was just replaced: what the old one earned must not
+        decide its return, so it is unhealthy until ``rise`` checks of the new one pass (a
+        single failed check of the gap, with the old verdict still standing, would otherwise
+        send it DOWN the moment it is set READY), and its return resets what it measured."""
+        self.healthy = False
+        self.consecutive_failures = self.consecutive_successes = self.live_failures = 0
+        self.live_verdict = False
+        self.out_of_rotation = True
+
     def returned(self, now: float) -> None:
         """Back in rotation after DOWN, MAINT or an ejection: what it measured before says
         nothing now, and a slow start (if set) begins."""
