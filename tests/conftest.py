@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import tempfile
@@ -12,7 +13,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from pgserver import PostgresServer, postgres_problem
 from test_balancer_helpers import EchoBackend
+
+_databases = itertools.count(1)
 
 
 def pytest_configure() -> None:
@@ -31,3 +35,20 @@ def echoes() -> Iterator[list[EchoBackend]]:
     yield backends
     for backend in backends:
         backend.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (tests/pgserver.py); the tests that need it
+    skip, saying why, where none can run."""
+    if problem := postgres_problem():
+        pytest.skip(problem)
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A new empty database of the session's server, for one test."""
+    return postgres.create_database(f"test{next(_databases)}")
