@@ -24,7 +24,8 @@ def storage_for(request: pytest.FixtureRequest, folder: Path) -> str:
 def taskserver_on(
     name: str, storage: str, port: int | None = None, env: dict[str, str] | None = None
 ) -> ServiceProcess:
-    """A task server process (not yet started) on ``storage``, given as ``--storage``."""
+    """A task server process (not yet started) on ``storage``, given as ``--storage`` (empty:
+    none, for a ``TICSLAB_STORAGE`` in ``env``)."""
     port = port or free_port()
     args = ["taskserver", "--name", name, "--host", "127.0.0.1", "--port", str(port)]
-    return ServiceProcess([*args, "--storage", storage], port, env)
+    return ServiceProcess([*args, "--storage", storage] if storage else args, port, env)
