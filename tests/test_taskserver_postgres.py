@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,8 @@ import pytest
 from pgserver import USER, PostgresServer, postgres_problem
 from storage_backends import taskserver_on
 from support import TICSLAB, ServiceProcess, wait_until
+from test_client_stack import finish, start_client
+from test_launcher import UpStack, children
 
 from services.taskserver.storage import KeyReused, StorageUnavailable, TaskNotFound
 from services.taskserver.storage.postgres import SCHEMA_VERSION, PostgresStore
@@ -380,3 +383,33 @@ def test_nolock_on_postgresql_loses_tasks_and_then_no_id_is_reused(
     finally:
         for server in servers:
             server.close()
+
+
+@pytest.mark.slow
+def test_up_gives_every_server_the_database_and_a_client_loses_nothing(
+    tmp_path: Path, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ticslab up`` with the URL in TICSLAB_STORAGE: every server on the database, the
+    banner and every command line without the password, and a client's loss check (through
+    the API, pages newest first) finds each of its tasks."""
+    url = postgres.create_database("upstack")
+    with_password = url.replace(f"//{USER}@", f"//{USER}:s3cret@")
+    monkeypatch.setenv("TICSLAB_STORAGE", with_password)
+    stack = UpStack(tmp_path, servers=2)
+    stack.start()
+    try:
+        for port in stack.server_ports:
+            health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+            assert health["storage"]["url"] == with_password.replace("s3cret", "***")
+        assert with_password.replace("s3cret", "***") in stack.output()  # the banner
+        assert stack.proc is not None
+        for pid in [stack.proc.pid, *children(stack.proc.pid)]:
+            assert b"s3cret" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        client = start_client(stack.url, "client1", tmp_path / "client1.json", "--tasks", "50")
+        code, out = finish(client)
+        assert code == 0, out
+        assert "lost: 0" in out
+        assert rows(url, "SELECT count(*) FROM tasks WHERE title LIKE 'client1-%'") == [(50,)]
+    finally:
+        stack.close()
+    assert "s3cret" not in stack.output()

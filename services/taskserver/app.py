@@ -273,6 +273,7 @@ def create_app(settings: TaskServerSettings) -> Starlette:
         },
     )
     app.state.lang = settings.lang
+    app.state.busy_code = "tasks_file_busy" if isinstance(store, TaskStore) else "storage_busy"
     return app
 
 
@@ -351,7 +352,8 @@ async def _key_reused(request: Request, exc: Exception) -> Response:
 
 async def _queue_timeout(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, QueueTimeout)
-    return json_error(503, code="tasks_file_busy", lang=language_of(request), seconds=exc.seconds)
+    code = request.app.state.busy_code
+    return json_error(503, code=code, lang=language_of(request), seconds=exc.seconds)
 
 
 async def _storage_error(request: Request, exc: Exception) -> Response:
