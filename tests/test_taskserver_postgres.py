@@ -279,7 +279,7 @@ def test_a_stopped_database_answers_503_in_bounded_time_and_recovers_without_res
                 answer = http.request(method, path, json=body)
                 assert answer.status_code == 503, (method, path, answer.text)
                 assert answer.json()["code"] == "storage_unavailable"
-                assert answer.elapsed.total_seconds() < 12  # the pool's wait, then 503
+                assert answer.elapsed.total_seconds() < 2  # a probe finds it away at once
             own_postgres.start()
             wait_until(lambda: http.get("/health").status_code == 200, 20, what="recovery")
             assert http.post("/tareas", json={"title": "después"}).status_code == 201

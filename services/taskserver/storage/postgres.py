@@ -48,10 +48,15 @@ T = TypeVar("T")
 POOL_MIN = 1
 POOL_MAX = 4  # per server: writes go one at a time (writers.py), reads and /health beside
 POOL_WAIT_SECONDS = 5.0  # for a pooled connection; 503 after
+# A call that gets no pooled connection this soon asks the database directly whether it is
+# there (a new connection, refused at once when it is stopped), so a database that is away
+# answers 503 with its reason at once, not after the pool's whole wait.
+PROBE_AFTER_SECONDS = 0.3
+PROBE_CONNECT_TIMEOUT = 2  # libpq's minimum
 CONNECT_TIMEOUT_SECONDS = 3  # libpq's connect_timeout: whole seconds
 STATEMENT_TIMEOUT_MS = 5000
 LOCK_TIMEOUT_MS = 3000
-HEALTH_WAIT_SECONDS = 2.0  # /health's wait for a connection: it must answer promptly
+HEALTH_WAIT_SECONDS = 2.0  # /health's wait for a connection, after a probe found it there
 WRITER_WAIT_SECONDS = 10.0  # for this process's writer lock (held by a quiesce)
 CREATE_ATTEMPTS = 3  # a sequence id taken meanwhile by fault mode nolock's upsert: next id
 RAISE_BY_NEXTVAL = 100_000  # raise_last_id steps the sequence up to this far; setval beyond
@@ -322,10 +327,10 @@ class PostgresStore:
 
     def problem(self) -> str | None:
         try:
-            with self._pool.connection(timeout=HEALTH_WAIT_SECONDS) as conn:
+            with self._connection(HEALTH_WAIT_SECONDS) as conn:
                 conn.execute("SELECT 1 FROM tasks LIMIT 1")
-        except PoolTimeout:
-            return f"{self.where}: no database connection within {HEALTH_WAIT_SECONDS:g} s"
+        except StorageUnavailable as error:
+            return f"{self.where}: {error.problem}"
         except psycopg.Error as error:
             return f"{self.where}: {self._reason(error)}"
         return None
@@ -363,16 +368,45 @@ class PostgresStore:
             raise TaskNotFound(task_id)
         return task
 
+    @contextmanager
+    def _connection(self, wait: float) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection within ``wait`` seconds, else :class:`StorageUnavailable`.
+        Past ``PROBE_AFTER_SECONDS`` a direct connection asks whether the database is there:
+        when it is not, its reason is raised at once."""
+        try:
+            conn = self._pool.getconn(timeout=min(wait, PROBE_AFTER_SECONDS))
+        except PoolTimeout:
+            if reason := self._unreachable():
+                raise StorageUnavailable(self.where, reason) from None
+            try:
+                conn = self._pool.getconn(timeout=max(0.0, wait - PROBE_AFTER_SECONDS))
+            except PoolTimeout:
+                problem = f"no database connection within {wait:g} s"
+                raise StorageUnavailable(self.where, problem) from None
+        try:
+            with conn:  # a pooled connection is not closed here: rolled back or committed
+                yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    def _unreachable(self) -> str | None:
+        """Why a new connection to the database fails, or None when one succeeds."""
+        try:
+            with psycopg.connect(
+                self.url, connect_timeout=PROBE_CONNECT_TIMEOUT, autocommit=True
+            ) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as error:
+            return self._reason(error)
+        return None
+
     def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         """``work`` on a pooled connection; every database failure as StorageUnavailable."""
         self._wait_since = time.monotonic()
         try:
-            with self._pool.connection() as conn:
+            with self._connection(POOL_WAIT_SECONDS) as conn:
                 self._wait_since = 0.0
                 return work(conn)
-        except PoolTimeout:
-            problem = f"no database connection within {POOL_WAIT_SECONDS:g} s"
-            raise StorageUnavailable(self.where, problem) from None
         except (pg_errors.QueryCanceled, pg_errors.LockNotAvailable) as error:
             raise StorageUnavailable(self.where, self._reason(error), "storage_timeout") from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
