@@ -1,0 +1,389 @@
+"""The task server's two storage backends, side by side: ``python bench/bench_storage.py``.
+
+A real ``ticslab taskserver`` process (uvicorn, loopback) with 1,000, 10,000 and 100,000
+tasks already stored, once on ``tasks.json`` (the reference) and once on PostgreSQL
+(``--storage postgresql://...``, a throwaway cluster from tests/pgserver.py: Debian's
+binaries, fsync on), in the same run, one size after the other. For each:
+
+- ``POST /tareas``, each with its own ``Idempotency-Key`` as ``ticslab client`` sends them:
+  ``--posts`` posts by ``--callers`` concurrent clients (threads, one connection each);
+  p50 and p95 latency and answers per second; then a check that every post answered 201 is
+  stored (the file read whole; ``count(*)`` in the database);
+- ``GET /tareas?limit=50`` (the first page and its ``X-Total-Count``) interleaved request by
+  request with ``GET /health`` on the same server, the HTTP floor; p50 of each;
+- the server's memory (RSS) at the end.
+
+Pre-filled quickly, never through the API: the file is written whole in the exact format
+the store writes (``render_tasks``, services/taskserver/storage/format.py); the database is
+created by the server's first start (its own schema), stopped, filled with ``COPY`` into the
+tables it made (every seeded task with a key, as in the file), the id sequence set past the
+last id, and started again.
+
+Every loop is bounded in count and time (``--seconds`` per phase); traffic goes only to the
+servers started here on 127.0.0.1. The PostgreSQL half is skipped, saying why, when
+PostgreSQL, psycopg or a task server that takes ``--storage`` is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+from stack import ROOT, ServiceProcess, free_port
+from support import TICSLAB
+
+sys.path.insert(0, str(ROOT))
+
+from services.taskserver.storage.format import render_tasks
+from services.taskserver.storage.model import request_digest
+
+SIZES = (1_000, 10_000, 100_000)
+STAMP = "2026-11-26T21:44:41.123Z"
+WARM_POSTS = 20
+PAGE_ROUNDS = 50  # GET /tareas?limit=50 and GET /health, interleaved
+START_SECONDS = 60.0  # a server on 100,000 tasks parses 27 MB before it listens
+
+
+# -- the seeded tasks, the same for both backends --------------------------------------------
+
+
+def seeded(n: int) -> dict[str, Any]:
+    """Task ``n`` as the file stores it, with the key and digest of a create made with one
+    (the digest the server computes, so a repeated key would be told apart as it should)."""
+    return {
+        "id": n,
+        "title": f"seed-{n:06d}",
+        "completed": n % 3 == 0,
+        "created_at": STAMP,
+        "updated_at": STAMP,
+        "server": "server1",
+        "idempotency_key": f"seed-key-{n:08d}-{hashlib.sha1(b'%d' % n).hexdigest()[:12]}",
+        "request_digest": request_digest(f"seed-{n:06d}", n % 3 == 0),
+    }
+
+
+# -- the backends ------------------------------------------------------------------------------
+
+
+class Backend:
+    """A way to start one task server on ``count`` stored tasks and to count what it holds."""
+
+    name = ""
+
+    def start(self, count: int) -> ServiceProcess:
+        raise NotImplementedError
+
+    def stored(self) -> int:
+        raise NotImplementedError
+
+
+def task_server(port: int, storage: list[str]) -> ServiceProcess:
+    args = ["taskserver", "--name", "server1", "--host", "127.0.0.1", "--port", str(port)]
+    return ServiceProcess([*args, *storage], port)
+
+
+class FileBackend(Backend):
+    name = "tasks.json"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / "tasks.json"
+
+    def start(self, count: int) -> ServiceProcess:
+        for leftover in self.folder.glob("tasks.json*"):
+            leftover.unlink()
+        self.path.write_bytes(render_tasks([seeded(n) for n in range(1, count + 1)]))
+        storage = ["--tasks-file", str(self.path)]
+        return task_server(free_port(), storage).start(timeout=START_SECONDS)
+
+    def stored(self) -> int:
+        return len(orjson.loads(self.path.read_bytes()))
+
+
+class PostgresBackend(Backend):
+    """One database per size, its schema made by the server's first start."""
+
+    name = "PostgreSQL"
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.url = ""
+
+    def start(self, count: int) -> ServiceProcess:
+        self.url = self.server.create_database(f"tasks_{count}")
+        port = free_port()
+        first = task_server(port, ["--storage", self.url]).start(timeout=START_SECONDS)
+        first.close()  # its schema is there now; fill it with nobody else connected
+        fill(self.url, count)
+        return task_server(port, ["--storage", self.url]).start(timeout=START_SECONDS)
+
+    def stored(self) -> int:
+        import psycopg
+
+        with psycopg.connect(self.url) as conn:
+            table = schema_of(conn).tasks
+            row = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+            return int(row[0]) if row else -1
+
+
+def postgres_problem() -> str | None:
+    """Why the PostgreSQL half cannot run here, or None."""
+    from pgserver import postgres_problem as server_problem
+
+    if problem := server_problem():
+        return problem
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install 'psycopg[binary]')"
+    done = subprocess.run(
+        [*TICSLAB, "taskserver", "--help"], capture_output=True, text=True, timeout=60
+    )
+    if "--storage" not in done.stdout:
+        return "this ticslab taskserver has no --storage (issue 27's backend is not merged)"
+    return None
+
+
+# -- filling the server's own schema -------------------------------------------------------
+
+
+class Schema:
+    """The tables the server made, read from the catalog rather than assumed."""
+
+    def __init__(self, conn: Any) -> None:
+        rows = conn.execute(
+            "SELECT c.table_name, c.column_name, c.data_type, c.is_nullable = 'YES',"
+            " c.column_default IS NOT NULL OR c.is_identity = 'YES'"
+            " FROM information_schema.columns c JOIN information_schema.tables t"
+            " USING (table_schema, table_name)"
+            " WHERE t.table_type = 'BASE TABLE' AND c.table_schema = current_schema()"
+            " ORDER BY c.table_name, c.ordinal_position"
+        ).fetchall()
+        self.columns: dict[str, list[tuple[str, str, bool]]] = {}
+        for table, column, kind, nullable, defaulted in rows:
+            self.columns.setdefault(table, []).append((column, kind, nullable or defaulted))
+        names = {table: {c for c, _, _ in cols} for table, cols in self.columns.items()}
+        tasks = [t for t, cols in names.items() if {"id", "title", "completed"} <= cols]
+        if len(tasks) != 1:
+            raise RuntimeError(f"cannot tell the tasks table among {sorted(names)}")
+        self.tasks = tasks[0]
+        # A table of its own for the keys, if the tasks table does not hold them.
+        keyed = [
+            t for t, cols in names.items()
+            if t != self.tasks and any("key" in c for c in cols) and any("task" in c for c in cols)
+        ]  # fmt: skip
+        self.keys = keyed[0] if len(keyed) == 1 else None
+
+
+def schema_of(conn: Any) -> Schema:
+    return Schema(conn)
+
+
+def value(column: str, kind: str, task: dict[str, Any]) -> tuple[bool, Any]:
+    """(known, value) of ``column`` for ``task``, by the column's name and type."""
+    name = column.lower()
+    when = datetime.datetime(2026, 11, 26, 21, 44, 41, 123000, tzinfo=datetime.UTC)
+    if name in ("id", "task_id"):
+        return True, task["id"]
+    if name in ("title", "completed", "server"):
+        return True, task[name]
+    if name in ("created_at", "updated_at") or "timestamp" in kind:
+        return True, task[name] if kind == "text" and name in task else when
+    if "key" in name:
+        return True, task["idempotency_key"]
+    if "digest" in name:
+        return True, task["request_digest"]
+    return False, None
+
+
+def copy_rows(conn: Any, table: str, columns: list[tuple[str, str, bool]], count: int) -> int:
+    """COPY ``count`` seeded rows into ``table``, filling every column it knows; a column it
+    does not know must be nullable or have a default. The rows copied."""
+    chosen: list[tuple[str, str]] = []
+    for column, kind, optional in columns:
+        known, _ = value(column, kind, seeded(1))
+        if known:
+            chosen.append((column, kind))
+        elif not optional:
+            raise RuntimeError(f"cannot fill {table}.{column} ({kind}): unknown and required")
+    names = ", ".join(f'"{c}"' for c, _ in chosen)
+    with conn.cursor() as cursor, cursor.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
+        for n in range(1, count + 1):
+            task = seeded(n)
+            copy.write_row([value(c, k, task)[1] for c, k in chosen])
+    return count
+
+
+def fill(url: str, count: int) -> None:
+    """The seeded tasks (and their keys) into the server's schema, the id sequence past them."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        schema = Schema(conn)
+        copy_rows(conn, schema.tasks, schema.columns[schema.tasks], count)
+        if schema.keys is not None:
+            copy_rows(conn, schema.keys, schema.columns[schema.keys], count)
+        row = conn.execute("SELECT pg_get_serial_sequence(%s, 'id')", (schema.tasks,)).fetchone()
+        if row is None or row[0] is None:
+            raise RuntimeError(f"{schema.tasks}.id has no sequence to set")
+        conn.execute("SELECT setval(%s, %s)", (row[0], count))
+        conn.commit()
+        conn.autocommit = True
+        conn.execute(f'VACUUM ANALYZE "{schema.tasks}"')
+
+
+# -- the measurements --------------------------------------------------------------------------
+
+
+def p(samples: list[float], q: int) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
+
+
+def posts(url: str, total: int, callers: int, seconds: float) -> tuple[list[float], int, float]:
+    """``total`` posts shared by ``callers`` threads, stopping after ``seconds``: each
+    answer's latency in ms, how many answered 201, and the wall time."""
+    counter: Iterator[int] = iter(range(total))
+    deadline = time.monotonic() + seconds
+
+    def caller(n: int) -> tuple[list[float], int]:
+        samples, created = [], 0
+        with httpx.Client(base_url=url, timeout=30) as http:
+            for i in counter:
+                if time.monotonic() > deadline:
+                    break
+                key = f"bench-{os.getpid()}-{n}-{i}-{time.monotonic_ns()}"
+                started = time.perf_counter()
+                response = http.post(
+                    "/tareas", json={"title": f"bench-{i}"}, headers={"Idempotency-Key": key}
+                )
+                samples.append((time.perf_counter() - started) * 1000)
+                created += response.status_code == 201
+        return samples, created
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(callers) as pool:
+        done = list(pool.map(caller, range(callers)))
+    elapsed = time.perf_counter() - started
+    return [s for samples, _ in done for s in samples], sum(c for _, c in done), elapsed
+
+
+def interleaved(calls: list[Callable[[], object]], seconds: float) -> list[list[float]]:
+    """Milliseconds of each call, round by round (the same load for each), bounded."""
+    samples: list[list[float]] = [[] for _ in calls]
+    deadline = time.monotonic() + seconds
+    for _ in range(PAGE_ROUNDS):
+        for call, times in zip(calls, samples, strict=True):
+            started = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - started) * 1000)
+        if time.monotonic() > deadline:
+            break
+    return samples
+
+
+def measure(backend: Backend, count: int, args: argparse.Namespace) -> dict[str, float]:
+    server = backend.start(count)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            total = int(http.get("/tareas", params={"limit": 1}).headers["X-Total-Count"])
+            assert total == count, f"{backend.name}: {total} tasks stored, {count} seeded"
+
+            def page() -> None:
+                response = http.get("/tareas", params={"limit": 50})
+                assert response.status_code == 200, response.text
+
+            def health() -> None:
+                http.get("/health")
+
+            posts(server.url, WARM_POSTS, 1, args.seconds)  # connections, first writes
+            latencies, created, elapsed = posts(server.url, args.posts, args.callers, args.seconds)
+            pages, healths = interleaved([page, health], args.seconds)
+            assert server.proc is not None
+            rss = psutil.Process(server.proc.pid).memory_info().rss
+    finally:
+        server.close()
+    return {
+        "p50": statistics.median(latencies),
+        "p95": p(latencies, 95),
+        "rate": len(latencies) / elapsed,
+        "sent": len(latencies),
+        "created": created,
+        "stored": backend.stored() - count - WARM_POSTS,
+        "page_p50": statistics.median(pages),
+        "health_p50": statistics.median(healths),
+        "rss_mb": rss / 2**20,
+    }
+
+
+def row(size: int, name: str, r: dict[str, float], reference: dict[str, float] | None) -> str:
+    ratio = "" if reference is None else f" | {r['p50'] / reference['p50']:5.2f}x"
+    lost = "none lost" if r["stored"] == r["created"] else "MISMATCH"
+    return (
+        f"{size:>7} | {name:<10} | {r['p50']:6.2f} | {r['p95']:6.2f} | {r['rate']:5.0f}"
+        f" | {r['created']:.0f}/{r['sent']:.0f} 201, {r['stored']:.0f} stored ({lost})"
+        f" | {r['page_p50']:6.2f} | {r['health_p50']:5.2f} | {r['rss_mb']:4.0f} MB{ratio}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--posts", type=int, default=500, help="posts per size and backend")
+    parser.add_argument("--callers", type=int, default=4, help="concurrent posters")
+    parser.add_argument("--seconds", type=float, default=30.0, help="bound of each phase")
+    parser.add_argument(
+        "--sizes", default=",".join(map(str, SIZES)), help="tasks stored, comma-separated"
+    )
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    problem = postgres_problem()
+    if problem:
+        print(f"PostgreSQL backend skipped: {problem}")
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
+        backends: list[Backend] = [FileBackend(Path(tmp))]
+        database = None
+        if not problem:
+            from pgserver import PostgresServer
+
+            database = PostgresServer().start()
+            backends.append(PostgresBackend(database))
+        try:
+            print(
+                f"{args.posts} POSTs by {args.callers} callers per cell; page: GET"
+                " /tareas?limit=50, interleaved with GET /health"
+            )
+            print(
+                "stored  | backend    | POST p50 ms | p95 ms | req/s | answered, stored"
+                " | page p50 ms | health p50 ms | server RSS | p50 / file's"
+            )
+            for size in sizes:
+                reference = None
+                for backend in backends:
+                    r = measure(backend, size, args)
+                    failed |= r["stored"] != r["created"]
+                    print(row(size, backend.name, r, reference), flush=True)
+                    reference = reference or r
+        finally:
+            if database is not None:
+                database.close()
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
