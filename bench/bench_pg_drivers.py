@@ -1,9 +1,11 @@
 """PostgreSQL driver for the task server's store, measured: ``python bench/bench_pg_drivers.py``.
 
 One real PostgreSQL (tests/pgserver.py: Debian's binaries, a throwaway cluster on a free
-loopback port, fsync on), one database, and the operation a create is: one transaction that
-inserts an idempotency key row and a task row whose id comes from a sequence, and returns
-the row. Done two ways, alternated round by round so both see the same machine load:
+loopback port, fsync on), one database, and the operation a create is, with issue 27's
+schema and statements: one transaction on an autocommit connection that takes an id from a
+sequence, inserts the Idempotency-Key row (``ON CONFLICT DO NOTHING RETURNING``, a replay
+otherwise) and the task row, and returns the row. Done two ways (and a third, for the
+reading), alternated round by round so that all see the same machine load:
 
 (a) psycopg 3, sync, with psycopg_pool's ``ConnectionPool``, called from worker threads
     (``anyio.to_thread.run_sync``, as the task server calls its store) by N concurrent
@@ -37,6 +39,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import stack  # noqa: F401  (puts tests/ on sys.path)
@@ -44,33 +47,48 @@ from packaging.requirements import Requirement
 from pgserver import PostgresServer, postgres_problem
 
 CONCURRENCY = (1, 4, 16)
-ROUNDS = 2  # each driver's share of a cell is split in rounds, alternated a, b, a, b
+ROUNDS = 4  # each driver's share of a cell is split in rounds, alternated a, b, c, a, ...
 IMPORT_RUNS = 7
 
+# The schema and the statements of issue 27's store (services/taskserver/storage/postgres.py
+# on its branch): ids from a sequence of their own, times as the API's text, the key in a
+# table of its own whose row names the task.
 SCHEMA = """
+CREATE SEQUENCE task_ids;
 CREATE TABLE tasks (
-    id bigserial PRIMARY KEY,
+    id bigint PRIMARY KEY,
     title text NOT NULL,
-    completed boolean NOT NULL DEFAULT false,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
+    completed boolean NOT NULL,
+    created_at text NOT NULL,
+    updated_at text NOT NULL,
     server text NOT NULL
 );
-CREATE TABLE idempotency_keys (
+CREATE TABLE task_keys (
     key text PRIMARY KEY,
     digest text NOT NULL,
-    task_id bigint NOT NULL REFERENCES tasks (id) ON DELETE CASCADE
+    task_id bigint NOT NULL REFERENCES tasks (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED
 );
+CREATE INDEX task_keys_task_id ON task_keys (task_id);
 """
-# One create, as the store would do it: the task first (its id from the sequence), then the
-# key that names it; both in one transaction, so a failed key insert leaves no task.
-INSERT_TASK = (
-    "INSERT INTO tasks (title, completed, server) VALUES ({}, {}, {})"
-    " RETURNING id, title, completed, created_at, updated_at, server"
+# One create, in one transaction: the id, the key (a key already there would be a replay),
+# then the row; the row is what the API answers.
+NEXT_ID = "SELECT nextval('task_ids')"
+INSERT_KEY = (
+    "INSERT INTO task_keys (key, digest, task_id) VALUES ({}, {}, {})"
+    " ON CONFLICT (key) DO NOTHING RETURNING task_id"
 )
-INSERT_KEY = "INSERT INTO idempotency_keys (key, digest, task_id) VALUES ({}, {}, {})"
+INSERT_TASK = (
+    "INSERT INTO tasks (id, title, completed, created_at, updated_at, server)"
+    " VALUES ({}, {}, {}, {}, {}, {})"
+)
+STAMP = "2026-12-07T12:00:00.000Z"
 
 Create = Callable[[str], Awaitable[object]]
+
+
+def first(row: tuple[Any, ...] | None) -> Any:
+    assert row is not None
+    return row[0]
 
 
 def arguments(title: str) -> tuple[str, str]:
@@ -86,17 +104,20 @@ class Psycopg:
     def __init__(self, url: str, size: int) -> None:
         from psycopg_pool import ConnectionPool
 
-        self.pool = ConnectionPool(url, min_size=size, max_size=size, open=True)
+        # Autocommit connections, each create an explicit transaction, as the store does.
+        kwargs = {"autocommit": True}
+        self.pool = ConnectionPool(url, min_size=size, max_size=size, kwargs=kwargs, open=True)
         self.pool.wait(timeout=30)
-        self.task_sql = INSERT_TASK.format("%s", "%s", "%s")
         self.key_sql = INSERT_KEY.format("%s", "%s", "%s")
+        self.task_sql = INSERT_TASK.format(*["%s"] * 6)
 
     def _create(self, title: str) -> object:
         key, digest = arguments(title)
         with self.pool.connection() as conn, conn.transaction():
-            row = conn.execute(self.task_sql, (title, False, "server1")).fetchone()
-            assert row is not None
-            conn.execute(self.key_sql, (key, digest, row[0]))
+            task_id = first(conn.execute(NEXT_ID).fetchone())
+            first(conn.execute(self.key_sql, (key, digest, task_id)).fetchone())
+            row = (task_id, title, False, STAMP, STAMP, "server1")
+            conn.execute(self.task_sql, row)
         return row
 
     async def create(self, title: str) -> object:
@@ -114,23 +135,26 @@ class PsycopgAsync:
 
     def __init__(self, pool: object) -> None:
         self.pool = pool
-        self.task_sql = INSERT_TASK.format("%s", "%s", "%s")
         self.key_sql = INSERT_KEY.format("%s", "%s", "%s")
+        self.task_sql = INSERT_TASK.format(*["%s"] * 6)
 
     @classmethod
     async def open(cls, url: str, size: int) -> PsycopgAsync:
         from psycopg_pool import AsyncConnectionPool
 
-        pool = AsyncConnectionPool(url, min_size=size, max_size=size, open=False)
+        kwargs = {"autocommit": True}
+        pool = AsyncConnectionPool(url, min_size=size, max_size=size, kwargs=kwargs, open=False)
         await pool.open(wait=True, timeout=30)
         return cls(pool)
 
     async def create(self, title: str) -> object:
         key, digest = arguments(title)
         async with self.pool.connection() as conn, conn.transaction():  # type: ignore[attr-defined]
-            cursor = await conn.execute(self.task_sql, (title, False, "server1"))
-            row = await cursor.fetchone()
-            await conn.execute(self.key_sql, (key, digest, row[0]))
+            task_id = first(await (await conn.execute(NEXT_ID)).fetchone())
+            cursor = await conn.execute(self.key_sql, (key, digest, task_id))
+            first(await cursor.fetchone())
+            row = (task_id, title, False, STAMP, STAMP, "server1")
+            await conn.execute(self.task_sql, row)
         return row
 
     async def close(self) -> None:
@@ -144,8 +168,8 @@ class Asyncpg:
 
     def __init__(self, pool: object) -> None:
         self.pool = pool
-        self.task_sql = INSERT_TASK.format("$1", "$2", "$3")
         self.key_sql = INSERT_KEY.format("$1", "$2", "$3")
+        self.task_sql = INSERT_TASK.format(*[f"${n}" for n in range(1, 7)])
 
     @classmethod
     async def open(cls, url: str, size: int) -> Asyncpg:
@@ -156,8 +180,10 @@ class Asyncpg:
     async def create(self, title: str) -> object:
         key, digest = arguments(title)
         async with self.pool.acquire() as conn, conn.transaction():  # type: ignore[attr-defined]
-            row = await conn.fetchrow(self.task_sql, title, False, "server1")
-            await conn.execute(self.key_sql, key, digest, row["id"])
+            task_id = await conn.fetchval(NEXT_ID)
+            assert await conn.fetchval(self.key_sql, key, digest, task_id) is not None
+            row = (task_id, title, False, STAMP, STAMP, "server1")
+            await conn.execute(self.task_sql, *row)
         return row
 
     async def close(self) -> None:
