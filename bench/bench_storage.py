@@ -7,8 +7,9 @@ binaries, fsync on), in the same run, one size after the other. For each:
 
 - ``POST /tareas``, each with its own ``Idempotency-Key`` as ``ticslab client`` sends them:
   ``--posts`` posts by ``--callers`` concurrent clients (threads, one connection each);
-  p50 and p95 latency and answers per second; then a check that every post answered 201 is
-  stored (the file read whole; ``count(*)`` in the database);
+  p50 and p95 latency, answers per second and the task server's CPU time per post (its
+  process only: PostgreSQL's own work is not in it); then a check that every post answered
+  201 is stored (the file read whole; ``count(*)`` in the database);
 - ``GET /tareas?limit=50`` (the first page and its ``X-Total-Count``) interleaved request by
   request with ``GET /health`` on the same server, the HTTP floor; p50 of each;
 - the server's memory (RSS) at the end.
@@ -228,6 +229,21 @@ def copy_rows(conn: Any, table: str, columns: list[tuple[str, str, bool]], count
     return count
 
 
+def id_sequence(conn: Any, table: str) -> str:
+    """The sequence the ids come from: the id column's own (serial, identity), else the one
+    sequence in the schema (a sequence of its own, taken with nextval)."""
+    row = conn.execute("SELECT pg_get_serial_sequence(%s, 'id')", (f'"{table}"',)).fetchone()
+    if row and row[0]:
+        return str(row[0])
+    rows = conn.execute(
+        "SELECT sequence_name FROM information_schema.sequences"
+        " WHERE sequence_schema = current_schema()"
+    ).fetchall()
+    if len(rows) != 1:
+        raise RuntimeError(f"cannot tell the id sequence among {[r[0] for r in rows]}")
+    return str(rows[0][0])
+
+
 def fill(url: str, count: int) -> None:
     """The seeded tasks (and their keys) into the server's schema, the id sequence past them."""
     import psycopg
@@ -237,10 +253,7 @@ def fill(url: str, count: int) -> None:
         copy_rows(conn, schema.tasks, schema.columns[schema.tasks], count)
         if schema.keys is not None:
             copy_rows(conn, schema.keys, schema.columns[schema.keys], count)
-        row = conn.execute("SELECT pg_get_serial_sequence(%s, 'id')", (schema.tasks,)).fetchone()
-        if row is None or row[0] is None:
-            raise RuntimeError(f"{schema.tasks}.id has no sequence to set")
-        conn.execute("SELECT setval(%s, %s)", (row[0], count))
+        conn.execute("SELECT setval(%s, %s)", (id_sequence(conn, schema.tasks), count))
         conn.commit()
         conn.autocommit = True
         conn.execute(f'VACUUM ANALYZE "{schema.tasks}"')
@@ -295,6 +308,12 @@ def interleaved(calls: list[Callable[[], object]], seconds: float) -> list[list[
     return samples
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """The task server's CPU time so far (user and system, every thread)."""
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 def measure(backend: Backend, count: int, args: argparse.Namespace) -> dict[str, float]:
     server = backend.start(count)
     try:
@@ -310,16 +329,20 @@ def measure(backend: Backend, count: int, args: argparse.Namespace) -> dict[str,
                 http.get("/health")
 
             posts(server.url, WARM_POSTS, 1, args.seconds)  # connections, first writes
-            latencies, created, elapsed = posts(server.url, args.posts, args.callers, args.seconds)
-            pages, healths = interleaved([page, health], args.seconds)
             assert server.proc is not None
-            rss = psutil.Process(server.proc.pid).memory_info().rss
+            process = psutil.Process(server.proc.pid)
+            before = cpu_seconds(process)
+            latencies, created, elapsed = posts(server.url, args.posts, args.callers, args.seconds)
+            cpu = cpu_seconds(process) - before
+            pages, healths = interleaved([page, health], args.seconds)
+            rss = process.memory_info().rss
     finally:
         server.close()
     return {
         "p50": statistics.median(latencies),
         "p95": p(latencies, 95),
         "rate": len(latencies) / elapsed,
+        "cpu_ms": cpu / len(latencies) * 1000,
         "sent": len(latencies),
         "created": created,
         "stored": backend.stored() - count - WARM_POSTS,
@@ -334,6 +357,7 @@ def row(size: int, name: str, r: dict[str, float], reference: dict[str, float] |
     lost = "none lost" if r["stored"] == r["created"] else "MISMATCH"
     return (
         f"{size:>7} | {name:<10} | {r['p50']:6.2f} | {r['p95']:6.2f} | {r['rate']:5.0f}"
+        f" | {r['cpu_ms']:5.2f} ms"
         f" | {r['created']:.0f}/{r['sent']:.0f} 201, {r['stored']:.0f} stored ({lost})"
         f" | {r['page_p50']:6.2f} | {r['health_p50']:5.2f} | {r['rss_mb']:4.0f} MB{ratio}"
     )
@@ -368,8 +392,8 @@ def main() -> int:
                 " /tareas?limit=50, interleaved with GET /health"
             )
             print(
-                "stored  | backend    | POST p50 ms | p95 ms | req/s | answered, stored"
-                " | page p50 ms | health p50 ms | server RSS | p50 / file's"
+                "stored  | backend    | POST p50 ms | p95 ms | req/s | server CPU/POST"
+                " | answered, stored | page p50 ms | health p50 ms | server RSS | p50 / file's"
             )
             for size in sizes:
                 reference = None
