@@ -1,17 +1,18 @@
 """The task server's two storage backends, side by side: ``python bench/bench_storage.py``.
 
 A real ``ticslab taskserver`` process (uvicorn, loopback) with 1,000, 10,000 and 100,000
-tasks already stored, once on ``tasks.json`` (the reference) and once on PostgreSQL
+tasks already stored, one on ``tasks.json`` (the reference) and one on PostgreSQL
 (``--storage postgresql://...``, a throwaway cluster from tests/pgserver.py: Debian's
-binaries, fsync on), in the same run, one size after the other. For each:
+binaries, fsync on), both running at once, one size after the other. For each:
 
 - ``POST /tareas``, each with its own ``Idempotency-Key`` as ``ticslab client`` sends them:
-  ``--posts`` posts by ``--callers`` concurrent clients (threads, one connection each);
+  ``--posts`` posts by ``--callers`` concurrent clients (threads, one connection each), in
+  rounds alternated server by server so that both see the same machine load;
   p50 and p95 latency, answers per second and the task server's CPU time per post (its
   process only: PostgreSQL's own work is not in it); then a check that every post answered
   201 is stored (the file read whole; ``count(*)`` in the database);
-- ``GET /tareas?limit=50`` (the first page and its ``X-Total-Count``) interleaved request by
-  request with ``GET /health`` on the same server, the HTTP floor; p50 of each;
+- ``GET /tareas?limit=50`` (the first page and its ``X-Total-Count``) on each server,
+  interleaved request by request with ``GET /health`` on each, the HTTP floor; p50 of each;
 - the server's memory (RSS) at the end.
 
 Pre-filled quickly, never through the API: the file is written whole in the exact format
@@ -55,6 +56,7 @@ from services.taskserver.storage.model import request_digest
 SIZES = (1_000, 10_000, 100_000)
 STAMP = "2026-11-26T21:44:41.123Z"
 WARM_POSTS = 20
+ROUNDS = 5  # the posts of each size, in rounds alternated backend by backend
 PAGE_ROUNDS = 50  # GET /tareas?limit=50 and GET /health, interleaved
 START_SECONDS = 60.0  # a server on 100,000 tasks parses 27 MB before it listens
 
@@ -314,42 +316,81 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def measure(backend: Backend, count: int, args: argparse.Namespace) -> dict[str, float]:
-    server = backend.start(count)
+class Cell:
+    """One backend's server at one size, and what was measured on it."""
+
+    def __init__(self, backend: Backend, server: ServiceProcess) -> None:
+        self.backend, self.server = backend, server
+        assert server.proc is not None
+        self.process = psutil.Process(server.proc.pid)
+        self.http = httpx.Client(base_url=server.url, timeout=30)
+        self.latencies: list[float] = []
+        self.created = 0
+        self.elapsed = self.cpu = 0.0
+
+    def page(self) -> None:
+        response = self.http.get("/tareas", params={"limit": 50})
+        assert response.status_code == 200, response.text
+
+    def health(self) -> None:
+        self.http.get("/health")
+
+    def total(self) -> int:
+        return int(self.http.get("/tareas", params={"limit": 1}).headers["X-Total-Count"])
+
+    def post_round(self, count: int, callers: int, seconds: float) -> None:
+        before = cpu_seconds(self.process)
+        latencies, created, elapsed = posts(self.server.url, count, callers, seconds)
+        self.cpu += cpu_seconds(self.process) - before
+        self.latencies += latencies
+        self.created += created
+        self.elapsed += elapsed
+
+    def close(self) -> None:
+        self.http.close()
+        self.server.close()
+
+
+def measure(
+    backends: list[Backend], count: int, args: argparse.Namespace
+) -> list[dict[str, float]]:
+    """Every backend's server on ``count`` tasks, all running at once; the posts in rounds
+    alternated backend by backend and the pages request by request, so that each sees the
+    same machine load."""
+    cells: list[Cell] = []
     try:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            total = int(http.get("/tareas", params={"limit": 1}).headers["X-Total-Count"])
-            assert total == count, f"{backend.name}: {total} tasks stored, {count} seeded"
-
-            def page() -> None:
-                response = http.get("/tareas", params={"limit": 50})
-                assert response.status_code == 200, response.text
-
-            def health() -> None:
-                http.get("/health")
-
-            posts(server.url, WARM_POSTS, 1, args.seconds)  # connections, first writes
-            assert server.proc is not None
-            process = psutil.Process(server.proc.pid)
-            before = cpu_seconds(process)
-            latencies, created, elapsed = posts(server.url, args.posts, args.callers, args.seconds)
-            cpu = cpu_seconds(process) - before
-            pages, healths = interleaved([page, health], args.seconds)
-            rss = process.memory_info().rss
+        for backend in backends:
+            cells.append(Cell(backend, backend.start(count)))
+        for cell in cells:
+            total = cell.total()
+            assert total == count, f"{cell.backend.name}: {total} tasks stored, {count} seeded"
+            cell.post_round(WARM_POSTS, 1, args.seconds)  # connections, first writes
+            cell.latencies, cell.created, cell.elapsed, cell.cpu = [], 0, 0.0, 0.0
+        for _ in range(ROUNDS):
+            for cell in cells:
+                cell.post_round(max(1, args.posts // ROUNDS), args.callers, args.seconds / ROUNDS)
+        timings = interleaved(
+            [cell.page for cell in cells] + [cell.health for cell in cells], args.seconds
+        )
+        rss = [cell.process.memory_info().rss for cell in cells]
     finally:
-        server.close()
-    return {
-        "p50": statistics.median(latencies),
-        "p95": p(latencies, 95),
-        "rate": len(latencies) / elapsed,
-        "cpu_ms": cpu / len(latencies) * 1000,
-        "sent": len(latencies),
-        "created": created,
-        "stored": backend.stored() - count - WARM_POSTS,
-        "page_p50": statistics.median(pages),
-        "health_p50": statistics.median(healths),
-        "rss_mb": rss / 2**20,
-    }
+        for cell in cells:
+            cell.close()
+    return [
+        {
+            "p50": statistics.median(cell.latencies),
+            "p95": p(cell.latencies, 95),
+            "rate": len(cell.latencies) / cell.elapsed,
+            "cpu_ms": cell.cpu / len(cell.latencies) * 1000,
+            "sent": len(cell.latencies),
+            "created": cell.created,
+            "stored": cell.backend.stored() - count - WARM_POSTS,
+            "page_p50": statistics.median(timings[i]),
+            "health_p50": statistics.median(timings[len(cells) + i]),
+            "rss_mb": rss[i] / 2**20,
+        }
+        for i, cell in enumerate(cells)
+    ]
 
 
 def row(size: int, name: str, r: dict[str, float], reference: dict[str, float] | None) -> str:
@@ -388,20 +429,20 @@ def main() -> int:
             backends.append(PostgresBackend(database))
         try:
             print(
-                f"{args.posts} POSTs by {args.callers} callers per cell; page: GET"
-                " /tareas?limit=50, interleaved with GET /health"
+                f"{args.posts} POSTs by {args.callers} callers per backend and size, in"
+                f" {ROUNDS} alternated rounds; page: GET /tareas?limit=50, interleaved with"
+                " GET /health"
             )
             print(
                 "stored  | backend    | POST p50 ms | p95 ms | req/s | server CPU/POST"
                 " | answered, stored | page p50 ms | health p50 ms | server RSS | p50 / file's"
             )
             for size in sizes:
-                reference = None
-                for backend in backends:
-                    r = measure(backend, size, args)
+                results = measure(backends, size, args)
+                for backend, r in zip(backends, results, strict=True):
                     failed |= r["stored"] != r["created"]
+                    reference = None if r is results[0] else results[0]
                     print(row(size, backend.name, r, reference), flush=True)
-                    reference = reference or r
         finally:
             if database is not None:
                 database.close()
