@@ -13,7 +13,9 @@ binaries, fsync on), both running at once, one size after the other. For each:
   201 is stored (the file read whole; ``count(*)`` in the database);
 - ``GET /tareas?limit=50`` (the first page and its ``X-Total-Count``) on each server,
   interleaved request by request with ``GET /health`` on each, the HTTP floor; p50 of each;
-- the server's memory (RSS) at the end.
+- the server's memory (RSS) at the end;
+- the disk's floor, interleaved with the pages: 100 bytes written and fsynced in the folder
+  of the file (the cluster's is on the same disk).
 
 Pre-filled quickly, never through the API: the file is written whole in the exact format
 the store writes (``render_tasks``, services/taskserver/storage/format.py); the database is
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import hashlib
 import os
 import statistics
@@ -351,8 +354,20 @@ class Cell:
         self.server.close()
 
 
+def fsync_once(folder: Path) -> None:
+    """The disk's floor, measured beside the pages: 100 bytes written and fsynced (a file
+    create pays three, the journal, the file and the id record; a commit one, the WAL)."""
+    path = folder / "fsync-floor"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, b"x" * 100)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def measure(
-    backends: list[Backend], count: int, args: argparse.Namespace
+    backends: list[Backend], count: int, args: argparse.Namespace, folder: Path
 ) -> list[dict[str, float]]:
     """Every backend's server on ``count`` tasks, all running at once; the posts in rounds
     alternated backend by backend and the pages request by request, so that each sees the
@@ -369,8 +384,10 @@ def measure(
         for _ in range(ROUNDS):
             for cell in cells:
                 cell.post_round(max(1, args.posts // ROUNDS), args.callers, args.seconds / ROUNDS)
+        floor = functools.partial(fsync_once, folder)
         timings = interleaved(
-            [cell.page for cell in cells] + [cell.health for cell in cells], args.seconds
+            [cell.page for cell in cells] + [cell.health for cell in cells] + [floor],
+            args.seconds,
         )
         rss = [cell.process.memory_info().rss for cell in cells]
     finally:
@@ -388,6 +405,7 @@ def measure(
             "page_p50": statistics.median(timings[i]),
             "health_p50": statistics.median(timings[len(cells) + i]),
             "rss_mb": rss[i] / 2**20,
+            "fsync_p50": statistics.median(timings[-1]),
         }
         for i, cell in enumerate(cells)
     ]
@@ -438,11 +456,12 @@ def main() -> int:
                 " | answered, stored | page p50 ms | health p50 ms | server RSS | p50 / file's"
             )
             for size in sizes:
-                results = measure(backends, size, args)
+                results = measure(backends, size, args, Path(tmp))
                 for backend, r in zip(backends, results, strict=True):
                     failed |= r["stored"] != r["created"]
                     reference = None if r is results[0] else results[0]
                     print(row(size, backend.name, r, reference), flush=True)
+                print(f"        fsync of 100 bytes here, p50: {results[0]['fsync_p50']:.2f} ms")
         finally:
             if database is not None:
                 database.close()
