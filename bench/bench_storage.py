@@ -8,9 +8,10 @@ binaries, fsync on), both running at once, one size after the other. For each:
 - ``POST /tareas``, each with its own ``Idempotency-Key`` as ``ticslab client`` sends them:
   ``--posts`` posts by ``--callers`` concurrent clients (threads, one connection each), in
   rounds alternated server by server so that both see the same machine load;
-  p50 and p95 latency, answers per second and the task server's CPU time per post (its
-  process only: PostgreSQL's own work is not in it); then a check that every post answered
-  201 is stored (the file read whole; ``count(*)`` in the database);
+  p50 and p95 latency, answers per second, and the CPU time per post of the task server and
+  of the cluster's processes (PostgreSQL's backends, WAL writer, checkpointer...); then a
+  check that every post answered 201 is stored (the file read whole; ``count(*)`` in the
+  database);
 - ``GET /tareas?limit=50`` (the first page and its ``X-Total-Count``) on each server,
   interleaved request by request with ``GET /health`` on each, the HTTP floor; p50 of each;
 - the server's memory (RSS) at the end;
@@ -31,6 +32,7 @@ PostgreSQL, psycopg or a task server that takes ``--storage`` is missing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import hashlib
@@ -96,6 +98,10 @@ class Backend:
     def stored(self) -> int:
         raise NotImplementedError
 
+    def helper_cpu(self) -> float:
+        """CPU seconds so far of the processes that serve the task server (none for a file)."""
+        return 0.0
+
 
 def task_server(port: int, storage: list[str]) -> ServiceProcess:
     args = ["taskserver", "--name", "server1", "--host", "127.0.0.1", "--port", str(port)]
@@ -144,6 +150,17 @@ class PostgresBackend(Backend):
             table = schema_of(conn).tasks
             row = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
             return int(row[0]) if row else -1
+
+    def helper_cpu(self) -> float:
+        """The cluster's processes: the postmaster, the server's backends, the WAL writer,
+        the checkpointer and the rest (every database's: only one is in use at a time)."""
+        pid = int((self.server.data / "postmaster.pid").read_text().split()[0])
+        postmaster = psutil.Process(pid)
+        total = 0.0
+        for process in [postmaster, *postmaster.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += cpu_seconds(process)
+        return total
 
 
 def postgres_problem() -> str | None:
@@ -329,7 +346,7 @@ class Cell:
         self.http = httpx.Client(base_url=server.url, timeout=30)
         self.latencies: list[float] = []
         self.created = 0
-        self.elapsed = self.cpu = 0.0
+        self.elapsed = self.cpu = self.helper_cpu = 0.0
 
     def page(self) -> None:
         response = self.http.get("/tareas", params={"limit": 50})
@@ -342,9 +359,10 @@ class Cell:
         return int(self.http.get("/tareas", params={"limit": 1}).headers["X-Total-Count"])
 
     def post_round(self, count: int, callers: int, seconds: float) -> None:
-        before = cpu_seconds(self.process)
+        before, helper = cpu_seconds(self.process), self.backend.helper_cpu()
         latencies, created, elapsed = posts(self.server.url, count, callers, seconds)
         self.cpu += cpu_seconds(self.process) - before
+        self.helper_cpu += self.backend.helper_cpu() - helper
         self.latencies += latencies
         self.created += created
         self.elapsed += elapsed
@@ -380,7 +398,8 @@ def measure(
             total = cell.total()
             assert total == count, f"{cell.backend.name}: {total} tasks stored, {count} seeded"
             cell.post_round(WARM_POSTS, 1, args.seconds)  # connections, first writes
-            cell.latencies, cell.created, cell.elapsed, cell.cpu = [], 0, 0.0, 0.0
+            cell.latencies, cell.created = [], 0
+            cell.elapsed = cell.cpu = cell.helper_cpu = 0.0
         for _ in range(ROUNDS):
             for cell in cells:
                 cell.post_round(max(1, args.posts // ROUNDS), args.callers, args.seconds / ROUNDS)
@@ -399,6 +418,7 @@ def measure(
             "p95": p(cell.latencies, 95),
             "rate": len(cell.latencies) / cell.elapsed,
             "cpu_ms": cell.cpu / len(cell.latencies) * 1000,
+            "db_cpu_ms": cell.helper_cpu / len(cell.latencies) * 1000,
             "sent": len(cell.latencies),
             "created": cell.created,
             "stored": cell.backend.stored() - count - WARM_POSTS,
@@ -416,7 +436,7 @@ def row(size: int, name: str, r: dict[str, float], reference: dict[str, float] |
     lost = "none lost" if r["stored"] == r["created"] else "MISMATCH"
     return (
         f"{size:>7} | {name:<10} | {r['p50']:6.2f} | {r['p95']:6.2f} | {r['rate']:5.0f}"
-        f" | {r['cpu_ms']:5.2f} ms"
+        f" | {r['cpu_ms']:5.2f} + {r['db_cpu_ms']:4.2f} ms"
         f" | {r['created']:.0f}/{r['sent']:.0f} 201, {r['stored']:.0f} stored ({lost})"
         f" | {r['page_p50']:6.2f} | {r['health_p50']:5.2f} | {r['rss_mb']:4.0f} MB{ratio}"
     )
@@ -452,7 +472,7 @@ def main() -> int:
                 " GET /health"
             )
             print(
-                "stored  | backend    | POST p50 ms | p95 ms | req/s | server CPU/POST"
+                "stored  | backend    | POST p50 ms | p95 ms | req/s | CPU/POST: server + database"
                 " | answered, stored | page p50 ms | health p50 ms | server RSS | p50 / file's"
             )
             for size in sizes:
