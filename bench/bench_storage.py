@@ -14,7 +14,8 @@ binaries, fsync on), both running at once, one size after the other. For each:
   database);
 - ``GET /tareas?limit=50`` (the first page and its ``X-Total-Count``) on each server,
   interleaved request by request with ``GET /health`` on each, the HTTP floor; p50 of each;
-- the server's memory (RSS) at the end;
+- the server's memory (RSS) at the end, and how long it took to start (launch to the first
+  answer of ``/health``; the file's server reads the whole file first);
 - the disk's floor, interleaved with the pages: 100 bytes written and fsynced in the folder
   of the file (the cluster's is on the same disk).
 
@@ -91,9 +92,16 @@ class Backend:
     """A way to start one task server on ``count`` stored tasks and to count what it holds."""
 
     name = ""
+    started_in = 0.0  # seconds the last start took, from launch to /health's answer
 
     def start(self, count: int) -> ServiceProcess:
         raise NotImplementedError
+
+    def timed_start(self, server: ServiceProcess) -> ServiceProcess:
+        started = time.perf_counter()
+        server.start(timeout=START_SECONDS)
+        self.started_in = time.perf_counter() - started
+        return server
 
     def stored(self) -> int:
         raise NotImplementedError
@@ -120,7 +128,7 @@ class FileBackend(Backend):
             leftover.unlink()
         self.path.write_bytes(render_tasks([seeded(n) for n in range(1, count + 1)]))
         storage = ["--tasks-file", str(self.path)]
-        return task_server(free_port(), storage).start(timeout=START_SECONDS)
+        return self.timed_start(task_server(free_port(), storage))
 
     def stored(self) -> int:
         return len(orjson.loads(self.path.read_bytes()))
@@ -141,7 +149,7 @@ class PostgresBackend(Backend):
         first = task_server(port, ["--storage", self.url]).start(timeout=START_SECONDS)
         first.close()  # its schema is there now; fill it with nobody else connected
         fill(self.url, count)
-        return task_server(port, ["--storage", self.url]).start(timeout=START_SECONDS)
+        return self.timed_start(task_server(port, ["--storage", self.url]))
 
     def stored(self) -> int:
         import psycopg
@@ -425,6 +433,7 @@ def measure(
             "page_p50": statistics.median(timings[i]),
             "health_p50": statistics.median(timings[len(cells) + i]),
             "rss_mb": rss[i] / 2**20,
+            "start_s": cell.backend.started_in,
             "fsync_p50": statistics.median(timings[-1]),
         }
         for i, cell in enumerate(cells)
@@ -438,7 +447,8 @@ def row(size: int, name: str, r: dict[str, float], reference: dict[str, float] |
         f"{size:>7} | {name:<10} | {r['p50']:6.2f} | {r['p95']:6.2f} | {r['rate']:5.0f}"
         f" | {r['cpu_ms']:5.2f} + {r['db_cpu_ms']:4.2f} ms"
         f" | {r['created']:.0f}/{r['sent']:.0f} 201, {r['stored']:.0f} stored ({lost})"
-        f" | {r['page_p50']:6.2f} | {r['health_p50']:5.2f} | {r['rss_mb']:4.0f} MB{ratio}"
+        f" | {r['page_p50']:6.2f} | {r['health_p50']:5.2f} | {r['rss_mb']:4.0f} MB"
+        f" | {r['start_s']:4.1f} s{ratio}"
     )
 
 
@@ -473,7 +483,8 @@ def main() -> int:
             )
             print(
                 "stored  | backend    | POST p50 ms | p95 ms | req/s | CPU/POST: server + database"
-                " | answered, stored | page p50 ms | health p50 ms | server RSS | p50 / file's"
+                " | answered, stored | page p50 ms | health p50 ms | server RSS | start"
+                " | p50 / file's"
             )
             for size in sizes:
                 results = measure(backends, size, args, Path(tmp))
