@@ -17,7 +17,9 @@ from support import TICSLAB, wait_until
 
 from services.cli import main
 from services.experiment import html, terminal
+from services.experiment.failover import add_timeline
 from services.experiment.i18n import CATALOGUE
+from services.experiment.load import Call, Outcome
 from services.experiment.result import LAB, Claim, Result, combine
 from services.lang import Translator
 
@@ -88,10 +90,19 @@ def test_failover_retries_hide_a_crash_and_no_retries_show_it(tmp_path: Path) ->
     assert runs["retries"]["failed"] == 0 and runs["retries"]["retries"] == 2
     assert runs["no retries"]["failed"] > 0 and runs["no retries"]["retries"] == 0
     assert all(row["lost"] == 0 and row["created"] > 100 for row in runs.values())
-    # The chart's series: before the kill nothing failed in either run.
+    # The chart's series, by when each answer came back: before the kill nothing failed.
     before = int(1 / result["series"]["bucket_seconds"])  # all repeats added up
     assert sum(result["series"]["no retries"]["failed"][:before]) == 0
     assert all(claim["held"] for claim in result["claims"])
+
+
+def test_the_failover_timeline_counts_each_answer_when_it_came_back() -> None:
+    """A request begun just before the kill (0.95 s) and cut by it fails after the kill."""
+    call = Call("POST", "/tareas")
+    series: dict[str, list[int]] = {}
+    add_timeline(series, [Outcome(call, 0.95, 0.2, 0), Outcome(call, 0.05, 0.02, 201)], 2.0)
+    assert series["failed"][11] == 1 and sum(series["failed"]) == 1
+    assert series["ok"][0] == 1 and sum(series["ok"]) == 1
 
 
 def test_bad_settings_are_refused_before_anything_starts(
