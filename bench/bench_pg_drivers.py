@@ -49,6 +49,7 @@ from pgserver import PostgresServer, postgres_problem
 CONCURRENCY = (1, 4, 16)
 ROUNDS = 4  # each driver's share of a cell is split in rounds, alternated a, b, c, a, ...
 IMPORT_RUNS = 7
+INSTALL = "pip install 'psycopg[binary]' psycopg-pool asyncpg"
 
 # The schema and the statements of issue 27's store (services/taskserver/storage/postgres.py
 # on its branch): ids from a sequence of their own, times as the API's text, the key in a
@@ -313,9 +314,13 @@ def main() -> int:
     if problem := postgres_problem():
         print(f"skipped: {problem}")
         return 0
-    import asyncpg
-    import psycopg
-    import psycopg_pool
+    try:
+        import asyncpg
+        import psycopg
+        import psycopg_pool
+    except ImportError as error:
+        print(f"skipped: {error.name} is not installed ({INSTALL})")
+        return 0
 
     loop = event_loop()
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
