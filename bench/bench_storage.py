@@ -13,7 +13,8 @@ binaries, fsync on), both running at once, one size after the other. For each:
   check that every post answered 201 is stored (the file read whole; ``count(*)`` in the
   database);
 - ``GET /tareas?limit=50`` (the first page and its ``X-Total-Count``) on each server,
-  interleaved request by request with ``GET /health`` on each, the HTTP floor; p50 of each;
+  interleaved request by request with ``GET /health`` on each, the floor (it checks the
+  storage too: a stat and small reads of the file, one SELECT); p50 of each;
 - the server's memory (RSS) at the end, and how long it took to start (launch to the first
   answer of ``/health``; the file's server reads the whole file first);
 - the disk's floor, interleaved with the pages: 100 bytes written and fsynced in the folder
@@ -155,7 +156,7 @@ class PostgresBackend(Backend):
         import psycopg
 
         with psycopg.connect(self.url) as conn:
-            table = schema_of(conn).tasks
+            table = Schema(conn).tasks
             row = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
             return int(row[0]) if row else -1
 
@@ -218,10 +219,6 @@ class Schema:
             if t != self.tasks and any("key" in c for c in cols) and any("task" in c for c in cols)
         ]  # fmt: skip
         self.keys = keyed[0] if len(keyed) == 1 else None
-
-
-def schema_of(conn: Any) -> Schema:
-    return Schema(conn)
 
 
 def value(column: str, kind: str, task: dict[str, Any]) -> tuple[bool, Any]:
