@@ -413,3 +413,25 @@ def test_up_gives_every_server_the_database_and_a_client_loses_nothing(
     finally:
         stack.close()
     assert "s3cret" not in stack.output()
+
+
+def test_a_key_whose_task_is_deleted_meanwhile_is_taken_again(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """READ COMMITTED: another server may delete the key's task (the key goes by cascade)
+    between this create's ON CONFLICT and its read of the earlier task: the key is free
+    then, and the create makes its task, no 503 for a healthy database."""
+    first, _ = store.create("primera", False, "k-gone")
+    earlier = PostgresStore._earlier
+    deleted: list[int] = []
+
+    def delete_first(self: PostgresStore, *args: Any) -> Any:
+        if not deleted:  # as another server would, committed, between the two statements
+            run_sql(self.url, f"DELETE FROM tasks WHERE id = {first['id']}")
+            deleted.append(first["id"])
+        return earlier(self, *args)
+
+    monkeypatch.setattr(PostgresStore, "_earlier", delete_first)
+    again, replayed = store.create("segunda", False, "k-gone")
+    assert deleted and replayed is False and again["title"] == "segunda"
+    assert rows(store.url, "SELECT key, task_id FROM task_keys") == [("k-gone", again["id"])]

@@ -58,6 +58,7 @@ STATEMENT_TIMEOUT_MS = 5000
 LOCK_TIMEOUT_MS = 3000
 HEALTH_WAIT_SECONDS = 2.0  # /health's wait for a connection, after a probe found it there
 WRITER_WAIT_SECONDS = 10.0  # for this process's writer lock (held by a quiesce)
+KEY_ATTEMPTS = 5  # a key whose task is deleted between its insert and its read: again
 CREATE_ATTEMPTS = 3  # a sequence id taken meanwhile by fault mode nolock's upsert: next id
 RAISE_BY_NEXTVAL = 100_000  # raise_last_id steps the sequence up to this far; setval beyond
 
@@ -227,13 +228,22 @@ class PostgresStore:
         if task_id > MAX_TASK_ID:
             raise StorageUnavailable(self.where, ID_RANGE_USED, "storage_error")
         if key is not None:
-            added = conn.execute(
-                "INSERT INTO task_keys (key, digest, task_id) VALUES (%s, %s, %s) "
-                "ON CONFLICT (key) DO NOTHING RETURNING task_id",
-                (key, digest, task_id),
-            ).fetchone()
-            if added is None:  # the key is another create's, committed: replay or refuse
-                return self._earlier(conn, key, digest), True
+            for _ in range(KEY_ATTEMPTS):
+                added = conn.execute(
+                    "INSERT INTO task_keys (key, digest, task_id) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (key) DO NOTHING RETURNING task_id",
+                    (key, digest, task_id),
+                ).fetchone()
+                if added is not None:
+                    break
+                # The key is another create's, committed: replay or refuse. In READ
+                # COMMITTED its task may be deleted since (its key goes by cascade; nolock's
+                # upsert deletes keys too): then the key is free, and it is inserted again.
+                if (earlier := self._earlier(conn, key, digest)) is not None:
+                    return earlier, True
+            else:
+                problem = f"an Idempotency-Key came and went {KEY_ATTEMPTS} times"
+                raise StorageUnavailable(self.where, problem, "storage_timeout")
         task = new_task(task_id, title, completed, self.server)
         conn.execute(
             f"INSERT INTO tasks ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)".encode(),
@@ -241,15 +251,16 @@ class PostgresStore:
         )
         return task, False
 
-    def _earlier(self, conn: psycopg.Connection[Any], key: str, digest: str) -> Task:
+    def _earlier(self, conn: psycopg.Connection[Any], key: str, digest: str) -> Task | None:
+        """The task the key was committed with; None when it is gone meanwhile."""
         with conn.cursor(row_factory=dict_row) as cursor:
             row = cursor.execute(
                 f"SELECT k.digest AS key_digest, {COLUMNS} FROM task_keys k "
                 "JOIN tasks t ON t.id = k.task_id WHERE k.key = %s".encode(),
                 (key,),
             ).fetchone()
-        if row is None:  # never: a key goes with its task (ON DELETE CASCADE)
-            raise StorageUnavailable(self.where, "an Idempotency-Key without its task")
+        if row is None:
+            return None
         if row.pop("key_digest") != digest:
             raise KeyReused
         return row
