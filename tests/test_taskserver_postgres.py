@@ -24,7 +24,7 @@ from test_client_stack import finish, start_client
 from test_launcher import UpStack, children
 
 from services.taskserver.storage import KeyReused, StorageUnavailable, TaskNotFound
-from services.taskserver.storage.postgres import SCHEMA_VERSION, PostgresStore
+from services.taskserver.storage.postgres import POOL_MAX, SCHEMA_VERSION, PostgresStore
 from services.taskserver.storage.postgres_url import redacted
 
 
@@ -435,3 +435,32 @@ def test_a_key_whose_task_is_deleted_meanwhile_is_taken_again(
     again, replayed = store.create("segunda", False, "k-gone")
     assert deleted and replayed is False and again["title"] == "segunda"
     assert rows(store.url, "SELECT key, task_id FROM task_keys") == [("k-gone", again["id"])]
+
+
+def test_a_read_waiting_for_a_connection_is_no_write_waiting(store: PostgresStore) -> None:
+    """lock_wait (what /health reports as a write's wait) is set by writes only: a read
+    waiting for a pooled connection says nothing of writes."""
+    store.create("x")
+    held = [store._pool.getconn() for _ in range(POOL_MAX)]  # every pooled connection
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            reading = pool.submit(store.get, 1)
+            waits: list[float] = []
+
+            def sample() -> bool:  # half a second of the read's wait
+                waits.append(store.lock_wait())
+                return len(waits) >= 10
+
+            wait_until(sample, 3)
+            assert not reading.done() and max(waits) == 0.0
+            writing = pool.submit(store.update, 1, {"completed": True})
+            wait_until(lambda: store.lock_wait() > 0, 3)
+            for conn in held:
+                store._pool.putconn(conn)
+            held = []
+            assert reading.result(10)["id"] == 1
+            assert writing.result(10)["completed"] is True
+        assert store.lock_wait() == 0.0
+    finally:
+        for conn in held:
+            store._pool.putconn(conn)

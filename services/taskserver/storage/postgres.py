@@ -211,7 +211,7 @@ class PostgresStore:
             raise AssertionError("unreachable")
 
         with self._writing():
-            task, replayed = self._run(insert)
+            task, replayed = self._run(insert, write=True)
         if not replayed:
             self._count += 1
         return task, replayed
@@ -305,7 +305,7 @@ class PostgresStore:
             conn.execute("SELECT max(nextval('task_ids')) FROM generate_series(1, %s)", (missing,))
 
         with self._writing():
-            self._run(step)
+            self._run(step, write=True)
 
     def read_naively(self, title: str, completed: bool) -> tuple[None, Task]:
         """Fault mode nolock's read, the naive SQL of the lesson: the highest id + 1, in its
@@ -374,7 +374,7 @@ class PostgresStore:
         if task_id > MAX_TASK_ID:
             raise TaskNotFound(task_id)
         with self._writing():
-            task = self._run(change)
+            task = self._run(change, write=True)
         if task is None:
             raise TaskNotFound(task_id)
         return task
@@ -411,12 +411,16 @@ class PostgresStore:
             return self._reason(error)
         return None
 
-    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """``work`` on a pooled connection; every database failure as StorageUnavailable."""
-        self._wait_since = time.monotonic()
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T], write: bool = False) -> T:
+        """``work`` on a pooled connection; every database failure as StorageUnavailable.
+        A ``write`` (they run one at a time, under ``writer_lock``) marks its wait for a
+        connection for ``lock_wait``; reads do not, so none overwrites another's mark."""
+        if write:
+            self._wait_since = time.monotonic()
         try:
             with self._connection(POOL_WAIT_SECONDS) as conn:
-                self._wait_since = 0.0
+                if write:
+                    self._wait_since = 0.0
                 return work(conn)
         except (pg_errors.QueryCanceled, pg_errors.LockNotAvailable) as error:
             raise StorageUnavailable(self.where, self._reason(error), "storage_timeout") from None
@@ -425,7 +429,8 @@ class PostgresStore:
         except psycopg.Error as error:
             raise StorageUnavailable(self.where, self._reason(error), "storage_error") from None
         finally:
-            self._wait_since = 0.0
+            if write:
+                self._wait_since = 0.0
 
     def _reason(self, error: BaseException) -> str:
         """The error's first line, never with the password in it."""
