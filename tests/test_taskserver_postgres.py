@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -464,3 +465,65 @@ def test_a_read_waiting_for_a_connection_is_no_write_waiting(store: PostgresStor
     finally:
         for conn in held:
             store._pool.putconn(conn)
+
+
+def test_connections_are_bounded_on_the_client_and_in_a_transaction(
+    store: PostgresStore,
+) -> None:
+    """The server's statement_timeout cannot end a call to a frozen or cut-off database:
+    TCP keepalives and tcp_user_timeout do; a session idle in a transaction (its server
+    paused mid-create) is ended by PostgreSQL, so it holds no lock for long."""
+
+    def settings(conn: psycopg.Connection[Any]) -> tuple[dict[str, str], Any]:
+        shown = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+        return conn.info.get_parameters(), shown
+
+    parameters, (idle,) = store._run(settings)
+    assert idle == "10s"
+    assert {name: parameters.get(name) for name in ("keepalives", "tcp_user_timeout")} == {
+        "keepalives": "1",
+        "tcp_user_timeout": "10000",
+    }
+    assert parameters.get("keepalives_idle") == "5"
+
+
+@pytest.mark.slow
+def test_a_database_back_after_an_outage_is_used_again_within_seconds() -> None:
+    """A reconnect chain that backs off without end (1, 2, 4, 8, 16 s...) kept a server
+    answering 503 long after its database was back; chains end after 10 s, and the next
+    call starts a new one."""
+    if problem := postgres_problem():
+        pytest.skip(problem)
+    server = PostgresServer().start()
+    one = PostgresStore(server.url(), "server1")
+    try:
+        one.prepare()
+        one.create("antes")
+        server.stop()
+        down = time.monotonic()
+
+        def refused() -> bool:  # a client keeps asking through the outage
+            with pytest.raises(StorageUnavailable):
+                one.get(1)
+            return time.monotonic() - down > OUTAGE_SECONDS
+
+        wait_until(refused, OUTAGE_SECONDS + 10, interval=0.5)
+        server.start()
+        back = time.monotonic()
+
+        def served() -> bool:
+            try:
+                return one.get(1)["title"] == "antes"
+            except StorageUnavailable:
+                return False
+
+        wait_until(served, 30, interval=0.2)
+        took = time.monotonic() - back
+        print(f"served again {took:.1f} s after the database was back")
+        assert took < 5.0, f"served again only {took:.1f} s after the database was back"
+    finally:
+        one.close()
+        server.close()
+
+
+OUTAGE_SECONDS = 20

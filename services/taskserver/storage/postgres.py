@@ -56,6 +56,12 @@ PROBE_CONNECT_TIMEOUT = 2  # libpq's minimum
 CONNECT_TIMEOUT_SECONDS = 3  # libpq's connect_timeout: whole seconds
 STATEMENT_TIMEOUT_MS = 5000
 LOCK_TIMEOUT_MS = 3000
+IDLE_IN_TRANSACTION_MS = 10_000  # a session idle inside a transaction this long is ended
+RECONNECT_TIMEOUT_SECONDS = 10.0
+KEEPALIVES_IDLE_SECONDS = 5
+KEEPALIVES_INTERVAL_SECONDS = 2
+KEEPALIVES_COUNT = 3
+TCP_USER_TIMEOUT_MS = 10_000  # unacknowledged data this long: the connection is dead
 HEALTH_WAIT_SECONDS = 2.0  # /health's wait for a connection, after a probe found it there
 WRITER_WAIT_SECONDS = 10.0  # for this process's writer lock (held by a quiesce)
 KEY_ATTEMPTS = 5  # a key whose task is deleted between its insert and its read: again
@@ -121,13 +127,25 @@ class PostgresStore:
             # A connection broken while the database was away is found and replaced before
             # it is lent, so a database that comes back is used at once.
             check=ConnectionPool.check_connection,
-            # Keep trying to reconnect for as long as the server runs.
-            reconnect_timeout=365 * 24 * 3600.0,
+            # An attempt chain to reconnect backs off (1, 2, 4 s...) and gives up after this
+            # long; the next call starts a new one. Never longer: a chain left growing for
+            # days answered 503 for 45 s after a 71 s outage had ended.
+            reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
             kwargs={
                 "autocommit": True,
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                # Client-side bounds: the server's timeouts cannot end a call to a database
+                # that is frozen or cut off; TCP keepalives and tcp_user_timeout do.
+                "keepalives": 1,
+                "keepalives_idle": KEEPALIVES_IDLE_SECONDS,
+                "keepalives_interval": KEEPALIVES_INTERVAL_SECONDS,
+                "keepalives_count": KEEPALIVES_COUNT,
+                "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+                # A server paused inside a transaction (SIGSTOP, docker pause) must not hold
+                # its key and row locks for as long as it is paused.
                 "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
-                f"-c lock_timeout={LOCK_TIMEOUT_MS}",
+                f"-c lock_timeout={LOCK_TIMEOUT_MS} "
+                f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
                 "application_name": f"ticslab {server}"[:63],
             },
             name=f"ticslab-{server}",
