@@ -182,6 +182,50 @@ def test_a_password_is_never_shown() -> None:
     assert redacted("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert redacted("postgres://h/db?password=s3cret&x=1") == "postgres://h/db?password=***&x=1"
     assert redacted("postgresql://h/db") == "postgresql://h/db"
+    # libpq ends the user part at the first '@' before any '/': '#' and '?' are the password's
+    assert redacted("postgresql://u:pa#ss@h/db") == "postgresql://u:***@h/db"
+    assert redacted("postgresql://u:pa?ss@h/db?x=1") == "postgresql://u:***@h/db?x=1"
+    assert redacted("postgresql://u:pa/ss@h/db") == "postgresql://***@h/db"
+    assert redacted("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
+    assert (
+        redacted("postgresql:///db?host=h&PASSWORD=s3cret&user=u")
+        == "postgresql:///db?host=h&PASSWORD=***&user=u"
+    )
+
+
+@pytest.mark.parametrize("command", ["taskserver", "up"])
+@pytest.mark.parametrize("password", ["pa#s3cret", "pa?s3cret", "pa/s3cret"])
+def test_a_url_that_url_readers_split_differently_is_refused(command: str, password: str) -> None:
+    """urllib cuts ``u:pa#ss@host`` at the '#' where libpq does not, so what urllib would
+    redact is not the password libpq uses: such a URL is refused before anything starts."""
+    url = f"postgresql://u:{password}@127.0.0.1:1/db"
+    done = run_cli(command, "--storage", url)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "%23" in lines[0], done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
+
+
+def test_no_password_in_driver_errors_or_the_pool_log(
+    postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """libpq repeats a password it cannot read in its error; neither the 503's reason nor
+    psycopg_pool's log lines (one per reconnect attempt, at most one per 10 s) show it."""
+    url = f"postgresql://{USER}@127.0.0.1:{postgres.port}/postgres?password=se%zzcret"
+    one = PostgresStore(url, "server1")
+    one._pool.open(wait=False)
+    try:
+        with caplog.at_level("INFO", logger="psycopg.pool"):
+            reason = one.problem()
+            wait_until(lambda: "invalid percent" in caplog.text, 5)
+            first = caplog.text.count("invalid percent")
+            wait_until(lambda: one.problem(), 2)  # more attempts meanwhile
+    finally:
+        one.close()
+    assert reason and "invalid percent-encoded token" in reason
+    assert "zzcret" not in reason
+    assert "zzcret" not in caplog.text
+    assert caplog.text.count("invalid percent") == first == 1
 
 
 def run_cli(*args: str, code: str = "") -> subprocess.CompletedProcess[str]:

@@ -18,12 +18,12 @@ make it once. The design: docs/design/taskserver.md.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -41,9 +41,11 @@ from services.taskserver.storage.model import (
     new_task,
     request_digest,
 )
-from services.taskserver.storage.postgres_url import redacted
+from services.taskserver.storage.postgres_url import masked, redacted, secrets
 
 T = TypeVar("T")
+POOL_LOG = logging.getLogger("psycopg.pool")
+LOG_REPEAT_SECONDS = 10.0  # a repeated pool warning is logged at most once in this long
 
 POOL_MIN = 1
 POOL_MAX = 4  # per server: writes go one at a time (writers.py), reads and /health beside
@@ -115,7 +117,7 @@ class PostgresStore:
         # Writes queue on it in this process (writers.py); a quiesce holds it, so a paused
         # process holds no row lock or open transaction.
         self.writer_lock = threading.Lock()
-        self._password = urlsplit(url).password
+        self._secrets = secrets(url)
         self._count = 0  # tasks as last seen, for metrics (no I/O)
         self._wait_since = 0.0  # monotonic start of a write's wait for a connection; 0: none
         self._pool = ConnectionPool(
@@ -150,6 +152,9 @@ class PostgresStore:
             },
             name=f"ticslab-{server}",
         )
+        # psycopg_pool logs libpq's messages as they are, once per reconnect attempt.
+        self._log_filter = PoolLogFilter(self._secrets)
+        POOL_LOG.addFilter(self._log_filter)
 
     # -- the public operations -------------------------------------------------------------
 
@@ -372,7 +377,10 @@ class PostgresStore:
         return {"kind": "postgresql", "url": self.where}
 
     def close(self) -> None:
-        self._pool.close()
+        try:
+            self._pool.close()
+        finally:
+            POOL_LOG.removeFilter(self._log_filter)
 
     # -- connections and errors ------------------------------------------------------------
 
@@ -451,12 +459,38 @@ class PostgresStore:
                 self._wait_since = 0.0
 
     def _reason(self, error: BaseException) -> str:
-        """The error's first line, never with the password in it."""
+        """The error's first line, never with a password in it (any form of any of the URL's,
+        and any ``password=`` value)."""
         lines = str(error).strip().splitlines()
         reason = lines[0] if lines else type(error).__name__
-        if self._password:
-            reason = reason.replace(self._password, "***")
-        return reason
+        return masked(reason, self._secrets)
+
+
+class PoolLogFilter(logging.Filter):
+    """On psycopg_pool's logger: no password in its lines (it logs libpq's messages as they
+    are), and a line repeated (its template: one per reconnect attempt while the database is
+    away) at most once per ``LOG_REPEAT_SECONDS``, saying how many were left out."""
+
+    def __init__(self, hidden: set[str]) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, int]] = {}  # template: (shown at, left out since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        template = str(record.msg)
+        now = time.monotonic()
+        with self._lock:
+            shown_at, left_out = self._last.get(template, (-LOG_REPEAT_SECONDS, 0))
+            if now - shown_at < LOG_REPEAT_SECONDS:
+                self._last[template] = (shown_at, left_out + 1)
+                return False
+            self._last[template] = (now, 0)
+        text = masked(record.getMessage(), self.hidden)
+        if left_out:
+            text += f" ({left_out} more like it in {LOG_REPEAT_SECONDS:g} s not shown)"
+        record.msg, record.args = text, None
+        return True
 
 
 def _one(row: tuple[Any, ...] | None) -> Any:
