@@ -12,7 +12,7 @@ import httpx
 import psycopg
 import pytest
 from storage_backends import BACKENDS, storage_for, taskserver_on
-from support import ServiceProcess
+from support import ServiceProcess, wait_until
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -132,8 +132,10 @@ def test_a_storage_fault_answers_503_with_a_reason_and_then_recovers(
     saved = Path(storage.removeprefix("file:")).read_bytes() if is_file else b""
     break_storage(storage)
     try:
-        health = httpx.get(two.url + "/health")
-        assert health.status_code == 503
+        # PostgreSQL's /health answers from a probe at most 1 s old
+        health = wait_until(
+            lambda: (h := httpx.get(two.url + "/health")).status_code == 503 and h, 3
+        )
         assert health.json()["status"] == "error" and health.json()["storage"]["ok"] is False
         for method, path in (("POST", "/tareas"), ("GET", "/tareas")):
             answer = httpx.request(
@@ -146,5 +148,5 @@ def test_a_storage_fault_answers_503_with_a_reason_and_then_recovers(
             assert ("archivo de tareas" if is_file else "base de datos de tareas") in body["error"]
     finally:
         mend_storage(storage, saved)
-    assert httpx.get(two.url + "/health").status_code == 200
+    wait_until(lambda: httpx.get(two.url + "/health").status_code == 200, 3)
     assert httpx.get(two.url + f"/tareas/{kept['id']}").json() == kept

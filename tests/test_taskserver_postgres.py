@@ -6,6 +6,8 @@ ever shown. The behaviour both backends share through the API: test_taskserver_b
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +27,12 @@ from test_client_stack import finish, start_client
 from test_launcher import UpStack, children
 
 from services.taskserver.storage import KeyReused, StorageUnavailable, TaskNotFound
-from services.taskserver.storage.postgres import POOL_MAX, SCHEMA_VERSION, PostgresStore
+from services.taskserver.storage.postgres import (
+    CALL_SECONDS,
+    POOL_MAX,
+    SCHEMA_VERSION,
+    PostgresStore,
+)
 from services.taskserver.storage.postgres_url import redacted
 
 
@@ -174,7 +181,7 @@ def test_a_renamed_table_is_a_storage_error_and_health_says_why(store: PostgresS
         assert "tasks" in (store.problem() or "")
     finally:
         run_sql(store.url, "ALTER TABLE gone RENAME TO tasks")
-    assert store.problem() is None
+    wait_until(lambda: store.problem() is None, 3)  # a probe's answer serves for 1 s
     assert store.page()[1] == 1
 
 
@@ -571,3 +578,87 @@ def test_a_database_back_after_an_outage_is_used_again_within_seconds() -> None:
 
 
 OUTAGE_SECONDS = 20
+
+
+def database_processes(server: PostgresServer) -> list[int]:
+    """The postmaster (first line of its data folder's postmaster.pid) and its children."""
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(
+        ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, timeout=10
+    ).stdout.split()
+    return [postmaster, *map(int, children)]
+
+
+@pytest.mark.slow
+def test_a_frozen_database_answers_503_in_bounded_time_and_starves_nothing() -> None:
+    """A frozen database (SIGSTOP, docker pause) acknowledges queries at the TCP level and
+    never answers: the server's timeouts cannot end them. /health answers 503 with a reason
+    within its bound, however many are asked at once (each used to hold a thread of the
+    app's pool for good), a read answers 503 within CALL_SECONDS, and all recovers at
+    SIGCONT."""
+    if problem := postgres_problem():
+        pytest.skip(problem)
+    server = PostgresServer().start()
+    process = taskserver_on("server1", server.url())
+    try:
+        process.start()
+        assert httpx.post(process.url + "/tareas", json={"title": "antes"}).status_code == 201
+        frozen = database_processes(server)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+
+            def timed(path: str) -> tuple[int, float, str]:
+                start = time.monotonic()
+                answer = httpx.get(process.url + path, timeout=60)
+                return answer.status_code, time.monotonic() - start, answer.text
+
+            # A probe's answer serves for 1 s: the one from before the freeze, then none.
+            wait_until(lambda: timed("/health")[0] == 503, 5)
+            with ThreadPoolExecutor(50) as pool:
+                read = pool.submit(timed, "/tareas/1")
+                healths = list(pool.map(timed, ["/health"] * 45))
+                after = timed("/health")  # the process still answers, in time
+                info = timed("/info")
+                read_status, read_seconds, read_text = read.result(60)
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+        assert {status for status, _, _ in healths} == {503}
+        assert max(seconds for _, seconds, _ in healths) < 3.0
+        assert after[0] == 503 and after[1] < 1.5 and "storage" in after[2]
+        assert info[0] == 200 and info[1] < 1.5
+        assert read_status == 503 and read_seconds < CALL_SECONDS + 2, read_text
+        wait_until(lambda: httpx.get(process.url + "/tareas/1").status_code == 200, 30)
+        wait_until(lambda: httpx.get(process.url + "/health").status_code == 200, 10)
+    finally:
+        process.close()
+        server.close()
+
+
+def test_a_pool_busy_with_reads_is_no_database_away(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/health asks with a probe of its own, one at a time and at most one a second: with
+    every pooled connection taken by reads it answers at once that all is well, and twenty
+    asking at once open one connection, not twenty."""
+    connects: list[str] = []
+    connect = psycopg.connect
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        connects.append("probe")
+        return connect(*args, **kwargs)
+
+    held = [store._pool.getconn() for _ in range(POOL_MAX)]  # reads holding every connection
+    monkeypatch.setattr(psycopg, "connect", counted)
+    try:
+        start = time.monotonic()
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(lambda _: store.problem(), range(20)))
+        took = time.monotonic() - start
+    finally:
+        for conn in held:
+            store._pool.putconn(conn)
+    assert answers == [None] * 20
+    assert took < 1.0
+    assert len(connects) == 1

@@ -6,10 +6,14 @@ each call takes a pooled connection for one short transaction and gives it back.
 plain SELECTs (MVCC: they never wait for a write); a create is one transaction holding its
 Idempotency-Key, the key's request digest and the row together. Ids come from a sequence, so
 an id is never handed out twice, even after its task is deleted; a create that rolls back
-leaves a gap. Every wait is bounded: the pool's wait for a connection, ``connect_timeout``,
-``statement_timeout`` and ``lock_timeout``; past one, the call raises
-:class:`StorageUnavailable` and the app answers 503. A database that comes back is used
-again without a restart: the pool checks a connection before lending it and opens new ones.
+leaves a gap. The waits this module bounds: the pool's wait for a connection,
+``connect_timeout``, ``statement_timeout`` and ``lock_timeout`` (past one, the call raises
+:class:`StorageUnavailable` and the app answers 503), TCP keepalives and ``tcp_user_timeout``
+for a network gone. Not every wait: a frozen database (SIGSTOP, ``docker pause``) holds a
+query, or the pool's check of a connection, as long as it is frozen; the app bounds those
+calls itself (``bounds``: ``CALL_SECONDS``, in threads of their own). A database that comes
+back is used again without a restart: the pool checks a connection before lending it and
+opens new ones.
 
 The schema is made by versioned migrations (``MIGRATIONS``) on a server's first start, under
 a transaction-scoped advisory lock, so two servers starting at once on an empty database
@@ -31,6 +35,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from services.common import utc_now_iso
+from services.taskserver.storage.base import CallBounds
 from services.taskserver.storage.model import (
     ID_RANGE_USED,
     MAX_TASK_ID,
@@ -64,7 +69,15 @@ KEEPALIVES_IDLE_SECONDS = 5
 KEEPALIVES_INTERVAL_SECONDS = 2
 KEEPALIVES_COUNT = 3
 TCP_USER_TIMEOUT_MS = 10_000  # unacknowledged data this long: the connection is dead
-HEALTH_WAIT_SECONDS = 2.0  # /health's wait for a connection, after a probe found it there
+# The app's bounds (app.py): statement_timeout and lock_timeout are the server's, and a
+# frozen database (SIGSTOP, docker pause) acknowledges a query at the TCP level and never
+# answers it, nor a pooled connection's check. A call unanswered past CALL_SECONDS answers
+# 503 storage_timeout; its thread ends in the background (SIGCONT, or the keepalives when the
+# network is gone), outside the app's thread pool.
+CALL_SECONDS = POOL_WAIT_SECONDS + STATEMENT_TIMEOUT_MS / 1000 + 1
+CALL_THREADS = POOL_MAX + 2
+HEALTH_SECONDS = 0.8  # /health within the balancer's 1 s check timeout
+PROBE_FRESH_SECONDS = 1.0  # one probe's answer serves every caller this long
 WRITER_WAIT_SECONDS = 10.0  # for this process's writer lock (held by a quiesce)
 KEY_ATTEMPTS = 5  # a key whose task is deleted between its insert and its read: again
 CREATE_ATTEMPTS = 3  # a sequence id taken meanwhile by fault mode nolock's upsert: next id
@@ -114,6 +127,12 @@ class PostgresStore:
         self.url = url
         self.where = redacted(url)
         self.server = server
+        self.bounds: CallBounds | None = CallBounds(
+            CALL_SECONDS, CALL_THREADS, HEALTH_SECONDS, self.where
+        )
+        # One probe at a time (a new connection, not the pool's); its answer, and when.
+        self._probe_lock = threading.Lock()
+        self._probed: tuple[float, str | None] = (-PROBE_FRESH_SECONDS, None)
         # Writes queue on it in this process (writers.py); a quiesce holds it, so a paused
         # process holds no row lock or open transaction.
         self.writer_lock = threading.Lock()
@@ -360,14 +379,10 @@ class PostgresStore:
         self._run(upsert)
 
     def problem(self) -> str | None:
-        try:
-            with self._connection(HEALTH_WAIT_SECONDS) as conn:
-                conn.execute("SELECT 1 FROM tasks LIMIT 1")
-        except StorageUnavailable as error:
-            return f"{self.where}: {error.problem}"
-        except psycopg.Error as error:
-            return f"{self.where}: {self._reason(error)}"
-        return None
+        """From a probe of its own (a new connection, never one of the pool's: a pool busy
+        with reads is no database away), at most one at a time and one a second."""
+        reason = self._unreachable()
+        return f"{self.where}: {reason}" if reason else None
 
     def lock_wait(self) -> float:
         since = self._wait_since
@@ -427,15 +442,28 @@ class PostgresStore:
             self._pool.putconn(conn)
 
     def _unreachable(self) -> str | None:
-        """Why a new connection to the database fails, or None when one succeeds."""
-        try:
-            with psycopg.connect(
-                self.url, connect_timeout=PROBE_CONNECT_TIMEOUT, autocommit=True
-            ) as conn:
-                conn.execute("SELECT 1")
-        except psycopg.Error as error:
-            return self._reason(error)
-        return None
+        """Why a new connection to the database, or a read of the tasks table on it, fails;
+        None when both succeed. One probe at a time: callers meanwhile wait for its answer,
+        which serves every caller for ``PROBE_FRESH_SECONDS`` (a probe per waiting request
+        opened 84 connections in 15 s under load)."""
+        with self._probe_lock:
+            probed_at, reason = self._probed
+            if time.monotonic() - probed_at < PROBE_FRESH_SECONDS:
+                return reason
+            try:
+                with psycopg.connect(
+                    self.url,
+                    connect_timeout=PROBE_CONNECT_TIMEOUT,
+                    autocommit=True,
+                    options=f"-c statement_timeout={PROBE_CONNECT_TIMEOUT * 1000}",
+                ) as conn:
+                    conn.execute("SELECT 1 FROM tasks LIMIT 1")
+            except psycopg.Error as error:
+                reason = self._reason(error)
+            else:
+                reason = None
+            self._probed = (time.monotonic(), reason)
+            return reason
 
     def _run(self, work: Callable[[psycopg.Connection[Any]], T], write: bool = False) -> T:
         """``work`` on a pooled connection; every database failure as StorageUnavailable.
