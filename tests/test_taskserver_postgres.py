@@ -662,3 +662,11 @@ def test_a_pool_busy_with_reads_is_no_database_away(
     assert answers == [None] * 20
     assert took < 1.0
     assert len(connects) == 1
+
+
+@pytest.mark.parametrize("command", ["taskserver", "up"])
+def test_the_help_never_suggests_a_password_on_the_command_line(command: str) -> None:
+    done = run_cli(command, "--help")
+    text = " ".join(done.stdout.split())
+    assert "USER:PASSWORD@" not in text
+    assert "PGPASSWORD" in text and "TICSLAB_STORAGE" in text
