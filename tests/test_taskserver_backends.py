@@ -4,6 +4,7 @@ reused, ids never handed out twice, an honest ``/health``, and 503 when the stor
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -83,6 +84,31 @@ def test_pages_and_the_total_agree_across_servers(
     one, two, _ = pair
     for n in range(3):
         assert httpx.post(one.url + "/tareas", json={"title": f"p{n}"}).status_code == 201
+    # Creates and deletes on one server while the other lists: a page and its total must come
+    # from one snapshot (on PostgreSQL, one transaction), or they drift apart.
+    writing = threading.Event()
+    writing.set()
+
+    def churn() -> int:
+        writes = 0
+        with httpx.Client(base_url=one.url, timeout=10) as http:
+            while writing.is_set() and writes < 2000:
+                made = http.post("/tareas", json={"title": f"w{writes}"}).json()["id"]
+                http.delete(f"/tareas/{made}")
+                writes += 2
+        return writes
+
+    with ThreadPoolExecutor(2) as pool, httpx.Client(base_url=two.url, timeout=10) as http:
+        writers = [pool.submit(churn) for _ in range(2)]
+        try:
+            for _ in range(150):
+                listed = http.get("/tareas")
+                assert int(listed.headers["x-total-count"]) == len(listed.json())
+                paged = http.get("/tareas?offset=1&limit=10000")
+                assert int(paged.headers["x-total-count"]) == len(paged.json()) + 1
+        finally:
+            writing.clear()
+        assert all(writer.result(30) > 0 for writer in writers)
     everything = httpx.get(two.url + "/tareas")
     total = int(everything.headers["x-total-count"])
     assert total == len(everything.json())
