@@ -6,6 +6,7 @@ ever shown. The behaviour both backends share through the API: test_taskserver_b
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from support import TICSLAB, ServiceProcess, wait_until
 from test_client_stack import finish, start_client
 from test_launcher import UpStack, children
 
+from services.taskserver.app import TaskServerSettings, create_app
 from services.taskserver.storage import KeyReused, StorageUnavailable, TaskNotFound
 from services.taskserver.storage.postgres import (
     CALL_SECONDS,
@@ -682,3 +684,38 @@ def test_the_help_never_suggests_a_password_on_the_command_line(command: str) ->
     text = " ".join(done.stdout.split())
     assert "USER:PASSWORD@" not in text
     assert "PGPASSWORD" in text and "TICSLAB_STORAGE" in text
+
+
+def test_health_answers_at_once_while_reads_take_every_store_thread(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slow reads holding every thread the store's calls may use (and more waiting) leave
+    /health its own: 200 at once, not 503 after waiting behind them."""
+    release = threading.Event()
+    read = PostgresStore.get
+
+    def slow_get(self: PostgresStore, task_id: int) -> Any:
+        release.wait(10)
+        return read(self, task_id)
+
+    monkeypatch.setattr(PostgresStore, "get", slow_get)
+    app = create_app(
+        TaskServerSettings(name="server1", tasks_file=tmp_path / "t.json", storage=postgres_url)
+    )
+
+    async def ask() -> tuple[list[int], int, float]:
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await client.post("/tareas", json={"title": "x"})
+            reads = [asyncio.create_task(client.get("/tareas/1")) for _ in range(12)]
+            await asyncio.sleep(0.2)  # let them take the threads
+            start = time.monotonic()
+            health = await client.get("/health")
+            took = time.monotonic() - start
+            release.set()
+            answers = await asyncio.gather(*reads)
+            return [answer.status_code for answer in answers], health.status_code, took
+
+    statuses, health, took = asyncio.run(ask())
+    assert health == 200 and took < 0.8
+    assert statuses == [200] * 12

@@ -151,7 +151,9 @@ def create_app(settings: TaskServerSettings) -> Starlette:
     async def health(request: Request) -> Response:
         try:
             if calls is not None:
-                problem = await calls.run(store.problem, seconds=calls.bounds.health_seconds)
+                problem = await calls.run(
+                    store.problem, seconds=calls.bounds.health_seconds, limiter=calls.health
+                )
             else:
                 problem = await in_thread(store.problem)
         except StorageUnavailable as error:
@@ -299,11 +301,17 @@ class BoundedCalls:
     def __init__(self, bounds: CallBounds) -> None:
         self.bounds = bounds
         self.limiter = CapacityLimiter(bounds.threads)
+        # /health's probes wait for no read: threads of their own (one probes, one waits)
+        self.health = CapacityLimiter(2)
         self._lock = threading.Lock()
         self.left_running = 0
 
     async def run(
-        self, function: Callable[..., Any], *args: Any, seconds: float | None = None
+        self,
+        function: Callable[..., Any],
+        *args: Any,
+        seconds: float | None = None,
+        limiter: CapacityLimiter | None = None,
     ) -> Any:
         seconds = seconds or self.bounds.seconds
         with self._lock:
@@ -323,7 +331,9 @@ class BoundedCalls:
                         self.left_running -= 1
 
         with move_on_after(seconds):
-            return await to_thread.run_sync(call, abandon_on_cancel=True, limiter=self.limiter)
+            return await to_thread.run_sync(
+                call, abandon_on_cancel=True, limiter=limiter or self.limiter
+            )
         with self._lock:
             if not state["done"]:
                 state["left"] = True
