@@ -137,12 +137,15 @@ def in_process(
     app = create_app(
         TaskServerSettings(name="server1", tasks_file=folder / "tasks.json", storage=storage)
     )
+    lifespan = app.router.lifespan_context(app)  # its end closes a database's pool
     with asyncio.Runner() as runner:
+        runner.run(lifespan.__aenter__())
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
         send = InProcess(runner, client)
         send("POST", "/tareas", orjson.dumps({"title": "existing"}))
         yield send
         runner.run(client.aclose())
+        runner.run(lifespan.__aexit__(None, None, None))
 
 
 class InProcess:

@@ -705,7 +705,10 @@ def test_health_answers_at_once_while_reads_take_every_store_thread(
 
     async def ask() -> tuple[list[int], int, float]:
         transport = httpx.ASGITransport(app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with (
+            app.router.lifespan_context(app),  # closes the store's pool at the end
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        ):
             await client.post("/tareas", json={"title": "x"})
             reads = [asyncio.create_task(client.get("/tareas/1")) for _ in range(12)]
             await asyncio.sleep(0.2)  # let them take the threads
