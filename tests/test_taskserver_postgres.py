@@ -27,8 +27,9 @@ from support import TICSLAB, ServiceProcess, wait_until
 from test_client_stack import finish, start_client
 from test_launcher import UpStack, children
 
-from services.taskserver.app import TaskServerSettings, create_app
+from services.taskserver.app import BoundedCalls, TaskServerSettings, create_app
 from services.taskserver.storage import KeyReused, StorageUnavailable, TaskNotFound
+from services.taskserver.storage.base import CallBounds
 from services.taskserver.storage.postgres import (
     CALL_SECONDS,
     POOL_MAX,
@@ -643,7 +644,13 @@ def test_a_frozen_database_answers_503_in_bounded_time_and_starves_nothing() -> 
         assert after[0] == 503 and after[1] < 1.5 and "storage" in after[2]
         assert info[0] == 200 and info[1] < 1.5
         assert read_status == 503 and read_seconds < CALL_SECONDS + 2, read_text
-        wait_until(lambda: httpx.get(process.url + "/tareas/1").status_code == 200, 30)
+
+        def served() -> bool:
+            answer = httpx.get(process.url + "/tareas/1", timeout=30)
+            assert answer.status_code == 200, answer.text  # wait_until shows the last one
+            return True
+
+        wait_until(served, 30, what="a read after SIGCONT")
         wait_until(lambda: httpx.get(process.url + "/health").status_code == 200, 10)
     finally:
         process.close()
@@ -722,3 +729,25 @@ def test_health_answers_at_once_while_reads_take_every_store_thread(
     statuses, health, took = asyncio.run(ask())
     assert health == 200 and took < 0.8
     assert statuses == [200] * 12
+
+
+def test_calls_given_up_before_they_began_are_not_counted_as_left_running() -> None:
+    """Calls that time out while waiting for a thread never ran and never will: they are not
+    counted among the threads left running on the database (which, once as many as the
+    threads, refuse every call), so the server recovers when the one stuck call ends."""
+    release = threading.Event()
+
+    async def main() -> tuple[list[Any], int, Any]:
+        calls = BoundedCalls(CallBounds(0.2, 2, 0.2, "postgresql://db"))
+        stuck = [calls.run(release.wait, 10) for _ in range(8)]  # 2 run, 6 wait, all time out
+        given_up = await asyncio.gather(*stuck, return_exceptions=True)
+        release.set()
+        for _ in range(100):
+            if calls.left_running == 0:
+                break
+            await asyncio.sleep(0.02)
+        return given_up, calls.left_running, await calls.run(lambda: "again")
+
+    given_up, left, again = asyncio.run(main())
+    assert all(isinstance(answer, StorageUnavailable) for answer in given_up)
+    assert left == 0 and again == "again"

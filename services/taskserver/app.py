@@ -319,9 +319,13 @@ class BoundedCalls:
         if stuck >= self.bounds.threads:
             problem = f"{stuck} calls to the database are still unanswered"
             raise StorageUnavailable(self.bounds.where, problem, "storage_timeout")
-        state = {"done": False, "left": False}
+        state = {"started": False, "abandoned": False, "done": False, "left": False}
 
         def call() -> Any:
+            with self._lock:
+                if state["abandoned"]:  # its caller answered 503 before it began: never run
+                    return None
+                state["started"] = True
             try:
                 return function(*args)
             finally:
@@ -335,7 +339,8 @@ class BoundedCalls:
                 call, abandon_on_cancel=True, limiter=limiter or self.limiter
             )
         with self._lock:
-            if not state["done"]:
+            state["abandoned"] = True
+            if state["started"] and not state["done"]:  # not one still waiting for a thread
                 state["left"] = True
                 self.left_running += 1
         problem = f"no answer from the database within {seconds:g} s"
