@@ -42,6 +42,7 @@ ERRORS: Catalogue = {
         '{{"completed": true}}',
         "title_not_text": "'title' must be text, not of type {type}",
         "title_empty": "'title' must not be empty",
+        "title_has_nul": "'title' must not contain the NUL character (\\u0000)",
         "title_too_long": "'title' has {length} characters; the maximum is {maximum}",
         "completed_not_bool": "'completed' must be true or false, not of type {type}",
         "bad_order": "'order' must be asc (oldest first) or desc (newest first), not {value!r}",
@@ -165,6 +166,7 @@ ERRORS: Catalogue = {
         '{{"completed": true}}',
         "title_not_text": "'title' debe ser texto, no de tipo {type}",
         "title_empty": "'title' no puede estar vacío",
+        "title_has_nul": "'title' no puede contener el carácter NUL (\\u0000)",
         "title_too_long": "'title' tiene {length} caracteres; el máximo es {maximum}",
         "completed_not_bool": "'completed' debe ser true o false, no de tipo {type}",
         "bad_order": "'order' debe ser asc (las más antiguas primero) o desc (las más nuevas "

@@ -4,6 +4,7 @@ reused, ids never handed out twice, an honest ``/health``, and 503 when the stor
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 from storage_backends import BACKENDS, storage_for, taskserver_on
-from support import ServiceProcess
+from support import ServiceProcess, wait_until
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -83,6 +84,31 @@ def test_pages_and_the_total_agree_across_servers(
     one, two, _ = pair
     for n in range(3):
         assert httpx.post(one.url + "/tareas", json={"title": f"p{n}"}).status_code == 201
+    # Creates and deletes on one server while the other lists: a page and its total must come
+    # from one snapshot (on PostgreSQL, one transaction), or they drift apart.
+    writing = threading.Event()
+    writing.set()
+
+    def churn() -> int:
+        writes = 0
+        with httpx.Client(base_url=one.url, timeout=10) as http:
+            while writing.is_set() and writes < 2000:
+                made = http.post("/tareas", json={"title": f"w{writes}"}).json()["id"]
+                http.delete(f"/tareas/{made}")
+                writes += 2
+        return writes
+
+    with ThreadPoolExecutor(2) as pool, httpx.Client(base_url=two.url, timeout=10) as http:
+        writers = [pool.submit(churn) for _ in range(2)]
+        try:
+            for _ in range(60):
+                listed = http.get("/tareas")
+                assert int(listed.headers["x-total-count"]) == len(listed.json())
+                paged = http.get("/tareas?offset=1&limit=10000")
+                assert int(paged.headers["x-total-count"]) == len(paged.json()) + 1
+        finally:
+            writing.clear()
+        assert all(writer.result(30) > 0 for writer in writers)
     everything = httpx.get(two.url + "/tareas")
     total = int(everything.headers["x-total-count"])
     assert total == len(everything.json())
@@ -132,8 +158,10 @@ def test_a_storage_fault_answers_503_with_a_reason_and_then_recovers(
     saved = Path(storage.removeprefix("file:")).read_bytes() if is_file else b""
     break_storage(storage)
     try:
-        health = httpx.get(two.url + "/health")
-        assert health.status_code == 503
+        # PostgreSQL's /health answers from a probe at most 1 s old
+        health = wait_until(
+            lambda: (h := httpx.get(two.url + "/health")).status_code == 503 and h, 3
+        )
         assert health.json()["status"] == "error" and health.json()["storage"]["ok"] is False
         for method, path in (("POST", "/tareas"), ("GET", "/tareas")):
             answer = httpx.request(
@@ -146,5 +174,5 @@ def test_a_storage_fault_answers_503_with_a_reason_and_then_recovers(
             assert ("archivo de tareas" if is_file else "base de datos de tareas") in body["error"]
     finally:
         mend_storage(storage, saved)
-    assert httpx.get(two.url + "/health").status_code == 200
+    wait_until(lambda: httpx.get(two.url + "/health").status_code == 200, 3)
     assert httpx.get(two.url + f"/tareas/{kept['id']}").json() == kept

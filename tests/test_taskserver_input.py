@@ -48,6 +48,8 @@ BAD_INPUT = [
     ("POST", "/tareas", body({"title": 5}), {}, 400, "must be text, not of type number"),
     ("POST", "/tareas", body({"title": None}), {}, 400, "must be text, not of type null"),
     ("POST", "/tareas", body({"title": "x" * 201}), {}, 400, "the maximum is 200"),
+    ("POST", "/tareas", body({"title": "a\x00b"}), {}, 400, "NUL character"),
+    ("PUT", "/tareas/1", body({"title": "\x00"}), {}, 400, "NUL character"),
     ("POST", "/tareas", body({"title": "a", "completed": "yes"}), {}, 400, "'completed'"),
     ("POST", "/tareas", b'\xff\xfe{"title": "a"}', {}, 400, "not valid UTF-8 text"),
     ("POST", "/tareas", b'{"title": "caf\xe9"}', {}, 400, "not valid UTF-8 text"),
@@ -126,16 +128,24 @@ def test_an_unexpected_failure_answers_json_500_and_is_counted(
     assert stats["recent_errors"][0]["message"] == answer.json()["error"]
 
 
-@pytest.fixture(scope="module")
-def in_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
-    path: Path = tmp_path_factory.mktemp("hypothesis") / "tasks.json"
-    app = create_app(TaskServerSettings(name="server1", tasks_file=path))
+@pytest.fixture(scope="module", params=BACKENDS)
+def in_process(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InProcess]:
+    folder: Path = tmp_path_factory.mktemp("hypothesis")
+    storage = storage_for(request, folder)
+    app = create_app(
+        TaskServerSettings(name="server1", tasks_file=folder / "tasks.json", storage=storage)
+    )
+    lifespan = app.router.lifespan_context(app)  # its end closes a database's pool
     with asyncio.Runner() as runner:
+        runner.run(lifespan.__aenter__())
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
         send = InProcess(runner, client)
         send("POST", "/tareas", orjson.dumps({"title": "existing"}))
         yield send
         runner.run(client.aclose())
+        runner.run(lifespan.__aexit__(None, None, None))
 
 
 class InProcess:

@@ -51,8 +51,9 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("TICSLAB_STORAGE", ""),
         metavar="URL",
         help="where every task server keeps the tasks: file:PATH or a path, or "
-        "postgresql://USER:PASSWORD@HOST:PORT/DB (pip install -e '.[postgres]'); default: "
-        "DATA_DIR/tasks.json (TICSLAB_STORAGE)",
+        "postgresql://USER@HOST:PORT/DB (pip install -e '.[postgres]'); the password in "
+        "PGPASSWORD or ~/.pgpass, or the whole URL in TICSLAB_STORAGE: a command line is "
+        "visible to everyone in ps; default: DATA_DIR/tasks.json (TICSLAB_STORAGE)",
     )
     add_token_arguments(
         parser, "default: TICSLAB_TOKEN or a new one; every process gets it in its environment"

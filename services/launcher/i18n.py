@@ -44,6 +44,10 @@ TEXT: Catalogue = {
         "storage_bad": "--storage {value!r} is not a storage: use file:PATH, a path, or "
         "postgresql://USER@HOST/DB",
         "storage_needs_psycopg": "--storage postgresql://… needs psycopg: {install}",
+        "storage_ambiguous": "--storage postgresql://…: the URL's user part holds '#', '?', "
+        "'/' or '@', which URL readers split differently (the password could be shown); "
+        "percent-encode them (%23, %3F, %2F, %40), or give the password in PGPASSWORD or "
+        "~/.pgpass",
         "clients_negative": "--clients cannot be negative",
         "retries_range": "--retries is 0 to {maximum}",
         "compress_bad": "--compress is 'off' or some of {names} separated by commas, each "
@@ -127,6 +131,10 @@ TEXT: Catalogue = {
         "storage_bad": "--storage {value!r} no es un almacenamiento: usa file:RUTA, una ruta o "
         "postgresql://USUARIO@HOST/BD",
         "storage_needs_psycopg": "--storage postgresql://… necesita psycopg: {install}",
+        "storage_ambiguous": "--storage postgresql://…: la parte de usuario de la URL lleva "
+        "'#', '?', '/' o '@', que los lectores de URL cortan de modos distintos (la contraseña "
+        "podría mostrarse); codifícalos (%23, %3F, %2F, %40), o da la contraseña en "
+        "PGPASSWORD o ~/.pgpass",
         "clients_negative": "--clients no puede ser negativo",
         "retries_range": "--retries va de 0 a {maximum}",
         "compress_bad": "--compress es 'off' o algunas de {names} separadas por comas, cada "

@@ -36,6 +36,7 @@ from services.taskserver.storage import (
     safe_storage,
     storage_kind,
 )
+from services.taskserver.storage.postgres_url import ambiguity, scheme_only
 
 HOST = "127.0.0.1"
 # Clients of the local stack make steady, gentle traffic for as long as the stack runs.
@@ -157,8 +158,10 @@ class StackOptions:
         try:
             kind, _ = storage_kind(self.storage)
         except StorageConfigError:
-            shown = self.storage.split("://", 1)[0] + "://…" if "://" in self.storage else ""
-            return t("storage_bad", value=shown or self.storage)
+            value = self.storage.strip()
+            if value.lower().startswith(("postgresql://", "postgres://")) and ambiguity(value):
+                return t("storage_ambiguous")
+            return t("storage_bad", value=scheme_only(self.storage))
         if kind == "postgresql" and not all(
             importlib.util.find_spec(name) for name in ("psycopg", "psycopg_pool")
         ):

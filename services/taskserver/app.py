@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anyio import to_thread
+from anyio import CapacityLimiter, move_on_after, to_thread
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,11 +36,13 @@ from services.taskserver.storage import (
     LOCK_TIMEOUT_SECONDS,
     KeyReused,
     StorageError,
+    StorageUnavailable,
     Store,
     TaskNotFound,
     TaskStore,
     open_store,
 )
+from services.taskserver.storage.base import CallBounds
 from services.taskserver.validation import (
     InputError,
     idempotency_key,
@@ -100,8 +103,11 @@ def create_app(settings: TaskServerSettings) -> Starlette:
     metrics = Metrics(store.count)
     uptime = Uptime()
     writes = WriteQueue(store.writer_lock)
+    calls = BoundedCalls(store.bounds) if store.bounds else None
 
     async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
+        if calls is not None:
+            return await calls.run(function, *args)
         return await to_thread.run_sync(function, *args)
 
     async def write(function: Callable[..., Any], *args: Any) -> Any:
@@ -143,7 +149,15 @@ def create_app(settings: TaskServerSettings) -> Starlette:
         raise SimulatedFailure(f"{request.method} {request.url.path}")
 
     async def health(request: Request) -> Response:
-        problem = await in_thread(store.problem)
+        try:
+            if calls is not None:
+                problem = await calls.run(
+                    store.problem, seconds=calls.bounds.health_seconds, limiter=calls.health
+                )
+            else:
+                problem = await in_thread(store.problem)
+        except StorageUnavailable as error:
+            problem = f"{error.fields['storage']}: {error.problem}"
         storage = {**store.describe(), "ok": problem is None}
         if (waited := store.lock_wait()) >= LOCK_WAIT_REPORTED_SECONDS:
             # Still 200: every server shares the lock (or the database), and reads answer.
@@ -275,6 +289,62 @@ def create_app(settings: TaskServerSettings) -> Starlette:
     app.state.lang = settings.lang
     app.state.busy_code = "tasks_file_busy" if isinstance(store, TaskStore) else "storage_busy"
     return app
+
+
+class BoundedCalls:
+    """A store's calls under the app's own bounds (``CallBounds``): in threads of their own
+    (a ``CapacityLimiter`` of ``threads``), so calls stuck on a frozen database never take
+    the threads the rest of the app needs; each answered within ``seconds`` (503
+    ``storage_timeout`` past them) while its thread runs on in the background. Threads left
+    running that way are counted: with ``threads`` of them, a call is refused at once."""
+
+    def __init__(self, bounds: CallBounds) -> None:
+        self.bounds = bounds
+        self.limiter = CapacityLimiter(bounds.threads)
+        # /health's probes wait for no read: threads of their own (one probes, one waits)
+        self.health = CapacityLimiter(2)
+        self._lock = threading.Lock()
+        self.left_running = 0
+
+    async def run(
+        self,
+        function: Callable[..., Any],
+        *args: Any,
+        seconds: float | None = None,
+        limiter: CapacityLimiter | None = None,
+    ) -> Any:
+        seconds = seconds or self.bounds.seconds
+        with self._lock:
+            stuck = self.left_running
+        if stuck >= self.bounds.threads:
+            problem = f"{stuck} calls to the database are still unanswered"
+            raise StorageUnavailable(self.bounds.where, problem, "storage_timeout")
+        state = {"started": False, "abandoned": False, "done": False, "left": False}
+
+        def call() -> Any:
+            with self._lock:
+                if state["abandoned"]:  # its caller answered 503 before it began: never run
+                    return None
+                state["started"] = True
+            try:
+                return function(*args)
+            finally:
+                with self._lock:
+                    state["done"] = True
+                    if state["left"]:
+                        self.left_running -= 1
+
+        with move_on_after(seconds):
+            return await to_thread.run_sync(
+                call, abandon_on_cancel=True, limiter=limiter or self.limiter
+            )
+        with self._lock:
+            state["abandoned"] = True
+            if state["started"] and not state["done"]:  # not one still waiting for a thread
+                state["left"] = True
+                self.left_running += 1
+        problem = f"no answer from the database within {seconds:g} s"
+        raise StorageUnavailable(self.bounds.where, problem, "storage_timeout")
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -45,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env("TICSLAB_STORAGE", ""),
         metavar="URL",
         help="where the tasks are: file:PATH or a path (the shared file, as --tasks-file), or "
-        "postgresql://USER:PASSWORD@HOST:PORT/DB (needs pip install -e '.[postgres]'); "
-        "default: --tasks-file (TICSLAB_STORAGE)",
+        "postgresql://USER@HOST:PORT/DB (needs pip install -e '.[postgres]'); the password "
+        "in PGPASSWORD or ~/.pgpass, or the whole URL in TICSLAB_STORAGE: a command line is "
+        "visible to everyone in ps; default: --tasks-file (TICSLAB_STORAGE)",
     )
     parser.add_argument(
         "--request-timeout",

@@ -17,7 +17,7 @@ What it keeps, so that the lesson costs nothing afterwards:
 
 - **The file is never torn nor left in another format**: the new version goes to a uniquely
   named temporary file in the same folder that is renamed over ``tasks.json``
-  (:meth:`TaskStore.replace_without_lock`), in the exact format the normal store writes. A
+  (:meth:`FileStoreParts.replace_without_lock`), in the exact format the normal store writes. A
   file that does not parse is never written (503, as always).
 - **No id a client was given is handed out again** once the mode is back to ``none``: the
   high-water mark (``tasks.json.lastid``) is raised under the lock before the write, the one
@@ -40,7 +40,7 @@ READ_ATTEMPTS = 3
 READ_RETRY_SECONDS = 0.002
 
 
-class TaskStore(Protocol):
+class FileStoreParts(Protocol):
     """What of the file store (``storage/file.py``, whose ``read_naively`` and
     ``write_naively`` call these) a naive create uses."""
 
@@ -50,7 +50,7 @@ class TaskStore(Protocol):
     def replace_without_lock(self, entries: list[Task]) -> None: ...
 
 
-def read_naively(store: TaskStore, title: str, completed: bool) -> tuple[list[Task], Task]:
+def read_naively(store: FileStoreParts, title: str, completed: bool) -> tuple[list[Task], Task]:
     """Steps 1 and 2 of a naive create: read the whole file (no lock), and make the task with
     the highest id in it + 1. The caller raises ``tasks.json.lastid`` to that id, the one
     step under the lock (queued as every write, so waiting for it holds no thread), then
@@ -61,13 +61,13 @@ def read_naively(store: TaskStore, title: str, completed: bool) -> tuple[list[Ta
     return entries, new_task(task_id, title, completed, store.server)
 
 
-def write_naively(store: TaskStore, entries: list[Task], task: Task) -> None:
+def write_naively(store: FileStoreParts, entries: list[Task], task: Task) -> None:
     """Steps 3 and 4: append the task to what was read and write it all back, no lock: a
     create that read the same version meanwhile is overwritten."""
     store.replace_without_lock([*entries, task])
 
 
-def _read(store: TaskStore) -> list[Task]:
+def _read(store: FileStoreParts) -> list[Task]:
     attempt = 1
     while True:
         try:

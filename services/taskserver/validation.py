@@ -138,6 +138,8 @@ def check_title(title: Any) -> str:
         raise InputError("title_empty")
     if len(text) > MAX_TITLE_CHARS:
         raise InputError("title_too_long", length=len(text), maximum=MAX_TITLE_CHARS)
+    if "\x00" in text:  # PostgreSQL's text cannot hold it: refused alike on every backend
+        raise InputError("title_has_nul")
     return text
 
 

@@ -22,6 +22,7 @@ from services.taskserver.storage.model import (
     TaskNotFound,
     TasksFileError,
 )
+from services.taskserver.storage.postgres_url import ambiguity, redacted, scheme_only
 
 __all__ = [
     "LOCK_TIMEOUT_SECONDS",
@@ -50,6 +51,8 @@ def storage_kind(value: str) -> tuple[str, str]:
     an empty value) raises :class:`StorageConfigError`, in one line with no password."""
     value = value.strip()
     if value.lower().startswith(POSTGRES_SCHEMES):
+        if reason := ambiguity(value):
+            raise StorageConfigError(f"--storage {scheme_only(value)}: {reason}")
         return "postgresql", value
     if value.startswith("file:"):
         path = value.removeprefix("file:").removeprefix("//")
@@ -57,9 +60,8 @@ def storage_kind(value: str) -> tuple[str, str]:
             return "file", path
     elif value and "://" not in value:
         return "file", value
-    shown = value.split("://", 1)[0] + "://…" if "://" in value else value
     raise StorageConfigError(
-        f"--storage {shown!r} is not a storage: use file:PATH, a path, or postgresql://…"
+        f"--storage {scheme_only(value)!r} is not a storage: use file:PATH, a path, or postgresql://…"
     )
 
 
@@ -68,8 +70,6 @@ def safe_storage(value: str) -> str:
     kind, where = storage_kind(value)
     if kind == "file":
         return where
-    from services.taskserver.storage.postgres_url import redacted
-
     return redacted(where)
 
 

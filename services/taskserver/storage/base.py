@@ -9,14 +9,28 @@ round trips): the app calls them from worker threads, and the writes through its
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.taskserver.storage.model import Task
 
 
+@dataclass(frozen=True)
+class CallBounds:
+    """The app's own bounds on a store's calls, for a store whose waits cannot all be bounded
+    inside the call (a frozen database keeps a socket open and never answers)."""
+
+    seconds: float  # a call unanswered this long: 503 storage_timeout; its thread ends later
+    threads: int  # the store's calls at once, in threads of their own (not the app's pool)
+    health_seconds: float  # /health's wait for ``problem``
+    where: str  # the storage as it may be shown
+
+
 class Store(Protocol):
     writer_lock: threading.Lock
     server: str
+    # None: every wait is bounded inside the store's calls (the file's lock timeouts)
+    bounds: CallBounds | None
 
     def prepare(self) -> None:
         """Make the storage ready to use (an empty file, the database's schema)."""

@@ -29,6 +29,7 @@ from filelock import FileLock, Timeout
 
 from services.common import utc_now_iso
 from services.taskserver import nolock
+from services.taskserver.storage.base import CallBounds
 from services.taskserver.storage.disk import pread, pwrite_all, replace_file, write_problem
 from services.taskserver.storage.format import (
     CLOSING,
@@ -80,6 +81,8 @@ class TaskStore:
     Methods block (file I/O, locks): call them from a worker thread, not the event loop.
     Returned tasks are never mutated afterwards; a change builds new dicts.
     """
+
+    bounds: CallBounds | None = None  # every wait here has its own timeout
 
     def __init__(self, path: Path, server: str) -> None:
         self.path = path

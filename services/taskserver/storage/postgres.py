@@ -6,10 +6,14 @@ each call takes a pooled connection for one short transaction and gives it back.
 plain SELECTs (MVCC: they never wait for a write); a create is one transaction holding its
 Idempotency-Key, the key's request digest and the row together. Ids come from a sequence, so
 an id is never handed out twice, even after its task is deleted; a create that rolls back
-leaves a gap. Every wait is bounded: the pool's wait for a connection, ``connect_timeout``,
-``statement_timeout`` and ``lock_timeout``; past one, the call raises
-:class:`StorageUnavailable` and the app answers 503. A database that comes back is used
-again without a restart: the pool checks a connection before lending it and opens new ones.
+leaves a gap. The waits this module bounds: the pool's wait for a connection,
+``connect_timeout``, ``statement_timeout`` and ``lock_timeout`` (past one, the call raises
+:class:`StorageUnavailable` and the app answers 503), TCP keepalives and ``tcp_user_timeout``
+for a network gone. Not every wait: a frozen database (SIGSTOP, ``docker pause``) holds a
+query, or the pool's check of a connection, as long as it is frozen; the app bounds those
+calls itself (``bounds``: ``CALL_SECONDS``, in threads of their own). A database that comes
+back is used again without a restart: the pool checks a connection before lending it and
+opens new ones.
 
 The schema is made by versioned migrations (``MIGRATIONS``) on a server's first start, under
 a transaction-scoped advisory lock, so two servers starting at once on an empty database
@@ -18,12 +22,12 @@ make it once. The design: docs/design/taskserver.md.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -31,6 +35,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from services.common import utc_now_iso
+from services.taskserver.storage.base import CallBounds
 from services.taskserver.storage.model import (
     ID_RANGE_USED,
     MAX_TASK_ID,
@@ -41,9 +46,11 @@ from services.taskserver.storage.model import (
     new_task,
     request_digest,
 )
-from services.taskserver.storage.postgres_url import redacted
+from services.taskserver.storage.postgres_url import masked, redacted, secrets
 
 T = TypeVar("T")
+POOL_LOG = logging.getLogger("psycopg.pool")
+LOG_REPEAT_SECONDS = 10.0  # a repeated pool warning is logged at most once in this long
 
 POOL_MIN = 1
 POOL_MAX = 4  # per server: writes go one at a time (writers.py), reads and /health beside
@@ -56,8 +63,23 @@ PROBE_CONNECT_TIMEOUT = 2  # libpq's minimum
 CONNECT_TIMEOUT_SECONDS = 3  # libpq's connect_timeout: whole seconds
 STATEMENT_TIMEOUT_MS = 5000
 LOCK_TIMEOUT_MS = 3000
-HEALTH_WAIT_SECONDS = 2.0  # /health's wait for a connection, after a probe found it there
+IDLE_IN_TRANSACTION_MS = 10_000  # a session idle inside a transaction this long is ended
+RECONNECT_TIMEOUT_SECONDS = 10.0
+KEEPALIVES_IDLE_SECONDS = 5
+KEEPALIVES_INTERVAL_SECONDS = 2
+KEEPALIVES_COUNT = 3
+TCP_USER_TIMEOUT_MS = 10_000  # unacknowledged data this long: the connection is dead
+# The app's bounds (app.py): statement_timeout and lock_timeout are the server's, and a
+# frozen database (SIGSTOP, docker pause) acknowledges a query at the TCP level and never
+# answers it, nor a pooled connection's check. A call unanswered past CALL_SECONDS answers
+# 503 storage_timeout; its thread ends in the background (SIGCONT, or the keepalives when the
+# network is gone), outside the app's thread pool.
+CALL_SECONDS = POOL_WAIT_SECONDS + STATEMENT_TIMEOUT_MS / 1000 + 1
+CALL_THREADS = POOL_MAX + 2
+HEALTH_SECONDS = 0.8  # /health within the balancer's 1 s check timeout
+PROBE_FRESH_SECONDS = 1.0  # one probe's answer serves every caller this long
 WRITER_WAIT_SECONDS = 10.0  # for this process's writer lock (held by a quiesce)
+KEY_ATTEMPTS = 5  # a key whose task is deleted between its insert and its read: again
 CREATE_ATTEMPTS = 3  # a sequence id taken meanwhile by fault mode nolock's upsert: next id
 RAISE_BY_NEXTVAL = 100_000  # raise_last_id steps the sequence up to this far; setval beyond
 
@@ -105,10 +127,16 @@ class PostgresStore:
         self.url = url
         self.where = redacted(url)
         self.server = server
+        self.bounds: CallBounds | None = CallBounds(
+            CALL_SECONDS, CALL_THREADS, HEALTH_SECONDS, self.where
+        )
+        # One probe at a time (a new connection, not the pool's); its answer, and when.
+        self._probe_lock = threading.Lock()
+        self._probed: tuple[float, str | None] = (-PROBE_FRESH_SECONDS, None)
         # Writes queue on it in this process (writers.py); a quiesce holds it, so a paused
         # process holds no row lock or open transaction.
         self.writer_lock = threading.Lock()
-        self._password = urlsplit(url).password
+        self._secrets = secrets(url)
         self._count = 0  # tasks as last seen, for metrics (no I/O)
         self._wait_since = 0.0  # monotonic start of a write's wait for a connection; 0: none
         self._pool = ConnectionPool(
@@ -120,17 +148,32 @@ class PostgresStore:
             # A connection broken while the database was away is found and replaced before
             # it is lent, so a database that comes back is used at once.
             check=ConnectionPool.check_connection,
-            # Keep trying to reconnect for as long as the server runs.
-            reconnect_timeout=365 * 24 * 3600.0,
+            # An attempt chain to reconnect backs off (1, 2, 4 s...) and gives up after this
+            # long; the next call starts a new one. Never longer: a chain left growing for
+            # days answered 503 for 45 s after a 71 s outage had ended.
+            reconnect_timeout=RECONNECT_TIMEOUT_SECONDS,
             kwargs={
                 "autocommit": True,
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                # Client-side bounds: the server's timeouts cannot end a call to a database
+                # that is frozen or cut off; TCP keepalives and tcp_user_timeout do.
+                "keepalives": 1,
+                "keepalives_idle": KEEPALIVES_IDLE_SECONDS,
+                "keepalives_interval": KEEPALIVES_INTERVAL_SECONDS,
+                "keepalives_count": KEEPALIVES_COUNT,
+                "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+                # A server paused inside a transaction (SIGSTOP, docker pause) must not hold
+                # its key and row locks for as long as it is paused.
                 "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
-                f"-c lock_timeout={LOCK_TIMEOUT_MS}",
+                f"-c lock_timeout={LOCK_TIMEOUT_MS} "
+                f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
                 "application_name": f"ticslab {server}"[:63],
             },
             name=f"ticslab-{server}",
         )
+        # psycopg_pool logs libpq's messages as they are, once per reconnect attempt.
+        self._log_filter = PoolLogFilter(self._secrets)
+        POOL_LOG.addFilter(self._log_filter)
 
     # -- the public operations -------------------------------------------------------------
 
@@ -210,7 +253,7 @@ class PostgresStore:
             raise AssertionError("unreachable")
 
         with self._writing():
-            task, replayed = self._run(insert)
+            task, replayed = self._run(insert, write=True)
         if not replayed:
             self._count += 1
         return task, replayed
@@ -227,13 +270,22 @@ class PostgresStore:
         if task_id > MAX_TASK_ID:
             raise StorageUnavailable(self.where, ID_RANGE_USED, "storage_error")
         if key is not None:
-            added = conn.execute(
-                "INSERT INTO task_keys (key, digest, task_id) VALUES (%s, %s, %s) "
-                "ON CONFLICT (key) DO NOTHING RETURNING task_id",
-                (key, digest, task_id),
-            ).fetchone()
-            if added is None:  # the key is another create's, committed: replay or refuse
-                return self._earlier(conn, key, digest), True
+            for _ in range(KEY_ATTEMPTS):
+                added = conn.execute(
+                    "INSERT INTO task_keys (key, digest, task_id) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (key) DO NOTHING RETURNING task_id",
+                    (key, digest, task_id),
+                ).fetchone()
+                if added is not None:
+                    break
+                # The key is another create's, committed: replay or refuse. In READ
+                # COMMITTED its task may be deleted since (its key goes by cascade; nolock's
+                # upsert deletes keys too): then the key is free, and it is inserted again.
+                if (earlier := self._earlier(conn, key, digest)) is not None:
+                    return earlier, True
+            else:
+                problem = f"an Idempotency-Key came and went {KEY_ATTEMPTS} times"
+                raise StorageUnavailable(self.where, problem, "storage_timeout")
         task = new_task(task_id, title, completed, self.server)
         conn.execute(
             f"INSERT INTO tasks ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)".encode(),
@@ -241,15 +293,16 @@ class PostgresStore:
         )
         return task, False
 
-    def _earlier(self, conn: psycopg.Connection[Any], key: str, digest: str) -> Task:
+    def _earlier(self, conn: psycopg.Connection[Any], key: str, digest: str) -> Task | None:
+        """The task the key was committed with; None when it is gone meanwhile."""
         with conn.cursor(row_factory=dict_row) as cursor:
             row = cursor.execute(
                 f"SELECT k.digest AS key_digest, {COLUMNS} FROM task_keys k "
                 "JOIN tasks t ON t.id = k.task_id WHERE k.key = %s".encode(),
                 (key,),
             ).fetchone()
-        if row is None:  # never: a key goes with its task (ON DELETE CASCADE)
-            raise StorageUnavailable(self.where, "an Idempotency-Key without its task")
+        if row is None:
+            return None
         if row.pop("key_digest") != digest:
             raise KeyReused
         return row
@@ -294,7 +347,7 @@ class PostgresStore:
             conn.execute("SELECT max(nextval('task_ids')) FROM generate_series(1, %s)", (missing,))
 
         with self._writing():
-            self._run(step)
+            self._run(step, write=True)
 
     def read_naively(self, title: str, completed: bool) -> tuple[None, Task]:
         """Fault mode nolock's read, the naive SQL of the lesson: the highest id + 1, in its
@@ -326,14 +379,10 @@ class PostgresStore:
         self._run(upsert)
 
     def problem(self) -> str | None:
-        try:
-            with self._connection(HEALTH_WAIT_SECONDS) as conn:
-                conn.execute("SELECT 1 FROM tasks LIMIT 1")
-        except StorageUnavailable as error:
-            return f"{self.where}: {error.problem}"
-        except psycopg.Error as error:
-            return f"{self.where}: {self._reason(error)}"
-        return None
+        """From a probe of its own (a new connection, never one of the pool's: a pool busy
+        with reads is no database away), at most one at a time and one a second."""
+        reason = self._unreachable()
+        return f"{self.where}: {reason}" if reason else None
 
     def lock_wait(self) -> float:
         since = self._wait_since
@@ -343,7 +392,10 @@ class PostgresStore:
         return {"kind": "postgresql", "url": self.where}
 
     def close(self) -> None:
-        self._pool.close()
+        try:
+            self._pool.close()
+        finally:
+            POOL_LOG.removeFilter(self._log_filter)
 
     # -- connections and errors ------------------------------------------------------------
 
@@ -363,7 +415,7 @@ class PostgresStore:
         if task_id > MAX_TASK_ID:
             raise TaskNotFound(task_id)
         with self._writing():
-            task = self._run(change)
+            task = self._run(change, write=True)
         if task is None:
             raise TaskNotFound(task_id)
         return task
@@ -390,22 +442,39 @@ class PostgresStore:
             self._pool.putconn(conn)
 
     def _unreachable(self) -> str | None:
-        """Why a new connection to the database fails, or None when one succeeds."""
-        try:
-            with psycopg.connect(
-                self.url, connect_timeout=PROBE_CONNECT_TIMEOUT, autocommit=True
-            ) as conn:
-                conn.execute("SELECT 1")
-        except psycopg.Error as error:
-            return self._reason(error)
-        return None
+        """Why a new connection to the database, or a read of the tasks table on it, fails;
+        None when both succeed. One probe at a time: callers meanwhile wait for its answer,
+        which serves every caller for ``PROBE_FRESH_SECONDS`` (a probe per waiting request
+        opened 84 connections in 15 s under load)."""
+        with self._probe_lock:
+            probed_at, reason = self._probed
+            if time.monotonic() - probed_at < PROBE_FRESH_SECONDS:
+                return reason
+            try:
+                with psycopg.connect(
+                    self.url,
+                    connect_timeout=PROBE_CONNECT_TIMEOUT,
+                    autocommit=True,
+                    options=f"-c statement_timeout={PROBE_CONNECT_TIMEOUT * 1000}",
+                ) as conn:
+                    conn.execute("SELECT 1 FROM tasks LIMIT 1")
+            except psycopg.Error as error:
+                reason = self._reason(error)
+            else:
+                reason = None
+            self._probed = (time.monotonic(), reason)
+            return reason
 
-    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """``work`` on a pooled connection; every database failure as StorageUnavailable."""
-        self._wait_since = time.monotonic()
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T], write: bool = False) -> T:
+        """``work`` on a pooled connection; every database failure as StorageUnavailable.
+        A ``write`` (they run one at a time, under ``writer_lock``) marks its wait for a
+        connection for ``lock_wait``; reads do not, so none overwrites another's mark."""
+        if write:
+            self._wait_since = time.monotonic()
         try:
             with self._connection(POOL_WAIT_SECONDS) as conn:
-                self._wait_since = 0.0
+                if write:
+                    self._wait_since = 0.0
                 return work(conn)
         except (pg_errors.QueryCanceled, pg_errors.LockNotAvailable) as error:
             raise StorageUnavailable(self.where, self._reason(error), "storage_timeout") from None
@@ -414,15 +483,42 @@ class PostgresStore:
         except psycopg.Error as error:
             raise StorageUnavailable(self.where, self._reason(error), "storage_error") from None
         finally:
-            self._wait_since = 0.0
+            if write:
+                self._wait_since = 0.0
 
     def _reason(self, error: BaseException) -> str:
-        """The error's first line, never with the password in it."""
+        """The error's first line, never with a password in it (any form of any of the URL's,
+        and any ``password=`` value)."""
         lines = str(error).strip().splitlines()
         reason = lines[0] if lines else type(error).__name__
-        if self._password:
-            reason = reason.replace(self._password, "***")
-        return reason
+        return masked(reason, self._secrets)
+
+
+class PoolLogFilter(logging.Filter):
+    """On psycopg_pool's logger: no password in its lines (it logs libpq's messages as they
+    are), and a line repeated (its template: one per reconnect attempt while the database is
+    away) at most once per ``LOG_REPEAT_SECONDS``, saying how many were left out."""
+
+    def __init__(self, hidden: set[str]) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, int]] = {}  # template: (shown at, left out since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        template = str(record.msg)
+        now = time.monotonic()
+        with self._lock:
+            shown_at, left_out = self._last.get(template, (-LOG_REPEAT_SECONDS, 0))
+            if now - shown_at < LOG_REPEAT_SECONDS:
+                self._last[template] = (shown_at, left_out + 1)
+                return False
+            self._last[template] = (now, 0)
+        text = masked(record.getMessage(), self.hidden)
+        if left_out:
+            text += f" ({left_out} more like it in {LOG_REPEAT_SECONDS:g} s not shown)"
+        record.msg, record.args = text, None
+        return True
 
 
 def _one(row: tuple[Any, ...] | None) -> Any:
