@@ -446,6 +446,7 @@ def test_the_balancer_follows_docker_service_scale(scaled: Stack) -> None:
 
 
 @pytest.mark.docker
+@pytest.mark.timeout(600)
 def test_the_database_runs_on_a_manager_and_every_server_stores_in_it(scaled: Stack) -> None:
     """`db` is healthy on a manager node. With issue 27's backend (skipped before it), every
     replica says PostgreSQL on /health and tasks made through the balancer by different
@@ -459,7 +460,11 @@ def test_the_database_runs_on_a_manager_and_every_server_stores_in_it(scaled: St
     assert docker("node", "inspect", "-f", "{{.Spec.Role}}", node) == "manager"
     if not taskserver_takes_storage():
         pytest.skip("this code's task server has no --storage (issue 27's PostgreSQL branch)")
-    wait_until(lambda: up_count(scaled) == 2, SETTLE_SECONDS, 1, "2 servers UP")
+    # Two replicas, whatever an earlier test scaled it to.
+    done = run(["docker", "service", "scale", "--detach", f"{scaled.name}_server=2"], timeout=60)
+    assert done.returncode == 0, done.stderr
+    two_up = lambda: up_count(scaled) == 2 == len(scaled.servers())  # noqa: E731
+    wait_until(two_up, SETTLE_SECONDS, 1, "2 servers UP")
     for server in scaled.containers("server"):
         said = json.loads(docker("exec", server, "python", "-c", HEALTH % 5001))
         assert said["storage"]["kind"] == "postgresql", said
