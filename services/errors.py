@@ -61,6 +61,13 @@ ERRORS: Catalogue = {
         "tasks_journal_damaged": "the tasks file was not repaired: {tasks_file}: {problem}",
         "task_ids_unrecorded": "new tasks are refused, so that no id is given twice: "
         "{tasks_file}: {problem}",
+        "storage_unavailable": "the task database cannot be used now: {storage}: {problem}; "
+        "try again shortly",
+        "storage_timeout": "the task database did not finish in time: {storage}: {problem}; "
+        "try again shortly",
+        "storage_error": "the task database refused the change: {storage}: {problem}",
+        "storage_busy": "the task database is busy: this write waited more than {seconds:g} s "
+        "for the writes before it",
         "simulated_error": "simulated error: requested by {endpoint}",
         "unexpected_error": "unexpected server error: {type}",
         "fault_injected": "fault injected: mode 'error' fails {rate:.0%} of requests",
@@ -177,6 +184,13 @@ ERRORS: Catalogue = {
         "tasks_journal_damaged": "el archivo de tareas no se reparó: {tasks_file}: {problem}",
         "task_ids_unrecorded": "se rechazan tareas nuevas, para que ningún id se entregue dos "
         "veces: {tasks_file}: {problem}",
+        "storage_unavailable": "no se puede usar la base de datos de tareas ahora: {storage}: "
+        "{problem}; intenta de nuevo en un momento",
+        "storage_timeout": "la base de datos de tareas no terminó a tiempo: {storage}: "
+        "{problem}; intenta de nuevo en un momento",
+        "storage_error": "la base de datos de tareas rechazó el cambio: {storage}: {problem}",
+        "storage_busy": "la base de datos de tareas está ocupada: esta escritura esperó más de "
+        "{seconds:g} s a las anteriores",
         "simulated_error": "error simulado: lo pidió {endpoint}",
         "unexpected_error": "error inesperado del servidor: {type}",
         "fault_injected": "falla inyectada: el modo 'error' hace fallar el {rate:.0%} de las "

@@ -11,13 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 import pytest
+from pgserver import PostgresServer
 from rich.console import Console
-from support import TICSLAB, wait_until
+from support import TICSLAB, free_port, wait_until
 
 from services.cli import main
 from services.experiment import html, terminal
+from services.experiment.failover import add_timeline
 from services.experiment.i18n import CATALOGUE
+from services.experiment.load import Call, Outcome
 from services.experiment.result import LAB, Claim, Result, combine
 from services.lang import Translator
 
@@ -88,10 +92,29 @@ def test_failover_retries_hide_a_crash_and_no_retries_show_it(tmp_path: Path) ->
     assert runs["retries"]["failed"] == 0 and runs["retries"]["retries"] == 2
     assert runs["no retries"]["failed"] > 0 and runs["no retries"]["retries"] == 0
     assert all(row["lost"] == 0 and row["created"] > 100 for row in runs.values())
-    # The chart's series: before the kill nothing failed in either run.
+    # The chart's series, by when each answer came back: before the kill nothing failed.
     before = int(1 / result["series"]["bucket_seconds"])  # all repeats added up
     assert sum(result["series"]["no retries"]["failed"][:before]) == 0
     assert all(claim["held"] for claim in result["claims"])
+
+
+def test_the_failover_timeline_counts_each_answer_when_it_came_back() -> None:
+    """A request begun just before the kill (0.95 s) and cut by it fails after the kill."""
+    call = Call("POST", "/tareas")
+    series: dict[str, list[int]] = {}
+    add_timeline(series, [Outcome(call, 0.95, 0.2, 0), Outcome(call, 0.05, 0.02, 201)], 2.0)
+    assert series["failed"][11] == 1 and sum(series["failed"]) == 1
+    assert series["ok"][0] == 1 and sum(series["ok"]) == 1
+
+
+def test_a_database_that_cannot_be_used_is_said_before_any_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"postgresql://student:secret@127.0.0.1:{free_port()}/lab"
+    assert main(["experiment", "race", "--storage", url]) == 1
+    said = " ".join(capsys.readouterr().out.split())  # unwrapped
+    assert "could not make a throwaway database on postgresql://student:***@" in said
+    assert "secret" not in said and "Connection refused" in said
 
 
 def test_bad_settings_are_refused_before_anything_starts(
@@ -101,6 +124,7 @@ def test_bad_settings_are_refused_before_anything_starts(
         (["algorithms", "--requests", "0"], "--requests is 1 to 100000"),
         (["failover", "--seconds", "2", "--kill-at", "3"], "--kill-at is 0 or more"),
         (["race", "--posts", "100000"], "--posts is 1 to 500"),
+        (["race", "--storage", "file:tasks.json"], "--storage is a PostgreSQL server's"),
     ):
         assert main(["experiment", *args]) == 2
         assert message in capsys.readouterr().err
@@ -185,3 +209,29 @@ def test_race_loses_tasks_without_the_lock_and_none_with_it(tmp_path: Path) -> N
         assert run["expected"] == 200 and run["lost"] > 0
         assert run["stored"] + run["lost"] == run["expected"]
     assert all(claim["held"] for claim in result["claims"])
+
+
+@pytest.mark.slow
+def test_race_on_postgresql_loses_none_with_a_transaction_and_some_without(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """The database rows follow the file's, on a throwaway database dropped at the end."""
+    url = postgres.create_database("race_home")
+    _, result = experiment(tmp_path, "race", "--repeat", "2", "--storage", url)
+    rows = {row["storage"]: row for row in result["results"]}
+    assert list(rows) == ["locked", "unlocked", "transaction", "no_transaction"]
+    for run in rows["transaction"]["runs"]:
+        assert run["expected"] == 200 and run["lost"] == 0 and run["duplicate_ids"] == 0
+        assert run["by_server"] == {"server1": 100, "server2": 100}
+    for run in rows["no_transaction"]["runs"]:
+        assert run["expected"] == 200 and run["lost"] > 0
+        assert run["stored"] + run["lost"] == run["expected"]
+    keys = [claim["id"] for claim in result["claims"]]
+    assert keys[2:] == ["transaction_keeps_all", "no_transaction_loses"], keys
+    assert all(claim["held"] for claim in result["claims"])
+    with psycopg.connect(url) as conn:  # the throwaway database is gone; the named one untouched
+        names = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+        assert not any(name.startswith("ticslab_experiment_") for name in names)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'tasks'"
+        ).fetchone() == (0,)

@@ -37,7 +37,9 @@ ROLES = {
     "dashboard": ["services.cli", "dashboard.cli"],
 }
 # services.common imports uvicorn only inside log_config(), which no dashboard calls.
-NEVER_CALLED = {"dashboard": {"uvicorn"}}
+# psycopg: the task server's postgres extra, imported only for --storage postgresql://…
+# (services/taskserver/storage/postgres.py); the image keeps the file backend's needs.
+NEVER_CALLED = {"dashboard": {"uvicorn"}, "services": {"psycopg", "psycopg-pool", "psycopg-binary"}}
 # Imported by a dependency that does not require it: httpcore (httpx's) imports sniffio on
 # every request and searches sys.path for it each time it is missing; uvicorn runs on uvloop
 # when it is there (pyproject.toml).

@@ -11,15 +11,20 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import ServiceProcess, taskserver
+from storage_backends import BACKENDS, storage_for, taskserver_on
+from support import ServiceProcess
 
 from services.taskserver.app import TaskServerSettings, create_app
 from services.taskserver.storage import TaskStore
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    process = taskserver("server1", tmp_path_factory.mktemp("input") / "tasks.json").start()
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """A server on each backend: bad input is refused before the storage, whichever it is."""
+    process = taskserver_on("server1", storage_for(request, tmp_path_factory.mktemp("input")))
+    process.start()
     yield process
     process.close()
 

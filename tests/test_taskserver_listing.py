@@ -1,5 +1,5 @@
 """Listings a poller can afford: ``?limit&offset&order`` pages and ``X-Total-Count``; the
-whole list without parameters, as the course's scripts expect."""
+whole list without parameters, as the course's scripts expect. On both storage backends."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from support import ServiceProcess, taskserver
+from storage_backends import BACKENDS, storage_for, taskserver_on
+from support import ServiceProcess
 
 TITLES = [f"t{n}" for n in range(7)]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    process = taskserver("server1", tmp_path_factory.mktemp("listing") / "tasks.json").start()
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    storage = storage_for(request, tmp_path_factory.mktemp("listing"))
+    process = taskserver_on("server1", storage).start()
     with httpx.Client(base_url=process.url) as http:
         for title in TITLES:
             assert http.post("/tareas", json={"title": title}).status_code == 201

@@ -64,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     race_parser.add_argument(
         "--posts", type=int, default=race_defaults.posts, help="per client, all at once"
     )
+    race_parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="a PostgreSQL server (postgresql://USER@HOST:PORT/DB, its user allowed to create "
+        "databases): the same runs follow on a throwaway database of it, with a transaction "
+        "and without one",
+    )
     fail = sub.add_parser(
         "failover",
         help="kill a server under load, with and without retries",
@@ -121,7 +128,7 @@ def scenario(args: argparse.Namespace) -> tuple[Any, Callable[[Any], Any]]:
             args.repeat,
         ), algorithms.run  # fmt: skip
     if args.scenario == "race":
-        return race.RaceSettings(args.clients, args.posts, args.repeat), race.run
+        return race.RaceSettings(args.clients, args.posts, args.repeat, args.storage), race.run
     return failover.FailoverSettings(
         args.seconds, args.kill_at, args.concurrency, args.work_ms, args.repeat
     ), failover.run

@@ -106,12 +106,15 @@ def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def add_timeline(series: dict[str, list[int]], outcomes: list[Outcome], seconds: float) -> None:
-    """Add one run's answers per bucket of the load, ``ok`` and ``failed`` (by when the call
-    began), to ``series``: the chart shows every repeat's kill at the same moment."""
+    """Add one run's answers per bucket of the load, ``ok`` and ``failed``, to ``series``: the
+    chart shows every repeat's kill at the same moment. Each answer counts when the client got
+    it, as a client sees a failure: a request begun just before the kill and cut by it fails
+    after the kill, never before."""
     buckets = math.ceil(seconds / BUCKET_SECONDS)
     ok, bad = series.setdefault("ok", [0] * buckets), series.setdefault("failed", [0] * buckets)
     for outcome in outcomes:
-        index = min(int(outcome.started / BUCKET_SECONDS), buckets - 1)
+        answered = outcome.started + outcome.seconds
+        index = min(int(answered / BUCKET_SECONDS), buckets - 1)
         (bad if failed(outcome) else ok)[index] += 1
 
 

@@ -21,12 +21,16 @@ CATALOGUE: Catalogue = {
         "wrote": "; wrote {files}",
         "problem_range": "{flag} is {low} to {high}",
         "problem_kill_at": "--kill-at is 0 or more, and less than --seconds",
+        "problem_storage": "--storage is a PostgreSQL server's postgresql:// URL",
+        "problem_psycopg": "--storage needs the PostgreSQL driver: {install}",
         "problem_folder": "--{flag} {path}: there is no folder {folder}",
         # Why a throwaway stack could not be started or driven.
         "lab_start": "could not start the experiment's stack: {error}",
         "lab_ports": "found no {count} consecutive free ports on {host}",
         "lab_not_up": "the servers did not all come UP within {seconds} s: {states}",
         "lab_rollout": "the {strategy} rollout did not end (its state: {state})",
+        "lab_database": "could not make a throwaway database on {url} (its user needs "
+        "CREATEDB): {error}",
         "lab_no_answer": "{method} {path} got no answer: {error}",
         "lab_refused": "{method} {path} answered {status}: {body}",
         "lab_source": "cannot send from {address} ({reason}); on macOS add it first: "
@@ -58,6 +62,13 @@ CATALOGUE: Catalogue = {
         "against_lost": "tasks answered 201 that tasks.json does not hold",
         "claim_unlocked_loses": "Without the lock, concurrent writers lose at least "
         "{required} % of the tasks answered 201",
+        "claim_transaction_keeps_all": "In PostgreSQL, with a transaction per create, every "
+        "task answered 201 is in the database",
+        "claim_no_transaction_loses": "In PostgreSQL, without a transaction (SELECT max(id) + 1, "
+        "then a write), concurrent writers lose at least {required} % of the tasks answered 201",
+        "against_lost_database": "tasks answered 201 that the database does not hold",
+        "against_lost_share_database": "tasks answered 201 that the database does not hold, as "
+        "a share of them",
         "against_lost_share": "tasks answered 201 that tasks.json does not hold, as a share "
         "of them",
         "claim_retries_hide_crash": "If a server fails, the system keeps working: the balancer "
@@ -119,6 +130,8 @@ CATALOGUE: Catalogue = {
         "race_params": "{clients} clients, {posts} POSTs each, all at once, per run",
         "storage_locked": "with lock",
         "storage_unlocked": "no lock",
+        "storage_transaction": "PostgreSQL, transaction",
+        "storage_no_transaction": "PostgreSQL, no transaction",
         "h_storage": "Storage",
         "h_sent": "Sent",
         "h_stored": "Stored",
@@ -154,11 +167,15 @@ CATALOGUE: Catalogue = {
         "wrote": "; archivos escritos: {files}",
         "problem_range": "{flag} va de {low} a {high}",
         "problem_kill_at": "--kill-at es 0 o más, y menor que --seconds",
+        "problem_storage": "--storage es la URL postgresql:// de un servidor PostgreSQL",
+        "problem_psycopg": "--storage necesita el controlador de PostgreSQL: {install}",
         "problem_folder": "--{flag} {path}: no existe la carpeta {folder}",
         "lab_start": "no se pudo levantar el stack del experimento: {error}",
         "lab_ports": "no hay {count} puertos libres seguidos en {host}",
         "lab_not_up": "los servidores no quedaron todos UP en {seconds} s: {states}",
         "lab_rollout": "el despliegue {strategy} no terminó (su estado: {state})",
+        "lab_database": "no se pudo crear una base de datos desechable en {url} (su usuario "
+        "necesita CREATEDB): {error}",
         "lab_no_answer": "{method} {path} no tuvo respuesta: {error}",
         "lab_refused": "{method} {path} respondió {status}: {body}",
         "lab_source": "no se puede enviar desde {address} ({reason}); en macOS agrégala "
@@ -191,6 +208,14 @@ CATALOGUE: Catalogue = {
         "against_lost": "tareas respondidas con 201 que tasks.json no tiene",
         "claim_unlocked_loses": "Sin el bloqueo, escritores concurrentes pierden al menos "
         "{required} % de las tareas respondidas con 201",
+        "claim_transaction_keeps_all": "En PostgreSQL, con una transacción por cada creación, "
+        "cada tarea respondida con 201 está en la base de datos",
+        "claim_no_transaction_loses": "En PostgreSQL, sin transacción (SELECT max(id) + 1 y "
+        "después una escritura), escritores concurrentes pierden al menos {required} % de las "
+        "tareas respondidas con 201",
+        "against_lost_database": "tareas respondidas con 201 que la base de datos no tiene",
+        "against_lost_share_database": "tareas respondidas con 201 que la base de datos no "
+        "tiene, como parte de ellas",
         "against_lost_share": "tareas respondidas con 201 que tasks.json no tiene, como parte "
         "de ellas",
         "claim_retries_hide_crash": "Si un servidor falla, el sistema sigue funcionando: el "
@@ -254,6 +279,8 @@ CATALOGUE: Catalogue = {
         "race_params": "{clients} clientes, {posts} POST cada uno, todos a la vez, por corrida",
         "storage_locked": "con bloqueo",
         "storage_unlocked": "sin bloqueo",
+        "storage_transaction": "PostgreSQL, con transacción",
+        "storage_no_transaction": "PostgreSQL, sin transacción",
         "h_storage": "Almacenamiento",
         "h_sent": "Enviadas",
         "h_stored": "Guardadas",

@@ -52,6 +52,7 @@ class Lab:
     token: str
     tasks_file: Path
     servers: list[str]
+    database: str | None = None  # the PostgreSQL URL its servers store in; None: tasks_file
 
     def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """A ``/control`` call with the stack's token; LabError if it is refused."""
@@ -83,11 +84,18 @@ class Lab:
         self.control("PUT", f"/control/servers/{server}/fault", {"mode": mode, **params})
 
     def lost(self, created: list[dict[str, Any]]) -> int:
-        """How many of the tasks answered 201 (``created``) ``tasks.json`` does not hold (same
-        id and title), read as any student would, with ``json.load``."""
+        """How many of the tasks answered 201 (``created``) the storage does not hold (same
+        id and title), read as any student would: ``tasks.json`` with ``json.load``, the
+        database with a SELECT."""
+        return sum((task.get("id"), task.get("title")) not in self.stored() for task in created)
+
+    def stored(self) -> set[tuple[Any, Any]]:
+        if self.database is not None:
+            from services.experiment.database import stored_tasks
+
+            return stored_tasks(self.database)
         with self.tasks_file.open("rb") as file:
-            in_file = {(task.get("id"), task.get("title")) for task in json.load(file)}
-        return sum((task.get("id"), task.get("title")) not in in_file for task in created)
+            return {(task.get("id"), task.get("title")) for task in json.load(file)}
 
     def wait_until_all_up(self, timeout: float = READY_SECONDS) -> None:
         """Poll ``/status`` until every server is UP: health checks need a round or two."""
@@ -133,34 +141,55 @@ def last_lines(folder: Path, count: int = 5) -> str:
 
 @contextlib.contextmanager
 def throwaway_stack(
-    algorithm: str = "round_robin", servers: int = 2, retries: int | None = None
+    algorithm: str = "round_robin",
+    servers: int = 2,
+    retries: int | None = None,
+    database: str | None = None,
 ) -> Iterator[Lab]:
-    """Start a stack with no clients; stop it and delete its folder when the block ends."""
-    with tempfile.TemporaryDirectory(prefix="ticslab-experiment-") as folder:
-        balancer_port, first_port = free_ports(servers)
-        options = StackOptions(
-            servers=servers,
-            clients=0,
-            balancer_port=balancer_port,
-            first_server_port=first_port,
-            data_dir=Path(folder),
-            algorithm=algorithm,
-            retries=retries,
-        )
-        token = secrets.token_urlsafe(24)
-        logs = FileLogs(Path(folder) / "logs")
-        stack = Stack(options, token, logs)
-        try:
+    """Start a stack with no clients; stop it and delete its folder when the block ends.
+    ``database``: a PostgreSQL URL whose server gets a throwaway database for the tasks."""
+    with contextlib.ExitStack() as cleanup:
+        folder = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ticslab-experiment-"))
+        if database is not None:
+            from services.experiment.database import NoDatabase, throwaway_database
+
             try:
-                stack.start()
-            except StartError as error:
-                logs.close()
-                details = f"{error}\n{last_lines(logs.folder)}".rstrip()
-                raise LabError("lab_start", error=details) from error
-            names = [f"server{number}" for number in range(1, servers + 1)]
-            lab = Lab(options.balancer_url, token, options.tasks_file, names)
-            lab.wait_until_all_up()
-            yield lab
-        finally:
-            stack.stop()
+                database = cleanup.enter_context(throwaway_database(database))
+            except NoDatabase as error:
+                raise LabError("lab_database", url=error.url, error=error.reason) from None
+        yield cleanup.enter_context(_started(algorithm, servers, retries, Path(folder), database))
+
+
+@contextlib.contextmanager
+def _started(
+    algorithm: str, servers: int, retries: int | None, folder: Path, database: str | None
+) -> Iterator[Lab]:
+    """The stack itself, stopped on leaving (before its database is dropped)."""
+    balancer_port, first_port = free_ports(servers)
+    options = StackOptions(
+        servers=servers,
+        clients=0,
+        balancer_port=balancer_port,
+        first_server_port=first_port,
+        data_dir=folder,
+        algorithm=algorithm,
+        retries=retries,
+        storage=database or "",
+    )
+    token = secrets.token_urlsafe(24)
+    logs = FileLogs(folder / "logs")
+    stack = Stack(options, token, logs)
+    try:
+        try:
+            stack.start()
+        except StartError as error:
             logs.close()
+            details = f"{error}\n{last_lines(logs.folder)}".rstrip()
+            raise LabError("lab_start", error=details) from error
+        names = [f"server{number}" for number in range(1, servers + 1)]
+        lab = Lab(options.balancer_url, token, options.tasks_file, names, database)
+        lab.wait_until_all_up()
+        yield lab
+    finally:
+        stack.stop()
+        logs.close()

@@ -6,6 +6,7 @@ import argparse
 import os
 import secrets
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -45,6 +46,14 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--balancer-port", type=int, default=8080)
     parser.add_argument("--first-server-port", type=int, default=5001, help="server1's port")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="holds tasks.json")
+    parser.add_argument(
+        "--storage",
+        default=os.environ.get("TICSLAB_STORAGE", ""),
+        metavar="URL",
+        help="where every task server keeps the tasks: file:PATH or a path, or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DB (pip install -e '.[postgres]'); default: "
+        "DATA_DIR/tasks.json (TICSLAB_STORAGE)",
+    )
     add_token_arguments(
         parser, "default: TICSLAB_TOKEN or a new one; every process gets it in its environment"
     )
@@ -127,6 +136,7 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         balancer_port=args.balancer_port,
         first_server_port=args.first_server_port,
         data_dir=args.data_dir,
+        storage=args.storage,
         algorithm=args.algorithm or os.environ.get("TICSLAB_ALGORITHM") or "random",
         weights=dict(args.weight),
         slow_start=args.slow_start,
@@ -224,7 +234,7 @@ def banner(options: StackOptions, token_path: Path, dashboard: str | None = None
         given = "" if weight is None else "  " + t("weight", weight=weight)
         rows.append((f"server{number}", f"http://{HOST}:{port}{given}"))
     rows += [
-        (t("label_tasks"), str(options.tasks_file)),
+        (t("label_tasks"), options.storage_shown),
         *auth_rows(t, options),
         (t("label_token"), f"{token_path}  (Authorization: Bearer $(cat {token_path}))"),
         (t("label_dashboard"), dashboard or dashboard_command(options)),
@@ -247,6 +257,9 @@ def run(args: argparse.Namespace) -> int:
     logs = ConsoleLogs(console)
     options = options_from_args(args)
     t = Translator(TEXT, options.lang)
+    if refusal := options.storage_refusal():
+        print(f"ticslab up: {refusal}", file=sys.stderr)
+        return 2
     token, token_path = stack_token(args, options)
     stack = Stack(options, token, logs, token_path)
     stop = threading.Event()

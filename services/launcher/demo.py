@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from types import FrameType
 
 from rich.console import Console
@@ -62,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True)
     options = up.options_from_args(args)
     t = Translator(TEXT, options.lang)
+    if refusal := options.storage_refusal():
+        print(f"ticslab demo: {refusal}", file=sys.stderr)
+        return 2
     if not args.web and (args.web_host or args.web_port or args.allow_remote_control):
         console.print(t("web_flags"))
         return 2

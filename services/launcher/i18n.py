@@ -41,6 +41,9 @@ TEXT: Catalogue = {
         "unknown_algorithm": "unknown algorithm {name!r}; choose one of {names}, or your own "
         "as FILE.py:CLASS",
         "servers_min": "--servers must be at least 1",
+        "storage_bad": "--storage {value!r} is not a storage: use file:PATH, a path, or "
+        "postgresql://USER@HOST/DB",
+        "storage_needs_psycopg": "--storage postgresql://… needs psycopg: {install}",
         "clients_negative": "--clients cannot be negative",
         "retries_range": "--retries is 0 to {maximum}",
         "compress_bad": "--compress is 'off' or some of {names} separated by commas, each "
@@ -121,6 +124,9 @@ TEXT: Catalogue = {
         "unknown_algorithm": "algoritmo desconocido {name!r}; elige uno de {names}, o el tuyo "
         "como ARCHIVO.py:CLASE",
         "servers_min": "--servers debe ser al menos 1",
+        "storage_bad": "--storage {value!r} no es un almacenamiento: usa file:RUTA, una ruta o "
+        "postgresql://USUARIO@HOST/BD",
+        "storage_needs_psycopg": "--storage postgresql://… necesita psycopg: {install}",
         "clients_negative": "--clients no puede ser negativo",
         "retries_range": "--retries va de 0 a {maximum}",
         "compress_bad": "--compress es 'off' o algunas de {names} separadas por comas, cada "

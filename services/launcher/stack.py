@@ -6,6 +6,7 @@ in a background thread, so the main thread stays free for signals (``up``) or th
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -29,6 +30,12 @@ from services.launcher.ports import holder, listening_socket, taken_ports
 from services.launcher.scaling import Scaler
 from services.launcher.supervisor import ActionError, ProcessSpec, Supervisor
 from services.launcher.windows import refusal
+from services.taskserver.storage import (
+    POSTGRES_INSTALL,
+    StorageConfigError,
+    safe_storage,
+    storage_kind,
+)
 
 HOST = "127.0.0.1"
 # Clients of the local stack make steady, gentle traffic for as long as the stack runs.
@@ -101,6 +108,9 @@ class StackOptions:
     balancer_port: int = 8080
     first_server_port: int = 5001
     data_dir: Path = Path("data")
+    # --storage, given to every task server: file:PATH, a path, or a postgresql:// URL;
+    # empty: data_dir/tasks.json
+    storage: str = ""
     algorithm: str = "random"  # a built-in's name, or a plugin's FILE.py:CLASS
     # For the balancer; None keeps its own default.
     weights: dict[str, int] = field(default_factory=dict)  # by server name
@@ -126,7 +136,34 @@ class StackOptions:
 
     @property
     def tasks_file(self) -> Path:
+        """The shared file (``--storage file:PATH`` or a path, else the data folder's)."""
+        if self.storage and storage_kind(self.storage)[0] == "file":
+            return Path(storage_kind(self.storage)[1])
         return self.data_dir / "tasks.json"
+
+    @property
+    def storage_shown(self) -> str:
+        """Where the tasks are, as the banner shows it (a database URL without password)."""
+        if self.storage and storage_kind(self.storage)[0] == "postgresql":
+            return safe_storage(self.storage)
+        return str(self.tasks_file)
+
+    def storage_refusal(self) -> str | None:
+        """Why ``--storage`` names no usable storage, in one line of ``lang``; None if it
+        does. Checked before anything starts (every task server would refuse it)."""
+        if not self.storage:
+            return None
+        t = Translator(TEXT, self.lang)
+        try:
+            kind, _ = storage_kind(self.storage)
+        except StorageConfigError:
+            shown = self.storage.split("://", 1)[0] + "://…" if "://" in self.storage else ""
+            return t("storage_bad", value=shown or self.storage)
+        if kind == "postgresql" and not all(
+            importlib.util.find_spec(name) for name in ("psycopg", "psycopg_pool")
+        ):
+            return t("storage_needs_psycopg", install=POSTGRES_INSTALL)
+        return None
 
     def balancer_flags(self) -> list[str]:
         """The balancer's tuning flags that were given (the balancer checks their values), and
@@ -211,7 +248,10 @@ def taskserver_spec(
     options: StackOptions, env: dict[str, str], name: str, port: int
 ) -> ProcessSpec:
     """Task server ``name`` on ``port``: the one command every task server of the stack runs,
-    at its start or added later (launcher/scaling.py), on the same tasks file."""
+    at its start or added later (launcher/scaling.py), on the same tasks file or database
+    (a database's URL in the environment, never on the command line: ``ps`` shows that)."""
+    if options.storage:
+        env = {**env, "TICSLAB_STORAGE": options.storage}
     argv = python_command(
         "taskserver", "--name", name, "--host", HOST, "--port", str(port),
         "--tasks-file", str(options.tasks_file),

@@ -1,16 +1,19 @@
 """The task server's Starlette app: the seed's /tareas, the course's /api/tasks, monitoring.
 
-File work blocks, so every storage call runs in a worker thread (``anyio.to_thread``); the
-event loop stays free for health checks and fault modes while a write waits for the lock.
-Writes queue in the event loop first (``writers.py``), so a write stuck behind another
-process's file lock occupies one thread, never the whole pool.
+Storage work blocks (file locks, database round trips), so every store call runs in a worker
+thread (``anyio.to_thread``); the event loop stays free for health checks and fault modes
+while a write waits. Writes queue in the event loop first (``writers.py``), so a write stuck
+behind another process's file lock occupies one thread, never the whole pool. The store is
+either backend (``storage/``, the :class:`Store` protocol); the app does not tell them apart
+but in ``/health``, which keeps the file's ``tasks_file`` object.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +31,14 @@ from services import __version__
 from services.common import KEYS_HEADER, KEYS_SHARED, ErrorLog, Uptime, host_allowed
 from services.taskserver.faults import NOLOCK, FaultMiddleware, FaultState
 from services.taskserver.metrics import Metrics, ObserveMiddleware
-from services.taskserver.nolock import read_naively, write_naively
 from services.taskserver.storage import (
     LOCK_TIMEOUT_SECONDS,
     KeyReused,
+    StorageError,
+    Store,
     TaskNotFound,
-    TasksFileError,
     TaskStore,
+    open_store,
 )
 from services.taskserver.validation import (
     InputError,
@@ -73,6 +77,8 @@ class TaskServerSettings:
     allowed_hosts: tuple[str, ...] = ()  # Host names for /admin besides services/common.py's
     lang: str = "en"  # of error answers to requests without Accept-Language
     fault: str = "none"  # the mode it starts in (faults.py, START_FAULTS)
+    # --storage: a postgresql:// URL, file:PATH or a path; empty: the file ``tasks_file``
+    storage: str = ""
 
 
 class SimulatedFailure(Exception):
@@ -80,9 +86,14 @@ class SimulatedFailure(Exception):
 
 
 def create_app(settings: TaskServerSettings) -> Starlette:
-    """A ready app for one server; the tasks file is created if missing."""
-    store = TaskStore(settings.tasks_file, settings.name)
-    store.prepare()
+    """A ready app for one server; the tasks file is created if missing, a database's
+    schema made or brought up to date."""
+    store: Store = open_store(settings.storage or settings.tasks_file, settings.name)
+    try:
+        store.prepare()
+    except BaseException:
+        store.close()
+        raise
     faults = FaultState()
     faults.set({"mode": settings.fault})
     errors = ErrorLog()
@@ -105,9 +116,9 @@ def create_app(settings: TaskServerSettings) -> Starlette:
         key = idempotency_key(request)
         title, completed = new_task_fields(await read_json(request))
         if faults.mode == NOLOCK:  # naive on purpose: read and write with no lock, no key
-            entries, task = await in_thread(read_naively, store, title, completed)
+            read, task = await in_thread(store.read_naively, title, completed)
             await write(store.raise_last_id, task["id"])  # never hand this id out again
-            await in_thread(write_naively, store, entries, task)
+            await in_thread(store.write_naively, read, task)
             return OrjsonResponse(task, 201)
         task, replayed = await write(store.create, title, completed, key)
         if replayed:
@@ -133,21 +144,25 @@ def create_app(settings: TaskServerSettings) -> Starlette:
 
     async def health(request: Request) -> Response:
         problem = await in_thread(store.problem)
-        tasks_file: dict[str, Any] = {"path": str(settings.tasks_file), "ok": problem is None}
+        storage = {**store.describe(), "ok": problem is None}
         if (waited := store.lock_wait()) >= LOCK_WAIT_REPORTED_SECONDS:
-            # Still 200: every server shares the lock, and reads still answer.
-            tasks_file["lock_wait_seconds"] = round(waited, 1)
-            tasks_file["warning"] = (
+            # Still 200: every server shares the lock (or the database), and reads answer.
+            storage["lock_wait_seconds"] = round(waited, 1)
+            storage["warning"] = (
                 f"a write here has waited {waited:.1f} s for the lock, held by another "
                 f"process; writes give up after {LOCK_TIMEOUT_SECONDS:g} s (503)"
+                if isinstance(store, TaskStore)
+                else f"a write here has waited {waited:.1f} s for a database connection"
             )
         body: dict[str, Any] = {
             "status": "ok",
             "server": settings.name,
             "uptime": uptime.seconds,
-            "tasks_file": tasks_file,
-            "fault": faults.mode,
         }
+        if isinstance(store, TaskStore):  # the dashboard and the course's checks read it
+            body["tasks_file"] = {k: v for k, v in storage.items() if k != "kind"}
+        body["storage"] = storage
+        body["fault"] = faults.mode
         # Keys are checked in the shared tasks.json, except by nolock's naive creates: then
         # the balancer must not resend a POST that may have reached this server.
         declared = {KEYS_HEADER: KEYS_SHARED} if faults.mode != NOLOCK else {}
@@ -187,12 +202,14 @@ def create_app(settings: TaskServerSettings) -> Starlette:
         before = faults.mode
         fault = faults.set(parse_object(await read_body(request)))
         if fault["mode"] == NOLOCK:
+            where = store.describe()
             log.warning(
-                "%s: fault mode nolock is ON: creates write %s without the file lock and WILL "
+                "%s: fault mode nolock is ON: creates write %s without the %s and WILL "
                 "LOSE TASKS (on purpose, the race-condition lesson); "
                 'PUT /admin/fault {"mode": "none"} ends it',
                 settings.name,
-                settings.tasks_file,
+                where.get("path") or where.get("url"),
+                "file lock" if where["kind"] == "file" else "transaction or sequence",
             )
         elif before == NOLOCK:
             log.info("%s: fault mode nolock is off (now %s)", settings.name, fault["mode"])
@@ -229,8 +246,17 @@ def create_app(settings: TaskServerSettings) -> Starlette:
         route("/admin/fault", GET=get_fault, PUT=set_fault),
         route("/admin/quiesce", POST=quiesce, DELETE=end_quiesce),
     ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await in_thread(store.close)
+
     app = Starlette(
         routes=routes,
+        lifespan=lifespan,
         middleware=[
             Middleware(ObserveMiddleware, metrics=metrics, errors=errors),
             Middleware(FaultMiddleware, faults=faults, lang=settings.lang),
@@ -241,12 +267,13 @@ def create_app(settings: TaskServerSettings) -> Starlette:
             TaskNotFound: _not_found,
             KeyReused: _key_reused,
             QueueTimeout: _queue_timeout,
-            TasksFileError: _file_error,
+            StorageError: _storage_error,
             SimulatedFailure: _simulated_failure,
             Exception: _unexpected_error,
         },
     )
     app.state.lang = settings.lang
+    app.state.busy_code = "tasks_file_busy" if isinstance(store, TaskStore) else "storage_busy"
     return app
 
 
@@ -325,13 +352,15 @@ async def _key_reused(request: Request, exc: Exception) -> Response:
 
 async def _queue_timeout(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, QueueTimeout)
-    return json_error(503, code="tasks_file_busy", lang=language_of(request), seconds=exc.seconds)
+    code = request.app.state.busy_code
+    return json_error(503, code=code, lang=language_of(request), seconds=exc.seconds)
 
 
-async def _file_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, TasksFileError)
-    fields = {"tasks_file": str(exc.path), "problem": exc.problem}
-    return json_error(503, code=exc.code, lang=language_of(request), **fields)
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    """Storage that cannot be used now (a file that does not parse, a database away): 503,
+    its code and fields (the file's ``tasks_file``, a database's redacted ``storage``)."""
+    assert isinstance(exc, StorageError)
+    return json_error(503, code=exc.code, lang=language_of(request), **exc.fields)
 
 
 async def _simulated_failure(request: Request, exc: Exception) -> Response:

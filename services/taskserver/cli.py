@@ -41,6 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the shared tasks file, created as [] if missing (TICSLAB_TASKS_FILE)",
     )
     parser.add_argument(
+        "--storage",
+        default=env("TICSLAB_STORAGE", ""),
+        metavar="URL",
+        help="where the tasks are: file:PATH or a path (the shared file, as --tasks-file), or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DB (needs pip install -e '.[postgres]'); "
+        "default: --tasks-file (TICSLAB_STORAGE)",
+    )
+    parser.add_argument(
         "--request-timeout",
         type=seconds,
         default=env("TICSLAB_REQUEST_TIMEOUT", "10"),
@@ -70,8 +78,14 @@ def run(args: argparse.Namespace) -> int:
     from services.common import allowed_hosts_from_env
     from services.protocol import Limits, serve_guarded
     from services.taskserver.app import TaskServerSettings, create_app
-    from services.taskserver.storage import TasksFileError
+    from services.taskserver.storage import StorageConfigError, StorageError, storage_kind
 
+    if args.storage:
+        try:
+            storage_kind(args.storage)
+        except StorageConfigError as error:
+            print(f"ticslab taskserver: {error}", file=sys.stderr)
+            return 2
     settings = TaskServerSettings(
         name=args.name,
         tasks_file=args.tasks_file.resolve(),
@@ -80,10 +94,11 @@ def run(args: argparse.Namespace) -> int:
         allowed_hosts=tuple(args.allowed_host or allowed_hosts_from_env()),
         lang=chosen(args.lang),
         fault=args.fault,
+        storage=args.storage,
     )
     try:
         app = create_app(settings)
-    except TasksFileError as error:
+    except (StorageError, StorageConfigError) as error:
         print(f"ticslab taskserver: {error}", file=sys.stderr)
         return 2
     # The balancer's client-side bounds (a slowloris costs it nothing), one descriptor per

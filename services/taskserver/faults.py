@@ -33,7 +33,8 @@ HEALTH_PATH = "/health"
 NOLOCK = "nolock"
 TRAFFIC_FAULTS = ("error", "latency", NOLOCK)  # they leave /health alone
 NOLOCK_WARNING = (
-    "creates read and write tasks.json without the file lock: concurrent creates LOSE TASKS "
+    "creates read and write the tasks without the file lock (tasks.json) or a transaction "
+    "(PostgreSQL): concurrent creates LOSE TASKS "
     "(on purpose, the race-condition lesson); Idempotency-Key is ignored"
 )
 MAX_LATENCY_MS = 60_000

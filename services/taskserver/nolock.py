@@ -28,15 +28,26 @@ What it keeps, so that the lesson costs nothing afterwards:
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Protocol
 
-from services.taskserver.storage import Task, TasksFileError, TaskStore
 from services.taskserver.storage.format import read_tasks
-from services.taskserver.storage.model import check_new_id, new_task
+from services.taskserver.storage.model import Task, TasksFileError, check_new_id, new_task
 
 # A read may catch a normal server's append half-written (a server in mode none beside this
 # one): read again, briefly, before answering 503 with what does not parse.
 READ_ATTEMPTS = 3
 READ_RETRY_SECONDS = 0.002
+
+
+class TaskStore(Protocol):
+    """What of the file store (``storage/file.py``, whose ``read_naively`` and
+    ``write_naively`` call these) a naive create uses."""
+
+    path: Path
+    server: str
+
+    def replace_without_lock(self, entries: list[Task]) -> None: ...
 
 
 def read_naively(store: TaskStore, title: str, completed: bool) -> tuple[list[Task], Task]:

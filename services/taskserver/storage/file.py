@@ -28,6 +28,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from services.common import utc_now_iso
+from services.taskserver import nolock
 from services.taskserver.storage.disk import pread, pwrite_all, replace_file, write_problem
 from services.taskserver.storage.format import (
     CLOSING,
@@ -217,6 +218,20 @@ class TaskStore:
             replace_file(self.path, render_tasks(entries), NOLOCK_SUFFIX)
         except OSError as error:
             raise TasksFileError(self.path, f"cannot be written: {error.strerror}") from None
+
+    def read_naively(self, title: str, completed: bool) -> tuple[list[Task], Task]:
+        """Fault mode nolock's read (``nolock.py``): the whole file, no lock."""
+        return nolock.read_naively(self, title, completed)
+
+    def write_naively(self, read: list[Task], task: Task) -> None:
+        """Fault mode nolock's write (``nolock.py``): the file replaced, no lock."""
+        nolock.write_naively(self, read, task)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "file", "path": str(self.path)}
+
+    def close(self) -> None:
+        """Nothing is held between calls."""
 
     def problem(self) -> str | None:
         """Why reads or writes cannot proceed right now, or None; for ``/health``."""
