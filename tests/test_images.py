@@ -36,10 +36,10 @@ ROLES = {
     ],
     "dashboard": ["services.cli", "dashboard.cli"],
 }
-# services.common imports uvicorn only inside log_config(), which no dashboard calls.
-# psycopg: the task server's postgres extra, imported only for --storage postgresql://…
-# (services/taskserver/storage/postgres.py); the image keeps the file backend's needs.
-NEVER_CALLED = {"dashboard": {"uvicorn"}, "services": {"psycopg", "psycopg-pool", "psycopg-binary"}}
+# services.common imports uvicorn only inside log_config(), which no dashboard calls. (The
+# task server's psycopg, imported only for --storage postgresql://..., is in the services image
+# through its extra `postgres`: [tool.ticslab.image-extras].)
+NEVER_CALLED = {"dashboard": {"uvicorn"}}
 # Imported by a dependency that does not require it: httpcore (httpx's) imports sniffio on
 # every request and searches sys.path for it each time it is missing; uvicorn runs on uvloop
 # when it is there (pyproject.toml).
@@ -149,9 +149,7 @@ def test_every_image_names_only_declared_dependencies() -> None:
 @pytest.mark.parametrize("image", sorted(ROLES))
 def test_an_image_installs_exactly_what_its_roles_import(image: str) -> None:
     needed = distributions(third_party_imports(ROLES[image]))
-    # A distribution an extra of the image installs counts even where it is imported only on
-    # request (the services image's psycopg, for --storage postgresql://...).
-    needed -= NEVER_CALLED.get(image, set()) - installed(image)
+    needed -= NEVER_CALLED.get(image, set())
     needed |= {name for name, by in SOUGHT_BY.items() if by in needed}
     assert installed(image) == needed
 
