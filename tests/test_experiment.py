@@ -14,11 +14,13 @@ import psutil
 import psycopg
 import pytest
 from pgserver import PostgresServer
+from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
 from support import TICSLAB, free_port, wait_until
 
 from services.cli import main
 from services.experiment import html, terminal
+from services.experiment.database import beside
 from services.experiment.failover import add_timeline
 from services.experiment.i18n import CATALOGUE
 from services.experiment.load import Call, Outcome
@@ -105,6 +107,24 @@ def test_the_failover_timeline_counts_each_answer_when_it_came_back() -> None:
     add_timeline(series, [Outcome(call, 0.95, 0.2, 0), Outcome(call, 0.05, 0.02, 201)], 2.0)
     assert series["failed"][11] == 1 and sum(series["failed"]) == 1
     assert series["ok"][0] == 1 and sum(series["ok"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u:p@h:5/lab", "postgresql://u:p@h:5/scratch"),
+        # libpq reads dbname= over the path: left in, the class's database would be written.
+        (
+            "postgresql://u@h/lab?dbname=lab&sslmode=disable",
+            "postgresql://u@h/scratch?sslmode=disable",
+        ),
+        # No host (a Unix socket): the "//" stays, or libpq refuses the URL.
+        ("postgresql:///lab?host=/run/postgresql", "postgresql:///scratch?host=/run/postgresql"),
+    ],
+)
+def test_the_throwaway_database_is_named_so_libpq_reads_it(url: str, expected: str) -> None:
+    assert beside(url, "scratch") == expected
+    assert conninfo_to_dict(expected)["dbname"] == "scratch"
 
 
 def test_a_database_that_cannot_be_used_is_said_before_any_run(

@@ -10,7 +10,7 @@ import contextlib
 import secrets
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from services.taskserver.storage.postgres_url import redacted
 
@@ -31,16 +31,19 @@ def throwaway_database(url: str) -> Iterator[str]:
     Dropped on leaving, once the stack that used it has stopped."""
     import psycopg
     from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
 
     name = f"ticslab_experiment_{secrets.token_hex(4)}"
+    throwaway = beside(url, name)
     try:
+        if conninfo_to_dict(throwaway).get("dbname") != name:  # a URL libpq reads otherwise
+            raise NoDatabase(redacted(url), "cannot name another database in this URL")
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_SECONDS) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     except psycopg.Error as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise NoDatabase(redacted(url), reason) from None
+        raise NoDatabase(redacted(url), first_line(error, url)) from None
     try:
-        yield urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+        yield throwaway
     finally:
         with (
             contextlib.suppress(psycopg.Error),
@@ -49,6 +52,31 @@ def throwaway_database(url: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def beside(url: str, name: str) -> str:
+    """``url`` naming the database ``name`` on the same server, as the same user: the path
+    replaced and any ``dbname=`` parameter (which libpq reads over the path) left out."""
+    parts = urlsplit(url)
+    query = "&".join(
+        field for field in parts.query.split("&") if field and not field.startswith("dbname=")
+    )
+    # Written out rather than urlunsplit'd: that drops the "//" of a URL with no host
+    # (postgresql:///db?host=/run/postgresql, a Unix socket), which libpq then refuses.
+    return f"{parts.scheme}://{parts.netloc}/{name}" + (f"?{query}" if query else "")
+
+
+def first_line(error: Exception, url: str) -> str:
+    """The server's or libpq's first line about ``error``, never with the URL's password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except Exception:  # a URL libpq cannot read: its text is not repeated either
+        return line if "://" not in line else type(error).__name__
+    return line.replace(str(password), "***") if password else line
 
 
 def stored_tasks(url: str) -> set[tuple[Any, Any]]:
