@@ -23,16 +23,24 @@ RUN apt-get update \
 
 # Dependencies first, from pyproject.toml alone, so a code change does not reinstall them: the
 # runtime dependencies that [tool.ticslab.images] names for this image, at the versions
-# [project] dependencies allows (no textual-dev, no psutil, no dev extras), plus the build
-# backend for the step below. A name that is not a dependency stops the build.
+# [project] dependencies (or an optional extra) allows (no textual-dev, no psutil, no dev
+# extras), every requirement of the extras [tool.ticslab.image-extras] gives this image (the
+# services image: `postgres`, psycopg for the task servers' --storage postgresql://...), plus
+# the build backend for the step below. A name that is not a dependency stops the build; an
+# extra that pyproject.toml does not declare is skipped, saying so in the build's log.
 ARG IMAGE=services
 COPY pyproject.toml /tmp/ticslab/pyproject.toml
 RUN python -c "import re, sys, tomllib; p = tomllib.load(open('/tmp/ticslab/pyproject.toml', 'rb')); \
 key = lambda text: re.sub(r'[-_.]+', '-', re.match(r'[A-Za-z0-9._-]+', text).group()).lower(); \
-declared = {key(r): r for r in p['project']['dependencies']}; \
+optional = p['project'].get('optional-dependencies', {}); \
+declared = {key(r): r for r in sum(optional.values(), []) + p['project']['dependencies']}; \
 names = p['tool']['ticslab']['images'][sys.argv[1]]; \
-print('\n'.join(p['build-system']['requires'] + [declared[key(n)] for n in names]))" "$IMAGE" \
+extras = p['tool']['ticslab'].get('image-extras', {}).get(sys.argv[1], []); \
+[print(f'no extra {e!r} in pyproject.toml: skipped', file=sys.stderr) for e in extras if e not in optional]; \
+print('\n'.join(p['build-system']['requires'] + [declared[key(n)] for n in names] \
++ [r for e in extras for r in optional.get(e, [])]))" "$IMAGE" \
         > /tmp/requirements.txt \
+    && cat /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 

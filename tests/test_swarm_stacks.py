@@ -33,7 +33,17 @@ from typing import Any
 
 import httpx
 import pytest
-from support import docker, docker_engine_problem, free_port, wait_until
+import yaml
+from support import (
+    HEALTH,
+    docker,
+    docker_engine_problem,
+    free_port,
+    postgres_image,
+    tasks_through,
+    taskserver_takes_storage,
+    wait_until,
+)
 
 from services.balancer.cli import add_arguments
 
@@ -74,7 +84,10 @@ def docker_cli() -> None:
 
 @pytest.mark.parametrize("file", STACK_FILES)
 def test_docker_stack_config_accepts_the_stack_file(docker_cli: None, file: str) -> None:
-    done = stack_config(file, TICSLAB_TOKEN=secrets.token_hex(16))
+    password = secrets.token_hex(16)
+    done = stack_config(
+        file, TICSLAB_TOKEN=secrets.token_hex(16), TICSLAB_POSTGRES_PASSWORD=password
+    )
     assert done.returncode == 0, done.stderr
     assert "endpoint_mode: dnsrr" in done.stdout
     assert "order: start-first" in done.stdout
@@ -84,10 +97,42 @@ def test_docker_stack_config_accepts_the_stack_file(docker_cli: None, file: str)
 @pytest.mark.parametrize("file", STACK_FILES)
 def test_no_stack_deploys_without_a_token_of_ones_own(docker_cli: None, file: str) -> None:
     """The published port is open to the network: no default token to guess."""
-    done = stack_config(file)
+    done = stack_config(file, TICSLAB_POSTGRES_PASSWORD=secrets.token_hex(16))
     assert done.returncode != 0
     assert "required variable TICSLAB_TOKEN is missing a value" in done.stderr, done.stderr
     assert "the ports of a stack are open to your network" in done.stderr
+
+
+def test_the_scale_stack_wants_a_database_password_of_ones_own(docker_cli: None) -> None:
+    done = stack_config("docker-stack.scale.yml", TICSLAB_TOKEN=secrets.token_hex(16))
+    assert done.returncode != 0
+    assert "required variable TICSLAB_POSTGRES_PASSWORD is missing a value" in done.stderr
+
+
+def test_the_scale_stacks_servers_share_one_database_pinned_to_a_manager(docker_cli: None) -> None:
+    """Servers on any node, their tasks in `db`; `db` on a manager, where its volume stays, and
+    never two of it on one data folder (stop-first)."""
+    password = secrets.token_hex(16)
+    values = {"TICSLAB_TOKEN": "t", "TICSLAB_POSTGRES_PASSWORD": password}
+    done = stack_config("docker-stack.scale.yml", **values)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    db = services["db"]
+    assert db["image"] == "postgres:16"
+    assert db["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert db["deploy"]["replicas"] == 1
+    assert db["deploy"]["update_config"]["order"] == "stop-first"
+    assert db["deploy"]["endpoint_mode"] == "dnsrr"
+    assert db["environment"]["POSTGRES_PASSWORD"] == password
+    assert [v["target"] for v in db["volumes"]] == ["/var/lib/postgresql/data"]
+    assert "pg_isready" in db["healthcheck"]["test"]
+    server = services["server"]
+    storage = f"postgresql://ticslab:{password}@db:5432/ticslab"
+    assert server["environment"]["TICSLAB_STORAGE"] == storage
+    assert "volumes" not in server, "no tasks.json volume: it would be one per node"
+    assert "placement" not in server["deploy"], "the servers may run on any node"
+    other = stack_config("docker-stack.scale.yml", **values, TICSLAB_POSTGRES_IMAGE="pg:test")
+    assert yaml.safe_load(other.stdout)["services"]["db"]["image"] == "pg:test"
 
 
 def test_docker_compose_yml_is_no_stack_file(docker_cli: None) -> None:
@@ -361,7 +406,17 @@ def test_a_rolling_update_of_each_server_fails_no_request_and_loses_no_task(
 def scaled(image: str) -> Iterator[Stack]:
     if not has_flag_value("--discover", "dns"):
         pytest.skip("this code's balancer has no --discover dns (the DNS-discovery branch)")
-    scaled = stack("docker-stack.scale.yml", "s", TICSLAB_IMAGE=image, TICSLAB_SERVERS="2")
+    database, problem = postgres_image()
+    if problem:
+        pytest.skip(problem)
+    scaled = stack(
+        "docker-stack.scale.yml",
+        "s",
+        TICSLAB_IMAGE=image,
+        TICSLAB_SERVERS="2",
+        TICSLAB_POSTGRES_IMAGE=database,
+        TICSLAB_POSTGRES_PASSWORD=secrets.token_hex(16),
+    )
     try:
         scaled.deploy()
         yield scaled
@@ -388,6 +443,40 @@ def test_the_balancer_follows_docker_service_scale(scaled: Stack) -> None:
         )
     answer = httpx.post(scaled.url + "/tareas", json={"title": "uno"}, timeout=10)
     assert answer.status_code == 201, answer.text
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(600)
+def test_the_database_runs_on_a_manager_and_every_server_stores_in_it(scaled: Stack) -> None:
+    """`db` is healthy on a manager node. With issue 27's backend (skipped before it), every
+    replica says PostgreSQL on /health and tasks made through the balancer by different
+    replicas have unique ids and read back from any of them."""
+    label = f"label=com.docker.swarm.service.name={scaled.name}_db"
+    wait_until(lambda: docker("ps", "-q", "--filter", label) != "", SETTLE_SECONDS, 1, "db")
+    (container,) = docker("ps", "-q", "--filter", label).split()
+    health = ("inspect", "-f", "{{.State.Health.Status}}", container)
+    wait_until(lambda: docker(*health) == "healthy", SETTLE_SECONDS, 1, "db healthy")
+    node = docker("service", "ps", "--format", "{{.Node}}", f"{scaled.name}_db").split()[0]
+    assert docker("node", "inspect", "-f", "{{.Spec.Role}}", node) == "manager"
+    if not taskserver_takes_storage():
+        pytest.skip("this code's task server has no --storage (issue 27's PostgreSQL branch)")
+    # Two replicas, whatever an earlier test scaled it to.
+    done = run(["docker", "service", "scale", "--detach", f"{scaled.name}_server=2"], timeout=60)
+    assert done.returncode == 0, done.stderr
+    two_up = lambda: up_count(scaled) == 2 == len(scaled.servers())  # noqa: E731
+    wait_until(two_up, SETTLE_SECONDS, 1, "2 servers UP")
+    for server in scaled.containers("server"):
+        said = json.loads(docker("exec", server, "python", "-c", HEALTH % 5001))
+        assert said["storage"]["kind"] == "postgresql", said
+        assert scaled.env["TICSLAB_POSTGRES_PASSWORD"] not in json.dumps(said)
+    made = tasks_through(scaled.url, 20, "swarm-db")
+    assert len({task["upstream"] for task in made}) == 2, "both replicas created tasks"
+    ids = [task["id"] for task in made]
+    assert len(set(ids)) == len(ids), f"duplicate ids: {ids}"
+    with httpx.Client(base_url=scaled.url, timeout=15) as client:
+        for task in made:
+            read = client.get(f"/tareas/{task['id']}")
+            assert read.status_code == 200 and read.json()["title"] == task["title"], read.text
 
 
 @pytest.mark.docker
