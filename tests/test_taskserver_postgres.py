@@ -27,6 +27,8 @@ from support import TICSLAB, ServiceProcess, wait_until
 from test_client_stack import finish, start_client
 from test_launcher import UpStack, children
 
+from services.experiment.lab import throwaway_stack
+from services.experiment.load import Call, run_load
 from services.taskserver.app import BoundedCalls, TaskServerSettings, create_app
 from services.taskserver.storage import KeyReused, StorageUnavailable, TaskNotFound
 from services.taskserver.storage.base import CallBounds
@@ -341,6 +343,28 @@ def test_a_stopped_database_answers_503_in_bounded_time_and_recovers_without_res
             assert [t["title"] for t in http.get("/tareas").json()] == ["antes", "después"]
     finally:
         server.close()
+
+
+@pytest.mark.slow
+def test_a_database_stopped_and_started_under_load_loses_no_answered_task(
+    own_postgres: PostgresServer,
+) -> None:
+    """A whole stack (balancer, two servers) on a database that stops for two seconds while
+    POSTs flow: clients get 503s meanwhile, never a hang or another error; once it is back,
+    creates succeed again, and every task answered 201, before or after, is stored."""
+    with throwaway_stack(database=own_postgres.url()) as lab:
+        stop = (1.0, lambda: own_postgres.stop("fast"))
+        start = (3.0, own_postgres.start)
+        calls = (Call("POST", "/tareas", {"title": f"carga {n}"}) for n in range(100_000))
+        outcomes = run_load(lab.balancer_url, calls, 4, [None], 7.0, [stop, start])
+        statuses = {outcome.status for outcome in outcomes}
+        assert statuses <= {201, 503}, statuses
+        refused = [o for o in outcomes if o.status == 503]
+        assert refused and all(o.seconds < 5 for o in outcomes)  # said, never waited out
+        last = max(o.started for o in refused)
+        assert any(o.status == 201 and o.started > last for o in outcomes)  # back by itself
+        created = [o.task for o in outcomes if o.task is not None]
+        assert len(created) > 50 and lab.lost(created) == 0
 
 
 # -- real task servers sharing one database -------------------------------------------------
