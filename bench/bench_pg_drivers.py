@@ -46,31 +46,16 @@ import stack  # noqa: F401  (puts tests/ on sys.path)
 from packaging.requirements import Requirement
 from pgserver import PostgresServer, postgres_problem
 
+from services.taskserver.storage.postgres import PostgresStore
+
 CONCURRENCY = (1, 4, 16)
 ROUNDS = 4  # each driver's share of a cell is split in rounds, alternated a, b, c, a, ...
 IMPORT_RUNS = 7
 INSTALL = "pip install 'psycopg[binary]' psycopg-pool asyncpg"
 
-# The schema and the statements of issue 27's store (services/taskserver/storage/postgres.py
-# on its branch): ids from a sequence of their own, times as the API's text, the key in a
-# table of its own whose row names the task.
-SCHEMA = """
-CREATE SEQUENCE task_ids;
-CREATE TABLE tasks (
-    id bigint PRIMARY KEY,
-    title text NOT NULL,
-    completed boolean NOT NULL,
-    created_at text NOT NULL,
-    updated_at text NOT NULL,
-    server text NOT NULL
-);
-CREATE TABLE task_keys (
-    key text PRIMARY KEY,
-    digest text NOT NULL,
-    task_id bigint NOT NULL REFERENCES tasks (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED
-);
-CREATE INDEX task_keys_task_id ON task_keys (task_id);
-"""
+# The statements of the task server's store (services/taskserver/storage/postgres.py), on the
+# schema its own migrations make: ids from a sequence of their own, times as the API's text,
+# the key in a table of its own whose row names the task.
 # One create, in one transaction: the id, the key (a key already there would be a replay),
 # then the row; the row is what the API answers.
 NEXT_ID = "SELECT nextval('task_ids')"
@@ -332,8 +317,10 @@ def main() -> int:
     server = PostgresServer().start()
     try:
         url = server.create_database("drivers")
+        store = PostgresStore(url, "bench")  # the schema as a task server makes it
+        store.prepare()
+        store.close()
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(SCHEMA)
             version = conn.execute("SHOW server_version").fetchone()
         print(f"PostgreSQL {version[0] if version else '?'} on 127.0.0.1:{server.port}")
         print(

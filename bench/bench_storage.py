@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ from typing import Any
 import httpx
 import orjson
 import psutil
-from stack import ROOT, ServiceProcess, free_port
+from stack import ROOT, ServiceProcess, free_port, interleaved
 from support import TICSLAB
 
 sys.path.insert(0, str(ROOT))
@@ -321,20 +321,6 @@ def posts(url: str, total: int, callers: int, seconds: float) -> tuple[list[floa
     return [s for samples, _ in done for s in samples], sum(c for _, c in done), elapsed
 
 
-def interleaved(calls: list[Callable[[], object]], seconds: float) -> list[list[float]]:
-    """Milliseconds of each call, round by round (the same load for each), bounded."""
-    samples: list[list[float]] = [[] for _ in calls]
-    deadline = time.monotonic() + seconds
-    for _ in range(PAGE_ROUNDS):
-        for call, times in zip(calls, samples, strict=True):
-            started = time.perf_counter()
-            call()
-            times.append((time.perf_counter() - started) * 1000)
-        if time.monotonic() > deadline:
-            break
-    return samples
-
-
 def cpu_seconds(process: psutil.Process) -> float:
     """The task server's CPU time so far (user and system, every thread)."""
     times = process.cpu_times()
@@ -411,6 +397,7 @@ def measure(
         floor = functools.partial(fsync_once, folder)
         timings = interleaved(
             [cell.page for cell in cells] + [cell.health for cell in cells] + [floor],
+            PAGE_ROUNDS,
             args.seconds,
         )
         rss = [cell.process.memory_info().rss for cell in cells]

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import orjson
 import psutil
-from stack import start_taskserver
+from stack import interleaved, start_taskserver
 
 SIZES = (100, 1_000, 10_000, 100_000)
 POSTS_PER_SIZE = 200
@@ -61,18 +61,8 @@ def seed_file(path: Path, count: int) -> bytes:
 
 
 def timed(calls: list[Callable[[], object]], rounds: int) -> list[list[float]]:
-    """Milliseconds of each call, interleaved round by round so that all of them see the same
-    machine load; stops early after ``PHASE_SECONDS``."""
-    samples: list[list[float]] = [[] for _ in calls]
-    deadline = time.monotonic() + PHASE_SECONDS
-    for _ in range(rounds):
-        for call, times in zip(calls, samples, strict=True):
-            started = time.perf_counter()
-            call()
-            times.append((time.perf_counter() - started) * 1000)
-        if time.monotonic() > deadline:
-            break
-    return samples
+    """``stack.interleaved``, stopping early after ``PHASE_SECONDS``."""
+    return interleaved(calls, rounds, PHASE_SECONDS)
 
 
 def p(samples: list[float], q: float) -> float:

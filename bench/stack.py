@@ -10,6 +10,8 @@ import os
 import secrets
 import shutil
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from string import Template
 
@@ -63,3 +65,20 @@ def report(checks: list[tuple[str, bool]]) -> int:
     for text, ok in checks:
         print(f"{'met   ' if ok else 'MISSED'} {text}")
     return 0 if all(ok for _, ok in checks) else 1
+
+
+def interleaved(
+    calls: list[Callable[[], object]], rounds: int, seconds: float
+) -> list[list[float]]:
+    """Milliseconds of each call, interleaved round by round so that all of them see the same
+    machine load; at most ``rounds`` rounds, none begun after ``seconds``."""
+    samples: list[list[float]] = [[] for _ in calls]
+    deadline = time.monotonic() + seconds
+    for _ in range(rounds):
+        for call, times in zip(calls, samples, strict=True):
+            started = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - started) * 1000)
+        if time.monotonic() > deadline:
+            break
+    return samples
