@@ -69,9 +69,16 @@ def service(name: str) -> dict[str, Any]:
 
 
 def running(name: str) -> list[dict[str, Any]]:
-    """The service's tasks that run now, as ``docker inspect`` shows them."""
-    ids = docker("service", "ps", "-q", "--no-trunc", name).split()
-    tasks = json.loads(docker("inspect", "--type", "task", *ids)) if ids else []
+    """The service's tasks that run now, as ``docker inspect`` shows them. A task Swarm
+    removes between the listing and its inspection (its history pruned) is not running: a
+    CI run failed on 'task ... not found' there, and left the service scaled to 0."""
+    tasks = []
+    for task_id in docker("service", "ps", "-q", "--no-trunc", name).split():
+        try:
+            tasks += json.loads(docker("inspect", "--type", "task", task_id))
+        except RuntimeError as error:
+            if "not found" not in str(error):
+                raise
     return [t for t in tasks if t["Status"]["State"] == "running"]
 
 
