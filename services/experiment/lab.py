@@ -87,7 +87,8 @@ class Lab:
         """How many of the tasks answered 201 (``created``) the storage does not hold (same
         id and title), read as any student would: ``tasks.json`` with ``json.load``, the
         database with a SELECT."""
-        return sum((task.get("id"), task.get("title")) not in self.stored() for task in created)
+        stored = self.stored()
+        return sum((task.get("id"), task.get("title")) not in stored for task in created)
 
     def stored(self) -> set[tuple[Any, Any]]:
         if self.database is not None:
