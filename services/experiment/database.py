@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from services.taskserver.storage.postgres_url import redacted
+from services.taskserver.storage.postgres_url import masked, redacted
+from services.taskserver.storage.postgres_url import secrets as passwords_in
 
 CONNECT_SECONDS = 5
 
@@ -67,16 +68,10 @@ def beside(url: str, name: str) -> str:
 
 
 def first_line(error: Exception, url: str) -> str:
-    """The server's or libpq's first line about ``error``, never with the URL's password."""
-    from psycopg.conninfo import conninfo_to_dict
-
+    """The server's or libpq's first line about ``error``, with no form of the URL's password
+    (the store's own masking, ``postgres_url.masked``)."""
     text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    try:
-        password = conninfo_to_dict(url).get("password")
-    except Exception:  # a URL libpq cannot read: its text is not repeated either
-        return line if "://" not in line else type(error).__name__
-    return line.replace(str(password), "***") if password else line
+    return masked(text.splitlines()[0] if text else type(error).__name__, passwords_in(url))
 
 
 def stored_tasks(url: str) -> set[tuple[Any, Any]]:
