@@ -17,10 +17,17 @@ from string import Template
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from support import ServiceProcess, free_port, free_run, taskserver, wait_until  # noqa: E402
+from support import (  # noqa: E402
+    TICSLAB,
+    ServiceProcess,
+    free_port,
+    free_run,
+    taskserver,
+    wait_until,
+)
 
 __all__ = [
-    "ServiceProcess", "free_port", "free_run", "report", "start_balancer", "start_haproxy",
+    "ROOT", "ServiceProcess", "free_port", "free_run", "report", "start_balancer", "start_haproxy",
     "start_taskserver", "wait_until",
 ]  # fmt: skip
 
@@ -32,15 +39,23 @@ def start_taskserver(name: str, tasks_file: Path, token: str | None = None) -> S
     return taskserver(name, tasks_file, env={"TICSLAB_TOKEN": token} if token else None).start()
 
 
-def start_balancer(ports: list[int], flags: tuple[str, ...] = ()) -> ServiceProcess:
+def start_balancer(
+    ports: list[int], flags: tuple[str, ...] = (), tree: Path | None = None
+) -> ServiceProcess:
     """A running ``ticslab balancer`` (round_robin) in front of server1, server2, ... on
-    ``ports``; ``flags`` come last."""
+    ``ports``; ``flags`` come last. With ``tree``, the code of that checkout runs (with this
+    interpreter: ``-P`` keeps the working directory off the path, PYTHONPATH puts it first)."""
     port = free_port()
     backends = [f"--backend=server{i}=http://127.0.0.1:{p}" for i, p in enumerate(ports, 1)]
     args = ["balancer", "--port", str(port), "--algorithm", "round_robin"]
     # A token of its own, by environment: no benchmark writes the user's token file.
     env = {"TICSLAB_TOKEN": secrets.token_urlsafe(16)}
-    return ServiceProcess([*args, "--log-level", "warning", *backends, *flags], port, env).start()
+    program = TICSLAB
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+        program = [sys.executable, "-P", "-m", "services.cli"]
+    args = [*args, "--log-level", "warning", *backends, *flags]
+    return ServiceProcess(args, port, env, program=program).start()
 
 
 def start_haproxy(ports: list[int], folder: Path, extra: str = "") -> tuple[ServiceProcess, int]:
