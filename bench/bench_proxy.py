@@ -1,4 +1,4 @@
-"""The proxy hop's cost: ``python bench/bench_proxy.py [--backend lab|fast] [--against REV]``.
+"""The proxy hop's cost: ``python bench/bench_proxy.py [--backend lab|fast] [--rounds N]``.
 
 Same run, same two backends (127.0.0.1, free ports): ``wrk -t1`` at 1, 8, 32 and 64
 connections against one backend directly, through HAProxy (roundrobin,
@@ -26,6 +26,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,16 @@ def measure(url: str, connections: int, seconds: float, pid: int | None) -> Cell
     return Cell(rate, latency, cpu)
 
 
+def median_cell(cells: list[Cell]) -> Cell:
+    """Each figure's median over the runs of one cell."""
+    cpus = [cell.cpu_us for cell in cells if cell.cpu_us is not None]
+    return Cell(
+        statistics.median(cell.rate for cell in cells),
+        statistics.median(cell.latency_ms for cell in cells),
+        statistics.median(cpus) if cpus else None,
+    )
+
+
 @contextmanager
 def nginx(folder: Path) -> Iterator[ServiceProcess]:
     """An nginx (one worker) serving FAST_TASKS at every path, in the foreground."""
@@ -181,9 +192,11 @@ def start(kind: str, folder: Path, stack: ExitStack) -> list[ServiceProcess]:
     return [stack.enter_context(nginx(folder / f"nginx{n}")) for n in (1, 2)]
 
 
-def print_table(kind: str, seconds: float, results: dict[str, dict[int, Cell]]) -> None:
+def print_table(
+    kind: str, seconds: float, rounds: int, results: dict[str, dict[int, Cell]]
+) -> None:
     """req/s (mean latency ms) [CPU us per request] per target, and balancer/HAProxy."""
-    print(f"\nbackends: {kind}; wrk -t1 -d{seconds:g}s GET {PATH}")
+    print(f"\nbackends: {kind}; wrk -t1 -d{seconds:g}s GET {PATH}; medians of {rounds} run(s)")
     print("req/s (mean latency ms) [the proxy's CPU us per request]")
     print("conns | " + " | ".join(f"{name:>26}" for name in results) + " | balancer/haproxy")
     for connections in CONNECTIONS:
@@ -230,6 +243,9 @@ def main() -> int:
         "--backend", choices=("lab", "fast"), default="lab", help="task servers or nginx"
     )
     parser.add_argument("--against", metavar="REV", help="also the balancer of this revision")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="runs per cell, interleaved; medians shown"
+    )
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp, ExitStack() as stack:
@@ -245,13 +261,18 @@ def main() -> int:
             tree = stack.enter_context(worktree(args.against, folder))
             targets["against"] = start_balancer(ports, tree=tree)
             stack.callback(targets["against"].close)
-        results: dict[str, dict[int, Cell]] = {name: {} for name in targets}
+        runs: dict[str, dict[int, list[Cell]]] = {name: {} for name in targets}
         for connections in CONNECTIONS:
-            for name, target in targets.items():  # interleaved: all see the same load
-                pid = None if name == "direct" else target.proc.pid
-                url = target.url + PATH
-                results[name][connections] = measure(url, connections, args.seconds, pid)
-    print_table(args.backend, args.seconds, results)
+            for _ in range(args.rounds):
+                for name, target in targets.items():  # interleaved: all see the same load
+                    pid = None if name == "direct" else target.proc.pid
+                    cell = measure(target.url + PATH, connections, args.seconds, pid)
+                    runs[name].setdefault(connections, []).append(cell)
+    results = {
+        name: {connections: median_cell(cells) for connections, cells in by_count.items()}
+        for name, by_count in runs.items()
+    }
+    print_table(args.backend, args.seconds, args.rounds, results)
     return report(checks(args.backend, results))
 
 
