@@ -83,42 +83,49 @@ def request_target(scope: Scope) -> str:
     return raw.decode("latin-1")
 
 
-def upgrade_problem(scope: Scope) -> ClientError | None:
-    """A protocol upgrade the balancer cannot carry: WebSocket (no tunnel), or another one
-    (``Upgrade: h2c`` from ``curl --http2``) with a chunked body, which the protocol does not
-    read (services/protocol.py reads a ``Content-Length`` one: it goes on in HTTP/1.1)."""
-    headers = dict(scope["headers"])
-    upgrade = headers.get(b"upgrade")
-    if upgrade is None:
-        return None
-    if upgrade.strip().lower() == b"websocket":
-        return ClientError(501, "websocket")
-    if b"transfer-encoding" in headers:
-        return ClientError(501, "upgrade_with_body")
-    return None
-
-
 def forward_headers(scope: Scope, client: str) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop ones, plus ``X-Forwarded-For``/``-Proto``.
+    """The client's headers minus hop-by-hop ones, plus ``X-Forwarded-For``/``-Proto``;
+    ClientError for an upgrade the balancer cannot carry (``upgrade_problem``).
 
-    Taken before the body is read: trailer fields can never become headers here. Values are
-    UTF-8 text (``header_text``), so each reaches the server byte for byte.
+    One pass over the client's headers (a second only when ``Connection`` names a header that
+    is not hop-by-hop already). Taken before the body is read: trailer fields can never become
+    headers here. Values are UTF-8 text (``header_text``), so each reaches the server byte for
+    byte.
     """
-    drop = DROP_REQUEST
+    headers: list[tuple[str, str]] = []
+    named: frozenset[bytes] = frozenset()
     forwarded_for = ""
+    upgrade: bytes | None = None
+    chunked = False
     for name, value in scope["headers"]:
-        if name == b"connection":
-            drop = drop | connection_tokens(value)
+        if name not in DROP_REQUEST:
+            headers.append((name.decode("latin-1"), header_text(value)))
+        elif name == b"connection":
+            named |= connection_tokens(value)
         elif name == b"x-forwarded-for":
             forwarded_for += header_text(value) + ", "
-    headers = [
-        (name.decode("latin-1"), header_text(value))
-        for name, value in scope["headers"]
-        if name not in drop
-    ]
+        elif name == b"upgrade":
+            upgrade = value
+        elif name == b"transfer-encoding":
+            chunked = True
+    if upgrade is not None and (problem := upgrade_problem(upgrade, chunked)) is not None:
+        raise problem
+    if named := named - DROP_REQUEST:
+        headers = [(name, value) for name, value in headers if name.encode() not in named]
     headers.append(("X-Forwarded-For", forwarded_for + client))
     headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
     return headers
+
+
+def upgrade_problem(upgrade: bytes, chunked: bool) -> ClientError | None:
+    """An ``Upgrade`` the balancer cannot carry: WebSocket (no tunnel), or another one
+    (``Upgrade: h2c`` from ``curl --http2``) with a chunked body, which the protocol does not
+    read (services/protocol.py reads a ``Content-Length`` one: it goes on in HTTP/1.1)."""
+    if upgrade.strip().lower() == b"websocket":
+        return ClientError(501, "websocket")
+    if chunked:
+        return ClientError(501, "upgrade_with_body")
+    return None
 
 
 def header_text(value: bytes) -> str:

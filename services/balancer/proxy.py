@@ -52,7 +52,6 @@ from services.balancer.headers import (
     forward_headers,
     has_idempotency_key,
     request_target,
-    upgrade_problem,
 )
 from services.balancer.health import connection_failure_text
 from services.balancer.server import Server
@@ -197,8 +196,6 @@ class Proxy:
         self.balancer.count_request()  # before any answer, so errors never outnumber requests
         try:
             target = request_target(scope)
-            if problem := upgrade_problem(scope):
-                raise problem
             headers = forward_headers(scope, client)
             body = await self._read_body(receive)
         except ClientError as error:
