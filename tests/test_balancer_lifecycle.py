@@ -4,6 +4,7 @@ opened before it, and a background loop that crashes is reported and restarted."
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 from support import wait_until_async
@@ -12,6 +13,7 @@ from test_balancer_helpers import EchoBackend
 from services.balancer.app import create_app
 from services.balancer.config import BalancerConfig
 from services.balancer.drivers import DriverFailure
+from services.balancer.edge import GC_YOUNG_THRESHOLD, settle_garbage_collector
 from services.balancer.health import HealthChecker
 from services.balancer.server import Server
 
@@ -67,3 +69,14 @@ def test_a_crashed_check_loop_is_reported_and_restarted() -> None:
         " restarted in 1 s"
     ]
     assert left == []  # stop() waited for every check to end
+
+
+def test_serving_settles_the_collector_to_freeze_startup_objects_and_collect_young_less() -> None:
+    threshold = gc.get_threshold()
+    try:
+        settle_garbage_collector()
+        assert gc.get_freeze_count() > 0  # what existed before serving is out of its sight
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *threshold[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
