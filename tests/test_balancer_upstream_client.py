@@ -222,6 +222,17 @@ async def test_a_body_cut_short_is_an_error_and_its_connection_is_closed() -> No
         assert upstream.open_connections() == 0
 
 
+async def test_bytes_after_a_whole_answer_spoil_its_connection() -> None:
+    async with Scripted(keep_answering(OK + b"HTTP/1.1 200 OK\r\n")) as server:
+        upstream = Upstream(connect_timeout=1, keepalive=30)
+        for _ in range(2):
+            connection, reused = await start(upstream, server.at())
+            assert not reused and await body_of(connection) == b"ok"
+            assert not connection.reusable()
+            upstream.release(connection)
+        assert server.connections == 2
+
+
 async def test_a_head_answer_is_whole_with_its_head_and_its_connection_reused() -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"
     async with Scripted(answering(head, OK)) as server:
@@ -373,7 +384,10 @@ async def test_a_stream_nobody_reads_pauses_the_server_and_then_arrives_whole() 
         connection, _ = await start(upstream, server.at(), silence=2)
         await wait_until_async(lambda: connection.paused, timeout=10, what="reading paused")
         held = connection.buffered
-        assert 2 * STREAM_PIECE < held <= 2 * STREAM_PIECE + 256 * 1024
+        assert 2 * STREAM_PIECE < held <= 4 * STREAM_PIECE  # past two pieces, by one read
+        assert connection.transport is not None
+        sock = connection.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) <= 2 * STREAM_PIECE  # doubled
         await asyncio.sleep(0.3)  # the pause under test: nothing more is taken meanwhile
         assert connection.buffered == held and written < size // 2
         body = await body_of(connection)  # past the silence: a paused server is not silent
@@ -432,6 +446,34 @@ async def test_a_reused_connection_the_server_drops_unanswered_says_so() -> None
         assert raised.value.before_answer and len(server.requests) == 2
 
 
+async def test_the_retry_connection_carries_one_exchange_only() -> None:
+    """``fresh`` (the retry after a stale pooled connection) is never pooled: the server's next
+    request comes on a new connection, as with aiohttp's force_close session before."""
+    async with Scripted(keep_answering(OK)) as server:
+        upstream = Upstream(connect_timeout=1, keepalive=30)
+        connection, reused = await upstream.connect(server.at(), fresh=True)
+        connection.send((request_head("GET", "/", server.at(), [], 0), b""), 5, False)
+        await connection.head()
+        assert not reused and await body_of(connection) == b"ok"
+        upstream.release(connection)
+        assert connection.closed and upstream.open_connections() == 0
+
+
+async def test_closing_the_pool_wakes_an_exchange_waiting_for_its_answer() -> None:
+    async def script(server: Scripted, reader: asyncio.StreamReader, writer: Any) -> None:
+        await server.request(reader)
+        await server.request(reader)  # silent until the client leaves
+
+    async with Scripted(script) as server:
+        upstream = Upstream(connect_timeout=1, keepalive=30)
+        waiting = asyncio.ensure_future(start(upstream, server.at(), silence=30))
+        await wait_until_async(lambda: len(server.requests) == 1, timeout=5, what="sent")
+        upstream.close()
+        with pytest.raises(Disconnected):
+            await asyncio.wait_for(waiting, 5)
+        assert upstream.open_connections() == 0
+
+
 async def test_idle_connections_are_closed_after_the_keepalive() -> None:
     async with Scripted(keep_answering(OK)) as server:
         upstream = Upstream(connect_timeout=1, keepalive=0.2)
@@ -457,8 +499,8 @@ async def test_names_are_kept_until_forgotten(monkeypatch: pytest.MonkeyPatch) -
     async with Scripted(keep_answering(OK)) as server:
         upstream = Upstream(connect_timeout=1, keepalive=30)
         named = server.at(host="server1.invalid")
-        for fresh in (True, True):
-            connection, _ = await upstream.connect(named, fresh=fresh)
+        both = [await upstream.connect(named), await upstream.connect(named)]  # two at once
+        for connection, _ in both:
             connection.send((request_head("GET", "/", named, [], 0), b""), 5, False)
             await connection.head()
             assert await body_of(connection) == b"ok"

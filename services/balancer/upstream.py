@@ -126,6 +126,7 @@ class Connection(asyncio.Protocol):
         "paused",
         "pieces",
         "received",
+        "single_use",
         "spoiled",
         "status",
         "transport",
@@ -149,6 +150,7 @@ class Connection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_done = self.complete = self.keep_alive = self.until_close = False
         self.spoiled = False  # bytes beyond the answer: never reused
+        self.single_use = False  # closed after its one exchange
         self.paused = False
         self.error: BaseException | None = None
         self.pieces: deque[bytes] = deque()
@@ -240,6 +242,7 @@ class Connection(asyncio.Protocol):
         return (
             self.complete
             and self.keep_alive
+            and not self.single_use
             and not self.pieces
             and not self.spoiled
             and self.error is None
@@ -256,11 +259,18 @@ class Connection(asyncio.Protocol):
         self.headers = []
 
     def close(self) -> None:
+        """Close it and let go of what it holds: the parser refers back to this protocol, and
+        that cycle would keep the queued body until the garbage collector's next full pass."""
+        if self._parser is not None and not self.complete:  # anyone waiting is told
+            self._fail(Disconnected(before_answer=self.received == 0))
         self._stop_timer()
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True
         self._live.discard(self)
+        self._parser = None
+        self.pieces.clear()
+        self.buffered = 0
 
     # asyncio's callbacks -------------------------------------------------------------------
 
@@ -432,8 +442,10 @@ class Upstream:
         self._tls: ssl.SSLContext | None = None
 
     async def connect(self, server: Server, fresh: bool = False) -> tuple[Connection, bool]:
-        """A connection to ``server`` and whether it was reused from the pool (``fresh``: a
-        new one, whatever the pool holds). Raises ``ConnectFailed`` or ``ConnectTimeout``."""
+        """A connection to ``server`` and whether it was reused from the pool. ``fresh``: a
+        new one for one exchange only, whatever the pool holds (the retry after a stale
+        pooled connection; it is not pooled, as aiohttp's ``force_close`` session did not).
+        Raises ``ConnectFailed`` or ``ConnectTimeout``."""
         key: Key = (server.scheme, server.host, server.port or 0)
         idle = self._idle.get(key)
         if idle and not fresh:
@@ -444,7 +456,9 @@ class Upstream:
                 if not connection.closed and now - connection.idle_since < self.keepalive:
                     return connection, True
                 connection.close()
-        return await self._open(key), False
+        connection = await self._open(key)
+        connection.single_use = fresh
+        return connection, False
 
     def release(self, connection: Connection) -> None:
         """Back to the pool if it may carry another request, else closed."""
