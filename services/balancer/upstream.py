@@ -174,6 +174,9 @@ class Connection(asyncio.Protocol):
         self._parser = parser
         self.head_only = head_only
         self._silence = silence
+        if self.closed:  # lost between the pool and here: as if it failed at once
+            self._fail(Disconnected(before_answer=True))
+            return
         self.heard_at = self.loop.time()
         self._timer = self.loop.call_at(self.heard_at + silence, self._silent)
         self.transport.writelines(data)
