@@ -244,7 +244,9 @@ class Proxy:
         head = request_head(method, target, server, headers, len(body))
         try:
             try:
-                connection = await self._send(server, (head, body), silence, method == "HEAD")
+                # A small body goes in the same buffer as the head; a large one is not copied.
+                request = (head + body,) if len(body) < HOLD_BYTES else (head, body)
+                connection = await self._send(server, request, silence, method == "HEAD")
                 held, complete = await self._hold(connection)
             except UPSTREAM_FAILURES as error:
                 if unreadable_answer(error):
@@ -270,7 +272,7 @@ class Proxy:
                 self._upstream.release(connection)
 
     async def _send(
-        self, server: Server, request: tuple[bytes, bytes], silence: float, head_only: bool
+        self, server: Server, request: tuple[bytes, ...], silence: float, head_only: bool
     ) -> Connection:
         """The request on a pooled connection, until its answer's head; if that connection
         was reused and the server had closed it (it fails before any answer byte), once more

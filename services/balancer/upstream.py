@@ -336,13 +336,15 @@ class Connection(asyncio.Protocol):
             self.spoiled = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) > MAX_FIELD_BYTES or len(value) > MAX_FIELD_BYTES:
-            raise BadAnswer(f"a header field past {MAX_FIELD_BYTES} bytes")
-        if len(self.headers) >= MAX_HEADERS:
-            raise BadAnswer(f"more than {MAX_HEADERS} header fields")
-        if b"\x00" in value:  # llhttp in lenient mode lets it through; aiohttp refuses it
-            raise BadAnswer("a NUL byte in a header value")
-        self.headers.append((name, value.rstrip(b" \t")))  # llhttp strips only leading OWS
+        headers = self.headers
+        if (
+            len(value) > MAX_FIELD_BYTES
+            or len(name) > MAX_FIELD_BYTES
+            or len(headers) >= MAX_HEADERS
+            or b"\x00" in value  # llhttp in lenient mode lets it through; aiohttp refused it
+        ):
+            raise BadAnswer(unfit_field(name, value, len(headers)))
+        headers.append((name, value.rstrip(b" \t")))  # llhttp strips only leading OWS
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
@@ -590,6 +592,15 @@ class Upstream:
         if self._tls is None:
             self._tls = ssl.create_default_context()
         return self._tls
+
+
+def unfit_field(name: bytes, value: bytes, before: int) -> str:
+    """Why a header field of an answer is refused (``before``: the fields before it)."""
+    if len(name) > MAX_FIELD_BYTES or len(value) > MAX_FIELD_BYTES:
+        return f"a header field past {MAX_FIELD_BYTES} bytes"
+    if before >= MAX_HEADERS:
+        return f"more than {MAX_HEADERS} header fields"
+    return "a NUL byte in a header value"
 
 
 def ends_with_connection(headers: list[tuple[bytes, bytes]]) -> bool:
