@@ -1,13 +1,13 @@
 """The hot path: forward one request to a server chosen by the algorithm, with failover.
 
 A bare ASGI callable and a pool of upstream connections of our own (upstream.py: asyncio
-Protocols, httptools parses the answers), ~2x the throughput of the aiohttp client it replaced
-(issue 28) and ~10x that of an httpx hop (docs/design/balancer.md). The rules, each with its
-reason, are in docs/design/balancer.md ("The proxy"); in short (what of the heads is
-forwarded: headers.py):
+Protocols, httptools parses the answers): half the CPU per request of the aiohttp client it
+replaced, 1.6-1.9x its throughput (issue 28, docs/benchmarks.md), and an httpx hop was
+slower still (docs/design/balancer.md). The rules, each with its reason, are in
+docs/design/balancer.md ("The proxy"); in short (what of the heads is forwarded: headers.py):
 
-- Only the path and query of the client's request target are used: the upstream URL is built
-  from the chosen server's scheme, host and port, so nothing a client sends picks the host.
+- Only the path and query of the client's request target are used: the upstream connection
+  goes to the chosen server's scheme, host and port, so nothing a client sends picks the host.
 - The request body is buffered (up to ``max_body_bytes``), so a failed try can be resent.
 - The answer is held until it is complete, ``HOLD_BYTES`` long or ``HOLD_SECONDS`` old, then
   streamed: small answers (all of the lab's) are retried cleanly if the server dies while
