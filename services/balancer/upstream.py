@@ -287,6 +287,8 @@ class Connection(asyncio.Protocol):
             if parser is None:
                 self.close()
             return
+        if self.error is not None:  # failed: nothing more is parsed (or held) until it closes
+            return
         self.heard_at = self.loop.time()
         self.received += len(data)
         if not self.head_done:
