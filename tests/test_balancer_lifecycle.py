@@ -33,8 +33,8 @@ def test_a_part_that_cannot_start_closes_the_parts_started_before_it(
         with pytest.raises(DriverFailure, match="TICSLAB_SUPERVISOR_URL"):
             async with app.admin.router.lifespan_context(app.admin):
                 pass  # never reached: control.start() fails
-        session = app.proxy._session
-        return check_tasks(), session is not None and session.closed
+        upstream = app.proxy._upstream
+        return check_tasks(), upstream is not None and upstream.closed
 
     left, proxy_closed = asyncio.run(start())
     assert left == [] and proxy_closed

@@ -21,6 +21,13 @@ from services.balancer.events import KINDS, REASON_CODES
 from services.balancer.health import connection_failure_text
 from services.balancer.journal import MAX_PAIRS, Journal, level
 from services.balancer.messages import CATALOGUE, EN, ES, EventText
+from services.balancer.upstream import (
+    ConnectFailed,
+    ConnectTimeout,
+    CutShort,
+    Disconnected,
+    ServerSilent,
+)
 from services.common import DASHBOARD_AGENT
 from services.lang import missing_keys
 
@@ -119,6 +126,13 @@ def failures() -> list[tuple[BaseException, str]]:
             "no se puede conectar: (mensaje del sistema) Cannot assign requested address",
         ),
         (aiohttp.ClientError(), "error de conexión: ClientError"),
+        # the proxy's own client (services/balancer/upstream.py) says the same
+        (ConnectFailed(ConnectionRefusedError(111, "Connection refused")), "conexión rechazada"),
+        (ConnectFailed(unknown), "no se puede conectar: nombre o servicio desconocido"),
+        (ConnectTimeout(), "sin respuesta en 0.5 s"),
+        (ServerSilent(), "sin respuesta en 0.5 s"),
+        (Disconnected(before_answer=True), "conexión cortada por el otro lado"),
+        (CutShort(), "respuesta cortada a medias"),
     ]
 
 

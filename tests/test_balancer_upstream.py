@@ -1,13 +1,13 @@
 """The balancer's side towards the servers: pooled connections, and every try its own decision.
 
-Each test counts what real backends on 127.0.0.1 received, so a re-send nobody decided (aiohttp
-re-sends idempotent requests once on its own) or a request lost on a stale pooled connection
-shows up as a number.
+Each test counts what real backends on 127.0.0.1 received, so a re-send nobody decided (the
+aiohttp client the proxy used before re-sent idempotent requests once on its own) or a request
+lost on a stale pooled connection shows up as a number. The upstream client itself
+(services/balancer/upstream.py) is tested piece by piece in test_balancer_upstream_client.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import sys
 import threading
@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
 import httpx
 import pytest
 from backends import OK, RawBackend
@@ -35,19 +34,10 @@ def tries_of(balancer: ServiceProcess) -> dict[str, int]:
     return {s["name"]: s["tries_total"] for s in status_of(balancer)["servers"]}
 
 
-def test_aiohttp_still_has_the_switch_for_its_hidden_resend() -> None:
-    """proxy.py turns aiohttp's own re-send off through this private attribute."""
-
-    async def attribute() -> bool:
-        async with aiohttp.ClientSession() as session:
-            return session._retry_connection
-
-    assert asyncio.run(attribute()) is True
-
-
 @pytest.mark.slow  # 1.4-3 s; .ci/run runs it: the default run stays near 3 minutes
 def test_a_hung_up_get_reaches_each_server_once_per_counted_try() -> None:
-    """aiohttp alone would send each try twice (4 GETs for 2 tries)."""
+    """Each try reaches its server once (aiohttp's client alone sent each twice: 4 GETs for 2
+    tries): the proxy's client never re-sends (test_balancer_upstream_client.py, too)."""
     raws = [RawBackend(hang_up).start() for _ in range(2)]
     process = balancer_process([(f"raw{i}", r.url) for i, r in enumerate(raws)])
     try:

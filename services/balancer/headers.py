@@ -10,6 +10,7 @@ docs/design/balancer.md ("The proxy").
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.types import Scope
@@ -129,8 +130,9 @@ def upgrade_problem(upgrade: bytes, chunked: bool) -> ClientError | None:
 
 
 def header_text(value: bytes) -> str:
-    """A header value as aiohttp writes it back (UTF-8): every byte reaches the server as the
-    client sent it. Bytes that are not UTF-8 could not: ClientError 400, never rewritten."""
+    """A header value as the proxy writes it back (UTF-8, upstream.py): every byte reaches the
+    server as the client sent it. Bytes that are not UTF-8 could not: ClientError 400, never
+    rewritten."""
     try:
         return value.decode()
     except UnicodeDecodeError:
@@ -143,7 +145,7 @@ def connection_tokens(value: bytes) -> frozenset[bytes]:
 
 
 def answer_headers(
-    raw_headers: tuple[tuple[bytes, bytes], ...], keep_length: bool
+    raw_headers: Sequence[tuple[bytes, bytes]], keep_length: bool
 ) -> list[tuple[bytes, bytes]]:
     """The server's headers minus hop-by-hop ones and those its ``Connection`` names.
 

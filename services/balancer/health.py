@@ -18,6 +18,7 @@ import aiohttp
 
 from services.balancer.background import CrashReport, restarting
 from services.balancer.server import Server
+from services.balancer.upstream import ConnectFailed, CutShort
 from services.common import KEYS_HEADER, KEYS_SHARED, MAINT, NEW, error_message
 
 # Of a failing check's body, this much is read: enough for the server's own reason (a task
@@ -33,8 +34,9 @@ Verdict = Callable[[Server, bool, int | None, str, float], None]
 
 
 def connection_failure_text(error: BaseException, timeout: float) -> str:
-    """Words for why a connection failed, as they appear in events and ``last_check``."""
-    if isinstance(error, aiohttp.ClientConnectorError):
+    """Words for why a connection failed, as they appear in events and ``last_check``: of the
+    health checks (aiohttp) and of the proxy (upstream.py) alike."""
+    if isinstance(error, aiohttp.ClientConnectorError | ConnectFailed):
         if isinstance(error.os_error, ConnectionRefusedError):
             return "connection refused"
         return f"cannot connect: {error.os_error.strerror or error.os_error}"
@@ -44,7 +46,7 @@ def connection_failure_text(error: BaseException, timeout: float) -> str:
         return "connection reset"
     if isinstance(error, aiohttp.ClientOSError) and error.errno in (ECONNRESET, EPIPE):
         return "connection reset"  # a reset while the answer was being read
-    if isinstance(error, aiohttp.ClientPayloadError):
+    if isinstance(error, aiohttp.ClientPayloadError | CutShort):
         return "answer cut short"
     return f"connection error: {error.__class__.__name__}"
 

@@ -1,18 +1,19 @@
 """The hot path: forward one request to a server chosen by the algorithm, with failover.
 
-A bare ASGI callable and one shared ``aiohttp.ClientSession`` (measured ~10x faster than an
-httpx hop, see docs/design/balancer.md). The rules, each with its reason, are in
-docs/design/balancer.md ("The proxy"); in short (what of the heads is forwarded:
-headers.py):
+A bare ASGI callable and a pool of upstream connections of our own (upstream.py: asyncio
+Protocols, httptools parses the answers): half the CPU per request of the aiohttp client it
+replaced, 1.6-1.9x its throughput (issue 28, docs/benchmarks.md), and an httpx hop was
+slower still (docs/design/balancer.md). The rules, each with its reason, are in
+docs/design/balancer.md ("The proxy"); in short (what of the heads is forwarded: headers.py):
 
-- Only the path and query of the client's request target are used: the upstream URL is built
-  from the chosen server's scheme, host and port, so nothing a client sends picks the host.
+- Only the path and query of the client's request target are used: the upstream connection
+  goes to the chosen server's scheme, host and port, so nothing a client sends picks the host.
 - The request body is buffered (up to ``max_body_bytes``), so a failed try can be resent.
 - The answer is held until it is complete, ``HOLD_BYTES`` long or ``HOLD_SECONDS`` old, then
   streamed: small answers (all of the lab's) are retried cleanly if the server dies while
   sending them; large or slow ones flow to the client as they arrive, in bounded memory.
 - A stream holds at most ~0.5 MiB, whatever its size and however slow its client: the
-  upstream socket takes ``STREAM_PIECE`` per read, aiohttp pauses it past two of them, and the
+  upstream socket takes ``STREAM_PIECE`` per read, its reading pauses past two of them, and the
   client gets pieces of ``STREAM_PIECE`` only while its transport is under its high-water
   mark. Buffers that small go back to the system when a stream ends.
 - Each phase has its own timeout: connect, then the longest the server may stay silent
@@ -21,10 +22,11 @@ headers.py):
 - A request that may have reached a server is sent again only if replaying it cannot
   duplicate it: idempotent methods, or servers that declared they deduplicate
   ``Idempotency-Key`` across the pool (``Idempotency-Key-Support: shared`` on health checks).
-- Every try is the balancer's own, counted: aiohttp's hidden re-send of idempotent requests is
-  off. A reused pooled connection that fails before any answer byte (the server closed it as
-  idle) is tried once more on a new connection, whatever the method; pooled connections are
-  dropped after ``upstream_keepalive`` idle seconds, before the servers drop them.
+- Every try is the balancer's own, counted: the upstream client never re-sends on its own
+  (aiohttp's did, for idempotent requests). A reused pooled connection that fails before any
+  answer byte (the server closed it as idle) is tried once more on a new connection, whatever
+  the method; pooled connections are dropped after ``upstream_keepalive`` idle seconds, before
+  the servers drop them, and reused only after an answer read to its end and kept alive.
 - A timed-out try is retried at most once, and only within the client's deadline:
   ``2 x response_timeout`` from the start of the request (10 s, the course client's timeout).
 """
@@ -33,17 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 import uuid
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
-from yarl import URL
 
 from services.balancer.headers import (
     IDEMPOTENCY_KEY,
@@ -55,6 +53,17 @@ from services.balancer.headers import (
 )
 from services.balancer.health import connection_failure_text
 from services.balancer.server import Server
+from services.balancer.upstream import (
+    STREAM_PIECE,
+    BadAnswer,
+    ConnectFailed,
+    Connection,
+    ConnectTimeout,
+    Disconnected,
+    Upstream,
+    UpstreamError,
+    request_head,
+)
 from services.common import error_message, error_type
 from services.web import asked_language, json_error
 
@@ -70,17 +79,12 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 # this old after its headers arrived; then it is streamed. The lab's JSON answers end first.
 HOLD_BYTES = 64 * 1024
 HOLD_SECONDS = 0.02
-# A streamed answer moves in pieces of at most this size: the upstream socket's receive buffer
-# (so one read is at most about this much), aiohttp's read size (it pauses the socket at two)
-# and each write to the client. 256 KiB reads cost 2.3 MiB per slow reader, 1.9 of which
-# stayed after it closed; 32 KiB ones ~0.4 MiB, 0.03 staying (bench/bench_stream_memory.py).
-STREAM_PIECE = 32 * 1024
+# A streamed answer moves in pieces of at most STREAM_PIECE (upstream.py says why that size).
 # The client's deadline, in response timeouts from the start of its request: a timed-out try
 # is retried only before it, and the retry gets only what is left of it.
 DEADLINE_TIMEOUTS = 2
-# A reused pooled connection failing with these, before the answer's head, was closed by the
-# server while idle: the request never ran, so it goes again on a new connection.
-STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+# Everything an exchange with a server may raise (upstream.py's errors are among them).
+UPSTREAM_FAILURES = (UpstreamError, OSError, TimeoutError)
 
 CONNECT, REFUSED, TIMEOUT, RESET = "connect", "refused", "timeout", "reset"
 # What the client gets when every try failed, by the last failure's kind: the status, the
@@ -101,9 +105,9 @@ class UpstreamAborted(Exception):
 
 def classify(error: BaseException) -> str:
     """connect/refused (nothing was sent: always safe to retry), timeout or reset."""
-    if isinstance(error, aiohttp.ClientConnectorError):
+    if isinstance(error, ConnectFailed):
         return REFUSED if isinstance(error.os_error, ConnectionRefusedError) else CONNECT
-    if isinstance(error, aiohttp.ConnectionTimeoutError):
+    if isinstance(error, ConnectTimeout):
         return CONNECT
     if isinstance(error, TimeoutError):
         return TIMEOUT
@@ -113,7 +117,7 @@ def classify(error: BaseException) -> str:
 def unreadable_answer(error: BaseException) -> bool:
     """The server answered, but not in HTTP: a status past 999, a 1xx followed by more bytes,
     garbage. It was read, so it is never sent again: one 502, as HAProxy answers it."""
-    return isinstance(error, aiohttp.ClientResponseError)
+    return isinstance(error, BadAnswer)
 
 
 def replay_is_harmless(kind: str, method: str) -> bool:
@@ -134,61 +138,21 @@ class Proxy:
     def __init__(self, balancer: Balancer, config: BalancerConfig) -> None:
         self.balancer = balancer
         self.config = config
-        self._session: aiohttp.ClientSession | None = None
-        self._fresh: aiohttp.ClientSession | None = None
+        self._upstream: Upstream | None = None
 
     async def start(self) -> None:
-        reused = aiohttp.TraceConfig()
-        reused.on_connection_reuseconn.append(mark_reused)
-        pooled = aiohttp.TCPConnector(
-            limit=0,
-            ttl_dns_cache=10,
-            keepalive_timeout=self.config.upstream_keepalive,
-            socket_factory=upstream_socket,
-        )
-        self._session = self._new_session(pooled, [reused])
-        # Only for the one retry of a request whose reused connection was stale.
-        fresh = aiohttp.TCPConnector(limit=0, force_close=True, socket_factory=upstream_socket)
-        self._fresh = self._new_session(fresh, [])
+        self._upstream = Upstream(self.config.connect_timeout, self.config.upstream_keepalive)
 
     def forget_address(self, server: Server) -> None:
         """``server`` has a new container (a rollout): its name is resolved again at the next
-        connection rather than after ``ttl_dns_cache``, so no request goes to its old address."""
-        for session in (self._session, self._fresh):
-            if session is not None and isinstance(session.connector, aiohttp.TCPConnector):
-                session.connector.clear_dns_cache(server.host, server.port)
-
-    def _new_session(
-        self, connector: aiohttp.TCPConnector, traces: list[aiohttp.TraceConfig]
-    ) -> aiohttp.ClientSession:
-        session = aiohttp.ClientSession(
-            connector=connector,
-            trace_configs=traces,
-            # Per phase, never in total (HAProxy's ``timeout connect`` and ``timeout server``):
-            # to connect, then the longest the server may stay silent, before its answer's
-            # headers and between two pieces of its body.
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=self.config.connect_timeout,
-                sock_read=self.config.response_timeout,
-            ),
-            auto_decompress=False,
-            # aiohttp pauses reading a stream the client has not taken at twice this.
-            read_bufsize=STREAM_PIECE,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        )
-        # aiohttp re-sends an idempotent request once on its own when a connection breaks
-        # (client.py, ``retry_persistent_connection``), unseen and uncounted: every try here
-        # is the balancer's. Private, but the switch aiohttp's own test client uses;
-        # tests/test_balancer_upstream.py fails if a release renames it.
-        session._retry_connection = False
-        return session
+        connection rather than in up to 10 s, and no idle connection to its old address is
+        reused, so no request goes to its old address."""
+        if self._upstream is not None:
+            self._upstream.forget(server.host, server.port)
 
     async def stop(self) -> None:
-        for session in (self._session, self._fresh):
-            if session is not None:
-                await session.close()
+        if self._upstream is not None:
+            self._upstream.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
@@ -271,91 +235,92 @@ class Proxy:
         started = time.perf_counter()
         self._count_try(server)
         server.in_flight += 1
-        response: aiohttp.ClientResponse | None = None
+        connection: Connection | None = None
         silence = min(self.config.response_timeout, max(0.001, deadline - time.monotonic()))
-        request = {
-            "method": scope["method"],
-            "url": URL.build(
-                scheme=server.scheme, host=server.host, port=server.port, path=target, encoded=True
-            ),
-            "headers": headers,
-            "data": body or None,
-            "allow_redirects": False,
-        }
-        if silence < self.config.response_timeout:
-            request["timeout"] = aiohttp.ClientTimeout(
-                total=None, sock_connect=self.config.connect_timeout, sock_read=silence
-            )
+        method = scope["method"]
+        head = request_head(method, target, server, headers, len(body))
         try:
             try:
-                response = await self._send(server, request)
-                held, complete = await self._hold(response)
-            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                # A small body goes in the same buffer as the head; a large one is not copied.
+                request = (head + body,) if len(body) < HOLD_BYTES else (head, body)
+                connection = await self._send(server, request, silence, method == "HEAD")
+                held, complete = await self._hold(connection)
+            except UPSTREAM_FAILURES as error:
                 if unreadable_answer(error):
                     await self._send_error(
                         send, scope, server, 502, "bad_upstream_answer", server=server.name
                     )
                     return None
                 return self._failed(server, error)
-            self._answered(server, time.perf_counter() - started, response.status)
-            if not 200 <= response.status <= 599:  # 1xx (101 too) or beyond HTTP's range
-                fields: dict[str, Any] = {"server": server.name, "upstream_status": response.status}
+            self._answered(server, time.perf_counter() - started, connection.status)
+            if not 200 <= connection.status <= 599:  # 1xx (101 too) or beyond HTTP's range
+                fields: dict[str, Any] = {
+                    "server": server.name,
+                    "upstream_status": connection.status,
+                }
                 await self._send_error(send, scope, server, 502, "bad_upstream_status", **fields)
                 return None
-            await self._send_answer(scope, send, server, response, held, complete)
+            await self._send_answer(scope, send, server, connection, held, complete)
             return None
         finally:
             server.in_flight -= 1
-            if response is not None:
-                # Read to the end: back to the pool; cut short: closed, never reused.
-                response.release() if response.content.at_eof() else response.close()
+            if connection is not None and self._upstream is not None:
+                # Read to the end and keep-alive: back to the pool; else closed, never reused.
+                self._upstream.release(connection)
 
-    async def _send(self, server: Server, request: dict[str, Any]) -> aiohttp.ClientResponse:
-        """The request on a pooled connection; if that one was reused and the server had
-        closed it (it fails before any answer byte), once more on a new connection, as a
-        counted try of its own. The first failure is not held against the server."""
-        assert self._session is not None and self._fresh is not None
-        reuse = SimpleNamespace(reused=False)
+    async def _send(
+        self, server: Server, request: tuple[bytes, ...], silence: float, head_only: bool
+    ) -> Connection:
+        """The request on a pooled connection, until its answer's head; if that connection
+        was reused and the server had closed it (it fails before any answer byte), once more
+        on a new connection, as a counted try of its own. The first failure is not held
+        against the server. Raises what the exchange raised, the connection closed."""
+        upstream = self._upstream
+        assert upstream is not None
+        connection, reused = await upstream.connect(server)
         try:
-            return await self._session.request(**request, trace_request_ctx=reuse)
-        except STALE_CONNECTION:
-            if not reuse.reused:
+            connection.send(request, silence, head_only)
+            await connection.head()
+            return connection
+        except Disconnected as error:
+            upstream.release(connection)  # closed: the exchange failed
+            if not (reused and error.before_answer):
                 raise
             self.balancer.journal.retried(server.name, server.name)  # told in the summary
+        except BaseException:
+            upstream.release(connection)
+            raise
         server.stats.retries += 1
         self._count_try(server)
-        return await self._fresh.request(**request)
+        connection, _ = await upstream.connect(server, fresh=True)
+        try:
+            connection.send(request, silence, head_only)
+            await connection.head()
+        except BaseException:
+            upstream.release(connection)
+            raise
+        return connection
 
     def _count_try(self, server: Server) -> None:
         server.stats.tries += 1
         server.stats.rate.add(time.monotonic())
 
-    async def _hold(self, response: aiohttp.ClientResponse) -> tuple[list[bytes], bool]:
+    async def _hold(self, connection: Connection) -> tuple[list[bytes], bool]:
         """Read the answer until it ends (True), passes ``HOLD_BYTES`` or ``HOLD_SECONDS``
         (False: stream the rest). Raises what the connection raised, to be retried."""
-        content = response.content
         chunks: list[bytes] = []
         size = 0
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + HOLD_SECONDS
+        deadline = connection.loop.time() + HOLD_SECONDS
         while True:
-            chunk = content.read_nowait()  # the whole of a small answer is usually here
-            if not chunk:
-                if content.at_eof():
-                    return chunks, True
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+            chunk = connection.take()  # the whole of a small answer is usually here
+            if chunk:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= HOLD_BYTES:
                     return chunks, False
-                try:
-                    async with asyncio.timeout(remaining):
-                        chunk = await content.readany()
-                except TimeoutError:
-                    return chunks, False
-                if not chunk:
-                    return chunks, True
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= HOLD_BYTES:
+            if connection.at_eof():
+                return chunks, True
+            if not await connection.more(deadline):
                 return chunks, False
 
     async def _send_answer(
@@ -363,14 +328,14 @@ class Proxy:
         scope: Scope,
         send: Send,
         server: Server,
-        response: aiohttp.ClientResponse,
+        connection: Connection,
         held: list[bytes],
         complete: bool,
     ) -> None:
         """The server's answer, unchanged but for hop-by-hop headers, plus
         ``X-Upstream-Server``: all at once if it was held whole, else streamed."""
-        method, status = scope["method"], response.status
-        headers = answer_headers(response.raw_headers, keep_length=not complete or method == "HEAD")
+        method, status = scope["method"], connection.status
+        headers = answer_headers(connection.headers, keep_length=not complete or method == "HEAD")
         payload = b"".join(held)
         if complete and method != "HEAD" and status >= 200 and status not in (204, 304):
             headers.append((b"content-length", b"%d" % len(payload)))
@@ -383,22 +348,21 @@ class Proxy:
             await send({"type": "http.response.body", "body": payload})
             return
         await send({"type": "http.response.body", "body": payload, "more_body": True})
-        await self._stream(scope, send, server, response)
+        await self._stream(scope, send, server, connection)
 
     async def _stream(
-        self, scope: Scope, send: Send, server: Server, response: aiohttp.ClientResponse
+        self, scope: Scope, send: Send, server: Server, connection: Connection
     ) -> None:
         """The rest of the answer as it arrives, in pieces of ``STREAM_PIECE``: ``send``
         waits while the client's transport is past its high-water mark, so at most that mark
-        and one piece wait for the client, and aiohttp's buffer for them. A server silent for
+        and one piece wait for the client, and the connection's queue for them (its reading
+        paused past two pieces). A server silent for
         longer than ``response_timeout``, or that breaks the connection, aborts the client
         connection."""
-        content = response.content
         while True:
             try:
-                # ``readany`` would join everything aiohttp holds into one more copy.
-                chunk = await content.read(STREAM_PIECE)
-            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                chunk = await connection.read(STREAM_PIECE)
+            except UPSTREAM_FAILURES as error:
                 kind = classify(error)
                 detail = connection_failure_text(error, self.config.response_timeout)
                 self._failed(server, error)
@@ -472,22 +436,6 @@ class Proxy:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-def upstream_socket(addr_info: tuple[Any, ...]) -> socket.socket:
-    """A socket to a server whose receive buffer holds about ``STREAM_PIECE``: one read of a
-    fast stream is then that size, not the 256 KiB the event loop would take at once."""
-    family, kind, proto, _, _ = addr_info
-    sock = socket.socket(family=family, type=kind, proto=proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STREAM_PIECE)
-    return sock
-
-
-async def mark_reused(
-    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
-) -> None:
-    """Trace hook: the request went out on a pooled connection, not a new one."""
-    context.trace_request_ctx.reused = True
 
 
 def endpoint(scope: Scope) -> str:
