@@ -5,7 +5,8 @@ and py-spy (``pip install py-spy``; a profiler, not a dependency of the lab) sam
 balancer meanwhile. Prints each group's share of the samples, by the innermost frame (self)
 and by any frame on the stack (inclusive), then the top functions by self time. Groups are by
 source file: aiohttp, uvicorn, our protocol (services/protocol.py, uvicorn_adapter.py), our
-proxy and balancer (services/balancer), Starlette, the event loop (asyncio, uvloop), the rest.
+upstream client (upstream.py), the rest of our proxy and balancer (services/balancer),
+Starlette, the event loop (asyncio, uvloop), the rest.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ GROUPS = (
     ("aiohttp", ("aiohttp/", "yarl/", "multidict/")),
     ("uvicorn", ("uvicorn/", "httptools/")),
     ("our protocol", ("services/protocol.py", "services/uvicorn_adapter.py")),
+    ("our upstream client", ("services/balancer/upstream.py",)),
     ("our proxy and balancer", ("services/balancer/", "services/web.py", "services/common.py")),
     ("starlette", ("starlette/",)),
     ("event loop", ("asyncio/", "uvloop/")),
