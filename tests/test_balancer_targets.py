@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from yarl import URL
 
 from services.balancer.config import parse_backend
 from services.balancer.headers import ClientError, answer_headers, request_target
 from services.balancer.server import Server
+from services.balancer.upstream import request_head
 from services.protocol import REQUEST_TARGET, RESERVED_FDS, connection_cap
 
 pytestmark = pytest.mark.smoke  # also run at the lowest allowed versions (.ci/run)
@@ -21,26 +21,26 @@ def scope_for(raw: bytes) -> dict:
     return {"extensions": {REQUEST_TARGET: raw}}
 
 
-def upstream(raw: bytes) -> URL:
-    """The URL the proxy would request for a client's raw target."""
-    return URL.build(
-        scheme=SERVER.scheme,
-        host=SERVER.host,
-        port=SERVER.port,
-        path=request_target(scope_for(raw)),
-        encoded=True,
-    )
+def upstream(raw: bytes) -> tuple[bytes, bytes]:
+    """The request line and the rest of the head the proxy would write for a client's raw
+    target (the connection itself always goes to SERVER's address)."""
+    head = request_head("GET", request_target(scope_for(raw)), SERVER, [], 0)
+    line, _, rest = head.partition(b"\r\n")
+    return line, rest
 
 
 @given(st.binary(max_size=200))
-def test_no_target_whatever_its_bytes_reaches_another_host(raw: bytes) -> None:
+def test_no_target_whatever_its_bytes_splits_the_request_or_names_another_host(
+    raw: bytes,
+) -> None:
     try:
-        url = upstream(raw)
+        line, rest = upstream(raw)
     except ClientError as error:
         assert error.status == 400
         return
-    assert (url.scheme, url.host, url.port) == ("http", "10.0.0.5", 5001)
-    assert url.raw_path_qs.startswith("/")
+    method, target, version = line.split(b" ")  # exactly one request line of three parts
+    assert (method, version) == (b"GET", b"HTTP/1.1") and target.startswith(b"/")
+    assert rest == b"Host: 10.0.0.5:5001\r\n\r\n"
 
 
 @pytest.mark.parametrize(
@@ -55,8 +55,8 @@ def test_no_target_whatever_its_bytes_reaches_another_host(raw: bytes) -> None:
     ],
 )
 def test_origin_and_absolute_forms(raw: bytes, sent: str) -> None:
-    url = upstream(raw)
-    assert url.raw_path_qs == sent and url.host == "10.0.0.5"
+    line, rest = upstream(raw)
+    assert line == b"GET " + sent.encode() + b" HTTP/1.1" and rest.startswith(b"Host: 10.0.0.5:")
 
 
 @pytest.mark.parametrize(
@@ -71,6 +71,14 @@ def test_anything_else_is_a_400(raw: bytes) -> None:
 def test_without_the_raw_target_it_is_rebuilt_from_the_parsed_parts() -> None:
     scope = {"raw_path": b"/a%20b", "path": "/a b", "query_string": b"x=1"}
     assert request_target(scope) == "/a%20b?x=1"
+
+
+@pytest.mark.parametrize("path", ["/a\r\nX-Injected: 1", "/a b", "/a\x00", "/a\nb"])
+def test_a_decoded_path_that_would_split_the_request_line_is_a_400(path: str) -> None:
+    """Another ASGI server's scope may hold only the percent-decoded path (``%0d%0a``)."""
+    with pytest.raises(ClientError) as caught:
+        request_target({"raw_path": None, "path": path, "query_string": b""})
+    assert (caught.value.status, caught.value.code) == (400, "bad_target")
 
 
 def test_answer_headers_drop_hop_by_hop_and_connection_named_ones() -> None:

@@ -233,6 +233,62 @@ async def test_bytes_after_a_whole_answer_spoil_its_connection() -> None:
         assert server.connections == 2
 
 
+async def test_a_second_answer_in_the_same_read_never_rewrites_the_first() -> None:
+    """A server whose Content-Length undercounts (``len(str)`` of a UTF-8 body) sends what
+    looks like a second answer: the client gets the first one's status and headers."""
+    second = b"HTTP/1.1 302 Found\r\nLocation: https://evil.example/\r\nContent-Length: 0\r\n\r\n"
+    async with Scripted(keep_answering(OK + second)) as server:
+        upstream = Upstream(connect_timeout=1, keepalive=30)
+        connection, _ = await start(upstream, server.at())
+        assert await body_of(connection) == b"ok"
+        assert connection.status == 200
+        assert connection.headers == [(b"Content-Length", b"2")]
+        assert not connection.reusable()
+        upstream.release(connection)
+        assert connection.closed
+        upstream.close()
+
+
+async def test_trailer_fields_are_dropped_never_made_headers() -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n"
+        b"\r\n2\r\n{}\r\n0\r\nSet-Cookie: session=attacker\r\nContent-Type: text/html\r\n\r\n"
+    )
+    async with Scripted(keep_answering(answer)) as server:
+        upstream = Upstream(connect_timeout=1, keepalive=30)
+        for _ in range(2):
+            connection, _ = await start(upstream, server.at())
+            assert await body_of(connection) == b"{}"
+            names = [name.lower() for name, _ in connection.headers]
+            assert names == [b"transfer-encoding", b"content-type"]
+            assert connection.headers[1] == (b"Content-Type", b"application/json")
+            upstream.release(connection)
+        assert server.connections == 1  # a whole answer: its connection is reused
+        upstream.close()
+
+
+async def test_endless_trailer_fields_are_cut_at_the_bound_of_a_head() -> None:
+    """httptools gathers a field whole before it says anything: a server that never ends
+    one would grow it for ever, and each piece would keep the silence timer away."""
+
+    async def script(server: Scripted, reader: asyncio.StreamReader, writer: Any) -> None:
+        await server.request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n")
+        writer.write(b"X-Trailer: ")
+        for _ in range(256):  # 4 MiB at most: far past the bound
+            writer.write(b"a" * 16384)
+            await writer.drain()
+
+    async with Scripted(script) as server:
+        upstream = Upstream(connect_timeout=1, keepalive=30)
+        connection, _ = await start(upstream, server.at())
+        with pytest.raises(CutShort, match="trailer fields past"):
+            await body_of(connection)
+        assert connection.received <= MAX_HEAD_BYTES + 256 * 1024  # the bound and one read
+        upstream.release(connection)
+        assert upstream.open_connections() == 0
+
+
 async def test_a_head_answer_is_whole_with_its_head_and_its_connection_reused() -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"
     async with Scripted(answering(head, OK)) as server:
@@ -511,6 +567,45 @@ async def test_names_are_kept_until_forgotten(monkeypatch: pytest.MonkeyPatch) -
         connection, reused = await upstream.connect(named)
         assert not reused and lookups == ["server1.invalid"] * 2
         upstream.release(connection)
+        upstream.close()
+
+
+async def test_a_connection_carrying_an_answer_when_its_name_is_forgotten_is_not_pooled() -> None:
+    async with Scripted(keep_answering(OK)) as server:
+        upstream = Upstream(connect_timeout=1, keepalive=30)
+        connection, _ = await start(upstream, server.at())
+        upstream.forget("127.0.0.1", server.port)  # a new container, during this answer
+        assert await body_of(connection) == b"ok"
+        upstream.release(connection)
+        assert connection.closed
+        _, reused = await upstream.connect(server.at())
+        assert not reused
+        upstream.close()
+
+
+async def test_a_failed_exchange_with_its_request_unread_frees_its_socket_at_once() -> None:
+    """A server that stops reading leaves the request's body in the write buffer: a graceful
+    close would wait for it to drain, holding the socket and the body for ever."""
+    release = asyncio.Event()
+
+    async def script(server: Scripted, reader: asyncio.StreamReader, writer: Any) -> None:
+        await release.wait()  # reads nothing
+
+    async with Scripted(script) as server:
+        upstream = Upstream(connect_timeout=1, keepalive=30)
+        connection, _ = await upstream.connect(server.at())
+        assert connection.transport is not None
+        fd = connection.transport.get_extra_info("socket").fileno()
+        body = b"x" * (8 * 1024 * 1024)
+        connection.send((request_head("POST", "/", server.at(), [], len(body)), body), 0.3, False)
+        with pytest.raises(ServerSilent):
+            await connection.head()
+        assert connection.transport.get_write_buffer_size() > 0  # the body waits to be sent
+        upstream.release(connection)
+        await wait_until_async(
+            lambda: not os.path.exists(f"/proc/self/fd/{fd}"), timeout=3, what="socket freed"
+        )
+        release.set()
         upstream.close()
 
 

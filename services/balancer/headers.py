@@ -38,6 +38,9 @@ DROP_RESPONSE = HOP_BY_HOP | {b"content-length", b"date"}
 IDEMPOTENCY_KEY = "Idempotency-Key"
 # Control bytes a header value may not hold (RFC 9110 5.5); such a header is dropped.
 INVALID_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Bytes that would end or split the request line upstream: httptools never lets them into a
+# target, but a path rebuilt from another ASGI server's scope is percent-decoded.
+UNSAFE_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 
 
 class ClientError(Exception):
@@ -81,6 +84,8 @@ def request_target(scope: Scope) -> str:
         raw = raw if raw[:1] == b"/" else b"/" + raw
     if b"#" in raw:
         raise ClientError(400, "target_fragment")
+    if UNSAFE_TARGET.search(raw):  # only from another ASGI server's decoded path
+        raise ClientError(400, "bad_target")
     return raw.decode("latin-1")
 
 

@@ -232,13 +232,13 @@ class Proxy:
         """One try on ``server``: None once its answer went to the client, else the kind of
         failure (already counted), with nothing sent to the client. The server may stay
         silent for ``response_timeout``, never past the client's ``deadline``."""
+        method = scope["method"]
+        head = request_head(method, target, server, headers, len(body))
         started = time.perf_counter()
         self._count_try(server)
         server.in_flight += 1
         connection: Connection | None = None
         silence = min(self.config.response_timeout, max(0.001, deadline - time.monotonic()))
-        method = scope["method"]
-        head = request_head(method, target, server, headers, len(body))
         try:
             try:
                 # A small body goes in the same buffer as the head; a large one is not copied.

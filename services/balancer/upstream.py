@@ -105,11 +105,11 @@ class Connection(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_head_bytes",
         "_live",
         "_parser",
         "_silence",
         "_timer",
+        "_unparsed",
         "_waiter",
         "buffered",
         "closed",
@@ -156,7 +156,10 @@ class Connection(asyncio.Protocol):
         self.pieces: deque[bytes] = deque()
         self.buffered = 0
         self.received = 0
-        self._head_bytes = 0
+        # Bytes since the answer began or since its last piece of body: a head, or trailer
+        # fields, which httptools gathers whole before it says anything (bounded by
+        # MAX_HEAD_BYTES, plus one read).
+        self._unparsed = 0
 
     # The exchange, as the proxy drives it ----------------------------------------------------
 
@@ -258,7 +261,7 @@ class Connection(asyncio.Protocol):
         self._parser = None
         self._stop_timer()
         self.head_done = self.complete = self.keep_alive = self.until_close = False
-        self.status = self.received = self._head_bytes = 0
+        self.status = self.received = self._unparsed = 0
         self.headers = []
 
     def close(self) -> None:
@@ -267,8 +270,15 @@ class Connection(asyncio.Protocol):
         if self._parser is not None and not self.complete:  # anyone waiting is told
             self._fail(Disconnected(before_answer=self.received == 0))
         self._stop_timer()
-        if self.transport is not None and not self.closed:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None and not self.closed:
+            # Mid-exchange, or with a request the server has not read, a close would wait
+            # for the write buffer (up to a whole request body) to drain: never, from a server
+            # that stopped reading. So the connection is reset instead.
+            if (self._parser is None or self.complete) and not transport.get_write_buffer_size():
+                transport.close()
+            else:
+                transport.abort()
         self.closed = True
         self._live.discard(self)
         self._parser = None
@@ -291,8 +301,7 @@ class Connection(asyncio.Protocol):
             return
         self.heard_at = self.loop.time()
         self.received += len(data)
-        if not self.head_done:
-            self._head_bytes += len(data)
+        self._unparsed += len(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # a 101: the rest is another protocol
@@ -305,8 +314,11 @@ class Connection(asyncio.Protocol):
                 cause = error.__context__ if isinstance(error.__context__, BadAnswer) else error
                 self._fail(BadAnswer(str(cause)) if not self.head_done else CutShort(str(cause)))
             return
-        if not self.head_done and self._head_bytes > MAX_HEAD_BYTES:
-            self._fail(BadAnswer(f"an answer's head past {MAX_HEAD_BYTES} bytes"))
+        if self._unparsed > MAX_HEAD_BYTES:
+            if self.head_done:  # trailer fields: dropped (on_header), but never gathered
+                self._fail(CutShort(f"trailer fields past {MAX_HEAD_BYTES} bytes"))
+            else:
+                self._fail(BadAnswer(f"an answer's head past {MAX_HEAD_BYTES} bytes"))
 
     def eof_received(self) -> bool | None:
         return None  # close: connection_lost tells the exchange
@@ -334,10 +346,12 @@ class Connection(asyncio.Protocol):
     # httptools' callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self.complete:  # a second answer nobody asked for
-            self.spoiled = True
+        if self.complete:  # a second answer nobody asked for: parsing stops here, so its
+            raise BadAnswer("bytes after the answer")  # head never rewrites the first one's
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:  # a trailer field (RFC 9110 6.5.1): dropped, never a header
+            return
         headers = self.headers
         if (
             len(value) > MAX_FIELD_BYTES
@@ -350,6 +364,8 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
+        if self.complete:
+            return
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             return  # informational: the final answer follows (on_message_complete resets)
@@ -368,6 +384,7 @@ class Connection(asyncio.Protocol):
         if self.complete:  # a body after a HEAD's head
             self.spoiled = True
             return
+        self._unparsed = 0
         self.pieces.append(body)
         self.buffered += len(body)
         if self.buffered > 2 * STREAM_PIECE and not self.paused and self.transport is not None:
@@ -480,12 +497,16 @@ class Upstream:
             self._sweeper = loop.call_at(connection.idle_since + self.keepalive, self._sweep)
 
     def forget(self, host: str, port: int | None) -> None:
-        """Resolve ``host`` again at the next connection, and close idle ones to it."""
+        """Resolve ``host`` again at the next connection; close idle connections to it, and
+        those carrying an answer once it is done (they may reach its old address)."""
         self._names.pop((host, port or 0), None)
         for key, idle in self._idle.items():
             if key[1:] == (host, port or 0):
                 while idle:
                     idle.pop().close()
+        for connection in self._live:  # carrying an answer now: closed once it is done
+            if connection.key[1:] == (host, port or 0):
+                connection.single_use = True
 
     def close(self) -> None:
         """Close every connection, idle or carrying an answer."""
