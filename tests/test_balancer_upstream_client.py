@@ -36,6 +36,8 @@ from services.balancer.upstream import (
     request_head,
 )
 
+pytestmark = pytest.mark.smoke  # httptools' leniencies and callbacks at its floor too (.ci/run)
+
 Script = Callable[["Scripted", asyncio.StreamReader, Any], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
