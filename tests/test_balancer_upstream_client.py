@@ -123,15 +123,8 @@ def keep_answering(answer: bytes) -> Script:
 async def start(
     upstream: Upstream, server: Server, method: str = "GET", silence: float = 5.0
 ) -> tuple[Connection, bool]:
-    connection, reused = await upstream.connect(server)
     head = request_head(method, "/x", server, [("Host", "lab")], 0)
-    try:
-        connection.send((head, b""), silence, method == "HEAD")
-        await connection.head()
-    except BaseException:
-        upstream.release(connection)
-        raise
-    return connection, reused
+    return await upstream.exchange(server, (head, b""), silence, method == "HEAD", False)
 
 
 async def body_of(connection: Connection) -> bytes:
@@ -468,7 +461,7 @@ async def test_a_request_is_sent_once_when_the_server_hangs_up() -> None:
         upstream = Upstream(connect_timeout=1, keepalive=30)
         with pytest.raises(Disconnected) as raised:
             await start(upstream, server.at())
-        assert raised.value.before_answer
+        assert raised.value.before_answer and not raised.value.stale  # a new connection
         assert (server.connections, len(server.requests)) == (1, 1)
         assert classify(raised.value) == "reset"
 
@@ -502,6 +495,7 @@ async def test_a_reused_connection_the_server_drops_unanswered_says_so() -> None
         with pytest.raises(Disconnected) as raised:
             await start(upstream, server.at())
         assert raised.value.before_answer and len(server.requests) == 2
+        assert raised.value.stale  # reused: the request never ran, so the proxy sends it again
 
 
 async def test_the_retry_connection_carries_one_exchange_only() -> None:

@@ -277,28 +277,16 @@ class Proxy:
         against the server. Raises what the exchange raised, the connection closed."""
         upstream = self._upstream
         assert upstream is not None
-        connection, reused = await upstream.connect(server)
         try:
-            connection.send(request, silence, head_only)
-            await connection.head()
+            connection, _ = await upstream.exchange(server, request, silence, head_only, False)
             return connection
         except Disconnected as error:
-            upstream.release(connection)  # closed: the exchange failed
-            if not (reused and error.before_answer):
+            if not error.stale:
                 raise
             self.balancer.journal.retried(server.name, server.name)  # told in the summary
-        except BaseException:
-            upstream.release(connection)
-            raise
         server.stats.retries += 1
         self._count_try(server)
-        connection, _ = await upstream.connect(server, fresh=True)
-        try:
-            connection.send(request, silence, head_only)
-            await connection.head()
-        except BaseException:
-            upstream.release(connection)
-            raise
+        connection, _ = await upstream.exchange(server, request, silence, head_only, True)
         return connection
 
     def _count_try(self, server: Server) -> None:

@@ -86,6 +86,9 @@ class Disconnected(UpstreamError, ConnectionResetError):
     def __init__(self, before_answer: bool) -> None:
         super().__init__("server disconnected")
         self.before_answer = before_answer
+        # Before any answer byte, on a connection reused from the pool: the server had closed
+        # it as idle, so the request never ran (set by ``Upstream.exchange``).
+        self.stale = False
 
 
 class CutShort(UpstreamError, ConnectionError):
@@ -483,6 +486,23 @@ class Upstream:
         connection = await self._open(key)
         connection.single_use = fresh
         return connection, False
+
+    async def exchange(
+        self, server: Server, data: Iterable[bytes], silence: float, head_only: bool, fresh: bool
+    ) -> tuple[Connection, bool]:
+        """``data`` (a request) sent to ``server`` on a connection (``connect``), once its
+        answer's head has come; and whether it was reused. On failure the connection is
+        released (closed) and the error raised; a ``Disconnected`` says if it was ``stale``."""
+        connection, reused = await self.connect(server, fresh)
+        try:
+            connection.send(data, silence, head_only)
+            await connection.head()
+        except BaseException as error:
+            self.release(connection)
+            if isinstance(error, Disconnected):
+                error.stale = reused and error.before_answer
+            raise
+        return connection, reused
 
     def release(self, connection: Connection) -> None:
         """Back to the pool if it may carry another request, else closed."""
