@@ -29,10 +29,9 @@ import time
 from pathlib import Path
 
 import httpx
-from stack import ROOT, ServiceProcess, free_run, wait_until
+from stack import ROOT, ServiceProcess, cpu_seconds, free_run, wait_until
 
 WARM_UP = 5.0
-TICKS = os.sysconf("SC_CLK_TCK")
 REFERENCE_APP = """
 from textual.app import App
 from textual.widgets import Footer, Header, Static
@@ -41,12 +40,6 @@ class Reference(App):
         yield Header(); yield Static("reference"); yield Footer()
 Reference().run()
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def in_terminal(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:

@@ -39,6 +39,7 @@ import httpx
 from stack import (
     ROOT,
     ServiceProcess,
+    cpu_seconds,
     free_port,
     report,
     start_balancer,
@@ -48,7 +49,6 @@ from stack import (
 
 CONNECTIONS = (1, 8, 32, 64)
 PATH = "/tareas"  # the seed's list of tasks: a small JSON array (a few tasks)
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # What nginx serves in --backend fast: five tasks as the task servers list them (~0.6 KB).
 FAST_TASKS = (
     b"["
@@ -110,13 +110,6 @@ def wrk_run(url: str, connections: int, seconds: float, *headers: str) -> tuple[
     if errors:
         print(f"  warning: {errors.group(1)} non-2xx answers from {url}")
     return rate, float(value) * scale, requests
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (fields 14 and 15 of its stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name, in parentheses, may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def measure(url: str, connections: int, seconds: float, pid: int | None) -> Cell:

@@ -27,11 +27,19 @@ from support import (  # noqa: E402
 )
 
 __all__ = [
-    "ROOT", "ServiceProcess", "free_port", "free_run", "report", "start_balancer", "start_haproxy",
-    "start_taskserver", "wait_until",
+    "ROOT", "ServiceProcess", "cpu_seconds", "free_port", "free_run", "report", "start_balancer",
+    "start_haproxy", "start_taskserver", "wait_until",
 ]  # fmt: skip
 
 HAPROXY_TEMPLATE = Path(__file__).with_name("haproxy.cfg.template")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (fields 14 and 15 of its /proc stat;
+    the name before them, in parentheses, may hold spaces)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def start_taskserver(name: str, tasks_file: Path, token: str | None = None) -> ServiceProcess:
